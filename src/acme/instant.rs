@@ -1,0 +1,329 @@
+//! [`Ca`] and [`Issuer`] on top of instant-acme.
+//!
+//! instant-acme 0.8 signs only with ECDSA P-256 account keys; other account keys (acmetool's
+//! default is RSA) are refused here with an error that says so (doc/state-directory.md).
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::http::CaHttp;
+use super::{AcmeError, Ca, DirectoryMeta, Issued, Issuer, Registration};
+use crate::challenge::{HttpChallenge, Responder};
+use crate::keys::first_private_key_der;
+use crate::name::Hostname;
+
+/// How long to wait for the CA to validate and to issue. Polling starts after a few
+/// milliseconds and backs off, so a fast CA is never waited on for whole seconds.
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(25))
+        .backoff(1.5)
+        .timeout(Duration::from_secs(600))
+}
+
+/// A CA at one directory URL, reached through a shared HTTP client.
+#[derive(Clone, Debug)]
+pub struct InstantCa {
+    directory_url: String,
+    http: CaHttp,
+}
+
+impl InstantCa {
+    /// A CA at `directory_url`.
+    pub fn new(directory_url: &str, http: CaHttp) -> Self {
+        Self {
+            directory_url: directory_url.to_owned(),
+            http,
+        }
+    }
+
+    fn key(&self, key_pem: &str) -> Result<(instant_acme::Key, PrivateKeyDer<'static>), AcmeError> {
+        let der = first_private_key_der(key_pem)?;
+        let pkcs8 = match PrivateKeyDer::try_from(der.as_slice()).map_err(|e| anyhow!("{e}"))? {
+            PrivateKeyDer::Pkcs8(p) => p.secret_pkcs8_der().to_vec(),
+            PrivateKeyDer::Sec1(sec1) => {
+                let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
+                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    sec1.secret_sec1_der(),
+                )
+                .map_err(|_| unsupported_key())?;
+                pair.to_pkcs8v1()
+                    .map_err(|_| unsupported_key())?
+                    .as_ref()
+                    .to_vec()
+            }
+            _ => return Err(unsupported_key()),
+        };
+        let key = instant_acme::Key::from_pkcs8_der(PrivatePkcs8KeyDer::from(pkcs8.clone()))
+            .map_err(|_| unsupported_key())?;
+        Ok((key, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8))))
+    }
+}
+
+fn unsupported_key() -> AcmeError {
+    AcmeError::Other(anyhow!(
+        "the account key is not an ECDSA P-256 key; acmekeep can only sign with P-256 account keys so far (RSA account keys from acmetool are not supported yet)"
+    ))
+}
+
+fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
+    match e {
+        instant_acme::Error::Api(p) => {
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist") {
+                return AcmeError::AccountDoesNotExist;
+            }
+            AcmeError::Ca(format!("{context}: {}", describe_problem(&p)))
+        }
+        other => AcmeError::Other(anyhow!("{context}: {other}")),
+    }
+}
+
+/// Renders a problem document (RFC 7807) with its subproblems, for error messages.
+pub fn describe_problem(p: &instant_acme::Problem) -> String {
+    let kind = p
+        .r#type
+        .as_deref()
+        .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
+        .unwrap_or("error");
+    let mut s = format!("{kind}: {}", p.detail.as_deref().unwrap_or("(no detail)"));
+    for sub in &p.subproblems {
+        s.push_str(&format!("; {}", sub.detail.as_deref().unwrap_or("")));
+    }
+    // The CA's text goes to logs and status: keep it one bounded line.
+    s.retain(|c| !c.is_control());
+    s.truncate(1000);
+    s
+}
+
+impl Ca for InstantCa {
+    type Session = InstantSession;
+
+    async fn directory_meta(&self) -> Result<DirectoryMeta, AcmeError> {
+        #[derive(serde::Deserialize)]
+        struct Dir {
+            #[serde(default)]
+            meta: Meta,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            terms_of_service: Option<String>,
+        }
+        let body = self.http.get(&self.directory_url).await?;
+        let dir: Dir = serde_json::from_slice(&body).with_context(|| {
+            format!("the directory at {} is not valid JSON", self.directory_url)
+        })?;
+        Ok(DirectoryMeta {
+            terms_of_service: dir.meta.terms_of_service,
+        })
+    }
+
+    async fn login(&self, key_pem: &str) -> Result<InstantSession, AcmeError> {
+        let key = self.key(key_pem)?;
+        let (account, _) = Account::builder_with_http(Box::new(self.http.clone()))
+            .from_key(key, self.directory_url.clone())
+            .await
+            .map_err(|e| ca_error("looking up the account", e))?;
+        Ok(InstantSession { account })
+    }
+
+    async fn register(
+        &self,
+        key_pem: &str,
+        reg: &Registration,
+    ) -> Result<InstantSession, AcmeError> {
+        let key = self.key(key_pem)?;
+        let (account, _) = Account::builder_with_http(Box::new(self.http.clone()))
+            .create_from_key(key, self.directory_url.clone())
+            .await
+            .map_err(|e| ca_error("registering the account", e))?;
+        if let Some(email) = reg.email.as_deref().filter(|e| !e.is_empty()) {
+            let contact = format!("mailto:{email}");
+            account
+                .update_contacts(&[contact.as_str()])
+                .await
+                .map_err(|e| ca_error("setting the account's contact address", e))?;
+        }
+        Ok(InstantSession { account })
+    }
+}
+
+/// An account session.
+#[derive(Clone)]
+pub struct InstantSession {
+    account: Account,
+}
+
+impl std::fmt::Debug for InstantSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstantSession")
+            .field("id", &self.account.id())
+            .finish()
+    }
+}
+
+/// Removes the challenge responses of an order when it ends, however it ends.
+struct Presented<'a> {
+    responder: &'a dyn Responder,
+    challenges: Vec<HttpChallenge>,
+}
+
+impl Drop for Presented<'_> {
+    fn drop(&mut self) {
+        for ch in &self.challenges {
+            self.responder.cleanup(ch);
+        }
+    }
+}
+
+/// A token is used as a file name and URL path segment: it must be base64url (RFC 8555 §8.1).
+fn valid_token(token: &str) -> bool {
+    (16..=256).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Issuer for InstantSession {
+    async fn issue(
+        &self,
+        names: &[Hostname],
+        csr_der: &[u8],
+        responder: &dyn Responder,
+        on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
+    ) -> Result<Issued, AcmeError> {
+        let identifiers: Vec<Identifier> = names
+            .iter()
+            .map(|n| Identifier::Dns(n.to_string()))
+            .collect();
+        let mut order = self
+            .account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| ca_error("creating the order", e))?;
+        let mut presented = Presented {
+            responder,
+            challenges: Vec::new(),
+        };
+        let thumb = self.account.key_thumbprint().to_owned();
+        {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz.map_err(|e| ca_error("fetching an authorization", e))?;
+                let ident = authz.identifier().to_string();
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => {
+                        return Err(AcmeError::Ca(format!(
+                            "the authorization for {ident} is {other:?}"
+                        )));
+                    }
+                }
+                let mut ch = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
+                    AcmeError::Ca(format!("the CA offers no http-01 challenge for {ident}"))
+                })?;
+                if !valid_token(&ch.token) {
+                    return Err(AcmeError::Ca(format!(
+                        "the CA sent a malformed challenge token for {ident}"
+                    )));
+                }
+                let http = HttpChallenge {
+                    name: ident.clone(),
+                    token: ch.token.clone(),
+                    key_authorization: format!("{}.{thumb}", ch.token),
+                };
+                responder.present(&http).await.map_err(|e| {
+                    AcmeError::Other(e.context(format!("answering the challenge for {ident}")))
+                })?;
+                presented.challenges.push(http);
+                ch.set_ready()
+                    .await
+                    .map_err(|e| ca_error(&format!("the challenge for {ident}"), e))?;
+            }
+        }
+        let status = order
+            .poll_ready(&retry_policy())
+            .await
+            .map_err(|e| ca_error("waiting for validation", e))?;
+        if status != OrderStatus::Ready {
+            return Err(AcmeError::Ca(failed_validation(&mut order).await));
+        }
+        drop(presented);
+        order
+            .finalize_csr(csr_der)
+            .await
+            .map_err(|e| ca_error("finalizing the order", e))?;
+        on_finalized(order.url()).map_err(AcmeError::Other)?;
+        let chain_pem = order
+            .poll_certificate(&retry_policy())
+            .await
+            .map_err(|e| ca_error("downloading the certificate", e))?;
+        Ok(Issued {
+            order_url: order.url().to_owned(),
+            chain_pem,
+        })
+    }
+
+    async fn fetch_order_certificate(&self, order_url: &str) -> Result<Option<String>, AcmeError> {
+        let mut order = self
+            .account
+            .order(order_url.to_owned())
+            .await
+            .map_err(|e| ca_error("fetching the order", e))?;
+        order
+            .certificate()
+            .await
+            .map_err(|e| ca_error("downloading the certificate", e))
+    }
+
+    fn thumbprint(&self) -> String {
+        self.account.key_thumbprint().to_owned()
+    }
+}
+
+/// Explains why an order went invalid, from its authorizations' challenge errors.
+async fn failed_validation(order: &mut instant_acme::Order) -> String {
+    let mut reasons = Vec::new();
+    let mut authzs = order.authorizations();
+    while let Some(Ok(mut authz)) = authzs.next().await {
+        let ident = authz.identifier().to_string();
+        if let Ok(state) = authz.refresh().await {
+            for ch in &state.challenges {
+                if let Some(p) = &ch.error {
+                    reasons.push(format!("{ident}: {}", describe_problem(p)));
+                }
+            }
+        }
+    }
+    if reasons.is_empty() {
+        "the order became invalid (the CA gave no reason)".to_owned()
+    } else {
+        format!("validation failed: {}", reasons.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_token;
+
+    #[test]
+    fn tokens_are_base64url_only() {
+        assert!(valid_token("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
+        for bad in [
+            "",
+            "short",
+            "../../../../etc/passwd-aaaaaaaaa",
+            "a/b-cccccccccccccccc",
+            "a.b-cccccccccccccccccc",
+            "ä-ccccccccccccccccccc",
+        ] {
+            assert!(!valid_token(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The HTTP self-test (acmetool §5.2): before asking the CA, fetch our own challenge
+//! response the way the CA will, on port 80, and stop early if it is not served. It can be
+//! turned off per target (`http-self-test: false`) for NAT and split-horizon setups.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetches `http://<name>/.well-known/acme-challenge/<token>` and compares the body.
+/// Redirects are not followed: a redirect is reported as inconclusive and does not fail.
+pub async fn check(name: &str, token: &str, key_authorization: &str) -> Result<()> {
+    let url = format!("http://{name}/.well-known/acme-challenge/{token}");
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::get(&url)
+        .header(http::header::USER_AGENT, crate::acme::http::user_agent())
+        .body(Empty::new())?;
+    let rsp = tokio::time::timeout(TIMEOUT, client.request(req))
+        .await
+        .map_err(|_| anyhow!("self-test of {url} timed out (set http-self-test: false if the CA reaches this host differently)"))?
+        .map_err(|e| anyhow!("self-test of {url} failed: {e} (set http-self-test: false if the CA reaches this host differently)"))?;
+    if rsp.status().is_redirection() {
+        tracing::info!("self-test of {url}: redirected; leaving the check to the CA");
+        return Ok(());
+    }
+    let status = rsp.status();
+    let body = tokio::time::timeout(TIMEOUT, Limited::new(rsp.into_body(), 64 * 1024).collect())
+        .await
+        .map_err(|_| anyhow!("self-test of {url} timed out reading the body"))?
+        .map_err(|e| anyhow!("self-test of {url}: {e}"))?
+        .to_bytes();
+    if !status.is_success() || String::from_utf8_lossy(&body).trim() != key_authorization {
+        bail!(
+            "self-test of {url} failed: HTTP {status} without the expected response (set http-self-test: false to skip this check)"
+        );
+    }
+    Ok(())
+}

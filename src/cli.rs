@@ -1,0 +1,73 @@
+//! Command-line definition (clap types only; resolving them is `settings`'s job).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// acmekeep: keeps a machine's TLS certificates valid forever (acmetool-compatible).
+#[derive(Debug, Parser)]
+#[command(name = "acmekeep", version, about, long_about = None)]
+pub struct Cli {
+    /// State directory.
+    #[arg(long, global = true, env = "ACME_STATE_DIR", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Never prompt; a missing answer is an error naming the response-file key to add.
+    #[arg(long, global = true)]
+    pub batch: bool,
+    /// YAML file of prompt answers (default: <state>/conf/responses if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub response_file: Option<PathBuf>,
+    /// Wait for the state directory lock instead of failing at once (default 10m).
+    #[arg(long, global = true, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m", require_equals = true)]
+    pub wait: Option<String>,
+    /// Maximum number of orders in flight at once.
+    #[arg(long, global = true, env = "ACMEKEEP_JOBS", default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: u16,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do (default: reconcile).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Declare names you want certificates for, then reconcile.
+    Want(WantArgs),
+    /// Obtain and renew certificates so every target is satisfied (the default command).
+    Reconcile(ReconcileArgs),
+    /// Show targets, their live certificates, expiry, renewal time and last error.
+    Status(StatusArgs),
+}
+
+/// `want`.
+#[derive(Debug, Args)]
+pub struct WantArgs {
+    /// Only write the target; do not reconcile.
+    #[arg(long)]
+    pub no_reconcile: bool,
+    /// Hostnames (the first is the target's file-name stem).
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `reconcile`.
+#[derive(Debug, Args, Default)]
+pub struct ReconcileArgs {
+    /// Restrict the request phase to these target files (names under desired/).
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output (schema: doc/status-json.md).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,43 @@
+//! One module per subcommand: glue from settings to the core modules, nothing more.
+
+pub mod reconcile;
+pub mod status;
+pub mod want;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::interact::Interaction;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::store::lock::StateLock;
+
+/// Takes the state lock (fail fast, or wait as configured) and opens the store for writing.
+pub fn lock_and_open(settings: &Settings) -> Result<(StateLock, Arc<Store>)> {
+    Store::prepare_root(&settings.state_dir)?;
+    let lock = match settings.lock_wait {
+        None => StateLock::acquire(&settings.state_dir)?,
+        Some(d) => StateLock::acquire_wait(&settings.state_dir, d)?,
+    };
+    let store = Store::open(&settings.state_dir, &lock)?;
+    Ok((lock, Arc::new(store)))
+}
+
+/// The response file and terminal policy.
+pub fn interaction(settings: &Settings) -> Result<Interaction> {
+    Interaction::load(
+        Some(&settings.response_file),
+        Interaction::terminal_allowed(settings.batch),
+    )
+    .map_err(crate::exit::config_error)
+}
+
+/// A single-threaded runtime: orders are I/O-bound, and key generation runs on the
+/// blocking pool.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

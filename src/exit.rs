@@ -1,0 +1,45 @@
+//! Exit codes, deliberate and documented (doc/exit-codes in the README).
+//!
+//! 0: everything succeeded. 1: some target failed, or a run-time error. 2: usage or
+//! configuration error. 75 (EX_TEMPFAIL): another process holds the state directory lock.
+
+use std::process::ExitCode;
+
+/// Everything succeeded.
+pub const OK: u8 = 0;
+/// Some target failed, or a run-time error.
+pub const FAILED: u8 = 1;
+/// Usage or configuration error.
+pub const CONFIG: u8 = 2;
+/// The state directory is locked by another process (sysexits EX_TEMPFAIL).
+pub const LOCKED: u8 = 75;
+
+/// Marks an error as a configuration error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct ConfigError(pub anyhow::Error);
+
+/// Wraps `e` as a configuration error.
+pub fn config_error(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(ConfigError(e.into()))
+}
+
+/// The exit code for a failed command.
+pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    if err
+        .downcast_ref::<crate::store::lock::LockError>()
+        .is_some_and(|e| {
+            matches!(
+                e,
+                crate::store::lock::LockError::Busy { .. }
+                    | crate::store::lock::LockError::Timeout { .. }
+            )
+        })
+    {
+        ExitCode::from(LOCKED)
+    } else if err.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(CONFIG)
+    } else {
+        ExitCode::from(FAILED)
+    }
+}

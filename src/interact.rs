@@ -1,0 +1,204 @@
+//! Answers to questions: first the response file, then (only on a terminal and without
+//! `--batch`) the user. Prompt ids are acmetool's, so existing `conf/responses` files keep
+//! working. A run without a terminal never waits for input: a missing answer is an error
+//! that names the exact key to add.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Largest response file we read.
+const MAX_RESPONSES: u64 = 256 * 1024;
+
+/// An answer from the response file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A string (ints are formatted as decimal, as acmetool does).
+    Text(String),
+    /// `true` = yes/acknowledged, `false` = cancelled.
+    Bool(bool),
+}
+
+/// Where answers come from.
+#[derive(Debug, Default)]
+pub struct Interaction {
+    answers: BTreeMap<String, Answer>,
+    source: Option<String>,
+    interactive: bool,
+}
+
+impl Interaction {
+    /// Loads `path` if it exists. `interactive` is true only with a terminal and no `--batch`.
+    pub fn load(path: Option<&Path>, interactive: bool) -> Result<Self> {
+        let mut me = Interaction {
+            interactive,
+            ..Default::default()
+        };
+        let Some(path) = path else { return Ok(me) };
+        let bytes = match crate::store::fs::read_bounded(path, MAX_RESPONSES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(me),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let map: BTreeMap<String, serde_yaml_ng::Value> =
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                BTreeMap::new()
+            } else {
+                serde_yaml_ng::from_slice(&bytes)
+                    .with_context(|| format!("cannot parse {}", path.display()))?
+            };
+        for (k, v) in map {
+            let answer = match v {
+                serde_yaml_ng::Value::String(s) => Answer::Text(s),
+                serde_yaml_ng::Value::Number(n) => Answer::Text(n.to_string()),
+                serde_yaml_ng::Value::Bool(b) => Answer::Bool(b),
+                _ => {
+                    tracing::warn!(
+                        "{}: ignoring {k:?}: value must be a string, number or boolean",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+            me.answers.insert(k, answer);
+        }
+        me.source = Some(path.display().to_string());
+        Ok(me)
+    }
+
+    /// Whether stdin is a terminal and prompting is allowed.
+    pub fn terminal_allowed(batch: bool) -> bool {
+        !batch && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    }
+
+    fn missing(&self, id: &str, hint: &str) -> anyhow::Error {
+        let file = self.source.as_deref().unwrap_or("conf/responses");
+        anyhow::anyhow!(
+            "cannot ask {hint}: running non-interactively; add the key {id:?} to the response file ({file})"
+        )
+    }
+
+    fn prompt(&self, question: &str) -> Result<String> {
+        let mut err = std::io::stderr();
+        write!(err, "{question} ")?;
+        err.flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().take_line(&mut line)?;
+        Ok(line.trim().to_owned())
+    }
+
+    /// A yes/no question.
+    pub fn yes_no(&self, id: &str, question: &str) -> Result<bool> {
+        match self.answers.get(id) {
+            Some(Answer::Bool(b)) => Ok(*b),
+            Some(Answer::Text(t)) => Ok(matches!(
+                t.to_ascii_lowercase().as_str(),
+                "yes" | "y" | "true"
+            )),
+            None if self.interactive => {
+                let a = self.prompt(&format!("{question} [y/N]"))?;
+                Ok(matches!(a.to_ascii_lowercase().as_str(), "y" | "yes"))
+            }
+            None => Err(self.missing(id, question)),
+        }
+    }
+
+    /// A free-text question; `false` in the file means "no answer" (empty).
+    pub fn text(&self, id: &str, question: &str) -> Result<String> {
+        match self.answers.get(id) {
+            Some(Answer::Text(t)) => Ok(t.clone()),
+            Some(Answer::Bool(_)) => Ok(String::new()),
+            None if self.interactive => self.prompt(question),
+            None => Err(self.missing(id, question)),
+        }
+    }
+}
+
+trait TakeLine {
+    fn take_line(&mut self, buf: &mut String) -> std::io::Result<()>;
+}
+
+impl<R: BufRead> TakeLine for R {
+    fn take_line(&mut self, buf: &mut String) -> std::io::Result<()> {
+        // Bound what we read from a terminal, too.
+        let mut limited = std::io::Read::take(self, 4096);
+        limited.read_line(buf)?;
+        if buf.is_empty() {
+            bail_eof()?;
+        }
+        Ok(())
+    }
+}
+
+fn bail_eof() -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "no answer (end of input)",
+    ))
+}
+
+/// Validates an e-mail address well enough to refuse garbage (acmetool: an invalid address
+/// means no contact).
+pub fn plausible_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && s.len() <= 254
+        && domain.contains('.')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_from_file_and_missing_keys_named() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("responses");
+        std::fs::write(&p, "\"acme-agreement:https://tos\": true\nacme-enter-email: a@b.org\nsize: 4096\nno: false\n")
+            .expect("write");
+        let i = Interaction::load(Some(&p), false).expect("load");
+        assert!(
+            i.yes_no("acme-agreement:https://tos", "agree?")
+                .expect("answered")
+        );
+        assert_eq!(
+            i.text("acme-enter-email", "email?").expect("answered"),
+            "a@b.org"
+        );
+        assert_eq!(i.text("size", "size?").expect("answered"), "4096");
+        assert!(!i.yes_no("no", "?").expect("answered"));
+        let err = i
+            .yes_no("acme-agreement:https://other", "agree?")
+            .expect_err("missing");
+        assert!(format!("{err}").contains("acme-agreement:https://other"));
+        bail_if_ok(Interaction::load(Some(&d.path().join("missing")), false));
+    }
+
+    fn bail_if_ok(r: Result<Interaction>) {
+        let i = r.expect("a missing file is no answers");
+        assert!(i.text("x", "x?").is_err());
+    }
+
+    #[test]
+    fn email_plausibility() {
+        assert!(plausible_email("a@b.org"));
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.org",
+            "a b@c.org",
+            "a@b.org\n",
+            "a@b.org,c@d.org",
+        ] {
+            assert!(!plausible_email(bad), "{bad:?}");
+        }
+    }
+}

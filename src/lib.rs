@@ -1,0 +1,36 @@
+//! acmekeep keeps a machine's TLS certificates valid forever, in an acmetool-compatible
+//! state directory.
+//!
+//! Design overview (see also `../shared/STYLE.md`-style layout notes in doc/architecture.md):
+//! parse the command line into [`settings::Settings`]; the [`commands`] glue opens the
+//! [`store`] (under its crash-proof lock), loads [`target`]s and the inventory once, asks the
+//! pure [`plan`]ner what to do at `now`, and [`reconcile`] carries it out through the
+//! [`acme::Issuer`] and [`challenge::Responder`] seams. Nothing below `commands` reads the
+//! clock or the environment or prints to stdout.
+
+pub mod acme;
+pub mod challenge;
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod interact;
+pub mod keys;
+pub mod name;
+pub mod plan;
+pub mod reconcile;
+pub mod settings;
+pub mod store;
+pub mod target;
+
+use std::process::ExitCode;
+
+/// Runs the parsed command line; the caller prints errors and exits with the code.
+pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
+    let settings = settings::Settings::resolve(cli)?;
+    match &cli.command {
+        Some(cli::Command::Want(a)) => commands::want::execute(&settings, a),
+        Some(cli::Command::Status(a)) => commands::status::execute(&settings, a),
+        Some(cli::Command::Reconcile(a)) => commands::reconcile::execute(&settings, a),
+        None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),
+    }
+}

@@ -1,0 +1,28 @@
+//! The acmekeep binary: parse, set up logging, run one command, report, exit deliberately.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = acmekeep::cli::Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match acmekeep::run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("acmekeep: {e:#}");
+            acmekeep::exit::code_for(&e)
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The planner: every renewal and relinking decision, as pure functions of their inputs.
+//!
+//! Nothing here touches the disk, the network or the clock: `now` is passed in, so the rules
+//! (acmetool's "satisfies", its renewal span, its relink disjunction) are table-tested below
+//! and the reconciler only carries out what these functions return.
+
+use std::collections::BTreeMap;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::keys::KeyFamily;
+use crate::name::Hostname;
+use crate::target::Target;
+
+/// What the planner needs to know about one certificate directory.
+#[derive(Clone, Debug)]
+pub struct CertSummary {
+    /// Certificate id (directory name under `certs/`).
+    pub id: String,
+    /// dNSName SANs of the leaf (lowercased).
+    pub names: Vec<String>,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// Family of the certificate's public key.
+    pub key_family: Option<KeyFamily>,
+    /// Whether `keys/<key id>/privkey` exists for its public key.
+    pub has_private_key: bool,
+    /// Marked `revoked`.
+    pub revoked: bool,
+}
+
+/// acmetool's "satisfies" (§6.2): not revoked, has its key, covers the names, right key type.
+/// Only downloaded, parseable certificates reach the planner, so those checks are implicit.
+pub fn satisfies(cert: &CertSummary, target: &Target) -> bool {
+    !cert.revoked
+        && cert.has_private_key
+        && target.satisfy_names.iter().all(|n| covers(&cert.names, n))
+        && target
+            .satisfy_key
+            .is_none_or(|fam| cert.key_family == Some(fam))
+}
+
+/// True when `names` contains `name` exactly (wildcards match only the same wildcard, as a
+/// target naming `*.a.b` wants exactly that SAN).
+fn covers(names: &[String], name: &Hostname) -> bool {
+    names.iter().any(|n| n == name.as_str())
+}
+
+/// The best certificate satisfying `target`: the latest `not_after`, ties broken by id so
+/// runs are deterministic.
+pub fn best_cert<'a>(target: &Target, certs: &'a [CertSummary]) -> Option<&'a CertSummary> {
+    certs
+        .iter()
+        .filter(|c| satisfies(c, target))
+        .max_by(|a, b| a.not_after.cmp(&b.not_after).then_with(|| b.id.cmp(&a.id)))
+}
+
+/// When a certificate becomes due: `not_after - min(margin, lifetime / 3)` (acmetool §6.1).
+pub fn renewal_time(cert: &CertSummary, margin_days: u32) -> OffsetDateTime {
+    let lifetime: Duration = cert.not_after - cert.not_before;
+    let third: Duration = lifetime / 3_i32;
+    let span = third.min(Duration::days(i64::from(margin_days)));
+    cert.not_after - span.max(Duration::ZERO)
+}
+
+/// The planner's verdict for one target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetPlan {
+    /// Best satisfying certificate, if any.
+    pub best: Option<String>,
+    /// When `best` becomes due for renewal.
+    pub renew_at: Option<OffsetDateTime>,
+    /// A new certificate must be requested now.
+    pub needs_request: bool,
+}
+
+/// Decides whether `target` needs a new certificate at `now`.
+pub fn plan_target(target: &Target, certs: &[CertSummary], now: OffsetDateTime) -> TargetPlan {
+    match best_cert(target, certs) {
+        Some(best) => {
+            let renew_at = renewal_time(best, target.margin_days);
+            TargetPlan {
+                best: Some(best.id.clone()),
+                renew_at: Some(renew_at),
+                needs_request: now >= renew_at,
+            }
+        }
+        None => TargetPlan {
+            best: None,
+            renew_at: None,
+            needs_request: true,
+        },
+    }
+}
+
+/// Orders targets for the disjunction: priority (high first), then number of names (more
+/// first), then file name, so equal targets are resolved the same way every run.
+pub fn disjunction_order(targets: &[Target]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..targets.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (ta, tb) = (&targets[a], &targets[b]);
+        tb.priority
+            .cmp(&ta.priority)
+            .then_with(|| tb.satisfy_names.len().cmp(&ta.satisfy_names.len()))
+            .then_with(|| ta.file.cmp(&tb.file))
+    });
+    idx
+}
+
+/// One `live/` link that must be (re)pointed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relink {
+    /// Link name under `live/` (`host` or `host:label`).
+    pub name: String,
+    /// Certificate id it must point at.
+    pub cert_id: String,
+}
+
+/// The relink pass: map each live name to the first target claiming it, and return the links
+/// whose best certificate differs from what `current` points at. Targets without a
+/// satisfying certificate keep their old link (no entry).
+pub fn plan_relinks(
+    targets: &[Target],
+    certs: &[CertSummary],
+    current: &BTreeMap<String, String>,
+) -> Vec<Relink> {
+    let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
+    for i in disjunction_order(targets) {
+        for name in targets[i].live_names() {
+            claimed.entry(name).or_insert(i);
+        }
+    }
+    let mut best_of: BTreeMap<usize, Option<&CertSummary>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (name, i) in claimed {
+        let best = *best_of
+            .entry(i)
+            .or_insert_with(|| best_cert(&targets[i], certs));
+        if let Some(best) = best {
+            if current.get(&name) != Some(&best.id) {
+                out.push(Relink {
+                    name,
+                    cert_id: best.id.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::RawTarget;
+    use time::macros::datetime;
+
+    fn target(file: &str, yaml: &str) -> Target {
+        let raw = RawTarget::parse(yaml).expect("yaml");
+        Target::resolve(file, &raw, &RawTarget::default()).expect("resolves")
+    }
+
+    fn cert(id: &str, names: &[&str], nb: OffsetDateTime, days: i64) -> CertSummary {
+        CertSummary {
+            id: id.to_owned(),
+            names: names.iter().map(|s| (*s).to_owned()).collect(),
+            not_before: nb,
+            not_after: nb + Duration::days(days),
+            key_family: Some(KeyFamily::Ecdsa),
+            has_private_key: true,
+            revoked: false,
+        }
+    }
+
+    const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    #[test]
+    fn renewal_rule_table() {
+        // (lifetime days, margin days, days after issuance, due?)
+        let table = [
+            (90, 30, 59, false),
+            (90, 30, 60, true),  // 30 days left = min(30, 30)
+            (90, 10, 79, false), // margin 10 < 30: renew at 10 left
+            (90, 10, 80, true),
+            (90, 60, 60, true), // margin can't exceed 1/3 of lifetime
+            (90, 60, 59, false),
+            (6, 30, 3, false), // 6-day cert: renew at 2 days left
+            (6, 30, 4, true),
+            (45, 30, 30, true), // 45-day cert: 15 left
+            (45, 30, 29, false),
+            (90, 0, 89, false), // margin 0: only at expiry
+            (90, 0, 90, true),
+        ];
+        for (life, margin, after, due) in table {
+            let mut t = target("t", "satisfy:\n  names: [a.b]\n");
+            t.margin_days = margin;
+            let c = cert("c", &["a.b"], T0, life);
+            let p = plan_target(&t, &[c], T0 + Duration::days(after));
+            assert_eq!(
+                p.needs_request, due,
+                "life={life} margin={margin} after={after}"
+            );
+            assert_eq!(p.best.as_deref(), Some("c"));
+        }
+    }
+
+    #[test]
+    fn no_cert_means_request() {
+        let t = target("t", "satisfy:\n  names: [a.b]\n");
+        let p = plan_target(&t, &[], T0);
+        assert_eq!(
+            p,
+            TargetPlan {
+                best: None,
+                renew_at: None,
+                needs_request: true
+            }
+        );
+    }
+
+    #[test]
+    fn satisfies_table() {
+        let t = target(
+            "t",
+            "satisfy:\n  names: [a.b, c.d]\n  key:\n    type: ecdsa\n",
+        );
+        let good = cert("g", &["c.d", "a.b", "x.y"], T0, 90);
+        assert!(satisfies(&good, &t));
+        let mut c = good.clone();
+        c.names.pop();
+        c.names.retain(|n| n != "c.d");
+        assert!(!satisfies(&c, &t), "missing a name");
+        let mut c = good.clone();
+        c.revoked = true;
+        assert!(!satisfies(&c, &t), "revoked");
+        let mut c = good.clone();
+        c.has_private_key = false;
+        assert!(!satisfies(&c, &t), "no key");
+        let mut c = good.clone();
+        c.key_family = Some(KeyFamily::Rsa);
+        assert!(!satisfies(&c, &t), "wrong key type");
+        // Expired certificates still satisfy (acmetool); expiry only triggers renewal.
+        let old = cert("o", &["a.b", "c.d"], T0 - Duration::days(400), 90);
+        assert!(satisfies(&old, &t));
+    }
+
+    #[test]
+    fn best_is_latest_not_after_with_id_tie_break() {
+        let t = target("t", "satisfy:\n  names: [a.b]\n");
+        let certs = [
+            cert("b", &["a.b"], T0, 90),
+            cert("a", &["a.b"], T0, 90),
+            cert("z", &["a.b"], T0 - Duration::days(1), 90),
+        ];
+        assert_eq!(best_cert(&t, &certs).map(|c| c.id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn relink_disjunction_priority_then_names_then_file() {
+        let targets = vec![
+            target("small", "satisfy:\n  names: [a.b]\n"),
+            target("big", "satisfy:\n  names: [a.b, c.d]\n"),
+            target("prio", "satisfy:\n  names: [c.d]\npriority: 10\n"),
+            target("tie2", "satisfy:\n  names: [e.f]\n"),
+            target("tie1", "satisfy:\n  names: [e.f]\n"),
+            target("nocert", "satisfy:\n  names: [g.h]\n"),
+            target("lab", "satisfy:\n  names: [a.b]\nlabel: ecc\n"),
+        ];
+        let certs = vec![
+            cert("c-small", &["a.b"], T0, 90),
+            cert("c-big", &["a.b", "c.d"], T0 - Duration::days(1), 90),
+            cert("c-prio", &["c.d"], T0 - Duration::days(2), 90),
+            cert("c-e1", &["e.f"], T0 - Duration::days(3), 90),
+        ];
+        let mut current = BTreeMap::new();
+        current.insert("g.h".to_owned(), "old".to_owned());
+        current.insert("a.b:ecc".to_owned(), "c-small".to_owned());
+        let relinks = plan_relinks(&targets, &certs, &current);
+        let got: Vec<_> = relinks
+            .iter()
+            .map(|r| (r.name.as_str(), r.cert_id.as_str()))
+            .collect();
+        // a.b -> "big" (more names) whose best is c-small? No: c-small lacks c.d, so c-big.
+        // c.d -> "prio" (priority 10): its best is the latest cert with c.d, c-big.
+        // e.f -> tie1 (file-name order); both have the same best cert anyway.
+        // g.h keeps its old link (no satisfying cert); a.b:ecc already correct.
+        assert_eq!(got, [("a.b", "c-big"), ("c.d", "c-big"), ("e.f", "c-e1")]);
+    }
+
+    #[test]
+    fn disjunction_order_is_deterministic() {
+        let targets = vec![
+            target("b", "satisfy:\n  names: [x.y]\n"),
+            target("a", "satisfy:\n  names: [x.y]\n"),
+        ];
+        assert_eq!(disjunction_order(&targets), vec![1, 0]);
+    }
+}

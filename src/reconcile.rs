@@ -1,0 +1,477 @@
+//! Reconcile: carry out what the planner decided, for every target, as concurrently as the
+//! configured limit allows, and report each target's outcome.
+//!
+//! Order of work (acmetool §6.3, with its failure modes fixed): load everything once; finish
+//! "uncached" certificate directories left by an interrupted run; obtain certificates for the
+//! targets the planner says need one (one failing target never stops the others); record
+//! each attempt; then one relink pass over all targets. Nothing here decides *whether* to
+//! renew — `plan` does — and nothing reads the clock: `now` is passed in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::acme::{AcmeError, Ca, Issuer, Registration};
+use crate::challenge::Http01;
+use crate::challenge::listener::{Listeners, TokenMap};
+use crate::interact::{Interaction, plausible_email};
+use crate::keys::{KeySpec, PrivateKey};
+use crate::plan::{self, CertSummary};
+use crate::store::{CertState, Inventory, Store, cert};
+use crate::target::Target;
+
+/// Settings of one reconcile run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Maximum number of orders in flight.
+    pub jobs: usize,
+    /// Restrict the request phase to these target file names (empty = all).
+    pub only: Vec<String>,
+}
+
+/// Outcome for one target.
+#[derive(Debug)]
+pub struct TargetOutcome {
+    /// File name under `desired/`.
+    pub file: String,
+    /// Names of the target.
+    pub names: Vec<String>,
+    /// `Ok(Some(id))` new certificate, `Ok(None)` nothing to do, `Err` failed.
+    pub result: Result<Option<String>, String>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Per-target outcomes (targets that needed no work included).
+    pub targets: Vec<TargetOutcome>,
+    /// `live/` names that now point somewhere new.
+    pub relinked: Vec<String>,
+    /// Errors not tied to one target (relinking, uncached downloads).
+    pub other_errors: Vec<String>,
+}
+
+impl Report {
+    /// True when every target and step succeeded.
+    pub fn all_ok(&self) -> bool {
+        self.other_errors.is_empty() && self.targets.iter().all(|t| t.result.is_ok())
+    }
+}
+
+/// Connects to the CA of a provider; the seam tests and other protocol crates plug into.
+pub trait Connector: Send + Sync {
+    /// CA type.
+    type Ca: Ca + 'static;
+    /// A CA handle for `directory_url`, trusting `extra_roots` in addition to the system's.
+    fn connect(&self, directory_url: &str, extra_roots: Option<&PathBuf>) -> Result<Self::Ca>;
+}
+
+/// The real connector: instant-acme over our HTTPS client.
+#[derive(Debug, Default)]
+pub struct InstantConnector;
+
+impl Connector for InstantConnector {
+    type Ca = crate::acme::instant::InstantCa;
+    fn connect(&self, directory_url: &str, extra_roots: Option<&PathBuf>) -> Result<Self::Ca> {
+        let roots = crate::acme::http::root_store(extra_roots.map(|p| p.as_path()))?;
+        let http = crate::acme::http::CaHttp::new(roots)?;
+        Ok(crate::acme::instant::InstantCa::new(directory_url, http))
+    }
+}
+
+/// acmetool's default listen addresses: port 80 everywhere, 402 and 4402 on loopback.
+const DEFAULT_LISTEN: [&str; 6] = [
+    "0.0.0.0:80",
+    "[::]:80",
+    "127.0.0.1:402",
+    "[::1]:402",
+    "127.0.0.1:4402",
+    "[::1]:4402",
+];
+
+/// Runs a reconcile over `store`.
+pub async fn run<C: Connector>(
+    store: Arc<Store>,
+    connector: &C,
+    interaction: &Interaction,
+    opts: &Options,
+    now: OffsetDateTime,
+) -> Result<Report> {
+    let defaults = store.load_defaults().map_err(crate::exit::config_error)?;
+    let (targets, broken) = store.load_targets(&defaults)?;
+    let mut inv = store.load_inventory()?;
+    for w in &inv.warnings {
+        tracing::warn!("{w}");
+    }
+    for t in &targets {
+        for w in &t.warnings {
+            tracing::warn!("desired/{}: {w}", t.file);
+        }
+    }
+    let mut report = Report::default();
+    for b in broken {
+        report.targets.push(TargetOutcome {
+            file: b.file,
+            names: Vec::new(),
+            result: Err(format!("{:#}", b.error)),
+        });
+    }
+
+    let unknown: Vec<_> = opts
+        .only
+        .iter()
+        .filter(|o| {
+            !targets.iter().any(|t| &t.file == *o) && !report.targets.iter().any(|t| &t.file == *o)
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(crate::exit::config_error(anyhow!(
+            "no such target in desired/: {}",
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+
+    // Plan.
+    let summaries = inv.summaries();
+    let mut todo: Vec<Target> = Vec::new();
+    for t in &targets {
+        let selected = opts.only.is_empty() || opts.only.contains(&t.file);
+        let p = plan::plan_target(t, &summaries, now);
+        if selected && p.needs_request {
+            todo.push(t.clone());
+        } else {
+            report.targets.push(TargetOutcome {
+                file: t.file.clone(),
+                names: names_of(t),
+                result: Ok(None),
+            });
+        }
+    }
+
+    let uncached: Vec<_> = inv
+        .certs
+        .iter()
+        .filter(|c| matches!(c.state, CertState::Uncached))
+        .cloned()
+        .collect();
+
+    if !todo.is_empty() || !uncached.is_empty() {
+        let issued = obtain(
+            &store,
+            connector,
+            interaction,
+            opts,
+            now,
+            &todo,
+            &inv,
+            &mut report,
+        )
+        .await;
+        for s in issued {
+            inv.certs.push(crate::store::CertRecord {
+                id: s.id.clone(),
+                url: None,
+                account: None,
+                state: CertState::Complete {
+                    key_id: String::new(),
+                    summary: s,
+                },
+            });
+        }
+    }
+
+    // One relink pass over every loadable target.
+    let relinks = plan::plan_relinks(&targets, &inv.summaries(), &inv.live);
+    for r in relinks {
+        match store.relink(&r.name, &r.cert_id) {
+            Ok(_) => report.relinked.push(r.name),
+            Err(e) => report.other_errors.push(format!("{e:#}")),
+        }
+    }
+    Ok(report)
+}
+
+fn names_of(t: &Target) -> Vec<String> {
+    t.satisfy_names.iter().map(|n| n.to_string()).collect()
+}
+
+/// Obtains certificates for `todo` and downloads uncached ones; returns new summaries.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are independent inputs"
+)]
+async fn obtain<C: Connector>(
+    store: &Arc<Store>,
+    connector: &C,
+    interaction: &Interaction,
+    opts: &Options,
+    now: OffsetDateTime,
+    todo: &[Target],
+    inv: &Inventory,
+    report: &mut Report,
+) -> Vec<CertSummary> {
+    let mut new_certs = Vec::new();
+    // Group targets by (provider, extra roots): one account session each.
+    let mut groups: BTreeMap<(String, Option<PathBuf>), Vec<Target>> = BTreeMap::new();
+    for t in todo {
+        groups
+            .entry((t.provider.clone(), t.provider_ca_bundle.clone()))
+            .or_default()
+            .push(t.clone());
+    }
+
+    // Listeners: the union of every target's addresses, started once.
+    let mut addrs: Vec<(String, bool)> = Vec::new();
+    if todo.iter().any(|t| t.challenge.default_listeners) {
+        addrs.extend(DEFAULT_LISTEN.iter().map(|a| ((*a).to_owned(), false)));
+    }
+    for t in todo {
+        for a in &t.challenge.http_ports {
+            if !addrs.iter().any(|(x, _)| x == a) {
+                addrs.push((a.clone(), true));
+            }
+        }
+    }
+    let tokens = Arc::new(TokenMap::default());
+    let listeners = if todo.is_empty() {
+        None
+    } else {
+        Some(Listeners::start(&addrs, tokens.clone()).await)
+    };
+    let listening = listeners.as_ref().is_some_and(|l| !l.bound().is_empty());
+
+    let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let mut set: JoinSet<(String, Vec<String>, Result<CertSummary, String>)> = JoinSet::new();
+    for ((provider, roots), group) in groups {
+        let session = match connector.connect(&provider, roots.as_ref()) {
+            Ok(ca) => account_session(store, &ca, &provider, inv, interaction).await,
+            Err(e) => Err(e),
+        };
+        let (session, account_id) = match session {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("account at {provider}: {e:#}");
+                for t in group {
+                    report.targets.push(TargetOutcome {
+                        file: t.file.clone(),
+                        names: names_of(&t),
+                        result: Err(msg.clone()),
+                    });
+                    record(store, &t.file, now, Some(msg.clone()));
+                }
+                continue;
+            }
+        };
+        let session = Arc::new(session);
+        let account_id = Arc::new(account_id);
+        for t in group {
+            let (store, session, account_id, limit, tokens) = (
+                store.clone(),
+                session.clone(),
+                account_id.clone(),
+                limit.clone(),
+                tokens.clone(),
+            );
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let responder = Http01::new(&t.challenge, tokens, listening);
+                let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                (t.file.clone(), names_of(&t), res)
+            });
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        let (file, names, res) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                report
+                    .other_errors
+                    .push(format!("an order task failed: {e}"));
+                continue;
+            }
+        };
+        record(store, &file, now, res.as_ref().err().cloned());
+        let result = match res {
+            Ok(summary) => {
+                let id = summary.id.clone();
+                new_certs.push(summary);
+                Ok(Some(id))
+            }
+            Err(e) => Err(e),
+        };
+        report.targets.push(TargetOutcome {
+            file,
+            names,
+            result,
+        });
+    }
+    drop(listeners);
+    report.targets.sort_by(|a, b| a.file.cmp(&b.file));
+    new_certs
+}
+
+fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>) {
+    if let Err(e) = store.record_attempt(file, now, error) {
+        tracing::warn!("cannot record the outcome for desired/{file}: {e:#}");
+    }
+}
+
+/// Finds the account for `provider` (by exact directory URL, as acmetool does) and logs in;
+/// registers a new one when there is none, after the terms of service are agreed to.
+async fn account_session<C: Ca>(
+    store: &Store,
+    ca: &C,
+    provider: &str,
+    inv: &Inventory,
+    interaction: &Interaction,
+) -> Result<(C::Session, String)> {
+    let existing = inv.accounts.iter().find(|a| a.directory_url == provider);
+    if let Some(acct) = existing {
+        let pem = std::fs::read_to_string(&acct.key_path)
+            .with_context(|| format!("reading {}", acct.key_path.display()))?;
+        match ca.login(&pem).await {
+            Ok(s) => return Ok((s, acct.id.clone())),
+            Err(AcmeError::AccountDoesNotExist) => {
+                tracing::info!(
+                    "account {} is not registered at {provider}; registering it",
+                    acct.id
+                );
+                let reg = consent(ca, interaction).await?;
+                let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
+                return Ok((s, acct.id.clone()));
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("using account {}", acct.id))),
+        }
+    }
+    let reg = consent(ca, interaction).await?;
+    let key = tokio::task::spawn_blocking(|| PrivateKey::generate(KeySpec::EcdsaP256))
+        .await
+        .context("key generation task")??;
+    let pem = key.to_pem();
+    let id = store.save_account_key(provider, &key.id, &pem)?;
+    tracing::info!("registering a new account {id} at {provider}");
+    let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
+    Ok((s, id))
+}
+
+async fn consent<C: Ca>(ca: &C, interaction: &Interaction) -> Result<Registration> {
+    let meta = ca.directory_meta().await.map_err(|e| anyhow!(e))?;
+    if let Some(tos) = meta.terms_of_service.as_deref() {
+        let id = format!("acme-agreement:{tos}");
+        if !interaction.yes_no(
+            &id,
+            &format!("Do you agree to the CA's terms of service at {tos}?"),
+        )? {
+            bail!("the terms of service at {tos} were not agreed to ({id:?} is not true)");
+        }
+    }
+    let email = interaction.text(
+        "acme-enter-email",
+        "E-mail address for the CA's notices (empty for none):",
+    )?;
+    let email = email.trim().to_owned();
+    let email = if email.is_empty() {
+        None
+    } else if plausible_email(&email) {
+        Some(email)
+    } else {
+        tracing::warn!(
+            "ignoring implausible e-mail address {email:?}; registering without contact"
+        );
+        None
+    };
+    Ok(Registration { email })
+}
+
+/// Everything for one target: key, CSR, order, validation of the result, cert directory.
+async fn issue_one<I: Issuer>(
+    store: &Store,
+    session: &I,
+    account_id: &str,
+    t: &Target,
+    responder: &Http01,
+    now: OffsetDateTime,
+) -> Result<CertSummary> {
+    let key = match &t.key_id {
+        Some(id) => store
+            .load_key(id)
+            .with_context(|| format!("request.key.id {id}"))?,
+        None => {
+            let spec = t.key;
+            tokio::task::spawn_blocking(move || PrivateKey::generate(spec))
+                .await
+                .context("key generation task")??
+        }
+    };
+    // Saved before ordering (acmetool): a finished order must never lack its key.
+    store.save_key(&key)?;
+    let csr = build_csr(t, &key)?;
+    let names: Vec<String> = t.request_names.iter().map(|n| n.to_string()).collect();
+    let on_finalized = |order_url: &str| -> Result<()> {
+        store.begin_cert(order_url, account_id)?;
+        Ok(())
+    };
+    let issued = session
+        .issue(&t.request_names, &csr, responder, &on_finalized)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let files = cert::validate_issued(&issued.chain_pem, &key.id, &names, now)?;
+    let id = crate::store::ids::cert_id(&issued.order_url);
+    store.finish_cert(&id, &key.id, &files)?;
+    tracing::info!("obtained certificate {id} for {}", names.join(", "));
+    Ok(CertSummary {
+        id,
+        names: files.leaf.names,
+        not_before: files.leaf.not_before,
+        not_after: files.leaf.not_after,
+        key_family: files.leaf.key_family,
+        has_private_key: true,
+        revoked: false,
+    })
+}
+
+/// CSR: SANs = request names, CN = the first name when it fits (64 characters).
+fn build_csr(t: &Target, key: &PrivateKey) -> Result<Vec<u8>> {
+    let names: Vec<String> = t.request_names.iter().map(|n| n.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names.clone()).context("building the CSR")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(first) = names.first().filter(|n| n.len() <= 64) {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.as_str());
+    }
+    if t.must_staple {
+        // TLS Feature extension (RFC 7633) = status_request.
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 24],
+                vec![0x30, 0x03, 0x02, 0x01, 0x05],
+            ));
+    }
+    let csr = params
+        .serialize_request(&key.pair)
+        .context("signing the CSR")?;
+    Ok(csr.der().to_vec())
+}
+
+/// Names of targets in a report whose result failed, for summaries.
+pub fn failed_files(report: &Report) -> BTreeSet<&str> {
+    report
+        .targets
+        .iter()
+        .filter(|t| t.result.is_err())
+        .map(|t| t.file.as_str())
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! Resolved settings: raw CLI arguments and environment become one value, with the
+//! precedence (flag, then environment, then default) written once, here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::Cli;
+use crate::exit::config_error;
+
+/// acmetool's default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/acme";
+
+/// Everything a command needs to know about how it was invoked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Absolute state directory.
+    pub state_dir: PathBuf,
+    /// Never prompt.
+    pub batch: bool,
+    /// Response file path (may not exist).
+    pub response_file: PathBuf,
+    /// Whether the response file was named explicitly (then it must exist).
+    pub response_file_explicit: bool,
+    /// `None`: fail fast on a held lock; `Some(d)`: wait up to `d`.
+    pub lock_wait: Option<Duration>,
+    /// Maximum concurrent orders.
+    pub jobs: usize,
+}
+
+/// Parses `30s`, `5m`, `2h`, `1h30m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => bail!("bad duration {s:?}: units are s, m, h, d"),
+        };
+    }
+    if !num.is_empty() || total == 0 && s != "0s" {
+        bail!("bad duration {s:?} (examples: 30s, 5m, 1h30m)");
+    }
+    Ok(Duration::from_secs(total))
+}
+
+impl Settings {
+    /// Resolves the CLI (environment already folded in by clap) into settings.
+    pub fn resolve(cli: &Cli) -> Result<Settings> {
+        let state = cli
+            .state
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let state_dir = if state.is_absolute() {
+            state
+        } else {
+            std::env::current_dir()
+                .context("finding the current directory")?
+                .join(state)
+        };
+        let lock_wait = cli
+            .wait
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(config_error)?;
+        let (response_file, response_file_explicit) = match &cli.response_file {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(config_error(anyhow::anyhow!(
+                        "response file {} does not exist",
+                        p.display()
+                    )));
+                }
+                (p.clone(), true)
+            }
+            None => (state_dir.join("conf/responses"), false),
+        };
+        Ok(Settings {
+            state_dir,
+            batch: cli.batch,
+            response_file,
+            response_file_explicit,
+            lock_wait,
+            jobs: usize::from(cli.jobs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").expect("ok"), Duration::from_secs(30));
+        assert_eq!(parse_duration("30s").expect("ok"), Duration::from_secs(30));
+        assert_eq!(
+            parse_duration("1h30m").expect("ok"),
+            Duration::from_secs(5400)
+        );
+        for bad in ["", "x", "5y", "m", "10m5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The state directory: acmetool's layout, read once into an [`Inventory`], written only
+//! through atomic operations.
+//!
+//! Layout (acmetool §1.2): `desired/` targets, `certs/<id>/{url,account,cert,chain,fullchain,
+//! privkey}`, `keys/<id>/privkey`, `accounts/<urlpart>/<key id>/privkey`, `live/<name>` links,
+//! `conf/`, `tmp/`. acmekeep adds only hidden entries (which acmetool skips): the `.lock` file
+//! and `.acmekeep/` for per-target run records. Nothing here decides anything; the planner
+//! does, from the inventory this module loads.
+
+pub mod cert;
+pub mod fs;
+pub mod ids;
+pub mod lock;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use time::OffsetDateTime;
+
+use crate::keys::{MAX_KEY_FILE, PrivateKey};
+use crate::plan::CertSummary;
+use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
+use fs::AtomicFs;
+
+/// Directories and their modes (acmetool's built-in permission table).
+const DIRS: [(&str, u32); 8] = [
+    ("", 0o755),
+    ("accounts", 0o700),
+    ("desired", 0o755),
+    ("live", 0o755),
+    ("certs", 0o755),
+    ("keys", 0o700),
+    ("conf", 0o755),
+    ("tmp", 0o700),
+];
+/// Mode of private keys and account keys.
+pub const KEY_MODE: u32 = 0o600;
+/// Mode of the directories holding them.
+pub const KEY_DIR_MODE: u32 = 0o700;
+/// Mode of everything else.
+pub const FILE_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o755;
+const RUN_DIR: &str = ".acmekeep";
+
+/// An open state directory.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    fs: AtomicFs,
+}
+
+/// A certificate directory as found on disk.
+#[derive(Clone, Debug)]
+pub struct CertRecord {
+    /// Certificate id (directory name).
+    pub id: String,
+    /// Content of `url` (order URL), if present.
+    pub url: Option<String>,
+    /// Target of the `account` link relative to `accounts/`, e.g. `<urlpart>/<keyid>`.
+    pub account: Option<String>,
+    /// What the directory holds.
+    pub state: CertState,
+}
+
+/// Whether a certificate directory is usable.
+#[derive(Clone, Debug)]
+pub enum CertState {
+    /// Downloaded and parsed.
+    Complete {
+        /// Planner view.
+        summary: CertSummary,
+        /// Key id of its public key.
+        key_id: String,
+    },
+    /// Only `url` (and `account`): the order finished but the download did not happen.
+    Uncached,
+    /// Unreadable or unparseable; never linked.
+    Broken(String),
+}
+
+/// An account key directory.
+#[derive(Clone, Debug)]
+pub struct AccountRecord {
+    /// ACME directory URL decoded from the directory name.
+    pub directory_url: String,
+    /// `<urlpart>/<key id>`, acmetool's account id.
+    pub id: String,
+    /// Path of the `privkey` file.
+    pub key_path: PathBuf,
+}
+
+/// Everything the planner and `status` need, loaded in one pass.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Certificate directories.
+    pub certs: Vec<CertRecord>,
+    /// Key ids present under `keys/`.
+    pub key_ids: BTreeSet<String>,
+    /// `live/` link name → certificate id.
+    pub live: BTreeMap<String, String>,
+    /// Account keys.
+    pub accounts: Vec<AccountRecord>,
+    /// Problems found while loading (logged, never fatal).
+    pub warnings: Vec<String>,
+}
+
+impl Inventory {
+    /// Planner summaries of the complete certificates.
+    pub fn summaries(&self) -> Vec<CertSummary> {
+        self.certs
+            .iter()
+            .filter_map(|c| match &c.state {
+                CertState::Complete { summary, .. } => Some(summary.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The complete certificate with this id.
+    pub fn cert(&self, id: &str) -> Option<&CertRecord> {
+        self.certs.iter().find(|c| c.id == id)
+    }
+}
+
+/// A target file that could not be used, with the reason.
+#[derive(Debug)]
+pub struct TargetError {
+    /// File name under `desired/`.
+    pub file: String,
+    /// What went wrong (names the file and, for YAML errors, the line).
+    pub error: anyhow::Error,
+}
+
+/// Per-target record of the last run, kept in `.acmekeep/targets/<file>.json`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct TargetRecord {
+    /// When the last attempt to obtain a certificate ended (RFC 3339).
+    pub last_attempt: Option<String>,
+    /// Error of the last attempt, if it failed.
+    pub last_error: Option<String>,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+}
+
+fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.collect::<io::Result<Vec<_>>>()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    entries.retain(|e| !e.file_name().to_string_lossy().starts_with('.'));
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+fn read_text(path: &Path, limit: u64) -> Result<String> {
+    let bytes =
+        fs::read_bounded(path, limit).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
+}
+
+fn optional_text(path: &Path, limit: u64) -> Result<Option<String>> {
+    match fs::read_bounded(path, limit) {
+        Ok(bytes) => {
+            Ok(Some(String::from_utf8(bytes).map_err(|_| {
+                anyhow!("{} is not UTF-8 text", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl Store {
+    /// Opens the state directory for writing: creates the layout with acmetool's modes and
+    /// empties `tmp/`. The caller must hold the state lock (the argument proves it).
+    pub fn open(root: &Path, _lock: &lock::StateLock) -> Result<Store> {
+        for (rel, mode) in DIRS {
+            let p = root.join(rel);
+            fs::create_dir_all_mode(&p, mode)
+                .with_context(|| format!("creating {}", p.display()))?;
+        }
+        let tmp = root.join("tmp");
+        fs::clear_dir(&tmp).with_context(|| format!("clearing {}", tmp.display()))?;
+        Ok(Store {
+            root: root.to_owned(),
+            fs: AtomicFs::new(tmp),
+        })
+    }
+
+    /// Opens the state directory for reading only (no lock, no writes).
+    pub fn open_read_only(root: &Path) -> Result<Store> {
+        if !root.is_dir() {
+            bail!("state directory {} does not exist", root.display());
+        }
+        Ok(Store {
+            root: root.to_owned(),
+            fs: AtomicFs::new(root.join("tmp")),
+        })
+    }
+
+    /// Creates the state directory itself (with the lock file's parent) before locking.
+    pub fn prepare_root(root: &Path) -> Result<()> {
+        fs::create_dir_all_mode(root, DIR_MODE)
+            .with_context(|| format!("creating state directory {}", root.display()))
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `conf/target` with acmetool's legacy fallbacks applied.
+    pub fn load_defaults(&self) -> Result<RawTarget> {
+        let path = self.root.join("conf/target");
+        let mut raw = match optional_text(&path, MAX_TARGET_FILE)? {
+            Some(text) => crate::target::parse_file(&path, text.as_bytes())?,
+            None => RawTarget::default(),
+        };
+        // Legacy conf/webroot-path and conf/rsa-key-size (acmetool §8.3).
+        let req = raw.request.get_or_insert_with(Default::default);
+        let ch = req.challenge.get_or_insert_with(Default::default);
+        if ch.webroot_paths.as_ref().is_none_or(|w| w.is_empty()) {
+            if let Some(text) = optional_text(&self.root.join("conf/webroot-path"), 64 * 1024)? {
+                let paths: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if !paths.is_empty() {
+                    ch.webroot_paths = Some(paths);
+                }
+            }
+        }
+        let key = req.key.get_or_insert_with(Default::default);
+        if key.rsa_size.is_none() {
+            if let Some(text) = optional_text(&self.root.join("conf/rsa-key-size"), 1024)? {
+                key.rsa_size = text.trim().parse().ok();
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Loads and resolves every target in `desired/`. Broken files are returned separately
+    /// so one bad file never hides the others.
+    pub fn load_targets(&self, defaults: &RawTarget) -> Result<(Vec<Target>, Vec<TargetError>)> {
+        let dir = self.root.join("desired");
+        let mut targets = Vec::new();
+        let mut errors = Vec::new();
+        for entry in read_dir_sorted(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let loaded = read_text(&path, MAX_TARGET_FILE)
+                .and_then(|text| crate::target::parse_file(&path, text.as_bytes()))
+                .and_then(|raw| {
+                    Target::resolve(&file, &raw, defaults)
+                        .with_context(|| format!("in {}", path.display()))
+                });
+            match loaded {
+                Ok(t) => targets.push(t),
+                Err(error) => errors.push(TargetError { file, error }),
+            }
+        }
+        Ok((targets, errors))
+    }
+
+    /// Loads certificates, keys, accounts and live links.
+    pub fn load_inventory(&self) -> Result<Inventory> {
+        let mut inv = Inventory::default();
+        let keys_dir = self.root.join("keys");
+        for e in
+            read_dir_sorted(&keys_dir).with_context(|| format!("listing {}", keys_dir.display()))?
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if ids::is_well_formed_id(&id) && e.path().join("privkey").is_file() {
+                inv.key_ids.insert(id);
+            } else {
+                inv.warnings.push(format!(
+                    "ignoring {}: not a key directory",
+                    e.path().display()
+                ));
+            }
+        }
+        let certs_dir = self.root.join("certs");
+        for e in read_dir_sorted(&certs_dir)
+            .with_context(|| format!("listing {}", certs_dir.display()))?
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !ids::is_well_formed_id(&id) || !e.path().is_dir() {
+                inv.warnings.push(format!(
+                    "ignoring {}: not a certificate directory",
+                    e.path().display()
+                ));
+                continue;
+            }
+            inv.certs.push(self.load_cert(&id, &inv.key_ids));
+        }
+        let live_dir = self.root.join("live");
+        for e in
+            read_dir_sorted(&live_dir).with_context(|| format!("listing {}", live_dir.display()))?
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match std::fs::read_link(e.path()) {
+                Ok(target) => match target.strip_prefix("../certs") {
+                    Ok(rest) if ids::is_well_formed_id(&rest.to_string_lossy()) => {
+                        inv.live.insert(name, rest.to_string_lossy().into_owned());
+                    }
+                    _ => inv.warnings.push(format!(
+                        "live/{name} points at {}, not at a certificate directory",
+                        target.display()
+                    )),
+                },
+                Err(_) => inv
+                    .warnings
+                    .push(format!("live/{name} is not a symlink; leaving it alone")),
+            }
+        }
+        let acct_dir = self.root.join("accounts");
+        for e in
+            read_dir_sorted(&acct_dir).with_context(|| format!("listing {}", acct_dir.display()))?
+        {
+            let part = e.file_name().to_string_lossy().into_owned();
+            let Some(url) = ids::directory_url_from_part(&part) else {
+                inv.warnings.push(format!(
+                    "ignoring accounts/{part}: not an escaped directory URL"
+                ));
+                continue;
+            };
+            for k in read_dir_sorted(&e.path()).unwrap_or_default() {
+                let kid = k.file_name().to_string_lossy().into_owned();
+                let key_path = k.path().join("privkey");
+                if ids::is_well_formed_id(&kid) && key_path.is_file() {
+                    inv.accounts.push(AccountRecord {
+                        directory_url: url.clone(),
+                        id: format!("{part}/{kid}"),
+                        key_path,
+                    });
+                }
+            }
+        }
+        Ok(inv)
+    }
+
+    fn load_cert(&self, id: &str, key_ids: &BTreeSet<String>) -> CertRecord {
+        let dir = self.root.join("certs").join(id);
+        let url = optional_text(&dir.join("url"), 4096)
+            .ok()
+            .flatten()
+            .map(|u| u.trim().to_owned());
+        let account = std::fs::read_link(dir.join("account")).ok().and_then(|t| {
+            t.strip_prefix("../../accounts")
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned())
+        });
+        let state = match optional_text(&dir.join("cert"), cert::MAX_CHAIN) {
+            Ok(None) => CertState::Uncached,
+            Ok(Some(pem)) => match cert::split_chain(&pem).and_then(|d| cert::leaf_info(&d[0])) {
+                Ok(leaf) => CertState::Complete {
+                    summary: CertSummary {
+                        id: id.to_owned(),
+                        names: leaf.names,
+                        not_before: leaf.not_before,
+                        not_after: leaf.not_after,
+                        key_family: leaf.key_family,
+                        has_private_key: key_ids.contains(&leaf.key_id),
+                        revoked: dir.join("revoked").exists(),
+                    },
+                    key_id: leaf.key_id,
+                },
+                Err(e) => CertState::Broken(format!("{}: {e:#}", dir.join("cert").display())),
+            },
+            Err(e) => CertState::Broken(format!("{e:#}")),
+        };
+        CertRecord {
+            id: id.to_owned(),
+            url,
+            account,
+            state,
+        }
+    }
+
+    /// Writes a new target file under `desired/`.
+    pub fn write_target(&self, file: &str, yaml: &str) -> Result<()> {
+        if !fs::is_contained_relative(Path::new(file)) || file.contains('/') {
+            bail!("target file name {file:?} is not a plain file name");
+        }
+        let path = self.root.join("desired").join(file);
+        self.fs
+            .write_file(&path, yaml.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Saves a certificate private key as `keys/<id>/privkey` (0600 in a 0700 directory,
+    /// from the first byte). An existing key with the same id is left as it is.
+    pub fn save_key(&self, key: &PrivateKey) -> Result<()> {
+        let dir = self.root.join("keys").join(&key.id);
+        if dir.join("privkey").is_file() {
+            return Ok(());
+        }
+        match fs::create_dir_mode(&dir, KEY_DIR_MODE) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+        let path = dir.join("privkey");
+        self.fs
+            .write_file(&path, key.to_pem().as_bytes(), KEY_MODE)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Loads `keys/<id>/privkey`.
+    pub fn load_key(&self, id: &str) -> Result<PrivateKey> {
+        if !ids::is_well_formed_id(id) {
+            bail!("{id:?} is not a key id");
+        }
+        let path = self.root.join("keys").join(id).join("privkey");
+        let key = PrivateKey::from_pem(&read_text(&path, MAX_KEY_FILE)?)
+            .with_context(|| format!("in {}", path.display()))?;
+        if key.id != id {
+            bail!(
+                "{} holds a key whose id is {}, not {id}",
+                path.display(),
+                key.id
+            );
+        }
+        Ok(key)
+    }
+
+    /// Saves an account key for `directory_url`; returns the account id `<urlpart>/<key id>`.
+    pub fn save_account_key(&self, directory_url: &str, key_id: &str, pem: &str) -> Result<String> {
+        let part = ids::account_url_part(directory_url)
+            .with_context(|| format!("provider {directory_url:?}"))?;
+        let parent = self.root.join("accounts").join(&part);
+        fs::create_dir_all_mode(&parent, KEY_DIR_MODE)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let dir = parent.join(key_id);
+        match fs::create_dir_mode(&dir, KEY_DIR_MODE) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+        let path = dir.join("privkey");
+        self.fs
+            .write_file(&path, pem.as_bytes(), KEY_MODE)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(format!("{part}/{key_id}"))
+    }
+
+    /// Records a finished order: `certs/<id>/url` and the `account` link. From here on the
+    /// order can be downloaded by a later run even if this one stops.
+    pub fn begin_cert(&self, order_url: &str, account_id: &str) -> Result<String> {
+        let id = ids::cert_id(order_url);
+        let dir = self.root.join("certs").join(&id);
+        fs::create_dir_all_mode(&dir, DIR_MODE)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        self.fs
+            .symlink(
+                &Path::new("../../accounts").join(account_id),
+                &dir.join("account"),
+            )
+            .with_context(|| format!("linking {}/account", dir.display()))?;
+        self.fs
+            .write_file(&dir.join("url"), order_url.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}/url", dir.display()))?;
+        Ok(id)
+    }
+
+    /// Writes the downloaded certificate into `certs/<id>/`. `cert` is written last, so a
+    /// directory with a `cert` file is always complete.
+    pub fn finish_cert(&self, id: &str, key_id: &str, files: &cert::CertFiles) -> Result<()> {
+        let dir = self.root.join("certs").join(id);
+        let ctx = |f: &str| format!("writing {}/{f}", dir.display());
+        self.fs
+            .write_file(&dir.join("chain"), files.chain.as_bytes(), FILE_MODE)
+            .with_context(|| ctx("chain"))?;
+        self.fs
+            .write_file(
+                &dir.join("fullchain"),
+                files.fullchain.as_bytes(),
+                FILE_MODE,
+            )
+            .with_context(|| ctx("fullchain"))?;
+        self.fs
+            .symlink(
+                &Path::new("../../keys").join(key_id).join("privkey"),
+                &dir.join("privkey"),
+            )
+            .with_context(|| ctx("privkey"))?;
+        self.fs
+            .write_file(&dir.join("cert"), files.cert.as_bytes(), FILE_MODE)
+            .with_context(|| ctx("cert"))
+    }
+
+    /// Points `live/<name>` at `certs/<cert_id>` by renaming a new link over the old one.
+    pub fn relink(&self, name: &str, cert_id: &str) -> Result<bool> {
+        if name.contains('/') || name.starts_with('.') || name.is_empty() {
+            bail!("refusing live link name {name:?}");
+        }
+        if !ids::is_well_formed_id(cert_id) {
+            bail!("refusing to link to {cert_id:?}");
+        }
+        let link = self.root.join("live").join(name);
+        self.fs
+            .symlink(&Path::new("../certs").join(cert_id), &link)
+            .with_context(|| format!("linking {}", link.display()))
+    }
+
+    fn record_path(&self, file: &str) -> PathBuf {
+        self.root
+            .join(RUN_DIR)
+            .join("targets")
+            .join(format!("{file}.json"))
+    }
+
+    /// Reads the run record of a target (missing or unreadable → default).
+    pub fn target_record(&self, file: &str) -> TargetRecord {
+        optional_text(&self.record_path(file), 64 * 1024)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records the outcome of an attempt for `file`.
+    pub fn record_attempt(
+        &self,
+        file: &str,
+        now: OffsetDateTime,
+        error: Option<String>,
+    ) -> Result<()> {
+        let mut rec = self.target_record(file);
+        rec.last_attempt = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok();
+        match error {
+            Some(e) => {
+                rec.failures = rec.failures.saturating_add(1);
+                rec.last_error = Some(e);
+            }
+            None => {
+                rec.failures = 0;
+                rec.last_error = None;
+            }
+        }
+        let dir = self.root.join(RUN_DIR).join("targets");
+        fs::create_dir_all_mode(&dir, DIR_MODE)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(&rec)?;
+        let path = self.record_path(file);
+        self.fs
+            .write_file(&path, &json, FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}

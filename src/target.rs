@@ -1,0 +1,716 @@
+//! Targets: the `desired/` files and the `conf/target` defaults (acmetool schema, §2.1).
+//!
+//! Parsing happens in two layers. [`RawTarget`] mirrors the YAML exactly (every field
+//! optional, unknown keys ignored as yaml.v2 did) so files round-trip; [`Target`] is the
+//! resolved, validated value the planner works with: names normalised, inheritance from
+//! `conf/target` applied, defaults filled in, and everything that will later become a path,
+//! a URL or a CSR field checked here, once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeyFamily, KeySpec};
+use crate::name::Hostname;
+
+/// Let's Encrypt's production directory, acmetool's default provider.
+pub const DEFAULT_PROVIDER: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// acmetool's default renewal margin in days.
+pub const DEFAULT_MARGIN_DAYS: u32 = 30;
+/// The webroot acmetool always writes challenge files to.
+pub const DEFAULT_WEBROOT: &str = "/var/run/acme/acme-challenge";
+/// Largest target file we read.
+pub const MAX_TARGET_FILE: u64 = 1024 * 1024;
+
+/// A target file as written on disk. Every field is optional; see the module docs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RawTarget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub satisfy: Option<RawSatisfy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RawRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Legacy top-level names, used only when `satisfy.names` is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// Legacy top-level provider, used only when `request.provider` is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// `satisfy:` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RawSatisfy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub margin: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<RawSatisfyKey>,
+}
+
+/// `satisfy.key:` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RawSatisfyKey {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// `request:` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// acmekeep extension: extra PEM bundle of CAs trusted for the provider's TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_ca_bundle: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<RawKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocsp_must_staple: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<RawChallenge>,
+}
+
+/// `request.key:` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawKey {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rsa_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ecdsa_curve: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `request.challenge:` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawChallenge {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webroot_paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_ports: Option<Vec<PortValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_self_test: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// acmekeep extension: listen on acmetool's default ports (:80, loopback :402/:4402).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_listeners: Option<bool>,
+    /// acmekeep extension: replaces `/var/run/acme/acme-challenge`; empty disables it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_webroot: Option<String>,
+}
+
+/// An `http-ports` entry: YAML lets people write `402` or `"402"` or `"host:port"`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum PortValue {
+    /// A bare port number.
+    Number(u16),
+    /// `"402"` or `"host:port"`.
+    Text(String),
+}
+
+impl RawTarget {
+    /// Parses YAML text. An empty file is a target with no settings.
+    pub fn parse(text: &str) -> Result<Self, serde_yaml_ng::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_str(text)
+    }
+
+    /// Overlays `self` (a target file) on `base` (the defaults): present fields win, lists
+    /// replace lists, `env` merges per key.
+    pub fn overlay_on(&self, base: &RawTarget) -> RawTarget {
+        fn pick<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
+            top.clone().or_else(|| base.clone())
+        }
+        let (s, bs) = (
+            self.satisfy.clone().unwrap_or_default(),
+            base.satisfy.clone().unwrap_or_default(),
+        );
+        let (r, br) = (
+            self.request.clone().unwrap_or_default(),
+            base.request.clone().unwrap_or_default(),
+        );
+        let (k, bk) = (
+            r.key.clone().unwrap_or_default(),
+            br.key.clone().unwrap_or_default(),
+        );
+        let (c, bc) = (
+            r.challenge.clone().unwrap_or_default(),
+            br.challenge.clone().unwrap_or_default(),
+        );
+        let env = match (&bc.env, &c.env) {
+            (None, None) => None,
+            (b, t) => {
+                let mut m = b.clone().unwrap_or_default();
+                m.extend(t.clone().unwrap_or_default());
+                Some(m)
+            }
+        };
+        RawTarget {
+            satisfy: Some(RawSatisfy {
+                names: s.names.clone(),
+                margin: pick(&s.margin, &bs.margin),
+                key: Some(RawSatisfyKey {
+                    kind: pick(
+                        &s.key.clone().unwrap_or_default().kind,
+                        &bs.key.clone().unwrap_or_default().kind,
+                    ),
+                }),
+            }),
+            request: Some(RawRequest {
+                names: r.names.clone(),
+                provider: pick(&r.provider, &br.provider),
+                provider_ca_bundle: pick(&r.provider_ca_bundle, &br.provider_ca_bundle),
+                key: Some(RawKey {
+                    kind: pick(&k.kind, &bk.kind),
+                    rsa_size: pick(&k.rsa_size, &bk.rsa_size),
+                    ecdsa_curve: pick(&k.ecdsa_curve, &bk.ecdsa_curve),
+                    id: pick(&k.id, &bk.id),
+                }),
+                ocsp_must_staple: pick(&r.ocsp_must_staple, &br.ocsp_must_staple),
+                challenge: Some(RawChallenge {
+                    webroot_paths: pick(&c.webroot_paths, &bc.webroot_paths),
+                    http_ports: pick(&c.http_ports, &bc.http_ports),
+                    http_self_test: pick(&c.http_self_test, &bc.http_self_test),
+                    env,
+                    default_listeners: pick(&c.default_listeners, &bc.default_listeners),
+                    default_webroot: pick(&c.default_webroot, &bc.default_webroot),
+                }),
+            }),
+            priority: pick(&self.priority, &base.priority),
+            label: pick(&self.label, &base.label),
+            names: self.names.clone(),
+            provider: pick(&self.provider, &base.provider),
+        }
+    }
+}
+
+/// Challenge settings resolved for one target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChallengeConfig {
+    /// Directories challenge files are written into (defaults first, then the target's).
+    pub webroot_paths: Vec<PathBuf>,
+    /// Extra listen addresses for the built-in HTTP responder.
+    pub http_ports: Vec<String>,
+    /// Whether to listen on acmetool's default addresses too.
+    pub default_listeners: bool,
+    /// Whether to check our own challenge response over HTTP before asking the CA.
+    pub self_test: bool,
+    /// Extra environment for challenge hooks.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A resolved target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// File name under `desired/` (`None` for conf/target itself).
+    pub file: String,
+    /// Names a certificate must cover.
+    pub satisfy_names: Vec<Hostname>,
+    /// Names to request (satisfy names always included).
+    pub request_names: Vec<Hostname>,
+    /// Renewal margin in days.
+    pub margin_days: u32,
+    /// Key family a certificate must have, if any.
+    pub satisfy_key: Option<KeyFamily>,
+    /// ACME directory URL.
+    pub provider: String,
+    /// Extra CA bundle for the provider's TLS.
+    pub provider_ca_bundle: Option<PathBuf>,
+    /// Key to generate.
+    pub key: KeySpec,
+    /// Existing key to reuse.
+    pub key_id: Option<String>,
+    /// Ask for the TLS Feature (must-staple) extension.
+    pub must_staple: bool,
+    /// Challenge settings.
+    pub challenge: ChallengeConfig,
+    /// Priority in the relink disjunction.
+    pub priority: i64,
+    /// Label appended to live link names.
+    pub label: String,
+    /// Non-fatal remarks found while resolving (logged by the caller).
+    pub warnings: Vec<String>,
+}
+
+fn parse_names(list: &[String], what: &str) -> Result<Vec<Hostname>> {
+    let mut out: Vec<Hostname> = Vec::with_capacity(list.len());
+    for n in list {
+        let h = Hostname::parse(n).with_context(|| format!("in {what}"))?;
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a directory URL: https, or http only for loopback hosts (test servers).
+pub fn validate_provider(url: &str) -> Result<()> {
+    let parsed = url::Url::parse(url).with_context(|| format!("provider {url:?} is not a URL"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                bail!(
+                    "provider {url:?} uses plain http; only https is allowed (http only for loopback test servers)"
+                );
+            }
+        }
+        other => bail!("provider {url:?} has unsupported scheme {other:?}"),
+    }
+    if parsed.host().is_none() {
+        bail!("provider {url:?} has no host");
+    }
+    Ok(())
+}
+
+/// Checks a target label, which becomes part of a `live/` file name.
+fn validate_label(label: &str) -> Result<()> {
+    if label.len() > 64
+        || label.starts_with('.')
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        bail!(
+            "label {label:?} must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with '.'"
+        );
+    }
+    Ok(())
+}
+
+fn key_spec(raw: &RawKey, warnings: &mut Vec<String>) -> KeySpec {
+    match raw.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("ecdsa") => match raw.ecdsa_curve.as_deref() {
+            None | Some("") | Some("nistp256") => KeySpec::EcdsaP256,
+            Some("nistp384") => KeySpec::EcdsaP384,
+            Some("nistp521") => {
+                warnings.push(
+                    "ecdsa-curve nistp521 is not accepted by public CAs; using nistp384".into(),
+                );
+                KeySpec::EcdsaP384
+            }
+            Some(other) => {
+                warnings.push(format!(
+                    "unknown ecdsa-curve {other:?}; using nistp256 as acmetool does"
+                ));
+                KeySpec::EcdsaP256
+            }
+        },
+        other => {
+            if let Some(o) = other.filter(|o| !o.is_empty() && *o != "rsa") {
+                warnings.push(format!(
+                    "unknown key type {o:?}; using rsa as acmetool does"
+                ));
+            }
+            let bits = raw.rsa_size.unwrap_or(2048).clamp(2048, 4096);
+            let bits = match bits {
+                ..=2048 => 2048,
+                2049..=3072 => 3072,
+                _ => 4096,
+            };
+            if raw.rsa_size.is_some_and(|s| s != i64::from(bits)) {
+                warnings.push(format!("rsa-size {:?} rounded to {bits}", raw.rsa_size));
+            }
+            KeySpec::Rsa(bits)
+        }
+    }
+}
+
+fn port_addrs(ports: &[PortValue]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in ports {
+        let text = match p {
+            PortValue::Number(n) => n.to_string(),
+            PortValue::Text(t) => t.trim().to_owned(),
+        };
+        if let Ok(n) = text.parse::<u16>() {
+            out.push(format!("127.0.0.1:{n}"));
+            out.push(format!("[::1]:{n}"));
+        } else if text.parse::<std::net::SocketAddr>().is_ok() {
+            out.push(text);
+        } else if let Some(port) = text.strip_prefix(':') {
+            let n: u16 = port
+                .parse()
+                .with_context(|| format!("http-ports entry {text:?}"))?;
+            out.push(format!("0.0.0.0:{n}"));
+            out.push(format!("[::]:{n}"));
+        } else {
+            bail!("http-ports entry {text:?} is neither a port nor an ip:port address");
+        }
+    }
+    Ok(out)
+}
+
+impl Target {
+    /// Resolves a target file's raw content over the defaults from `conf/target`.
+    pub fn resolve(file: &str, raw: &RawTarget, defaults: &RawTarget) -> Result<Target> {
+        let mut warnings = Vec::new();
+        // conf/target's names are cleared before it becomes the base (acmetool).
+        let mut base = defaults.clone();
+        base.names = None;
+        if let Some(s) = base.satisfy.as_mut() {
+            s.names = None;
+        }
+        if let Some(r) = base.request.as_mut() {
+            r.names = None;
+        }
+        let m = raw.overlay_on(&base);
+        let satisfy = m.satisfy.unwrap_or_default();
+        let request = m.request.unwrap_or_default();
+
+        let mut satisfy_names = match satisfy.names.as_deref() {
+            Some(list) if !list.is_empty() => parse_names(list, "satisfy.names")?,
+            _ => match m.names.as_deref() {
+                Some(list) if !list.is_empty() => parse_names(list, "names")?,
+                _ => Vec::new(),
+            },
+        };
+        if satisfy_names.is_empty() {
+            // acmetool: a file that gives no names is named after its host.
+            satisfy_names =
+                vec![Hostname::parse(file).context(
+                    "the target gives no names and its file name is not a valid hostname",
+                )?];
+        }
+        let mut request_names = match request.names.as_deref() {
+            Some(list) if !list.is_empty() => parse_names(list, "request.names")?,
+            _ => Vec::new(),
+        };
+        for n in &satisfy_names {
+            if !request_names.contains(n) {
+                if !request_names.is_empty() {
+                    warnings.push(format!(
+                        "satisfy name {n} was missing from request.names; added"
+                    ));
+                }
+                request_names.push(n.clone());
+            }
+        }
+
+        let provider = request
+            .provider
+            .clone()
+            .filter(|p| !p.is_empty())
+            .or_else(|| m.provider.clone().filter(|p| !p.is_empty()))
+            .unwrap_or_else(|| DEFAULT_PROVIDER.to_owned());
+        let provider = if provider == "https://acme-v01.api.letsencrypt.org/directory" {
+            warnings.push("ACMEv1 provider URL mapped to Let's Encrypt's v2 directory".into());
+            DEFAULT_PROVIDER.to_owned()
+        } else {
+            provider
+        };
+        validate_provider(&provider)?;
+
+        let margin = satisfy.margin.unwrap_or(i64::from(DEFAULT_MARGIN_DAYS));
+        if !(0..=3650).contains(&margin) {
+            bail!("satisfy.margin {margin} must be between 0 and 3650 days");
+        }
+        let satisfy_key = match satisfy.key.and_then(|k| k.kind).as_deref() {
+            None | Some("") => None,
+            Some("rsa") => Some(KeyFamily::Rsa),
+            Some("ecdsa") => Some(KeyFamily::Ecdsa),
+            Some(other) => bail!("satisfy.key.type {other:?} must be rsa or ecdsa"),
+        };
+        let mut raw_key = request.key.unwrap_or_default();
+        if let Some(family) = satisfy_key {
+            // satisfy.key.type also forces the requested key type (acmetool).
+            let forced = match family {
+                KeyFamily::Rsa => "rsa",
+                KeyFamily::Ecdsa => "ecdsa",
+            };
+            raw_key.kind = Some(forced.to_owned());
+        }
+        let key = key_spec(&raw_key, &mut warnings);
+        let key_id = raw_key
+            .id
+            .as_deref()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty());
+        if let Some(id) = &key_id {
+            if !crate::store::ids::is_well_formed_id(id) {
+                bail!("request.key.id {id:?} is not a 52-character key id");
+            }
+        }
+
+        let ch = request.challenge.unwrap_or_default();
+        let mut webroot_paths = Vec::new();
+        match ch.default_webroot.as_deref() {
+            None => webroot_paths.push(PathBuf::from(DEFAULT_WEBROOT)),
+            Some("") => {}
+            Some(p) => webroot_paths.push(PathBuf::from(p.trim_end_matches('/'))),
+        }
+        for p in ch.webroot_paths.unwrap_or_default() {
+            let trimmed = p.trim_end_matches('/');
+            let path = PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
+            if !path.is_absolute() {
+                bail!("webroot path {p:?} must be absolute");
+            }
+            if !webroot_paths.contains(&path) {
+                webroot_paths.push(path);
+            }
+        }
+        for p in &webroot_paths {
+            if !p.is_absolute() {
+                bail!("default-webroot {:?} must be absolute", p.display());
+            }
+        }
+        let http_ports = port_addrs(&ch.http_ports.unwrap_or_default())?;
+
+        let label = m.label.unwrap_or_default();
+        if !label.is_empty() {
+            validate_label(&label)?;
+        }
+        let provider_ca_bundle = request
+            .provider_ca_bundle
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        if let Some(p) = &provider_ca_bundle {
+            if !p.is_absolute() {
+                bail!(
+                    "provider-ca-bundle {:?} must be an absolute path",
+                    p.display()
+                );
+            }
+        }
+
+        Ok(Target {
+            file: file.to_owned(),
+            satisfy_names,
+            request_names,
+            margin_days: u32::try_from(margin).unwrap_or(DEFAULT_MARGIN_DAYS),
+            satisfy_key,
+            provider,
+            provider_ca_bundle,
+            key,
+            key_id,
+            must_staple: request.ocsp_must_staple.unwrap_or(false),
+            challenge: ChallengeConfig {
+                webroot_paths,
+                http_ports,
+                default_listeners: ch.default_listeners.unwrap_or(true),
+                self_test: ch.http_self_test.unwrap_or(true),
+                env: ch.env.unwrap_or_default(),
+            },
+            priority: m.priority.unwrap_or(0),
+            label,
+            warnings,
+        })
+    }
+
+    /// The `live/` link names this target claims: `name` or `name:label`.
+    pub fn live_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.satisfy_names.iter().map(move |n| {
+            if self.label.is_empty() {
+                n.to_string()
+            } else {
+                format!("{n}:{}", self.label)
+            }
+        })
+    }
+}
+
+/// Parses YAML bytes, naming `path` (and the line, via serde's message) on error.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<RawTarget> {
+    let text =
+        std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    RawTarget::parse(text).with_context(|| format!("cannot parse {}", path.display()))
+}
+
+/// The YAML `want` writes for a new target: only `satisfy.names`.
+pub fn new_target_yaml(names: &[Hostname]) -> Result<String> {
+    let raw = RawTarget {
+        satisfy: Some(RawSatisfy {
+            names: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..RawSatisfy::default()
+        }),
+        ..RawTarget::default()
+    };
+    Ok(serde_yaml_ng::to_string(&raw)?)
+}
+
+/// acmetool's file name for a new target: `<first name>-<26 chars of base32 randomness>`.
+pub fn new_target_filename(first: &Hostname, random16: [u8; 16]) -> String {
+    let mut uuid = random16;
+    uuid[6] = (uuid[6] & 0x0f) | 0x40; // UUIDv4 version and variant bits, as acmetool's UUID
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    let b32 = data_encoding::BASE32_NOPAD
+        .encode(&uuid)
+        .to_ascii_lowercase();
+    format!("{first}-{b32}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(file_yaml: &str, defaults_yaml: &str) -> Result<Target> {
+        let raw = RawTarget::parse(file_yaml)?;
+        let defaults = RawTarget::parse(defaults_yaml)?;
+        Target::resolve("t", &raw, &defaults)
+    }
+
+    #[test]
+    fn defaults_apply_and_lists_replace() {
+        let defaults = "request:\n  provider: https://ca.example/dir\n  key:\n    type: ecdsa\n    ecdsa-curve: nistp384\n  challenge:\n    webroot-paths:\n    - /a\n    http-ports: [402]\nsatisfy:\n  names: [ignored.example]\npriority: 5\n";
+        let t = resolve("satisfy:\n  names: [A.example.org]\n", defaults).expect("resolves");
+        assert_eq!(t.provider, "https://ca.example/dir");
+        assert_eq!(t.key, KeySpec::EcdsaP384);
+        assert_eq!(t.priority, 5);
+        assert_eq!(t.satisfy_names.len(), 1);
+        assert_eq!(t.satisfy_names[0].as_str(), "a.example.org");
+        assert_eq!(
+            t.challenge.webroot_paths,
+            vec![PathBuf::from(DEFAULT_WEBROOT), PathBuf::from("/a")]
+        );
+        assert_eq!(t.challenge.http_ports, vec!["127.0.0.1:402", "[::1]:402"]);
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    webroot-paths: [/b/]\n    default-webroot: ''\n",
+            defaults,
+        )
+        .expect("resolves");
+        assert_eq!(t.challenge.webroot_paths, vec![PathBuf::from("/b")]);
+    }
+
+    #[test]
+    fn legacy_top_level_fields_and_empty_file() {
+        let t =
+            resolve("names: [x.example]\nprovider: https://old.example/d\n", "").expect("legacy");
+        assert_eq!(t.satisfy_names[0].as_str(), "x.example");
+        assert_eq!(t.provider, "https://old.example/d");
+        // An empty file is named after its file name; "t" is a valid single-label host.
+        let t = resolve("", "").expect("empty");
+        assert_eq!(t.satisfy_names[0].as_str(), "t");
+        assert_eq!(t.provider, DEFAULT_PROVIDER);
+        assert_eq!(t.key, KeySpec::Rsa(2048));
+        assert_eq!(t.margin_days, 30);
+    }
+
+    #[test]
+    fn request_names_gain_satisfy_names() {
+        let t = resolve(
+            "satisfy:\n  names: [a.b, c.d]\nrequest:\n  names: [e.f]\n",
+            "",
+        )
+        .expect("ok");
+        let got: Vec<_> = t.request_names.iter().map(|h| h.as_str()).collect();
+        assert_eq!(got, ["e.f", "a.b", "c.d"]);
+        assert_eq!(t.warnings.len(), 2);
+    }
+
+    #[test]
+    fn satisfy_key_type_forces_request_type() {
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\n  key:\n    type: ecdsa\n",
+            "request:\n  key:\n    type: rsa\n",
+        )
+        .expect("ok");
+        assert_eq!(t.key, KeySpec::EcdsaP256);
+        assert_eq!(t.satisfy_key, Some(KeyFamily::Ecdsa));
+    }
+
+    #[test]
+    fn env_merges_per_key() {
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    env: {B: two, C: three}\n",
+            "request:\n  challenge:\n    env: {A: one, B: zero}\n",
+        )
+        .expect("ok");
+        let env: Vec<_> = t
+            .challenge
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(env, ["A=one", "B=two", "C=three"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (yaml, why) in [
+            ("satisfy:\n  names: [../etc]\n", "bad name"),
+            ("satisfy:\n  names: [a.b]\nlabel: ../x\n", "bad label"),
+            (
+                "satisfy:\n  names: [a.b]\nrequest:\n  provider: http://ca.example/dir\n",
+                "plain http",
+            ),
+            (
+                "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    webroot-paths: [rel/dir]\n",
+                "relative webroot",
+            ),
+            (
+                "satisfy:\n  names: [a.b]\nrequest:\n  key:\n    id: nope\n",
+                "bad key id",
+            ),
+            (
+                "satisfy:\n  names: [a.b]\n  margin: -1\n",
+                "negative margin",
+            ),
+            (
+                "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    http-ports: ['x:y']\n",
+                "bad port",
+            ),
+        ] {
+            assert!(resolve(yaml, "").is_err(), "{why}");
+        }
+        assert!(
+            resolve(
+                "satisfy:\n  names: [a.b]\nrequest:\n  provider: http://127.0.0.1:4000/dir\n",
+                ""
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn yaml_errors_name_the_line() {
+        let err = parse_file(
+            Path::new("/s/desired/x"),
+            b"satisfy:\n  names: [a\n  bad: : :\n",
+        )
+        .expect_err("malformed");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("/s/desired/x"), "{msg}");
+        assert!(msg.contains("line"), "{msg}");
+    }
+
+    #[test]
+    fn new_target_round_trips_and_quotes_wildcards() {
+        let names = vec![
+            Hostname::parse("*.a.b").expect("ok"),
+            Hostname::parse("a.b").expect("ok"),
+        ];
+        let yaml = new_target_yaml(&names).expect("yaml");
+        assert!(yaml.starts_with("satisfy:\n  names:\n"), "{yaml}");
+        let t = resolve(&yaml, "").expect("parses back");
+        assert_eq!(t.satisfy_names, names);
+        let f = new_target_filename(&names[1], [7; 16]);
+        assert!(f.starts_with("a.b-") && f.len() == "a.b-".len() + 26, "{f}");
+    }
+}
