@@ -1,0 +1,1 @@
+//! Compatibility tests against acmetool's state directory (to be written).

@@ -1,0 +1,8 @@
+//! Integration tests for `acmekeep`: one test binary sharing one harness.
+//!
+//! Run everything with `cargo test --test it`; the harness self-test alone with
+//! `cargo test --test it pebble_starts`.
+
+mod acmetool;
+mod e2e;
+mod support;
