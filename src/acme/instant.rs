@@ -3,6 +3,7 @@
 //! instant-acme 0.8 signs only with ECDSA P-256 account keys; other account keys (acmetool's
 //! default is RSA) are refused here with an error that says so (doc/state-directory.md).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -65,6 +66,32 @@ impl InstantCa {
     }
 }
 
+/// How often a request rejected for a stale nonce is sent again. instant-acme retries a
+/// bad nonce only twice; a CA that rejects many nonces (Pebble does so at random, on
+/// purpose) would then fail whole orders. A badNonce rejection means the CA did not act on
+/// the request, so repeating any step is safe.
+const NONCE_ATTEMPTS: u32 = 12;
+
+fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+}
+
+/// Evaluates the async expression again while it fails with badNonce.
+macro_rules! nonce_retry {
+    ($op:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $op.await {
+                Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
+                    tracing::debug!("badNonce from the CA; retrying (attempt {attempt})");
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 fn unsupported_key() -> AcmeError {
     AcmeError::Other(anyhow!(
         "the account key is not an ECDSA P-256 key; acmekeep can only sign with P-256 account keys so far (RSA account keys from acmetool are not supported yet)"
@@ -124,11 +151,23 @@ impl Ca for InstantCa {
     }
 
     async fn login(&self, key_pem: &str) -> Result<InstantSession, AcmeError> {
-        let key = self.key(key_pem)?;
-        let (account, _) = Account::builder_with_http(Box::new(self.http.clone()))
-            .from_key(key, self.directory_url.clone())
-            .await
-            .map_err(|e| ca_error("looking up the account", e))?;
+        let (account, _) = nonce_retry!(async {
+            let key = self
+                .key(key_pem)
+                .map_err(|e| instant_acme::Error::Other(e.into()))?;
+            Account::builder_with_http(Box::new(self.http.clone()))
+                .from_key(key, self.directory_url.clone())
+                .await
+        })
+        .map_err(|e| match e {
+            instant_acme::Error::Other(inner) if inner.is::<AcmeError>() => {
+                match inner.downcast::<AcmeError>() {
+                    Ok(a) => *a,
+                    Err(other) => AcmeError::Other(anyhow!(other)),
+                }
+            }
+            e => ca_error("looking up the account", e),
+        })?;
         Ok(InstantSession { account })
     }
 
@@ -137,16 +176,19 @@ impl Ca for InstantCa {
         key_pem: &str,
         reg: &Registration,
     ) -> Result<InstantSession, AcmeError> {
-        let key = self.key(key_pem)?;
-        let (account, _) = Account::builder_with_http(Box::new(self.http.clone()))
-            .create_from_key(key, self.directory_url.clone())
-            .await
-            .map_err(|e| ca_error("registering the account", e))?;
+        self.key(key_pem)?;
+        let (account, _) = nonce_retry!(async {
+            let key = self
+                .key(key_pem)
+                .map_err(|e| instant_acme::Error::Other(e.into()))?;
+            Account::builder_with_http(Box::new(self.http.clone()))
+                .create_from_key(key, self.directory_url.clone())
+                .await
+        })
+        .map_err(|e| ca_error("registering the account", e))?;
         if let Some(email) = reg.email.as_deref().filter(|e| !e.is_empty()) {
             let contact = format!("mailto:{email}");
-            account
-                .update_contacts(&[contact.as_str()])
-                .await
+            nonce_retry!(account.update_contacts(&[contact.as_str()]))
                 .map_err(|e| ca_error("setting the account's contact address", e))?;
         }
         Ok(InstantSession { account })
@@ -201,20 +243,32 @@ impl Issuer for InstantSession {
             .iter()
             .map(|n| Identifier::Dns(n.to_string()))
             .collect();
-        let mut order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
+        let new_order = NewOrder::new(&identifiers);
+        let mut order = nonce_retry!(self.account.new_order(&new_order))
             .map_err(|e| ca_error("creating the order", e))?;
         let mut presented = Presented {
             responder,
             challenges: Vec::new(),
         };
         let thumb = self.account.key_thumbprint().to_owned();
-        {
+        // Authorizations are walked again after a badNonce rejection; `done` keeps each
+        // challenge from being answered twice.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut attempt = 1;
+        'walk: loop {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
-                let mut authz = authz.map_err(|e| ca_error("fetching an authorization", e))?;
+                let mut authz = match authz {
+                    Ok(a) => a,
+                    Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
+                        attempt += 1;
+                        continue 'walk;
+                    }
+                    Err(e) => return Err(ca_error("fetching an authorization", e)),
+                };
+                if !done.insert(authz.url().to_owned()) {
+                    continue;
+                }
                 let ident = authz.identifier().to_string();
                 match authz.status {
                     AuthorizationStatus::Valid => continue,
@@ -242,27 +296,28 @@ impl Issuer for InstantSession {
                     AcmeError::Other(e.context(format!("answering the challenge for {ident}")))
                 })?;
                 presented.challenges.push(http);
-                ch.set_ready()
-                    .await
-                    .map_err(|e| ca_error(&format!("the challenge for {ident}"), e))?;
+                let mut tries = 1;
+                loop {
+                    match ch.set_ready().await {
+                        Ok(()) => break,
+                        Err(e) if is_bad_nonce(&e) && tries < NONCE_ATTEMPTS => tries += 1,
+                        Err(e) => return Err(ca_error(&format!("the challenge for {ident}"), e)),
+                    }
+                }
             }
+            break;
         }
-        let status = order
-            .poll_ready(&retry_policy())
-            .await
+        let policy = retry_policy();
+        let status = nonce_retry!(order.poll_ready(&policy))
             .map_err(|e| ca_error("waiting for validation", e))?;
         if status != OrderStatus::Ready {
             return Err(AcmeError::Ca(failed_validation(&mut order).await));
         }
         drop(presented);
-        order
-            .finalize_csr(csr_der)
-            .await
+        nonce_retry!(order.finalize_csr(csr_der))
             .map_err(|e| ca_error("finalizing the order", e))?;
         on_finalized(order.url()).map_err(AcmeError::Other)?;
-        let chain_pem = order
-            .poll_certificate(&retry_policy())
-            .await
+        let chain_pem = nonce_retry!(order.poll_certificate(&policy))
             .map_err(|e| ca_error("downloading the certificate", e))?;
         Ok(Issued {
             order_url: order.url().to_owned(),
@@ -271,15 +326,9 @@ impl Issuer for InstantSession {
     }
 
     async fn fetch_order_certificate(&self, order_url: &str) -> Result<Option<String>, AcmeError> {
-        let mut order = self
-            .account
-            .order(order_url.to_owned())
-            .await
+        let mut order = nonce_retry!(self.account.order(order_url.to_owned()))
             .map_err(|e| ca_error("fetching the order", e))?;
-        order
-            .certificate()
-            .await
-            .map_err(|e| ca_error("downloading the certificate", e))
+        nonce_retry!(order.certificate()).map_err(|e| ca_error("downloading the certificate", e))
     }
 
     fn thumbprint(&self) -> String {

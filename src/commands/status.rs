@@ -203,7 +203,7 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
         .map(|t| {
             let (id, expires) = match &t.certificate {
                 Some(c) => (
-                    c.id.get(..12).unwrap_or(&c.id).to_owned() + "…",
+                    c.id.clone(),
                     format!(
                         "{} ({})",
                         short_date(&c.not_after),
