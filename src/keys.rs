@@ -147,10 +147,10 @@ pub fn pem_blocks(text: &str) -> impl Iterator<Item = Result<(String, Vec<u8>)>>
     std::iter::from_fn(move || {
         let label = loop {
             let line = lines.next()?.trim();
-            if let Some(rest) = line.strip_prefix("-----BEGIN ") {
-                if let Some(label) = rest.strip_suffix("-----") {
-                    break label.to_owned();
-                }
+            if let Some(rest) = line.strip_prefix("-----BEGIN ")
+                && let Some(label) = rest.strip_suffix("-----")
+            {
+                break label.to_owned();
             }
         };
         let end = format!("-----END {label}-----");

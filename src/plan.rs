@@ -138,13 +138,13 @@ pub fn plan_relinks(
         let best = *best_of
             .entry(i)
             .or_insert_with(|| best_cert(&targets[i], certs));
-        if let Some(best) = best {
-            if current.get(&name) != Some(&best.id) {
-                out.push(Relink {
-                    name,
-                    cert_id: best.id.clone(),
-                });
-            }
+        if let Some(best) = best
+            && current.get(&name) != Some(&best.id)
+        {
+            out.push(Relink {
+                name,
+                cert_id: best.id.clone(),
+            });
         }
     }
     out

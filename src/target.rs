@@ -453,10 +453,10 @@ impl Target {
             .as_deref()
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty());
-        if let Some(id) = &key_id {
-            if !crate::store::ids::is_well_formed_id(id) {
-                bail!("request.key.id {id:?} is not a 52-character key id");
-            }
+        if let Some(id) = &key_id
+            && !crate::store::ids::is_well_formed_id(id)
+        {
+            bail!("request.key.id {id:?} is not a 52-character key id");
         }
 
         let ch = request.challenge.unwrap_or_default();
@@ -491,13 +491,13 @@ impl Target {
             .provider_ca_bundle
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
-        if let Some(p) = &provider_ca_bundle {
-            if !p.is_absolute() {
-                bail!(
-                    "provider-ca-bundle {:?} must be an absolute path",
-                    p.display()
-                );
-            }
+        if let Some(p) = &provider_ca_bundle
+            && !p.is_absolute()
+        {
+            bail!(
+                "provider-ca-bundle {:?} must be an absolute path",
+                p.display()
+            );
         }
 
         Ok(Target {

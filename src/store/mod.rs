@@ -222,24 +222,24 @@ impl Store {
         // Legacy conf/webroot-path and conf/rsa-key-size (acmetool §8.3).
         let req = raw.request.get_or_insert_with(Default::default);
         let ch = req.challenge.get_or_insert_with(Default::default);
-        if ch.webroot_paths.as_ref().is_none_or(|w| w.is_empty()) {
-            if let Some(text) = optional_text(&self.root.join("conf/webroot-path"), 64 * 1024)? {
-                let paths: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if !paths.is_empty() {
-                    ch.webroot_paths = Some(paths);
-                }
+        if ch.webroot_paths.as_ref().is_none_or(|w| w.is_empty())
+            && let Some(text) = optional_text(&self.root.join("conf/webroot-path"), 64 * 1024)?
+        {
+            let paths: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if !paths.is_empty() {
+                ch.webroot_paths = Some(paths);
             }
         }
         let key = req.key.get_or_insert_with(Default::default);
-        if key.rsa_size.is_none() {
-            if let Some(text) = optional_text(&self.root.join("conf/rsa-key-size"), 1024)? {
-                key.rsa_size = text.trim().parse().ok();
-            }
+        if key.rsa_size.is_none()
+            && let Some(text) = optional_text(&self.root.join("conf/rsa-key-size"), 1024)?
+        {
+            key.rsa_size = text.trim().parse().ok();
         }
         Ok(raw)
     }
