@@ -403,9 +403,10 @@ impl Target {
             Some(list) if !list.is_empty() => parse_names(list, "request.names")?,
             _ => Vec::new(),
         };
+        let explicit_request = !request_names.is_empty();
         for n in &satisfy_names {
             if !request_names.contains(n) {
-                if !request_names.is_empty() {
+                if explicit_request {
                     warnings.push(format!(
                         "satisfy name {n} was missing from request.names; added"
                     ));
@@ -622,6 +623,10 @@ mod tests {
         let got: Vec<_> = t.request_names.iter().map(|h| h.as_str()).collect();
         assert_eq!(got, ["e.f", "a.b", "c.d"]);
         assert_eq!(t.warnings.len(), 2);
+        // Implicit request names (the usual case) are no reason to warn.
+        let t = resolve("satisfy:\n  names: [a.b, c.d]\n", "").expect("ok");
+        assert_eq!(t.request_names.len(), 2);
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
     }
 
     #[test]
