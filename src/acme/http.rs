@@ -18,6 +18,8 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::jws::ForeignKey;
+
 /// Largest response body accepted from the CA.
 pub const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 /// Deadline for one request (connect, send, receive headers).
@@ -30,6 +32,7 @@ type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Byt
 pub struct CaHttp {
     inner: Inner,
     requests: Arc<AtomicU64>,
+    resigner: Option<Arc<ForeignKey>>,
 }
 
 impl std::fmt::Debug for CaHttp {
@@ -95,7 +98,16 @@ impl CaHttp {
         Ok(Self {
             inner,
             requests: Arc::new(AtomicU64::new(0)),
+            resigner: None,
         })
+    }
+
+    /// The same client (same pool, same counter) re-signing every JWS it posts with `key`.
+    pub fn with_resigner(&self, key: Arc<ForeignKey>) -> Self {
+        Self {
+            resigner: Some(key),
+            ..self.clone()
+        }
     }
 
     /// Number of requests sent so far.
@@ -135,9 +147,24 @@ impl HttpClient for CaHttp {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let fut = self.inner.request(req);
+        let inner = self.inner.clone();
+        let resigner = self.resigner.clone();
         Box::pin(async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            let req = match resigner {
+                Some(key) if req.method() == http::Method::POST => {
+                    let (parts, body) = req.into_parts();
+                    let bytes = match body.collect().await {
+                        Ok(c) => c.to_bytes(),
+                        Err(never) => match never {},
+                    };
+                    let signed = key
+                        .resign(&bytes)
+                        .map_err(|e| instant_acme::Error::Other(e.into()))?;
+                    http::Request::from_parts(parts, BodyWrapper::from(signed))
+                }
+                _ => req,
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, inner.request(req)).await {
                 Err(_) => Err(instant_acme::Error::Str("request to the CA timed out")),
                 Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
                 Ok(Ok(rsp)) => {

@@ -1,9 +1,10 @@
 //! [`Ca`] and [`Issuer`] on top of instant-acme.
 //!
-//! instant-acme 0.8 signs only with ECDSA P-256 account keys; other account keys (acmetool's
-//! default is RSA) are refused here with an error that says so (doc/state-directory.md).
+//! instant-acme 0.8 signs only with ECDSA P-256 account keys; RSA and P-384 account keys
+//! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -13,6 +14,7 @@ use instant_acme::{
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::http::CaHttp;
+use super::jws::ForeignKey;
 use super::{AcmeError, Ca, DirectoryMeta, Issued, Issuer, Registration};
 use crate::challenge::{HttpChallenge, Responder};
 use crate::keys::first_private_key_der;
@@ -43,26 +45,67 @@ impl InstantCa {
         }
     }
 
-    fn key(&self, key_pem: &str) -> Result<(instant_acme::Key, PrivateKeyDer<'static>), AcmeError> {
+    /// The key instant-acme signs with, the HTTP client to use, and the thumbprint for key
+    /// authorizations. P-256 keys are used directly; RSA and P-384 keys get a placeholder
+    /// P-256 key in instant-acme and a client that re-signs with the real key.
+    fn key(&self, key_pem: &str) -> Result<AccountKey, AcmeError> {
         let der = first_private_key_der(key_pem)?;
-        let pkcs8 = match PrivateKeyDer::try_from(der.as_slice()).map_err(|e| anyhow!("{e}"))? {
+        let der = PrivateKeyDer::try_from(der.as_slice())
+            .map_err(|e| anyhow!("unrecognised account key encoding: {e}"))?
+            .clone_key();
+        if let Some(foreign) = ForeignKey::from_der(&der)? {
+            let (_, pkcs8) = instant_acme::Key::generate_pkcs8().map_err(|e| anyhow!("{e}"))?;
+            let thumbprint = foreign.thumbprint();
+            return Ok(AccountKey {
+                pkcs8: pkcs8.secret_pkcs8_der().to_vec(),
+                http: self.http.with_resigner(Arc::new(foreign)),
+                thumbprint: Some(thumbprint),
+            });
+        }
+        let pkcs8 = match &der {
             PrivateKeyDer::Pkcs8(p) => p.secret_pkcs8_der().to_vec(),
             PrivateKeyDer::Sec1(sec1) => {
                 let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
                     &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                     sec1.secret_sec1_der(),
                 )
-                .map_err(|_| unsupported_key())?;
+                .map_err(|_| anyhow!("cannot read the P-256 account key"))?;
                 pair.to_pkcs8v1()
-                    .map_err(|_| unsupported_key())?
+                    .map_err(|_| anyhow!("cannot convert the P-256 account key"))?
                     .as_ref()
                     .to_vec()
             }
-            _ => return Err(unsupported_key()),
+            _ => return Err(anyhow!("unsupported account key encoding").into()),
         };
-        let key = instant_acme::Key::from_pkcs8_der(PrivatePkcs8KeyDer::from(pkcs8.clone()))
-            .map_err(|_| unsupported_key())?;
-        Ok((key, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8))))
+        let me = AccountKey {
+            pkcs8,
+            http: self.http.clone(),
+            thumbprint: None,
+        };
+        me.pair()
+            .map_err(|e| anyhow!("cannot use the account key: {e}"))?;
+        Ok(me)
+    }
+}
+
+/// An account key ready for instant-acme (see [`InstantCa::key`]).
+struct AccountKey {
+    /// PKCS#8 of the key instant-acme holds (the real one, or a placeholder).
+    pkcs8: Vec<u8>,
+    /// The client to send with (re-signing for foreign keys).
+    http: CaHttp,
+    /// Thumbprint of the real key when instant-acme holds a placeholder.
+    thumbprint: Option<String>,
+}
+
+impl AccountKey {
+    /// A fresh instant-acme key (it is consumed by each account call).
+    fn pair(&self) -> Result<(instant_acme::Key, PrivateKeyDer<'static>), instant_acme::Error> {
+        let key = instant_acme::Key::from_pkcs8_der(PrivatePkcs8KeyDer::from(self.pkcs8.clone()))?;
+        Ok((
+            key,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.clone())),
+        ))
     }
 }
 
@@ -90,12 +133,6 @@ macro_rules! nonce_retry {
             }
         }
     }};
-}
-
-fn unsupported_key() -> AcmeError {
-    AcmeError::Other(anyhow!(
-        "the account key is not an ECDSA P-256 key; acmekeep can only sign with P-256 account keys so far (RSA account keys from acmetool are not supported yet)"
-    ))
 }
 
 fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
@@ -151,24 +188,14 @@ impl Ca for InstantCa {
     }
 
     async fn login(&self, key_pem: &str) -> Result<InstantSession, AcmeError> {
+        let key = self.key(key_pem)?;
         let (account, _) = nonce_retry!(async {
-            let key = self
-                .key(key_pem)
-                .map_err(|e| instant_acme::Error::Other(e.into()))?;
-            Account::builder_with_http(Box::new(self.http.clone()))
-                .from_key(key, self.directory_url.clone())
+            Account::builder_with_http(Box::new(key.http.clone()))
+                .from_key(key.pair()?, self.directory_url.clone())
                 .await
         })
-        .map_err(|e| match e {
-            instant_acme::Error::Other(inner) if inner.is::<AcmeError>() => {
-                match inner.downcast::<AcmeError>() {
-                    Ok(a) => *a,
-                    Err(other) => AcmeError::Other(anyhow!(other)),
-                }
-            }
-            e => ca_error("looking up the account", e),
-        })?;
-        Ok(InstantSession { account })
+        .map_err(|e| ca_error("looking up the account", e))?;
+        Ok(InstantSession::new(account, key.thumbprint))
     }
 
     async fn register(
@@ -176,13 +203,10 @@ impl Ca for InstantCa {
         key_pem: &str,
         reg: &Registration,
     ) -> Result<InstantSession, AcmeError> {
-        self.key(key_pem)?;
+        let key = self.key(key_pem)?;
         let (account, _) = nonce_retry!(async {
-            let key = self
-                .key(key_pem)
-                .map_err(|e| instant_acme::Error::Other(e.into()))?;
-            Account::builder_with_http(Box::new(self.http.clone()))
-                .create_from_key(key, self.directory_url.clone())
+            Account::builder_with_http(Box::new(key.http.clone()))
+                .create_from_key(key.pair()?, self.directory_url.clone())
                 .await
         })
         .map_err(|e| ca_error("registering the account", e))?;
@@ -191,7 +215,7 @@ impl Ca for InstantCa {
             nonce_retry!(account.update_contacts(&[contact.as_str()]))
                 .map_err(|e| ca_error("setting the account's contact address", e))?;
         }
-        Ok(InstantSession { account })
+        Ok(InstantSession::new(account, key.thumbprint))
     }
 }
 
@@ -199,6 +223,17 @@ impl Ca for InstantCa {
 #[derive(Clone)]
 pub struct InstantSession {
     account: Account,
+    thumbprint: String,
+}
+
+impl InstantSession {
+    fn new(account: Account, foreign_thumbprint: Option<String>) -> Self {
+        let thumbprint = foreign_thumbprint.unwrap_or_else(|| account.key_thumbprint().to_owned());
+        Self {
+            account,
+            thumbprint,
+        }
+    }
 }
 
 impl std::fmt::Debug for InstantSession {
@@ -250,7 +285,7 @@ impl Issuer for InstantSession {
             responder,
             challenges: Vec::new(),
         };
-        let thumb = self.account.key_thumbprint().to_owned();
+        let thumb = self.thumbprint.clone();
         // Authorizations are walked again after a badNonce rejection; `done` keeps each
         // challenge from being answered twice.
         let mut done: HashSet<String> = HashSet::new();
@@ -332,7 +367,7 @@ impl Issuer for InstantSession {
     }
 
     fn thumbprint(&self) -> String {
-        self.account.key_thumbprint().to_owned()
+        self.thumbprint.clone()
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod instant;
+pub mod jws;
 
 use std::future::Future;
 
