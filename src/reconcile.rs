@@ -140,6 +140,26 @@ pub async fn run<C: Connector>(
         )));
     }
 
+    // Finish what an interrupted run left: orders whose certificate was never downloaded.
+    let uncached: Vec<_> = inv
+        .certs
+        .iter()
+        .filter(|c| matches!(c.state, CertState::Uncached))
+        .cloned()
+        .collect();
+    if !uncached.is_empty() {
+        download_uncached(
+            &store,
+            connector,
+            &uncached,
+            &targets,
+            &mut inv,
+            now,
+            &mut report,
+        )
+        .await;
+    }
+
     // Plan.
     let summaries = inv.summaries();
     let mut todo: Vec<Target> = Vec::new();
@@ -157,14 +177,7 @@ pub async fn run<C: Connector>(
         }
     }
 
-    let uncached: Vec<_> = inv
-        .certs
-        .iter()
-        .filter(|c| matches!(c.state, CertState::Uncached))
-        .cloned()
-        .collect();
-
-    if !todo.is_empty() || !uncached.is_empty() {
+    if !todo.is_empty() {
         let issued = obtain(
             &store,
             connector,
@@ -177,15 +190,7 @@ pub async fn run<C: Connector>(
         )
         .await;
         for s in issued {
-            inv.certs.push(crate::store::CertRecord {
-                id: s.id.clone(),
-                url: None,
-                account: None,
-                state: CertState::Complete {
-                    key_id: String::new(),
-                    summary: s,
-                },
-            });
+            inv.certs.push(complete_record(s));
         }
     }
 
@@ -204,7 +209,117 @@ fn names_of(t: &Target) -> Vec<String> {
     t.satisfy_names.iter().map(|n| n.to_string()).collect()
 }
 
-/// Obtains certificates for `todo` and downloads uncached ones; returns new summaries.
+fn complete_record(summary: CertSummary) -> crate::store::CertRecord {
+    crate::store::CertRecord {
+        id: summary.id.clone(),
+        url: None,
+        account: None,
+        state: CertState::Complete {
+            key_id: String::new(),
+            summary,
+        },
+    }
+}
+
+/// Downloads the certificates of finished orders recorded by an earlier, interrupted run
+/// (acmetool's "uncached" certificate directories). Failures are reported, never fatal: the
+/// directory stays and the next run tries again.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are independent inputs"
+)]
+async fn download_uncached<C: Connector>(
+    store: &Store,
+    connector: &C,
+    uncached: &[crate::store::CertRecord],
+    targets: &[Target],
+    inv: &mut Inventory,
+    now: OffsetDateTime,
+    report: &mut Report,
+) {
+    let mut sessions: BTreeMap<String, Result<<C::Ca as Ca>::Session, String>> = BTreeMap::new();
+    for c in uncached {
+        let (Some(url), Some(account_id)) = (&c.url, &c.account) else {
+            report.other_errors.push(format!(
+                "certs/{}: order was not recorded completely (no url or account link); it is ignored",
+                c.id
+            ));
+            continue;
+        };
+        if !sessions.contains_key(account_id) {
+            let session = async {
+                let acct = inv
+                    .accounts
+                    .iter()
+                    .find(|a| &a.id == account_id)
+                    .ok_or_else(|| anyhow!("its account {account_id} is not in accounts/"))?;
+                let roots = targets
+                    .iter()
+                    .find(|t| t.provider == acct.directory_url)
+                    .and_then(|t| t.provider_ca_bundle.clone());
+                let ca = connector.connect(&acct.directory_url, roots.as_ref())?;
+                let pem = std::fs::read_to_string(&acct.key_path)
+                    .with_context(|| format!("reading {}", acct.key_path.display()))?;
+                ca.login(&pem).await.map_err(|e| anyhow!(e))
+            }
+            .await
+            .map_err(|e: anyhow::Error| format!("{e:#}"));
+            sessions.insert(account_id.clone(), session);
+        }
+        let session = match sessions.get(account_id) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                report
+                    .other_errors
+                    .push(format!("certs/{}: cannot download: {e}", c.id));
+                continue;
+            }
+            None => continue,
+        };
+        let fetched = session.fetch_order_certificate(url).await;
+        let result = match fetched {
+            Ok(None) => {
+                tracing::info!(
+                    "certs/{}: the CA is still processing the order; trying next run",
+                    c.id
+                );
+                continue;
+            }
+            Ok(Some(pem)) => cert::split_chain(&pem)
+                .and_then(|ders| cert::leaf_info(&ders[0]))
+                .and_then(|leaf| {
+                    let files = cert::validate_issued(&pem, &leaf.key_id, &leaf.names, now)?;
+                    let has_key = inv.key_ids.contains(&leaf.key_id);
+                    store.finish_cert(&c.id, has_key.then_some(leaf.key_id.as_str()), &files)?;
+                    Ok(CertSummary {
+                        id: c.id.clone(),
+                        names: files.leaf.names,
+                        not_before: files.leaf.not_before,
+                        not_after: files.leaf.not_after,
+                        key_family: files.leaf.key_family,
+                        has_private_key: has_key,
+                        revoked: false,
+                    })
+                }),
+            Err(e) => Err(anyhow!(e)),
+        };
+        match result {
+            Ok(summary) => {
+                tracing::info!(
+                    "certs/{}: downloaded the certificate of an earlier order",
+                    c.id
+                );
+                inv.certs.retain(|r| r.id != c.id);
+                inv.certs.push(complete_record(summary));
+            }
+            Err(e) => report
+                .other_errors
+                .push(format!("certs/{}: cannot download: {e:#}", c.id)),
+        }
+    }
+}
+
+/// Obtains certificates for `todo`; returns the new certificates' summaries.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call site; the pieces are independent inputs"
@@ -428,7 +543,7 @@ async fn issue_one<I: Issuer>(
         .map_err(|e| anyhow!(e))?;
     let files = cert::validate_issued(&issued.chain_pem, &key.id, &names, now)?;
     let id = crate::store::ids::cert_id(&issued.order_url);
-    store.finish_cert(&id, &key.id, &files)?;
+    store.finish_cert(&id, Some(&key.id), &files)?;
     tracing::info!("obtained certificate {id} for {}", names.join(", "));
     Ok(CertSummary {
         id,

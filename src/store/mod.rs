@@ -470,7 +470,13 @@ impl Store {
 
     /// Writes the downloaded certificate into `certs/<id>/`. `cert` is written last, so a
     /// directory with a `cert` file is always complete.
-    pub fn finish_cert(&self, id: &str, key_id: &str, files: &cert::CertFiles) -> Result<()> {
+    /// The `privkey` link is made only when the key is known to be in `keys/`.
+    pub fn finish_cert(
+        &self,
+        id: &str,
+        key_id: Option<&str>,
+        files: &cert::CertFiles,
+    ) -> Result<()> {
         let dir = self.root.join("certs").join(id);
         let ctx = |f: &str| format!("writing {}/{f}", dir.display());
         self.fs
@@ -483,12 +489,14 @@ impl Store {
                 FILE_MODE,
             )
             .with_context(|| ctx("fullchain"))?;
-        self.fs
-            .symlink(
-                &Path::new("../../keys").join(key_id).join("privkey"),
-                &dir.join("privkey"),
-            )
-            .with_context(|| ctx("privkey"))?;
+        if let Some(key_id) = key_id {
+            self.fs
+                .symlink(
+                    &Path::new("../../keys").join(key_id).join("privkey"),
+                    &dir.join("privkey"),
+                )
+                .with_context(|| ctx("privkey"))?;
+        }
         self.fs
             .write_file(&dir.join("cert"), files.cert.as_bytes(), FILE_MODE)
             .with_context(|| ctx("cert"))
