@@ -1,8 +1,7 @@
 //! acmekeep keeps a machine's TLS certificates valid forever, in an acmetool-compatible
 //! state directory.
 //!
-//! Design overview (see also `../shared/STYLE.md`-style layout notes in doc/architecture.md):
-//! parse the command line into [`settings::Settings`]; the [`commands`] glue opens the
+//! Design overview: parse the command line into [`settings::Settings`]; the [`commands`] glue opens the
 //! [`store`] (under its crash-proof lock), loads [`target`]s and the inventory once, asks the
 //! pure [`plan`]ner what to do at `now`, and [`reconcile`] carries it out through the
 //! [`acme::Issuer`] and [`challenge::Responder`] seams. Nothing below `commands` reads the

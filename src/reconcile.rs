@@ -7,7 +7,7 @@
 //! each attempt; then one relink pass over all targets. Nothing here decides *whether* to
 //! renew — `plan` does — and nothing reads the clock: `now` is passed in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -214,10 +214,7 @@ fn complete_record(summary: CertSummary) -> crate::store::CertRecord {
         id: summary.id.clone(),
         url: None,
         account: None,
-        state: CertState::Complete {
-            key_id: String::new(),
-            summary,
-        },
+        state: CertState::Complete(summary),
     }
 }
 
@@ -579,14 +576,4 @@ fn build_csr(t: &Target, key: &PrivateKey) -> Result<Vec<u8>> {
         .serialize_request(&key.pair)
         .context("signing the CSR")?;
     Ok(csr.der().to_vec())
-}
-
-/// Names of targets in a report whose result failed, for summaries.
-pub fn failed_files(report: &Report) -> BTreeSet<&str> {
-    report
-        .targets
-        .iter()
-        .filter(|t| t.result.is_err())
-        .map(|t| t.file.as_str())
-        .collect()
 }

@@ -67,13 +67,8 @@ pub struct CertRecord {
 /// Whether a certificate directory is usable.
 #[derive(Clone, Debug)]
 pub enum CertState {
-    /// Downloaded and parsed.
-    Complete {
-        /// Planner view.
-        summary: CertSummary,
-        /// Key id of its public key.
-        key_id: String,
-    },
+    /// Downloaded and parsed (the planner's view of it).
+    Complete(CertSummary),
     /// Only `url` (and `account`): the order finished but the download did not happen.
     Uncached,
     /// Unreadable or unparseable; never linked.
@@ -112,7 +107,7 @@ impl Inventory {
         self.certs
             .iter()
             .filter_map(|c| match &c.state {
-                CertState::Complete { summary, .. } => Some(summary.clone()),
+                CertState::Complete(summary) => Some(summary.clone()),
                 _ => None,
             })
             .collect()
@@ -358,18 +353,15 @@ impl Store {
         let state = match optional_text(&dir.join("cert"), cert::MAX_CHAIN) {
             Ok(None) => CertState::Uncached,
             Ok(Some(pem)) => match cert::split_chain(&pem).and_then(|d| cert::leaf_info(&d[0])) {
-                Ok(leaf) => CertState::Complete {
-                    summary: CertSummary {
-                        id: id.to_owned(),
-                        names: leaf.names,
-                        not_before: leaf.not_before,
-                        not_after: leaf.not_after,
-                        key_family: leaf.key_family,
-                        has_private_key: key_ids.contains(&leaf.key_id),
-                        revoked: dir.join("revoked").exists(),
-                    },
-                    key_id: leaf.key_id,
-                },
+                Ok(leaf) => CertState::Complete(CertSummary {
+                    id: id.to_owned(),
+                    names: leaf.names,
+                    not_before: leaf.not_before,
+                    not_after: leaf.not_after,
+                    key_family: leaf.key_family,
+                    has_private_key: key_ids.contains(&leaf.key_id),
+                    revoked: dir.join("revoked").exists(),
+                }),
                 Err(e) => CertState::Broken(format!("{}: {e:#}", dir.join("cert").display())),
             },
             Err(e) => CertState::Broken(format!("{e:#}")),

@@ -512,3 +512,40 @@ fn malformed_conf_target_exits_2_and_names_the_file() {
     run.assert_code(2).assert_stderr_contains("conf/target");
     assert!(state.desired_files().is_empty(), "{}", state.tree());
 }
+
+/// The CA's TLS certificate is verified: without a bundle naming Pebble's test CA the run
+/// fails naming the certificate problem, and `SSL_CERT_FILE` (the OpenSSL/Go convention)
+/// works as well as `request.provider-ca-bundle`.
+#[test]
+fn ca_tls_is_verified_and_ssl_cert_file_is_honoured() {
+    const NAME: &str = "tls.example.org";
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::new();
+    state.write_standard_responses();
+    let bundle_line = format!(
+        "  provider-ca-bundle: {}\n",
+        serde_json::to_string(&pebble.ca_bundle_path().to_string_lossy()).expect("json string")
+    );
+    let conf = standard_conf_target(&pebble);
+    assert!(conf.contains(&bundle_line), "{conf}");
+    state.write_conf_target(&conf.replace(&bundle_line, ""));
+
+    let untrusted = acmekeep(&state, &["want", NAME]);
+    untrusted.assert_code(1);
+    assert!(
+        untrusted.stderr.to_lowercase().contains("certificate"),
+        "the failure should name the certificate problem\n{}",
+        untrusted.describe()
+    );
+    assert!(state.live_names().is_empty(), "{}", state.tree());
+
+    let opts = RunOpts {
+        env: vec![(
+            "SSL_CERT_FILE".to_owned(),
+            pebble.ca_bundle_path().to_string_lossy().into_owned(),
+        )],
+        ..RunOpts::default()
+    };
+    acmekeep_with(&state, &["reconcile"], &opts).assert_success();
+    assert_live_cert(&state, &pebble, NAME);
+}
