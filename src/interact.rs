@@ -37,6 +37,7 @@ impl Interaction {
             ..Default::default()
         };
         let Some(path) = path else { return Ok(me) };
+        me.source = Some(path.display().to_string());
         let bytes = match crate::store::fs::read_bounded(path, MAX_RESPONSES) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(me),
@@ -64,7 +65,6 @@ impl Interaction {
             };
             me.answers.insert(k, answer);
         }
-        me.source = Some(path.display().to_string());
         Ok(me)
     }
 
@@ -76,7 +76,7 @@ impl Interaction {
     fn missing(&self, id: &str, hint: &str) -> anyhow::Error {
         let file = self.source.as_deref().unwrap_or("conf/responses");
         anyhow::anyhow!(
-            "cannot ask {hint}: running non-interactively; add the key {id:?} to the response file ({file})"
+            "no answer to {hint:?} and no terminal to ask on: add the key {id:?} to the response file ({file})"
         )
     }
 

@@ -549,3 +549,31 @@ fn ca_tls_is_verified_and_ssl_cert_file_is_honoured() {
     acmekeep_with(&state, &["reconcile"], &opts).assert_success();
     assert_live_cert(&state, &pebble, NAME);
 }
+
+/// A new account needs the CA's terms agreed to; without an answer and without a terminal the
+/// run fails at once, naming the exact response-file key, and registers nothing.
+#[test]
+fn missing_terms_answer_names_the_response_key() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::new();
+    state.write_conf_target(&standard_conf_target(&pebble));
+    let run = acmekeep(&state, &["want", "tos.example.org"]);
+    run.assert_code(1);
+    run.assert_stderr_contains(&format!("acme-agreement:{PEBBLE_TOS}"));
+    run.assert_stderr_contains("conf/responses");
+    assert!(state.account_ids().is_empty(), "{}", state.tree());
+    assert!(state.live_names().is_empty(), "{}", state.tree());
+
+    // The e-mail answer is needed too, and named the same way.
+    state.write(
+        "conf/responses",
+        &format!("\"acme-agreement:{PEBBLE_TOS}\": true\n"),
+    );
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_code(1);
+    run.assert_stderr_contains("acme-enter-email");
+
+    state.write_standard_responses();
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(state.live_names(), vec!["tos.example.org".to_owned()]);
+}
