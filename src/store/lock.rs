@@ -22,7 +22,7 @@
 //!   calls in one process therefore exclude each other just like two processes do.
 
 use std::fs::{self, File, OpenOptions, Permissions, TryLockError};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,7 +38,10 @@ const FIRST_POLL: Duration = Duration::from_millis(10);
 const MAX_POLL: Duration = Duration::from_millis(250);
 
 /// A PID is at most 10 digits; anything past this is not ours and is ignored.
-const PID_READ_LIMIT: u64 = 32;
+const PID_READ_LIMIT: usize = 32;
+/// How often, and how far apart, the holder's PID is read while it may be in flux.
+const PID_READ_ATTEMPTS: u32 = 20;
+const PID_READ_PAUSE: Duration = Duration::from_millis(5);
 
 /// Why the state directory could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +83,7 @@ fn pid_suffix(pid: Option<u32>, before: &str, after: &str) -> String {
 /// Dropping it closes the file, and closing the file releases the lock. A crash releases it too.
 #[derive(Debug)]
 pub struct StateLock {
-    /// Kept open only to hold the flock.
-    #[allow(
-        dead_code,
-        reason = "the open descriptor is the lock; it is released on drop"
-    )]
+    /// Kept open to hold the flock; emptied on release.
     file: File,
     path: PathBuf,
 }
@@ -135,6 +134,14 @@ impl StateLock {
     /// Path of the lock file, `<dir>/.lock`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for StateLock {
+    /// Empties the file before the descriptor closes and the flock goes, so the next waiter
+    /// never mistakes our PID for that of a new holder that has not written its own yet.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -213,14 +220,28 @@ fn write_pid(file: &File) -> io::Result<()> {
     file.sync_all()
 }
 
-/// Reads the PID on the first line of the lock file. This is best effort, because the PID is only
-/// used in an error message: if it is unreadable or not a number, the result is `None`.
+/// Reads the holder's PID from the first line of the lock file. A new holder writes its PID
+/// just after taking the lock, so for a short while the file is empty (released cleanly) or
+/// names a process that has died (killed while holding it): then read again, briefly. Best
+/// effort, because the PID is only used in an error message.
 fn read_holder_pid(file: &File) -> Option<u32> {
-    let mut text = String::new();
-    // `&File` reads at the shared file offset. Nobody has read this descriptor before, so the
-    // offset is still 0.
-    file.take(PID_READ_LIMIT).read_to_string(&mut text).ok()?;
-    text.lines().next()?.trim().parse().ok()
+    let mut last = None;
+    for _ in 0..PID_READ_ATTEMPTS {
+        let mut buf = [0u8; PID_READ_LIMIT];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let pid = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|t| t.lines().next())
+            .and_then(|l| l.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if Path::new("/proc").join(pid.to_string()).exists() {
+                return Some(pid);
+            }
+            last = Some(pid);
+        }
+        std::thread::sleep(PID_READ_PAUSE);
+    }
+    last
 }
 
 #[cfg(test)]

@@ -567,7 +567,7 @@ fn missing_terms_answer_names_the_response_key() {
     // The e-mail answer is needed too, and named the same way.
     state.write(
         "conf/responses",
-        &format!("\"acme-agreement:{PEBBLE_TOS}\": true\n"),
+        format!("\"acme-agreement:{PEBBLE_TOS}\": true\n"),
     );
     let run = acmekeep(&state, &["reconcile"]);
     run.assert_code(1);
