@@ -43,6 +43,90 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Show targets, their live certificates, expiry, renewal time and last error.
     Status(StatusArgs),
+    /// Remove names from every target (targets left without names are deleted).
+    Unwant(UnwantArgs),
+    /// Delete certificates no live link uses that are expired, revoked or unreadable, and keys
+    /// nothing uses any more.
+    Cull(CullArgs),
+    /// Revoke a certificate (by certificate id, key id or path) at the CA; the next reconcile
+    /// replaces it.
+    Revoke(RevokeArgs),
+    /// Print the account URL at the default provider (registering the account if needed).
+    AccountUrl,
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Manpage,
+}
+
+/// `unwant`.
+#[derive(Debug, Args)]
+pub struct UnwantArgs {
+    /// Hostnames to stop wanting.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `cull`.
+#[derive(Debug, Args)]
+pub struct CullArgs {
+    /// Only print what would be deleted.
+    #[arg(short = 'n', long)]
+    pub simulate: bool,
+}
+
+/// `revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Certificate id, key id, or path of a certificate file or directory.
+    #[arg(required = true, value_name = "CERTID|KEYID|PATH")]
+    pub what: Vec<String>,
+    /// RFC 5280 reason: unspecified, key-compromise, superseded, cessation-of-operation.
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+}
+
+/// `import-key`.
+#[derive(Debug, Args)]
+pub struct ImportKeyArgs {
+    /// PEM file holding the private key.
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+}
+
+/// `import-pem-account` and `import-jwk-account`.
+#[derive(Debug, Args)]
+pub struct ImportAccountArgs {
+    /// ACME directory URL the account belongs to.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Key file.
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+}
+
+/// `import-le`.
+#[derive(Debug, Args)]
+pub struct ImportLeArgs {
+    /// certbot's configuration directory.
+    #[arg(value_name = "DIR", default_value = "/etc/letsencrypt")]
+    pub dir: std::path::PathBuf,
+}
+
+/// `test-notify`.
+#[derive(Debug, Args)]
+pub struct TestNotifyArgs {
+    /// Live names to announce (nothing happens without names, as in acmetool).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// `want`.

@@ -30,6 +30,12 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::Want(a)) => commands::want::execute(&settings, a),
         Some(cli::Command::Status(a)) => commands::status::execute(&settings, a),
         Some(cli::Command::Reconcile(a)) => commands::reconcile::execute(&settings, a),
+        Some(cli::Command::Unwant(a)) => commands::unwant::execute(&settings, a),
+        Some(cli::Command::Cull(a)) => commands::cull::execute(&settings, a),
+        Some(cli::Command::Revoke(a)) => commands::revoke::execute(&settings, a),
+        Some(cli::Command::AccountUrl) => commands::account_url::execute(&settings),
+        Some(cli::Command::Completions(a)) => commands::docs::completions(a),
+        Some(cli::Command::Manpage) => commands::docs::manpage(),
         None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),
     }
 }

@@ -27,6 +27,8 @@ pub struct CertSummary {
     pub key_family: Option<KeyFamily>,
     /// Whether `keys/<key id>/privkey` exists for its public key.
     pub has_private_key: bool,
+    /// Key id of the certificate's public key.
+    pub key_id: String,
     /// Marked `revoked`.
     pub revoked: bool,
 }
@@ -169,6 +171,7 @@ mod tests {
             not_after: nb + Duration::days(days),
             key_family: Some(KeyFamily::Ecdsa),
             has_private_key: true,
+            key_id: format!("key-{id}"),
             revoked: false,
         }
     }

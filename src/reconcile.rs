@@ -244,23 +244,9 @@ async fn download_uncached<C: Connector>(
             continue;
         };
         if !sessions.contains_key(account_id) {
-            let session = async {
-                let acct = inv
-                    .accounts
-                    .iter()
-                    .find(|a| &a.id == account_id)
-                    .ok_or_else(|| anyhow!("its account {account_id} is not in accounts/"))?;
-                let roots = targets
-                    .iter()
-                    .find(|t| t.provider == acct.directory_url)
-                    .and_then(|t| t.provider_ca_bundle.clone());
-                let ca = connector.connect(&acct.directory_url, roots.as_ref())?;
-                let pem = std::fs::read_to_string(&acct.key_path)
-                    .with_context(|| format!("reading {}", acct.key_path.display()))?;
-                ca.login(&pem).await.map_err(|e| anyhow!(e))
-            }
-            .await
-            .map_err(|e: anyhow::Error| format!("{e:#}"));
+            let session = login_account(connector, inv, account_id, &bundle_lookup(targets, None))
+                .await
+                .map_err(|e| format!("{e:#}"));
             sessions.insert(account_id.clone(), session);
         }
         let session = match sessions.get(account_id) {
@@ -295,6 +281,7 @@ async fn download_uncached<C: Connector>(
                         not_after: files.leaf.not_after,
                         key_family: files.leaf.key_family,
                         has_private_key: has_key,
+                        key_id: leaf.key_id.clone(),
                         revoked: false,
                     })
                 }),
@@ -314,6 +301,43 @@ async fn download_uncached<C: Connector>(
                 .push(format!("certs/{}: cannot download: {e:#}", c.id)),
         }
     }
+}
+
+/// Finds the extra CA bundle for a provider: from a target using it, else the default.
+pub fn bundle_lookup(
+    targets: &[Target],
+    default: Option<PathBuf>,
+) -> impl Fn(&str) -> Option<PathBuf> + '_ {
+    move |provider| {
+        targets
+            .iter()
+            .find(|t| t.provider == provider)
+            .and_then(|t| t.provider_ca_bundle.clone())
+            .or_else(|| default.clone())
+    }
+}
+
+/// Logs in with the account `account_id` (`<urlpart>/<key id>`) at its own CA.
+pub async fn login_account<C: Connector>(
+    connector: &C,
+    inv: &Inventory,
+    account_id: &str,
+    bundle_for: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<<C::Ca as Ca>::Session> {
+    let acct = inv
+        .accounts
+        .iter()
+        .find(|a| a.id == account_id)
+        .ok_or_else(|| anyhow!("account {account_id} is not in accounts/"))?;
+    let ca = connector.connect(
+        &acct.directory_url,
+        bundle_for(&acct.directory_url).as_ref(),
+    )?;
+    let pem = std::fs::read_to_string(&acct.key_path)
+        .with_context(|| format!("reading {}", acct.key_path.display()))?;
+    ca.login(&pem)
+        .await
+        .map_err(|e| anyhow!(e).context(format!("logging in as {account_id}")))
 }
 
 /// Obtains certificates for `todo`; returns the new certificates' summaries.
@@ -441,7 +465,7 @@ fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>)
 
 /// Finds the account for `provider` (by exact directory URL, as acmetool does) and logs in;
 /// registers a new one when there is none, after the terms of service are agreed to.
-async fn account_session<C: Ca>(
+pub async fn account_session<C: Ca>(
     store: &Store,
     ca: &C,
     provider: &str,
@@ -549,6 +573,7 @@ async fn issue_one<I: Issuer>(
         not_after: files.leaf.not_after,
         key_family: files.leaf.key_family,
         has_private_key: true,
+        key_id: key.id.clone(),
         revoked: false,
     })
 }

@@ -369,6 +369,39 @@ impl Issuer for InstantSession {
     fn thumbprint(&self) -> String {
         self.thumbprint.clone()
     }
+
+    fn account_url(&self) -> String {
+        self.account.id().to_owned()
+    }
+
+    async fn revoke(&self, cert_der: &[u8], reason: u8) -> Result<(), AcmeError> {
+        let reason = match reason {
+            0 => instant_acme::RevocationReason::Unspecified,
+            1 => instant_acme::RevocationReason::KeyCompromise,
+            3 => instant_acme::RevocationReason::AffiliationChanged,
+            4 => instant_acme::RevocationReason::Superseded,
+            5 => instant_acme::RevocationReason::CessationOfOperation,
+            other => {
+                return Err(AcmeError::Other(anyhow!(
+                    "revocation reason code {other} is not one a subscriber may use"
+                )));
+            }
+        };
+        let cert = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        let request = instant_acme::RevocationRequest {
+            certificate: &cert,
+            reason: Some(reason),
+        };
+        match nonce_retry!(self.account.revoke(&request)) {
+            Ok(()) => Ok(()),
+            Err(instant_acme::Error::Api(p))
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyRevoked") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(ca_error("revoking the certificate", e)),
+        }
+    }
 }
 
 /// Explains why an order went invalid, from its authorizations' challenge errors.

@@ -90,4 +90,14 @@ pub trait Issuer: Send + Sync {
 
     /// RFC 7638 thumbprint of the account key.
     fn thumbprint(&self) -> String;
+
+    /// The account URL (the `kid` the CA knows the account by).
+    fn account_url(&self) -> String;
+
+    /// Revokes a certificate (DER) with an RFC 5280 reason code.
+    fn revoke(
+        &self,
+        cert_der: &[u8],
+        reason: u8,
+    ) -> impl Future<Output = Result<(), AcmeError>> + Send;
 }

@@ -1,7 +1,12 @@
 //! One module per subcommand: glue from settings to the core modules, nothing more.
 
+pub mod account_url;
+pub mod cull;
+pub mod docs;
 pub mod reconcile;
+pub mod revoke;
 pub mod status;
+pub mod unwant;
 pub mod want;
 
 use std::sync::Arc;

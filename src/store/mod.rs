@@ -119,6 +119,24 @@ impl Inventory {
     }
 }
 
+/// Which kind of id-named directory [`Store::remove_entry`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// `certs/<id>`.
+    Cert,
+    /// `keys/<id>`.
+    Key,
+}
+
+impl EntryKind {
+    fn dir(self) -> &'static str {
+        match self {
+            EntryKind::Cert => "certs",
+            EntryKind::Key => "keys",
+        }
+    }
+}
+
 /// A target file that could not be used, with the reason.
 #[derive(Debug)]
 pub struct TargetError {
@@ -360,6 +378,7 @@ impl Store {
                     not_after: leaf.not_after,
                     key_family: leaf.key_family,
                     has_private_key: key_ids.contains(&leaf.key_id),
+                    key_id: leaf.key_id.clone(),
                     revoked: dir.join("revoked").exists(),
                 }),
                 Err(e) => CertState::Broken(format!("{}: {e:#}", dir.join("cert").display())),
@@ -376,10 +395,7 @@ impl Store {
 
     /// Writes a new target file under `desired/`.
     pub fn write_target(&self, file: &str, yaml: &str) -> Result<()> {
-        if !fs::is_contained_relative(Path::new(file)) || file.contains('/') {
-            bail!("target file name {file:?} is not a plain file name");
-        }
-        let path = self.root.join("desired").join(file);
+        let path = self.desired_path(file)?;
         self.fs
             .write_file(&path, yaml.as_bytes(), FILE_MODE)
             .with_context(|| format!("writing {}", path.display()))
@@ -506,6 +522,75 @@ impl Store {
         self.fs
             .symlink(&Path::new("../certs").join(cert_id), &link)
             .with_context(|| format!("linking {}", link.display()))
+    }
+
+    /// Reads a target file as written (no defaults applied), for commands that edit targets.
+    pub fn raw_target(&self, file: &str) -> Result<RawTarget> {
+        let path = self.desired_path(file)?;
+        let text = read_text(&path, MAX_TARGET_FILE)?;
+        crate::target::parse_file(&path, text.as_bytes())
+    }
+
+    /// Names of the files under `desired/` (hidden files skipped), sorted.
+    pub fn target_files(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("desired");
+        Ok(read_dir_sorted(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .into_iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
+    }
+
+    fn desired_path(&self, file: &str) -> Result<PathBuf> {
+        if file.is_empty() || file.contains('/') || file.starts_with('.') {
+            bail!("target file name {file:?} is not a plain file name");
+        }
+        Ok(self.root.join("desired").join(file))
+    }
+
+    /// Deletes a target file.
+    pub fn remove_target(&self, file: &str) -> Result<()> {
+        let path = self.desired_path(file)?;
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+
+    /// The key id `certs/<id>/privkey` links to, if the link is there.
+    pub fn privkey_link_id(&self, id: &str) -> Option<String> {
+        let target = std::fs::read_link(self.root.join("certs").join(id).join("privkey")).ok()?;
+        let kid = target
+            .strip_prefix("../../keys")
+            .ok()?
+            .parent()?
+            .to_string_lossy()
+            .into_owned();
+        ids::is_well_formed_id(&kid).then_some(kid)
+    }
+
+    /// Marks a certificate as revoked (acmetool's empty `revoked` file): it no longer
+    /// satisfies any target.
+    pub fn mark_revoked(&self, id: &str) -> Result<()> {
+        if !ids::is_well_formed_id(id) {
+            bail!("{id:?} is not a certificate id");
+        }
+        let path = self.root.join("certs").join(id).join("revoked");
+        self.fs
+            .write_file(&path, b"", FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Removes `certs/<id>` or `keys/<id>`: first renamed into `tmp/` (one atomic step, so
+    /// no reader ever sees half a directory), then deleted.
+    pub fn remove_entry(&self, kind: EntryKind, id: &str) -> Result<()> {
+        if !ids::is_well_formed_id(id) {
+            bail!("{id:?} is not an id");
+        }
+        let from = self.root.join(kind.dir()).join(id);
+        let to = self
+            .root
+            .join("tmp")
+            .join(format!("cull.{}.{id}", kind.dir()));
+        std::fs::rename(&from, &to).with_context(|| format!("moving {} aside", from.display()))?;
+        std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))
     }
 
     fn record_path(&self, file: &str) -> PathBuf {

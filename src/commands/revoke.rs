@@ -1,0 +1,132 @@
+//! `acmekeep revoke CERTID|KEYID|PATH... [--reason R]`: a real RFC 8555 revocation, signed by
+//! the account that obtained the certificate (its `account` link), then the `revoked` marker
+//! and a reconcile, which replaces the certificate. (acmetool 0.2 only wrote a marker and
+//! never told the CA.)
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::acme::Issuer;
+use crate::cli::{ReconcileArgs, RevokeArgs};
+use crate::exit::config_error;
+use crate::reconcile::{InstantConnector, bundle_lookup, login_account};
+use crate::settings::Settings;
+use crate::store::{CertState, Inventory, cert, ids};
+
+/// RFC 5280 reason codes a subscriber may give.
+pub fn reason_code(reason: &str) -> Result<u8> {
+    Ok(
+        match reason.to_ascii_lowercase().replace('_', "-").as_str() {
+            "unspecified" | "0" => 0,
+            "key-compromise" | "keycompromise" | "1" => 1,
+            "affiliation-changed" | "affiliationchanged" | "3" => 3,
+            "superseded" | "4" => 4,
+            "cessation-of-operation" | "cessationofoperation" | "5" => 5,
+            other => bail!(
+                "unknown revocation reason {other:?} (use unspecified, key-compromise, affiliation-changed, superseded or cessation-of-operation)"
+            ),
+        },
+    )
+}
+
+/// Resolves one argument to certificate ids: a certificate id, a key id (every certificate
+/// with that key), or a path inside `certs/<id>` or `live/<name>`.
+pub fn resolve(root: &Path, inv: &Inventory, what: &str) -> Result<Vec<String>> {
+    if ids::is_well_formed_id(what) {
+        if inv.cert(what).is_some() {
+            return Ok(vec![what.to_owned()]);
+        }
+        if inv.key_ids.contains(what) {
+            let certs: Vec<String> = inv
+                .certs
+                .iter()
+                .filter(|c| matches!(&c.state, CertState::Complete(s) if s.key_id == what))
+                .map(|c| c.id.clone())
+                .collect();
+            if certs.is_empty() {
+                bail!("no certificate uses key {what}");
+            }
+            return Ok(certs);
+        }
+        bail!("{what} is neither a certificate id nor a key id in this state directory");
+    }
+    let path = Path::new(what)
+        .canonicalize()
+        .with_context(|| format!("{what} is not an id and not an existing path"))?;
+    let certs_dir = root
+        .join("certs")
+        .canonicalize()
+        .context("finding certs/")?;
+    let rel = path
+        .strip_prefix(&certs_dir)
+        .map_err(|_| anyhow!("{what} is not inside {}", certs_dir.display()))?;
+    let id = rel
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .filter(|id| ids::is_well_formed_id(id) && inv.cert(id).is_some())
+        .ok_or_else(|| anyhow!("{what} is not a certificate directory"))?;
+    Ok(vec![id])
+}
+
+/// Revokes, marks and reconciles.
+pub fn execute(settings: &Settings, args: &RevokeArgs) -> Result<ExitCode> {
+    let reason = reason_code(&args.reason).map_err(config_error)?;
+    {
+        let (_lock, store) = super::lock_and_open(settings)?;
+        let defaults = store.load_defaults().map_err(config_error)?;
+        let (targets, _) = store.load_targets(&defaults)?;
+        let inv = store.load_inventory()?;
+        let mut ids = BTreeSet::new();
+        for w in &args.what {
+            ids.extend(resolve(store.root(), &inv, w).map_err(config_error)?);
+        }
+        let default_bundle = defaults
+            .request
+            .as_ref()
+            .and_then(|r| r.provider_ca_bundle.clone())
+            .filter(|p| !p.is_empty())
+            .map(Into::into);
+        let bundles = bundle_lookup(&targets, default_bundle);
+        let rt = super::runtime()?;
+        for id in ids {
+            let record = inv
+                .cert(&id)
+                .ok_or_else(|| anyhow!("certs/{id} vanished"))?;
+            let account = record.account.as_deref().ok_or_else(|| {
+                anyhow!(
+                    "certs/{id} has no account link, so the account that obtained it is unknown"
+                )
+            })?;
+            let pem = std::fs::read_to_string(store.root().join("certs").join(&id).join("cert"))
+                .with_context(|| format!("reading certs/{id}/cert"))?;
+            let der = cert::split_chain(&pem)?.swap_remove(0);
+            rt.block_on(async {
+                let session = login_account(&InstantConnector, &inv, account, &bundles).await?;
+                session.revoke(&der, reason).await.map_err(|e| anyhow!(e))
+            })
+            .with_context(|| format!("revoking certs/{id}"))?;
+            store.mark_revoked(&id)?;
+            println!("revoked certs/{id}");
+        }
+    }
+    super::reconcile::execute(settings, &ReconcileArgs::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_code;
+
+    #[test]
+    fn reasons() {
+        assert_eq!(reason_code("unspecified").ok(), Some(0));
+        assert_eq!(reason_code("Key_Compromise").ok(), Some(1));
+        assert_eq!(reason_code("superseded").ok(), Some(4));
+        assert_eq!(reason_code("5").ok(), Some(5));
+        assert!(reason_code("ca-compromise").is_err());
+        assert!(reason_code("2").is_err());
+    }
+}
