@@ -29,9 +29,80 @@ pub struct Cli {
     /// Less log output (errors only).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Hook directories (repeatable; default /etc/acme/hooks, /usr/lib/acme/hooks,
+    /// /usr/libexec/acme/hooks).
+    #[arg(long = "hooks", global = true, value_name = "DIR")]
+    pub hooks: Vec<PathBuf>,
+    /// acmetool's command-line flags, accepted so existing cron lines and units keep working.
+    #[command(flatten)]
+    pub acmetool: AcmetoolFlags,
     /// What to do (default: reconcile).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Flags acmetool accepted that acmekeep does not need. `--xlog.severity` sets the log level;
+/// the rest are accepted and ignored (logging goes to stderr; `--service.*` mattered only to
+/// acmetool's redirector).
+#[derive(Debug, Args, Default)]
+pub struct AcmetoolFlags {
+    /// acmetool: log level (debug, info, notice, warn, error, or a syslog number).
+    #[arg(long = "xlog.severity", global = true, hide = true, value_name = "LEVEL")]
+    pub xlog_severity: Option<String>,
+    #[arg(long = "xlog.stderrseverity", global = true, hide = true)]
+    xlog_stderrseverity: Option<String>,
+    #[arg(long = "xlog.file", global = true, hide = true)]
+    xlog_file: Option<String>,
+    #[arg(long = "xlog.fileseverity", global = true, hide = true)]
+    xlog_fileseverity: Option<String>,
+    #[arg(long = "xlog.syslogseverity", global = true, hide = true)]
+    xlog_syslogseverity: Option<String>,
+    #[arg(long = "xlog.journalseverity", global = true, hide = true)]
+    xlog_journalseverity: Option<String>,
+    #[arg(long = "xlog.facility", global = true, hide = true)]
+    xlog_facility: Option<String>,
+    #[arg(long = "xlog.stderr", global = true, hide = true)]
+    xlog_stderr: bool,
+    #[arg(long = "xlog.syslog", global = true, hide = true)]
+    xlog_syslog: bool,
+    #[arg(long = "xlog.journal", global = true, hide = true)]
+    xlog_journal: bool,
+    #[arg(long = "service.uid", global = true, hide = true)]
+    service_uid: Option<String>,
+    #[arg(long = "service.gid", global = true, hide = true)]
+    service_gid: Option<String>,
+    #[arg(long = "service.chroot", global = true, hide = true)]
+    service_chroot: Option<String>,
+    #[arg(long = "service.pidfile", global = true, hide = true)]
+    service_pidfile: Option<String>,
+    #[arg(long = "service.cpuprofile", global = true, hide = true)]
+    service_cpuprofile: Option<String>,
+    #[arg(long = "service.debugserveraddr", global = true, hide = true)]
+    service_debugserveraddr: Option<String>,
+    #[arg(long = "service.daemon", global = true, hide = true)]
+    service_daemon: bool,
+    #[arg(long = "service.fork", global = true, hide = true)]
+    service_fork: bool,
+    #[arg(long = "service.stderr", global = true, hide = true)]
+    service_stderr: bool,
+    /// acmetool: do not use dialog(1) (acmekeep never does).
+    #[arg(long = "stdio", global = true, hide = true)]
+    stdio: bool,
+}
+
+impl AcmetoolFlags {
+    /// The log level `--xlog.severity` asks for: `Some(true)` for debug, `Some(false)` for
+    /// error-only levels, `None` when not given or ordinary.
+    pub fn debug_requested(&self) -> Option<bool> {
+        let level = self.xlog_severity.as_deref()?.to_ascii_lowercase();
+        match level.as_str() {
+            "debug" | "trace" | "7" => Some(true),
+            "emerg" | "emergency" | "alert" | "crit" | "critical" | "error" | "err" | "0" | "1" | "2" | "3" => {
+                Some(false)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Subcommands.

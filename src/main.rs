@@ -6,10 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = acmekeep::cli::Cli::parse();
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => tracing::Level::ERROR,
-        (false, 0) => tracing::Level::INFO,
-        (false, 1) => tracing::Level::DEBUG,
+    let level = match (cli.quiet, cli.verbose, cli.acmetool.debug_requested()) {
+        (true, _, _) | (false, 0, Some(false)) => tracing::Level::ERROR,
+        (false, 0, None) => tracing::Level::INFO,
+        (false, 0, Some(true)) | (false, 1, _) => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
     tracing_subscriber::fmt()
