@@ -116,6 +116,154 @@ impl Interaction {
     }
 }
 
+/// What kind of answer a question wants.
+#[derive(Clone, Debug)]
+pub enum Kind<'a> {
+    /// Yes or no.
+    YesNo {
+        /// Answer used for an implicit question without an answer.
+        default: bool,
+    },
+    /// Free text.
+    Text {
+        /// Pre-filled / implicit answer.
+        default: &'a str,
+    },
+    /// One of several values: `(value, label)`.
+    Choice {
+        /// The options.
+        options: &'a [(&'a str, &'a str)],
+        /// Index of the default option.
+        default: usize,
+    },
+}
+
+/// A question with a stable id (acmetool's prompt ids; response-file keys).
+#[derive(Clone, Debug)]
+pub struct Question<'a> {
+    /// Prompt id, the response-file key.
+    pub id: &'a str,
+    /// One-line question.
+    pub title: &'a str,
+    /// Longer explanation shown above it on a terminal.
+    pub body: &'a str,
+    /// Answer kind.
+    pub kind: Kind<'a>,
+    /// Implicit questions are never asked (unless `--expert`): without an answer in the
+    /// response file their default is used.
+    pub implicit: bool,
+}
+
+/// An answer to a [`Question`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// For yes/no questions.
+    Yes(bool),
+    /// For text and choice questions (a choice gives the option's value).
+    Text(String),
+}
+
+impl Reply {
+    /// The yes/no value (text answers "yes", "y", "true" count as yes).
+    pub fn is_yes(&self) -> bool {
+        match self {
+            Reply::Yes(b) => *b,
+            Reply::Text(t) => matches!(t.to_ascii_lowercase().as_str(), "yes" | "y" | "true"),
+        }
+    }
+
+    /// The text value (a yes/no answer gives "" for no; acmetool: `false` = cancelled).
+    pub fn text(&self) -> &str {
+        match self {
+            Reply::Yes(true) => "yes",
+            Reply::Yes(false) => "",
+            Reply::Text(t) => t,
+        }
+    }
+}
+
+impl Interaction {
+    /// Asks `q`: the response file first; an implicit question takes its default (unless
+    /// `expert`); then the terminal if allowed; otherwise an error naming the key to add.
+    pub fn ask(&self, q: &Question<'_>, expert: bool) -> Result<Reply> {
+        if let Some(a) = self.answers.get(q.id) {
+            return Ok(match (a, &q.kind) {
+                (Answer::Bool(b), _) => Reply::Yes(*b),
+                (Answer::Text(t), Kind::YesNo { .. }) => {
+                    Reply::Yes(Reply::Text(t.clone()).is_yes())
+                }
+                (Answer::Text(t), Kind::Choice { options, .. }) => {
+                    if !options.iter().any(|(v, _)| v == t) {
+                        anyhow::bail!(
+                            "response file answer {t:?} for {:?} is not one of: {}",
+                            q.id,
+                            options
+                                .iter()
+                                .map(|(v, _)| *v)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
+                    Reply::Text(t.clone())
+                }
+                (Answer::Text(t), Kind::Text { .. }) => Reply::Text(t.clone()),
+            });
+        }
+        if q.implicit && !expert {
+            return Ok(default_reply(&q.kind));
+        }
+        if !self.interactive {
+            return Err(self.missing(q.id, q.title));
+        }
+        self.ask_terminal(q)
+    }
+
+    fn ask_terminal(&self, q: &Question<'_>) -> Result<Reply> {
+        use dialoguer::{Confirm, Input, Select};
+        let theme = dialoguer::theme::SimpleTheme;
+        if !q.body.is_empty() {
+            eprintln!("\n{}\n", q.body);
+        }
+        Ok(match &q.kind {
+            Kind::YesNo { default } => Reply::Yes(
+                Confirm::with_theme(&theme)
+                    .with_prompt(q.title)
+                    .default(*default)
+                    .interact()?,
+            ),
+            Kind::Text { default } => Reply::Text(
+                Input::<String>::with_theme(&theme)
+                    .with_prompt(q.title)
+                    .default((*default).to_owned())
+                    .allow_empty(true)
+                    .interact_text()?,
+            ),
+            Kind::Choice { options, default } => {
+                let labels: Vec<&str> = options.iter().map(|(_, l)| *l).collect();
+                let i = Select::with_theme(&theme)
+                    .with_prompt(q.title)
+                    .items(&labels)
+                    .default(*default)
+                    .interact()?;
+                Reply::Text(options[i].0.to_owned())
+            }
+        })
+    }
+}
+
+fn default_reply(kind: &Kind<'_>) -> Reply {
+    match kind {
+        Kind::YesNo { default } => Reply::Yes(*default),
+        Kind::Text { default } => Reply::Text((*default).to_owned()),
+        Kind::Choice { options, default } => Reply::Text(
+            options
+                .get(*default)
+                .map(|(v, _)| (*v).to_owned())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
 trait TakeLine {
     fn take_line(&mut self, buf: &mut String) -> std::io::Result<()>;
 }
@@ -184,6 +332,47 @@ mod tests {
     fn bail_if_ok(r: Result<Interaction>) {
         let i = r.expect("a missing file is no answers");
         assert!(i.text("x", "x?").is_err());
+    }
+
+    #[test]
+    fn questions_use_file_then_implicit_default_then_fail() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("responses");
+        std::fs::write(&p, "pick: b\nflag: false\nbad-pick: z\n").expect("write");
+        let i = Interaction::load(Some(&p), false).expect("load");
+        let opts = [("a", "A"), ("b", "B")];
+        let q = |id, implicit| Question {
+            id,
+            title: "t",
+            body: "",
+            kind: Kind::Choice {
+                options: &opts,
+                default: 0,
+            },
+            implicit,
+        };
+        assert_eq!(
+            i.ask(&q("pick", false), false).expect("answered"),
+            Reply::Text("b".into())
+        );
+        assert_eq!(
+            i.ask(&q("other", true), false).expect("implicit"),
+            Reply::Text("a".into())
+        );
+        assert!(
+            i.ask(&q("other", true), true).is_err(),
+            "expert mode asks, and cannot"
+        );
+        assert!(i.ask(&q("other", false), false).is_err());
+        assert!(i.ask(&q("bad-pick", false), false).is_err());
+        let yn = Question {
+            id: "flag",
+            title: "t",
+            body: "",
+            kind: Kind::YesNo { default: true },
+            implicit: false,
+        };
+        assert_eq!(i.ask(&yn, false).expect("answered"), Reply::Yes(false));
     }
 
     #[test]
