@@ -47,7 +47,12 @@ pub struct Cli {
 #[derive(Debug, Args, Default)]
 pub struct AcmetoolFlags {
     /// acmetool: log level (debug, info, notice, warn, error, or a syslog number).
-    #[arg(long = "xlog.severity", global = true, hide = true, value_name = "LEVEL")]
+    #[arg(
+        long = "xlog.severity",
+        global = true,
+        hide = true,
+        value_name = "LEVEL"
+    )]
     pub xlog_severity: Option<String>,
     #[arg(long = "xlog.stderrseverity", global = true, hide = true)]
     xlog_stderrseverity: Option<String>,
@@ -97,9 +102,8 @@ impl AcmetoolFlags {
         let level = self.xlog_severity.as_deref()?.to_ascii_lowercase();
         match level.as_str() {
             "debug" | "trace" | "7" => Some(true),
-            "emerg" | "emergency" | "alert" | "crit" | "critical" | "error" | "err" | "0" | "1" | "2" | "3" => {
-                Some(false)
-            }
+            "emerg" | "emergency" | "alert" | "crit" | "critical" | "error" | "err" | "0" | "1"
+            | "2" | "3" => Some(false),
             _ => None,
         }
     }
