@@ -11,6 +11,7 @@ pub mod acme;
 pub mod challenge;
 pub mod cli;
 pub mod commands;
+pub mod default_hooks;
 pub mod exit;
 pub mod interact;
 pub mod keys;
