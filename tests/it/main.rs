@@ -4,5 +4,7 @@
 //! `cargo test --test it pebble_starts`.
 
 mod acmetool;
+mod commands;
 mod e2e;
+mod recovery;
 mod support;
