@@ -128,6 +128,8 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Print the account URL at the default provider (registering the account if needed).
     AccountUrl,
+    /// Run the live-updated hooks with these names, as after a renewal.
+    TestNotify(TestNotifyArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).

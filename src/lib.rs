@@ -13,11 +13,13 @@ pub mod cli;
 pub mod commands;
 pub mod default_hooks;
 pub mod exit;
+pub mod hooks;
 pub mod interact;
 pub mod keys;
 pub mod name;
 pub mod plan;
 pub mod reconcile;
+pub mod schedule;
 pub mod settings;
 pub mod store;
 pub mod target;
@@ -35,6 +37,7 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::Cull(a)) => commands::cull::execute(&settings, a),
         Some(cli::Command::Revoke(a)) => commands::revoke::execute(&settings, a),
         Some(cli::Command::AccountUrl) => commands::account_url::execute(&settings),
+        Some(cli::Command::TestNotify(a)) => commands::notify::execute(&settings, a),
         Some(cli::Command::Completions(a)) => commands::docs::completions(a),
         Some(cli::Command::Manpage) => commands::docs::manpage(),
         None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::acme::{AcmeError, Ca, Issuer, Registration};
 use crate::challenge::Http01;
 use crate::challenge::listener::{Listeners, TokenMap};
+use crate::hooks::{Event, HookRunner};
 use crate::interact::{Interaction, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
 use crate::plan::{self, CertSummary};
@@ -32,6 +33,8 @@ pub struct Options {
     pub jobs: usize,
     /// Restrict the request phase to these target file names (empty = all).
     pub only: Vec<String>,
+    /// Runs the hooks (`live-updated`, `reconcile-failed`, `challenge-http-*`).
+    pub hooks: Arc<HookRunner>,
 }
 
 /// Outcome for one target.
@@ -107,6 +110,11 @@ pub async fn run<C: Connector>(
     let mut inv = store.load_inventory()?;
     for w in &inv.warnings {
         tracing::warn!("{w}");
+    }
+    for c in &inv.certs {
+        if let CertState::Broken(e) = &c.state {
+            tracing::warn!("certs/{}: {e}", c.id);
+        }
     }
     for t in &targets {
         for w in &t.warnings {
@@ -202,7 +210,61 @@ pub async fn run<C: Connector>(
             Err(e) => report.other_errors.push(format!("{e:#}")),
         }
     }
+    // One live-updated event per run, with every changed name (acmetool), and a
+    // reconcile-failed event naming what could not be satisfied.
+    run_hooks(
+        &opts.hooks,
+        Event::LiveUpdated {
+            names: &report.relinked,
+        },
+    )
+    .await;
+    let failed: Vec<String> = report
+        .targets
+        .iter()
+        .filter(|t| t.result.is_err())
+        .flat_map(|t| {
+            if t.names.is_empty() {
+                vec![t.file.clone()]
+            } else {
+                t.names.clone()
+            }
+        })
+        .collect();
+    run_hooks(&opts.hooks, Event::ReconcileFailed { names: &failed }).await;
     Ok(report)
+}
+
+/// Runs an event's hooks off the async threads; hook failures are logged, never fatal
+/// (acmetool ignores these results too).
+pub async fn run_hooks(hooks: &Arc<HookRunner>, event: Event<'_>) {
+    let names: Vec<String> = match event {
+        Event::LiveUpdated { names } | Event::ReconcileFailed { names } => names.to_vec(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        return;
+    }
+    let live = matches!(event, Event::LiveUpdated { .. });
+    let hooks = hooks.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let event = if live {
+            Event::LiveUpdated { names: &names }
+        } else {
+            Event::ReconcileFailed { names: &names }
+        };
+        hooks.run(&event).map(|r| (event.name(), r))
+    })
+    .await;
+    match result {
+        Ok(Ok((name, report))) => {
+            for o in report.failures() {
+                tracing::warn!("{name} hook {}: {}", o.path.display(), o.status);
+            }
+        }
+        Ok(Err(e)) => tracing::warn!("hooks not run: {e}"),
+        Err(e) => tracing::warn!("hook task failed: {e}"),
+    }
 }
 
 fn names_of(t: &Target) -> Vec<String> {
@@ -410,16 +472,18 @@ async fn obtain<C: Connector>(
         let session = Arc::new(session);
         let account_id = Arc::new(account_id);
         for t in group {
-            let (store, session, account_id, limit, tokens) = (
+            let (store, session, account_id, limit, tokens, hooks) = (
                 store.clone(),
                 session.clone(),
                 account_id.clone(),
                 limit.clone(),
                 tokens.clone(),
+                opts.hooks.clone(),
             );
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let responder = Http01::new(&t.challenge, tokens, listening);
+                let responder =
+                    Http01::new(&t.challenge, tokens, listening).with_hooks(hooks, &t.file);
                 let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
                     .await
                     .map_err(|e| format!("{e:#}"));

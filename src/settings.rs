@@ -27,6 +27,8 @@ pub struct Settings {
     pub lock_wait: Option<Duration>,
     /// Maximum concurrent orders.
     pub jobs: usize,
+    /// Hook directories, in order.
+    pub hook_dirs: Vec<PathBuf>,
 }
 
 /// Parses `30s`, `5m`, `2h`, `1h30m` or a bare number of seconds.
@@ -97,6 +99,10 @@ impl Settings {
             response_file_explicit,
             lock_wait,
             jobs: usize::from(cli.jobs),
+            hook_dirs: crate::hooks::hook_dirs(
+                &cli.hooks,
+                std::env::var_os(crate::hooks::HOOKS_DIR_ENV).as_deref(),
+            ),
         })
     }
 }

@@ -9,12 +9,14 @@ pub mod listener;
 pub mod selftest;
 pub mod webroot;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
+use crate::hooks::{Event, HookRunner};
 use crate::target::ChallengeConfig;
 use listener::TokenMap;
 
@@ -40,13 +42,16 @@ pub trait Responder: Send + Sync {
     fn cleanup(&self, ch: &HttpChallenge);
 }
 
-/// The http-01 responder for one target: webroot files plus the shared listeners.
+/// The http-01 responder for one target: webroot files, the shared listeners, and the
+/// `challenge-http-start`/`-stop` hooks.
 #[derive(Debug)]
 pub struct Http01 {
     webroots: Vec<std::path::PathBuf>,
     tokens: Arc<TokenMap>,
     listening: bool,
     self_test: bool,
+    env: BTreeMap<String, String>,
+    hooks: Option<(Arc<HookRunner>, String)>,
 }
 
 impl Http01 {
@@ -58,6 +63,61 @@ impl Http01 {
             tokens,
             listening,
             self_test: config.self_test,
+            env: config.env.clone(),
+            hooks: None,
+        }
+    }
+
+    /// Also runs the challenge hooks, telling them the target file name.
+    pub fn with_hooks(mut self, hooks: Arc<HookRunner>, target_file: &str) -> Self {
+        self.hooks = Some((hooks, target_file.to_owned()));
+        self
+    }
+}
+
+/// Runs `challenge-http-start` or `-stop`; true if a hook handled it (exit 0). Blocking.
+fn run_hook(
+    hooks: &HookRunner,
+    target_file: &str,
+    env: &BTreeMap<String, String>,
+    ch: &HttpChallenge,
+    start: bool,
+) -> bool {
+    if hooks.hooks().map(|h| h.is_empty()).unwrap_or(true) {
+        return false;
+    }
+    let (hostname, token, key_authorization) = (
+        ch.name.as_str(),
+        ch.token.as_str(),
+        ch.key_authorization.as_str(),
+    );
+    let event = if start {
+        Event::ChallengeHttpStart {
+            hostname,
+            target_file,
+            token,
+            key_authorization,
+            env,
+        }
+    } else {
+        Event::ChallengeHttpStop {
+            hostname,
+            target_file,
+            token,
+            key_authorization,
+            env,
+        }
+    };
+    match hooks.run(&event) {
+        Ok(report) => {
+            for o in report.failures() {
+                tracing::warn!("{} hook {}: {}", event.name(), o.path.display(), o.status);
+            }
+            report.any_succeeded()
+        }
+        Err(e) => {
+            tracing::warn!("{} hooks not run: {e}", event.name());
+            false
         }
     }
 }
@@ -77,7 +137,18 @@ impl Responder for Http01 {
                     }
                 }
             }
-            if written == 0 && !self.listening {
+            // Hooks run programs: keep them off the async thread, which serves the listeners.
+            let hooked = match &self.hooks {
+                Some((hooks, file)) => {
+                    let (hooks, file, env, ch) =
+                        (hooks.clone(), file.clone(), self.env.clone(), ch.clone());
+                    tokio::task::spawn_blocking(move || run_hook(&hooks, &file, &env, &ch, true))
+                        .await
+                        .unwrap_or(false)
+                }
+                None => false,
+            };
+            if written == 0 && !self.listening && !hooked {
                 bail!(
                     "no http-01 method is available for {}: no listener could bind its address and no webroot was writable ({})",
                     ch.name,
@@ -96,6 +167,9 @@ impl Responder for Http01 {
     }
 
     fn cleanup(&self, ch: &HttpChallenge) {
+        if let Some((hooks, file)) = &self.hooks {
+            run_hook(hooks, file, &self.env, ch, false);
+        }
         self.tokens.remove(&ch.token);
         for dir in &self.webroots {
             webroot::remove(dir, &ch.token);

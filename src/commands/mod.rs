@@ -3,6 +3,7 @@
 pub mod account_url;
 pub mod cull;
 pub mod docs;
+pub mod notify;
 pub mod reconcile;
 pub mod revoke;
 pub mod status;
@@ -36,6 +37,11 @@ pub fn interaction(settings: &Settings) -> Result<Interaction> {
         Interaction::terminal_allowed(settings.batch),
     )
     .map_err(crate::exit::config_error)
+}
+
+/// The hook runner for this state directory and the configured hook directories.
+pub fn hook_runner(settings: &Settings) -> crate::hooks::HookRunner {
+    crate::hooks::HookRunner::new(settings.hook_dirs.clone(), settings.state_dir.clone())
 }
 
 /// A single-threaded runtime: orders are I/O-bound, and key generation runs on the

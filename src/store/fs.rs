@@ -164,6 +164,11 @@ fn write_and_sync(file: &mut File, data: &[u8], mode: u32) -> io::Result<()> {
     file.sync_all()
 }
 
+/// fsyncs a directory, so that renames into it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// fsyncs the directory that contains `path`, so that a rename into it is durable.
 fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {

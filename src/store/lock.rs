@@ -271,7 +271,7 @@ mod tests {
     fn spawn_holder(lock_path: &Path) -> KillOnDrop {
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#"exec 9<>"$0" && flock -n 9 && printf '%s\n' "$$" >&9 && exec sleep 30"#)
+            .arg(r#"exec 9<>"$0" && flock 9 && printf '%s\n' "$$" >&9 && exec sleep 30"#)
             .arg(lock_path)
             .stdin(Stdio::null())
             .spawn()
@@ -432,7 +432,7 @@ mod tests {
             match StateLock::acquire(dir.path()) {
                 Err(LockError::Busy { pid: Some(pid), .. }) if pid == holder_pid => break,
                 Err(LockError::Busy { .. }) => {}
-                // We won the race before the child's flock; let it go and let the child in.
+                // We won the race before the child took it (it waits on flock); let it go.
                 Ok(lock) => drop(lock),
                 Err(e) => panic!("unexpected error: {e:?}"),
             }

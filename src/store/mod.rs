@@ -369,7 +369,12 @@ impl Store {
                 .map(|r| r.to_string_lossy().into_owned())
         });
         let state = match optional_text(&dir.join("cert"), cert::MAX_CHAIN) {
-            Ok(None) => CertState::Uncached,
+            Ok(None) if url.is_some() && account.is_some() => CertState::Uncached,
+            Ok(None) => CertState::Broken(format!(
+                "{} holds no certificate and cannot be downloaded (no {}); `acmekeep cull` removes it",
+                dir.display(),
+                if url.is_none() { "url" } else { "account link" }
+            )),
             Ok(Some(pem)) => match cert::split_chain(&pem).and_then(|d| cert::leaf_info(&d[0])) {
                 Ok(leaf) => CertState::Complete(CertSummary {
                     id: id.to_owned(),
@@ -462,17 +467,33 @@ impl Store {
     pub fn begin_cert(&self, order_url: &str, account_id: &str) -> Result<String> {
         let id = ids::cert_id(order_url);
         let dir = self.root.join("certs").join(&id);
-        fs::create_dir_all_mode(&dir, DIR_MODE)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        let account_target = Path::new("../../accounts").join(account_id);
+        if dir.exists() {
+            // Recorded before (the same order again): make sure both entries are there.
+            self.fs
+                .symlink(&account_target, &dir.join("account"))
+                .with_context(|| format!("linking {}/account", dir.display()))?;
+            self.fs
+                .write_file(&dir.join("url"), order_url.as_bytes(), FILE_MODE)
+                .with_context(|| format!("writing {}/url", dir.display()))?;
+            return Ok(id);
+        }
+        // Build the directory in tmp/ and rename it into certs/ in one step, so a crash
+        // never leaves a certificate directory without its url or account link.
+        let staging = self.root.join("tmp").join(format!("order.{id}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        fs::create_dir_mode(&staging, DIR_MODE)
+            .with_context(|| format!("creating {}", staging.display()))?;
         self.fs
-            .symlink(
-                &Path::new("../../accounts").join(account_id),
-                &dir.join("account"),
-            )
-            .with_context(|| format!("linking {}/account", dir.display()))?;
+            .symlink(&account_target, &staging.join("account"))
+            .with_context(|| format!("linking {}/account", staging.display()))?;
         self.fs
-            .write_file(&dir.join("url"), order_url.as_bytes(), FILE_MODE)
-            .with_context(|| format!("writing {}/url", dir.display()))?;
+            .write_file(&staging.join("url"), order_url.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}/url", staging.display()))?;
+        std::fs::rename(&staging, &dir)
+            .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+        fs::sync_dir(&self.root.join("certs"))
+            .with_context(|| format!("syncing {}", self.root.join("certs").display()))?;
         Ok(id)
     }
 

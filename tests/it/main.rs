@@ -6,5 +6,6 @@
 mod acmetool;
 mod commands;
 mod e2e;
+mod hooks;
 mod recovery;
 mod support;

@@ -178,14 +178,19 @@ impl Drop for Running {
     }
 }
 
-/// Starts `acmekeep --state <state> --batch <args...>` without waiting.
+/// Starts `acmekeep --state <state> --hooks <state>/../hooks --batch <args...>` without
+/// waiting. The hook directory is the test's own (it may not exist), so the machine's
+/// /etc/acme/hooks never runs in tests.
 pub fn spawn_acmekeep(state: &StateDir, args: &[&str], opts: &RunOpts) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_acmekeep"));
     cmd.arg("--state")
         .arg(state.path())
+        .arg("--hooks")
+        .arg(state.hooks_dir())
         .arg("--batch")
         .args(args)
         .env_remove("ACME_STATE_DIR")
+        .env_remove("ACME_HOOKS_DIR")
         .env_remove("ACMEKEEP_JOBS")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())

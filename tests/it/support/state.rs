@@ -89,6 +89,15 @@ impl StateDir {
     }
 
     /// The state directory (what `--state` gets).
+    /// The test's hook directory, beside the state directory (created on demand by tests
+    /// that install hooks).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.path()
+            .parent()
+            .map(|p| p.join("hooks"))
+            .unwrap_or_else(|| self.path().join("../hooks"))
+    }
+
     pub fn path(&self) -> &Path {
         &self.state
     }
