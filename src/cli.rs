@@ -33,6 +33,16 @@ pub struct Cli {
     /// /usr/libexec/acme/hooks).
     #[arg(long = "hooks", global = true, value_name = "DIR")]
     pub hooks: Vec<PathBuf>,
+    /// Install scheduling files under this directory instead of / (for tests and image
+    /// builds).
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "ACMEKEEP_SYSTEM_ROOT",
+        value_name = "DIR"
+    )]
+    pub system_root: Option<PathBuf>,
     /// acmetool's command-line flags, accepted so existing cron lines and units keep working.
     #[command(flatten)]
     pub acmetool: AcmetoolFlags,
@@ -112,6 +122,9 @@ impl AcmetoolFlags {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Set the machine up interactively (or from a response file): CA, key type, challenge
+    /// method, account, hooks, scheduled renewal. Safe to run again.
+    Quickstart(QuickstartArgs),
     /// Declare names you want certificates for, then reconcile.
     Want(WantArgs),
     /// Obtain and renew certificates so every target is satisfied (the default command).
@@ -134,6 +147,15 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff).
     Manpage,
+}
+
+/// `quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Also ask the questions that otherwise take their defaults (key type and size, haproxy
+    /// hook).
+    #[arg(long)]
+    pub expert: bool,
 }
 
 /// `unwant`.

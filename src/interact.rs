@@ -68,6 +68,11 @@ impl Interaction {
         Ok(me)
     }
 
+    /// Whether questions without an answer can be asked on a terminal.
+    pub fn is_interactive(&self) -> bool {
+        self.interactive
+    }
+
     /// Whether stdin is a terminal and prompting is allowed.
     pub fn terminal_allowed(batch: bool) -> bool {
         !batch && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
@@ -75,9 +80,9 @@ impl Interaction {
 
     fn missing(&self, id: &str, hint: &str) -> anyhow::Error {
         let file = self.source.as_deref().unwrap_or("conf/responses");
-        anyhow::anyhow!(
+        crate::exit::config_error(anyhow::anyhow!(
             "no answer to {hint:?} and no terminal to ask on: add the key {id:?} to the response file ({file})"
-        )
+        ))
     }
 
     fn prompt(&self, question: &str) -> Result<String> {

@@ -30,6 +30,7 @@ use std::process::ExitCode;
 pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
     let settings = settings::Settings::resolve(cli)?;
     match &cli.command {
+        Some(cli::Command::Quickstart(a)) => commands::quickstart::execute(&settings, a),
         Some(cli::Command::Want(a)) => commands::want::execute(&settings, a),
         Some(cli::Command::Status(a)) => commands::status::execute(&settings, a),
         Some(cli::Command::Reconcile(a)) => commands::reconcile::execute(&settings, a),

@@ -29,6 +29,10 @@ pub struct Settings {
     pub jobs: usize,
     /// Hook directories, in order.
     pub hook_dirs: Vec<PathBuf>,
+    /// Whether the hook directories were chosen (flag or environment) rather than defaults.
+    pub hook_dirs_explicit: bool,
+    /// Where scheduling files go (`/` unless testing).
+    pub system_root: Option<PathBuf>,
 }
 
 /// Parses `30s`, `5m`, `2h`, `1h30m` or a bare number of seconds.
@@ -92,6 +96,7 @@ impl Settings {
             }
             None => (state_dir.join("conf/responses"), false),
         };
+        let hooks_env = std::env::var_os(crate::hooks::HOOKS_DIR_ENV);
         Ok(Settings {
             state_dir,
             batch: cli.batch,
@@ -99,10 +104,9 @@ impl Settings {
             response_file_explicit,
             lock_wait,
             jobs: usize::from(cli.jobs),
-            hook_dirs: crate::hooks::hook_dirs(
-                &cli.hooks,
-                std::env::var_os(crate::hooks::HOOKS_DIR_ENV).as_deref(),
-            ),
+            hook_dirs: crate::hooks::hook_dirs(&cli.hooks, hooks_env.as_deref()),
+            hook_dirs_explicit: !cli.hooks.is_empty() || hooks_env.is_some_and(|v| !v.is_empty()),
+            system_root: cli.system_root.clone(),
         })
     }
 }

@@ -149,6 +149,151 @@ impl ForeignKey {
     }
 }
 
+/// The public part of an account key as an RFC 7517 JWK: what an RFC 7638 thumbprint is made
+/// of. Covers every account key acmekeep can hold (ECDSA P-256 and P-384, RSA); byte strings
+/// are kept unencoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicJwk {
+    /// `kty: RSA`: modulus and public exponent, big-endian without leading zeros.
+    Rsa {
+        /// Modulus.
+        n: Vec<u8>,
+        /// Public exponent.
+        e: Vec<u8>,
+    },
+    /// `kty: EC`: curve name (`P-256` or `P-384`) and the point's coordinates, each exactly as
+    /// long as the curve's field.
+    Ec {
+        /// `P-256` or `P-384`.
+        crv: &'static str,
+        /// x coordinate.
+        x: Vec<u8>,
+        /// y coordinate.
+        y: Vec<u8>,
+    },
+}
+
+/// Coordinate length of a supported curve, by JWK name.
+pub fn curve_len(crv: &str) -> Option<(&'static str, usize)> {
+    match crv {
+        "P-256" => Some(("P-256", 32)),
+        "P-384" => Some(("P-384", 48)),
+        _ => None,
+    }
+}
+
+fn strip_leading_zeros(b: &[u8]) -> Vec<u8> {
+    let start = b
+        .iter()
+        .position(|&x| x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
+    b[start..].to_vec()
+}
+
+/// Decodes a base64url JWK member (RFC 7515 §2: no padding; stray `=` are tolerated).
+pub fn b64url_member(jwk: &Value, name: &str) -> Result<Vec<u8>> {
+    let text = jwk
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the JWK has no {name:?} member"))?;
+    BASE64URL_NOPAD
+        .decode(text.trim_end_matches('=').as_bytes())
+        .map_err(|e| anyhow!("the JWK member {name:?} is not base64url: {e}"))
+}
+
+impl PublicJwk {
+    /// The public key of an ECDSA key pair on `crv`.
+    fn from_ec_point(crv: &'static str, point: &[u8]) -> Result<Self> {
+        let (_, len) = curve_len(crv).ok_or_else(|| anyhow!("unsupported curve {crv}"))?;
+        match point.split_first() {
+            Some((4, xy)) if xy.len() == 2 * len => {
+                let (x, y) = xy.split_at(len);
+                Ok(PublicJwk::Ec {
+                    crv,
+                    x: x.to_vec(),
+                    y: y.to_vec(),
+                })
+            }
+            _ => bail!("not an uncompressed {crv} point"),
+        }
+    }
+
+    /// The public JWK of an account private key: P-256 or P-384 (SEC1 or PKCS#8) or RSA
+    /// (PKCS#1 or PKCS#8). Anything else is refused, naming what is supported.
+    pub fn from_private_key(der: &PrivateKeyDer<'_>) -> Result<Self> {
+        if let PrivateKeyDer::Pkcs8(_) | PrivateKeyDer::Sec1(_) = der {
+            let bytes = der.secret_der();
+            if let Ok(k) = EcdsaKeyPair::from_private_key_der(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                bytes,
+            ) {
+                return Self::from_ec_point("P-256", k.public_key().as_ref());
+            }
+        }
+        match ForeignKey::from_der(der)? {
+            Some(ForeignKey::P384(k)) => Self::from_ec_point("P-384", k.public_key().as_ref()),
+            Some(ForeignKey::Rsa(k)) => {
+                let public = k.public_key();
+                Ok(PublicJwk::Rsa {
+                    n: public.modulus().big_endian_without_leading_zero().to_vec(),
+                    e: public.exponent().big_endian_without_leading_zero().to_vec(),
+                })
+            }
+            None => bail!("unsupported account key (use RSA, ECDSA P-256 or P-384)"),
+        }
+    }
+
+    /// Reads the public members of a JWK (public or private; other members are ignored).
+    pub fn from_jwk(jwk: &Value) -> Result<Self> {
+        match jwk.get("kty").and_then(Value::as_str) {
+            Some("RSA") => {
+                let n = strip_leading_zeros(&b64url_member(jwk, "n")?);
+                let e = strip_leading_zeros(&b64url_member(jwk, "e")?);
+                if n.len() < 2 || e.is_empty() || e == [0] {
+                    bail!("the JWK's RSA modulus or exponent is empty");
+                }
+                Ok(PublicJwk::Rsa { n, e })
+            }
+            Some("EC") => {
+                let name = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
+                let (crv, len) = curve_len(name).ok_or_else(|| {
+                    anyhow!("unsupported JWK curve {name:?} (use P-256 or P-384)")
+                })?;
+                let (x, y) = (b64url_member(jwk, "x")?, b64url_member(jwk, "y")?);
+                if x.len() != len || y.len() != len {
+                    bail!("the JWK's {crv} coordinates must be {len} bytes each");
+                }
+                Ok(PublicJwk::Ec { crv, x, y })
+            }
+            Some(other) => bail!("unsupported JWK key type {other:?} (use RSA or EC)"),
+            None => bail!("the JWK has no \"kty\" member"),
+        }
+    }
+
+    /// The canonical JSON of RFC 7638 §3: only the required members, in lexicographic order,
+    /// no whitespace. Built by hand so no JSON map ordering can change it.
+    pub fn canonical_json(&self) -> String {
+        let b64 = |b: &[u8]| BASE64URL_NOPAD.encode(b);
+        match self {
+            PublicJwk::Rsa { n, e } => {
+                format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64(e), b64(n))
+            }
+            PublicJwk::Ec { crv, x, y } => format!(
+                r#"{{"crv":"{crv}","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64(x),
+                b64(y)
+            ),
+        }
+    }
+
+    /// RFC 7638 thumbprint: base64url (unpadded) SHA-256 of [`PublicJwk::canonical_json`].
+    pub fn thumbprint(&self) -> String {
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.canonical_json().as_bytes());
+        BASE64URL_NOPAD.encode(digest.as_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +361,85 @@ mod tests {
             t.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
+    }
+
+    /// RFC 7638 §3.1: the example RSA key and its thumbprint; `alg` and `kid` do not count.
+    #[test]
+    fn thumbprint_matches_rfc7638_example() {
+        let jwk = json!({
+            "kty": "RSA",
+            "n": concat!(
+                "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAt",
+                "VT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn6",
+                "4tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2",
+                "QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbI",
+                "SD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqb",
+                "w0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+            ),
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29",
+        });
+        let public = PublicJwk::from_jwk(&jwk).expect("valid JWK");
+        assert_eq!(
+            public.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn private_key_jwk_agrees_with_foreign_key_for_every_key_type() {
+        // RSA and P-384: the same thumbprint as the re-signing path uses.
+        let rsa =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .expect("rsa");
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384");
+        for pair in [rsa, p384] {
+            let der = PrivateKeyDer::try_from(pair.serialize_der()).expect("der");
+            let foreign = ForeignKey::from_der(&der).expect("parse").expect("foreign");
+            let public = PublicJwk::from_private_key(&der).expect("jwk");
+            assert_eq!(public.thumbprint(), foreign.thumbprint());
+            assert_eq!(PublicJwk::from_jwk(&foreign.jwk()).expect("jwk"), public);
+        }
+        // P-256, in PKCS#8 and in SEC1 (acmetool's encoding): the same JWK.
+        let (_, pkcs8) = instant_acme::Key::generate_pkcs8().expect("p256");
+        let der = PrivateKeyDer::Pkcs8(pkcs8.clone_key());
+        let public = PublicJwk::from_private_key(&der).expect("jwk");
+        assert!(matches!(public, PublicJwk::Ec { crv: "P-256", .. }));
+        assert!(
+            public
+                .canonical_json()
+                .starts_with(r#"{"crv":"P-256","kty":"EC","x":""#)
+        );
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.secret_pkcs8_der(),
+        )
+        .expect("pkcs8");
+        use aws_lc_rs::encoding::AsDer;
+        let sec1 = pair.private_key().as_der().expect("sec1");
+        let sec1 = PrivateKeyDer::Sec1(sec1.as_ref().to_vec().into());
+        assert_eq!(PublicJwk::from_private_key(&sec1).expect("jwk"), public);
+    }
+
+    #[test]
+    fn bad_jwks_are_refused() {
+        for (jwk, why) in [
+            (json!({"n": "AQAB", "e": "AQAB"}), "kty"),
+            (json!({"kty": "oct", "k": "AAAA"}), "oct"),
+            (json!({"kty": "RSA", "e": "AQAB"}), "\"n\""),
+            (json!({"kty": "RSA", "n": "!!", "e": "AQAB"}), "base64url"),
+            (
+                json!({"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA"}),
+                "P-521",
+            ),
+            (
+                json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}),
+                "32 bytes",
+            ),
+        ] {
+            let err = format!("{:#}", PublicJwk::from_jwk(&jwk).expect_err(why));
+            assert!(err.contains(why), "{err} should mention {why}");
+        }
     }
 }

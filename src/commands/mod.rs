@@ -4,6 +4,7 @@ pub mod account_url;
 pub mod cull;
 pub mod docs;
 pub mod notify;
+pub mod quickstart;
 pub mod reconcile;
 pub mod revoke;
 pub mod status;

@@ -257,6 +257,24 @@ impl Store {
         Ok(raw)
     }
 
+    /// `conf/target` exactly as written (no legacy fallbacks), for commands that edit it.
+    pub fn raw_conf_target(&self) -> Result<RawTarget> {
+        let path = self.root.join("conf/target");
+        match optional_text(&path, MAX_TARGET_FILE)? {
+            Some(text) => crate::target::parse_file(&path, text.as_bytes()),
+            None => Ok(RawTarget::default()),
+        }
+    }
+
+    /// Saves `conf/target`.
+    pub fn write_conf_target(&self, raw: &RawTarget) -> Result<()> {
+        let path = self.root.join("conf/target");
+        let yaml = serde_yaml_ng::to_string(raw).context("serialising conf/target")?;
+        self.fs
+            .write_file(&path, yaml.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Loads and resolves every target in `desired/`. Broken files are returned separately
     /// so one bad file never hides the others.
     pub fn load_targets(&self, defaults: &RawTarget) -> Result<(Vec<Target>, Vec<TargetError>)> {

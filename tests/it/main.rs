@@ -7,5 +7,6 @@ mod acmetool;
 mod commands;
 mod e2e;
 mod hooks;
+mod quickstart;
 mod recovery;
 mod support;
