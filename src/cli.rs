@@ -139,8 +139,18 @@ pub enum Command {
     /// Revoke a certificate (by certificate id, key id or path) at the CA; the next reconcile
     /// replaces it.
     Revoke(RevokeArgs),
+    /// Print each account's key thumbprint and id (for stateless http-01 configurations).
+    AccountThumbprint,
     /// Print the account URL at the default provider (registering the account if needed).
     AccountUrl,
+    /// Add a PEM private key to keys/.
+    ImportKey(ImportKeyArgs),
+    /// Add a PEM account key for an ACME directory URL.
+    ImportPemAccount(ImportAccountArgs),
+    /// Add a JWK (JSON) account key for an ACME directory URL.
+    ImportJwkAccount(ImportAccountArgs),
+    /// Bring a certbot directory over: accounts, keys, current certificates and their names.
+    ImportLe(ImportLeArgs),
     /// Run the live-updated hooks with these names, as after a renewal.
     TestNotify(TestNotifyArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).

@@ -37,6 +37,15 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::Unwant(a)) => commands::unwant::execute(&settings, a),
         Some(cli::Command::Cull(a)) => commands::cull::execute(&settings, a),
         Some(cli::Command::Revoke(a)) => commands::revoke::execute(&settings, a),
+        Some(cli::Command::AccountThumbprint) => commands::account::execute_thumbprint(&settings),
+        Some(cli::Command::ImportKey(a)) => commands::import::execute_key(&settings, a),
+        Some(cli::Command::ImportPemAccount(a)) => {
+            commands::import::execute_pem_account(&settings, a)
+        }
+        Some(cli::Command::ImportJwkAccount(a)) => {
+            commands::import::execute_jwk_account(&settings, a)
+        }
+        Some(cli::Command::ImportLe(a)) => commands::import::execute_le(&settings, a),
         Some(cli::Command::AccountUrl) => commands::account_url::execute(&settings),
         Some(cli::Command::TestNotify(a)) => commands::notify::execute(&settings, a),
         Some(cli::Command::Completions(a)) => commands::docs::completions(a),

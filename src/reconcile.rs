@@ -619,7 +619,7 @@ async fn issue_one<I: Issuer>(
     let csr = build_csr(t, &key)?;
     let names: Vec<String> = t.request_names.iter().map(|n| n.to_string()).collect();
     let on_finalized = |order_url: &str| -> Result<()> {
-        store.begin_cert(order_url, account_id)?;
+        store.begin_cert(order_url, Some(account_id))?;
         Ok(())
     };
     let issued = session

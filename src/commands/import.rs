@@ -52,7 +52,7 @@ use crate::keys::{KeyFamily, MAX_KEY_FILE, PrivateKey, first_private_key_der, pe
 use crate::name::Hostname;
 use crate::settings::Settings;
 use crate::store::cert::{self, CertFiles};
-use crate::store::{FILE_MODE, Store, fs, ids};
+use crate::store::{Store, fs, ids};
 use crate::target::{
     DEFAULT_PROVIDER, RawChallenge, RawKey, RawRequest, RawSatisfy, RawTarget, new_target_filename,
     validate_provider,
@@ -788,18 +788,6 @@ struct Tally {
     present: Counts,
 }
 
-/// `certs/<id>/url` without an `account` link, for a certificate whose account was not
-/// imported (`Store::begin_cert` always links one).
-fn begin_cert_without_account(store: &Store, url: &str) -> Result<String> {
-    let id = ids::cert_id(url);
-    let dir = store.root().join("certs").join(&id);
-    fs::create_dir_all_mode(&dir, 0o755).with_context(|| format!("creating {}", dir.display()))?;
-    fs::AtomicFs::new(store.root().join("tmp"))
-        .write_file(&dir.join("url"), url.as_bytes(), FILE_MODE)
-        .with_context(|| format!("writing {}/url", dir.display()))?;
-    Ok(id)
-}
-
 fn target_yaml(l: &Lineage) -> Result<String> {
     let raw = RawTarget {
         satisfy: Some(RawSatisfy {
@@ -869,10 +857,7 @@ fn apply(store: &Store, cb: &Certbot) -> Result<Tally> {
                 let account = l.account.as_ref().zip(l.provider.as_ref()).and_then(
                     |(certbot_id, provider)| accounts.get(&(certbot_id.clone(), provider.clone())),
                 );
-                let begun = match account {
-                    Some(account) => store.begin_cert(&c.url, account)?,
-                    None => begin_cert_without_account(store, &c.url)?,
-                };
+                let begun = store.begin_cert(&c.url, account.map(String::as_str))?;
                 store.finish_cert(&begun, Some(&c.key.id), &c.files)?;
                 println!("certificate {id} ({})", join(&l.names));
                 tally.new.certificates += 1;

@@ -1,8 +1,10 @@
 //! One module per subcommand: glue from settings to the core modules, nothing more.
 
+pub mod account;
 pub mod account_url;
 pub mod cull;
 pub mod docs;
+pub mod import;
 pub mod notify;
 pub mod quickstart;
 pub mod reconcile;

@@ -480,17 +480,20 @@ impl Store {
         Ok(format!("{part}/{key_id}"))
     }
 
-    /// Records a finished order: `certs/<id>/url` and the `account` link. From here on the
-    /// order can be downloaded by a later run even if this one stops.
-    pub fn begin_cert(&self, order_url: &str, account_id: &str) -> Result<String> {
+    /// Records a finished order: `certs/<id>/url` and the `account` link (none for a
+    /// certificate imported without its account). From here on the order can be downloaded
+    /// by a later run even if this one stops.
+    pub fn begin_cert(&self, order_url: &str, account_id: Option<&str>) -> Result<String> {
         let id = ids::cert_id(order_url);
         let dir = self.root.join("certs").join(&id);
-        let account_target = Path::new("../../accounts").join(account_id);
+        let account_target = account_id.map(|a| Path::new("../../accounts").join(a));
         if dir.exists() {
             // Recorded before (the same order again): make sure both entries are there.
-            self.fs
-                .symlink(&account_target, &dir.join("account"))
-                .with_context(|| format!("linking {}/account", dir.display()))?;
+            if let Some(target) = &account_target {
+                self.fs
+                    .symlink(target, &dir.join("account"))
+                    .with_context(|| format!("linking {}/account", dir.display()))?;
+            }
             self.fs
                 .write_file(&dir.join("url"), order_url.as_bytes(), FILE_MODE)
                 .with_context(|| format!("writing {}/url", dir.display()))?;
@@ -502,9 +505,11 @@ impl Store {
         let _ = std::fs::remove_dir_all(&staging);
         fs::create_dir_mode(&staging, DIR_MODE)
             .with_context(|| format!("creating {}", staging.display()))?;
-        self.fs
-            .symlink(&account_target, &staging.join("account"))
-            .with_context(|| format!("linking {}/account", staging.display()))?;
+        if let Some(target) = &account_target {
+            self.fs
+                .symlink(target, &staging.join("account"))
+                .with_context(|| format!("linking {}/account", staging.display()))?;
+        }
         self.fs
             .write_file(&staging.join("url"), order_url.as_bytes(), FILE_MODE)
             .with_context(|| format!("writing {}/url", staging.display()))?;

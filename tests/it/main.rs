@@ -7,6 +7,7 @@ mod acmetool;
 mod commands;
 mod e2e;
 mod hooks;
+mod import;
 mod quickstart;
 mod recovery;
 mod support;
