@@ -536,7 +536,21 @@ pub async fn account_session<C: Ca>(
     inv: &Inventory,
     interaction: &Interaction,
 ) -> Result<(C::Session, String)> {
-    let existing = inv.accounts.iter().find(|a| a.directory_url == provider);
+    // Exact directory URL first (acmetool); an ACMEv1 Let's Encrypt account is reused for
+    // ACMEv2, as acmetool 0.2 does: Let's Encrypt knows the same key there.
+    let existing = inv
+        .accounts
+        .iter()
+        .find(|a| a.directory_url == provider)
+        .or_else(|| {
+            (provider == crate::target::DEFAULT_PROVIDER)
+                .then(|| {
+                    inv.accounts
+                        .iter()
+                        .find(|a| a.directory_url == crate::target::LE_V1_PROVIDER)
+                })
+                .flatten()
+        });
     if let Some(acct) = existing {
         let pem = std::fs::read_to_string(&acct.key_path)
             .with_context(|| format!("reading {}", acct.key_path.display()))?;

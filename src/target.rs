@@ -17,6 +17,8 @@ use crate::name::Hostname;
 
 /// Let's Encrypt's production directory, acmetool's default provider.
 pub const DEFAULT_PROVIDER: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's ACMEv1 directory (acmetool 0.0.x's default), mapped to the v2 one.
+pub const LE_V1_PROVIDER: &str = "https://acme-v01.api.letsencrypt.org/directory";
 /// acmetool's default renewal margin in days.
 pub const DEFAULT_MARGIN_DAYS: u32 = 30;
 /// The webroot acmetool always writes challenge files to.
@@ -421,7 +423,7 @@ impl Target {
             .filter(|p| !p.is_empty())
             .or_else(|| m.provider.clone().filter(|p| !p.is_empty()))
             .unwrap_or_else(|| DEFAULT_PROVIDER.to_owned());
-        let provider = if provider == "https://acme-v01.api.letsencrypt.org/directory" {
+        let provider = if provider == LE_V1_PROVIDER {
             warnings.push("ACMEv1 provider URL mapped to Let's Encrypt's v2 directory".into());
             DEFAULT_PROVIDER.to_owned()
         } else {

@@ -8,6 +8,7 @@ mod commands;
 mod e2e;
 mod hooks;
 mod import;
+mod migration;
 mod quickstart;
 mod recovery;
 mod support;
