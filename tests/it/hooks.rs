@@ -84,6 +84,17 @@ fn live_updated_and_challenge_hooks_follow_acmetool_protocol() {
         read_log(&log)
     );
 
+    // A forced renewal (revoke, then the replacement) fires live-updated again for both
+    // names.
+    std::fs::remove_file(&log).expect("rm log");
+    let id = state.live_cert_id(NAME);
+    acmekeep(&state, &["revoke", &id]).assert_success();
+    assert_ne!(state.live_cert_id(NAME), id);
+    let text = read_log(&log);
+    assert_eq!(text.matches("ARGS live-updated").count(), 1, "{text}");
+    assert!(text.contains(&format!("STDIN<{NAME}\nwww.{NAME}\n>")), "{text}");
+    assert!(text.contains(&format!("STATE {state_dir}")), "{text}");
+
     // test-notify runs live-updated with the given names.
     let run = acmekeep(&state, &["test-notify", "a.example", "b.example:ecc"]);
     run.assert_success();
