@@ -11,6 +11,7 @@ pub mod cert;
 pub mod fs;
 pub mod ids;
 pub mod lock;
+pub mod perm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -24,22 +25,7 @@ use crate::plan::CertSummary;
 use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
 use fs::AtomicFs;
 
-/// Directories and their modes (acmetool's built-in permission table).
-const DIRS: [(&str, u32); 8] = [
-    ("", 0o755),
-    ("accounts", 0o700),
-    ("desired", 0o755),
-    ("live", 0o755),
-    ("certs", 0o755),
-    ("keys", 0o700),
-    ("conf", 0o755),
-    ("tmp", 0o700),
-];
-/// Mode of private keys and account keys.
-pub const KEY_MODE: u32 = 0o600;
-/// Mode of the directories holding them.
-pub const KEY_DIR_MODE: u32 = 0o700;
-/// Mode of everything else.
+/// Mode of files acmekeep keeps for itself under `.acmekeep/` (not subject to conf/perm).
 pub const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
 const RUN_DIR: &str = ".acmekeep";
@@ -49,6 +35,7 @@ const RUN_DIR: &str = ".acmekeep";
 pub struct Store {
     root: PathBuf,
     fs: AtomicFs,
+    perm: perm::PermTable,
 }
 
 /// A certificate directory as found on disk.
@@ -190,17 +177,83 @@ impl Store {
     /// Opens the state directory for writing: creates the layout with acmetool's modes and
     /// empties `tmp/`. The caller must hold the state lock (the argument proves it).
     pub fn open(root: &Path, _lock: &lock::StateLock) -> Result<Store> {
-        for (rel, mode) in DIRS {
-            let p = root.join(rel);
+        let table = perm::PermTable::load(root, &perm::SystemIds::new())
+            .map_err(|e| crate::exit::config_error(anyhow!(e)))?;
+        for rel in table.dirs_to_create() {
+            let p = root.join(&rel);
+            let mode = table.rule_for(&rel).dir_mode;
             fs::create_dir_all_mode(&p, mode)
                 .with_context(|| format!("creating {}", p.display()))?;
         }
         let tmp = root.join("tmp");
         fs::clear_dir(&tmp).with_context(|| format!("clearing {}", tmp.display()))?;
-        Ok(Store {
+        let store = Store {
             root: root.to_owned(),
             fs: AtomicFs::new(tmp),
-        })
+            perm: table,
+        };
+        store.conform_if_perm_changed()?;
+        Ok(store)
+    }
+
+    /// Applies `conf/perm` to existing files when it changed since it was last applied (a
+    /// fingerprint is kept in `.acmekeep/perm-applied`). New files get their rule's mode from
+    /// the first byte anyway, so the whole tree is walked only when the rules change.
+    fn conform_if_perm_changed(&self) -> Result<()> {
+        let text =
+            optional_text(&self.root.join("conf/perm"), perm::MAX_PERM_FILE)?.unwrap_or_default();
+        let fingerprint = ids::cert_id(&text);
+        let stamp = self.root.join(RUN_DIR).join("perm-applied");
+        let applied = optional_text(&stamp, 1024)?.unwrap_or_default();
+        let never = applied.is_empty();
+        if applied.trim() == fingerprint || (never && text.is_empty()) {
+            return Ok(());
+        }
+        let report = perm::conform(&self.root, &self.perm);
+        for c in &report.changes {
+            tracing::info!("conf/perm: {c}");
+        }
+        report.log();
+        let dir = self.root.join(RUN_DIR);
+        fs::create_dir_all_mode(&dir, DIR_MODE)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        self.fs
+            .write_file(&stamp, fingerprint.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}", stamp.display()))
+    }
+
+    /// Writes `path` atomically with the mode (and owner) `conf/perm` gives `final_rel`, the
+    /// path relative to the state directory where the file ends up.
+    fn write(&self, path: &Path, final_rel: &Path, data: &[u8]) -> Result<()> {
+        let rule = self.perm.rule_for(final_rel);
+        self.fs
+            .write_file(path, data, rule.file_mode)
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.own(path, rule.uid, rule.gid);
+        Ok(())
+    }
+
+    /// Creates the directory `rel` (relative to the state dir) with its rule's mode.
+    /// `Ok(false)` if it existed.
+    fn mkdir(&self, rel: &Path) -> Result<bool> {
+        let rule = self.perm.rule_for(rel);
+        let path = self.root.join(rel);
+        match fs::create_dir_mode(&path, rule.dir_mode) {
+            Ok(()) => {
+                self.own(&path, rule.uid, rule.gid);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+
+    fn own(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) {
+        if (uid.is_some() || gid.is_some())
+            && let Err(e) = std::os::unix::fs::lchown(path, uid, gid)
+        {
+            tracing::warn!("cannot change the owner of {}: {e}", path.display());
+        }
     }
 
     /// Opens the state directory for reading only (no lock, no writes).
@@ -211,6 +264,7 @@ impl Store {
         Ok(Store {
             root: root.to_owned(),
             fs: AtomicFs::new(root.join("tmp")),
+            perm: perm::PermTable::builtin(),
         })
     }
 
@@ -270,9 +324,7 @@ impl Store {
     pub fn write_conf_target(&self, raw: &RawTarget) -> Result<()> {
         let path = self.root.join("conf/target");
         let yaml = serde_yaml_ng::to_string(raw).context("serialising conf/target")?;
-        self.fs
-            .write_file(&path, yaml.as_bytes(), FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))
+        self.write(&path, Path::new("conf/target"), yaml.as_bytes())
     }
 
     /// Loads and resolves every target in `desired/`. Broken files are returned separately
@@ -419,27 +471,20 @@ impl Store {
     /// Writes a new target file under `desired/`.
     pub fn write_target(&self, file: &str, yaml: &str) -> Result<()> {
         let path = self.desired_path(file)?;
-        self.fs
-            .write_file(&path, yaml.as_bytes(), FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))
+        self.write(&path, &Path::new("desired").join(file), yaml.as_bytes())
     }
 
-    /// Saves a certificate private key as `keys/<id>/privkey` (0600 in a 0700 directory,
-    /// from the first byte). An existing key with the same id is left as it is.
+    /// Saves a certificate private key as `keys/<id>/privkey`, with its `conf/perm` mode
+    /// (0600 in a 0700 directory by default) from the first byte. An existing key with the
+    /// same id is left as it is.
     pub fn save_key(&self, key: &PrivateKey) -> Result<()> {
-        let dir = self.root.join("keys").join(&key.id);
-        if dir.join("privkey").is_file() {
+        let rel = Path::new("keys").join(&key.id);
+        if self.root.join(&rel).join("privkey").is_file() {
             return Ok(());
         }
-        match fs::create_dir_mode(&dir, KEY_DIR_MODE) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-        let path = dir.join("privkey");
-        self.fs
-            .write_file(&path, key.to_pem().as_bytes(), KEY_MODE)
-            .with_context(|| format!("writing {}", path.display()))
+        self.mkdir(&rel)?;
+        let rel = rel.join("privkey");
+        self.write(&self.root.join(&rel), &rel, key.to_pem().as_bytes())
     }
 
     /// Loads `keys/<id>/privkey`.
@@ -464,19 +509,15 @@ impl Store {
     pub fn save_account_key(&self, directory_url: &str, key_id: &str, pem: &str) -> Result<String> {
         let part = ids::account_url_part(directory_url)
             .with_context(|| format!("provider {directory_url:?}"))?;
-        let parent = self.root.join("accounts").join(&part);
-        fs::create_dir_all_mode(&parent, KEY_DIR_MODE)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        let dir = parent.join(key_id);
-        match fs::create_dir_mode(&dir, KEY_DIR_MODE) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        if !ids::is_well_formed_id(key_id) || part.starts_with('.') {
+            bail!("refusing account directory {part}/{key_id}");
         }
-        let path = dir.join("privkey");
-        self.fs
-            .write_file(&path, pem.as_bytes(), KEY_MODE)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let parent = Path::new("accounts").join(&part);
+        self.mkdir(&parent)?;
+        let dir = parent.join(key_id);
+        self.mkdir(&dir)?;
+        let rel = dir.join("privkey");
+        self.write(&self.root.join(&rel), &rel, pem.as_bytes())?;
         Ok(format!("{part}/{key_id}"))
     }
 
@@ -485,7 +526,8 @@ impl Store {
     /// by a later run even if this one stops.
     pub fn begin_cert(&self, order_url: &str, account_id: Option<&str>) -> Result<String> {
         let id = ids::cert_id(order_url);
-        let dir = self.root.join("certs").join(&id);
+        let rel = Path::new("certs").join(&id);
+        let dir = self.root.join(&rel);
         let account_target = account_id.map(|a| Path::new("../../accounts").join(a));
         if dir.exists() {
             // Recorded before (the same order again): make sure both entries are there.
@@ -494,25 +536,21 @@ impl Store {
                     .symlink(target, &dir.join("account"))
                     .with_context(|| format!("linking {}/account", dir.display()))?;
             }
-            self.fs
-                .write_file(&dir.join("url"), order_url.as_bytes(), FILE_MODE)
-                .with_context(|| format!("writing {}/url", dir.display()))?;
+            self.write(&dir.join("url"), &rel.join("url"), order_url.as_bytes())?;
             return Ok(id);
         }
         // Build the directory in tmp/ and rename it into certs/ in one step, so a crash
         // never leaves a certificate directory without its url or account link.
         let staging = self.root.join("tmp").join(format!("order.{id}"));
         let _ = std::fs::remove_dir_all(&staging);
-        fs::create_dir_mode(&staging, DIR_MODE)
+        fs::create_dir_mode(&staging, self.perm.rule_for(&rel).dir_mode)
             .with_context(|| format!("creating {}", staging.display()))?;
         if let Some(target) = &account_target {
             self.fs
                 .symlink(target, &staging.join("account"))
                 .with_context(|| format!("linking {}/account", staging.display()))?;
         }
-        self.fs
-            .write_file(&staging.join("url"), order_url.as_bytes(), FILE_MODE)
-            .with_context(|| format!("writing {}/url", staging.display()))?;
+        self.write(&staging.join("url"), &rel.join("url"), order_url.as_bytes())?;
         std::fs::rename(&staging, &dir)
             .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
         fs::sync_dir(&self.root.join("certs"))
@@ -529,18 +567,12 @@ impl Store {
         key_id: Option<&str>,
         files: &cert::CertFiles,
     ) -> Result<()> {
-        let dir = self.root.join("certs").join(id);
+        let rel = Path::new("certs").join(id);
+        let dir = self.root.join(&rel);
         let ctx = |f: &str| format!("writing {}/{f}", dir.display());
-        self.fs
-            .write_file(&dir.join("chain"), files.chain.as_bytes(), FILE_MODE)
-            .with_context(|| ctx("chain"))?;
-        self.fs
-            .write_file(
-                &dir.join("fullchain"),
-                files.fullchain.as_bytes(),
-                FILE_MODE,
-            )
-            .with_context(|| ctx("fullchain"))?;
+        let put = |f: &str, data: &str| self.write(&dir.join(f), &rel.join(f), data.as_bytes());
+        put("chain", &files.chain)?;
+        put("fullchain", &files.fullchain)?;
         if let Some(key_id) = key_id {
             self.fs
                 .symlink(
@@ -549,9 +581,7 @@ impl Store {
                 )
                 .with_context(|| ctx("privkey"))?;
         }
-        self.fs
-            .write_file(&dir.join("cert"), files.cert.as_bytes(), FILE_MODE)
-            .with_context(|| ctx("cert"))
+        put("cert", &files.cert)
     }
 
     /// Points `live/<name>` at `certs/<cert_id>` by renaming a new link over the old one.
@@ -616,10 +646,8 @@ impl Store {
         if !ids::is_well_formed_id(id) {
             bail!("{id:?} is not a certificate id");
         }
-        let path = self.root.join("certs").join(id).join("revoked");
-        self.fs
-            .write_file(&path, b"", FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))
+        let rel = Path::new("certs").join(id).join("revoked");
+        self.write(&self.root.join(&rel), &rel, b"")
     }
 
     /// Removes `certs/<id>` or `keys/<id>`: first renamed into `tmp/` (one atomic step, so

@@ -92,7 +92,10 @@ fn live_updated_and_challenge_hooks_follow_acmetool_protocol() {
     assert_ne!(state.live_cert_id(NAME), id);
     let text = read_log(&log);
     assert_eq!(text.matches("ARGS live-updated").count(), 1, "{text}");
-    assert!(text.contains(&format!("STDIN<{NAME}\nwww.{NAME}\n>")), "{text}");
+    assert!(
+        text.contains(&format!("STDIN<{NAME}\nwww.{NAME}\n>")),
+        "{text}"
+    );
     assert!(text.contains(&format!("STATE {state_dir}")), "{text}");
 
     // test-notify runs live-updated with the given names.

@@ -9,6 +9,7 @@ mod e2e;
 mod hooks;
 mod import;
 mod migration;
+mod perm;
 mod quickstart;
 mod recovery;
 mod support;
