@@ -17,14 +17,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::acme::{AcmeError, Ca, Issuer, Registration};
-use crate::challenge::Http01;
+use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
 use crate::hooks::{Event, HookRunner};
 use crate::interact::{Interaction, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
 use crate::plan::{self, CertSummary};
 use crate::store::{CertState, Inventory, Store, cert};
-use crate::target::Target;
+use crate::target::{ChallengeKind, Target};
 
 /// Settings of one reconcile run.
 #[derive(Debug, Clone)]
@@ -87,15 +87,10 @@ impl Connector for InstantConnector {
     }
 }
 
-/// acmetool's default listen addresses: port 80 everywhere, 402 and 4402 on loopback.
-const DEFAULT_LISTEN: [&str; 6] = [
-    "0.0.0.0:80",
-    "[::]:80",
-    "127.0.0.1:402",
-    "[::1]:402",
-    "127.0.0.1:4402",
-    "[::1]:4402",
-];
+/// acmetool's `listen` addresses: port 80 everywhere.
+const LISTEN_HTTP: [&str; 2] = ["0.0.0.0:80", "[::]:80"];
+/// acmetool's `proxy` addresses: 402 and 4402 on loopback.
+const LISTEN_PROXY: [&str; 4] = ["127.0.0.1:402", "[::1]:402", "127.0.0.1:4402", "[::1]:4402"];
 
 /// Runs a reconcile over `store`.
 pub async fn run<C: Connector>(
@@ -429,8 +424,15 @@ async fn obtain<C: Connector>(
 
     // Listeners: the union of every target's addresses, started once.
     let mut addrs: Vec<(String, bool)> = Vec::new();
-    if todo.iter().any(|t| t.challenge.default_listeners) {
-        addrs.extend(DEFAULT_LISTEN.iter().map(|a| ((*a).to_owned(), false)));
+    let http_todo = || {
+        todo.iter()
+            .filter(|t| t.challenge.types.contains(&ChallengeKind::Http01))
+    };
+    if http_todo().any(|t| t.challenge.listen_http) {
+        addrs.extend(LISTEN_HTTP.iter().map(|a| ((*a).to_owned(), false)));
+    }
+    if http_todo().any(|t| t.challenge.listen_proxy) {
+        addrs.extend(LISTEN_PROXY.iter().map(|a| ((*a).to_owned(), false)));
     }
     for t in todo {
         for a in &t.challenge.http_ports {
@@ -483,7 +485,7 @@ async fn obtain<C: Connector>(
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let responder =
-                    Http01::new(&t.challenge, tokens, listening).with_hooks(hooks, &t.file);
+                    TargetResponder::new(&t.file, &t.challenge, tokens, listening, hooks);
                 let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
                     .await
                     .map_err(|e| format!("{e:#}"));
@@ -614,7 +616,7 @@ async fn issue_one<I: Issuer>(
     session: &I,
     account_id: &str,
     t: &Target,
-    responder: &Http01,
+    responder: &TargetResponder,
     now: OffsetDateTime,
 ) -> Result<CertSummary> {
     let key = match &t.key_id {

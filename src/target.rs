@@ -117,6 +117,66 @@ pub struct RawChallenge {
     /// acmekeep extension: replaces `/var/run/acme/acme-challenge`; empty disables it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_webroot: Option<String>,
+    /// acmekeep extension: challenge types in order of preference (`http-01`, `dns-01`,
+    /// `tls-alpn-01`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+    /// acmekeep extension: http-01 methods (`webroot`, `listen`, `proxy`, `redirector`,
+    /// `hook`); default all of them, acmetool's "try everything".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_methods: Option<Vec<String>>,
+    /// acmekeep extension: tls-alpn-01 listen addresses (default `:443`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_alpn_ports: Option<Vec<PortValue>>,
+    /// acmekeep extension: dns-01 settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<RawDns>,
+}
+
+/// `request.challenge.dns:` (acmekeep extension).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawDns {
+    /// dns-01 methods: `hook` (challenge-dns-start/stop hooks), `rfc2136`; default `hook`,
+    /// plus `rfc2136` when an update server is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// RFC 2136 dynamic update settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<RawRfc2136>,
+    /// How long to wait for every authoritative server to serve the record (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation_timeout: Option<u64>,
+    /// Resolver (`ip:port`) for finding authoritative servers and following CNAMEs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+    /// Skip the propagation check (not recommended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_propagation_check: Option<bool>,
+}
+
+/// `request.challenge.dns.rfc2136:`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawRfc2136 {
+    /// Primary server to send UPDATEs to, `ip:port` (port 53 if omitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// A BIND-format TSIG key file (`key "name" { algorithm …; secret "…"; };`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// TSIG key name (instead of a key file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// TSIG algorithm: hmac-sha256 (default), hmac-sha384, hmac-sha512.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// TSIG secret, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Zone to update (found from the SOA if omitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// An `http-ports` entry: YAML lets people write `402` or `"402"` or `"host:port"`.
@@ -197,6 +257,10 @@ impl RawTarget {
                     env,
                     default_listeners: pick(&c.default_listeners, &bc.default_listeners),
                     default_webroot: pick(&c.default_webroot, &bc.default_webroot),
+                    types: pick(&c.types, &bc.types),
+                    http_methods: pick(&c.http_methods, &bc.http_methods),
+                    tls_alpn_ports: pick(&c.tls_alpn_ports, &bc.tls_alpn_ports),
+                    dns: pick(&c.dns, &bc.dns),
                 }),
             }),
             priority: pick(&self.priority, &base.priority),
@@ -207,15 +271,63 @@ impl RawTarget {
     }
 }
 
+/// A challenge type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChallengeKind {
+    /// http-01 (RFC 8555 §8.3).
+    Http01,
+    /// dns-01 (RFC 8555 §8.4).
+    Dns01,
+    /// tls-alpn-01 (RFC 8737).
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// The RFC name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// dns-01 settings resolved for one target.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct DnsConfig {
+    /// Use the challenge-dns-start/stop hooks.
+    pub hooks: bool,
+    /// RFC 2136 settings, when that method is on.
+    pub rfc2136: Option<RawRfc2136>,
+    /// Bound on the propagation wait.
+    pub propagation_timeout: std::time::Duration,
+    /// Resolver for NS lookups and CNAME following (`ip:port`), else the system's.
+    pub resolver: Option<String>,
+    /// Whether to wait until every authoritative server serves the record.
+    pub check_propagation: bool,
+}
+
 /// Challenge settings resolved for one target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChallengeConfig {
-    /// Directories challenge files are written into (defaults first, then the target's).
+    /// Challenge types in order of preference; for each authorization the first one the CA
+    /// offers is used.
+    pub types: Vec<ChallengeKind>,
+    /// Directories challenge files are written into (the default webroot first).
     pub webroot_paths: Vec<PathBuf>,
     /// Extra listen addresses for the built-in HTTP responder.
     pub http_ports: Vec<String>,
-    /// Whether to listen on acmetool's default addresses too.
-    pub default_listeners: bool,
+    /// Listen on port 80 (acmetool's `listen` method).
+    pub listen_http: bool,
+    /// Listen on loopback 402 and 4402 (acmetool's `proxy` method).
+    pub listen_proxy: bool,
+    /// Run the challenge-http-start/stop hooks (the `hook` method).
+    pub http_hooks: bool,
+    /// tls-alpn-01 listen addresses.
+    pub tls_alpn_addrs: Vec<String>,
+    /// dns-01 settings.
+    pub dns: DnsConfig,
     /// Whether to check our own challenge response over HTTP before asking the CA.
     pub self_test: bool,
     /// Extra environment for challenge hooks.
@@ -370,6 +482,87 @@ fn port_addrs(ports: &[PortValue]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The http-01 methods: the configured list, or all of them (acmetool's "try everything");
+/// `default-listeners: false` (acmekeep's older switch) removes `listen` and `proxy`.
+fn http_methods(list: Option<&[String]>, default_listeners: Option<bool>) -> Result<Vec<String>> {
+    const ALL: [&str; 5] = ["webroot", "listen", "proxy", "redirector", "hook"];
+    let mut out: Vec<String> = match list {
+        Some(l) => {
+            for m in l {
+                if !ALL.contains(&m.as_str()) {
+                    bail!("http-methods entry {m:?} must be one of {}", ALL.join(", "));
+                }
+            }
+            l.to_vec()
+        }
+        None => ALL.iter().map(|m| (*m).to_owned()).collect(),
+    };
+    if default_listeners == Some(false) {
+        out.retain(|m| m != "listen" && m != "proxy");
+    }
+    Ok(out)
+}
+
+fn challenge_types(list: Option<&[String]>) -> Result<Vec<ChallengeKind>> {
+    let Some(list) = list else {
+        return Ok(vec![ChallengeKind::Http01, ChallengeKind::Dns01]);
+    };
+    let mut out = Vec::new();
+    for t in list {
+        let k = match t.as_str() {
+            "http-01" => ChallengeKind::Http01,
+            "dns-01" => ChallengeKind::Dns01,
+            "tls-alpn-01" => ChallengeKind::TlsAlpn01,
+            other => bail!("challenge type {other:?} must be http-01, dns-01 or tls-alpn-01"),
+        };
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    if out.is_empty() {
+        bail!("request.challenge.types lists no challenge type");
+    }
+    Ok(out)
+}
+
+fn dns_config(raw: RawDns) -> Result<DnsConfig> {
+    let rfc_configured = raw.rfc2136.as_ref().is_some_and(|r| r.server.is_some());
+    let methods: Vec<String> = match raw.methods {
+        Some(m) => m,
+        None if rfc_configured => vec!["hook".into(), "rfc2136".into()],
+        None => vec!["hook".into()],
+    };
+    for m in &methods {
+        if m != "hook" && m != "rfc2136" {
+            bail!("dns methods entry {m:?} must be hook or rfc2136");
+        }
+    }
+    let rfc2136 = if methods.iter().any(|m| m == "rfc2136") {
+        let r = raw.rfc2136.ok_or_else(|| {
+            anyhow::anyhow!("dns method rfc2136 needs request.challenge.dns.rfc2136 settings")
+        })?;
+        if r.server.is_none() {
+            bail!("request.challenge.dns.rfc2136.server is required");
+        }
+        Some(r)
+    } else {
+        None
+    };
+    if let Some(r) = &raw.resolver {
+        r.parse::<std::net::SocketAddr>()
+            .with_context(|| format!("dns resolver {r:?} must be ip:port"))?;
+    }
+    Ok(DnsConfig {
+        hooks: methods.iter().any(|m| m == "hook"),
+        rfc2136,
+        propagation_timeout: std::time::Duration::from_secs(
+            raw.propagation_timeout.unwrap_or(300).min(3600),
+        ),
+        resolver: raw.resolver,
+        check_propagation: !raw.skip_propagation_check.unwrap_or(false),
+    })
+}
+
 impl Target {
     /// Resolves a target file's raw content over the defaults from `conf/target`.
     pub fn resolve(file: &str, raw: &RawTarget, defaults: &RawTarget) -> Result<Target> {
@@ -463,13 +656,22 @@ impl Target {
         }
 
         let ch = request.challenge.unwrap_or_default();
+        let methods = http_methods(ch.http_methods.as_deref(), ch.default_listeners)?;
+        let has = |m: &str| methods.iter().any(|x| x == m);
         let mut webroot_paths = Vec::new();
-        match ch.default_webroot.as_deref() {
-            None => webroot_paths.push(PathBuf::from(DEFAULT_WEBROOT)),
-            Some("") => {}
-            Some(p) => webroot_paths.push(PathBuf::from(p.trim_end_matches('/'))),
+        if has("webroot") || has("redirector") {
+            match ch.default_webroot.as_deref() {
+                None => webroot_paths.push(PathBuf::from(DEFAULT_WEBROOT)),
+                Some("") => {}
+                Some(p) => webroot_paths.push(PathBuf::from(p.trim_end_matches('/'))),
+            }
         }
-        for p in ch.webroot_paths.unwrap_or_default() {
+        let explicit_webroots = if has("webroot") {
+            ch.webroot_paths.clone().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for p in explicit_webroots {
             let trimmed = p.trim_end_matches('/');
             let path = PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
             if !path.is_absolute() {
@@ -484,7 +686,13 @@ impl Target {
                 bail!("default-webroot {:?} must be absolute", p.display());
             }
         }
-        let http_ports = port_addrs(&ch.http_ports.unwrap_or_default())?;
+        let http_ports = port_addrs(&ch.http_ports.clone().unwrap_or_default())?;
+        let types = challenge_types(ch.types.as_deref())?;
+        let tls_alpn_addrs = match &ch.tls_alpn_ports {
+            Some(p) => port_addrs(p)?,
+            None => vec!["0.0.0.0:443".to_owned(), "[::]:443".to_owned()],
+        };
+        let dns = dns_config(ch.dns.clone().unwrap_or_default())?;
 
         let label = m.label.unwrap_or_default();
         if !label.is_empty() {
@@ -515,9 +723,14 @@ impl Target {
             key_id,
             must_staple: request.ocsp_must_staple.unwrap_or(false),
             challenge: ChallengeConfig {
+                types,
                 webroot_paths,
                 http_ports,
-                default_listeners: ch.default_listeners.unwrap_or(true),
+                listen_http: has("listen"),
+                listen_proxy: has("proxy"),
+                http_hooks: has("hook"),
+                tls_alpn_addrs,
+                dns,
                 self_test: ch.http_self_test.unwrap_or(true),
                 env: ch.env.unwrap_or_default(),
             },

@@ -16,9 +16,10 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use super::http::CaHttp;
 use super::jws::ForeignKey;
 use super::{AcmeError, Ca, DirectoryMeta, Issued, Issuer, Registration};
-use crate::challenge::{HttpChallenge, Responder};
+use crate::challenge::{Challenge, Responder};
 use crate::keys::first_private_key_der;
 use crate::name::Hostname;
+use crate::target::ChallengeKind;
 
 /// How long to wait for the CA to validate and to issue. Polling starts after a few
 /// milliseconds and backs off, so a fast CA is never waited on for whole seconds.
@@ -227,6 +228,111 @@ pub struct InstantSession {
 }
 
 impl InstantSession {
+    /// Answers every pending authorization with the first challenge type (in the
+    /// responder's order) the CA offers, then waits until the order is ready. `presented`
+    /// collects what was set up, for the caller to clean up.
+    async fn prove_control(
+        &self,
+        order: &mut instant_acme::Order,
+        responder: &dyn Responder,
+        presented: &mut Vec<Challenge>,
+    ) -> Result<(), AcmeError> {
+        let thumb = self.thumbprint.clone();
+        // Authorizations are walked again after a badNonce rejection; `done` keeps each
+        // challenge from being answered twice.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut attempt = 1;
+        'walk: loop {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = match authz {
+                    Ok(a) => a,
+                    Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
+                        attempt += 1;
+                        continue 'walk;
+                    }
+                    Err(e) => return Err(ca_error("fetching an authorization", e)),
+                };
+                if !done.insert(authz.url().to_owned()) {
+                    continue;
+                }
+                let ident = authz.identifier().to_string();
+                let wildcard = authz.wildcard;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => {
+                        return Err(AcmeError::Ca(format!(
+                            "the authorization for {ident} is {other:?}"
+                        )));
+                    }
+                }
+                let offered: Vec<ChallengeType> =
+                    authz.challenges.iter().map(|c| c.r#type.clone()).collect();
+                let Some(kind) = responder
+                    .kinds()
+                    .iter()
+                    .copied()
+                    .find(|k| offered.contains(&instant_type(*k)))
+                else {
+                    return Err(AcmeError::Ca(format!(
+                        "the CA offers no challenge type this target may use for {}{ident} (offered: {}; allowed: {})",
+                        if wildcard { "*." } else { "" },
+                        offered
+                            .iter()
+                            .map(|t| format!("{t:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        responder
+                            .kinds()
+                            .iter()
+                            .map(|k| k.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                let Some(mut ch) = authz.challenge(instant_type(kind)) else {
+                    continue;
+                };
+                if !valid_token(&ch.token) {
+                    return Err(AcmeError::Ca(format!(
+                        "the CA sent a malformed challenge token for {ident}"
+                    )));
+                }
+                let challenge = Challenge {
+                    kind,
+                    identifier: ident.clone(),
+                    wildcard,
+                    token: ch.token.clone(),
+                    key_authorization: format!("{}.{thumb}", ch.token),
+                };
+                presented.push(challenge.clone());
+                responder.present(&challenge).await.map_err(|e| {
+                    AcmeError::Other(e.context(format!(
+                        "answering the {} challenge for {ident}",
+                        kind.name()
+                    )))
+                })?;
+                let mut tries = 1;
+                loop {
+                    match ch.set_ready().await {
+                        Ok(()) => break,
+                        Err(e) if is_bad_nonce(&e) && tries < NONCE_ATTEMPTS => tries += 1,
+                        Err(e) => return Err(ca_error(&format!("the challenge for {ident}"), e)),
+                    }
+                }
+            }
+            break;
+        }
+        let policy = retry_policy();
+        let status = nonce_retry!(order.poll_ready(&policy))
+            .map_err(|e| ca_error("waiting for validation", e))?;
+        if status != OrderStatus::Ready {
+            return Err(AcmeError::Ca(failed_validation(order).await));
+        }
+        Ok(())
+    }
+
     fn new(account: Account, foreign_thumbprint: Option<String>) -> Self {
         let thumbprint = foreign_thumbprint.unwrap_or_else(|| account.key_thumbprint().to_owned());
         Self {
@@ -244,17 +350,12 @@ impl std::fmt::Debug for InstantSession {
     }
 }
 
-/// Removes the challenge responses of an order when it ends, however it ends.
-struct Presented<'a> {
-    responder: &'a dyn Responder,
-    challenges: Vec<HttpChallenge>,
-}
-
-impl Drop for Presented<'_> {
-    fn drop(&mut self) {
-        for ch in &self.challenges {
-            self.responder.cleanup(ch);
-        }
+/// instant-acme's name for a challenge type.
+fn instant_type(kind: ChallengeKind) -> ChallengeType {
+    match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::Dns01 => ChallengeType::Dns01,
+        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
     }
 }
 
@@ -281,77 +382,19 @@ impl Issuer for InstantSession {
         let new_order = NewOrder::new(&identifiers);
         let mut order = nonce_retry!(self.account.new_order(&new_order))
             .map_err(|e| ca_error("creating the order", e))?;
-        let mut presented = Presented {
-            responder,
-            challenges: Vec::new(),
-        };
-        let thumb = self.thumbprint.clone();
-        // Authorizations are walked again after a badNonce rejection; `done` keeps each
-        // challenge from being answered twice.
-        let mut done: HashSet<String> = HashSet::new();
-        let mut attempt = 1;
-        'walk: loop {
-            let mut authzs = order.authorizations();
-            while let Some(authz) = authzs.next().await {
-                let mut authz = match authz {
-                    Ok(a) => a,
-                    Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
-                        attempt += 1;
-                        continue 'walk;
-                    }
-                    Err(e) => return Err(ca_error("fetching an authorization", e)),
-                };
-                if !done.insert(authz.url().to_owned()) {
-                    continue;
-                }
-                let ident = authz.identifier().to_string();
-                match authz.status {
-                    AuthorizationStatus::Valid => continue,
-                    AuthorizationStatus::Pending => {}
-                    other => {
-                        return Err(AcmeError::Ca(format!(
-                            "the authorization for {ident} is {other:?}"
-                        )));
-                    }
-                }
-                let mut ch = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
-                    AcmeError::Ca(format!("the CA offers no http-01 challenge for {ident}"))
-                })?;
-                if !valid_token(&ch.token) {
-                    return Err(AcmeError::Ca(format!(
-                        "the CA sent a malformed challenge token for {ident}"
-                    )));
-                }
-                let http = HttpChallenge {
-                    name: ident.clone(),
-                    token: ch.token.clone(),
-                    key_authorization: format!("{}.{thumb}", ch.token),
-                };
-                responder.present(&http).await.map_err(|e| {
-                    AcmeError::Other(e.context(format!("answering the challenge for {ident}")))
-                })?;
-                presented.challenges.push(http);
-                let mut tries = 1;
-                loop {
-                    match ch.set_ready().await {
-                        Ok(()) => break,
-                        Err(e) if is_bad_nonce(&e) && tries < NONCE_ATTEMPTS => tries += 1,
-                        Err(e) => return Err(ca_error(&format!("the challenge for {ident}"), e)),
-                    }
-                }
-            }
-            break;
+        // Whatever happens while proving control, every response set up is taken down.
+        let mut presented = Vec::new();
+        let proved = self
+            .prove_control(&mut order, responder, &mut presented)
+            .await;
+        for ch in &presented {
+            responder.cleanup(ch).await;
         }
-        let policy = retry_policy();
-        let status = nonce_retry!(order.poll_ready(&policy))
-            .map_err(|e| ca_error("waiting for validation", e))?;
-        if status != OrderStatus::Ready {
-            return Err(AcmeError::Ca(failed_validation(&mut order).await));
-        }
-        drop(presented);
+        proved?;
         nonce_retry!(order.finalize_csr(csr_der))
             .map_err(|e| ca_error("finalizing the order", e))?;
         on_finalized(order.url()).map_err(AcmeError::Other)?;
+        let policy = retry_policy();
         let chain_pem = nonce_retry!(order.poll_certificate(&policy))
             .map_err(|e| ca_error("downloading the certificate", e))?;
         Ok(Issued {

@@ -1,9 +1,11 @@
-//! Proving control of a name: the http-01 responders.
+//! Proving control of a name: the responders for http-01, dns-01 and tls-alpn-01.
 //!
-//! acmetool tries every http-01 method at once, and so does this first version: a challenge
-//! is written into every webroot directory and served by the built-in listeners, and the
-//! order goes ahead if at least one method could be set up. [`Responder`] is the seam the
-//! issuer calls; per-target method choice and dns-01/tls-alpn-01 come later behind it.
+//! The issuer asks a target's [`Responder`] which challenge types it can answer, in the
+//! target's order of preference (`request.challenge.types`), picks for each authorization the
+//! first one the CA offers, and has it presented; after validation, however it ended, every
+//! presented challenge is cleaned up. Within http-01, acmetool's "try everything" stays the
+//! default: every configured method (webroot files, the built-in listeners, the
+//! challenge-http hooks) is set up at once, and the order goes ahead if one of them could be.
 
 pub mod listener;
 pub mod selftest;
@@ -17,18 +19,38 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 
 use crate::hooks::{Event, HookRunner};
-use crate::target::ChallengeConfig;
+use crate::target::{ChallengeConfig, ChallengeKind, DnsConfig};
 use listener::TokenMap;
 
-/// One http-01 challenge to answer.
+/// One challenge to answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpChallenge {
-    /// The identifier being validated.
-    pub name: String,
+pub struct Challenge {
+    /// Its type.
+    pub kind: ChallengeKind,
+    /// The authorization's identifier (for a wildcard order, the base name without `*.`).
+    pub identifier: String,
+    /// Whether the authorization is for a wildcard name.
+    pub wildcard: bool,
     /// The challenge token (validated base64url).
     pub token: String,
-    /// `token.thumbprint`, the response body.
+    /// `token.thumbprint`.
     pub key_authorization: String,
+}
+
+impl Challenge {
+    /// The dns-01 TXT value: base64url(SHA-256(key authorization)).
+    pub fn dns_value(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            self.key_authorization.as_bytes(),
+        );
+        data_encoding::BASE64URL_NOPAD.encode(digest.as_ref())
+    }
+
+    /// The dns-01 record name.
+    pub fn dns_name(&self) -> String {
+        format!("_acme-challenge.{}", self.identifier)
+    }
 }
 
 /// Boxed future, so the trait can be used as `&dyn Responder`.
@@ -36,77 +58,162 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Sets up and tears down challenge responses.
 pub trait Responder: Send + Sync {
+    /// Challenge types this responder answers, in order of preference.
+    fn kinds(&self) -> &[ChallengeKind];
     /// Makes the response available; fails if no method could be set up.
-    fn present<'a>(&'a self, ch: &'a HttpChallenge) -> BoxFuture<'a, Result<()>>;
+    fn present<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, Result<()>>;
     /// Removes the response. Never fails: leftovers are logged.
-    fn cleanup(&self, ch: &HttpChallenge);
+    fn cleanup<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, ()>;
 }
 
-/// The http-01 responder for one target: webroot files, the shared listeners, and the
-/// `challenge-http-start`/`-stop` hooks.
+/// The responder for one target: its challenge settings, the run's shared listeners, hooks.
 #[derive(Debug)]
-pub struct Http01 {
+pub struct TargetResponder {
+    types: Vec<ChallengeKind>,
     webroots: Vec<std::path::PathBuf>,
     tokens: Arc<TokenMap>,
     listening: bool,
     self_test: bool,
+    http_hooks: bool,
+    dns: DnsConfig,
     env: BTreeMap<String, String>,
-    hooks: Option<(Arc<HookRunner>, String)>,
+    hooks: Arc<HookRunner>,
+    target_file: String,
 }
 
-impl Http01 {
-    /// A responder for a target with `config`, using the run's shared `tokens` map, which
-    /// the listeners serve (`listening` says whether any listener is up).
-    pub fn new(config: &ChallengeConfig, tokens: Arc<TokenMap>, listening: bool) -> Self {
+impl TargetResponder {
+    /// A responder for target `target_file` with `config`, using the run's shared `tokens`
+    /// map (served by the listeners; `listening` says whether any is up) and `hooks`.
+    pub fn new(
+        target_file: &str,
+        config: &ChallengeConfig,
+        tokens: Arc<TokenMap>,
+        listening: bool,
+        hooks: Arc<HookRunner>,
+    ) -> Self {
         Self {
+            types: config.types.clone(),
             webroots: config.webroot_paths.clone(),
             tokens,
             listening,
             self_test: config.self_test,
+            http_hooks: config.http_hooks,
+            dns: config.dns.clone(),
             env: config.env.clone(),
-            hooks: None,
+            hooks,
+            target_file: target_file.to_owned(),
         }
     }
 
-    /// Also runs the challenge hooks, telling them the target file name.
-    pub fn with_hooks(mut self, hooks: Arc<HookRunner>, target_file: &str) -> Self {
-        self.hooks = Some((hooks, target_file.to_owned()));
-        self
+    /// Runs a challenge event's hooks off the async thread (which serves the listeners).
+    /// Returns whether a hook handled it (exit 0).
+    async fn run_hooks(&self, ch: &Challenge, start: bool) -> bool {
+        let (hooks, file, env, ch) = (
+            self.hooks.clone(),
+            self.target_file.clone(),
+            self.env.clone(),
+            ch.clone(),
+        );
+        tokio::task::spawn_blocking(move || run_hook(&hooks, &file, &env, &ch, start))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn present_http(&self, ch: &Challenge) -> Result<()> {
+        self.tokens.insert(&ch.token, &ch.key_authorization);
+        let mut written = 0;
+        let mut failures = Vec::new();
+        for dir in &self.webroots {
+            match webroot::write(dir, &ch.token, &ch.key_authorization) {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    tracing::debug!("webroot {}: {e:#}", dir.display());
+                    failures.push(format!("{}: {e}", dir.display()));
+                }
+            }
+        }
+        let hooked = self.http_hooks && self.run_hooks(ch, true).await;
+        if written == 0 && !self.listening && !hooked {
+            bail!(
+                "no http-01 method is available for {}: no listener could bind its address, no webroot was writable ({}), and no hook handled it",
+                ch.identifier,
+                if failures.is_empty() {
+                    "none configured".to_owned()
+                } else {
+                    failures.join("; ")
+                }
+            );
+        }
+        if self.self_test {
+            selftest::check(&ch.identifier, &ch.token, &ch.key_authorization).await?;
+        }
+        Ok(())
+    }
+
+    async fn present_dns(&self, ch: &Challenge) -> Result<()> {
+        let hooked = self.dns.hooks && self.run_hooks(ch, true).await;
+        if !hooked {
+            bail!(
+                "no dns-01 method handled {}: no challenge-dns-start hook exited 0{}",
+                ch.dns_name(),
+                if self.dns.hooks {
+                    ""
+                } else {
+                    " (dns hooks are not enabled)"
+                }
+            );
+        }
+        Ok(())
     }
 }
 
-/// Runs `challenge-http-start` or `-stop`; true if a hook handled it (exit 0). Blocking.
+/// Runs `challenge-*-start` or `-stop` for `ch`; true if a hook handled it (exit 0). Blocking.
 fn run_hook(
     hooks: &HookRunner,
     target_file: &str,
     env: &BTreeMap<String, String>,
-    ch: &HttpChallenge,
+    ch: &Challenge,
     start: bool,
 ) -> bool {
     if hooks.hooks().map(|h| h.is_empty()).unwrap_or(true) {
         return false;
     }
     let (hostname, token, key_authorization) = (
-        ch.name.as_str(),
+        ch.identifier.as_str(),
         ch.token.as_str(),
         ch.key_authorization.as_str(),
     );
-    let event = if start {
-        Event::ChallengeHttpStart {
+    let txt = ch.dns_value();
+    let event = match (ch.kind, start) {
+        (ChallengeKind::Http01, true) => Event::ChallengeHttpStart {
             hostname,
             target_file,
             token,
             key_authorization,
             env,
-        }
-    } else {
-        Event::ChallengeHttpStop {
+        },
+        (ChallengeKind::Http01, false) => Event::ChallengeHttpStop {
             hostname,
             target_file,
             token,
             key_authorization,
             env,
-        }
+        },
+        (ChallengeKind::Dns01, true) => Event::ChallengeDnsStart {
+            hostname,
+            target_file,
+            txt_value: &txt,
+            wildcard: ch.wildcard,
+            env,
+        },
+        (ChallengeKind::Dns01, false) => Event::ChallengeDnsStop {
+            hostname,
+            target_file,
+            txt_value: &txt,
+            wildcard: ch.wildcard,
+            env,
+        },
+        (ChallengeKind::TlsAlpn01, _) => return false,
     };
     match hooks.run(&event) {
         Ok(report) => {
@@ -122,57 +229,42 @@ fn run_hook(
     }
 }
 
-impl Responder for Http01 {
-    fn present<'a>(&'a self, ch: &'a HttpChallenge) -> BoxFuture<'a, Result<()>> {
+impl Responder for TargetResponder {
+    fn kinds(&self) -> &[ChallengeKind] {
+        &self.types
+    }
+
+    fn present<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.tokens.insert(&ch.token, &ch.key_authorization);
-            let mut written = 0;
-            let mut failures = Vec::new();
-            for dir in &self.webroots {
-                match webroot::write(dir, &ch.token, &ch.key_authorization) {
-                    Ok(()) => written += 1,
-                    Err(e) => {
-                        tracing::debug!("webroot {}: {e:#}", dir.display());
-                        failures.push(format!("{}: {e}", dir.display()));
-                    }
+            match ch.kind {
+                ChallengeKind::Http01 => self.present_http(ch).await,
+                ChallengeKind::Dns01 => self.present_dns(ch).await,
+                ChallengeKind::TlsAlpn01 => {
+                    bail!("tls-alpn-01 is not available yet for {}", ch.identifier)
                 }
             }
-            // Hooks run programs: keep them off the async thread, which serves the listeners.
-            let hooked = match &self.hooks {
-                Some((hooks, file)) => {
-                    let (hooks, file, env, ch) =
-                        (hooks.clone(), file.clone(), self.env.clone(), ch.clone());
-                    tokio::task::spawn_blocking(move || run_hook(&hooks, &file, &env, &ch, true))
-                        .await
-                        .unwrap_or(false)
-                }
-                None => false,
-            };
-            if written == 0 && !self.listening && !hooked {
-                bail!(
-                    "no http-01 method is available for {}: no listener could bind its address and no webroot was writable ({})",
-                    ch.name,
-                    if failures.is_empty() {
-                        "no webroot configured".to_owned()
-                    } else {
-                        failures.join("; ")
-                    }
-                );
-            }
-            if self.self_test {
-                selftest::check(&ch.name, &ch.token, &ch.key_authorization).await?;
-            }
-            Ok(())
         })
     }
 
-    fn cleanup(&self, ch: &HttpChallenge) {
-        if let Some((hooks, file)) = &self.hooks {
-            run_hook(hooks, file, &self.env, ch, false);
-        }
-        self.tokens.remove(&ch.token);
-        for dir in &self.webroots {
-            webroot::remove(dir, &ch.token);
-        }
+    fn cleanup<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match ch.kind {
+                ChallengeKind::Http01 => {
+                    if self.http_hooks {
+                        self.run_hooks(ch, false).await;
+                    }
+                    self.tokens.remove(&ch.token);
+                    for dir in &self.webroots {
+                        webroot::remove(dir, &ch.token);
+                    }
+                }
+                ChallengeKind::Dns01 => {
+                    if self.dns.hooks {
+                        self.run_hooks(ch, false).await;
+                    }
+                }
+                ChallengeKind::TlsAlpn01 => {}
+            }
+        })
     }
 }
