@@ -484,8 +484,11 @@ async fn obtain<C: Connector>(
             );
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let responder =
-                    TargetResponder::new(&t.file, &t.challenge, tokens, listening, hooks);
+                let listens = listening
+                    && (t.challenge.listen_http
+                        || t.challenge.listen_proxy
+                        || !t.challenge.http_ports.is_empty());
+                let responder = TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
                 let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
                     .await
                     .map_err(|e| format!("{e:#}"));

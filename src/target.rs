@@ -686,7 +686,14 @@ impl Target {
                 bail!("default-webroot {:?} must be absolute", p.display());
             }
         }
-        let http_ports = port_addrs(&ch.http_ports.clone().unwrap_or_default())?;
+        // Explicit http-ports belong to the listener methods: a method list without listen
+        // and proxy turns them off too (`default-listeners: false` only drops the defaults).
+        let listener_methods = has("listen") || has("proxy") || ch.http_methods.is_none();
+        let http_ports = if listener_methods {
+            port_addrs(&ch.http_ports.clone().unwrap_or_default())?
+        } else {
+            Vec::new()
+        };
         let types = challenge_types(ch.types.as_deref())?;
         let tls_alpn_addrs = match &ch.tls_alpn_ports {
             Some(p) => port_addrs(p)?,
@@ -750,6 +757,21 @@ impl Target {
             }
         })
     }
+}
+
+/// Checks the settings in `conf/target` by resolving them for a placeholder target, so a
+/// mistake there is reported once, as a configuration error, not as every target failing.
+pub fn check_defaults(path: &Path, defaults: &RawTarget) -> Result<()> {
+    let probe = RawTarget {
+        satisfy: Some(RawSatisfy {
+            names: Some(vec!["conf-target.invalid".to_owned()]),
+            ..RawSatisfy::default()
+        }),
+        ..RawTarget::default()
+    };
+    Target::resolve("conf-target", &probe, defaults)
+        .map(|_| ())
+        .with_context(|| format!("in {}", path.display()))
 }
 
 /// Parses YAML bytes, naming `path` (and the line, via serde's message) on error.

@@ -120,7 +120,9 @@ impl TargetResponder {
     }
 
     async fn present_http(&self, ch: &Challenge) -> Result<()> {
-        self.tokens.insert(&ch.token, &ch.key_authorization);
+        if self.listening {
+            self.tokens.insert(&ch.token, &ch.key_authorization);
+        }
         let mut written = 0;
         let mut failures = Vec::new();
         for dir in &self.webroots {

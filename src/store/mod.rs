@@ -308,6 +308,7 @@ impl Store {
         {
             key.rsa_size = text.trim().parse().ok();
         }
+        crate::target::check_defaults(&path, &raw)?;
         Ok(raw)
     }
 

@@ -4,6 +4,7 @@
 //! `cargo test --test it pebble_starts`.
 
 mod acmetool;
+mod challenges;
 mod commands;
 mod e2e;
 mod hooks;

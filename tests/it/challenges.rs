@@ -1,0 +1,129 @@
+//! Challenge types end to end against Pebble: dns-01 through acmetool's challenge-dns hooks
+//! (the hook publishes the TXT record in Pebble's mock DNS), wildcard certificates, and the
+//! per-target choice of challenge type and http-01 method.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+/// A challenge-dns hook that publishes/removes TXT records in challtestsrv, recording its
+/// arguments. It validates its untrusted arguments like a careful hook should.
+fn dns_hook(state: &StateDir, pebble: &Pebble) -> std::path::PathBuf {
+    let dir = state.hooks_dir();
+    std::fs::create_dir_all(&dir).expect("mkdir hooks");
+    let log = dir.with_file_name("dns-hook.log");
+    let script = format!(
+        r#"#!/bin/sh
+set -eu
+case "$1" in
+  challenge-dns-start) endpoint=set-txt ;;
+  challenge-dns-stop) endpoint=clear-txt ;;
+  *) exit 42 ;;
+esac
+printf '%s\n' "$*" >> '{log}'
+host="$2"; value="$4"
+case "$host" in *[!a-z0-9.-]*) exit 1 ;; esac
+case "$value" in *[!A-Za-z0-9_-]*) exit 1 ;; esac
+if [ "$endpoint" = set-txt ]; then
+  body="{{\"host\":\"_acme-challenge.$host.\",\"value\":\"$value\"}}"
+else
+  body="{{\"host\":\"_acme-challenge.$host.\"}}"
+fi
+curl -fsS -X POST -d "$body" '{url}/'"$endpoint" >/dev/null
+"#,
+        log = log.display(),
+        url = pebble.challtestsrv_url()
+    );
+    let path = dir.join("dns");
+    std::fs::write(&path, script).expect("write hook");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    log
+}
+
+fn conf_with(pebble: &Pebble, challenge_extra: &str) -> String {
+    standard_conf_target(pebble).replace(
+        "    http-self-test: false\n",
+        &format!("    http-self-test: false\n{challenge_extra}"),
+    )
+}
+
+#[test]
+fn wildcard_certificate_via_dns_01_hooks() {
+    let pebble = Pebble::start(PebbleOpts::default());
+    let state = StateDir::standard(&pebble);
+    let log = dns_hook(&state, &pebble);
+    acmekeep(&state, &["want", "*.wild.example.org", "wild.example.org"]).assert_success();
+    // acmetool names the link after the wildcard, literally.
+    let id = state.live_cert_id("*.wild.example.org");
+    assert_eq!(state.live_cert_id("wild.example.org"), id);
+    let cert = pem_certs(&state.read_live("*.wild.example.org", "cert")).remove(0);
+    let names = cert_dns_names(&cert);
+    assert!(
+        names.contains(&"*.wild.example.org".to_owned()),
+        "{names:?}"
+    );
+    // The wildcard authorization went through dns-01 with the flag set; the start and stop
+    // were both run for it (acmetool's 4-argument protocol).
+    let text = std::fs::read_to_string(&log).expect("hook log");
+    let desired = state.desired_files().remove(0);
+    assert!(
+        text.lines().any(|l| l
+            .starts_with(&format!("challenge-dns-start wild.example.org {desired} "))
+            && l.ends_with(" wildcard")),
+        "{text}"
+    );
+    assert!(
+        text.contains("challenge-dns-stop wild.example.org"),
+        "{text}"
+    );
+}
+
+#[test]
+fn target_chooses_dns_01_over_http_01() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    state.write_conf_target(&conf_with(&pebble, "    types: [dns-01]\n"));
+    let log = dns_hook(&state, &pebble);
+    acmekeep(&state, &["want", "dnsonly.example.org"]).assert_success();
+    let text = std::fs::read_to_string(&log).expect("hook log");
+    assert!(
+        text.contains("challenge-dns-start dnsonly.example.org"),
+        "{text}"
+    );
+    // Not a wildcard: the 4th argument is empty.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("challenge-dns-start dnsonly.example.org")
+                && !l.ends_with("wildcard")),
+        "{text}"
+    );
+}
+
+#[test]
+fn dns_01_without_a_working_method_fails_clearly_and_http_methods_can_be_narrowed() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    // dns-01 only, no hook: the failure says what is missing.
+    state.write_conf_target(&conf_with(&pebble, "    types: [dns-01]\n"));
+    let run = acmekeep(&state, &["want", "nodns.example.org"]);
+    run.assert_code(1);
+    run.assert_stderr_contains("challenge-dns-start");
+
+    // http-01 restricted to webroot (no listener) and no webroot: a clear failure, even
+    // though http-ports is configured.
+    let state = StateDir::standard(&pebble);
+    state.write_conf_target(&conf_with(&pebble, "    http-methods: [hook]\n"));
+    let run = acmekeep(&state, &["want", "nomethod.example.org"]);
+    run.assert_code(1);
+    run.assert_stderr_contains("no http-01 method");
+}
+
+#[test]
+fn bad_challenge_settings_are_configuration_errors() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    state.write_conf_target(&conf_with(&pebble, "    types: [smoke-signals]\n"));
+    let run = acmekeep(&state, &["want", "bad.example.org"]);
+    run.assert_code(2);
+    run.assert_stderr_contains("smoke-signals");
+}
