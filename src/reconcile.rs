@@ -448,6 +448,27 @@ async fn obtain<C: Connector>(
         Some(Listeners::start(&addrs, tokens.clone()).await)
     };
     let listening = listeners.as_ref().is_some_and(|l| !l.bound().is_empty());
+    // tls-alpn-01 listeners, for the targets that allow that type.
+    let mut alpn_addrs: Vec<(String, bool)> = Vec::new();
+    for t in todo
+        .iter()
+        .filter(|t| t.challenge.types.contains(&ChallengeKind::TlsAlpn01))
+    {
+        for a in &t.challenge.tls_alpn_addrs {
+            if !alpn_addrs.iter().any(|(x, _)| x == a) {
+                alpn_addrs.push((a.clone(), true));
+            }
+        }
+    }
+    let alpn_certs = Arc::new(crate::challenge::tlsalpn::AlpnCerts::default());
+    let alpn_listeners = if alpn_addrs.is_empty() {
+        None
+    } else {
+        Some(crate::challenge::tlsalpn::AlpnListeners::start(&alpn_addrs, alpn_certs.clone()).await)
+    };
+    let alpn_listening = alpn_listeners
+        .as_ref()
+        .is_some_and(|l| !l.bound().is_empty());
 
     let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
     let mut set: JoinSet<(String, Vec<String>, Result<CertSummary, String>)> = JoinSet::new();
@@ -474,13 +495,14 @@ async fn obtain<C: Connector>(
         let session = Arc::new(session);
         let account_id = Arc::new(account_id);
         for t in group {
-            let (store, session, account_id, limit, tokens, hooks) = (
+            let (store, session, account_id, limit, tokens, hooks, alpn_certs) = (
                 store.clone(),
                 session.clone(),
                 account_id.clone(),
                 limit.clone(),
                 tokens.clone(),
                 opts.hooks.clone(),
+                alpn_certs.clone(),
             );
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -488,7 +510,11 @@ async fn obtain<C: Connector>(
                     && (t.challenge.listen_http
                         || t.challenge.listen_proxy
                         || !t.challenge.http_ports.is_empty());
-                let responder = TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
+                let mut responder =
+                    TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
+                if alpn_listening {
+                    responder = responder.with_tls_alpn(alpn_certs);
+                }
                 let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
                     .await
                     .map_err(|e| format!("{e:#}"));
@@ -522,6 +548,7 @@ async fn obtain<C: Connector>(
         });
     }
     drop(listeners);
+    drop(alpn_listeners);
     report.targets.sort_by(|a, b| a.file.cmp(&b.file));
     new_certs
 }

@@ -9,6 +9,7 @@
 
 pub mod listener;
 pub mod selftest;
+pub mod tlsalpn;
 pub mod webroot;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,7 @@ pub struct TargetResponder {
     env: BTreeMap<String, String>,
     hooks: Arc<HookRunner>,
     target_file: String,
+    alpn: Option<Arc<tlsalpn::AlpnCerts>>,
 }
 
 impl TargetResponder {
@@ -102,7 +104,14 @@ impl TargetResponder {
             env: config.env.clone(),
             hooks,
             target_file: target_file.to_owned(),
+            alpn: None,
         }
+    }
+
+    /// Answers tls-alpn-01 through the run's listeners, which serve `certs`.
+    pub fn with_tls_alpn(mut self, certs: Arc<tlsalpn::AlpnCerts>) -> Self {
+        self.alpn = Some(certs);
+        self
     }
 
     /// Runs a challenge event's hooks off the async thread (which serves the listeners).
@@ -241,9 +250,13 @@ impl Responder for TargetResponder {
             match ch.kind {
                 ChallengeKind::Http01 => self.present_http(ch).await,
                 ChallengeKind::Dns01 => self.present_dns(ch).await,
-                ChallengeKind::TlsAlpn01 => {
-                    bail!("tls-alpn-01 is not available yet for {}", ch.identifier)
-                }
+                ChallengeKind::TlsAlpn01 => match &self.alpn {
+                    Some(certs) => certs.insert(&ch.identifier, &ch.key_authorization),
+                    None => bail!(
+                        "no tls-alpn-01 listener could bind its address for {}",
+                        ch.identifier
+                    ),
+                },
             }
         })
     }
@@ -265,7 +278,11 @@ impl Responder for TargetResponder {
                         self.run_hooks(ch, false).await;
                     }
                 }
-                ChallengeKind::TlsAlpn01 => {}
+                ChallengeKind::TlsAlpn01 => {
+                    if let Some(certs) = &self.alpn {
+                        certs.remove(&ch.identifier);
+                    }
+                }
             }
         })
     }

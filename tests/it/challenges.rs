@@ -127,3 +127,20 @@ fn bad_challenge_settings_are_configuration_errors() {
     run.assert_code(2);
     run.assert_stderr_contains("smoke-signals");
 }
+
+#[test]
+fn tls_alpn_01_through_the_built_in_responder() {
+    let pebble = Pebble::start(PebbleOpts::default());
+    let state = StateDir::standard(&pebble);
+    state.write_conf_target(&conf_with(
+        &pebble,
+        &format!(
+            "    types: [tls-alpn-01]\n    tls-alpn-ports: [\"127.0.0.1:{}\"]\n",
+            pebble.tls_port()
+        ),
+    ));
+    acmekeep(&state, &["want", "alpn.example.org"]).assert_success();
+    assert!(state.live_names().contains(&"alpn.example.org".to_owned()));
+    // Nothing answers on the port any more.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", pebble.tls_port())).is_err());
+}

@@ -6,6 +6,7 @@
 mod acmetool;
 mod challenges;
 mod commands;
+mod contrib_hooks;
 mod e2e;
 mod hooks;
 mod import;
