@@ -51,9 +51,9 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Flags acmetool accepted that acmekeep does not need. `--xlog.severity` sets the log level;
-/// the rest are accepted and ignored (logging goes to stderr; `--service.*` mattered only to
-/// acmetool's redirector).
+/// Flags acmetool accepted. `--xlog.severity` sets the log level and `--service.uid`/`.gid`
+/// name the redirector's user and group; the rest are accepted and ignored (logging goes to
+/// stderr).
 #[derive(Debug, Args, Default)]
 pub struct AcmetoolFlags {
     /// acmetool: log level (debug, info, notice, warn, error, or a syslog number).
@@ -82,10 +82,12 @@ pub struct AcmetoolFlags {
     xlog_syslog: bool,
     #[arg(long = "xlog.journal", global = true, hide = true)]
     xlog_journal: bool,
+    /// acmetool: the user the redirector drops to (acmekeep: `redirector --user`).
     #[arg(long = "service.uid", global = true, hide = true)]
-    service_uid: Option<String>,
+    pub service_uid: Option<String>,
+    /// acmetool: the group the redirector drops to (acmekeep: `redirector --group`).
     #[arg(long = "service.gid", global = true, hide = true)]
-    service_gid: Option<String>,
+    pub service_gid: Option<String>,
     #[arg(long = "service.chroot", global = true, hide = true)]
     service_chroot: Option<String>,
     #[arg(long = "service.pidfile", global = true, hide = true)]
@@ -153,6 +155,9 @@ pub enum Command {
     ImportLe(ImportLeArgs),
     /// Run the live-updated hooks with these names, as after a renewal.
     TestNotify(TestNotifyArgs),
+    /// Serve ACME http-01 challenge files on port 80 and redirect everything else to HTTPS
+    /// (acmetool's redirector; runs in the foreground, drops root after binding).
+    Redirector(crate::commands::redirector::RedirectorArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).

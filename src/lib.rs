@@ -19,6 +19,7 @@ pub mod keys;
 pub mod name;
 pub mod plan;
 pub mod reconcile;
+pub mod redirector;
 pub mod schedule;
 pub mod settings;
 pub mod store;
@@ -48,6 +49,13 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::ImportLe(a)) => commands::import::execute_le(&settings, a),
         Some(cli::Command::AccountUrl) => commands::account_url::execute(&settings),
         Some(cli::Command::TestNotify(a)) => commands::notify::execute(&settings, a),
+        Some(cli::Command::Redirector(a)) => commands::redirector::execute(
+            &settings,
+            &a.clone().with_service_ids(
+                cli.acmetool.service_uid.as_deref(),
+                cli.acmetool.service_gid.as_deref(),
+            ),
+        ),
         Some(cli::Command::Completions(a)) => commands::docs::completions(a),
         Some(cli::Command::Manpage) => commands::docs::manpage(),
         None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),

@@ -739,6 +739,41 @@ fn install_systemd(root: &Root, job: &Job) -> Result<Installed> {
     Ok(Installed::Systemd { service, timer })
 }
 
+/// Installs a service unit that runs all the time (the redirector): written atomically to
+/// /etc/systemd/system (mode 0644), enabled for `multi-user.target` with a link as
+/// `systemctl enable` makes, and on the running system reloaded and started. An existing unit
+/// of that name is replaced only if its content differs.
+pub fn install_service(root: &Root, name: &str, text: &str) -> Result<PathBuf> {
+    if name.contains('/') || !name.ends_with(".service") {
+        bail!("{name:?} is not a service unit name");
+    }
+    let unit_dir = root.join(UNIT_DIR);
+    create_dir_all_mode(&unit_dir, DIR_MODE)
+        .with_context(|| format!("creating {}", unit_dir.display()))?;
+    let path = unit_dir.join(name);
+    if fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        AtomicFs::new(&unit_dir)
+            .write_file(&path, text.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let wants_dir = unit_dir.join("multi-user.target.wants");
+    create_dir_all_mode(&wants_dir, DIR_MODE)
+        .with_context(|| format!("creating {}", wants_dir.display()))?;
+    AtomicFs::new(&wants_dir)
+        .symlink(&Path::new("..").join(name), &wants_dir.join(name))
+        .with_context(|| format!("enabling {name}"))?;
+    if root.live {
+        systemctl(&["daemon-reload"]);
+        systemctl(&["restart", name]);
+    }
+    Ok(path)
+}
+
+/// Whether systemd runs this system (the sd_booted(3) test), under `root`.
+pub fn systemd_booted(root: &Root) -> bool {
+    fs::symlink_metadata(root.join(SD_BOOTED_DIR)).is_ok_and(|m| m.is_dir())
+}
+
 /// Runs `systemctl <args>`, without a shell; a failure is a warning.
 fn systemctl(args: &[&str]) {
     let shown = format!("systemctl {}", args.join(" "));

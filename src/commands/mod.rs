@@ -8,6 +8,7 @@ pub mod import;
 pub mod notify;
 pub mod quickstart;
 pub mod reconcile;
+pub mod redirector;
 pub mod revoke;
 pub mod status;
 pub mod unwant;

@@ -38,7 +38,7 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     store.write_conf_target(&conf)?;
     choose_key(&io, expert, &mut conf)?;
     store.write_conf_target(&conf)?;
-    choose_method(&io, expert, &mut conf)?;
+    let method = choose_method(&io, expert, &mut conf)?;
     store.write_conf_target(&conf)?;
 
     // The account: found or registered (terms of service and e-mail from the same answers).
@@ -51,6 +51,9 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
         super::runtime()?.block_on(account_session(&store, &ca, &resolved.provider, &inv, &io))?;
     eprintln!("Account: {account} at {}", resolved.provider);
 
+    if method == "redirector" {
+        offer_redirector_unit(settings, &io, expert, &resolved)?;
+    }
     install_hooks(settings, &store, &io, expert)?;
     install_schedule(settings, &io, expert, &resolved)?;
 
@@ -229,7 +232,64 @@ fn choose_key(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()
     Ok(())
 }
 
-fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()> {
+fn system_root(settings: &Settings) -> Root {
+    match &settings.system_root {
+        Some(dir) => Root::under(dir),
+        None => Root::system(std::env::var_os("PATH").as_deref()),
+    }
+}
+
+/// With the redirector method on a systemd machine, offers to install and start
+/// `acmekeep-redirector.service`, serving the default webroot reconcile writes to.
+fn offer_redirector_unit(
+    settings: &Settings,
+    io: &Interaction,
+    expert: bool,
+    resolved: &Target,
+) -> Result<()> {
+    let root = system_root(settings);
+    if !is_root() || !schedule::systemd_booted(&root) {
+        eprintln!(
+            "Start `acmekeep redirector --user=<unprivileged user>` at boot to answer challenges on port 80."
+        );
+        return Ok(());
+    }
+    let want = io.ask(
+        &Question {
+            id: "acmetool-quickstart-install-redirector-systemd",
+            title: "Install and start the redirector as a systemd service (it owns port 80)?",
+            body: "The redirector answers challenges from the webroot and redirects every other request to https.",
+            kind: Kind::YesNo { default: true },
+            implicit: false,
+        },
+        expert,
+    )?;
+    if !want.is_yes() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding acmekeep's own path")?;
+    let path = resolved
+        .challenge
+        .webroot_paths
+        .first()
+        .map(PathBuf::as_path);
+    let unit = crate::redirector::unit_text(&exe, path);
+    let installed = schedule::install_service(&root, crate::redirector::UNIT_NAME, &unit)?;
+    eprintln!("Installed {}.", installed.display());
+    io.ask(
+        &Question {
+            id: "acmetool-quickstart-complete",
+            title: "The redirector is installed; continue",
+            body: "",
+            kind: Kind::YesNo { default: true },
+            implicit: true,
+        },
+        expert,
+    )?;
+    Ok(())
+}
+
+fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<String> {
     let options = [
         (
             "webroot",
@@ -267,7 +327,7 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         expert,
     )?;
     if method.text() != "webroot" {
-        return Ok(());
+        return Ok(method.text().to_owned());
     }
     let current = conf
         .request
@@ -330,7 +390,7 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         .challenge
         .get_or_insert_with(RawChallenge::default);
     challenge.webroot_paths = Some(vec![path]);
-    Ok(())
+    Ok("webroot".to_owned())
 }
 
 fn install_hooks(settings: &Settings, store: &Store, io: &Interaction, expert: bool) -> Result<()> {
@@ -372,10 +432,7 @@ fn install_schedule(
     expert: bool,
     resolved: &Target,
 ) -> Result<()> {
-    let root = match &settings.system_root {
-        Some(dir) => Root::under(dir),
-        None => Root::system(std::env::var_os("PATH").as_deref()),
-    };
+    let root = system_root(settings);
     let existing = schedule::find_existing(&root, None);
     if let Existing::Acmekeep(at) = &existing {
         eprintln!("Renewal is already scheduled ({at}).");

@@ -14,4 +14,5 @@ mod migration;
 mod perm;
 mod quickstart;
 mod recovery;
+mod redirector;
 mod support;

@@ -204,3 +204,28 @@ fn batch_quickstart_names_the_missing_answer() {
     assert!(!s.root.join("etc/cron.d/acmekeep").exists());
     assert!(s.state.account_ids().is_empty());
 }
+
+#[test]
+fn quickstart_installs_the_redirector_unit_for_the_redirector_method() {
+    let s = setup();
+    std::fs::create_dir_all(s.root.join("run/systemd/system")).expect("mkdir");
+    let answers = responses(&s, "acmetool-quickstart-install-redirector-systemd: true\n").replace(
+        "acmetool-quickstart-choose-method: webroot\n",
+        "acmetool-quickstart-choose-method: redirector\n",
+    );
+    s.state.write("conf/responses", answers);
+    quickstart(&s).assert_success();
+    let unit_dir = s.root.join("etc/systemd/system");
+    let unit = std::fs::read_to_string(unit_dir.join("acmekeep-redirector.service")).expect("unit");
+    assert!(unit.contains(env!("CARGO_BIN_EXE_acmekeep")), "{unit}");
+    assert!(unit.contains("redirector"), "{unit}");
+    assert!(
+        std::fs::symlink_metadata(
+            unit_dir.join("multi-user.target.wants/acmekeep-redirector.service")
+        )
+        .is_ok(),
+        "redirector not enabled"
+    );
+    // The webroot question is not asked for this method; conf/target has no webroot-paths.
+    assert!(!s.state.read_string("conf/target").contains("webroot-paths"));
+}

@@ -1,0 +1,176 @@
+//! `acmekeep redirector`: the port-80 daemon of acmetool's redirector method (see
+//! `crate::redirector`). Resolves the flags, binds, drops root, serves until SIGTERM/SIGINT.
+//!
+//! The order matters: everything that can be a configuration error (exit 2) is checked before
+//! any socket is bound; the sockets are bound before privileges are dropped (port 80 needs
+//! them); `--challenge-gid` is applied while still root; and the async runtime, with its
+//! threads, only starts once the process runs as the unprivileged user.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::exit::config_error;
+use crate::redirector::{self, BindSpec, Config, RedirectStatus};
+use crate::settings::{Settings, parse_duration};
+
+/// `redirector` (acmetool's flags, plus `--user`/`--group` for its `--service.uid`/`.gid`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedirectorArgs {
+    /// Challenge directory to serve [default: the first webroot-paths entry of conf/target,
+    /// else /var/run/acme/acme-challenge].
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// Address to listen on: `:PORT` (every address, IPv6 and IPv4), `IP:PORT` or
+    /// `[IPV6]:PORT`. Repeatable.
+    #[arg(long, value_name = "ADDR", default_value = ":80")]
+    pub bind: Vec<String>,
+    /// Redirect status: 301, 302, 303, 307 or 308.
+    #[arg(long, value_name = "CODE", default_value = "308")]
+    pub status_code: RedirectStatus,
+    /// Deadline for a request's headers (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub read_timeout: Duration,
+    /// Deadline for a whole connection, response included (e.g. 20s).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_timeout)]
+    pub write_timeout: Duration,
+    /// When started as root, switch to this user (name or uid) after binding. Required as root.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Group to switch to with --user (name or gid) [default: the user's primary group].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Give this group (name or gid) the challenge directory and make it group-writable, so a
+    /// non-root process in the group can write challenge files. Needs root.
+    #[arg(long, value_name = "GROUP")]
+    pub challenge_gid: Option<String>,
+    /// acmetool's global `--service.uid` (filled in by the dispatcher).
+    #[arg(skip)]
+    pub service_uid: Option<String>,
+    /// acmetool's global `--service.gid` (filled in by the dispatcher).
+    #[arg(skip)]
+    pub service_gid: Option<String>,
+}
+
+impl RedirectorArgs {
+    /// These arguments with acmetool's `--service.uid`/`--service.gid` (global flags) attached.
+    pub fn with_service_ids(mut self, uid: Option<&str>, gid: Option<&str>) -> RedirectorArgs {
+        self.service_uid = uid.map(str::to_owned);
+        self.service_gid = gid.map(str::to_owned);
+        self
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        anyhow::bail!("a timeout of zero would close every connection");
+    }
+    Ok(d)
+}
+
+/// One of two spellings of the same setting; both given and different is an error.
+fn either<'a>(
+    ours: Option<&'a str>,
+    acmetool: Option<&'a str>,
+    what: &str,
+) -> Result<Option<&'a str>> {
+    match (ours, acmetool) {
+        (Some(a), Some(b)) if a != b => Err(config_error(anyhow!(
+            "--{what} {a:?} and --service.{} {b:?} disagree",
+            if what == "user" { "uid" } else { "gid" }
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Runs the redirector in the foreground until SIGTERM or SIGINT.
+pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
+    let user = either(args.user.as_deref(), args.service_uid.as_deref(), "user")?;
+    let group = either(args.group.as_deref(), args.service_gid.as_deref(), "group")?;
+    let identity = if redirector::running_as_root() {
+        let Some(user) = user else {
+            return Err(config_error(anyhow!(
+                "refusing to run the redirector as root: name an unprivileged user to switch to \
+                 after binding with --user (acmetool: --service.uid), or start it as a non-root \
+                 user that may bind the port (systemd: DynamicUser=yes with \
+                 AmbientCapabilities=CAP_NET_BIND_SERVICE, as in the shipped unit)"
+            )));
+        };
+        Some(redirector::resolve_identity(user, group).map_err(config_error)?)
+    } else {
+        if let Some(user) = user {
+            tracing::warn!("not running as root: --user {user} ignored");
+        }
+        None
+    };
+    let challenge_gid = args
+        .challenge_gid
+        .as_deref()
+        .map(redirector::resolve_group)
+        .transpose()
+        .map_err(config_error)?;
+    let challenge_dir = match &args.path {
+        Some(p) => p.clone(),
+        None => redirector::default_challenge_dir(&settings.state_dir).map_err(config_error)?,
+    };
+    let binds = args
+        .bind
+        .iter()
+        .map(|b| BindSpec::parse(b))
+        .collect::<Result<Vec<_>>>()
+        .map_err(config_error)?;
+
+    let listeners = redirector::bind(&binds)?;
+    if let Some(gid) = challenge_gid {
+        if redirector::share_challenge_dir(&challenge_dir, gid)? {
+            tracing::info!("{} now belongs to group {gid}", challenge_dir.display());
+        } else {
+            tracing::info!(
+                "{} does not exist yet: --challenge-gid not applied",
+                challenge_dir.display()
+            );
+        }
+    }
+    if let Some(id) = &identity {
+        redirector::drop_privileges(id)?;
+        tracing::debug!("running as {} (uid {}, gid {})", id.name, id.uid, id.gid);
+    }
+    if !challenge_dir.is_dir() {
+        tracing::warn!(
+            "challenge directory {} does not exist (yet); challenge requests get 404 until reconcile creates it",
+            challenge_dir.display()
+        );
+    }
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    tracing::info!(
+        "redirector on {}: serving {} and redirecting everything else with {}",
+        addrs.join(", "),
+        challenge_dir.display(),
+        args.status_code
+    );
+    let config = Config {
+        challenge_dir,
+        status: args.status_code,
+        read_timeout: args.read_timeout,
+        write_timeout: args.write_timeout,
+        max_connections: redirector::MAX_CONNECTIONS,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // Challenge files are tiny; a few threads for reading them are plenty.
+        .max_blocking_threads(8)
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let shutdown = redirector::shutdown_signal().await?;
+        redirector::serve(listeners, config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
