@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::challenge::dns::settings::RawDns01;
 use crate::keys::{KeyFamily, KeySpec};
 use crate::name::Hostname;
 
@@ -128,55 +129,9 @@ pub struct RawChallenge {
     /// acmekeep extension: tls-alpn-01 listen addresses (default `:443`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_alpn_ports: Option<Vec<PortValue>>,
-    /// acmekeep extension: dns-01 settings.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns: Option<RawDns>,
-}
-
-/// `request.challenge.dns:` (acmekeep extension).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, rename_all = "kebab-case")]
-pub struct RawDns {
-    /// dns-01 methods: `hook` (challenge-dns-start/stop hooks), `rfc2136`; default `hook`,
-    /// plus `rfc2136` when an update server is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub methods: Option<Vec<String>>,
-    /// RFC 2136 dynamic update settings.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rfc2136: Option<RawRfc2136>,
-    /// How long to wait for every authoritative server to serve the record (seconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub propagation_timeout: Option<u64>,
-    /// Resolver (`ip:port`) for finding authoritative servers and following CNAMEs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolver: Option<String>,
-    /// Skip the propagation check (not recommended).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_propagation_check: Option<bool>,
-}
-
-/// `request.challenge.dns.rfc2136:`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, rename_all = "kebab-case")]
-pub struct RawRfc2136 {
-    /// Primary server to send UPDATEs to, `ip:port` (port 53 if omitted).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// A BIND-format TSIG key file (`key "name" { algorithm …; secret "…"; };`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<String>,
-    /// TSIG key name (instead of a key file).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_name: Option<String>,
-    /// TSIG algorithm: hmac-sha256 (default), hmac-sha384, hmac-sha512.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub algorithm: Option<String>,
-    /// TSIG secret, base64.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    /// Zone to update (found from the SOA if omitted).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    /// acmekeep extension: dns-01 settings (hooks, RFC 2136 updates, propagation check).
+    #[serde(rename = "dns-01", skip_serializing_if = "Option::is_none")]
+    pub dns_01: Option<RawDns01>,
 }
 
 /// An `http-ports` entry: YAML lets people write `402` or `"402"` or `"host:port"`.
@@ -260,7 +215,10 @@ impl RawTarget {
                     types: pick(&c.types, &bc.types),
                     http_methods: pick(&c.http_methods, &bc.http_methods),
                     tls_alpn_ports: pick(&c.tls_alpn_ports, &bc.tls_alpn_ports),
-                    dns: pick(&c.dns, &bc.dns),
+                    dns_01: match (&c.dns_01, &bc.dns_01) {
+                        (Some(t), Some(b)) => Some(t.overlay_on(b)),
+                        (t, b) => pick(t, b),
+                    },
                 }),
             }),
             priority: pick(&self.priority, &base.priority),
@@ -298,14 +256,8 @@ impl ChallengeKind {
 pub struct DnsConfig {
     /// Use the challenge-dns-start/stop hooks.
     pub hooks: bool,
-    /// RFC 2136 settings, when that method is on.
-    pub rfc2136: Option<RawRfc2136>,
-    /// Bound on the propagation wait.
-    pub propagation_timeout: std::time::Duration,
-    /// Resolver for NS lookups and CNAME following (`ip:port`), else the system's.
-    pub resolver: Option<String>,
-    /// Whether to wait until every authoritative server serves the record.
-    pub check_propagation: bool,
+    /// RFC 2136 updates (with the propagation check), when a server is configured.
+    pub rfc2136: Option<crate::challenge::dns::settings::Dns01Settings>,
 }
 
 /// Challenge settings resolved for one target.
@@ -525,41 +477,11 @@ fn challenge_types(list: Option<&[String]>) -> Result<Vec<ChallengeKind>> {
     Ok(out)
 }
 
-fn dns_config(raw: RawDns) -> Result<DnsConfig> {
-    let rfc_configured = raw.rfc2136.as_ref().is_some_and(|r| r.server.is_some());
-    let methods: Vec<String> = match raw.methods {
-        Some(m) => m,
-        None if rfc_configured => vec!["hook".into(), "rfc2136".into()],
-        None => vec!["hook".into()],
-    };
-    for m in &methods {
-        if m != "hook" && m != "rfc2136" {
-            bail!("dns methods entry {m:?} must be hook or rfc2136");
-        }
-    }
-    let rfc2136 = if methods.iter().any(|m| m == "rfc2136") {
-        let r = raw.rfc2136.ok_or_else(|| {
-            anyhow::anyhow!("dns method rfc2136 needs request.challenge.dns.rfc2136 settings")
-        })?;
-        if r.server.is_none() {
-            bail!("request.challenge.dns.rfc2136.server is required");
-        }
-        Some(r)
-    } else {
-        None
-    };
-    if let Some(r) = &raw.resolver {
-        r.parse::<std::net::SocketAddr>()
-            .with_context(|| format!("dns resolver {r:?} must be ip:port"))?;
-    }
+fn dns_config(raw: Option<&RawDns01>) -> Result<DnsConfig> {
+    let raw = raw.cloned().unwrap_or_default();
     Ok(DnsConfig {
-        hooks: methods.iter().any(|m| m == "hook"),
-        rfc2136,
-        propagation_timeout: std::time::Duration::from_secs(
-            raw.propagation_timeout.unwrap_or(300).min(3600),
-        ),
-        resolver: raw.resolver,
-        check_propagation: !raw.skip_propagation_check.unwrap_or(false),
+        hooks: raw.hooks.unwrap_or(true),
+        rfc2136: raw.resolve()?,
     })
 }
 
@@ -699,7 +621,7 @@ impl Target {
             Some(p) => port_addrs(p)?,
             None => vec!["0.0.0.0:443".to_owned(), "[::]:443".to_owned()],
         };
-        let dns = dns_config(ch.dns.clone().unwrap_or_default())?;
+        let dns = dns_config(ch.dns_01.as_ref())?;
 
         let label = m.label.unwrap_or_default();
         if !label.is_empty() {

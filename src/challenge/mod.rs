@@ -7,6 +7,7 @@
 //! default: every configured method (webroot files, the built-in listeners, the
 //! challenge-http hooks) is set up at once, and the order goes ahead if one of them could be.
 
+pub mod dns;
 pub mod listener;
 pub mod selftest;
 pub mod tlsalpn;
@@ -81,6 +82,7 @@ pub struct TargetResponder {
     hooks: Arc<HookRunner>,
     target_file: String,
     alpn: Option<Arc<tlsalpn::AlpnCerts>>,
+    rfc2136: Option<dns::Dns01>,
 }
 
 impl TargetResponder {
@@ -105,6 +107,7 @@ impl TargetResponder {
             hooks,
             target_file: target_file.to_owned(),
             alpn: None,
+            rfc2136: config.dns.rfc2136.as_ref().map(|d| d.responder()),
         }
     }
 
@@ -162,19 +165,34 @@ impl TargetResponder {
     }
 
     async fn present_dns(&self, ch: &Challenge) -> Result<()> {
-        let hooked = self.dns.hooks && self.run_hooks(ch, true).await;
-        if !hooked {
-            bail!(
-                "no dns-01 method handled {}: no challenge-dns-start hook exited 0{}",
-                ch.dns_name(),
-                if self.dns.hooks {
-                    ""
-                } else {
-                    " (dns hooks are not enabled)"
-                }
+        let value = ch.dns_value();
+        // RFC 2136 first (it also waits until every authoritative server serves the record),
+        // then the hooks; either one is enough.
+        let mut failures = Vec::new();
+        if let Some(updater) = &self.rfc2136 {
+            let name = crate::name::Hostname::parse(&ch.identifier)?;
+            match updater.present(&name, &value).await {
+                Ok(_) => return Ok(()),
+                Err(e) => failures.push(format!("RFC 2136 update: {e:#}")),
+            }
+        }
+        if self.dns.hooks {
+            if self.run_hooks(ch, true).await {
+                return Ok(());
+            }
+            failures.push("no challenge-dns-start hook exited 0".to_owned());
+        }
+        if failures.is_empty() {
+            failures.push(
+                "neither hooks nor RFC 2136 updates are enabled (request.challenge.dns-01)"
+                    .to_owned(),
             );
         }
-        Ok(())
+        bail!(
+            "no dns-01 method published {}: {}",
+            ch.dns_name(),
+            failures.join("; ")
+        )
     }
 }
 
@@ -274,6 +292,9 @@ impl Responder for TargetResponder {
                     }
                 }
                 ChallengeKind::Dns01 => {
+                    if let Some(updater) = &self.rfc2136 {
+                        updater.cleanup().await;
+                    }
                     if self.dns.hooks {
                         self.run_hooks(ch, false).await;
                     }

@@ -144,3 +144,35 @@ fn tls_alpn_01_through_the_built_in_responder() {
     // Nothing answers on the port any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", pebble.tls_port())).is_err());
 }
+
+/// dns-01 by RFC 2136: acmekeep updates a real authoritative server (Knot, TSIG), waits
+/// until it serves the record, and Pebble resolves through that server. A wildcard and its
+/// base name share the record name; both values are published and removed afterwards.
+#[test]
+fn wildcard_certificate_via_rfc2136_updates_to_knot() {
+    let key = KnotKey::random("acme-update");
+    let zone = "$TTL 60\n@ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n@ NS ns1.example.test.\nns1 A 127.0.0.1\n* A 127.0.0.1\n";
+    let knot = Knot::start(&key, &[("example.test", zone)]);
+    let pebble = Pebble::start(PebbleOpts {
+        dns_server: Some(knot.addr()),
+        ..PebbleOpts::default()
+    });
+    let state = StateDir::standard(&pebble);
+    let addr = knot.addr().to_string();
+    state.write_conf_target(&conf_with(
+        &pebble,
+        &format!(
+            "    types: [dns-01]\n    dns-01:\n      hooks: false\n      server: \"{addr}\"\n      key-name: {}\n      algorithm: {}\n      secret: \"{}\"\n      resolvers: [\"{addr}\"]\n      nameservers: {{ns1.example.test: [\"{addr}\"]}}\n      propagation-timeout: 30\n",
+            key.name, key.algorithm, key.secret
+        ),
+    ));
+    acmekeep(&state, &["want", "*.rfc.example.test", "rfc.example.test"]).assert_success();
+    let cert = pem_certs(&state.read_live("*.rfc.example.test", "cert")).remove(0);
+    assert!(cert_dns_names(&cert).contains(&"*.rfc.example.test".to_owned()));
+    // Cleaned up: no TXT left at the challenge name.
+    assert!(
+        knot.txt("_acme-challenge.rfc.example.test").is_empty(),
+        "{}",
+        knot.logs()
+    );
+}

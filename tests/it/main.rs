@@ -7,6 +7,7 @@ mod acmetool;
 mod challenges;
 mod commands;
 mod contrib_hooks;
+mod dns;
 mod e2e;
 mod hooks;
 mod import;

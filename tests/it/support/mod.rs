@@ -14,6 +14,7 @@
 
 mod cli;
 mod http;
+mod knot;
 mod pebble;
 mod selftest;
 mod state;
@@ -24,6 +25,8 @@ mod webserver;
 pub use cli::{Run, RunOpts, Running, acmekeep, acmekeep_with, spawn_acmekeep};
 #[allow(unused_imports)]
 pub use http::{HttpResponse, http_get, http_post, https_get};
+#[allow(unused_imports)]
+pub use knot::{Knot, KnotKey};
 #[allow(unused_imports)]
 pub use pebble::{DNS_A, DNS_AAAA, Pebble, PebbleOpts};
 #[allow(unused_imports)]

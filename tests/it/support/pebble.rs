@@ -44,6 +44,8 @@ pub struct PebbleOpts {
     pub cert_validity_secs: Option<u64>,
     /// Any further environment variables for the pebble process.
     pub env: Vec<(String, String)>,
+    /// Pebble's DNS server (`-dnsserver`) instead of challtestsrv, e.g. a Knot instance.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 impl PebbleOpts {
@@ -327,7 +329,10 @@ impl Pebble {
             .arg("-config")
             .arg(&config_path)
             .arg("-dnsserver")
-            .arg(format!("127.0.0.1:{dns_port}"))
+            .arg(
+                opts.dns_server
+                    .map_or_else(|| format!("127.0.0.1:{dns_port}"), |a| a.to_string()),
+            )
             .current_dir(dir.path());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PEBBLE_") {
