@@ -176,3 +176,66 @@ fn wildcard_certificate_via_rfc2136_updates_to_knot() {
         knot.logs()
     );
 }
+
+/// A name whose `_acme-challenge` is a CNAME elsewhere: the update goes to the CNAME's
+/// target and Pebble, resolving through Knot, follows it.
+#[test]
+fn cname_delegated_challenge_name_via_rfc2136() {
+    let key = KnotKey::random("acme-update");
+    let zone = "$TTL 60\n@ SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n@ NS ns1.example.test.\nns1 A 127.0.0.1\n* A 127.0.0.1\n_acme-challenge.cname CNAME _acme-challenge.validation\n";
+    let knot = Knot::start(&key, &[("example.test", zone)]);
+    let pebble = Pebble::start(PebbleOpts {
+        dns_server: Some(knot.addr()),
+        ..PebbleOpts::fast()
+    });
+    let state = StateDir::standard(&pebble);
+    let addr = knot.addr().to_string();
+    state.write_conf_target(&conf_with(
+        &pebble,
+        &format!(
+            "    types: [dns-01]\n    dns-01:\n      hooks: false\n      server: \"{addr}\"\n      key-name: {}\n      algorithm: {}\n      secret: \"{}\"\n      resolvers: [\"{addr}\"]\n      nameservers: {{ns1.example.test: [\"{addr}\"]}}\n",
+            key.name, key.algorithm, key.secret
+        ),
+    ));
+    acmekeep(&state, &["want", "cname.example.test"]).assert_success();
+    assert!(
+        state
+            .live_names()
+            .contains(&"cname.example.test".to_owned())
+    );
+    assert!(
+        knot.txt("_acme-challenge.validation.example.test")
+            .is_empty(),
+        "cleaned up"
+    );
+}
+
+/// http-01 answered only by a challenge-http-start hook (acmetool's `hook` method): the hook
+/// puts the key authorization where a web server serves it; no listener, no webroot.
+#[test]
+fn http_01_through_hooks_only() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    state.write_conf_target(&conf_with(&pebble, "    http-methods: [hook]\n"));
+    let served = state.scratch_dir("served");
+    let server = ChallengeServer::start(pebble.http_port(), &served).expect("web server");
+    let dir = state.hooks_dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let hook = dir.join("http");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -eu\ncase \"$1\" in\n  challenge-http-start) cat > '{d}/'\"$4\" ;;\n  challenge-http-stop) rm -f '{d}/'\"$4\" ;;\n  *) exit 42 ;;\nesac\n",
+            d = served.display()
+        ),
+    )
+    .expect("write hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    acmekeep(&state, &["want", "hooked.example.org"]).assert_success();
+    assert!(server.requests().iter().any(|r| r.ends_with("200")));
+    assert_eq!(
+        std::fs::read_dir(&served).expect("ls").count(),
+        0,
+        "stop hook ran"
+    );
+}
