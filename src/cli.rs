@@ -257,8 +257,11 @@ pub struct WantArgs {
 /// `reconcile`.
 #[derive(Debug, Args, Default)]
 pub struct ReconcileArgs {
-    /// Restrict the request phase to these target files (names under desired/).
-    #[arg(value_name = "TARGET")]
+    /// Try now even targets that are backing off after failures.
+    #[arg(long)]
+    pub force: bool,
+    /// Restrict the request phase to these targets: file names under desired/ or hostnames.
+    #[arg(value_name = "TARGET|NAME")]
     pub targets: Vec<String>,
 }
 

@@ -97,6 +97,51 @@ pub fn plan_target(target: &Target, certs: &[CertSummary], now: OffsetDateTime) 
     }
 }
 
+/// How long to wait after `failures` consecutive failed attempts before the next one: about
+/// 1 minute, 10 minutes, 100 minutes, then once a day (Let's Encrypt's integration guide).
+pub fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        1 => Duration::minutes(1),
+        2 => Duration::minutes(10),
+        3 => Duration::minutes(100),
+        _ => Duration::days(1),
+    }
+}
+
+/// When a target that failed `failures` times in a row, last at `last`, may be tried again:
+/// after the backoff, and never before a time the CA asked for (Retry-After, rate limits).
+pub fn next_attempt(
+    last: OffsetDateTime,
+    failures: u32,
+    ca_retry_after: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    let ours = last + backoff(failures);
+    ca_retry_after.map_or(ours, |ca| ca.max(ours))
+}
+
+/// Finds the time in a CA's "retry after <time>" explanation (Let's Encrypt writes
+/// `retry after 2026-11-23 07:00:00 UTC`; RFC 3339 is accepted too).
+pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("retry after ")? + "retry after ".len();
+    let rest = text.get(at..)?;
+    let rfc3339: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ';')
+        .collect();
+    let rfc3339 = rfc3339.trim_end_matches('.');
+    if let Ok(t) = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        return Some(t);
+    }
+    let le = rest.get(..23)?; // "2026-11-23 07:00:00 UTC"
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::PrimitiveDateTime::parse(le, &fmt)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
 /// Orders targets for the disjunction: priority (high first), then number of names (more
 /// first), then file name, so equal targets are resolved the same way every run.
 pub fn disjunction_order(targets: &[Target]) -> Vec<usize> {
@@ -289,6 +334,35 @@ mod tests {
         // e.f -> tie1 (file-name order); both have the same best cert anyway.
         // g.h keeps its old link (no satisfying cert); a.b:ecc already correct.
         assert_eq!(got, [("a.b", "c-big"), ("c.d", "c-big"), ("e.f", "c-e1")]);
+    }
+
+    #[test]
+    fn backoff_table() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::minutes(1));
+        assert_eq!(backoff(2), Duration::minutes(10));
+        assert_eq!(backoff(3), Duration::minutes(100));
+        assert_eq!(backoff(4), Duration::days(1));
+        assert_eq!(backoff(400), Duration::days(1));
+        let later = T0 + Duration::hours(5);
+        assert_eq!(next_attempt(T0, 2, None), T0 + Duration::minutes(10));
+        assert_eq!(
+            next_attempt(T0, 2, Some(later)),
+            later,
+            "the CA's time wins when later"
+        );
+        assert_eq!(next_attempt(T0, 4, Some(later)), T0 + Duration::days(1));
+    }
+
+    #[test]
+    fn retry_after_explanations() {
+        let le = "rateLimited: too many certificates (5) already issued for this exact set of domains in the last 168h0m0s, retry after 2026-11-23 07:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/";
+        assert_eq!(retry_after_in(le), Some(datetime!(2026-11-23 07:00 UTC)));
+        assert_eq!(
+            retry_after_in("rateLimited: retry after 2026-11-23T07:00:00Z."),
+            Some(datetime!(2026-11-23 07:00 UTC))
+        );
+        assert_eq!(retry_after_in("rateLimited: slow down"), None);
     }
 
     #[test]

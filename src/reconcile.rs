@@ -31,8 +31,11 @@ use crate::target::{ChallengeKind, Target};
 pub struct Options {
     /// Maximum number of orders in flight.
     pub jobs: usize,
-    /// Restrict the request phase to these target file names (empty = all).
+    /// Restrict the request phase to these targets, by file name or by one of their names
+    /// (empty = all).
     pub only: Vec<String>,
+    /// Try the selected targets now even if they are backing off after failures.
+    pub force: bool,
     /// Runs the hooks (`live-updated`, `reconcile-failed`, `challenge-http-*`).
     pub hooks: Arc<HookRunner>,
 }
@@ -125,11 +128,13 @@ pub async fn run<C: Connector>(
         });
     }
 
+    let selects =
+        |t: &Target, o: &String| &t.file == o || t.satisfy_names.iter().any(|n| n.as_str() == o);
     let unknown: Vec<_> = opts
         .only
         .iter()
         .filter(|o| {
-            !targets.iter().any(|t| &t.file == *o) && !report.targets.iter().any(|t| &t.file == *o)
+            !targets.iter().any(|t| selects(t, o)) && !report.targets.iter().any(|t| &t.file == *o)
         })
         .collect();
     if !unknown.is_empty() {
@@ -167,9 +172,33 @@ pub async fn run<C: Connector>(
     let summaries = inv.summaries();
     let mut todo: Vec<Target> = Vec::new();
     for t in &targets {
-        let selected = opts.only.is_empty() || opts.only.contains(&t.file);
+        let selected = opts.only.is_empty() || opts.only.iter().any(|o| selects(t, o));
         let p = plan::plan_target(t, &summaries, now);
-        if selected && p.needs_request {
+        let record = store.target_record(&t.file);
+        let waiting_until = record
+            .next_attempt
+            .as_deref()
+            .and_then(|n| {
+                OffsetDateTime::parse(n, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .filter(|next| *next > now && !opts.force);
+        if selected
+            && p.needs_request
+            && let Some(next) = waiting_until
+        {
+            // Backing off after failures (1 min, 10 min, 100 min, then daily; never before
+            // the CA's retry time): still a failing target, but the CA is not asked again.
+            report.targets.push(TargetOutcome {
+                file: t.file.clone(),
+                names: names_of(t),
+                result: Err(format!(
+                    "not retried before {} after {} failed attempt(s) (use `reconcile --force` to retry now); last error: {}",
+                    next.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                    record.failures,
+                    record.last_error.as_deref().unwrap_or("unknown")
+                )),
+            });
+        } else if selected && p.needs_request {
             todo.push(t.clone());
         } else {
             report.targets.push(TargetOutcome {
@@ -471,7 +500,7 @@ async fn obtain<C: Connector>(
         .is_some_and(|l| !l.bound().is_empty());
 
     let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
-    let mut set: JoinSet<(String, Vec<String>, Result<CertSummary, String>)> = JoinSet::new();
+    let mut set: JoinSet<OrderOutcome> = JoinSet::new();
     for ((provider, roots), group) in groups {
         let session = match connector.connect(&provider, roots.as_ref()) {
             Ok(ca) => account_session(store, &ca, &provider, inv, interaction).await,
@@ -487,7 +516,7 @@ async fn obtain<C: Connector>(
                         names: names_of(&t),
                         result: Err(msg.clone()),
                     });
-                    record(store, &t.file, now, Some(msg.clone()));
+                    record(store, &t.file, now, Some(msg.clone()), false);
                 }
                 continue;
             }
@@ -517,7 +546,7 @@ async fn obtain<C: Connector>(
                 }
                 let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
                     .await
-                    .map_err(|e| format!("{e:#}"));
+                    .map_err(|e| (format!("{e:#}"), from_the_ca(&e)));
                 (t.file.clone(), names_of(&t), res)
             });
         }
@@ -532,14 +561,17 @@ async fn obtain<C: Connector>(
                 continue;
             }
         };
-        record(store, &file, now, res.as_ref().err().cloned());
         let result = match res {
             Ok(summary) => {
+                record(store, &file, now, None, false);
                 let id = summary.id.clone();
                 new_certs.push(summary);
                 Ok(Some(id))
             }
-            Err(e) => Err(e),
+            Err((e, ca)) => {
+                record(store, &file, now, Some(e.clone()), ca);
+                Err(e)
+            }
         };
         report.targets.push(TargetOutcome {
             file,
@@ -553,8 +585,19 @@ async fn obtain<C: Connector>(
     new_certs
 }
 
-fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>) {
-    if let Err(e) = store.record_attempt(file, now, error) {
+/// One order task's result: target file, names, and the certificate or (error, whether the
+/// CA gave it).
+type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, bool)>);
+
+/// Whether an error is the CA's answer (validation failed, rate limited, refused): only then
+/// does the target back off, so fixing a local mistake can be retried at once.
+fn from_the_ca(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<AcmeError>(), Some(AcmeError::Ca(_))))
+}
+
+fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>, backoff: bool) {
+    if let Err(e) = store.record_attempt(file, now, error, backoff) {
         tracing::warn!("cannot record the outcome for desired/{file}: {e:#}");
     }
 }

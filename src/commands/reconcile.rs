@@ -17,6 +17,7 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
     let opts = Options {
         jobs: settings.jobs,
         only: args.targets.clone(),
+        force: args.force,
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
     };
     let report = super::runtime()?.block_on(run(

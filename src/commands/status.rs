@@ -48,6 +48,7 @@ struct TargetDoc {
     failures: u32,
     last_attempt: Option<String>,
     last_error: Option<String>,
+    next_attempt: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +107,7 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
             failures: rec.failures,
             last_attempt: rec.last_attempt,
             last_error: rec.last_error,
+            next_attempt: rec.next_attempt,
         });
     }
     for b in broken {
@@ -122,6 +124,7 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
             failures: 0,
             last_attempt: None,
             last_error: Some(format!("{:#}", b.error)),
+            next_attempt: None,
         });
     }
     docs.sort_by(|a, b| a.file.cmp(&b.file));
@@ -256,9 +259,13 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
         if let Some(e) = &t.last_error {
             println!();
             println!(
-                "Last error of {} ({} failed attempt(s)):\n  {e}",
+                "Last error of {} ({} failed attempt(s)){}:\n  {e}",
                 t.file,
-                t.failures.max(1)
+                t.failures.max(1),
+                t.next_attempt
+                    .as_deref()
+                    .map(|n| format!(", next attempt after {}", short_date(n)))
+                    .unwrap_or_default()
             );
         }
     }

@@ -142,6 +142,9 @@ pub struct TargetRecord {
     pub last_error: Option<String>,
     /// Consecutive failed attempts.
     pub failures: u32,
+    /// Not to be tried again before this time (RFC 3339), after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<String>,
 }
 
 fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
@@ -688,19 +691,34 @@ impl Store {
         file: &str,
         now: OffsetDateTime,
         error: Option<String>,
+        backoff: bool,
     ) -> Result<()> {
+        let rfc3339 = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        };
         let mut rec = self.target_record(file);
-        rec.last_attempt = now
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok();
+        rec.last_attempt = rfc3339(now);
         match error {
             Some(e) => {
                 rec.failures = rec.failures.saturating_add(1);
+                // Back off only when the CA answered (failed validation, rate limits): a local
+                // mistake can be fixed and retried at once.
+                rec.next_attempt = backoff
+                    .then(|| {
+                        crate::plan::next_attempt(
+                            now,
+                            rec.failures,
+                            crate::plan::retry_after_in(&e),
+                        )
+                    })
+                    .and_then(rfc3339);
                 rec.last_error = Some(e);
             }
             None => {
                 rec.failures = 0;
                 rec.last_error = None;
+                rec.next_attempt = None;
             }
         }
         let dir = self.root.join(RUN_DIR).join("targets");

@@ -395,7 +395,13 @@ fn failed_renewal_keeps_the_working_live_certificate() {
     state.write_desired(&file, &format!("satisfy:\n  names:\n  - {X}\n  - {Y}\n"));
 
     for attempt in 1..=2u64 {
-        let run = acmekeep(&state, &["reconcile"]);
+        // The second attempt comes within the backoff: it needs --force.
+        let args: &[&str] = if attempt == 1 {
+            &["reconcile"]
+        } else {
+            &["reconcile", "--force"]
+        };
+        let run = acmekeep(&state, args);
         run.assert_code(1)
             .assert_stderr_contains(&file)
             .assert_stderr_contains(Y);
@@ -421,11 +427,19 @@ fn failed_renewal_keeps_the_working_live_certificate() {
         assert!(err.contains(Y), "last_error should name {Y}: {doc:#}");
         let rec = run_record(&state, &file);
         assert_eq!(rec["failures"], attempt, "run record: {rec:#}");
+        assert!(t["next_attempt"].is_string(), "backoff recorded: {doc:#}");
     }
 
-    // Once Y validates, the next run succeeds, relinks and resets the failure count.
+    // Within the backoff (10 minutes after the 2nd failure) a plain run does not ask the CA
+    // again: the target still fails, the message says until when, the count is unchanged.
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_code(1)
+        .assert_stderr_contains("not retried before");
+    assert_eq!(run_record(&state, &file)["failures"], 2);
+
+    // Once Y validates, a forced run (by hostname) succeeds, relinks and resets the count.
     pebble.dns_clear_servfail(Y);
-    acmekeep(&state, &["reconcile"]).assert_success();
+    acmekeep(&state, &["reconcile", "--force", X]).assert_success();
     let new = assert_complete_live(&state, X);
     assert_ne!(new, old);
     assert_eq!(assert_complete_live(&state, Y), new);
