@@ -28,13 +28,21 @@ const MAX_NAME_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
 
 impl Hostname {
-    /// Normalises and validates `input`.
+    /// Normalises and validates `input`: a DNS name, or an IP address (RFC 8738), which is
+    /// kept in its canonical text form (IPv6 compressed, lowercase).
     pub fn parse(input: &str) -> Result<Self, NameError> {
         let err = |reason| NameError {
             input: input.chars().take(300).collect(),
             reason,
         };
         let trimmed = input.trim();
+        let unbracketed = trimmed
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(trimmed);
+        if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+            return Ok(Self(ip.to_string()));
+        }
         if trimmed.is_empty() {
             return Err(err("empty name"));
         }
@@ -93,6 +101,11 @@ impl Hostname {
     /// True for `*.example.org`.
     pub fn is_wildcard(&self) -> bool {
         self.0.starts_with("*.")
+    }
+
+    /// The address, for an IP identifier (RFC 8738).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.0.parse().ok()
     }
 }
 
@@ -158,6 +171,30 @@ mod tests {
                 "{input:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn ip_identifiers_are_canonical() {
+        let table = [
+            ("192.0.2.1", "192.0.2.1"),
+            (" 2001:DB8:0:0::1 ", "2001:db8::1"),
+            ("[::1]", "::1"),
+        ];
+        for (input, want) in table {
+            let h = Hostname::parse(input).expect("valid");
+            assert_eq!(h.as_str(), want);
+            assert!(h.ip().is_some());
+        }
+        assert!(
+            Hostname::parse("example.org")
+                .expect("valid")
+                .ip()
+                .is_none()
+        );
+        assert!(
+            Hostname::parse("300.1.1.1").is_ok(),
+            "not an IP: a (numeric) DNS name"
+        );
     }
 
     #[test]

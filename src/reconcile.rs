@@ -731,12 +731,18 @@ async fn issue_one<I: Issuer>(
     })
 }
 
-/// CSR: SANs = request names, CN = the first name when it fits (64 characters).
+/// CSR: SANs = request names (IP addresses as iPAddress SANs), CN = the first DNS name when
+/// it fits (64 characters); never an IP address in the CN (RFC 8738 practice).
 fn build_csr(t: &Target, key: &PrivateKey) -> Result<Vec<u8>> {
     let names: Vec<String> = t.request_names.iter().map(|n| n.to_string()).collect();
     let mut params = rcgen::CertificateParams::new(names.clone()).context("building the CSR")?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    if let Some(first) = names.first().filter(|n| n.len() <= 64) {
+    let first_dns = t
+        .request_names
+        .iter()
+        .find(|n| n.ip().is_none())
+        .map(|n| n.to_string());
+    if let Some(first) = first_dns.filter(|n| n.len() <= 64) {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, first.as_str());
@@ -754,4 +760,39 @@ fn build_csr(t: &Target, key: &PrivateKey) -> Result<Vec<u8>> {
         .serialize_request(&key.pair)
         .context("signing the CSR")?;
     Ok(csr.der().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::RawTarget;
+
+    fn csr_for(yaml: &str) -> Vec<u8> {
+        let raw = RawTarget::parse(yaml).expect("yaml");
+        let t = Target::resolve("t", &raw, &RawTarget::default()).expect("target");
+        let key = PrivateKey::generate(KeySpec::EcdsaP256).expect("key");
+        build_csr(&t, &key).expect("csr")
+    }
+
+    fn common_names(der: &[u8]) -> Vec<String> {
+        use x509_parser::prelude::FromDer;
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+            .expect("parses");
+        csr.certification_request_info
+            .subject
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn csr_common_name_is_the_first_dns_name_never_an_ip() {
+        assert!(common_names(&csr_for("satisfy:\n  names: ['192.0.2.1']\n")).is_empty());
+        assert_eq!(
+            common_names(&csr_for("satisfy:\n  names: ['192.0.2.1', a.example]\n")),
+            ["a.example"]
+        );
+        let long = format!("{}.example", "a".repeat(60));
+        assert!(common_names(&csr_for(&format!("satisfy:\n  names: [{long}]\n"))).is_empty());
+    }
 }

@@ -377,7 +377,10 @@ impl Issuer for InstantSession {
     ) -> Result<Issued, AcmeError> {
         let identifiers: Vec<Identifier> = names
             .iter()
-            .map(|n| Identifier::Dns(n.to_string()))
+            .map(|n| match n.ip() {
+                Some(ip) => Identifier::Ip(ip),
+                None => Identifier::Dns(n.to_string()),
+            })
             .collect();
         let new_order = NewOrder::new(&identifiers);
         let mut order = nonce_retry!(self.account.new_order(&new_order))

@@ -15,7 +15,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Fetches `http://<name>/.well-known/acme-challenge/<token>` and compares the body.
 /// Redirects are not followed: a redirect is reported as inconclusive and does not fail.
 pub async fn check(name: &str, token: &str, key_authorization: &str) -> Result<()> {
-    let url = format!("http://{name}/.well-known/acme-challenge/{token}");
+    let host = match name.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => name.to_owned(),
+    };
+    let url = format!("http://{host}/.well-known/acme-challenge/{token}");
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let req = http::Request::get(&url)

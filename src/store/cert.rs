@@ -17,7 +17,7 @@ pub const MAX_CHAIN: u64 = 1024 * 1024;
 /// What we know about a leaf certificate.
 #[derive(Clone, Debug)]
 pub struct LeafInfo {
-    /// dNSName SANs, lowercased, in certificate order.
+    /// dNSName SANs (lowercased) and iPAddress SANs (canonical text), in certificate order.
     pub names: Vec<String>,
     /// Validity start.
     pub not_before: OffsetDateTime,
@@ -35,8 +35,19 @@ pub fn leaf_info(der: &[u8]) -> Result<LeafInfo> {
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for gn in &san.value.general_names {
-            if let GeneralName::DNSName(n) = gn {
-                names.push(n.to_ascii_lowercase());
+            match gn {
+                GeneralName::DNSName(n) => names.push(n.to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
             }
         }
     }
