@@ -66,6 +66,29 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A yes/no question whose default is yes; `Ok(true)` for yes.
+fn confirm(
+    io: &Interaction,
+    expert: bool,
+    id: &str,
+    title: &str,
+    body: &str,
+    implicit: bool,
+) -> Result<bool> {
+    Ok(io
+        .ask(
+            &Question {
+                id,
+                title,
+                body,
+                kind: Kind::YesNo { default: true },
+                implicit,
+            },
+            expert,
+        )?
+        .is_yes())
+}
+
 fn request(conf: &mut RawTarget) -> &mut RawRequest {
     conf.request.get_or_insert_with(Default::default)
 }
@@ -118,15 +141,13 @@ fn choose_server(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
                     break;
                 }
                 Err(e) => {
-                    io.ask(
-                        &Question {
-                            id: "acmetool-quickstart-invalid-directory-url",
-                            title: &format!("That is not a valid directory URL: {e:#}"),
-                            body: "",
-                            kind: Kind::YesNo { default: true },
-                            implicit: false,
-                        },
+                    confirm(
+                        io,
                         expert,
+                        "acmetool-quickstart-invalid-directory-url",
+                        &format!("That is not a valid directory URL: {e:#}"),
+                        "",
+                        false,
                     )
                     .map_err(|_| config_error(anyhow!("invalid directory URL {text:?}: {e:#}")))?;
                 }
@@ -185,15 +206,13 @@ fn choose_key(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()
             match text.parse::<i64>() {
                 Ok(n @ (2048 | 3072 | 4096)) => key.rsa_size = Some(n),
                 _ => {
-                    io.ask(
-                        &Question {
-                            id: "acmetool-quickstart-invalid-rsa-key-size",
-                            title: &format!("{text:?} is not a supported RSA key size; using 2048"),
-                            body: "",
-                            kind: Kind::YesNo { default: true },
-                            implicit: true,
-                        },
+                    confirm(
+                        io,
                         expert,
+                        "acmetool-quickstart-invalid-rsa-key-size",
+                        &format!("{text:?} is not a supported RSA key size; using 2048"),
+                        "",
+                        true,
                     )?;
                 }
             }
@@ -254,17 +273,15 @@ fn offer_redirector_unit(
         );
         return Ok(());
     }
-    let want = io.ask(
-        &Question {
-            id: "acmetool-quickstart-install-redirector-systemd",
-            title: "Install and start the redirector as a systemd service (it owns port 80)?",
-            body: "The redirector answers challenges from the webroot and redirects every other request to https.",
-            kind: Kind::YesNo { default: true },
-            implicit: false,
-        },
+    let want = confirm(
+        io,
         expert,
+        "acmetool-quickstart-install-redirector-systemd",
+        "Install and start the redirector as a systemd service (it owns port 80)?",
+        "The redirector answers challenges from the webroot and redirects every other request to https.",
+        false,
     )?;
-    if !want.is_yes() {
+    if !want {
         return Ok(());
     }
     let exe = std::env::current_exe().context("finding acmekeep's own path")?;
@@ -276,15 +293,13 @@ fn offer_redirector_unit(
     let unit = crate::redirector::unit_text(&exe, path);
     let installed = schedule::install_service(&root, crate::redirector::UNIT_NAME, &unit)?;
     eprintln!("Installed {}.", installed.display());
-    io.ask(
-        &Question {
-            id: "acmetool-quickstart-complete",
-            title: "The redirector is installed; continue",
-            body: "",
-            kind: Kind::YesNo { default: true },
-            implicit: true,
-        },
+    confirm(
+        io,
         expert,
+        "acmetool-quickstart-complete",
+        "The redirector is installed; continue",
+        "",
+        true,
     )?;
     Ok(())
 }
@@ -350,15 +365,13 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         )?;
         let trimmed = path.text().trim().trim_end_matches('/').to_owned();
         if !Path::new(&trimmed).is_absolute() || trimmed.contains('\n') {
-            io.ask(
-                &Question {
-                    id: "acmetool-quickstart-webroot-path-invalid",
-                    title: "The webroot path must be an absolute path.",
-                    body: "",
-                    kind: Kind::YesNo { default: true },
-                    implicit: false,
-                },
+            confirm(
+                io,
                 expert,
+                "acmetool-quickstart-webroot-path-invalid",
+                "The webroot path must be an absolute path.",
+                "",
+                false,
             )
             .map_err(|_| config_error(anyhow!("webroot path {:?} is not absolute", path.text())))?;
             continue;
@@ -403,17 +416,15 @@ fn install_hooks(settings: &Settings, store: &Store, io: &Interaction, expert: b
     let r = default_hooks::install(&dir, &tmp, HookName::Reload, store.root())?;
     report(HookName::Reload, r);
     if !dir.join(HookName::Haproxy.file_name()).exists() {
-        let want = io.ask(
-            &Question {
-                id: "acmetool-quickstart-install-haproxy-script",
-                title: "Install the haproxy hook (key + certificate in one file, for haproxy, hitch and others)?",
-                body: "",
-                kind: Kind::YesNo { default: true },
-                implicit: true,
-            },
+        let want = confirm(
+            io,
             expert,
+            "acmetool-quickstart-install-haproxy-script",
+            "Install the haproxy hook (key + certificate in one file, for haproxy, hitch and others)?",
+            "",
+            true,
         )?;
-        if want.is_yes() {
+        if want {
             let r = default_hooks::install(&dir, &tmp, HookName::Haproxy, store.root())?;
             report(HookName::Haproxy, r);
         }
@@ -438,33 +449,27 @@ fn install_schedule(
         eprintln!("Renewal is already scheduled ({at}).");
         return Ok(());
     }
-    let want = io.ask(
-        &Question {
-            id: "acmetool-quickstart-install-cronjob",
-            title: "Schedule automatic renewal (a systemd timer or cron job at a random time of day)?",
-            body: "",
-            kind: Kind::YesNo { default: true },
-            implicit: false,
-        },
+    let want = confirm(
+        io,
         expert,
+        "acmetool-quickstart-install-cronjob",
+        "Schedule automatic renewal (a systemd timer or cron job at a random time of day)?",
+        "",
+        false,
     )?;
-    if !want.is_yes() {
+    if !want {
         return Ok(());
     }
     let mut replace = false;
     if let Existing::Acmetool(at) = &existing {
-        replace = io
-            .ask(
-                &Question {
-                    id: "acmekeep-quickstart-replace-acmetool-job",
-                    title: &format!("acmetool's renewal job was found ({at}); replace it with acmekeep's?"),
-                    body: "acmetool and acmekeep must not both reconcile the same state directory on a schedule.",
-                    kind: Kind::YesNo { default: true },
-                    implicit: false,
-                },
-                expert,
-            )?
-            .is_yes();
+        replace = confirm(
+            io,
+            expert,
+            "acmekeep-quickstart-replace-acmetool-job",
+            &format!("acmetool's renewal job was found ({at}); replace it with acmekeep's?"),
+            "acmetool and acmekeep must not both reconcile the same state directory on a schedule.",
+            false,
+        )?;
     }
     let exe = std::env::current_exe().context("finding acmekeep's own path")?;
     let state = (settings.state_dir != Path::new(DEFAULT_STATE_DIR))
