@@ -43,12 +43,31 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub system_root: Option<PathBuf>,
+    /// External Account Binding credentials, used when an account is registered.
+    #[command(flatten)]
+    pub eab: EabArgs,
     /// acmetool's command-line flags, accepted so existing cron lines and units keep working.
     #[command(flatten)]
     pub acmetool: AcmetoolFlags,
     /// What to do (default: reconcile).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// External Account Binding (RFC 8555 §7.3.4) credentials from the CA, for registering a new
+/// account at a CA that requires them (ZeroSSL, Google Trust Services, Sectigo, …). They win
+/// over `request.eab` and the response file; an existing account never needs them again.
+#[derive(Debug, Args, Default, Clone)]
+pub struct EabArgs {
+    /// EAB key identifier from the CA (used when registering a new account).
+    #[arg(long = "eab-kid", global = true, value_name = "KID")]
+    pub kid: Option<String>,
+    /// EAB MAC key from the CA, base64url (used when registering a new account).
+    #[arg(long = "eab-hmac-key", global = true, value_name = "KEY")]
+    pub hmac_key: Option<String>,
+    /// EAB MAC algorithm: hs256 (default), hs384 or hs512.
+    #[arg(long = "eab-algorithm", global = true, value_name = "ALG")]
+    pub algorithm: Option<String>,
 }
 
 /// Flags acmetool accepted. `--xlog.severity` sets the log level and `--service.uid`/`.gid`

@@ -68,6 +68,12 @@ impl Interaction {
         Ok(me)
     }
 
+    /// Adds answers given on the command line; they win over the response file's.
+    pub fn with_answers(mut self, answers: impl IntoIterator<Item = (String, Answer)>) -> Self {
+        self.answers.extend(answers);
+        self
+    }
+
     /// Whether questions without an answer can be asked on a terminal.
     pub fn is_interactive(&self) -> bool {
         self.interactive

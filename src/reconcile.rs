@@ -16,15 +16,16 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::acme::{AcmeError, Ca, Issuer, Registration};
+use crate::acme::{AcmeError, Ca, EabCredentials, Issuer, Registration};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
+use crate::exit::config_error;
 use crate::hooks::{Event, HookRunner};
-use crate::interact::{Interaction, plausible_email};
+use crate::interact::{Interaction, Kind, Question, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
 use crate::plan::{self, CertSummary};
-use crate::store::{CertState, Inventory, Store, cert};
-use crate::target::{ChallengeKind, Target};
+use crate::store::{AccountRecord, CertState, Inventory, Store, cert};
+use crate::target::{ChallengeKind, RawTarget, Target};
 
 /// Settings of one reconcile run.
 #[derive(Debug, Clone)]
@@ -602,8 +603,87 @@ fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>,
     }
 }
 
+/// The account keys that may belong to `provider`, in the order they are tried: those of the
+/// exact directory URL (acmetool), then, for Let's Encrypt's v2 directory, an ACMEv1 Let's
+/// Encrypt account (acmetool 0.2 reuses it: Let's Encrypt knows the same key there).
+pub fn accounts_for<'a>(inv: &'a Inventory, provider: &str) -> Vec<&'a AccountRecord> {
+    let mut out: Vec<&AccountRecord> = inv
+        .accounts
+        .iter()
+        .filter(|a| a.directory_url == provider)
+        .collect();
+    if provider == crate::target::DEFAULT_PROVIDER {
+        out.extend(
+            inv.accounts
+                .iter()
+                .filter(|a| a.directory_url == crate::target::LE_V1_PROVIDER),
+        );
+    }
+    out
+}
+
+/// What [`look_up_account`] found.
+#[derive(Debug)]
+pub enum AccountLookup<S> {
+    /// An account key the CA knows, logged in.
+    Registered {
+        /// Its directory in `accounts/`.
+        record: AccountRecord,
+        /// Its PEM.
+        pem: String,
+        /// The session.
+        session: S,
+    },
+    /// Account keys exist, but the CA knows none of them; this is the first.
+    Unregistered {
+        /// Its directory in `accounts/`.
+        record: AccountRecord,
+        /// Its PEM.
+        pem: String,
+    },
+    /// No account key for the provider.
+    Missing,
+}
+
+/// Finds the account key of `provider` that the CA knows (newAccount with onlyReturnExisting)
+/// among [`accounts_for`]. Usually there is one key; when there are several (an interrupted
+/// key rollover leaves the new key next to the old one, an interrupted registration an
+/// unregistered key), the one the CA knows wins.
+pub async fn look_up_account<C: Ca>(
+    ca: &C,
+    provider: &str,
+    inv: &Inventory,
+) -> Result<AccountLookup<C::Session>> {
+    let mut unregistered = None;
+    for acct in accounts_for(inv, provider) {
+        let pem = std::fs::read_to_string(&acct.key_path)
+            .with_context(|| format!("reading {}", acct.key_path.display()))?;
+        match ca.login(&pem).await {
+            Ok(session) => {
+                return Ok(AccountLookup::Registered {
+                    record: acct.clone(),
+                    pem,
+                    session,
+                });
+            }
+            Err(AcmeError::AccountDoesNotExist) => {
+                unregistered.get_or_insert((acct, pem));
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("using account {}", acct.id))),
+        }
+    }
+    Ok(match unregistered {
+        Some((record, pem)) => AccountLookup::Unregistered {
+            record: record.clone(),
+            pem,
+        },
+        None => AccountLookup::Missing,
+    })
+}
+
 /// Finds the account for `provider` (by exact directory URL, as acmetool does) and logs in;
-/// registers a new one when there is none, after the terms of service are agreed to.
+/// registers a new one when there is none, after the terms of service are agreed to (and
+/// with External Account Binding where the CA requires it or it is configured).
 pub async fn account_session<C: Ca>(
     store: &Store,
     ca: &C,
@@ -611,50 +691,40 @@ pub async fn account_session<C: Ca>(
     inv: &Inventory,
     interaction: &Interaction,
 ) -> Result<(C::Session, String)> {
-    // Exact directory URL first (acmetool); an ACMEv1 Let's Encrypt account is reused for
-    // ACMEv2, as acmetool 0.2 does: Let's Encrypt knows the same key there.
-    let existing = inv
-        .accounts
-        .iter()
-        .find(|a| a.directory_url == provider)
-        .or_else(|| {
-            (provider == crate::target::DEFAULT_PROVIDER)
-                .then(|| {
-                    inv.accounts
-                        .iter()
-                        .find(|a| a.directory_url == crate::target::LE_V1_PROVIDER)
-                })
-                .flatten()
-        });
-    if let Some(acct) = existing {
-        let pem = std::fs::read_to_string(&acct.key_path)
-            .with_context(|| format!("reading {}", acct.key_path.display()))?;
-        match ca.login(&pem).await {
-            Ok(s) => return Ok((s, acct.id.clone())),
-            Err(AcmeError::AccountDoesNotExist) => {
-                tracing::info!(
-                    "account {} is not registered at {provider}; registering it",
-                    acct.id
-                );
-                let reg = consent(ca, interaction).await?;
-                let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
-                return Ok((s, acct.id.clone()));
-            }
-            Err(e) => return Err(anyhow!(e).context(format!("using account {}", acct.id))),
+    match look_up_account(ca, provider, inv).await? {
+        AccountLookup::Registered {
+            record, session, ..
+        } => Ok((session, record.id)),
+        AccountLookup::Unregistered { record, pem } => {
+            tracing::info!(
+                "account {} is not registered at {provider}; registering it",
+                record.id
+            );
+            let reg = consent(store, ca, provider, interaction).await?;
+            let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
+            Ok((s, record.id))
+        }
+        AccountLookup::Missing => {
+            let reg = consent(store, ca, provider, interaction).await?;
+            let key = tokio::task::spawn_blocking(|| PrivateKey::generate(KeySpec::EcdsaP256))
+                .await
+                .context("key generation task")??;
+            let pem = key.to_pem();
+            // Saved before the CA hears of it, so a registered account never lacks its key.
+            let id = store.save_account_key(provider, &key.id, &pem)?;
+            tracing::info!("registering a new account {id} at {provider}");
+            let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
+            Ok((s, id))
         }
     }
-    let reg = consent(ca, interaction).await?;
-    let key = tokio::task::spawn_blocking(|| PrivateKey::generate(KeySpec::EcdsaP256))
-        .await
-        .context("key generation task")??;
-    let pem = key.to_pem();
-    let id = store.save_account_key(provider, &key.id, &pem)?;
-    tracing::info!("registering a new account {id} at {provider}");
-    let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
-    Ok((s, id))
 }
 
-async fn consent<C: Ca>(ca: &C, interaction: &Interaction) -> Result<Registration> {
+async fn consent<C: Ca>(
+    store: &Store,
+    ca: &C,
+    provider: &str,
+    interaction: &Interaction,
+) -> Result<Registration> {
     let meta = ca.directory_meta().await.map_err(|e| anyhow!(e))?;
     if let Some(tos) = meta.terms_of_service.as_deref() {
         let id = format!("acme-agreement:{tos}");
@@ -680,7 +750,105 @@ async fn consent<C: Ca>(ca: &C, interaction: &Interaction) -> Result<Registratio
         );
         None
     };
-    Ok(Registration { email })
+    let eab = external_account(store, provider, meta.external_account_required, interaction)?;
+    Ok(Registration { email, eab })
+}
+
+/// Response-file key (and, without the `:<url>` part, command-line flag) for the EAB key
+/// identifier.
+pub const EAB_KID: &str = "acme-eab-kid";
+/// The same for the EAB MAC key.
+pub const EAB_HMAC_KEY: &str = "acme-eab-hmac-key";
+/// The same for the EAB MAC algorithm.
+pub const EAB_ALGORITHM: &str = "acme-eab-algorithm";
+
+/// The External Account Binding credentials for registering at `provider`, from the first
+/// place that has them: the command line (`--eab-kid`, `--eab-hmac-key`, `--eab-algorithm`:
+/// the response-file keys without a URL), the settings (`request.eab` of conf/target, or of a
+/// target using this provider), the response-file keys `acme-eab-kid:<provider>` and
+/// `acme-eab-hmac-key:<provider>`, and, only when the CA requires a binding, the terminal.
+/// Without a terminal a required binding that is nowhere to be found is a configuration
+/// error that names every place it may be given.
+fn external_account(
+    store: &Store,
+    provider: &str,
+    required: bool,
+    interaction: &Interaction,
+) -> Result<Option<EabCredentials>> {
+    // An implicit question never prompts: the response file's answer or "".
+    let answer = |id: &str| -> Result<String> {
+        let q = Question {
+            id,
+            title: id,
+            body: "",
+            kind: Kind::Text { default: "" },
+            implicit: true,
+        };
+        Ok(interaction.ask(&q, false)?.text().trim().to_owned())
+    };
+    let from_answers = |suffix: &str, origin: &str| -> Result<Option<EabCredentials>> {
+        let kid = answer(&format!("{EAB_KID}{suffix}"))?;
+        let key = answer(&format!("{EAB_HMAC_KEY}{suffix}"))?;
+        let alg = answer(&format!("{EAB_ALGORITHM}{suffix}"))?;
+        match (kid.is_empty(), key.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => Err(config_error(anyhow!(
+                "{origin} gives an EAB key identifier but no MAC key"
+            ))),
+            (true, false) => Err(config_error(anyhow!(
+                "{origin} gives an EAB MAC key but no key identifier"
+            ))),
+            (false, false) => EabCredentials::parse(&kid, &key, Some(&alg))
+                .map(Some)
+                .map_err(|e| config_error(e.context(format!("in {origin}")))),
+        }
+    };
+    if let Some(eab) = from_answers("", "--eab-kid/--eab-hmac-key")? {
+        return Ok(Some(eab));
+    }
+    if let Some(eab) = configured_eab(store, provider)? {
+        return Ok(Some(eab));
+    }
+    let suffix = format!(":{provider}");
+    if let Some(eab) = from_answers(&suffix, "the response file")? {
+        return Ok(Some(eab));
+    }
+    if !required {
+        return Ok(None);
+    }
+    let (kid_id, key_id) = (
+        format!("{EAB_KID}{suffix}"),
+        format!("{EAB_HMAC_KEY}{suffix}"),
+    );
+    if interaction.is_interactive() {
+        eprintln!(
+            "The CA at {provider} requires External Account Binding: enter the key identifier and MAC key it gave you."
+        );
+        let kid = interaction.text(&kid_id, "EAB key identifier (kid):")?;
+        let key = interaction.text(&key_id, "EAB MAC key (base64url):")?;
+        return EabCredentials::parse(&kid, &key, None)
+            .map(Some)
+            .map_err(config_error);
+    }
+    Err(config_error(anyhow!(
+        "the CA at {provider} requires External Account Binding for new accounts (meta.externalAccountRequired) and no EAB credentials are configured: get a key identifier and MAC key from the CA and give them as --eab-kid KID --eab-hmac-key KEY, or as request.eab.kid and request.eab.hmac-key in conf/target, or as the response-file keys {kid_id:?} and {key_id:?}"
+    )))
+}
+
+/// `request.eab` for `provider`: conf/target's when `provider` is its provider, else that of the
+/// first target in desired/ using `provider` that has one.
+fn configured_eab(store: &Store, provider: &str) -> Result<Option<EabCredentials>> {
+    let defaults = store.load_defaults().map_err(config_error)?;
+    let base = Target::resolve("default", &RawTarget::default(), &defaults)
+        .map_err(|e| config_error(e.context("in conf/target")))?;
+    if base.provider == provider && base.eab.is_some() {
+        return Ok(base.eab);
+    }
+    let (targets, _) = store.load_targets(&defaults)?;
+    Ok(targets
+        .into_iter()
+        .filter(|t| t.provider == provider)
+        .find_map(|t| t.eab))
 }
 
 /// Everything for one target: key, CSR, order, validation of the result, cert directory.

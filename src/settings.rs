@@ -33,6 +33,8 @@ pub struct Settings {
     pub hook_dirs_explicit: bool,
     /// Where scheduling files go (`/` unless testing).
     pub system_root: Option<PathBuf>,
+    /// `--eab-*`: External Account Binding credentials given on the command line.
+    pub eab: crate::cli::EabArgs,
 }
 
 /// Parses `30s`, `5m`, `2h`, `1h30m` or a bare number of seconds.
@@ -107,6 +109,7 @@ impl Settings {
             hook_dirs: crate::hooks::hook_dirs(&cli.hooks, hooks_env.as_deref()),
             hook_dirs_explicit: !cli.hooks.is_empty() || hooks_env.is_some_and(|v| !v.is_empty()),
             system_root: cli.system_root.clone(),
+            eab: cli.eab.clone(),
         })
     }
 }

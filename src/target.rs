@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::acme::EabCredentials;
 use crate::challenge::dns::settings::RawDns01;
 use crate::keys::{KeyFamily, KeySpec};
 use crate::name::Hostname;
@@ -84,6 +85,51 @@ pub struct RawRequest {
     pub ocsp_must_staple: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<RawChallenge>,
+    /// acmekeep extension: External Account Binding credentials for the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eab: Option<RawEab>,
+}
+
+/// `request.eab:` section: the External Account Binding a CA requires for new accounts.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawEab {
+    /// The CA's key identifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// The MAC key, base64url as the CA gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hmac_key: Option<String>,
+    /// `hs256` (default), `hs384` or `hs512`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+impl std::fmt::Debug for RawEab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The MAC key is a secret: never in logs.
+        f.debug_struct("RawEab")
+            .field("kid", &self.kid)
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
+}
+
+impl RawEab {
+    /// The credentials, if any are given: `kid` and `hmac-key` come together or not at all.
+    pub fn resolve(&self) -> Result<Option<EabCredentials>> {
+        let text = |v: &Option<String>| v.as_deref().map(str::trim).unwrap_or("").to_owned();
+        let (kid, key) = (text(&self.kid), text(&self.hmac_key));
+        match (kid.is_empty(), key.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => bail!("request.eab gives a kid but no hmac-key"),
+            (true, false) => bail!("request.eab gives an hmac-key but no kid"),
+            (false, false) => EabCredentials::parse(&kid, &key, self.algorithm.as_deref())
+                .map(Some)
+                .context("in request.eab"),
+        }
+    }
 }
 
 /// `request.key:` section.
@@ -220,6 +266,13 @@ impl RawTarget {
                         (t, b) => pick(t, b),
                     },
                 }),
+                // EAB credentials belong to a CA: a target naming its own provider does not
+                // inherit those of conf/target's.
+                eab: if r.provider.is_some() || self.provider.is_some() {
+                    r.eab.clone()
+                } else {
+                    pick(&r.eab, &br.eab)
+                },
             }),
             priority: pick(&self.priority, &base.priority),
             label: pick(&self.label, &base.label),
@@ -303,6 +356,8 @@ pub struct Target {
     pub provider: String,
     /// Extra CA bundle for the provider's TLS.
     pub provider_ca_bundle: Option<PathBuf>,
+    /// External Account Binding credentials for registering at the provider.
+    pub eab: Option<EabCredentials>,
     /// Key to generate.
     pub key: KeySpec,
     /// Existing key to reuse.
@@ -545,6 +600,10 @@ impl Target {
             provider
         };
         validate_provider(&provider)?;
+        let eab = match &request.eab {
+            Some(raw) => raw.resolve()?,
+            None => None,
+        };
 
         let margin = satisfy.margin.unwrap_or(i64::from(DEFAULT_MARGIN_DAYS));
         if !(0..=3650).contains(&margin) {
@@ -648,6 +707,7 @@ impl Target {
             satisfy_key,
             provider,
             provider_ca_bundle,
+            eab,
             key,
             key_id,
             must_staple: request.ocsp_must_staple.unwrap_or(false),
@@ -850,6 +910,61 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn eab_settings_resolve_and_stay_with_their_provider() {
+        let defaults = "request:\n  provider: https://ca.example/dir\n  eab:\n    kid: kid-1\n    hmac-key: AAAA\n    algorithm: hs384\n";
+        let t = resolve("satisfy:\n  names: [a.b]\n", defaults).expect("ok");
+        let eab = t.eab.expect("inherited from conf/target");
+        assert_eq!(eab.kid, "kid-1");
+        assert_eq!(eab.hmac_key, [0, 0, 0]);
+        assert_eq!(eab.algorithm, crate::acme::MacAlgorithm::Hs384);
+        // Another provider: conf/target's credentials are not sent to it.
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  provider: https://other.example/dir\n",
+            defaults,
+        )
+        .expect("ok");
+        assert!(t.eab.is_none());
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nprovider: https://other.example/dir\n",
+            defaults,
+        )
+        .expect("ok");
+        assert!(t.eab.is_none());
+        // ... unless the target gives its own.
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  provider: https://other.example/dir\n  eab:\n    kid: kid-2\n    hmac-key: AAAA\n",
+            defaults,
+        )
+        .expect("ok");
+        assert_eq!(t.eab.expect("own").kid, "kid-2");
+        // Empty settings are no settings; half of them, or a bad key, are errors.
+        assert!(
+            resolve("satisfy:\n  names: [a.b]\nrequest:\n  eab: {}\n", "")
+                .expect("ok")
+                .eab
+                .is_none()
+        );
+        for (eab, why) in [
+            ("{kid: k}", "no hmac-key"),
+            ("{hmac-key: AAAA}", "no kid"),
+            ("{kid: k, hmac-key: '!!'}", "base64url"),
+            ("{kid: k, hmac-key: AAAA, algorithm: es256}", "HS256"),
+        ] {
+            let err = resolve(
+                &format!("satisfy:\n  names: [a.b]\nrequest:\n  eab: {eab}\n"),
+                "",
+            )
+            .expect_err(why);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(why), "{msg} should mention {why}");
+        }
+        // The MAC key never appears in a debug dump of the raw settings.
+        let raw =
+            RawTarget::parse("request:\n  eab: {kid: k, hmac-key: c2VjcmV0}\n").expect("yaml");
+        assert!(!format!("{raw:?}").contains("c2VjcmV0"));
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! [`Ca`] and [`Issuer`] on top of instant-acme.
 //!
 //! instant-acme 0.8 signs only with ECDSA P-256 account keys; RSA and P-384 account keys
-//! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]).
+//! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]). The
+//! same layer ([`Intercept`]) adds the External Account Binding to the newAccount request.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType, HttpClient,
+    Identifier, NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::http::CaHttp;
-use super::jws::ForeignKey;
+use super::jws::{AccountSigner, ForeignKey};
 use super::{AcmeError, Ca, DirectoryMeta, Issued, Issuer, Registration};
 use crate::challenge::{Challenge, Responder};
 use crate::keys::first_private_key_der;
@@ -54,6 +59,7 @@ impl InstantCa {
         let der = PrivateKeyDer::try_from(der.as_slice())
             .map_err(|e| anyhow!("unrecognised account key encoding: {e}"))?
             .clone_key();
+        let signer = Arc::new(AccountSigner::from_der(&der)?);
         if let Some(foreign) = ForeignKey::from_der(&der)? {
             let (_, pkcs8) = instant_acme::Key::generate_pkcs8().map_err(|e| anyhow!("{e}"))?;
             let thumbprint = foreign.thumbprint();
@@ -61,6 +67,7 @@ impl InstantCa {
                 pkcs8: pkcs8.secret_pkcs8_der().to_vec(),
                 http: self.http.with_resigner(Arc::new(foreign)),
                 thumbprint: Some(thumbprint),
+                signer,
             });
         }
         let pkcs8 = match &der {
@@ -82,10 +89,77 @@ impl InstantCa {
             pkcs8,
             http: self.http.clone(),
             thumbprint: None,
+            signer,
         };
         me.pair()
             .map_err(|e| anyhow!("cannot use the account key: {e}"))?;
         Ok(me)
+    }
+
+    /// The directory's resources and metadata (RFC 8555 §7.1.1), as far as we need them.
+    async fn directory(&self) -> Result<Directory, AcmeError> {
+        let body = self.http.get(&self.directory_url).await?;
+        let dir: Directory = serde_json::from_slice(&body).with_context(|| {
+            format!("the directory at {} is not valid JSON", self.directory_url)
+        })?;
+        Ok(dir)
+    }
+}
+
+/// The parts of the directory object acmekeep reads itself (instant-acme reads the rest).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Directory {
+    new_account: String,
+    #[serde(default)]
+    meta: Meta,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    terms_of_service: Option<String>,
+    #[serde(default)]
+    external_account_required: bool,
+}
+
+/// A JWS body rewriter; see [`Intercept`].
+type Rewrite = Arc<dyn Fn(&[u8]) -> anyhow::Result<Vec<u8>> + Send + Sync>;
+
+/// The HTTP client for requests instant-acme cannot make as they must be made: the POST whose
+/// JWS is for `url` is rewritten (and re-signed) before it goes out through `inner` (see
+/// [`super::jws`]). Every other request passes through untouched.
+#[derive(Clone)]
+struct Intercept {
+    inner: CaHttp,
+    url: String,
+    rewrite: Rewrite,
+}
+
+impl HttpClient for Intercept {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let me = self.clone();
+        Box::pin(async move {
+            if req.method() != http::Method::POST {
+                return me.inner.request(req).await;
+            }
+            let (parts, body) = req.into_parts();
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(never) => match never {},
+            };
+            let bytes = if super::jws::jws_url(&bytes).as_deref() == Some(me.url.as_str()) {
+                (me.rewrite)(&bytes).map_err(|e| instant_acme::Error::Other(e.into()))?
+            } else {
+                bytes.to_vec()
+            };
+            me.inner
+                .request(http::Request::from_parts(parts, BodyWrapper::from(bytes)))
+                .await
+        })
     }
 }
 
@@ -97,6 +171,8 @@ struct AccountKey {
     http: CaHttp,
     /// Thumbprint of the real key when instant-acme holds a placeholder.
     thumbprint: Option<String>,
+    /// The real key, for requests acmekeep re-signs itself.
+    signer: Arc<AccountSigner>,
 }
 
 impl AccountKey {
@@ -169,22 +245,10 @@ impl Ca for InstantCa {
     type Session = InstantSession;
 
     async fn directory_meta(&self) -> Result<DirectoryMeta, AcmeError> {
-        #[derive(serde::Deserialize)]
-        struct Dir {
-            #[serde(default)]
-            meta: Meta,
-        }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct Meta {
-            terms_of_service: Option<String>,
-        }
-        let body = self.http.get(&self.directory_url).await?;
-        let dir: Dir = serde_json::from_slice(&body).with_context(|| {
-            format!("the directory at {} is not valid JSON", self.directory_url)
-        })?;
+        let dir = self.directory().await?;
         Ok(DirectoryMeta {
             terms_of_service: dir.meta.terms_of_service,
+            external_account_required: dir.meta.external_account_required,
         })
     }
 
@@ -205,8 +269,28 @@ impl Ca for InstantCa {
         reg: &Registration,
     ) -> Result<InstantSession, AcmeError> {
         let key = self.key(key_pem)?;
+        let intercept = match &reg.eab {
+            None => None,
+            Some(eab) => {
+                // The binding goes into the newAccount request, MACed over our key's JWK.
+                let (eab, signer) = (eab.clone(), key.signer.clone());
+                Some(Intercept {
+                    inner: key.http.clone(),
+                    url: self.directory().await?.new_account,
+                    rewrite: Arc::new(move |body| {
+                        super::jws::bind_external_account(body, &eab, &signer)
+                    }),
+                })
+            }
+        };
+        let http = || -> Box<dyn HttpClient> {
+            match &intercept {
+                Some(i) => Box::new(i.clone()),
+                None => Box::new(key.http.clone()),
+            }
+        };
         let (account, _) = nonce_retry!(async {
-            Account::builder_with_http(Box::new(key.http.clone()))
+            Account::builder_with_http(http())
                 .create_from_key(key.pair()?, self.directory_url.clone())
                 .await
         })

@@ -1,4 +1,5 @@
-//! Signing with account keys instant-acme cannot use (RSA and P-384).
+//! Signing with account keys instant-acme cannot use (RSA and P-384), and the requests it
+//! cannot make (External Account Binding with HS384/HS512 or with a foreign key).
 //!
 //! acmetool creates its account key with the default target's key type, so most acmetool
 //! state directories hold an RSA account key, some a P-384 one. instant-acme 0.8 signs only
@@ -6,6 +7,12 @@
 //! point) re-signs each JWS body it sends: the protected header gets our `alg` (and our `jwk`
 //! where the header carries a key), and the signature is made with the real key. The
 //! placeholder P-256 key instant-acme holds never signs anything the CA sees.
+//!
+//! The same plug-in point rewrites payloads before they are (re-)signed:
+//! [`bind_external_account`] adds the `externalAccountBinding` of RFC 8555 §7.3.4 to the
+//! newAccount request. instant-acme's own binding MACs only with HS256, over the JWK of the key
+//! it holds (the placeholder, for a foreign key), and only for a key it generates itself, which
+//! could then be saved only after the CA had bound it; here the key is ours and saved first.
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_lc_rs::rand::SystemRandom;
@@ -13,6 +20,8 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use data_encoding::BASE64URL_NOPAD;
 use rustls_pki_types::PrivateKeyDer;
 use serde_json::{Map, Value, json};
+
+use super::{EabCredentials, MacAlgorithm};
 
 /// An account key that is not ECDSA P-256.
 pub enum ForeignKey {
@@ -118,35 +127,186 @@ impl ForeignKey {
 
     /// Re-signs a flattened JWS JSON body (RFC 7515 §7.2.2) with this key.
     pub fn resign(&self, body: &[u8]) -> Result<Vec<u8>> {
-        let mut jws: Map<String, Value> =
-            serde_json::from_slice(body).context("JWS body is not a JSON object")?;
-        let protected_b64 = jws
-            .get("protected")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("JWS body has no protected header"))?;
-        let protected = BASE64URL_NOPAD
-            .decode(protected_b64.as_bytes())
-            .context("JWS protected header is not base64url")?;
-        let mut header: Map<String, Value> =
-            serde_json::from_slice(&protected).context("JWS protected header is not JSON")?;
-        header.insert("alg".into(), Value::String(self.alg().into()));
-        if header.contains_key("jwk") {
-            header.insert("jwk".into(), self.jwk());
-        }
-        let new_protected = BASE64URL_NOPAD.encode(&serde_json::to_vec(&header)?);
-        let payload = jws
-            .get("payload")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let signature = self.sign(format!("{new_protected}.{payload}").as_bytes())?;
-        jws.insert("protected".into(), Value::String(new_protected));
-        jws.insert(
-            "signature".into(),
-            Value::String(BASE64URL_NOPAD.encode(&signature)),
-        );
-        Ok(serde_json::to_vec(&jws)?)
+        resign_with(body, self.alg(), &self.jwk(), |m| self.sign(m))
     }
+}
+
+/// Splits a flattened JWS JSON body into the object and its decoded protected header.
+fn parse_jws(body: &[u8]) -> Result<(Map<String, Value>, Map<String, Value>)> {
+    let jws: Map<String, Value> =
+        serde_json::from_slice(body).context("JWS body is not a JSON object")?;
+    let protected_b64 = jws
+        .get("protected")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("JWS body has no protected header"))?;
+    let protected = BASE64URL_NOPAD
+        .decode(protected_b64.as_bytes())
+        .context("JWS protected header is not base64url")?;
+    let header: Map<String, Value> =
+        serde_json::from_slice(&protected).context("JWS protected header is not JSON")?;
+    Ok((jws, header))
+}
+
+/// The `url` of a JWS body's protected header: the request the body is for.
+pub fn jws_url(body: &[u8]) -> Option<String> {
+    let (_, header) = parse_jws(body).ok()?;
+    header.get("url").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The decoded payload of a JWS body, as a JSON object.
+fn jws_payload(jws: &Map<String, Value>) -> Result<Map<String, Value>> {
+    let b64 = jws.get("payload").and_then(Value::as_str).unwrap_or("");
+    let bytes = BASE64URL_NOPAD
+        .decode(b64.as_bytes())
+        .context("JWS payload is not base64url")?;
+    serde_json::from_slice(&bytes).context("JWS payload is not a JSON object")
+}
+
+/// Replaces a JWS body's payload; the signature is stale until the body is re-signed.
+fn set_payload(jws: &mut Map<String, Value>, payload: &Value) -> Result<()> {
+    let b64 = BASE64URL_NOPAD.encode(&serde_json::to_vec(payload)?);
+    jws.insert("payload".into(), Value::String(b64));
+    Ok(())
+}
+
+/// Re-signs a flattened JWS body: `alg` set, `jwk` replaced where the header carries one,
+/// the signature made by `sign` over the new header and the payload.
+fn resign_with(
+    body: &[u8],
+    alg: &str,
+    jwk: &Value,
+    sign: impl Fn(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let (mut jws, mut header) = parse_jws(body)?;
+    header.insert("alg".into(), Value::String(alg.into()));
+    if header.contains_key("jwk") {
+        header.insert("jwk".into(), jwk.clone());
+    }
+    let new_protected = BASE64URL_NOPAD.encode(&serde_json::to_vec(&header)?);
+    let payload = jws
+        .get("payload")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let signature = sign(format!("{new_protected}.{payload}").as_bytes())?;
+    jws.insert("protected".into(), Value::String(new_protected));
+    jws.insert(
+        "signature".into(),
+        Value::String(BASE64URL_NOPAD.encode(&signature)),
+    );
+    Ok(serde_json::to_vec(&jws)?)
+}
+
+/// Any account key acmekeep can hold (ECDSA P-256 or P-384, RSA), for the requests acmekeep
+/// signs or re-signs itself.
+pub enum AccountSigner {
+    /// ECDSA P-256, signing ES256.
+    P256(EcdsaKeyPair),
+    /// RSA or P-384.
+    Foreign(ForeignKey),
+}
+
+impl std::fmt::Debug for AccountSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccountSigner::P256(_) => f.write_str("AccountSigner::P256"),
+            AccountSigner::Foreign(k) => write!(f, "AccountSigner::{k:?}"),
+        }
+    }
+}
+
+impl AccountSigner {
+    /// Parses an account private key (PKCS#1, SEC1 or PKCS#8).
+    pub fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self> {
+        if let Some(foreign) = ForeignKey::from_der(der)? {
+            return Ok(AccountSigner::Foreign(foreign));
+        }
+        let pair = EcdsaKeyPair::from_private_key_der(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der.secret_der(),
+        )
+        .map_err(|_| anyhow!("cannot read the P-256 account key"))?;
+        Ok(AccountSigner::P256(pair))
+    }
+
+    /// The JWS `alg` this key signs with.
+    pub fn alg(&self) -> &'static str {
+        match self {
+            AccountSigner::P256(_) => "ES256",
+            AccountSigner::Foreign(k) => k.alg(),
+        }
+    }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> Value {
+        match self {
+            AccountSigner::P256(k) => {
+                let point = k.public_key().as_ref();
+                // Uncompressed point: 0x04 || x || y.
+                let (x, y) = point[1..].split_at(32);
+                let b64 = |b: &[u8]| BASE64URL_NOPAD.encode(b);
+                json!({ "crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y) })
+            }
+            AccountSigner::Foreign(k) => k.jwk(),
+        }
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        match self {
+            AccountSigner::P256(k) => Ok(k
+                .sign(&SystemRandom::new(), msg)
+                .map_err(|_| anyhow!("ECDSA signing failed"))?
+                .as_ref()
+                .to_vec()),
+            AccountSigner::Foreign(k) => k.sign(msg),
+        }
+    }
+
+    /// Re-signs a flattened JWS JSON body with this key.
+    pub fn resign(&self, body: &[u8]) -> Result<Vec<u8>> {
+        resign_with(body, self.alg(), &self.jwk(), |m| self.sign(m))
+    }
+}
+
+/// The External Account Binding JWS of RFC 8555 §7.3.4: the account key's JWK as payload,
+/// `alg`/`kid`/`url` (and no nonce) in the protected header, MACed with the CA's key.
+pub fn eab_jws(eab: &EabCredentials, url: &str, account_jwk: &Value) -> Result<Value> {
+    let header = json!({ "alg": eab.algorithm.name(), "kid": eab.kid, "url": url });
+    let protected = BASE64URL_NOPAD.encode(&serde_json::to_vec(&header)?);
+    let payload = BASE64URL_NOPAD.encode(&serde_json::to_vec(account_jwk)?);
+    let algorithm = match eab.algorithm {
+        MacAlgorithm::Hs256 => aws_lc_rs::hmac::HMAC_SHA256,
+        MacAlgorithm::Hs384 => aws_lc_rs::hmac::HMAC_SHA384,
+        MacAlgorithm::Hs512 => aws_lc_rs::hmac::HMAC_SHA512,
+    };
+    let key = aws_lc_rs::hmac::Key::new(algorithm, &eab.hmac_key);
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{protected}.{payload}").as_bytes());
+    Ok(json!({
+        "protected": protected,
+        "payload": payload,
+        "signature": BASE64URL_NOPAD.encode(tag.as_ref()),
+    }))
+}
+
+/// Adds an `externalAccountBinding` for `account` to a newAccount request body and re-signs
+/// it with `account`.
+pub fn bind_external_account(
+    body: &[u8],
+    eab: &EabCredentials,
+    account: &AccountSigner,
+) -> Result<Vec<u8>> {
+    let (mut jws, header) = parse_jws(body)?;
+    let url = header
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the newAccount request has no url"))?;
+    let mut payload = jws_payload(&jws)?;
+    payload.insert(
+        "externalAccountBinding".into(),
+        eab_jws(eab, url, &account.jwk())?,
+    );
+    set_payload(&mut jws, &Value::Object(payload))?;
+    account.resign(&serde_json::to_vec(&jws)?)
 }
 
 /// The public part of an account key as an RFC 7517 JWK: what an RFC 7638 thumbprint is made
@@ -420,6 +580,100 @@ mod tests {
         let sec1 = pair.private_key().as_der().expect("sec1");
         let sec1 = PrivateKeyDer::Sec1(sec1.as_ref().to_vec().into());
         assert_eq!(PublicJwk::from_private_key(&sec1).expect("jwk"), public);
+    }
+
+    fn decode_json(b64: &Value) -> Value {
+        let bytes = BASE64URL_NOPAD
+            .decode(b64.as_str().expect("string").as_bytes())
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[test]
+    fn eab_jws_is_a_mac_over_its_header_and_the_account_jwk() {
+        let jwk = json!({"crv": "P-256", "kty": "EC", "x": "eA", "y": "eQ"});
+        for (alg, hmac) in [
+            ("hs256", aws_lc_rs::hmac::HMAC_SHA256),
+            ("hs384", aws_lc_rs::hmac::HMAC_SHA384),
+            ("hs512", aws_lc_rs::hmac::HMAC_SHA512),
+        ] {
+            let eab = EabCredentials::parse("kid-1", "c2VjcmV0LWtleQ", Some(alg)).expect("eab");
+            let jws = eab_jws(&eab, "https://ca.example/new-acct", &jwk).expect("jws");
+            let header = decode_json(&jws["protected"]);
+            assert_eq!(
+                header,
+                json!({"alg": alg.to_ascii_uppercase(), "kid": "kid-1", "url": "https://ca.example/new-acct"}),
+                "no nonce (RFC 8555 §7.3.4)"
+            );
+            assert_eq!(decode_json(&jws["payload"]), jwk);
+            let signed = format!(
+                "{}.{}",
+                jws["protected"].as_str().expect("str"),
+                jws["payload"].as_str().expect("str")
+            );
+            let tag = BASE64URL_NOPAD
+                .decode(jws["signature"].as_str().expect("str").as_bytes())
+                .expect("b64");
+            aws_lc_rs::hmac::verify(
+                &aws_lc_rs::hmac::Key::new(hmac, b"secret-key"),
+                signed.as_bytes(),
+                &tag,
+            )
+            .expect("the MAC verifies with the CA's key");
+        }
+    }
+
+    #[test]
+    fn bound_new_account_request_carries_the_binding_and_verifies_with_the_account_key() {
+        let (_, pkcs8) = instant_acme::Key::generate_pkcs8().expect("p256");
+        let signer =
+            AccountSigner::from_der(&PrivateKeyDer::Pkcs8(pkcs8.clone_key())).expect("signer");
+        let url = "https://ca.example/new-acct";
+        let header = BASE64URL_NOPAD.encode(
+            &serde_json::to_vec(
+                &json!({"alg": "ES256", "jwk": signer.jwk(), "nonce": "n", "url": url}),
+            )
+            .expect("json"),
+        );
+        let payload = BASE64URL_NOPAD.encode(br#"{"termsOfServiceAgreed":true}"#);
+        let body = serde_json::to_vec(
+            &json!({"protected": header, "payload": payload, "signature": "stale"}),
+        )
+        .expect("json");
+        let eab = EabCredentials::parse("kid-1", "c2VjcmV0LWtleQ", None).expect("eab");
+
+        let out: Value =
+            serde_json::from_slice(&bind_external_account(&body, &eab, &signer).expect("bind"))
+                .expect("json");
+        assert_eq!(out["protected"], Value::String(header.clone()));
+        let payload = decode_json(&out["payload"]);
+        assert_eq!(payload["termsOfServiceAgreed"], true);
+        let binding = &payload["externalAccountBinding"];
+        assert_eq!(decode_json(&binding["protected"])["url"], url);
+        assert_eq!(decode_json(&binding["payload"]), signer.jwk());
+
+        let signed = format!("{header}.{}", out["payload"].as_str().expect("str"));
+        let sig = BASE64URL_NOPAD
+            .decode(out["signature"].as_str().expect("str").as_bytes())
+            .expect("b64");
+        let AccountSigner::P256(pair) = &signer else {
+            unreachable!("p256")
+        };
+        UnparsedPublicKey::new(
+            &signature::ECDSA_P256_SHA256_FIXED,
+            pair.public_key().as_ref(),
+        )
+        .verify(signed.as_bytes(), &sig)
+        .expect("the outer JWS verifies with the account key");
+        // The binding names the same key the outer JWS is signed with.
+        assert_eq!(
+            PublicJwk::from_jwk(&signer.jwk())
+                .expect("jwk")
+                .thumbprint(),
+            PublicJwk::from_private_key(&PrivateKeyDer::Pkcs8(pkcs8))
+                .expect("jwk")
+                .thumbprint()
+        );
     }
 
     #[test]

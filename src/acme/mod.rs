@@ -19,6 +19,8 @@ use crate::name::Hostname;
 pub struct DirectoryMeta {
     /// `meta.termsOfService`, the URL the response file's `acme-agreement:<url>` names.
     pub terms_of_service: Option<String>,
+    /// `meta.externalAccountRequired`: new accounts must carry an External Account Binding.
+    pub external_account_required: bool,
 }
 
 /// How a new account is registered.
@@ -26,6 +28,95 @@ pub struct DirectoryMeta {
 pub struct Registration {
     /// Contact e-mail address, if any.
     pub email: Option<String>,
+    /// External Account Binding credentials, for CAs that tie ACME accounts to accounts of
+    /// their own (RFC 8555 §7.3.4).
+    pub eab: Option<EabCredentials>,
+}
+
+/// The MAC algorithm of an External Account Binding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MacAlgorithm {
+    /// HMAC-SHA-256, what every CA we know of uses.
+    #[default]
+    Hs256,
+    /// HMAC-SHA-384.
+    Hs384,
+    /// HMAC-SHA-512.
+    Hs512,
+}
+
+impl MacAlgorithm {
+    /// Parses `hs256`, `HS384`, … (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "HS256" => Some(Self::Hs256),
+            "HS384" => Some(Self::Hs384),
+            "HS512" => Some(Self::Hs512),
+            _ => None,
+        }
+    }
+
+    /// The JWS `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Hs384 => "HS384",
+            Self::Hs512 => "HS512",
+        }
+    }
+}
+
+/// External Account Binding credentials: the key identifier and MAC key a CA hands out
+/// (ZeroSSL, Google Trust Services, Sectigo, …), used once, when the account is registered.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EabCredentials {
+    /// The CA's key identifier (the inner JWS's `kid`).
+    pub kid: String,
+    /// The MAC algorithm.
+    pub algorithm: MacAlgorithm,
+    /// The MAC key, decoded.
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for EabCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The MAC key is a secret: never in logs or error messages.
+        f.debug_struct("EabCredentials")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EabCredentials {
+    /// Credentials from their textual form: the MAC key as CAs print it, base64url (padding
+    /// and the standard base64 alphabet are tolerated), the algorithm by name (default
+    /// HS256). Errors say which part is wrong without repeating the key.
+    pub fn parse(kid: &str, hmac_key: &str, algorithm: Option<&str>) -> anyhow::Result<Self> {
+        let kid = kid.trim();
+        if kid.is_empty() {
+            anyhow::bail!("the EAB key identifier (kid) is empty");
+        }
+        let text = hmac_key.trim().trim_end_matches('=');
+        if text.is_empty() {
+            anyhow::bail!("the EAB MAC key is empty");
+        }
+        let decoded = data_encoding::BASE64URL_NOPAD
+            .decode(text.as_bytes())
+            .or_else(|_| data_encoding::BASE64_NOPAD.decode(text.as_bytes()))
+            .map_err(|_| anyhow::anyhow!("the EAB MAC key is not base64url"))?;
+        let algorithm = match algorithm.map(str::trim).filter(|a| !a.is_empty()) {
+            None => MacAlgorithm::default(),
+            Some(a) => MacAlgorithm::parse(a).ok_or_else(|| {
+                anyhow::anyhow!("EAB algorithm {a:?} is not one of HS256, HS384, HS512")
+            })?,
+        };
+        Ok(Self {
+            kid: kid.to_owned(),
+            algorithm,
+            hmac_key: decoded,
+        })
+    }
 }
 
 /// Errors that callers branch on.
@@ -100,4 +191,50 @@ pub trait Issuer: Send + Sync {
         cert_der: &[u8],
         reason: u8,
     ) -> impl Future<Output = Result<(), AcmeError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eab_credentials_parse_as_cas_print_them() {
+        // base64url without padding (ZeroSSL, Google), with padding, or standard base64.
+        for key in ["-_8", "-_8=", "+/8=", " -_8\n"] {
+            let c = EabCredentials::parse(" kid-1 ", key, None).expect(key);
+            assert_eq!(c.kid, "kid-1");
+            assert_eq!(c.hmac_key, [0xfb, 0xff], "{key:?}");
+            assert_eq!(c.algorithm, MacAlgorithm::Hs256);
+        }
+        let c = EabCredentials::parse("k", "AAAA", Some("hs512")).expect("hs512");
+        assert_eq!(c.algorithm, MacAlgorithm::Hs512);
+        assert_eq!(c.hmac_key, [0, 0, 0]);
+        assert_eq!(
+            EabCredentials::parse("k", "AAAA", Some("HS384"))
+                .expect("HS384")
+                .algorithm
+                .name(),
+            "HS384"
+        );
+        for (kid, key, alg, why) in [
+            ("", "AAAA", None, "kid"),
+            ("k", "", None, "empty"),
+            ("k", "not base64!", None, "base64url"),
+            ("k", "AAAA", Some("RS256"), "HS256, HS384, HS512"),
+        ] {
+            let err = format!("{:#}", EabCredentials::parse(kid, key, alg).expect_err(why));
+            assert!(err.contains(why), "{err} should mention {why}");
+        }
+    }
+
+    #[test]
+    fn eab_debug_never_shows_the_mac_key() {
+        let c = EabCredentials::parse("kid-1", "c2VjcmV0LXNlY3JldA", None).expect("ok");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("kid-1"), "{shown}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("115"),
+            "{shown}"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::interact::Interaction;
+use crate::interact::{Answer, Interaction};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::lock::StateLock;
@@ -34,13 +34,24 @@ pub fn lock_and_open(settings: &Settings) -> Result<(StateLock, Arc<Store>)> {
     Ok((lock, Arc::new(store)))
 }
 
-/// The response file and terminal policy.
+/// The response file and terminal policy, with the answers the command line gives: the
+/// `--eab-*` flags are the URL-less `acme-eab-*` keys (see `reconcile::account_session`).
 pub fn interaction(settings: &Settings) -> Result<Interaction> {
-    Interaction::load(
+    use crate::reconcile::{EAB_ALGORITHM, EAB_HMAC_KEY, EAB_KID};
+    let eab = &settings.eab;
+    let flags = [
+        (EAB_KID, &eab.kid),
+        (EAB_HMAC_KEY, &eab.hmac_key),
+        (EAB_ALGORITHM, &eab.algorithm),
+    ]
+    .into_iter()
+    .filter_map(|(id, v)| v.clone().map(|v| (id.to_owned(), Answer::Text(v))));
+    Ok(Interaction::load(
         Some(&settings.response_file),
         Interaction::terminal_allowed(settings.batch),
     )
-    .map_err(crate::exit::config_error)
+    .map_err(crate::exit::config_error)?
+    .with_answers(flags))
 }
 
 /// The hook runner for this state directory and the configured hook directories.

@@ -9,6 +9,7 @@ mod commands;
 mod contrib_hooks;
 mod dns;
 mod e2e;
+mod eab;
 mod hooks;
 mod import;
 mod migration;

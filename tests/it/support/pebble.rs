@@ -46,6 +46,11 @@ pub struct PebbleOpts {
     pub env: Vec<(String, String)>,
     /// Pebble's DNS server (`-dnsserver`) instead of challtestsrv, e.g. a Knot instance.
     pub dns_server: Option<std::net::SocketAddr>,
+    /// Config `externalAccountBindingRequired`: newAccount without a binding is refused, and
+    /// the directory says `meta.externalAccountRequired: true`.
+    pub eab_required: bool,
+    /// Config `externalAccountMACKeys`: key identifier → base64url (unpadded) MAC key.
+    pub eab_mac_keys: Vec<(String, String)>,
 }
 
 impl PebbleOpts {
@@ -294,8 +299,16 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": opts.eab_required,
         });
+        if !opts.eab_mac_keys.is_empty() {
+            let keys: serde_json::Map<String, serde_json::Value> = opts
+                .eab_mac_keys
+                .iter()
+                .map(|(kid, key)| (kid.clone(), key.clone().into()))
+                .collect();
+            pebble_cfg["externalAccountMACKeys"] = keys.into();
+        }
         if let Some(secs) = opts.cert_validity_secs {
             pebble_cfg["certificateValidityPeriod"] = secs.into();
         }
