@@ -164,6 +164,9 @@ pub enum Command {
     AccountThumbprint,
     /// Print the account URL at the default provider (registering the account if needed).
     AccountUrl,
+    /// Replace the account's key at the CA with a new ECDSA P-256 key (RFC 8555 key
+    /// rollover); certificates stay with the account and the old key is deleted.
+    AccountRollover(AccountRolloverArgs),
     /// Add a PEM private key to keys/.
     ImportKey(ImportKeyArgs),
     /// Add a PEM account key for an ACME directory URL.
@@ -217,6 +220,14 @@ pub struct RevokeArgs {
     /// RFC 5280 reason: unspecified, key-compromise, superseded, cessation-of-operation.
     #[arg(long, default_value = "unspecified")]
     pub reason: String,
+}
+
+/// `account-rollover`.
+#[derive(Debug, Args)]
+pub struct AccountRolloverArgs {
+    /// ACME directory URL of the account (default: the provider of conf/target).
+    #[arg(long, value_name = "URL")]
+    pub provider: Option<String>,
 }
 
 /// `import-key`.

@@ -48,6 +48,9 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         }
         Some(cli::Command::ImportLe(a)) => commands::import::execute_le(&settings, a),
         Some(cli::Command::AccountUrl) => commands::account_url::execute(&settings),
+        Some(cli::Command::AccountRollover(a)) => {
+            commands::account_ops::execute_rollover(&settings, a)
+        }
         Some(cli::Command::TestNotify(a)) => commands::notify::execute(&settings, a),
         Some(cli::Command::Redirector(a)) => commands::redirector::execute(
             &settings,

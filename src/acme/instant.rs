@@ -2,7 +2,8 @@
 //!
 //! instant-acme 0.8 signs only with ECDSA P-256 account keys; RSA and P-384 account keys
 //! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]). The
-//! same layer ([`Intercept`]) adds the External Account Binding to the newAccount request.
+//! same layer ([`Intercept`]) adds the External Account Binding to the newAccount request and
+//! puts our own new key into the keyChange request.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -55,10 +56,7 @@ impl InstantCa {
     /// authorizations. P-256 keys are used directly; RSA and P-384 keys get a placeholder
     /// P-256 key in instant-acme and a client that re-signs with the real key.
     fn key(&self, key_pem: &str) -> Result<AccountKey, AcmeError> {
-        let der = first_private_key_der(key_pem)?;
-        let der = PrivateKeyDer::try_from(der.as_slice())
-            .map_err(|e| anyhow!("unrecognised account key encoding: {e}"))?
-            .clone_key();
+        let der = key_der(key_pem)?;
         let signer = Arc::new(AccountSigner::from_der(&der)?);
         if let Some(foreign) = ForeignKey::from_der(&der)? {
             let (_, pkcs8) = instant_acme::Key::generate_pkcs8().map_err(|e| anyhow!("{e}"))?;
@@ -106,11 +104,20 @@ impl InstantCa {
     }
 }
 
+/// The DER of the first private key in a PEM text.
+fn key_der(key_pem: &str) -> Result<PrivateKeyDer<'static>, AcmeError> {
+    let der = first_private_key_der(key_pem)?;
+    Ok(PrivateKeyDer::try_from(der.as_slice())
+        .map_err(|e| anyhow!("unrecognised account key encoding: {e}"))?
+        .clone_key())
+}
+
 /// The parts of the directory object acmekeep reads itself (instant-acme reads the rest).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Directory {
     new_account: String,
+    key_change: Option<String>,
     #[serde(default)]
     meta: Meta,
 }
@@ -301,6 +308,35 @@ impl Ca for InstantCa {
                 .map_err(|e| ca_error("setting the account's contact address", e))?;
         }
         Ok(InstantSession::new(account, key.thumbprint))
+    }
+
+    async fn change_key(&self, old_key_pem: &str, new_key_pem: &str) -> Result<String, AcmeError> {
+        let old = self.key(old_key_pem)?;
+        let new = Arc::new(AccountSigner::from_der(&key_der(new_key_pem)?)?);
+        let key_change = self.directory().await?.key_change.ok_or_else(|| {
+            anyhow!(
+                "the CA at {} does not support account key rollover (its directory has no keyChange)",
+                self.directory_url
+            )
+        })?;
+        // instant-acme sends the keyChange request (nonce, retries, outer signature by the
+        // account); its inner JWS is replaced by one made with our new key.
+        let old_signer = old.signer.clone();
+        let http = Intercept {
+            inner: old.http.clone(),
+            url: key_change,
+            rewrite: Arc::new(move |body| super::jws::replace_key_change(body, &old_signer, &new)),
+        };
+        let (mut account, _) = nonce_retry!(async {
+            Account::builder_with_http(Box::new(http.clone()))
+                .from_key(old.pair()?, self.directory_url.clone())
+                .await
+        })
+        .map_err(|e| ca_error("looking up the account", e))?;
+        // The credentials returned hold instant-acme's own new key, which the CA never saw.
+        let _unused = nonce_retry!(account.update_key())
+            .map_err(|e| ca_error("rolling the account key over", e))?;
+        Ok(account.id().to_owned())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Signing with account keys instant-acme cannot use (RSA and P-384), and the requests it
-//! cannot make (External Account Binding with HS384/HS512 or with a foreign key).
+//! cannot make (External Account Binding with HS384/HS512 or with a foreign key, key rollover
+//! to a key we chose).
 //!
 //! acmetool creates its account key with the default target's key type, so most acmetool
 //! state directories hold an RSA account key, some a P-384 one. instant-acme 0.8 signs only
@@ -13,6 +14,10 @@
 //! newAccount request. instant-acme's own binding MACs only with HS256, over the JWK of the key
 //! it holds (the placeholder, for a foreign key), and only for a key it generates itself, which
 //! could then be saved only after the CA had bound it; here the key is ours and saved first.
+//! [`replace_key_change`] replaces the inner JWS of a keyChange request (RFC 8555 §7.3.5) by one
+//! made with the new key acmekeep generated and saved beforehand: instant-acme generates the
+//! new key itself and hands it out only after the CA has switched to it, and puts its
+//! placeholder's JWK in `oldKey` for a foreign key.
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_lc_rs::rand::SystemRandom;
@@ -307,6 +312,38 @@ pub fn bind_external_account(
     );
     set_payload(&mut jws, &Value::Object(payload))?;
     account.resign(&serde_json::to_vec(&jws)?)
+}
+
+/// Replaces the payload of a keyChange request body (signed by the account's current key,
+/// `old`) by an inner JWS signed with `new` (RFC 8555 §7.3.5: `account` from the outer `kid`,
+/// `oldKey` the current key's JWK, the same `url`, no nonce), and re-signs it with `old`.
+pub fn replace_key_change(
+    body: &[u8],
+    old: &AccountSigner,
+    new: &AccountSigner,
+) -> Result<Vec<u8>> {
+    let (mut jws, header) = parse_jws(body)?;
+    let text = |name: &str| {
+        header
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("the keyChange request has no {name:?} header"))
+    };
+    let (url, account) = (text("url")?, text("kid")?);
+    let inner_header = json!({ "alg": new.alg(), "jwk": new.jwk(), "url": url });
+    let inner_protected = BASE64URL_NOPAD.encode(&serde_json::to_vec(&inner_header)?);
+    let inner_payload = BASE64URL_NOPAD.encode(&serde_json::to_vec(
+        &json!({ "account": account, "oldKey": old.jwk() }),
+    )?);
+    let signature = new.sign(format!("{inner_protected}.{inner_payload}").as_bytes())?;
+    let inner = json!({
+        "protected": inner_protected,
+        "payload": inner_payload,
+        "signature": BASE64URL_NOPAD.encode(&signature),
+    });
+    set_payload(&mut jws, &inner)?;
+    old.resign(&serde_json::to_vec(&jws)?)
 }
 
 /// The public part of an account key as an RFC 7517 JWK: what an RFC 7638 thumbprint is made
@@ -674,6 +711,72 @@ mod tests {
                 .expect("jwk")
                 .thumbprint()
         );
+    }
+
+    fn verifies(signer: &AccountSigner, jws: &Value) -> bool {
+        let signed = format!(
+            "{}.{}",
+            jws["protected"].as_str().expect("str"),
+            jws["payload"].as_str().expect("str")
+        );
+        let sig = BASE64URL_NOPAD
+            .decode(jws["signature"].as_str().expect("str").as_bytes())
+            .expect("b64");
+        match signer {
+            AccountSigner::P256(k) => {
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, k.public_key().as_ref())
+                    .verify(signed.as_bytes(), &sig)
+                    .is_ok()
+            }
+            AccountSigner::Foreign(ForeignKey::Rsa(k)) => UnparsedPublicKey::new(
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                k.public_key().as_ref(),
+            )
+            .verify(signed.as_bytes(), &sig)
+            .is_ok(),
+            AccountSigner::Foreign(ForeignKey::P384(_)) => unreachable!("not used here"),
+        }
+    }
+
+    #[test]
+    fn key_change_inner_jws_is_made_with_the_new_key_and_names_the_real_old_one() {
+        let old = AccountSigner::Foreign(rsa_key());
+        let (_, pkcs8) = instant_acme::Key::generate_pkcs8().expect("p256");
+        let new = AccountSigner::from_der(&PrivateKeyDer::Pkcs8(pkcs8)).expect("signer");
+        let url = "https://ca.example/key-change";
+        let kid = "https://ca.example/acct/1";
+        // What instant-acme sends: its own inner JWS (another key) signed by its placeholder.
+        let header = BASE64URL_NOPAD.encode(
+            &serde_json::to_vec(&json!({"alg": "ES256", "kid": kid, "nonce": "n", "url": url}))
+                .expect("json"),
+        );
+        let body = serde_json::to_vec(&json!({
+            "protected": header,
+            "payload": BASE64URL_NOPAD.encode(br#"{"protected":"x","payload":"y","signature":"z"}"#),
+            "signature": "stale",
+        }))
+        .expect("json");
+
+        let out: Value =
+            serde_json::from_slice(&replace_key_change(&body, &old, &new).expect("replace"))
+                .expect("json");
+        let outer_header = decode_json(&out["protected"]);
+        assert_eq!(outer_header["alg"], "RS256");
+        assert_eq!(outer_header["kid"], kid);
+        assert_eq!(outer_header["nonce"], "n");
+        assert!(verifies(&old, &out), "the outer JWS is the old key's");
+
+        let inner = decode_json(&out["payload"]);
+        let inner_header = decode_json(&inner["protected"]);
+        assert_eq!(
+            inner_header,
+            json!({"alg": "ES256", "jwk": new.jwk(), "url": url})
+        );
+        assert_eq!(
+            decode_json(&inner["payload"]),
+            json!({"account": kid, "oldKey": old.jwk()})
+        );
+        assert!(verifies(&new, &inner), "the inner JWS is the new key's");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Talking to the CA, behind our own small traits.
 //!
-//! The rest of acmekeep sees only [`Ca`] (find or register an account) and [`Issuer`] (one
-//! account's session: order, prove control, finalize, download). The instant-acme
+//! The rest of acmekeep sees only [`Ca`] (find, register or re-key an account) and [`Issuer`]
+//! (one account's session: order, prove control, finalize, download). The instant-acme
 //! implementation lives in [`instant`]; swapping the protocol crate, or putting a test
 //! double in, touches nothing else.
 
@@ -148,6 +148,14 @@ pub trait Ca: Send + Sync {
         key_pem: &str,
         reg: &Registration,
     ) -> impl Future<Output = Result<Self::Session, AcmeError>> + Send;
+    /// Rolls the key of the account `old_key_pem` belongs to over to `new_key_pem` (RFC 8555
+    /// §7.3.5): from then on the CA knows the account by the new key only. Returns the
+    /// account URL.
+    fn change_key(
+        &self,
+        old_key_pem: &str,
+        new_key_pem: &str,
+    ) -> impl Future<Output = Result<String, AcmeError>> + Send;
 }
 
 /// The result of a finished order.

@@ -1,6 +1,7 @@
 //! One module per subcommand: glue from settings to the core modules, nothing more.
 
 pub mod account;
+pub mod account_ops;
 pub mod account_url;
 pub mod cull;
 pub mod docs;

@@ -730,4 +730,46 @@ impl Store {
             .write_file(&path, &json, FILE_MODE)
             .with_context(|| format!("writing {}", path.display()))
     }
+
+    /// Points `certs/<cert_id>/account` at `accounts/<account_id>` (a new link renamed over
+    /// the old one, so a reader sees one or the other). `Ok(false)` if it pointed there.
+    pub fn relink_cert_account(&self, cert_id: &str, account_id: &str) -> Result<bool> {
+        if !ids::is_well_formed_id(cert_id) {
+            bail!("{cert_id:?} is not a certificate id");
+        }
+        check_account_id(account_id)?;
+        let link = self.root.join("certs").join(cert_id).join("account");
+        self.fs
+            .symlink(&Path::new("../../accounts").join(account_id), &link)
+            .with_context(|| format!("linking {}", link.display()))
+    }
+
+    /// Removes `accounts/<account_id>`: first renamed into `tmp/` (one atomic step), then
+    /// deleted.
+    pub fn remove_account(&self, account_id: &str) -> Result<()> {
+        check_account_id(account_id)?;
+        let from = self.root.join("accounts").join(account_id);
+        let to = self
+            .root
+            .join("tmp")
+            .join(format!("account.{}", account_id.replace('/', ".")));
+        std::fs::rename(&from, &to).with_context(|| format!("moving {} aside", from.display()))?;
+        std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))
+    }
+}
+
+/// Checks an account id, `<urlpart>/<key id>`, before it becomes part of a path.
+fn check_account_id(account_id: &str) -> Result<()> {
+    let ok = match account_id.split_once('/') {
+        Some((part, kid)) => {
+            !part.starts_with('.')
+                && ids::directory_url_from_part(part).is_some()
+                && ids::is_well_formed_id(kid)
+        }
+        None => false,
+    };
+    if !ok {
+        bail!("{account_id:?} is not an account id (<escaped directory URL>/<key id>)");
+    }
+    Ok(())
 }

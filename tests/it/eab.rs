@@ -1,7 +1,12 @@
+//! The account's life cycle at the CA, against Pebble (doc/accounts.md).
+//!
 //! External Account Binding (RFC 8555 §7.3.4) against a Pebble that requires it: credentials
 //! from conf/target, the command line, the response file and quickstart; a clear error naming
 //! every place to add them when they are missing; the CA's own error when they are wrong;
 //! HS384/HS512 bindings for RSA and P-384 account keys (re-signed at the HTTP layer).
+//!
+//! `account-rollover` (RFC 8555 §7.3.5): a new key, the same account, certificates relinked,
+//! for acmekeep's P-256 and acmetool's RSA accounts.
 
 use std::path::Path;
 
@@ -260,4 +265,116 @@ fn quickstart_takes_eab_from_the_response_file() {
     quickstart().assert_success();
     assert_one_account_0600(&state);
     assert_eq!(bindings_accepted(&pebble, "kid-1"), 1, "{}", pebble.logs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// account-rollover
+
+/// `account-thumbprint`'s lines as (thumbprint, account id).
+fn thumbprints(state: &StateDir) -> Vec<(String, String)> {
+    let run = acmekeep(state, &["account-thumbprint"]);
+    run.assert_success();
+    run.stdout
+        .lines()
+        .map(|l| {
+            let (t, id) = l.split_once('\t').unwrap_or_else(|| panic!("{l:?}"));
+            (t.to_owned(), id.to_owned())
+        })
+        .collect()
+}
+
+fn account_url(state: &StateDir) -> String {
+    let run = acmekeep(state, &["account-url"]);
+    run.assert_success();
+    run.stdout.clone()
+}
+
+/// Rolls the key over and checks the state directory followed: one account, the new id,
+/// 0600 in 0700, the old directory gone, every certificate linking to the new id, a new
+/// thumbprint, and the same account at the CA.
+fn roll_over_and_check(state: &StateDir, old_id: &str, certs: &[String]) -> String {
+    let (old_thumb, _) = thumbprints(state).remove(0);
+    let url_before = account_url(state);
+    let run = acmekeep(state, &["account-rollover"]);
+    run.assert_success();
+    let new_id = run.stdout.trim().to_owned();
+    assert_ne!(new_id, old_id);
+    assert_eq!(assert_one_account_0600(state), new_id);
+    assert!(
+        !state.join("accounts").join(old_id).exists(),
+        "{}",
+        state.tree()
+    );
+    for id in certs {
+        assert_eq!(
+            std::fs::read_link(state.join("certs").join(id).join("account")).expect("link"),
+            Path::new("../../accounts").join(&new_id),
+            "certs/{id}/account"
+        );
+    }
+    let now = thumbprints(state);
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].1, new_id);
+    assert_ne!(now[0].0, old_thumb);
+    assert_eq!(account_url(state), url_before, "the same account");
+    new_id
+}
+
+#[test]
+fn account_rollover_replaces_the_key_and_the_account_keeps_working() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    acmekeep(&state, &["want", "before.example.org"]).assert_success();
+    let old_id = assert_one_account_0600(&state);
+    let cert = state.live_cert_id("before.example.org");
+    assert_eq!(
+        std::fs::read_link(state.join("certs").join(&cert).join("account")).expect("link"),
+        Path::new("../../accounts").join(&old_id)
+    );
+
+    let new_id = roll_over_and_check(&state, &old_id, std::slice::from_ref(&cert));
+
+    // The new key orders, and the relinked certificate's account (the new key) can revoke it.
+    acmekeep(&state, &["want", "after.example.org"]).assert_success();
+    assert_eq!(
+        state.live_names(),
+        ["after.example.org", "before.example.org"]
+    );
+    acmekeep(&state, &["revoke", &cert]).assert_success();
+    assert!(state.join("certs").join(&cert).join("revoked").exists());
+    assert_eq!(state.account_ids(), [new_id]);
+
+    // A second rollover works the same way (the account's certificates all follow).
+    let certs = state.cert_ids();
+    roll_over_and_check(&state, &state.account_ids()[0], &certs);
+}
+
+/// acmetool's RSA account keys roll over too (to P-256): the old key signs the request
+/// through the re-signing layer and its real JWK is the `oldKey`.
+#[test]
+fn account_rollover_of_an_rsa_acmetool_account() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .expect("rsa");
+    let old_id = import_account(&state, &pebble.directory_url(), &rsa);
+    acmekeep(&state, &["want", "rsa.example.org"]).assert_success();
+    assert_eq!(state.account_ids(), std::slice::from_ref(&old_id));
+    let cert = state.live_cert_id("rsa.example.org");
+
+    let new_id = roll_over_and_check(&state, &old_id, &[cert]);
+    let pem = state.read_string(Path::new("accounts").join(&new_id).join("privkey"));
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    acmekeep(&state, &["want", "rsa2.example.org"]).assert_success();
+}
+
+#[test]
+fn account_rollover_needs_an_account() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    acmekeep(&state, &["account-rollover"])
+        .assert_code(2)
+        .assert_stderr_contains("no account for");
+    acmekeep(&state, &["account-rollover", "--provider", "ftp://x"]).assert_code(2);
+    assert!(state.account_ids().is_empty(), "{}", state.tree());
 }
