@@ -167,6 +167,9 @@ pub enum Command {
     /// Replace the account's key at the CA with a new ECDSA P-256 key (RFC 8555 key
     /// rollover); certificates stay with the account and the old key is deleted.
     AccountRollover(AccountRolloverArgs),
+    /// Deactivate the account at the CA, for good (needs --yes), and move its key aside to
+    /// accounts/.deactivated/; the next registration at that CA makes a new account.
+    AccountDeactivate(AccountDeactivateArgs),
     /// Add a PEM private key to keys/.
     ImportKey(ImportKeyArgs),
     /// Add a PEM account key for an ACME directory URL.
@@ -228,6 +231,17 @@ pub struct AccountRolloverArgs {
     /// ACME directory URL of the account (default: the provider of conf/target).
     #[arg(long, value_name = "URL")]
     pub provider: Option<String>,
+}
+
+/// `account-deactivate`.
+#[derive(Debug, Args)]
+pub struct AccountDeactivateArgs {
+    /// ACME directory URL of the account (default: the provider of conf/target).
+    #[arg(long, value_name = "URL")]
+    pub provider: Option<String>,
+    /// Confirm: deactivation cannot be undone.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `import-key`.

@@ -51,6 +51,9 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::AccountRollover(a)) => {
             commands::account_ops::execute_rollover(&settings, a)
         }
+        Some(cli::Command::AccountDeactivate(a)) => {
+            commands::account_ops::execute_deactivate(&settings, a)
+        }
         Some(cli::Command::TestNotify(a)) => commands::notify::execute(&settings, a),
         Some(cli::Command::Redirector(a)) => commands::redirector::execute(
             &settings,

@@ -3,7 +3,8 @@
 //! instant-acme 0.8 signs only with ECDSA P-256 account keys; RSA and P-384 account keys
 //! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]). The
 //! same layer ([`Intercept`]) adds the External Account Binding to the newAccount request and
-//! puts our own new key into the keyChange request.
+//! puts our own new key into the keyChange request, and ([`ProblemsAsErrors`]) reports the CA's
+//! answer to a deactivation, which instant-acme ignores.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -166,6 +167,42 @@ impl HttpClient for Intercept {
             me.inner
                 .request(http::Request::from_parts(parts, BodyWrapper::from(bytes)))
                 .await
+        })
+    }
+}
+
+/// The HTTP client for requests whose answer instant-acme does not check: an error response
+/// to a POST becomes the CA's problem document as an error. (instant-acme 0.8.5's
+/// `Account::deactivate` returns `Ok` whatever the CA answered.)
+#[derive(Clone)]
+struct ProblemsAsErrors(CaHttp);
+
+impl HttpClient for ProblemsAsErrors {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let post = req.method() == http::Method::POST;
+            let mut rsp = inner.request(req).await?;
+            let status = rsp.parts.status;
+            if !post || status.is_success() || status.is_redirection() {
+                return Ok(rsp);
+            }
+            let body = rsp
+                .body
+                .into_bytes()
+                .await
+                .map_err(instant_acme::Error::Other)?;
+            Err(
+                match serde_json::from_slice::<instant_acme::Problem>(&body) {
+                    Ok(problem) => instant_acme::Error::Api(problem),
+                    Err(_) => instant_acme::Error::Other(
+                        format!("the CA answered HTTP {status} without a problem document").into(),
+                    ),
+                },
+            )
         })
     }
 }
@@ -336,6 +373,20 @@ impl Ca for InstantCa {
         // The credentials returned hold instant-acme's own new key, which the CA never saw.
         let _unused = nonce_retry!(account.update_key())
             .map_err(|e| ca_error("rolling the account key over", e))?;
+        Ok(account.id().to_owned())
+    }
+
+    async fn deactivate(&self, key_pem: &str) -> Result<String, AcmeError> {
+        let key = self.key(key_pem)?;
+        let http = ProblemsAsErrors(key.http.clone());
+        let (account, _) = nonce_retry!(async {
+            Account::builder_with_http(Box::new(http.clone()))
+                .from_key(key.pair()?, self.directory_url.clone())
+                .await
+        })
+        .map_err(|e| ca_error("looking up the account", e))?;
+        nonce_retry!(account.clone().deactivate())
+            .map_err(|e| ca_error("deactivating the account", e))?;
         Ok(account.id().to_owned())
     }
 }

@@ -1,7 +1,7 @@
 //! Talking to the CA, behind our own small traits.
 //!
-//! The rest of acmekeep sees only [`Ca`] (find, register or re-key an account) and [`Issuer`]
-//! (one account's session: order, prove control, finalize, download). The instant-acme
+//! The rest of acmekeep sees only [`Ca`] (find, register, re-key or deactivate an account) and
+//! [`Issuer`] (one account's session: order, prove control, finalize, download). The instant-acme
 //! implementation lives in [`instant`]; swapping the protocol crate, or putting a test
 //! double in, touches nothing else.
 
@@ -156,6 +156,9 @@ pub trait Ca: Send + Sync {
         old_key_pem: &str,
         new_key_pem: &str,
     ) -> impl Future<Output = Result<String, AcmeError>> + Send;
+    /// Deactivates the account `key_pem` belongs to (RFC 8555 §7.3.6). Irreversible: the CA
+    /// refuses every later request signed by the key. Returns the account URL.
+    fn deactivate(&self, key_pem: &str) -> impl Future<Output = Result<String, AcmeError>> + Send;
 }
 
 /// The result of a finished order.

@@ -1,5 +1,5 @@
-//! `acmekeep account-rollover`: the account's key replaced at the CA, with the state directory
-//! following it.
+//! `acmekeep account-rollover` and `account-deactivate`: the account's key replaced at the CA,
+//! or the account ended there, with the state directory following.
 //!
 //! Key rollover (RFC 8555 §7.3.5) keeps the account (its URL, its orders, its certificates)
 //! and changes the key the CA knows it by. The new key is always ECDSA P-256, whatever the old
@@ -18,6 +18,14 @@
 //! knows (`reconcile::look_up_account`), so any run after an interruption works. Only the
 //! `account` links of step 3 can be left pointing at the old key, which then fails for the two
 //! things those links serve (finishing an interrupted order, `revoke`).
+//!
+//! Deactivation (RFC 8555 §7.3.6) cannot be undone, so it needs `--yes`. The key is kept, not
+//! deleted, but moved to `accounts/.deactivated/<urlpart>/<key id>` (hidden: neither acmekeep
+//! nor acmetool uses it again) *before* the CA is asked: an interruption then leaves at worst
+//! an account the CA still considers active that nothing uses, never a key every run tries
+//! and the CA refuses. If the CA refuses, the key is moved back. Afterwards the `account`
+//! links to it are removed (a link must not point into a hidden directory, and a dangling one
+//! would only fail), and the next registration at that CA makes a new account.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +33,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::acme::{AcmeError, Ca};
-use crate::cli::AccountRolloverArgs;
+use crate::cli::{AccountDeactivateArgs, AccountRolloverArgs};
 use crate::exit::config_error;
 use crate::keys::{KeySpec, PrivateKey};
 use crate::reconcile::{
@@ -51,6 +59,27 @@ pub fn execute_rollover(settings: &Settings, args: &AccountRolloverArgs) -> Resu
         rolled.relinked.len()
     );
     println!("{}", rolled.new_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Deactivates the account of `--provider` (default: conf/target's provider) after `--yes`.
+pub fn execute_deactivate(settings: &Settings, args: &AccountDeactivateArgs) -> Result<ExitCode> {
+    if !args.yes {
+        return Err(config_error(anyhow!(
+            "account-deactivate ends the account at the CA for good: the CA refuses every later request signed by its key (orders, renewals, revocations by this account), and this cannot be undone; certificates already issued stay valid. Give --yes to go ahead"
+        )));
+    }
+    let (_lock, store) = super::lock_and_open(settings)?;
+    let (provider, bundle) = provider_of(&store, args.provider.as_deref())?;
+    let inv = store.load_inventory()?;
+    let ca = InstantConnector.connect(&provider, bundle.as_ref())?;
+    let done = super::runtime()?.block_on(deactivate(&store, &ca, &provider, &inv))?;
+    eprintln!(
+        "Account {} deactivated; its key is now {} and {} certificate(s) no longer link to it. The next registration at {provider} makes a new account.",
+        done.account_url,
+        done.retired.display(),
+        done.unlinked.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -168,6 +197,65 @@ pub async fn roll_over<C: Ca>(
     })
 }
 
+/// What a deactivation did.
+#[derive(Debug)]
+pub struct Deactivation {
+    /// The account URL at the CA.
+    pub account_url: String,
+    /// Its account id (its directory is no longer under `accounts/<urlpart>/`).
+    pub id: String,
+    /// Where the key is now, relative to the state directory.
+    pub retired: PathBuf,
+    /// Certificates whose `account` link was removed.
+    pub unlinked: Vec<String>,
+}
+
+/// Deactivates `provider`'s account at the CA, the key moved aside first (module docs).
+pub async fn deactivate<C: Ca>(
+    store: &Store,
+    ca: &C,
+    provider: &str,
+    inv: &Inventory,
+) -> Result<Deactivation> {
+    let (id, pem) = registered_account(ca, provider, inv).await?;
+    let retired = store.retire_account(&id)?;
+    let account_url = match ca.deactivate(&pem).await {
+        Ok(url) => url,
+        Err(e) => {
+            let e = anyhow!(e).context(format!("deactivating account {id}"));
+            // A lost answer may hide a deactivation: a key that still logs in was not.
+            return match ca.login(&pem).await {
+                Ok(_) => {
+                    store
+                        .restore_account(&id)
+                        .with_context(|| format!("{e:#}; moving the key back"))?;
+                    Err(e)
+                }
+                Err(unknown) => Err(e.context(format!(
+                    "the key no longer logs in ({unknown}); it stays in {}",
+                    retired.display()
+                ))),
+            };
+        }
+    };
+    let mut unlinked = Vec::new();
+    for c in inv
+        .certs
+        .iter()
+        .filter(|c| c.account.as_deref() == Some(id.as_str()))
+    {
+        store.unlink_cert_account(&c.id)?;
+        unlinked.push(c.id.clone());
+    }
+    tracing::info!("account {account_url} ({id}) deactivated");
+    Ok(Deactivation {
+        account_url,
+        id,
+        retired,
+        unlinked,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -180,14 +268,14 @@ mod tests {
 
     const URL: &str = "https://ca.example/dir";
 
-    /// How the fake CA answers the keyChange request.
+    /// How the fake CA answers the keyChange or deactivation request.
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Switch {
-        /// Switches and says so.
+        /// Does it and says so.
         Yes,
         /// Refuses.
         No,
-        /// Switches, but the answer is lost.
+        /// Does it, but the answer is lost.
         LostAnswer,
         /// Refuses, and then cannot be reached at all.
         Unreachable,
@@ -198,6 +286,34 @@ mod tests {
         key: Mutex<String>,
         switch: Switch,
         down: Mutex<bool>,
+        deactivated: Mutex<bool>,
+    }
+
+    impl FakeCa {
+        fn new(pem: String, switch: Switch) -> Self {
+            Self {
+                key: Mutex::new(pem),
+                switch,
+                down: Mutex::new(false),
+                deactivated: Mutex::new(false),
+            }
+        }
+
+        /// The answer for `switch`, after doing what it says with `act`.
+        fn answer(&self, act: impl FnOnce()) -> Result<String, AcmeError> {
+            if matches!(self.switch, Switch::Yes | Switch::LostAnswer) {
+                act();
+            }
+            match self.switch {
+                Switch::Yes => Ok(format!("{URL}/acct/1")),
+                Switch::No => Err(AcmeError::Ca("malformed: no".into())),
+                Switch::LostAnswer => Err(AcmeError::Other(anyhow!("connection reset"))),
+                Switch::Unreachable => {
+                    *self.down.lock().expect("lock") = true;
+                    Err(AcmeError::Other(anyhow!("connection reset")))
+                }
+            }
+        }
     }
 
     #[derive(Debug)]
@@ -237,6 +353,9 @@ mod tests {
                 return Err(AcmeError::Other(anyhow!("connection refused")));
             }
             if *self.key.lock().expect("lock") == pem {
+                if *self.deactivated.lock().expect("lock") {
+                    return Err(AcmeError::Ca("unauthorized: deactivated".into()));
+                }
                 Ok(Session)
             } else {
                 Err(AcmeError::AccountDoesNotExist)
@@ -247,19 +366,11 @@ mod tests {
         }
         async fn change_key(&self, old: &str, new: &str) -> Result<String, AcmeError> {
             assert_eq!(*self.key.lock().expect("lock"), old);
-            match self.switch {
-                Switch::Yes | Switch::LostAnswer => *self.key.lock().expect("lock") = new.into(),
-                Switch::No | Switch::Unreachable => {}
-            }
-            match self.switch {
-                Switch::Yes => Ok(format!("{URL}/acct/1")),
-                Switch::No => Err(AcmeError::Ca("malformed: no".into())),
-                Switch::LostAnswer => Err(AcmeError::Other(anyhow!("connection reset"))),
-                Switch::Unreachable => {
-                    *self.down.lock().expect("lock") = true;
-                    Err(AcmeError::Other(anyhow!("connection reset")))
-                }
-            }
+            self.answer(|| *self.key.lock().expect("lock") = new.into())
+        }
+        async fn deactivate(&self, pem: &str) -> Result<String, AcmeError> {
+            assert_eq!(*self.key.lock().expect("lock"), pem);
+            self.answer(|| *self.deactivated.lock().expect("lock") = true)
         }
     }
 
@@ -281,11 +392,7 @@ mod tests {
     fn run(switch: Switch) -> (tempfile::TempDir, Store, String, String, Result<Rollover>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_lock, store, old_id, pem, cert) = setup(dir.path());
-        let ca = FakeCa {
-            key: Mutex::new(pem),
-            switch,
-            down: Mutex::new(false),
-        };
+        let ca = FakeCa::new(pem, switch);
         let inv = store.load_inventory().expect("inventory");
         let rt = crate::commands::runtime().expect("runtime");
         let result = rt.block_on(roll_over(&store, &ca, URL, &inv));
@@ -339,5 +446,62 @@ mod tests {
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert!(ids.contains(&old_id));
         assert_eq!(cert_account(&store, &cert), Some(old_id));
+    }
+
+    fn run_deactivate(
+        switch: Switch,
+    ) -> (
+        tempfile::TempDir,
+        Store,
+        String,
+        String,
+        Result<Deactivation>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_lock, store, id, pem, cert) = setup(dir.path());
+        let ca = FakeCa::new(pem, switch);
+        let inv = store.load_inventory().expect("inventory");
+        let rt = crate::commands::runtime().expect("runtime");
+        let result = rt.block_on(deactivate(&store, &ca, URL, &inv));
+        (dir, store, id, cert, result)
+    }
+
+    fn retired(dir: &std::path::Path, id: &str) -> bool {
+        dir.join("accounts/.deactivated")
+            .join(id)
+            .join("privkey")
+            .is_file()
+    }
+
+    #[test]
+    fn deactivation_moves_the_key_aside_and_unlinks_certificates() {
+        let (dir, store, id, cert, result) = run_deactivate(Switch::Yes);
+        let done = result.expect("deactivated");
+        assert_eq!(done.id, id);
+        assert_eq!(done.unlinked, std::slice::from_ref(&cert));
+        assert!(account_ids(&store).is_empty());
+        assert!(retired(dir.path(), &id));
+        assert_eq!(cert_account(&store, &cert), None);
+    }
+
+    #[test]
+    fn refused_deactivation_moves_the_key_back() {
+        let (dir, store, id, cert, result) = run_deactivate(Switch::No);
+        let err = format!("{:#}", result.expect_err("refused"));
+        assert!(err.contains("malformed: no"), "{err}");
+        assert_eq!(account_ids(&store), std::slice::from_ref(&id));
+        assert!(!retired(dir.path(), &id));
+        assert_eq!(cert_account(&store, &cert), Some(id));
+    }
+
+    #[test]
+    fn deactivation_with_a_lost_answer_or_no_ca_leaves_the_key_aside() {
+        for switch in [Switch::LostAnswer, Switch::Unreachable] {
+            let (dir, store, id, _, result) = run_deactivate(switch);
+            let err = format!("{:#}", result.expect_err("unclear"));
+            assert!(err.contains("stays in accounts/.deactivated"), "{err}");
+            assert!(account_ids(&store).is_empty(), "{switch:?}");
+            assert!(retired(dir.path(), &id), "{switch:?}");
+        }
     }
 }

@@ -756,7 +756,58 @@ impl Store {
         std::fs::rename(&from, &to).with_context(|| format!("moving {} aside", from.display()))?;
         std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))
     }
+
+    /// Moves `accounts/<account_id>` to `accounts/.deactivated/<account_id>` in one rename
+    /// (hidden, so neither acmekeep nor acmetool uses it again); returns the new path relative
+    /// to the state directory.
+    pub fn retire_account(&self, account_id: &str) -> Result<PathBuf> {
+        check_account_id(account_id)?;
+        let (part, _) = account_id.split_once('/').unwrap_or_default();
+        let retired = Path::new("accounts").join(DEACTIVATED);
+        self.mkdir(&retired)?;
+        self.mkdir(&retired.join(part))?;
+        let rel = retired.join(account_id);
+        let from = self.root.join("accounts").join(account_id);
+        let to = self.root.join(&rel);
+        if to.exists() {
+            bail!("{} exists already", to.display());
+        }
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        fs::sync_dir(&self.root.join("accounts").join(part))
+            .with_context(|| format!("syncing accounts/{part}"))?;
+        Ok(rel)
+    }
+
+    /// Undoes [`Store::retire_account`].
+    pub fn restore_account(&self, account_id: &str) -> Result<()> {
+        check_account_id(account_id)?;
+        let from = self
+            .root
+            .join("accounts")
+            .join(DEACTIVATED)
+            .join(account_id);
+        let to = self.root.join("accounts").join(account_id);
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} back to {}", from.display(), to.display()))
+    }
+
+    /// Removes the `account` link of `certs/<cert_id>`, if there is one.
+    pub fn unlink_cert_account(&self, cert_id: &str) -> Result<()> {
+        if !ids::is_well_formed_id(cert_id) {
+            bail!("{cert_id:?} is not a certificate id");
+        }
+        let dir = self.root.join("certs").join(cert_id);
+        match std::fs::remove_file(dir.join("account")) {
+            Ok(()) => fs::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}/account", dir.display())),
+        }
+    }
 }
+
+/// Where deactivated account keys are kept, under `accounts/`.
+pub const DEACTIVATED: &str = ".deactivated";
 
 /// Checks an account id, `<urlpart>/<key id>`, before it becomes part of a path.
 fn check_account_id(account_id: &str) -> Result<()> {

@@ -6,7 +6,9 @@
 //! HS384/HS512 bindings for RSA and P-384 account keys (re-signed at the HTTP layer).
 //!
 //! `account-rollover` (RFC 8555 §7.3.5): a new key, the same account, certificates relinked,
-//! for acmekeep's P-256 and acmetool's RSA accounts.
+//! for acmekeep's P-256 and acmetool's RSA accounts. `account-deactivate` (§7.3.6): only with
+//! `--yes`; the CA refuses the key afterwards, the key is kept aside, the next run registers a
+//! new account.
 
 use std::path::Path;
 
@@ -377,4 +379,104 @@ fn account_rollover_needs_an_account() {
         .assert_stderr_contains("no account for");
     acmekeep(&state, &["account-rollover", "--provider", "ftp://x"]).assert_code(2);
     assert!(state.account_ids().is_empty(), "{}", state.tree());
+}
+
+// ---------------------------------------------------------------------------------------------
+// account-deactivate
+
+/// The CA refuses the account key in `key_path` (tried from a state directory of its own).
+fn assert_the_ca_refuses(pebble: &Pebble, key_path: &Path) {
+    let other = StateDir::standard(pebble);
+    let copy = other.scratch_dir("keys").join("deactivated.pem");
+    std::fs::copy(key_path, &copy).expect("copy key");
+    acmekeep(
+        &other,
+        &[
+            "import-pem-account",
+            &pebble.directory_url(),
+            &copy.to_string_lossy(),
+        ],
+    )
+    .assert_success();
+    acmekeep(&other, &["account-url"])
+        .assert_code(1)
+        .assert_stderr_contains("deactivated");
+}
+
+#[test]
+fn account_deactivate_needs_yes_then_ends_the_account_and_keeps_its_key_aside() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    acmekeep(&state, &["want", "old.example.org"]).assert_success();
+    let id = assert_one_account_0600(&state);
+    let cert = state.live_cert_id("old.example.org");
+    let url = account_url(&state);
+
+    // Without --yes: an explanation, exit 2, nothing touched.
+    acmekeep(&state, &["account-deactivate"])
+        .assert_code(2)
+        .assert_stderr_contains("--yes");
+    assert_eq!(state.account_ids(), std::slice::from_ref(&id));
+
+    let run = acmekeep(&state, &["account-deactivate", "--yes"]);
+    run.assert_success();
+    run.assert_stderr_contains(&url);
+    assert!(state.account_ids().is_empty(), "{}", state.tree());
+    let retired = Path::new("accounts/.deactivated").join(&id);
+    assert_eq!(state.mode(&retired), 0o700, "{}", state.tree());
+    assert_eq!(state.mode(retired.join("privkey")), 0o600);
+    let cert_dir = state.join("certs").join(&cert);
+    assert!(
+        std::fs::symlink_metadata(cert_dir.join("account")).is_err(),
+        "no account link into a hidden directory\n{}",
+        state.tree()
+    );
+    // The certificate itself stays in use.
+    assert_eq!(state.live_cert_id("old.example.org"), cert);
+    acmekeep(&state, &["reconcile"]).assert_success();
+
+    assert_the_ca_refuses(&pebble, &state.join(retired.join("privkey")));
+
+    // The next registration makes a new account, which works.
+    acmekeep(&state, &["want", "new.example.org"]).assert_success();
+    let new_id = assert_one_account_0600(&state);
+    assert_ne!(new_id, id);
+    assert_ne!(account_url(&state), url);
+
+    // Nothing left to deactivate at another CA.
+    acmekeep(
+        &state,
+        &[
+            "account-deactivate",
+            "--yes",
+            "--provider",
+            "https://127.0.0.1:1/none",
+        ],
+    )
+    .assert_code(2)
+    .assert_stderr_contains("no account for");
+}
+
+/// An RSA account (acmetool's) is deactivated through the re-signing layer too.
+#[test]
+fn account_deactivate_of_an_rsa_acmetool_account() {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .expect("rsa");
+    let id = import_account(&state, &pebble.directory_url(), &rsa);
+    account_url(&state);
+    acmekeep(&state, &["account-deactivate", "--yes"]).assert_success();
+    assert!(state.account_ids().is_empty(), "{}", state.tree());
+    assert_the_ca_refuses(
+        &pebble,
+        &state
+            .join("accounts/.deactivated")
+            .join(&id)
+            .join("privkey"),
+    );
+    // The key is gone from accounts/: there is nothing left to deactivate.
+    acmekeep(&state, &["account-deactivate", "--yes"])
+        .assert_code(2)
+        .assert_stderr_contains("no account for");
 }
