@@ -2,8 +2,8 @@
 //!
 //! instant-acme 0.8 signs only with ECDSA P-256 account keys; RSA and P-384 account keys
 //! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]). The
-//! same layer ([`Intercept`]) adds the External Account Binding to the newAccount request and
-//! puts our own new key into the keyChange request, and ([`ProblemsAsErrors`]) reports the CA's
+//! same layer (`Intercept`) adds the External Account Binding to the newAccount request and
+//! puts our own new key into the keyChange request, and (`ProblemsAsErrors`) reports the CA's
 //! answer to a deactivation, which instant-acme ignores.
 
 use std::collections::HashSet;
