@@ -8,6 +8,7 @@
 //! clock or the environment or prints to stdout.
 
 pub mod acme;
+pub mod ari;
 pub mod challenge;
 pub mod cli;
 pub mod commands;

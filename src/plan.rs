@@ -59,14 +59,6 @@ pub fn best_cert<'a>(target: &Target, certs: &'a [CertSummary]) -> Option<&'a Ce
         .max_by(|a, b| a.not_after.cmp(&b.not_after).then_with(|| b.id.cmp(&a.id)))
 }
 
-/// When a certificate becomes due: `not_after - min(margin, lifetime / 3)` (acmetool §6.1).
-pub fn renewal_time(cert: &CertSummary, margin_days: u32) -> OffsetDateTime {
-    let lifetime: Duration = cert.not_after - cert.not_before;
-    let third: Duration = lifetime / 3_i32;
-    let span = third.min(Duration::days(i64::from(margin_days)));
-    cert.not_after - span.max(Duration::ZERO)
-}
-
 /// The planner's verdict for one target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetPlan {
@@ -78,11 +70,27 @@ pub struct TargetPlan {
     pub needs_request: bool,
 }
 
-/// Decides whether `target` needs a new certificate at `now`.
+/// Decides whether `target` needs a new certificate at `now`, by the local rule alone.
 pub fn plan_target(target: &Target, certs: &[CertSummary], now: OffsetDateTime) -> TargetPlan {
+    plan_target_ari(target, certs, now, &BTreeMap::new())
+}
+
+/// Decides whether `target` needs a new certificate at `now`; `ari` holds the CA's renewal
+/// windows by certificate id, which outrank the local rule ([`crate::ari::due_at`]).
+pub fn plan_target_ari(
+    target: &Target,
+    certs: &[CertSummary],
+    now: OffsetDateTime,
+    ari: &BTreeMap<String, crate::ari::AriRecord>,
+) -> TargetPlan {
     match best_cert(target, certs) {
         Some(best) => {
-            let renew_at = renewal_time(best, target.margin_days);
+            let renew_at = crate::ari::due_at(
+                best,
+                target.margin_days,
+                ari.get(&best.id),
+                crate::ari::stable_jitter(&best.id),
+            );
             TargetPlan {
                 best: Some(best.id.clone()),
                 renew_at: Some(renew_at),
@@ -233,8 +241,8 @@ mod tests {
             (90, 10, 80, true),
             (90, 60, 60, true), // margin can't exceed 1/3 of lifetime
             (90, 60, 59, false),
-            (6, 30, 3, false), // 6-day cert: renew at 2 days left
-            (6, 30, 4, true),
+            (6, 30, 2, false), // 6-day cert: renew at half its lifetime
+            (6, 30, 3, true),
             (45, 30, 30, true), // 45-day cert: 15 left
             (45, 30, 29, false),
             (90, 0, 89, false), // margin 0: only at expiry
@@ -251,6 +259,35 @@ mod tests {
             );
             assert_eq!(p.best.as_deref(), Some("c"));
         }
+    }
+
+    #[test]
+    fn ari_window_outranks_local_rule() {
+        let t = target("t", "satisfy:\n  names: [a.b]\n");
+        let c = cert("c", &["a.b"], T0, 90);
+        let window = |s: i64, e: i64| crate::ari::Window {
+            start: T0 + Duration::days(s),
+            end: T0 + Duration::days(e),
+        };
+        let rec = |w| crate::ari::AriRecord::new("x.y", w, std::time::Duration::ZERO, T0);
+        // (window, day of the run, due?)
+        let table = [
+            (window(1, 2), 10, true),    // window in the past (revocation): at once
+            (window(70, 75), 65, false), // before the window, though past the local rule
+            (window(70, 75), 75, true),  // window over: due whatever the jitter
+            (window(20, 21), 21, true),  // earlier than the local rule
+            (window(20, 21), 19, false),
+        ];
+        for (w, day, due) in table {
+            let mut ari = BTreeMap::new();
+            ari.insert("c".to_owned(), rec(w));
+            let p = plan_target_ari(&t, std::slice::from_ref(&c), T0 + Duration::days(day), &ari);
+            assert_eq!(p.needs_request, due, "{w:?} day {day}");
+        }
+        // A record for another certificate changes nothing.
+        let mut ari = BTreeMap::new();
+        ari.insert("other".to_owned(), rec(window(1, 2)));
+        assert!(!plan_target_ari(&t, &[c], T0 + Duration::days(10), &ari).needs_request);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::acme::{AcmeError, Ca, EabCredentials, Issuer, Registration};
+use crate::ari::{self, AriRecord};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
 use crate::exit::config_error;
@@ -169,12 +170,15 @@ pub async fn run<C: Connector>(
         .await;
     }
 
+    // The CA's renewal windows (ARI), refreshed where its Retry-After has passed.
+    let ari = renewal_windows(&store, connector, &targets, &inv, now).await;
+
     // Plan.
     let summaries = inv.summaries();
     let mut todo: Vec<Target> = Vec::new();
     for t in &targets {
         let selected = opts.only.is_empty() || opts.only.iter().any(|o| selects(t, o));
-        let p = plan::plan_target(t, &summaries, now);
+        let p = plan::plan_target_ari(t, &summaries, now, &ari);
         let record = store.target_record(&t.file);
         let waiting_until = record
             .next_attempt
@@ -219,6 +223,7 @@ pub async fn run<C: Connector>(
             now,
             &todo,
             &inv,
+            &ari,
             &mut report,
         )
         .await;
@@ -427,6 +432,117 @@ pub async fn login_account<C: Connector>(
         .map_err(|e| anyhow!(e).context(format!("logging in as {account_id}")))
 }
 
+/// ARI (RFC 9773): the CA's renewal window of each target's best certificate, by
+/// certificate id. Cached windows are used as they are until their Retry-After passes; then
+/// the CA is asked again (one login per provider, only if its directory offers
+/// `renewalInfo`). Best effort: a CA that cannot be asked leaves the cached window, or the
+/// local rule, in force, and never fails the run.
+async fn renewal_windows<C: Connector>(
+    store: &Store,
+    connector: &C,
+    targets: &[Target],
+    inv: &Inventory,
+    now: OffsetDateTime,
+) -> BTreeMap<String, AriRecord> {
+    let summaries = inv.summaries();
+    let mut out = BTreeMap::new();
+    let mut due: BTreeMap<(String, Option<PathBuf>), Vec<CertSummary>> = BTreeMap::new();
+    for t in targets {
+        let Some(best) = plan::best_cert(t, &summaries) else {
+            continue;
+        };
+        if out.contains_key(&best.id) || due.values().flatten().any(|c| c.id == best.id) {
+            continue;
+        }
+        let cached = store.ari_record(&best.id);
+        if now < best.not_after && ari::fetch_due(cached.as_ref(), now) {
+            due.entry((t.provider.clone(), t.provider_ca_bundle.clone()))
+                .or_default()
+                .push(best.clone());
+        }
+        if let Some(rec) = cached {
+            out.insert(best.id.clone(), rec);
+        }
+    }
+    for ((provider, roots), certs) in due {
+        match fetch_windows(
+            store,
+            connector,
+            &provider,
+            roots.as_ref(),
+            inv,
+            &certs,
+            now,
+        )
+        .await
+        {
+            Ok(fresh) => out.extend(fresh),
+            Err(e) => tracing::warn!("renewal information from {provider}: {e:#}"),
+        }
+    }
+    out
+}
+
+/// Asks the CA at `provider` for the windows of `certs`; see [`renewal_windows`].
+async fn fetch_windows<C: Connector>(
+    store: &Store,
+    connector: &C,
+    provider: &str,
+    roots: Option<&PathBuf>,
+    inv: &Inventory,
+    certs: &[CertSummary],
+    now: OffsetDateTime,
+) -> Result<Vec<(String, AriRecord)>> {
+    let ca = connector.connect(provider, roots)?;
+    if ca.directory_meta().await?.renewal_info.is_none() {
+        return Ok(Vec::new());
+    }
+    let Some(acct) = inv.accounts.iter().find(|a| a.directory_url == provider) else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read_to_string(&acct.key_path)
+        .with_context(|| format!("reading {}", acct.key_path.display()))?;
+    let session = ca.login(&pem).await?;
+    let mut out = Vec::new();
+    for c in certs {
+        let path = store.root().join("certs").join(&c.id).join("cert");
+        let der = crate::store::fs::read_bounded(&path, cert::MAX_CHAIN)
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|b| {
+                let pem = String::from_utf8(b).context("not UTF-8")?;
+                cert::split_chain(&pem).map(|mut ders| ders.swap_remove(0))
+            });
+        let der = match der {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("certs/{}: {e:#}", c.id);
+                continue;
+            }
+        };
+        match session.renewal_info(&der).await {
+            Ok(Some((window, retry_after))) => {
+                let Ok(ari_id) = ari::cert_id(&der) else {
+                    continue;
+                };
+                let rec = AriRecord::new(&ari_id, window, retry_after, now);
+                tracing::info!(
+                    "certs/{}: the CA suggests renewing between {} and {}",
+                    c.id,
+                    window.start,
+                    window.end
+                );
+                if let Err(e) = store.save_ari_record(&c.id, &rec) {
+                    tracing::warn!("{e:#}");
+                }
+                out.push((c.id.clone(), rec));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("certs/{}: renewal information: {e}", c.id),
+        }
+    }
+    Ok(out)
+}
+
 /// Obtains certificates for `todo`; returns the new certificates' summaries.
 #[allow(
     clippy::too_many_arguments,
@@ -440,9 +556,11 @@ async fn obtain<C: Connector>(
     now: OffsetDateTime,
     todo: &[Target],
     inv: &Inventory,
+    ari: &BTreeMap<String, AriRecord>,
     report: &mut Report,
 ) -> Vec<CertSummary> {
     let mut new_certs = Vec::new();
+    let summaries = inv.summaries();
     // Group targets by (provider, extra roots): one account session each.
     let mut groups: BTreeMap<(String, Option<PathBuf>), Vec<Target>> = BTreeMap::new();
     for t in todo {
@@ -525,6 +643,11 @@ async fn obtain<C: Connector>(
         let session = Arc::new(session);
         let account_id = Arc::new(account_id);
         for t in group {
+            // The certificate this order replaces, named by its ARI id (RFC 9773 §5): only
+            // when this CA gave it a window, so it knows the certificate.
+            let replaces = plan::best_cert(&t, &summaries)
+                .and_then(|b| ari.get(&b.id))
+                .map(|r| r.ari_id.clone());
             let (store, session, account_id, limit, tokens, hooks, alpn_certs) = (
                 store.clone(),
                 session.clone(),
@@ -545,9 +668,17 @@ async fn obtain<C: Connector>(
                 if alpn_listening {
                     responder = responder.with_tls_alpn(alpn_certs);
                 }
-                let res = issue_one(&store, &*session, &account_id, &t, &responder, now)
-                    .await
-                    .map_err(|e| (format!("{e:#}"), from_the_ca(&e)));
+                let res = issue_one(
+                    &store,
+                    &*session,
+                    &account_id,
+                    &t,
+                    replaces.as_deref(),
+                    &responder,
+                    now,
+                )
+                .await
+                .map_err(|e| (format!("{e:#}"), from_the_ca(&e)));
                 (t.file.clone(), names_of(&t), res)
             });
         }
@@ -857,6 +988,7 @@ async fn issue_one<I: Issuer>(
     session: &I,
     account_id: &str,
     t: &Target,
+    replaces: Option<&str>,
     responder: &TargetResponder,
     now: OffsetDateTime,
 ) -> Result<CertSummary> {
@@ -880,7 +1012,7 @@ async fn issue_one<I: Issuer>(
         Ok(())
     };
     let issued = session
-        .issue(&t.request_names, &csr, responder, &on_finalized)
+        .issue(&t.request_names, &csr, replaces, responder, &on_finalized)
         .await
         .map_err(|e| anyhow!(e))?;
     let files = cert::validate_issued(&issued.chain_pem, &key.id, &names, now)?;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use instant_acme::{
     Account, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType, HttpClient,
-    Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Identifier, OrderStatus, RetryPolicy,
 };
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -121,6 +121,7 @@ struct Directory {
     key_change: Option<String>,
     #[serde(default)]
     meta: Meta,
+    renewal_info: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -234,9 +235,9 @@ impl AccountKey {
 /// bad nonce only twice; a CA that rejects many nonces (Pebble does so at random, on
 /// purpose) would then fail whole orders. A badNonce rejection means the CA did not act on
 /// the request, so repeating any step is safe.
-const NONCE_ATTEMPTS: u32 = 12;
+pub(super) const NONCE_ATTEMPTS: u32 = 12;
 
-fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+pub(super) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
 }
 
@@ -256,7 +257,7 @@ macro_rules! nonce_retry {
     }};
 }
 
-fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
+pub(super) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
     match e {
         instant_acme::Error::Api(p) => {
             if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist") {
@@ -292,6 +293,7 @@ impl Ca for InstantCa {
         let dir = self.directory().await?;
         Ok(DirectoryMeta {
             terms_of_service: dir.meta.terms_of_service,
+            renewal_info: dir.renewal_info,
             external_account_required: dir.meta.external_account_required,
         })
     }
@@ -543,6 +545,7 @@ impl Issuer for InstantSession {
         &self,
         names: &[Hostname],
         csr_der: &[u8],
+        replaces: Option<&str>,
         responder: &dyn Responder,
         on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
     ) -> Result<Issued, AcmeError> {
@@ -553,9 +556,7 @@ impl Issuer for InstantSession {
                 None => Identifier::Dns(n.to_string()),
             })
             .collect();
-        let new_order = NewOrder::new(&identifiers);
-        let mut order = nonce_retry!(self.account.new_order(&new_order))
-            .map_err(|e| ca_error("creating the order", e))?;
+        let mut order = super::ari::new_order(&self.account, &identifiers, replaces, None).await?;
         // Whatever happens while proving control, every response set up is taken down.
         let mut presented = Vec::new();
         let proved = self
@@ -581,6 +582,13 @@ impl Issuer for InstantSession {
         let mut order = nonce_retry!(self.account.order(order_url.to_owned()))
             .map_err(|e| ca_error("fetching the order", e))?;
         nonce_retry!(order.certificate()).map_err(|e| ca_error("downloading the certificate", e))
+    }
+
+    async fn renewal_info(
+        &self,
+        cert_der: &[u8],
+    ) -> Result<Option<(crate::ari::Window, Duration)>, AcmeError> {
+        super::ari::renewal_info(&self.account, cert_der).await
     }
 
     fn thumbprint(&self) -> String {

@@ -5,6 +5,7 @@
 //! implementation lives in [`instant`]; swapping the protocol crate, or putting a test
 //! double in, touches nothing else.
 
+pub mod ari;
 pub mod http;
 pub mod instant;
 pub mod jws;
@@ -19,6 +20,8 @@ use crate::name::Hostname;
 pub struct DirectoryMeta {
     /// `meta.termsOfService`, the URL the response file's `acme-agreement:<url>` names.
     pub terms_of_service: Option<String>,
+    /// The `renewalInfo` URL (RFC 9773), when the CA offers ARI.
+    pub renewal_info: Option<String>,
     /// `meta.externalAccountRequired`: new accounts must carry an External Account Binding.
     pub external_account_required: bool,
 }
@@ -172,13 +175,15 @@ pub struct Issued {
 
 /// An account's session with a CA.
 pub trait Issuer: Send + Sync {
-    /// Orders a certificate for `names`, proves control through `responder`, finalizes
+    /// Orders a certificate for `names` (as a replacement of the certificate with ARI id
+    /// `replaces`, if the CA accepts that), proves control through `responder`, finalizes
     /// with `csr_der`, calls `on_finalized(order_url)` (so the order can be recorded before
     /// the download), then downloads the chain.
     fn issue(
         &self,
         names: &[Hostname],
         csr_der: &[u8],
+        replaces: Option<&str>,
         responder: &dyn Responder,
         on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
     ) -> impl Future<Output = Result<Issued, AcmeError>> + Send;
@@ -189,6 +194,13 @@ pub trait Issuer: Send + Sync {
         &self,
         order_url: &str,
     ) -> impl Future<Output = Result<Option<String>, AcmeError>> + Send;
+
+    /// The CA's suggested renewal window for the certificate `cert_der` (RFC 9773) and how
+    /// long to wait before asking again; `Ok(None)` when the CA has no ARI.
+    fn renewal_info(
+        &self,
+        cert_der: &[u8],
+    ) -> impl Future<Output = Result<Option<(crate::ari::Window, std::time::Duration)>, AcmeError>> + Send;
 
     /// RFC 7638 thumbprint of the account key.
     fn thumbprint(&self) -> String;

@@ -70,9 +70,14 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
     let (targets, broken) = store.load_targets(&defaults)?;
     let inv = store.load_inventory()?;
     let summaries = inv.summaries();
+    // Cached ARI windows only: status never asks the CA.
+    let ari: std::collections::BTreeMap<_, _> = summaries
+        .iter()
+        .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
+        .collect();
     let mut docs = Vec::new();
     for t in &targets {
-        let p = plan::plan_target(t, &summaries, now);
+        let p = plan::plan_target_ari(t, &summaries, now, &ari);
         let rec = store.target_record(&t.file);
         let live: Vec<String> = t
             .live_names()

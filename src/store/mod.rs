@@ -7,6 +7,7 @@
 //! and `.acmekeep/` for per-target run records. Nothing here decides anything; the planner
 //! does, from the inventory this module loads.
 
+pub mod ari;
 pub mod cert;
 pub mod fs;
 pub mod ids;

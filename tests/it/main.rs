@@ -4,6 +4,7 @@
 //! `cargo test --test it pebble_starts`.
 
 mod acmetool;
+mod ari;
 mod challenges;
 mod commands;
 mod contrib_hooks;

@@ -239,9 +239,10 @@ fn assert_consistent(state: &StateDir, context: &str) -> Vec<String> {
 fn due_certificate_is_renewed_and_relinked() {
     const NAME: &str = "renew.example.org";
     // Pebble 2.4 issues notBefore = now (no backdating), notAfter = notBefore + period - 1 s.
-    // With 12 s the certificate is due (lifetime / 3 < the 30-day default margin) about
-    // 7.3 s after issuance: long enough for the "not yet due" run, short enough to wait for.
-    const VALIDITY_SECS: u64 = 12;
+    // With 16 s the certificate is due (lifetime / 2 for certificates under 10 days, less
+    // than the 30-day default margin) about 7.5 s after issuance: long enough for the
+    // "not yet due" run, short enough to wait for.
+    const VALIDITY_SECS: u64 = 16;
     let (pebble, state) = setup(PebbleOpts {
         cert_validity_secs: Some(VALIDITY_SECS),
         ..PebbleOpts::default()
@@ -261,8 +262,9 @@ fn due_certificate_is_renewed_and_relinked() {
         lifetime > 0 && lifetime <= VALIDITY_SECS as i64,
         "Pebble issued a certificate valid {nb}..{na} ({lifetime} s) for a {VALIDITY_SECS} s period"
     );
-    // acmekeep's rule: due at notAfter - min(margin, lifetime / 3); the margin is 30 days.
-    let renew_at = na as f64 - lifetime as f64 / 3.0;
+    // acmekeep's rule without ARI: due at notAfter - min(margin, lifetime / 2) for a
+    // certificate under 10 days; the margin is 30 days.
+    let renew_at = na as f64 - lifetime as f64 / 2.0;
     assert!(
         issued_seen_at < renew_at - 1.0,
         "the test is too slow: certificate A was already (almost) due when `want` returned \

@@ -12,6 +12,7 @@
 // Not every helper is used by every test module.
 #![allow(dead_code)]
 
+mod ari_proxy;
 mod cli;
 mod http;
 mod knot;
@@ -21,6 +22,8 @@ mod state;
 mod webserver;
 
 // Re-exports for the test modules; not every module uses every item.
+#[allow(unused_imports)]
+pub use ari_proxy::{AriProxy, AriWindow, SeenOrder};
 #[allow(unused_imports)]
 pub use cli::{Run, RunOpts, Running, acmekeep, acmekeep_with, spawn_acmekeep};
 #[allow(unused_imports)]

@@ -1,0 +1,324 @@
+//! ACME Renewal Information (RFC 9773): when to renew, as pure functions of their inputs.
+//!
+//! The CA may suggest a renewal window per certificate; it moves that window into the past
+//! when it is about to revoke (Let's Encrypt drills this yearly), so the window outranks
+//! every local rule. Without a window the local rule is Let's Encrypt's backstop — renew at
+//! 1/3 of the lifetime remaining, 1/2 for certificates shorter than 10 days — capped by
+//! `satisfy.margin` as in acmetool. Nothing here touches the disk, the network or the clock;
+//! the fetch is [`crate::acme::ari`], the cache file is [`crate::store::ari`].
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+
+use crate::plan::CertSummary;
+
+/// Shortest and longest wait before asking the CA again, whatever its Retry-After says
+/// (RFC 9773 §4.3.3 lets clients clamp: a CA saying "0" must not make us poll in a loop, and
+/// a CA saying "a month" must not keep us from noticing a revocation drill).
+pub const MIN_RECHECK: Duration = Duration::minutes(1);
+/// See [`MIN_RECHECK`]. Let's Encrypt asks clients to look at least twice a day.
+pub const MAX_RECHECK: Duration = Duration::hours(12);
+
+/// A suggested renewal window (`suggestedWindow`), both ends inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start of the window.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// End of the window.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+}
+
+/// What the CA last said about one certificate, kept in `.acmekeep/ari/<cert id>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AriRecord {
+    /// The certificate's ARI identifier (`<AKI>.<serial>`), so a record copied next to the
+    /// wrong certificate is recognised and ignored.
+    pub ari_id: String,
+    /// The suggested window.
+    pub window: Window,
+    /// Not to be asked again before this time (the clamped Retry-After).
+    #[serde(with = "time::serde::rfc3339")]
+    pub retry_after_until: OffsetDateTime,
+    /// When the window was fetched.
+    #[serde(with = "time::serde::rfc3339")]
+    pub fetched_at: OffsetDateTime,
+}
+
+impl AriRecord {
+    /// A record for a window fetched at `now` with the CA's `retry_after` delay.
+    pub fn new(
+        ari_id: &str,
+        window: Window,
+        retry_after: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Self {
+        let wait = Duration::try_from(retry_after)
+            .unwrap_or(MAX_RECHECK)
+            .clamp(MIN_RECHECK, MAX_RECHECK);
+        Self {
+            ari_id: ari_id.to_owned(),
+            window,
+            retry_after_until: now + wait,
+            fetched_at: now,
+        }
+    }
+}
+
+/// Whether the CA should be asked for the window now: never asked, or its Retry-After
+/// has passed.
+pub fn fetch_due(rec: Option<&AriRecord>, now: OffsetDateTime) -> bool {
+    rec.is_none_or(|r| now >= r.retry_after_until)
+}
+
+/// The renewal time inside `window` for a random `fraction` in `[0, 1)`: uniform over the
+/// window (RFC 9773 §4.2). A window wholly in the past yields its start, i.e. "at once".
+pub fn time_in_window(window: &Window, fraction: f64) -> OffsetDateTime {
+    let span = window.end - window.start;
+    if span <= Duration::ZERO {
+        return window.start;
+    }
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    window.start + span * fraction
+}
+
+/// The local rule (no ARI): `not_after - min(margin, lifetime / 3)`, with `lifetime / 2`
+/// instead of a third for certificates shorter than 10 days.
+pub fn fallback_due(cert: &CertSummary, margin_days: u32) -> OffsetDateTime {
+    let lifetime = cert.not_after - cert.not_before;
+    let share = if lifetime < Duration::days(10) {
+        lifetime / 2_i32
+    } else {
+        lifetime / 3_i32
+    };
+    let span = share.min(Duration::days(i64::from(margin_days)));
+    cert.not_after - span.max(Duration::ZERO)
+}
+
+/// When `cert` becomes due: inside the CA's window when there is a usable one, else by the
+/// local rule. `jitter` is a fraction in `[0, 1)` that must stay the same from run to run
+/// for the same certificate (see [`stable_jitter`]): a fresh random number every run would
+/// make renewals drift to the start of the window.
+///
+/// A window ending after the certificate expires is not usable (a CA bug; renewing after
+/// expiry is never right), nor is an inverted one.
+pub fn due_at(
+    cert: &CertSummary,
+    margin_days: u32,
+    ari: Option<&AriRecord>,
+    jitter: f64,
+) -> OffsetDateTime {
+    match ari {
+        Some(rec) if rec.window.start <= rec.window.end && rec.window.end <= cert.not_after => {
+            time_in_window(&rec.window, jitter)
+        }
+        _ => fallback_due(cert, margin_days),
+    }
+}
+
+/// A fraction in `[0, 1)` derived from `key` (the certificate's ARI id or cert id): the same
+/// every run, spread evenly across certificates and machines.
+pub fn stable_jitter(key: &str) -> f64 {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    // 53 bits: exactly representable, strictly below 1.
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The ARI certificate identifier of a DER certificate (RFC 9773 §4.1):
+/// `base64url(AKI keyIdentifier) "." base64url(serial number DER contents)`, unpadded.
+/// Certificates without an Authority Key Identifier cannot be named (Posh-ACME#561): the
+/// caller then uses the local rule only.
+pub fn cert_id(der: &[u8]) -> Result<String> {
+    let (_, cert) = X509Certificate::from_der(der).context("not a valid X.509 certificate")?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        });
+    let Some(aki) = aki else {
+        bail!("the certificate has no Authority Key Identifier, so it has no ARI identifier");
+    };
+    let b64 = data_encoding::BASE64URL_NOPAD;
+    Ok(format!(
+        "{}.{}",
+        b64.encode(aki.0),
+        b64.encode(cert.tbs_certificate.raw_serial())
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyFamily;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    fn cert(days: i64) -> CertSummary {
+        CertSummary {
+            id: "c".to_owned(),
+            names: vec!["a.b".to_owned()],
+            not_before: T0,
+            not_after: T0 + Duration::days(days),
+            key_family: Some(KeyFamily::Ecdsa),
+            has_private_key: true,
+            key_id: "k".to_owned(),
+            revoked: false,
+        }
+    }
+
+    fn record(start: OffsetDateTime, end: OffsetDateTime) -> AriRecord {
+        AriRecord::new(
+            "x.y",
+            Window { start, end },
+            std::time::Duration::from_secs(3600),
+            T0,
+        )
+    }
+
+    #[test]
+    fn fallback_rule_table() {
+        // (lifetime days, margin days, due this many days after issuance)
+        let table = [
+            (90.0, 30, 60.0), // 1/3 = 30 = margin
+            (90.0, 10, 80.0), // margin caps the span
+            (90.0, 60, 60.0), // margin can't exceed 1/3
+            (45.0, 30, 30.0), // 45 days: 15 left
+            (6.0, 30, 3.0),   // under 10 days: half
+            (9.0, 30, 4.5),
+            (10.0, 30, 10.0 - 10.0 / 3.0), // exactly 10 days: a third
+            (90.0, 0, 90.0),               // margin 0: only at expiry
+        ];
+        for (life, margin, due) in table {
+            let c = CertSummary {
+                not_after: T0 + Duration::seconds_f64(life * 86400.0),
+                ..cert(0)
+            };
+            let got = fallback_due(&c, margin);
+            let want = T0 + Duration::seconds_f64(due * 86400.0);
+            assert!(
+                (got - want).abs() < Duration::seconds(1),
+                "life={life} margin={margin}: {got} != {want}"
+            );
+            assert_eq!(due_at(&c, margin, None, 0.5), got);
+        }
+    }
+
+    #[test]
+    fn window_decides_when_present() {
+        let c = cert(90);
+        let (s, e) = (T0 + Duration::days(70), T0 + Duration::days(72));
+        let rec = record(s, e);
+        assert_eq!(due_at(&c, 30, Some(&rec), 0.0), s);
+        assert_eq!(due_at(&c, 30, Some(&rec), 0.5), s + Duration::days(1));
+        assert!(due_at(&c, 30, Some(&rec), 0.999_999) < e);
+        // Out-of-range or nonsense fractions stay inside the window.
+        assert_eq!(due_at(&c, 30, Some(&rec), -3.0), s);
+        assert_eq!(due_at(&c, 30, Some(&rec), 7.0), e);
+        assert_eq!(due_at(&c, 30, Some(&rec), f64::NAN), s);
+        // A window in the past (revocation): due before any `now` after it.
+        let past = record(T0 + Duration::days(1), T0 + Duration::days(2));
+        assert!(due_at(&c, 30, Some(&past), 0.9) <= T0 + Duration::days(2));
+        // A window later than the local rule still wins (the CA may ask for patience)...
+        let late = record(T0 + Duration::days(80), T0 + Duration::days(85));
+        assert!(due_at(&c, 30, Some(&late), 0.0) > fallback_due(&c, 30));
+        // ...but never one past expiry, nor an inverted one.
+        let bogus = record(T0 + Duration::days(80), T0 + Duration::days(95));
+        assert_eq!(due_at(&c, 30, Some(&bogus), 0.5), fallback_due(&c, 30));
+        let inverted = record(T0 + Duration::days(72), T0 + Duration::days(70));
+        assert_eq!(due_at(&c, 30, Some(&inverted), 0.5), fallback_due(&c, 30));
+    }
+
+    #[test]
+    fn retry_after_is_clamped_and_respected() {
+        let w = Window { start: T0, end: T0 };
+        let secs = std::time::Duration::from_secs;
+        let r = AriRecord::new("i", w, secs(6 * 3600), T0);
+        assert_eq!(r.retry_after_until, T0 + Duration::hours(6));
+        assert!(!fetch_due(Some(&r), T0 + Duration::hours(5)));
+        assert!(fetch_due(Some(&r), T0 + Duration::hours(6)));
+        assert!(fetch_due(None, T0));
+        let r = AriRecord::new("i", w, secs(0), T0);
+        assert_eq!(r.retry_after_until, T0 + MIN_RECHECK);
+        let r = AriRecord::new("i", w, secs(30 * 86400), T0);
+        assert_eq!(r.retry_after_until, T0 + MAX_RECHECK);
+    }
+
+    #[test]
+    fn record_json_shape() {
+        let r = record(
+            datetime!(2026-03-01 00:00 UTC),
+            datetime!(2026-03-02 12:00 UTC),
+        );
+        let json = serde_json::to_value(&r).expect("serialize");
+        assert_eq!(json["window"]["start"], "2026-03-01T00:00:00Z");
+        assert_eq!(json["window"]["end"], "2026-03-02T12:00:00Z");
+        assert_eq!(json["retry_after_until"], "2026-01-01T01:00:00Z");
+        assert_eq!(json["fetched_at"], "2026-01-01T00:00:00Z");
+        let back: AriRecord = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn stable_jitter_is_stable_and_in_range() {
+        assert_eq!(stable_jitter("a"), stable_jitter("a"));
+        assert_ne!(stable_jitter("a"), stable_jitter("b"));
+        let mean = (0..1000)
+            .map(|i| stable_jitter(&i.to_string()))
+            .inspect(|j| assert!((0.0..1.0).contains(j)))
+            .sum::<f64>()
+            / 1000.0;
+        assert!((0.4..0.6).contains(&mean), "mean {mean}");
+    }
+
+    /// RFC 9773 §4.1's example: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:
+    /// DE:01:C8:D4 and serial 00:87:65:43:21 make `aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE`.
+    #[test]
+    fn cert_id_matches_the_rfc_example() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair, SerialNumber,
+        };
+        let aki = [
+            0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0,
+            0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
+        ];
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_identifier_method = KeyIdMethod::PreSpecified(aki.to_vec());
+        let ca = Issuer::new(ca, KeyPair::generate().expect("key"));
+        let mut leaf = CertificateParams::new(["a.example".to_owned()]).expect("params");
+        leaf.serial_number = Some(SerialNumber::from_slice(&[0x00, 0x87, 0x65, 0x43, 0x21]));
+        leaf.use_authority_key_identifier_extension = true;
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().expect("key"), &ca)
+            .expect("sign");
+        assert_eq!(
+            cert_id(leaf.der()).expect("id"),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+    }
+
+    #[test]
+    fn cert_without_aki_has_no_id() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let c = rcgen::CertificateParams::new(["a.example".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("sign");
+        let err = cert_id(c.der()).expect_err("no AKI");
+        assert!(
+            format!("{err}").contains("Authority Key Identifier"),
+            "{err}"
+        );
+    }
+}

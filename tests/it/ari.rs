@@ -1,0 +1,172 @@
+//! ARI (RFC 9773) end to end: Pebble 2.4 behind [`AriProxy`], which adds `renewalInfo`,
+//! serves the windows each test sets and records what new-order requests carried.
+
+use time::{Duration, OffsetDateTime};
+
+use crate::support::*;
+
+const NAME: &str = "ari.example.org";
+
+/// Pebble, the proxy in front of it, and a state directory whose provider is the proxy.
+fn setup() -> (Pebble, AriProxy, StateDir) {
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let proxy = AriProxy::start(&pebble);
+    // Unless a test says otherwise, every certificate is fine for a month.
+    proxy.set_default_window(Some(window(30, 31, 3600)));
+    let state = StateDir::new();
+    let conf = standard_conf_target(&pebble).replace(
+        &serde_json::to_string(&pebble.directory_url()).expect("JSON"),
+        &serde_json::to_string(&proxy.directory_url()).expect("JSON"),
+    );
+    assert!(conf.contains(&proxy.directory_url()), "{conf}");
+    state.write_conf_target(&conf);
+    state.write_standard_responses();
+    (pebble, proxy, state)
+}
+
+/// A window from `start` to `end` days from now.
+fn window(start: i64, end: i64, retry_after: u64) -> AriWindow {
+    let now = OffsetDateTime::now_utc();
+    AriWindow {
+        start: now + Duration::days(start),
+        end: now + Duration::days(end),
+        retry_after,
+    }
+}
+
+/// The RFC 9773 §4.1 identifier of `live/<name>/cert`, computed here independently.
+fn ari_id(state: &StateDir, name: &str) -> String {
+    let der = pem_certs(&state.read_live(name, "cert")).remove(0);
+    let cert = parse_cert(&der);
+    let aki = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .expect("Pebble's leaf has an AKI");
+    let b64 = data_encoding::BASE64URL_NOPAD;
+    format!(
+        "{}.{}",
+        b64.encode(&aki),
+        b64.encode(cert.tbs_certificate.raw_serial())
+    )
+}
+
+/// `want NAME` through the proxy; returns the certificate id and its ARI id.
+fn first_certificate(proxy: &AriProxy, state: &StateDir) -> (String, String) {
+    acmekeep(state, &["want", NAME]).assert_success();
+    let orders = proxy.orders();
+    assert_eq!(
+        orders,
+        [SeenOrder {
+            replaces: None,
+            profile: None,
+            rejected: false
+        }],
+        "a first order replaces nothing"
+    );
+    assert!(proxy.fetches().is_empty(), "nothing to ask about before");
+    (state.live_cert_id(NAME), ari_id(state, NAME))
+}
+
+#[test]
+fn window_in_the_past_renews_at_once_naming_the_old_certificate() {
+    let (_pebble, proxy, state) = setup();
+    let (old, old_ari) = first_certificate(&proxy, &state);
+    proxy.set_window(&old_ari, window(-2, -1, 3600));
+
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let new = state.live_cert_id(NAME);
+    assert_ne!(new, old, "a window in the past means: renew now");
+    assert_eq!(proxy.fetches(), std::slice::from_ref(&old_ari));
+    let last = proxy.orders().pop().expect("an order");
+    assert_eq!(last.replaces.as_deref(), Some(old_ari.as_str()));
+    assert!(!last.rejected);
+    let rec: serde_json::Value =
+        serde_json::from_slice(&state.read(format!(".acmekeep/ari/{old}.json"))).expect("JSON");
+    assert_eq!(rec["ari_id"], old_ari.as_str(), "{rec}");
+
+    // The new certificate gets the default (future) window: nothing more to do.
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(state.live_cert_id(NAME), new);
+    assert_eq!(proxy.fetches().len(), 2);
+    assert_eq!(proxy.orders().len(), 2);
+}
+
+#[test]
+fn future_window_waits_and_retry_after_is_honoured() {
+    let (_pebble, proxy, state) = setup();
+    let (old, old_ari) = first_certificate(&proxy, &state);
+    proxy.set_window(&old_ari, window(20, 21, 3600));
+
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(
+        state.live_cert_id(NAME),
+        old,
+        "window in the future: no renewal"
+    );
+    assert_eq!(proxy.fetches().len(), 1);
+    // status plans with the cached window (and asks nobody).
+    let status = acmekeep(&state, &["status", "--json"]);
+    status.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let renew_at = doc["targets"][0]["renew_at"]
+        .as_str()
+        .expect("renew_at")
+        .to_owned();
+    let renew_at = OffsetDateTime::parse(&renew_at, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    let days = (renew_at - OffsetDateTime::now_utc()).whole_days();
+    assert!(
+        (19..=21).contains(&days),
+        "renew_at {renew_at} is not in the window"
+    );
+    assert_eq!(proxy.fetches().len(), 1);
+
+    // The CA moves the window into the past, but asked not to be asked again for an hour.
+    proxy.set_window(&old_ari, window(-2, -1, 3600));
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(proxy.fetches().len(), 1, "asked again before Retry-After");
+    assert_eq!(state.live_cert_id(NAME), old);
+
+    // An hour later (the cached Retry-After moved into the past): asked, and renewed.
+    let path = format!(".acmekeep/ari/{old}.json");
+    let mut rec: serde_json::Value = serde_json::from_slice(&state.read(&path)).expect("JSON");
+    rec["retry_after_until"] = "2000-01-01T00:00:00Z".into();
+    state.write(&path, serde_json::to_vec(&rec).expect("JSON"));
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(proxy.fetches().len(), 2);
+    assert_ne!(state.live_cert_id(NAME), old);
+    let last = proxy.orders().pop().expect("an order");
+    assert_eq!(last.replaces.as_deref(), Some(old_ari.as_str()));
+}
+
+#[test]
+fn refused_replaces_is_dropped_and_the_order_sent_again() {
+    let (_pebble, proxy, state) = setup();
+    let (old, old_ari) = first_certificate(&proxy, &state);
+    proxy.set_window(&old_ari, window(-2, -1, 3600));
+    proxy.reject_replaces_once();
+
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_ne!(state.live_cert_id(NAME), old);
+    let orders = proxy.orders();
+    assert_eq!(
+        orders[1..],
+        [
+            SeenOrder {
+                replaces: Some(old_ari),
+                profile: None,
+                rejected: true
+            },
+            SeenOrder {
+                replaces: None,
+                profile: None,
+                rejected: false
+            },
+        ]
+    );
+}

@@ -1,0 +1,498 @@
+//! An HTTPS reverse proxy in front of a harness [`Pebble`] that adds what Debian's Pebble 2.4
+//! lacks: ARI (RFC 9773) and profiles.
+//!
+//! - `GET /dir`: Pebble's directory plus `renewalInfo` and (if set) `meta.profiles`.
+//! - `GET /renewal-info/<cert id>`: the window the test set for that id (or the default),
+//!   with `Retry-After`; every fetch is counted.
+//! - `POST` new-order: the JWS payload's `replaces`/`profile` are recorded (no signature
+//!   check), the request goes to Pebble unchanged (Pebble 2.4 decodes new-order with Go's
+//!   `encoding/json`, which ignores unknown fields), and both are echoed into that order's
+//!   JSON from then on, as RFC 9773 §5 requires of the CA (instant-acme checks the echo).
+//!   [`AriProxy::reject_replaces_once`] makes the next order with `replaces` fail with
+//!   `alreadyReplaced` (409) instead.
+//! - Everything else is forwarded byte for byte. The `Host` header is kept, so Pebble (which
+//!   builds its URLs and checks the JWS `url` from it) already speaks in proxy URLs; any
+//!   `https://127.0.0.1:<pebble port>` left in headers or bodies is rewritten anyway.
+//!
+//! One std thread per connection, one request per connection (`Connection: close`).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::Pebble;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A window the proxy serves for a certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct AriWindow {
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+    /// `Retry-After` in seconds.
+    pub retry_after: u64,
+}
+
+/// A new-order request as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenOrder {
+    pub replaces: Option<String>,
+    pub profile: Option<String>,
+    /// Answered with `alreadyReplaced` instead of being forwarded.
+    pub rejected: bool,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    windows: HashMap<String, AriWindow>,
+    default_window: Option<AriWindow>,
+    fetches: Vec<String>,
+    orders: Vec<SeenOrder>,
+    /// Order id (last path segment of its URL) → (`replaces`, `profile`) to echo.
+    echo: HashMap<String, (Option<String>, Option<String>)>,
+    reject_replaces: bool,
+    profiles: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+struct Shared {
+    state: Mutex<ProxyState>,
+    pebble_port: u16,
+    pebble_ca: Vec<u8>,
+    new_order_path: String,
+    proxy_base: String,
+    pebble_base: String,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The running proxy; stopped on drop.
+pub struct AriProxy {
+    port: u16,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AriProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AriProxy")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl AriProxy {
+    /// Starts a proxy for `pebble` on a free loopback port, with Pebble's own HTTPS
+    /// certificate (so `pebble.ca_bundle_path()` is the bundle to trust).
+    pub fn start(pebble: &Pebble) -> AriProxy {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pebble.dir().join("server-cert.pem"))
+                .expect("Pebble's server certificate")
+                .collect::<Result<_, _>>()
+                .expect("PEM certificate");
+        let key = PrivateKeyDer::from_pem_file(pebble.dir().join("server-key.pem"))
+            .expect("Pebble's server key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server certificate");
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = Arc::new(tls);
+
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("local addr").port();
+        let new_order = pebble.directory()["newOrder"]
+            .as_str()
+            .expect("newOrder URL")
+            .to_owned();
+        let new_order_path = url::Url::parse(&new_order)
+            .expect("newOrder URL")
+            .path()
+            .to_owned();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ProxyState::default()),
+            pebble_port: pebble.acme_port(),
+            pebble_ca: pebble.ca_der().to_vec(),
+            new_order_path,
+            proxy_base: format!("https://127.0.0.1:{port}"),
+            pebble_base: format!("https://127.0.0.1:{}", pebble.acme_port()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared2, stop2) = (shared.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (shared, tls) = (shared2.clone(), tls.clone());
+                        std::thread::spawn(move || {
+                            if let Err(e) = serve(stream, tls, &shared) {
+                                eprintln!("ari proxy: {e}");
+                            }
+                        });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => eprintln!("ari proxy: accept: {e}"),
+                }
+            }
+        });
+        AriProxy {
+            port,
+            shared,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `https://127.0.0.1:<proxy port>/dir`.
+    pub fn directory_url(&self) -> String {
+        format!("{}/dir", self.shared.proxy_base)
+    }
+
+    /// Serves `window` for the certificate with ARI id `cert_id`.
+    pub fn set_window(&self, cert_id: &str, window: AriWindow) {
+        self.shared
+            .state()
+            .windows
+            .insert(cert_id.to_owned(), window);
+    }
+
+    /// Serves `window` for every certificate without one of its own (`None`: 404).
+    pub fn set_default_window(&self, window: Option<AriWindow>) {
+        self.shared.state().default_window = window;
+    }
+
+    /// Advertises `meta.profiles` (name → description); `None` advertises none.
+    pub fn set_profiles(&self, profiles: Option<&[(&str, &str)]>) {
+        self.shared.state().profiles = profiles.map(|ps| {
+            ps.iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect()
+        });
+    }
+
+    /// The next new-order carrying `replaces` is refused with `alreadyReplaced`.
+    pub fn reject_replaces_once(&self) {
+        self.shared.state().reject_replaces = true;
+    }
+
+    /// The certificate ids whose renewal information was fetched, in order.
+    pub fn fetches(&self) -> Vec<String> {
+        self.shared.state().fetches.clone()
+    }
+
+    /// Every new-order request seen, in order.
+    pub fn orders(&self) -> Vec<SeenOrder> {
+        self.shared.state().orders.clone()
+    }
+}
+
+impl Drop for AriProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A parsed HTTP/1.x message head plus body.
+struct Message {
+    start: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn other(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+/// Splits raw bytes into head and body (the body is whatever follows, up to Content-Length).
+fn parse(raw: &[u8]) -> io::Result<(Message, usize)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let start = lines.next().unwrap_or_default().to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let msg = Message {
+        start,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    };
+    Ok((msg, end + 4))
+}
+
+/// Reads one request (head, then Content-Length bytes of body).
+fn read_request(r: &mut impl Read) -> io::Result<Option<Message>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Ok((mut msg, _)) = parse(&raw) {
+            let len: usize = msg
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if msg.body.len() >= len {
+                msg.body.truncate(len);
+                return Ok(Some(msg));
+            }
+        }
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return if raw.is_empty() {
+                Ok(None)
+            } else {
+                Err(other("connection closed mid-request"))
+            };
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let conn = rustls::ServerConnection::new(tls).map_err(|e| other(e.to_string()))?;
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    let Some(req) = read_request(&mut tls)? else {
+        return Ok(());
+    };
+    let rsp = handle(&req, shared)?;
+    let head_only = req.start.starts_with("HEAD ");
+    let mut out = rsp.start.clone().into_bytes();
+    out.extend_from_slice(b"\r\n");
+    for (k, v) in &rsp.headers {
+        if ["content-length", "connection", "transfer-encoding"]
+            .iter()
+            .any(|h| k.eq_ignore_ascii_case(h))
+        {
+            continue;
+        }
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            rsp.body.len()
+        )
+        .as_bytes(),
+    );
+    if !head_only {
+        out.extend_from_slice(&rsp.body);
+    }
+    tls.write_all(&out)?;
+    tls.conn.send_close_notify();
+    tls.flush()
+}
+
+fn json_response(
+    status: &str,
+    mut headers: Vec<(String, String)>,
+    body: &serde_json::Value,
+) -> Message {
+    if !headers.iter().any(|(k, _)| k == "Content-Type") {
+        headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+    }
+    Message {
+        start: format!("HTTP/1.1 {status}"),
+        headers,
+        body: serde_json::to_vec_pretty(body).expect("JSON"),
+    }
+}
+
+fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
+    let mut parts = req.start.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+
+    if let Some(id) = path.strip_prefix("/renewal-info/") {
+        let mut st = shared.state();
+        st.fetches.push(id.to_owned());
+        let Some(w) = st.windows.get(id).copied().or(st.default_window) else {
+            let problem = serde_json::json!({
+                "type": "urn:ietf:params:acme:error:malformed",
+                "detail": format!("no renewal information for {id}"),
+            });
+            return Ok(json_response("404 Not Found", Vec::new(), &problem));
+        };
+        let fmt = |t: OffsetDateTime| t.format(&Rfc3339).expect("RFC 3339");
+        let body = serde_json::json!({
+            "suggestedWindow": { "start": fmt(w.start), "end": fmt(w.end) },
+        });
+        let headers = vec![("Retry-After".to_owned(), w.retry_after.to_string())];
+        return Ok(json_response("200 OK", headers, &body));
+    }
+
+    let mut seen = None;
+    if method == "POST" && path == shared.new_order_path {
+        let payload = order_payload(&req.body);
+        let field = |k: &str| payload[k].as_str().map(str::to_owned);
+        let order = SeenOrder {
+            replaces: field("replaces"),
+            profile: field("profile"),
+            rejected: false,
+        };
+        let mut st = shared.state();
+        if order.replaces.is_some() && std::mem::take(&mut st.reject_replaces) {
+            st.orders.push(SeenOrder {
+                rejected: true,
+                ..order
+            });
+            let problem = serde_json::json!({
+                "type": "urn:ietf:params:acme:error:alreadyReplaced",
+                "detail": "the certificate has already been replaced (ari proxy)",
+                "status": 409,
+            });
+            let headers = vec![(
+                "Content-Type".to_owned(),
+                "application/problem+json".to_owned(),
+            )];
+            return Ok(json_response("409 Conflict", headers, &problem));
+        }
+        seen = Some(order);
+    }
+
+    let mut rsp = forward(req, shared)?;
+    // Only orders Pebble created count (a badNonce rejection is retried by the client).
+    if let Some(order) = &seen
+        && rsp.header("location").is_some()
+    {
+        shared.state().orders.push(order.clone());
+    }
+    let rewrite = |s: &str| s.replace(&shared.pebble_base, &shared.proxy_base);
+    for (_, v) in rsp.headers.iter_mut() {
+        *v = rewrite(v);
+    }
+    rsp.body = rewrite(&String::from_utf8_lossy(&rsp.body)).into_bytes();
+
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&rsp.body) else {
+        return Ok(rsp);
+    };
+    if method == "GET" && path == "/dir" {
+        json["renewalInfo"] = format!("{}/renewal-info", shared.proxy_base).into();
+        if let Some(p) = shared.state().profiles.clone() {
+            json["meta"]["profiles"] = p.into();
+        }
+    } else if json.get("finalize").is_some() {
+        // An order object: echo what its new-order carried.
+        let id_of = |url: &str| url.rsplit('/').next().unwrap_or_default().to_owned();
+        let mut st = shared.state();
+        if let Some(order) = seen
+            && let Some(loc) = rsp.header("location")
+        {
+            st.echo.insert(id_of(loc), (order.replaces, order.profile));
+        }
+        let id = id_of(json["finalize"].as_str().unwrap_or_default());
+        if let Some((replaces, profile)) = st.echo.get(&id) {
+            if let Some(r) = replaces {
+                json["replaces"] = r.clone().into();
+            }
+            if let Some(p) = profile {
+                json["profile"] = p.clone().into();
+            }
+        }
+    } else {
+        return Ok(rsp);
+    }
+    rsp.body = serde_json::to_vec_pretty(&json).expect("JSON");
+    Ok(rsp)
+}
+
+/// The decoded JWS payload of a flattened JSON JWS (`{}` when it is not one).
+fn order_payload(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|jws| {
+            let p = jws["payload"].as_str()?.to_owned();
+            data_encoding::BASE64URL_NOPAD.decode(p.as_bytes()).ok()
+        })
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// Sends `req` to Pebble as HTTP/1.0 (so the answer ends at EOF, never chunked), with the
+/// client's `Host` header, and returns Pebble's answer.
+fn forward(req: &Message, shared: &Shared) -> io::Result<Message> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(shared.pebble_ca.clone()))
+        .map_err(|e| other(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| other(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| other(e.to_string()))?;
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| other(e.to_string()))?;
+    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.pebble_port))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+
+    let mut parts = req.start.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+    let mut out = format!("{method} {path} HTTP/1.0\r\n").into_bytes();
+    for (k, v) in &req.headers {
+        if ["connection", "keep-alive", "content-length"]
+            .iter()
+            .any(|h| k.eq_ignore_ascii_case(h))
+        {
+            continue;
+        }
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", req.body.len()).as_bytes());
+    out.extend_from_slice(&req.body);
+    tls.write_all(&out)?;
+    tls.flush()?;
+
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let (mut msg, _) = parse(&raw)?;
+    // Our answer to the client is HTTP/1.1 whatever Pebble answered the HTTP/1.0 request.
+    if let Some(rest) = msg.start.strip_prefix("HTTP/1.0 ") {
+        msg.start = format!("HTTP/1.1 {rest}");
+    }
+    if let Some(len) = msg.header("content-length").and_then(|v| v.parse().ok()) {
+        msg.body.truncate(len);
+    }
+    Ok(msg)
+}
