@@ -324,10 +324,17 @@ mod tests {
             &self,
             _: &[Hostname],
             _: &[u8],
+            _: Option<&str>,
             _: &dyn Responder,
             _: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
         ) -> Result<Issued, AcmeError> {
             unreachable!("no orders here")
+        }
+        async fn renewal_info(
+            &self,
+            _: &[u8],
+        ) -> Result<Option<(crate::ari::Window, std::time::Duration)>, AcmeError> {
+            Ok(None)
         }
         async fn fetch_order_certificate(&self, _: &str) -> Result<Option<String>, AcmeError> {
             unreachable!("no orders here")
