@@ -174,6 +174,7 @@ mod tests {
             has_private_key: true,
             key_id: "k".to_owned(),
             revoked: false,
+            profile: None,
         }
     }
 

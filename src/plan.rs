@@ -31,6 +31,8 @@ pub struct CertSummary {
     pub key_id: String,
     /// Marked `revoked`.
     pub revoked: bool,
+    /// The ACME profile it was ordered with, when acmekeep knows it.
+    pub profile: Option<String>,
 }
 
 /// acmetool's "satisfies" (§6.2): not revoked, has its key, covers the names, right key type.
@@ -91,10 +93,12 @@ pub fn plan_target_ari(
                 ari.get(&best.id),
                 crate::ari::stable_jitter(&best.id),
             );
+            // A certificate from another profile than the target asks for is replaced now.
+            let wrong_profile = target.profile.is_some() && best.profile != target.profile;
             TargetPlan {
                 best: Some(best.id.clone()),
                 renew_at: Some(renew_at),
-                needs_request: now >= renew_at,
+                needs_request: now >= renew_at || wrong_profile,
             }
         }
         None => TargetPlan {
@@ -226,6 +230,7 @@ mod tests {
             has_private_key: true,
             key_id: format!("key-{id}"),
             revoked: false,
+            profile: None,
         }
     }
 

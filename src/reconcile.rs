@@ -375,6 +375,7 @@ async fn download_uncached<C: Connector>(
                         has_private_key: has_key,
                         key_id: leaf.key_id.clone(),
                         revoked: false,
+                        profile: None,
                     })
                 }),
             Err(e) => Err(anyhow!(e)),
@@ -1012,12 +1013,22 @@ async fn issue_one<I: Issuer>(
         Ok(())
     };
     let issued = session
-        .issue(&t.request_names, &csr, replaces, responder, &on_finalized)
+        .issue(
+            &t.request_names,
+            &csr,
+            replaces,
+            t.profile.as_deref(),
+            responder,
+            &on_finalized,
+        )
         .await
         .map_err(|e| anyhow!(e))?;
     let files = cert::validate_issued(&issued.chain_pem, &key.id, &names, now)?;
     let id = crate::store::ids::cert_id(&issued.order_url);
     store.finish_cert(&id, Some(&key.id), &files)?;
+    if let Some(p) = &t.profile {
+        store.write_cert_profile(&id, p)?;
+    }
     tracing::info!("obtained certificate {id} for {}", names.join(", "));
     Ok(CertSummary {
         id,
@@ -1028,6 +1039,7 @@ async fn issue_one<I: Issuer>(
         has_private_key: true,
         key_id: key.id.clone(),
         revoked: false,
+        profile: t.profile.clone(),
     })
 }
 

@@ -83,6 +83,9 @@ pub struct RawRequest {
     pub key: Option<RawKey>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ocsp_must_staple: Option<bool>,
+    /// acmekeep extension: the ACME profile to order with (the CA's `meta.profiles`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<RawChallenge>,
     /// acmekeep extension: External Account Binding credentials for the provider.
@@ -251,6 +254,7 @@ impl RawTarget {
                     id: pick(&k.id, &bk.id),
                 }),
                 ocsp_must_staple: pick(&r.ocsp_must_staple, &br.ocsp_must_staple),
+                profile: pick(&r.profile, &br.profile),
                 challenge: Some(RawChallenge {
                     webroot_paths: pick(&c.webroot_paths, &bc.webroot_paths),
                     http_ports: pick(&c.http_ports, &bc.http_ports),
@@ -364,6 +368,8 @@ pub struct Target {
     pub key_id: Option<String>,
     /// Ask for the TLS Feature (must-staple) extension.
     pub must_staple: bool,
+    /// ACME profile to order with; a certificate from another profile is renewed.
+    pub profile: Option<String>,
     /// Challenge settings.
     pub challenge: ChallengeConfig,
     /// Priority in the relink disjunction.
@@ -711,6 +717,25 @@ impl Target {
             key,
             key_id,
             must_staple: request.ocsp_must_staple.unwrap_or(false),
+            profile: match request
+                .profile
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                Some(p)
+                    if p.len() <= 64
+                        && p.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+                        }) =>
+                {
+                    Some(p.to_owned())
+                }
+                Some(p) => {
+                    bail!("request.profile {p:?} must be 1-64 characters of A-Z a-z 0-9 . _ -")
+                }
+                None => None,
+            },
             challenge: ChallengeConfig {
                 types,
                 webroot_paths,

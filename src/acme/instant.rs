@@ -546,6 +546,7 @@ impl Issuer for InstantSession {
         names: &[Hostname],
         csr_der: &[u8],
         replaces: Option<&str>,
+        profile: Option<&str>,
         responder: &dyn Responder,
         on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
     ) -> Result<Issued, AcmeError> {
@@ -556,7 +557,21 @@ impl Issuer for InstantSession {
                 None => Identifier::Dns(n.to_string()),
             })
             .collect();
-        let mut order = super::ari::new_order(&self.account, &identifiers, replaces, None).await?;
+        if let Some(p) = profile {
+            let offered: Vec<String> = self.account.profiles().map(|m| m.name.to_owned()).collect();
+            if !offered.iter().any(|o| o == p) {
+                return Err(AcmeError::Other(anyhow!(
+                    "request.profile {p:?} is not offered by this CA (its directory offers: {})",
+                    if offered.is_empty() {
+                        "no profiles".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            }
+        }
+        let mut order =
+            super::ari::new_order(&self.account, &identifiers, replaces, profile).await?;
         // Whatever happens while proving control, every response set up is taken down.
         let mut presented = Vec::new();
         let proved = self

@@ -184,6 +184,7 @@ pub trait Issuer: Send + Sync {
         names: &[Hostname],
         csr_der: &[u8],
         replaces: Option<&str>,
+        profile: Option<&str>,
         responder: &dyn Responder,
         on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
     ) -> impl Future<Output = Result<Issued, AcmeError>> + Send;

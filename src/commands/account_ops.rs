@@ -325,6 +325,7 @@ mod tests {
             _: &[Hostname],
             _: &[u8],
             _: Option<&str>,
+            _: Option<&str>,
             _: &dyn Responder,
             _: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
         ) -> Result<Issued, AcmeError> {

@@ -133,6 +133,7 @@ mod tests {
                 has_private_key: true,
                 revoked,
                 key_id: id(key),
+                profile: None,
             }),
         }
     }

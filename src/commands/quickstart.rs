@@ -37,6 +37,7 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     choose_server(&io, expert, &mut conf)?;
     store.write_conf_target(&conf)?;
     choose_key(&io, expert, &mut conf)?;
+    choose_profile(&io, expert, &mut conf)?;
     store.write_conf_target(&conf)?;
     let method = choose_method(&io, expert, &mut conf)?;
     store.write_conf_target(&conf)?;
@@ -87,6 +88,28 @@ fn confirm(
             expert,
         )?
         .is_yes())
+}
+
+/// The ACME profile (empty: the CA's default). Implicit: asked only with `--expert`.
+fn choose_profile(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()> {
+    let current = conf
+        .request
+        .as_ref()
+        .and_then(|r| r.profile.clone())
+        .unwrap_or_default();
+    let answer = io.ask(
+        &Question {
+            id: "acmekeep-quickstart-profile",
+            title: "ACME profile to order with (e.g. shortlived; empty for the CA's default)",
+            body: "",
+            kind: Kind::Text { default: &current },
+            implicit: true,
+        },
+        expert,
+    )?;
+    let profile = answer.text().trim().to_owned();
+    request(conf).profile = (!profile.is_empty()).then_some(profile);
+    Ok(())
 }
 
 fn request(conf: &mut RawTarget) -> &mut RawRequest {

@@ -26,6 +26,8 @@ use crate::plan::CertSummary;
 use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
 use fs::AtomicFs;
 
+/// In a certificate directory: the ACME profile it was ordered with.
+const PROFILE_FILE: &str = ".profile";
 /// Mode of files acmekeep keeps for itself under `.acmekeep/` (not subject to conf/perm).
 pub const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
@@ -460,6 +462,11 @@ impl Store {
                     has_private_key: key_ids.contains(&leaf.key_id),
                     key_id: leaf.key_id.clone(),
                     revoked: dir.join("revoked").exists(),
+                    profile: optional_text(&dir.join(PROFILE_FILE), 256)
+                        .ok()
+                        .flatten()
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty()),
                 }),
                 Err(e) => CertState::Broken(format!("{}: {e:#}", dir.join("cert").display())),
             },
@@ -643,6 +650,15 @@ impl Store {
             .to_string_lossy()
             .into_owned();
         ids::is_well_formed_id(&kid).then_some(kid)
+    }
+
+    /// Records the ACME profile a certificate was ordered with (a hidden file acmetool skips).
+    pub fn write_cert_profile(&self, id: &str, profile: &str) -> Result<()> {
+        if !ids::is_well_formed_id(id) {
+            bail!("{id:?} is not a certificate id");
+        }
+        let rel = Path::new("certs").join(id).join(PROFILE_FILE);
+        self.write(&self.root.join(&rel), &rel, profile.as_bytes())
     }
 
     /// Marks a certificate as revoked (acmetool's empty `revoked` file): it no longer

@@ -170,3 +170,68 @@ fn refused_replaces_is_dropped_and_the_order_sent_again() {
         ]
     );
 }
+
+/// ACME profiles: the target's `request.profile` is checked against the directory's
+/// `meta.profiles`, sent with the order, remembered with the certificate, and a change of
+/// profile gets a new certificate once (no loop).
+#[test]
+fn profile_is_validated_sent_and_a_change_reissues() {
+    let (_pebble, proxy, state) = setup();
+    proxy.set_profiles(Some(&[("classic", "90 days"), ("shortlived", "6 days")]));
+    let with_profile = |p: &str| {
+        let conf = state.read_string("conf/target");
+        let base: String = conf
+            .lines()
+            .filter(|l| !l.starts_with("  profile:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        state.write_conf_target(&base.replacen(
+            "request:\n",
+            &format!("request:\n  profile: {p}\n"),
+            1,
+        ));
+    };
+    with_profile("shortlived");
+    acmekeep(&state, &["want", NAME]).assert_success();
+    let first = state.live_cert_id(NAME);
+    assert_eq!(
+        proxy
+            .orders()
+            .last()
+            .and_then(|o| o.profile.clone())
+            .as_deref(),
+        Some("shortlived")
+    );
+
+    // Same profile: nothing to do.
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(state.live_cert_id(NAME), first);
+
+    // Another profile: one new certificate, then stable.
+    with_profile("classic");
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let second = state.live_cert_id(NAME);
+    assert_ne!(second, first);
+    assert_eq!(
+        proxy
+            .orders()
+            .last()
+            .and_then(|o| o.profile.clone())
+            .as_deref(),
+        Some("classic")
+    );
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(state.live_cert_id(NAME), second);
+
+    // A profile the CA does not offer: a clear error listing what it offers.
+    with_profile("tlsclient");
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_code(1);
+    run.assert_stderr_contains("tlsclient");
+    run.assert_stderr_contains("shortlived");
+    assert_eq!(
+        state.live_cert_id(NAME),
+        second,
+        "the working certificate stays"
+    );
+}
