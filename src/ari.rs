@@ -139,6 +139,11 @@ pub fn stable_jitter(key: &str) -> f64 {
 /// caller then uses the local rule only.
 pub fn cert_id(der: &[u8]) -> Result<String> {
     let (_, cert) = X509Certificate::from_der(der).context("not a valid X.509 certificate")?;
+    cert_id_of(&cert)
+}
+
+/// [`cert_id`] of an already parsed certificate.
+pub fn cert_id_of(cert: &X509Certificate<'_>) -> Result<String> {
     let aki = cert
         .iter_extensions()
         .find_map(|ext| match ext.parsed_extension() {
@@ -175,6 +180,7 @@ mod tests {
             key_id: "k".to_owned(),
             revoked: false,
             profile: None,
+            ari_id: None,
         }
     }
 

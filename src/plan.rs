@@ -4,7 +4,7 @@
 //! (acmetool's "satisfies", its renewal span, its relink disjunction) are table-tested below
 //! and the reconciler only carries out what these functions return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use time::{Duration, OffsetDateTime};
 
@@ -33,6 +33,8 @@ pub struct CertSummary {
     pub revoked: bool,
     /// The ACME profile it was ordered with, when acmekeep knows it.
     pub profile: Option<String>,
+    /// Its ARI identifier, when it has one (see [`crate::ari::cert_id`]).
+    pub ari_id: Option<String>,
 }
 
 /// acmetool's "satisfies" (§6.2): not revoked, has its key, covers the names, right key type.
@@ -52,11 +54,80 @@ fn covers(names: &[String], name: &Hostname) -> bool {
     names.iter().any(|n| n == name.as_str())
 }
 
+/// Every complete certificate the planner may choose from, indexed by SAN so that finding a
+/// target's best certificate looks only at the certificates carrying its first name, not at
+/// all of them (with thousands of targets a linear scan per target is quadratic).
+#[derive(Clone, Debug, Default)]
+pub struct CertSet {
+    certs: Vec<CertSummary>,
+    by_name: HashMap<String, Vec<usize>>,
+    by_id: HashMap<String, usize>,
+}
+
+impl CertSet {
+    /// Indexes `certs`.
+    pub fn new(certs: Vec<CertSummary>) -> Self {
+        let mut set = Self {
+            certs: Vec::with_capacity(certs.len()),
+            by_name: HashMap::with_capacity(certs.len()),
+            by_id: HashMap::with_capacity(certs.len()),
+        };
+        for c in certs {
+            set.push(c);
+        }
+        set
+    }
+
+    /// The certificates, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &CertSummary> {
+        self.certs.iter()
+    }
+
+    /// The certificate with this id.
+    pub fn get(&self, id: &str) -> Option<&CertSummary> {
+        self.by_id.get(id).map(|&i| &self.certs[i])
+    }
+
+    /// Adds a certificate.
+    pub fn push(&mut self, cert: CertSummary) {
+        let i = self.certs.len();
+        for n in &cert.names {
+            let list = self.by_name.entry(n.clone()).or_default();
+            // A SAN repeated in one certificate is indexed once.
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+        self.by_id.insert(cert.id.clone(), i);
+        self.certs.push(cert);
+    }
+
+    /// Certificates that may satisfy `target`: those carrying its first name.
+    fn candidates<'a>(&'a self, target: &Target) -> Box<dyn Iterator<Item = &'a CertSummary> + 'a> {
+        match target.satisfy_names.first() {
+            Some(first) => Box::new(
+                self.by_name
+                    .get(first.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|&i| &self.certs[i]),
+            ),
+            None => Box::new(self.certs.iter()),
+        }
+    }
+}
+
+impl From<Vec<CertSummary>> for CertSet {
+    fn from(certs: Vec<CertSummary>) -> Self {
+        Self::new(certs)
+    }
+}
+
 /// The best certificate satisfying `target`: the latest `not_after`, ties broken by id so
 /// runs are deterministic.
-pub fn best_cert<'a>(target: &Target, certs: &'a [CertSummary]) -> Option<&'a CertSummary> {
+pub fn best_cert<'a>(target: &Target, certs: &'a CertSet) -> Option<&'a CertSummary> {
     certs
-        .iter()
+        .candidates(target)
         .filter(|c| satisfies(c, target))
         .max_by(|a, b| a.not_after.cmp(&b.not_after).then_with(|| b.id.cmp(&a.id)))
 }
@@ -73,7 +144,7 @@ pub struct TargetPlan {
 }
 
 /// Decides whether `target` needs a new certificate at `now`, by the local rule alone.
-pub fn plan_target(target: &Target, certs: &[CertSummary], now: OffsetDateTime) -> TargetPlan {
+pub fn plan_target(target: &Target, certs: &CertSet, now: OffsetDateTime) -> TargetPlan {
     plan_target_ari(target, certs, now, &BTreeMap::new())
 }
 
@@ -81,7 +152,7 @@ pub fn plan_target(target: &Target, certs: &[CertSummary], now: OffsetDateTime) 
 /// windows by certificate id, which outrank the local rule ([`crate::ari::due_at`]).
 pub fn plan_target_ari(
     target: &Target,
-    certs: &[CertSummary],
+    certs: &CertSet,
     now: OffsetDateTime,
     ari: &BTreeMap<String, crate::ari::AriRecord>,
 ) -> TargetPlan {
@@ -182,7 +253,7 @@ pub struct Relink {
 /// satisfying certificate keep their old link (no entry).
 pub fn plan_relinks(
     targets: &[Target],
-    certs: &[CertSummary],
+    certs: &CertSet,
     current: &BTreeMap<String, String>,
 ) -> Vec<Relink> {
     let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
@@ -231,6 +302,7 @@ mod tests {
             key_id: format!("key-{id}"),
             revoked: false,
             profile: None,
+            ari_id: None,
         }
     }
 
@@ -257,7 +329,7 @@ mod tests {
             let mut t = target("t", "satisfy:\n  names: [a.b]\n");
             t.margin_days = margin;
             let c = cert("c", &["a.b"], T0, life);
-            let p = plan_target(&t, &[c], T0 + Duration::days(after));
+            let p = plan_target(&t, &CertSet::from(vec![c]), T0 + Duration::days(after));
             assert_eq!(
                 p.needs_request, due,
                 "life={life} margin={margin} after={after}"
@@ -286,19 +358,27 @@ mod tests {
         for (w, day, due) in table {
             let mut ari = BTreeMap::new();
             ari.insert("c".to_owned(), rec(w));
-            let p = plan_target_ari(&t, std::slice::from_ref(&c), T0 + Duration::days(day), &ari);
+            let p = plan_target_ari(
+                &t,
+                &CertSet::from(vec![c.clone()]),
+                T0 + Duration::days(day),
+                &ari,
+            );
             assert_eq!(p.needs_request, due, "{w:?} day {day}");
         }
         // A record for another certificate changes nothing.
         let mut ari = BTreeMap::new();
         ari.insert("other".to_owned(), rec(window(1, 2)));
-        assert!(!plan_target_ari(&t, &[c], T0 + Duration::days(10), &ari).needs_request);
+        assert!(
+            !plan_target_ari(&t, &CertSet::from(vec![c]), T0 + Duration::days(10), &ari)
+                .needs_request
+        );
     }
 
     #[test]
     fn no_cert_means_request() {
         let t = target("t", "satisfy:\n  names: [a.b]\n");
-        let p = plan_target(&t, &[], T0);
+        let p = plan_target(&t, &CertSet::default(), T0);
         assert_eq!(
             p,
             TargetPlan {
@@ -336,6 +416,42 @@ mod tests {
     }
 
     #[test]
+    fn indexed_best_agrees_with_a_linear_scan() {
+        // Certificates over a small name space (shared names, repeats, revoked, keyless);
+        // every target's indexed best must be what scanning all certificates finds.
+        let pool = ["a.b", "c.d", "e.f", "g.h", "*.a.b"];
+        let mut certs = Vec::new();
+        for i in 0..60_usize {
+            let names: Vec<&str> = (0..(1 + i % 3))
+                .map(|k| pool[(i * 7 + k * 3) % pool.len()])
+                .collect();
+            let mut c = cert(
+                &format!("c{i:02}"),
+                &names,
+                T0 + Duration::days((i % 5) as i64),
+                90,
+            );
+            c.revoked = i % 11 == 0;
+            c.has_private_key = i % 13 != 0;
+            certs.push(c);
+        }
+        let set = CertSet::from(certs.clone());
+        for (i, a) in pool.iter().enumerate() {
+            for b in pool.iter().skip(i) {
+                let t = target("t", &format!("satisfy:\n  names: [\"{a}\", \"{b}\"]\n"));
+                let linear = certs
+                    .iter()
+                    .filter(|c| satisfies(c, &t))
+                    .max_by(|x, y| x.not_after.cmp(&y.not_after).then_with(|| y.id.cmp(&x.id)))
+                    .map(|c| c.id.clone());
+                assert_eq!(best_cert(&t, &set).map(|c| c.id.clone()), linear, "{a} {b}");
+            }
+        }
+        assert_eq!(set.get("c07").map(|c| c.id.as_str()), Some("c07"));
+        assert!(set.get("nope").is_none());
+    }
+
+    #[test]
     fn best_is_latest_not_after_with_id_tie_break() {
         let t = target("t", "satisfy:\n  names: [a.b]\n");
         let certs = [
@@ -343,7 +459,10 @@ mod tests {
             cert("a", &["a.b"], T0, 90),
             cert("z", &["a.b"], T0 - Duration::days(1), 90),
         ];
-        assert_eq!(best_cert(&t, &certs).map(|c| c.id.as_str()), Some("a"));
+        assert_eq!(
+            best_cert(&t, &CertSet::from(certs.to_vec())).map(|c| c.id.as_str()),
+            Some("a")
+        );
     }
 
     #[test]
@@ -366,7 +485,7 @@ mod tests {
         let mut current = BTreeMap::new();
         current.insert("g.h".to_owned(), "old".to_owned());
         current.insert("a.b:ecc".to_owned(), "c-small".to_owned());
-        let relinks = plan_relinks(&targets, &certs, &current);
+        let relinks = plan_relinks(&targets, &CertSet::from(certs), &current);
         let got: Vec<_> = relinks
             .iter()
             .map(|r| (r.name.as_str(), r.cert_id.as_str()))

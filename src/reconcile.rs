@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::acme::{AcmeError, Ca, EabCredentials, Issuer, Registration};
@@ -79,15 +78,40 @@ pub trait Connector: Send + Sync {
     fn connect(&self, directory_url: &str, extra_roots: Option<&PathBuf>) -> Result<Self::Ca>;
 }
 
-/// The real connector: instant-acme over our HTTPS client.
+/// The real connector: instant-acme over our HTTPS client. One client (one connection pool,
+/// roots loaded once) per set of trusted roots for the whole run, so every step of a run
+/// reuses the same connections to a CA.
 #[derive(Debug, Default)]
-pub struct InstantConnector;
+pub struct InstantConnector {
+    clients: std::sync::Mutex<BTreeMap<Option<PathBuf>, crate::acme::http::CaHttp>>,
+}
+
+impl InstantConnector {
+    /// Requests sent to CAs through this connector so far.
+    pub fn requests(&self) -> u64 {
+        self.clients
+            .lock()
+            .map(|c| c.values().map(|h| h.request_count()).sum())
+            .unwrap_or(0)
+    }
+}
 
 impl Connector for InstantConnector {
     type Ca = crate::acme::instant::InstantCa;
     fn connect(&self, directory_url: &str, extra_roots: Option<&PathBuf>) -> Result<Self::Ca> {
-        let roots = crate::acme::http::root_store(extra_roots.map(|p| p.as_path()))?;
-        let http = crate::acme::http::CaHttp::new(roots)?;
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| anyhow!("the CA client cache is poisoned"))?;
+        let http = match clients.get(&extra_roots.cloned()) {
+            Some(http) => http.clone(),
+            None => {
+                let roots = crate::acme::http::root_store(extra_roots.map(|p| p.as_path()))?;
+                let http = crate::acme::http::CaHttp::new(roots)?;
+                clients.insert(extra_roots.cloned(), http.clone());
+                http
+            }
+        };
         Ok(crate::acme::instant::InstantCa::new(directory_url, http))
     }
 }
@@ -170,11 +194,21 @@ pub async fn run<C: Connector>(
         .await;
     }
 
+    // The planner's view of every complete certificate, built once for the whole run.
+    let mut summaries = inv.summaries();
+
     // The CA's renewal windows (ARI), refreshed where its Retry-After has passed.
-    let ari = renewal_windows(&store, connector, &targets, &inv, now).await;
+    let ari = renewal_windows(
+        &store,
+        connector,
+        &targets,
+        (&summaries, &inv),
+        opts.jobs,
+        now,
+    )
+    .await;
 
     // Plan.
-    let summaries = inv.summaries();
     let mut todo: Vec<Target> = Vec::new();
     for t in &targets {
         let selected = opts.only.is_empty() || opts.only.iter().any(|o| selects(t, o));
@@ -222,18 +256,18 @@ pub async fn run<C: Connector>(
             opts,
             now,
             &todo,
-            &inv,
+            (&inv, &summaries),
             &ari,
             &mut report,
         )
         .await;
         for s in issued {
-            inv.certs.push(complete_record(s));
+            summaries.push(s);
         }
     }
 
     // One relink pass over every loadable target.
-    let relinks = plan::plan_relinks(&targets, &inv.summaries(), &inv.live);
+    let relinks = plan::plan_relinks(&targets, &summaries, &inv.live);
     for r in relinks {
         match store.relink(&r.name, &r.cert_id) {
             Ok(_) => report.relinked.push(r.name),
@@ -366,17 +400,7 @@ async fn download_uncached<C: Connector>(
                     let files = cert::validate_issued(&pem, &leaf.key_id, &leaf.names, now)?;
                     let has_key = inv.key_ids.contains(&leaf.key_id);
                     store.finish_cert(&c.id, has_key.then_some(leaf.key_id.as_str()), &files)?;
-                    Ok(CertSummary {
-                        id: c.id.clone(),
-                        names: files.leaf.names,
-                        not_before: files.leaf.not_before,
-                        not_after: files.leaf.not_after,
-                        key_family: files.leaf.key_family,
-                        has_private_key: has_key,
-                        key_id: leaf.key_id.clone(),
-                        revoked: false,
-                        profile: None,
-                    })
+                    Ok(files.leaf.into_summary(&c.id, has_key, false, None))
                 }),
             Err(e) => Err(anyhow!(e)),
         };
@@ -436,36 +460,47 @@ pub async fn login_account<C: Connector>(
 /// ARI (RFC 9773): the CA's renewal window of each target's best certificate, by
 /// certificate id. Cached windows are used as they are until their Retry-After passes; then
 /// the CA is asked again (one login per provider, only if its directory offers
-/// `renewalInfo`). Best effort: a CA that cannot be asked leaves the cached window, or the
-/// local rule, in force, and never fails the run.
+/// `renewalInfo`, at most `jobs` questions in flight). A CA whose directory has no
+/// `renewalInfo` is remembered as such for a day, so runs with nothing to do send nothing.
+/// Best effort: a CA that cannot be asked leaves the cached window, or the local rule, in
+/// force, and never fails the run.
 async fn renewal_windows<C: Connector>(
     store: &Store,
     connector: &C,
     targets: &[Target],
-    inv: &Inventory,
+    (summaries, inv): (&plan::CertSet, &Inventory),
+    jobs: usize,
     now: OffsetDateTime,
 ) -> BTreeMap<String, AriRecord> {
-    let summaries = inv.summaries();
     let mut out = BTreeMap::new();
-    let mut due: BTreeMap<(String, Option<PathBuf>), Vec<CertSummary>> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    // (provider, extra roots) -> [(certificate id, ARI id)]
+    type Due = BTreeMap<(String, Option<PathBuf>), Vec<(String, String)>>;
+    let mut due = Due::new();
     for t in targets {
-        let Some(best) = plan::best_cert(t, &summaries) else {
+        let Some(best) = plan::best_cert(t, summaries) else {
             continue;
         };
-        if out.contains_key(&best.id) || due.values().flatten().any(|c| c.id == best.id) {
+        if !seen.insert(best.id.as_str()) {
             continue;
         }
         let cached = store.ari_record(&best.id);
-        if now < best.not_after && ari::fetch_due(cached.as_ref(), now) {
+        if let Some(ari_id) = &best.ari_id
+            && now < best.not_after
+            && ari::fetch_due(cached.as_ref(), now)
+        {
             due.entry((t.provider.clone(), t.provider_ca_bundle.clone()))
                 .or_default()
-                .push(best.clone());
+                .push((best.id.clone(), ari_id.clone()));
         }
         if let Some(rec) = cached {
             out.insert(best.id.clone(), rec);
         }
     }
     for ((provider, roots), certs) in due {
+        if store.provider_lacks_ari(&provider, now) {
+            continue;
+        }
         match fetch_windows(
             store,
             connector,
@@ -473,6 +508,7 @@ async fn renewal_windows<C: Connector>(
             roots.as_ref(),
             inv,
             &certs,
+            jobs,
             now,
         )
         .await
@@ -484,18 +520,27 @@ async fn renewal_windows<C: Connector>(
     out
 }
 
-/// Asks the CA at `provider` for the windows of `certs`; see [`renewal_windows`].
+/// Asks the CA at `provider` for the windows of `certs` (certificate id, ARI id); see
+/// [`renewal_windows`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are independent inputs"
+)]
 async fn fetch_windows<C: Connector>(
     store: &Store,
     connector: &C,
     provider: &str,
     roots: Option<&PathBuf>,
     inv: &Inventory,
-    certs: &[CertSummary],
+    certs: &[(String, String)],
+    jobs: usize,
     now: OffsetDateTime,
 ) -> Result<Vec<(String, AriRecord)>> {
     let ca = connector.connect(provider, roots)?;
     if ca.directory_meta().await?.renewal_info.is_none() {
+        if let Err(e) = store.note_provider_lacks_ari(provider, now) {
+            tracing::warn!("{e:#}");
+        }
         return Ok(Vec::new());
     }
     let Some(acct) = inv.accounts.iter().find(|a| a.directory_url == provider) else {
@@ -503,45 +548,71 @@ async fn fetch_windows<C: Connector>(
     };
     let pem = std::fs::read_to_string(&acct.key_path)
         .with_context(|| format!("reading {}", acct.key_path.display()))?;
-    let session = ca.login(&pem).await?;
+    let session = Arc::new(ca.login(&pem).await?);
     let mut out = Vec::new();
-    for c in certs {
-        let path = store.root().join("certs").join(&c.id).join("cert");
-        let der = crate::store::fs::read_bounded(&path, cert::MAX_CHAIN)
-            .with_context(|| format!("reading {}", path.display()))
-            .and_then(|b| {
-                let pem = String::from_utf8(b).context("not UTF-8")?;
-                cert::split_chain(&pem).map(|mut ders| ders.swap_remove(0))
-            });
-        let der = match der {
-            Ok(d) => d,
+    let tasks = certs.iter().cloned().map(|(cert_id, ari_id)| {
+        let session = session.clone();
+        async move {
+            let res = session.renewal_info(&ari_id).await;
+            (cert_id, ari_id, res)
+        }
+    });
+    run_bounded(tasks, jobs, |joined| {
+        let (cert_id, ari_id, res) = match joined {
+            Ok(v) => v,
             Err(e) => {
-                tracing::warn!("certs/{}: {e:#}", c.id);
-                continue;
+                tracing::warn!("a renewal information task failed: {e}");
+                return;
             }
         };
-        match session.renewal_info(&der).await {
+        match res {
             Ok(Some((window, retry_after))) => {
-                let Ok(ari_id) = ari::cert_id(&der) else {
-                    continue;
-                };
                 let rec = AriRecord::new(&ari_id, window, retry_after, now);
                 tracing::info!(
-                    "certs/{}: the CA suggests renewing between {} and {}",
-                    c.id,
+                    "certs/{cert_id}: the CA suggests renewing between {} and {}",
                     window.start,
                     window.end
                 );
-                if let Err(e) = store.save_ari_record(&c.id, &rec) {
+                if let Err(e) = store.save_ari_record(&cert_id, &rec) {
                     tracing::warn!("{e:#}");
                 }
-                out.push((c.id.clone(), rec));
+                out.push((cert_id, rec));
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!("certs/{}: renewal information: {e}", c.id),
+            Err(e) => tracing::warn!("certs/{cert_id}: renewal information: {e}"),
+        }
+    })
+    .await;
+    Ok(out)
+}
+
+/// Runs the futures of `tasks` with at most `limit` in flight, handing each result to
+/// `each` as it finishes. Tasks are created only when a slot is free, so memory stays flat
+/// however many there are.
+async fn run_bounded<F, T>(
+    tasks: impl IntoIterator<Item = F>,
+    limit: usize,
+    mut each: impl FnMut(Result<T, tokio::task::JoinError>),
+) where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = JoinSet::new();
+    let mut tasks = tasks.into_iter();
+    loop {
+        while set.len() < limit.max(1) {
+            match tasks.next() {
+                Some(task) => {
+                    set.spawn(task);
+                }
+                None => break,
+            }
+        }
+        match set.join_next().await {
+            Some(joined) => each(joined),
+            None => break,
         }
     }
-    Ok(out)
 }
 
 /// Obtains certificates for `todo`; returns the new certificates' summaries.
@@ -556,12 +627,11 @@ async fn obtain<C: Connector>(
     opts: &Options,
     now: OffsetDateTime,
     todo: &[Target],
-    inv: &Inventory,
+    (inv, summaries): (&Inventory, &plan::CertSet),
     ari: &BTreeMap<String, AriRecord>,
     report: &mut Report,
 ) -> Vec<CertSummary> {
     let mut new_certs = Vec::new();
-    let summaries = inv.summaries();
     // Group targets by (provider, extra roots): one account session each.
     let mut groups: BTreeMap<(String, Option<PathBuf>), Vec<Target>> = BTreeMap::new();
     for t in todo {
@@ -619,8 +689,7 @@ async fn obtain<C: Connector>(
         .as_ref()
         .is_some_and(|l| !l.bound().is_empty());
 
-    let limit = Arc::new(Semaphore::new(opts.jobs.max(1)));
-    let mut set: JoinSet<OrderOutcome> = JoinSet::new();
+    let mut work = Vec::new();
     for ((provider, roots), group) in groups {
         let session = match connector.connect(&provider, roots.as_ref()) {
             Ok(ca) => account_session(store, &ca, &provider, inv, interaction).await,
@@ -646,52 +715,51 @@ async fn obtain<C: Connector>(
         for t in group {
             // The certificate this order replaces, named by its ARI id (RFC 9773 §5): only
             // when this CA gave it a window, so it knows the certificate.
-            let replaces = plan::best_cert(&t, &summaries)
+            let replaces = plan::best_cert(&t, summaries)
                 .and_then(|b| ari.get(&b.id))
                 .map(|r| r.ari_id.clone());
-            let (store, session, account_id, limit, tokens, hooks, alpn_certs) = (
-                store.clone(),
-                session.clone(),
-                account_id.clone(),
-                limit.clone(),
-                tokens.clone(),
-                opts.hooks.clone(),
-                alpn_certs.clone(),
-            );
-            set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let listens = listening
-                    && (t.challenge.listen_http
-                        || t.challenge.listen_proxy
-                        || !t.challenge.http_ports.is_empty());
-                let mut responder =
-                    TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
-                if alpn_listening {
-                    responder = responder.with_tls_alpn(alpn_certs);
-                }
-                let res = issue_one(
-                    &store,
-                    &*session,
-                    &account_id,
-                    &t,
-                    replaces.as_deref(),
-                    &responder,
-                    now,
-                )
-                .await
-                .map_err(|e| (format!("{e:#}"), from_the_ca(&e)));
-                (t.file.clone(), names_of(&t), res)
-            });
+            work.push((t, session.clone(), account_id.clone(), replaces));
         }
     }
-    while let Some(joined) = set.join_next().await {
+    // At most `jobs` orders in flight; each task is created when a slot frees up.
+    let tasks = work.into_iter().map(|(t, session, account_id, replaces)| {
+        let (store, tokens, hooks, alpn_certs) = (
+            store.clone(),
+            tokens.clone(),
+            opts.hooks.clone(),
+            alpn_certs.clone(),
+        );
+        async move {
+            let listens = listening
+                && (t.challenge.listen_http
+                    || t.challenge.listen_proxy
+                    || !t.challenge.http_ports.is_empty());
+            let mut responder = TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
+            if alpn_listening {
+                responder = responder.with_tls_alpn(alpn_certs);
+            }
+            let res = issue_one(
+                &store,
+                &*session,
+                &account_id,
+                &t,
+                replaces.as_deref(),
+                &responder,
+                now,
+            )
+            .await
+            .map_err(|e| (format!("{e:#}"), from_the_ca(&e)));
+            (t.file.clone(), names_of(&t), res)
+        }
+    });
+    run_bounded(tasks, opts.jobs, |joined: Result<OrderOutcome, _>| {
         let (file, names, res) = match joined {
             Ok(v) => v,
             Err(e) => {
                 report
                     .other_errors
                     .push(format!("an order task failed: {e}"));
-                continue;
+                return;
             }
         };
         let result = match res {
@@ -711,7 +779,8 @@ async fn obtain<C: Connector>(
             names,
             result,
         });
-    }
+    })
+    .await;
     drop(listeners);
     drop(alpn_listeners);
     report.targets.sort_by(|a, b| a.file.cmp(&b.file));
@@ -1030,17 +1099,7 @@ async fn issue_one<I: Issuer>(
         store.write_cert_profile(&id, p)?;
     }
     tracing::info!("obtained certificate {id} for {}", names.join(", "));
-    Ok(CertSummary {
-        id,
-        names: files.leaf.names,
-        not_before: files.leaf.not_before,
-        not_after: files.leaf.not_after,
-        key_family: files.leaf.key_family,
-        has_private_key: true,
-        key_id: key.id.clone(),
-        revoked: false,
-        profile: t.profile.clone(),
-    })
+    Ok(files.leaf.into_summary(&id, true, false, t.profile.clone()))
 }
 
 /// CSR: SANs = request names (IP addresses as iPAddress SANs), CN = the first DNS name when

@@ -25,20 +25,13 @@ fn identifier(ari_id: &str) -> Option<CertificateIdentifier<'static>> {
     })
 }
 
-/// The CA's suggested window for the certificate `cert_der` and how long to wait before
-/// asking again; `None` when the CA has no ARI or the certificate cannot be named.
+/// The CA's suggested window for the certificate with ARI id `ari_id` and how long to wait
+/// before asking again; `None` when the CA has no ARI.
 pub async fn renewal_info(
     account: &Account,
-    cert_der: &[u8],
+    ari_id: &str,
 ) -> Result<Option<(Window, Duration)>, AcmeError> {
-    let ari_id = match crate::ari::cert_id(cert_der) {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::debug!("no renewal information: {e:#}");
-            return Ok(None);
-        }
-    };
-    let Some(id) = identifier(&ari_id) else {
+    let Some(id) = identifier(ari_id) else {
         return Ok(None);
     };
     match account.renewal_info(&id).await {

@@ -601,9 +601,9 @@ impl Issuer for InstantSession {
 
     async fn renewal_info(
         &self,
-        cert_der: &[u8],
+        ari_id: &str,
     ) -> Result<Option<(crate::ari::Window, Duration)>, AcmeError> {
-        super::ari::renewal_info(&self.account, cert_der).await
+        super::ari::renewal_info(&self.account, ari_id).await
     }
 
     fn thumbprint(&self) -> String {

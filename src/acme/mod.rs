@@ -196,11 +196,12 @@ pub trait Issuer: Send + Sync {
         order_url: &str,
     ) -> impl Future<Output = Result<Option<String>, AcmeError>> + Send;
 
-    /// The CA's suggested renewal window for the certificate `cert_der` (RFC 9773) and how
-    /// long to wait before asking again; `Ok(None)` when the CA has no ARI.
+    /// The CA's suggested renewal window for the certificate with ARI id `ari_id`
+    /// (`<AKI>.<serial>`, RFC 9773 §4.1) and how long to wait before asking again; `Ok(None)`
+    /// when the CA has no ARI.
     fn renewal_info(
         &self,
-        cert_der: &[u8],
+        ari_id: &str,
     ) -> impl Future<Output = Result<Option<(crate::ari::Window, std::time::Duration)>, AcmeError>> + Send;
 
     /// RFC 7638 thumbprint of the account key.

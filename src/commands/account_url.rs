@@ -21,7 +21,8 @@ pub fn execute(settings: &Settings) -> Result<ExitCode> {
     let resolved =
         Target::resolve("default", &RawTarget::default(), &defaults).map_err(config_error)?;
     let inv = store.load_inventory()?;
-    let ca = InstantConnector.connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
+    let ca = InstantConnector::default()
+        .connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
     let url = super::runtime()?.block_on(async {
         let (session, _) =
             account_session(&store, &ca, &resolved.provider, &inv, &interaction).await?;

@@ -134,6 +134,7 @@ mod tests {
                 revoked,
                 key_id: id(key),
                 profile: None,
+                ari_id: None,
             }),
         }
     }

@@ -47,7 +47,8 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     let resolved =
         Target::resolve("quickstart", &RawTarget::default(), &defaults).map_err(config_error)?;
     let inv = store.load_inventory()?;
-    let ca = InstantConnector.connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
+    let ca = InstantConnector::default()
+        .connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
     let (_, account) =
         super::runtime()?.block_on(account_session(&store, &ca, &resolved.provider, &inv, &io))?;
     eprintln!("Account: {account} at {}", resolved.provider);

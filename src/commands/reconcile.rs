@@ -20,13 +20,15 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
         force: args.force,
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
     };
+    let connector = InstantConnector::default();
     let report = super::runtime()?.block_on(run(
         store,
-        &InstantConnector,
+        &connector,
         &interaction,
         &opts,
         OffsetDateTime::now_utc(),
     ))?;
+    tracing::debug!("{} request(s) sent to the CA", connector.requests());
     Ok(summarise(&report))
 }
 

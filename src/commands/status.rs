@@ -86,7 +86,7 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
         let certificate = p
             .best
             .as_deref()
-            .and_then(|id| summaries.iter().find(|s| s.id == id))
+            .and_then(|id| summaries.get(id))
             .map(|s| CertDoc {
                 id: s.id.clone(),
                 names: s.names.clone(),

@@ -7,12 +7,17 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
 
 use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, fs, ids, optional_text};
 use crate::ari::AriRecord;
 
 /// Largest record read back (a record is a few hundred bytes).
 const MAX_RECORD: u64 = 64 * 1024;
+
+/// How long a directory seen without `renewalInfo` is believed to stay so.
+pub const NO_ARI_RECHECK: Duration = Duration::days(1);
 
 impl Store {
     fn ari_dir(&self) -> PathBuf {
@@ -29,6 +34,34 @@ impl Store {
             .ok()
             .flatten()
             .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// The file remembering that the directory at `provider` offered no `renewalInfo`.
+    fn no_ari_path(&self, provider: &str) -> PathBuf {
+        self.ari_dir()
+            .join(format!("no-ari-{}", ids::cert_id(provider)))
+    }
+
+    /// Whether the directory at `provider` was seen without `renewalInfo` less than
+    /// [`NO_ARI_RECHECK`] before `now` (so it need not be fetched again yet).
+    pub fn provider_lacks_ari(&self, provider: &str, now: OffsetDateTime) -> bool {
+        optional_text(&self.no_ari_path(provider), 256)
+            .ok()
+            .flatten()
+            .and_then(|t| OffsetDateTime::parse(t.trim(), &Rfc3339).ok())
+            .is_some_and(|seen| seen <= now && now < seen + NO_ARI_RECHECK)
+    }
+
+    /// Remembers that the directory at `provider` offered no `renewalInfo` at `now`.
+    pub fn note_provider_lacks_ari(&self, provider: &str, now: OffsetDateTime) -> Result<()> {
+        let dir = self.ari_dir();
+        fs::create_dir_all_mode(&dir, DIR_MODE)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let path = self.no_ari_path(provider);
+        let text = now.format(&Rfc3339)?;
+        self.fs
+            .write_file(&path, text.as_bytes(), FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Stores the ARI record of certificate `cert_id` (atomically).

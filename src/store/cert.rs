@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::keys::{KeyFamily, pem_blocks, pem_encode};
+use crate::plan::CertSummary;
 use crate::store::ids;
 
 /// Largest certificate chain we accept or read.
@@ -27,6 +28,32 @@ pub struct LeafInfo {
     pub key_id: String,
     /// Key family.
     pub key_family: Option<KeyFamily>,
+    /// ARI identifier (`<AKI>.<serial>`, RFC 9773 §4.1), when the certificate has an AKI.
+    pub ari_id: Option<String>,
+}
+
+impl LeafInfo {
+    /// The planner's summary of certificate directory `id` holding this leaf.
+    pub fn into_summary(
+        self,
+        id: &str,
+        has_private_key: bool,
+        revoked: bool,
+        profile: Option<String>,
+    ) -> CertSummary {
+        CertSummary {
+            id: id.to_owned(),
+            names: self.names,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            key_family: self.key_family,
+            has_private_key,
+            key_id: self.key_id,
+            revoked,
+            profile,
+            ari_id: self.ari_id,
+        }
+    }
 }
 
 /// Parses one DER certificate.
@@ -64,6 +91,7 @@ pub fn leaf_info(der: &[u8]) -> Result<LeafInfo> {
         not_after: cert.validity().not_after.to_datetime(),
         key_id: ids::key_id(spki.raw),
         key_family,
+        ari_id: crate::ari::cert_id_of(&cert).ok(),
     })
 }
 

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
 
 use crate::keys::{MAX_KEY_FILE, PrivateKey};
-use crate::plan::CertSummary;
+use crate::plan::{CertSet, CertSummary};
 use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
 use fs::AtomicFs;
 
@@ -93,14 +93,16 @@ pub struct Inventory {
 
 impl Inventory {
     /// Planner summaries of the complete certificates.
-    pub fn summaries(&self) -> Vec<CertSummary> {
-        self.certs
-            .iter()
-            .filter_map(|c| match &c.state {
-                CertState::Complete(summary) => Some(summary.clone()),
-                _ => None,
-            })
-            .collect()
+    pub fn summaries(&self) -> CertSet {
+        CertSet::new(
+            self.certs
+                .iter()
+                .filter_map(|c| match &c.state {
+                    CertState::Complete(summary) => Some(summary.clone()),
+                    _ => None,
+                })
+                .collect(),
+        )
     }
 
     /// The complete certificate with this id.
@@ -453,21 +455,16 @@ impl Store {
                 if url.is_none() { "url" } else { "account link" }
             )),
             Ok(Some(pem)) => match cert::split_chain(&pem).and_then(|d| cert::leaf_info(&d[0])) {
-                Ok(leaf) => CertState::Complete(CertSummary {
-                    id: id.to_owned(),
-                    names: leaf.names,
-                    not_before: leaf.not_before,
-                    not_after: leaf.not_after,
-                    key_family: leaf.key_family,
-                    has_private_key: key_ids.contains(&leaf.key_id),
-                    key_id: leaf.key_id.clone(),
-                    revoked: dir.join("revoked").exists(),
-                    profile: optional_text(&dir.join(PROFILE_FILE), 256)
+                Ok(leaf) => {
+                    let has_key = key_ids.contains(&leaf.key_id);
+                    let profile = optional_text(&dir.join(PROFILE_FILE), 256)
                         .ok()
                         .flatten()
                         .map(|p| p.trim().to_owned())
-                        .filter(|p| !p.is_empty()),
-                }),
+                        .filter(|p| !p.is_empty());
+                    let revoked = dir.join("revoked").exists();
+                    CertState::Complete(leaf.into_summary(id, has_key, revoked, profile))
+                }
                 Err(e) => CertState::Broken(format!("{}: {e:#}", dir.join("cert").display())),
             },
             Err(e) => CertState::Broken(format!("{e:#}")),
