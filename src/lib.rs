@@ -9,6 +9,7 @@
 
 pub mod acme;
 pub mod ari;
+pub mod chain;
 pub mod challenge;
 pub mod cli;
 pub mod commands;

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
-use crate::acme::{AcmeError, Ca, EabCredentials, Issuer, Registration};
+use crate::acme::{AcmeError, Ca, Chains, EabCredentials, Issuer, OrderOptions, Registration};
 use crate::ari::{self, AriRecord};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
@@ -385,7 +385,20 @@ async fn download_uncached<C: Connector>(
             }
             None => continue,
         };
-        let fetched = session.fetch_order_certificate(url).await;
+        // Which targets could want this certificate in another chain is known only once it
+        // is downloaded: alternates are asked for if any target at this CA prefers a chain.
+        let provider = inv
+            .accounts
+            .iter()
+            .find(|a| &a.id == account_id)
+            .map(|a| a.directory_url.clone());
+        let preferring: Vec<&Target> = targets
+            .iter()
+            .filter(|t| Some(&t.provider) == provider.as_ref() && !t.preferred_chain.is_empty())
+            .collect();
+        let fetched = session
+            .fetch_order_certificate(url, !preferring.is_empty())
+            .await;
         let result = match fetched {
             Ok(None) => {
                 tracing::info!(
@@ -394,10 +407,21 @@ async fn download_uncached<C: Connector>(
                 );
                 continue;
             }
-            Ok(Some(pem)) => cert::split_chain(&pem)
+            Ok(Some(chains)) => cert::split_chain(&chains.default)
                 .and_then(|ders| cert::leaf_info(&ders[0]))
                 .and_then(|leaf| {
-                    let files = cert::validate_issued(&pem, &leaf.key_id, &leaf.names, now)?;
+                    // The preference of the first target this certificate satisfies.
+                    let preferred = preferring
+                        .iter()
+                        .find(|t| {
+                            t.satisfy_names
+                                .iter()
+                                .all(|n| leaf.names.iter().any(|l| l == n.as_str()))
+                        })
+                        .map(|t| t.preferred_chain.as_slice())
+                        .unwrap_or_default();
+                    let pem = keep_chain(&format!("certs/{}", c.id), &chains, preferred);
+                    let files = cert::validate_issued(pem, &leaf.key_id, &leaf.names, now)?;
                     let has_key = inv.key_ids.contains(&leaf.key_id);
                     store.finish_cert(&c.id, has_key.then_some(leaf.key_id.as_str()), &files)?;
                     Ok(files.leaf.into_summary(&c.id, has_key, false, None))
@@ -1081,25 +1105,41 @@ async fn issue_one<I: Issuer>(
         store.begin_cert(order_url, Some(account_id))?;
         Ok(())
     };
+    let options = OrderOptions {
+        replaces,
+        profile: t.profile.as_deref(),
+        alternate_chains: !t.preferred_chain.is_empty(),
+    };
     let issued = session
-        .issue(
-            &t.request_names,
-            &csr,
-            replaces,
-            t.profile.as_deref(),
-            responder,
-            &on_finalized,
-        )
+        .issue(&t.request_names, &csr, options, responder, &on_finalized)
         .await
         .map_err(|e| anyhow!(e))?;
-    let files = cert::validate_issued(&issued.chain_pem, &key.id, &names, now)?;
     let id = crate::store::ids::cert_id(&issued.order_url);
+    let pem = keep_chain(&format!("certs/{id}"), &issued.chains, &t.preferred_chain);
+    let files = cert::validate_issued(pem, &key.id, &names, now)?;
     store.finish_cert(&id, Some(&key.id), &files)?;
     if let Some(p) = &t.profile {
         store.write_cert_profile(&id, p)?;
     }
     tracing::info!("obtained certificate {id} for {}", names.join(", "));
     Ok(files.leaf.into_summary(&id, true, false, t.profile.clone()))
+}
+
+/// The chain to store among those the CA offered, by `preferred` issuer names (see
+/// [`crate::chain`]); the choice, and any alternate left out, is logged for `what`.
+fn keep_chain<'a>(what: &str, chains: &'a Chains, preferred: &[String]) -> &'a str {
+    if preferred.is_empty() {
+        return &chains.default;
+    }
+    let choice = crate::chain::choose(&chains.default, &chains.alternates, preferred);
+    for w in &choice.ignored {
+        tracing::warn!("{what}: {w}");
+    }
+    tracing::info!("{what}: {}", choice.describe());
+    match choice.index.checked_sub(1) {
+        Some(i) => chains.alternates.get(i).unwrap_or(&chains.default),
+        None => &chains.default,
+    }
 }
 
 /// CSR: SANs = request names (IP addresses as iPAddress SANs), CN = the first DNS name when

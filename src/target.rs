@@ -86,6 +86,9 @@ pub struct RawRequest {
     /// acmekeep extension: the ACME profile to order with (the CA's `meta.profiles`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// acmekeep extension: the chain to keep among those the CA offers, by issuer name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_chain: Option<OneOrMany>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<RawChallenge>,
     /// acmekeep extension: External Account Binding credentials for the provider.
@@ -183,6 +186,26 @@ pub struct RawChallenge {
     pub dns_01: Option<RawDns01>,
 }
 
+/// A setting written as one string or as a list of them (`x` or `[x, y]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single string.
+    One(String),
+    /// A list, in order of preference.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings, in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 /// An `http-ports` entry: YAML lets people write `402` or `"402"` or `"host:port"`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
@@ -255,6 +278,7 @@ impl RawTarget {
                 }),
                 ocsp_must_staple: pick(&r.ocsp_must_staple, &br.ocsp_must_staple),
                 profile: pick(&r.profile, &br.profile),
+                preferred_chain: pick(&r.preferred_chain, &br.preferred_chain),
                 challenge: Some(RawChallenge {
                     webroot_paths: pick(&c.webroot_paths, &bc.webroot_paths),
                     http_ports: pick(&c.http_ports, &bc.http_ports),
@@ -370,6 +394,9 @@ pub struct Target {
     pub must_staple: bool,
     /// ACME profile to order with; a certificate from another profile is renewed.
     pub profile: Option<String>,
+    /// Issuer names of the preferred chain, most wanted first (empty: the CA's default
+    /// chain); see [`crate::chain`].
+    pub preferred_chain: Vec<String>,
     /// Challenge settings.
     pub challenge: ChallengeConfig,
     /// Priority in the relink disjunction.
@@ -467,6 +494,59 @@ fn key_spec(raw: &RawKey, warnings: &mut Vec<String>) -> KeySpec {
             }
             KeySpec::Rsa(bits)
         }
+    }
+}
+
+/// Most names `request.preferred-chain` may list.
+pub const MAX_PREFERRED_CHAINS: usize = 8;
+/// Longest issuer name `request.preferred-chain` accepts, in bytes (X.520 allows 64
+/// characters in a common name; the rest is room for UTF-8).
+pub const MAX_ISSUER_NAME: usize = 256;
+
+/// `request.preferred-chain`: issuer names in order of preference. `""` and `[]` mean no
+/// preference (so a target can drop one inherited from conf/target); otherwise every name
+/// must be non-empty, short and free of control characters, since it ends up in logs.
+fn preferred_chain(raw: Option<&OneOrMany>) -> Result<Vec<String>> {
+    let list = raw.map(OneOrMany::as_slice).unwrap_or_default();
+    if let [only] = list
+        && only.trim().is_empty()
+    {
+        return Ok(Vec::new());
+    }
+    if list.len() > MAX_PREFERRED_CHAINS {
+        bail!(
+            "request.preferred-chain lists {} names; at most {MAX_PREFERRED_CHAINS} are allowed",
+            list.len()
+        );
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        let trimmed = name.trim();
+        if trimmed.is_empty() {
+            bail!(
+                "request.preferred-chain entry {} of {} is empty",
+                i + 1,
+                list.len()
+            );
+        }
+        if trimmed.len() > MAX_ISSUER_NAME || trimmed.chars().any(char::is_control) {
+            bail!(
+                "request.preferred-chain name {:?} must be at most {MAX_ISSUER_NAME} bytes without control characters",
+                truncate_for_message(trimmed)
+            );
+        }
+        if !out.iter().any(|o| o == trimmed) {
+            out.push(trimmed.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// At most 80 characters of `s`, for quoting a bad value in an error message.
+fn truncate_for_message(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
     }
 }
 
@@ -736,6 +816,7 @@ impl Target {
                 }
                 None => None,
             },
+            preferred_chain: preferred_chain(request.preferred_chain.as_ref())?,
             challenge: ChallengeConfig {
                 types,
                 webroot_paths,
@@ -990,6 +1071,73 @@ mod tests {
         let raw =
             RawTarget::parse("request:\n  eab: {kid: k, hmac-key: c2VjcmV0}\n").expect("yaml");
         assert!(!format!("{raw:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn preferred_chain_is_one_name_or_a_list_and_inherits() {
+        let t = resolve("satisfy:\n  names: [a.b]\n", "").expect("ok");
+        assert!(t.preferred_chain.is_empty(), "no preference by default");
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  preferred-chain: ISRG Root X1\n",
+            "",
+        )
+        .expect("ok");
+        assert_eq!(t.preferred_chain, ["ISRG Root X1"]);
+        let defaults =
+            "request:\n  preferred-chain: [' ISRG Root X2 ', ISRG Root X1, ISRG Root X2]\n";
+        let t = resolve("satisfy:\n  names: [a.b]\n", defaults).expect("inherited");
+        assert_eq!(
+            t.preferred_chain,
+            ["ISRG Root X2", "ISRG Root X1"],
+            "trimmed, in order, duplicates dropped"
+        );
+        // A target's own setting replaces conf/target's; "" and [] drop it.
+        let t = resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  preferred-chain: [Other Root]\n",
+            defaults,
+        )
+        .expect("ok");
+        assert_eq!(t.preferred_chain, ["Other Root"]);
+        for none in ["''", "[]", "['']"] {
+            let t = resolve(
+                &format!("satisfy:\n  names: [a.b]\nrequest:\n  preferred-chain: {none}\n"),
+                defaults,
+            )
+            .expect(none);
+            assert!(t.preferred_chain.is_empty(), "{none}");
+        }
+        // The setting survives a round trip through the raw form.
+        let raw = RawTarget::parse("request:\n  preferred-chain: [A, B]\n").expect("yaml");
+        let text = serde_yaml_ng::to_string(&raw).expect("yaml");
+        assert_eq!(RawTarget::parse(&text).expect("back"), raw, "{text}");
+    }
+
+    #[test]
+    fn bad_preferred_chains_are_refused_naming_the_value() {
+        let long = "x".repeat(MAX_ISSUER_NAME + 1);
+        let many = format!("[{}]", ["R"; MAX_PREFERRED_CHAINS + 1].join(", "));
+        for (value, why) in [
+            ("[A, '']".to_owned(), "entry 2 of 2 is empty"),
+            ("\"Root\\u0007CA\"".to_owned(), "\"Root\\u{7}CA\""),
+            (long.clone(), "at most 256 bytes"),
+            (many, "at most 8"),
+        ] {
+            let err = resolve(
+                &format!("satisfy:\n  names: [a.b]\nrequest:\n  preferred-chain: {value}\n"),
+                "",
+            )
+            .expect_err(why);
+            let msg = format!("{err:#}");
+            assert!(msg.contains("request.preferred-chain"), "{msg}");
+            assert!(msg.contains(why), "{msg} should mention {why}");
+            assert!(msg.len() < 400, "the message stays short: {msg}");
+        }
+        // conf/target is checked (and named) as a whole.
+        let defaults = RawTarget::parse("request:\n  preferred-chain: ['']\n").expect("yaml");
+        assert!(check_defaults(Path::new("/s/conf/target"), &defaults).is_ok());
+        let defaults = RawTarget::parse("request:\n  preferred-chain: [A, ' ']\n").expect("yaml");
+        let err = check_defaults(Path::new("/s/conf/target"), &defaults).expect_err("empty");
+        assert!(format!("{err:#}").contains("/s/conf/target"), "{err:#}");
     }
 
     #[test]

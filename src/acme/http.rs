@@ -1,11 +1,16 @@
 //! The HTTPS client used for the CA: rustls with the system roots (or `SSL_CERT_FILE`) plus
 //! an optional extra bundle, one connection pool for the whole run, a deadline on every
 //! request and a cap on every response body, because the CA is untrusted input.
+//!
+//! Every request instant-acme makes passes through here, which is how acmekeep sees what
+//! instant-acme does not hand out: a certificate download's `Link: rel="alternate"` headers
+//! (RFC 8555 §7.4.2) and its fresh nonce are remembered for [`CaHttp::take_download`].
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -24,8 +29,40 @@ use super::jws::ForeignKey;
 pub const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 /// Deadline for one request (connect, send, receive headers).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most alternate chains taken from one certificate download's `Link` headers.
+pub const MAX_ALTERNATES: usize = 8;
+/// Certificate downloads remembered until [`CaHttp::take_download`] collects them (the
+/// oldest are forgotten first; only downloads that offer alternates are remembered).
+const MAX_REMEMBERED: usize = 32;
+/// Longest `Replay-Nonce` kept (RFC 8555 nonces are short base64url strings).
+const MAX_NONCE: usize = 256;
+/// The media type of a certificate download (RFC 8555 §9.1).
+pub const PEM_CHAIN: &str = "application/pem-certificate-chain";
 
 type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
+
+/// What a certificate download said besides the chain: the URLs of the alternate chains
+/// (already vetted, see [`alternate_links`]) and the response's fresh nonce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertDownload {
+    /// Alternate chain URLs, in the CA's order.
+    pub alternates: Vec<String>,
+    /// The `Replay-Nonce` of the download response.
+    pub nonce: Option<String>,
+}
+
+/// The answer to a request acmekeep signs itself ([`CaHttp::post_jose`]).
+#[derive(Debug)]
+pub struct JoseResponse {
+    /// HTTP status.
+    pub status: http::StatusCode,
+    /// `Content-Type`, if readable.
+    pub content_type: Option<String>,
+    /// `Replay-Nonce`, if any.
+    pub nonce: Option<String>,
+    /// The body (at most [`MAX_RESPONSE`] bytes).
+    pub body: Bytes,
+}
 
 /// A pooled HTTPS client that counts its requests.
 #[derive(Clone)]
@@ -33,6 +70,7 @@ pub struct CaHttp {
     inner: Inner,
     requests: Arc<AtomicU64>,
     resigner: Option<Arc<ForeignKey>>,
+    downloads: Arc<Mutex<VecDeque<(String, CertDownload)>>>,
 }
 
 impl std::fmt::Debug for CaHttp {
@@ -99,6 +137,7 @@ impl CaHttp {
             inner,
             requests: Arc::new(AtomicU64::new(0)),
             resigner: None,
+            downloads: Arc::new(Mutex::new(VecDeque::new())),
         })
     }
 
@@ -134,6 +173,233 @@ impl CaHttp {
             .map_err(|e| anyhow!("reading {url}: {e}"))?;
         Ok(body.to_bytes())
     }
+
+    /// A HEAD on the CA's newNonce resource (RFC 8555 §7.2): a fresh nonce.
+    pub async fn new_nonce(&self, url: &str) -> Result<String> {
+        let req = http::Request::head(url)
+            .header(http::header::USER_AGENT, user_agent())
+            .body(BodyWrapper::default())?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
+            .await
+            .map_err(|_| anyhow!("HEAD {url} timed out"))?
+            .with_context(|| format!("HEAD {url}"))?;
+        replay_nonce(rsp.headers()).ok_or_else(|| anyhow!("HEAD {url} returned no Replay-Nonce"))
+    }
+
+    /// POSTs a JWS acmekeep signed itself (`application/jose+json`), as it is: never
+    /// re-signed. The body is read up to [`MAX_RESPONSE`] bytes whatever the status.
+    pub async fn post_jose(&self, url: &str, jws: Vec<u8>) -> Result<JoseResponse> {
+        let req = http::Request::post(url)
+            .header(http::header::USER_AGENT, user_agent())
+            .header(http::header::CONTENT_TYPE, "application/jose+json")
+            .body(BodyWrapper::from(jws))?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
+            .await
+            .map_err(|_| anyhow!("POST {url} timed out"))?
+            .with_context(|| format!("POST {url}"))?;
+        let (parts, body) = rsp.into_parts();
+        let body =
+            tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_RESPONSE).collect())
+                .await
+                .map_err(|_| anyhow!("reading the answer to POST {url} timed out"))?
+                .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?;
+        Ok(JoseResponse {
+            status: parts.status,
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            nonce: replay_nonce(&parts.headers),
+            body: body.to_bytes(),
+        })
+    }
+
+    /// What the download of the certificate at `cert_url` offered besides its chain, if it
+    /// offered alternates; forgotten once taken.
+    pub fn take_download(&self, cert_url: &str) -> Option<CertDownload> {
+        let key = uri_key(cert_url);
+        let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        let at = downloads.iter().rposition(|(url, _)| *url == key)?;
+        downloads.remove(at).map(|(_, d)| d)
+    }
+
+    /// Remembers a successful response that is a certificate chain and names alternates.
+    fn observe(&self, url: &str, parts: &http::response::Parts) {
+        if !parts.status.is_success() || !is_pem_chain(&parts.headers) {
+            return;
+        }
+        let links = parts
+            .headers
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let alternates = alternate_links(links, url);
+        if alternates.is_empty() {
+            return;
+        }
+        let download = CertDownload {
+            alternates,
+            nonce: replay_nonce(&parts.headers),
+        };
+        let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        downloads.retain(|(u, _)| u != url);
+        if downloads.len() >= MAX_REMEMBERED {
+            downloads.pop_front();
+        }
+        downloads.push_back((url.to_owned(), download));
+    }
+}
+
+/// The form a URL is remembered under: as `http::Uri` prints it, so the URL instant-acme
+/// requested and the one the order object names compare equal.
+fn uri_key(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .map_or_else(|_| url.to_owned(), |u| u.to_string())
+}
+
+fn is_pem_chain(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_pem_chain_type)
+}
+
+/// Whether a `Content-Type` value is [`PEM_CHAIN`] (parameters such as `charset` aside).
+pub fn is_pem_chain_type(value: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(PEM_CHAIN))
+}
+
+/// The `Replay-Nonce` header, when it is a plausible nonce (base64url, bounded).
+fn replay_nonce(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("replay-nonce")?.to_str().ok()?.trim();
+    let ok = !v.is_empty()
+        && v.len() <= MAX_NONCE
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| v.to_owned())
+}
+
+/// The targets of the `rel="alternate"` links among `Link` header values (RFC 8288 §3:
+/// comma-separated `<URI-Reference>; param=value` entries; a relation type is matched
+/// case-insensitively among the space-separated types of the first `rel`), resolved against
+/// `base`, the http(s) URL that was requested. Only URLs on the same origin (scheme, host,
+/// port) as `base` are kept — acmekeep signs a request to each, and the CA is no reason to
+/// send one elsewhere — without duplicates or `base` itself, at most [`MAX_ALTERNATES`];
+/// malformed entries are skipped.
+pub fn alternate_links<'a>(values: impl IntoIterator<Item = &'a str>, base: &str) -> Vec<String> {
+    let Ok(base_url) = url::Url::parse(base) else {
+        return Vec::new();
+    };
+    if !matches!(base_url.scheme(), "https" | "http") {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for value in values {
+        for (target, rel) in link_entries(value) {
+            if out.len() >= MAX_ALTERNATES {
+                return out;
+            }
+            let alternate = rel.is_some_and(|r| {
+                r.split_ascii_whitespace()
+                    .any(|t| t.eq_ignore_ascii_case("alternate"))
+            });
+            if !alternate {
+                continue;
+            }
+            let Ok(url) = base_url.join(target.trim()) else {
+                continue;
+            };
+            if url.origin() != base_url.origin() {
+                continue;
+            }
+            let url = url.to_string();
+            if url != base_url.as_str() && !out.contains(&url) {
+                out.push(url);
+            }
+        }
+    }
+    out
+}
+
+/// The entries of one `Link` header value: each target and its first `rel` value.
+fn link_entries(value: &str) -> Vec<(&str, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
+        if rest.is_empty() {
+            return out;
+        }
+        let target = rest
+            .strip_prefix('<')
+            .and_then(|r| r.split_once('>'))
+            .map(|(t, after)| {
+                rest = after;
+                t
+            });
+        // Parameters up to the next comma outside a quoted string.
+        let mut rel = None;
+        loop {
+            rest = rest.trim_start();
+            match rest.chars().next() {
+                None => break,
+                Some(',') => break,
+                Some(';') => {
+                    rest = &rest[1..];
+                    let (name, value, after) = link_param(rest);
+                    rest = after;
+                    if rel.is_none() && name.eq_ignore_ascii_case("rel") {
+                        rel = Some(value.unwrap_or_default());
+                    }
+                }
+                Some(_) => {
+                    // Malformed: skip to the next comma.
+                    let skip = rest.find(',').unwrap_or(rest.len());
+                    rest = &rest[skip..];
+                }
+            }
+        }
+        if let Some(t) = target {
+            out.push((t, rel));
+        }
+    }
+}
+
+/// One `name[=value]` link parameter at the start of `s` (after its `;`): the name, the
+/// value (a token, or a quoted string with its escapes resolved) and what follows.
+fn link_param(s: &str) -> (&str, Option<String>, &str) {
+    let end = s.find(['=', ';', ',']).unwrap_or(s.len());
+    let name = s[..end].trim();
+    let rest = &s[end..];
+    let Some(rest) = rest.strip_prefix('=') else {
+        return (name, None, rest);
+    };
+    let rest = rest.trim_start();
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '"' => return (name, Some(value), &quoted[i + 1..]),
+                c => value.push(c),
+            }
+        }
+        // Unterminated: the value runs to the end.
+        return (name, Some(value), "");
+    }
+    let end = rest.find([';', ',']).unwrap_or(rest.len());
+    (name, Some(rest[..end].trim().to_owned()), &rest[end..])
 }
 
 /// `acmekeep/<version>`.
@@ -147,10 +413,11 @@ impl HttpClient for CaHttp {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let inner = self.inner.clone();
-        let resigner = self.resigner.clone();
+        let me = self.clone();
+        // The form `take_download` looks it up by.
+        let url = req.uri().to_string();
         Box::pin(async move {
-            let req = match resigner {
+            let req = match me.resigner.clone() {
                 Some(key) if req.method() == http::Method::POST => {
                     let (parts, body) = req.into_parts();
                     let bytes = match body.collect().await {
@@ -164,11 +431,12 @@ impl HttpClient for CaHttp {
                 }
                 _ => req,
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT, inner.request(req)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, me.inner.request(req)).await {
                 Err(_) => Err(instant_acme::Error::Str("request to the CA timed out")),
                 Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
                 Ok(Ok(rsp)) => {
                     let (parts, body) = rsp.into_parts();
+                    me.observe(&url, &parts);
                     Ok(BytesResponse::from(http::Response::from_parts(
                         parts,
                         Limited::new(body, MAX_RESPONSE),
@@ -176,5 +444,128 @@ impl HttpClient for CaHttp {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "https://ca.example/cert/abc";
+
+    #[test]
+    fn pebble_style_alternate_links_are_found() {
+        let got = alternate_links(
+            [
+                r#"<https://ca.example/cert/abc/alternate/1>;rel="alternate""#,
+                r#"<https://ca.example/cert/abc/alternate/2>;rel="alternate""#,
+            ],
+            BASE,
+        );
+        assert_eq!(
+            got,
+            [
+                "https://ca.example/cert/abc/alternate/1",
+                "https://ca.example/cert/abc/alternate/2"
+            ]
+        );
+    }
+
+    #[test]
+    fn link_values_are_parsed_as_rfc8288_says() {
+        let got = alternate_links(
+            [
+                // Several entries in one value, other relations, a quoted comma, a relative
+                // reference, a token value, a list of relation types in any case.
+                r#"<https://ca.example/dir>;rel="index", </cert/abc/1>; rel=alternate, <https://ca.example/x,y>;title="a, \"b\"";rel="up ALTERNATE""#,
+                // Only the first rel counts; no rel at all; a malformed entry; a bare word.
+                r#"<https://ca.example/2>;rel="up";rel="alternate", <https://ca.example/3>, garbage;rel=alternate, <https://ca.example/4>;rel=alternate"#,
+                // Not http(s), another origin, the certificate itself, a duplicate, an
+                // unterminated quote.
+                r#"<ftp://ca.example/5>;rel=alternate, <data:text/plain,x>;rel=alternate, <https://elsewhere.example/cert/abc/1>;rel=alternate, <http://ca.example/cert/abc/1>;rel=alternate, <https://ca.example:8443/1>;rel=alternate, <https://ca.example/cert/abc>;rel=alternate, </cert/abc/1>;rel=alternate, <https://ca.example/6>;rel="alternate"#,
+            ],
+            BASE,
+        );
+        assert_eq!(
+            got,
+            [
+                "https://ca.example/cert/abc/1",
+                "https://ca.example/x,y",
+                "https://ca.example/4",
+                "https://ca.example/6",
+            ]
+        );
+        assert!(alternate_links([""], BASE).is_empty());
+        assert!(alternate_links([",,; ;<"], BASE).is_empty());
+        assert!(alternate_links(["<https://a/b>;rel=alternate"], "not a url").is_empty());
+        assert!(alternate_links(["<file:///b>;rel=alternate"], "file:///a").is_empty());
+    }
+
+    #[test]
+    fn alternate_links_are_bounded() {
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("<https://ca.example/alt/{i}>;rel=alternate"))
+            .collect();
+        let joined = many.join(", ");
+        assert_eq!(
+            alternate_links([joined.as_str()], BASE).len(),
+            MAX_ALTERNATES
+        );
+        assert_eq!(
+            alternate_links(many.iter().map(String::as_str), BASE).len(),
+            MAX_ALTERNATES
+        );
+    }
+
+    fn response(content_type: &str, links: &[&str], nonce: &str) -> http::response::Parts {
+        let mut b = http::Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header("Replay-Nonce", nonce);
+        for l in links {
+            b = b.header(http::header::LINK, *l);
+        }
+        b.body(()).expect("response").into_parts().0
+    }
+
+    #[test]
+    fn certificate_downloads_with_alternates_are_remembered_until_taken() {
+        let http = CaHttp::new(rustls::RootCertStore::empty()).expect("client");
+        let link = r#"<https://ca.example/cert/abc/alternate/1>;rel="alternate""#;
+        // Not a certificate, or no alternates: nothing remembered.
+        http.observe(BASE, &response("application/json", &[link], "n1"));
+        http.observe(BASE, &response(PEM_CHAIN, &[], "n2"));
+        assert_eq!(http.take_download(BASE), None);
+
+        http.observe(
+            BASE,
+            &response(
+                "application/pem-certificate-chain; charset=utf-8",
+                &[link],
+                "n-3_",
+            ),
+        );
+        let clone = http.clone();
+        assert_eq!(
+            clone.take_download(BASE),
+            Some(CertDownload {
+                alternates: vec!["https://ca.example/cert/abc/alternate/1".to_owned()],
+                nonce: Some("n-3_".to_owned()),
+            }),
+            "shared between clones"
+        );
+        assert_eq!(http.take_download(BASE), None, "taken once");
+
+        // A nonce that is not base64url is not kept; old entries make room for new ones.
+        http.observe(BASE, &response(PEM_CHAIN, &[link], "bad nonce\""));
+        assert_eq!(http.take_download(BASE).expect("kept").nonce, None);
+        for i in 0..=MAX_REMEMBERED {
+            http.observe(&format!("{BASE}{i}"), &response(PEM_CHAIN, &[link], "n"));
+        }
+        assert_eq!(http.take_download(&format!("{BASE}0")), None);
+        assert!(
+            http.take_download(&format!("{BASE}{MAX_REMEMBERED}"))
+                .is_some()
+        );
     }
 }

@@ -5,6 +5,11 @@
 //! same layer (`Intercept`) adds the External Account Binding to the newAccount request and
 //! puts our own new key into the keyChange request, and (`ProblemsAsErrors`) reports the CA's
 //! answer to a deactivation, which instant-acme ignores.
+//!
+//! Alternate chains (RFC 8555 §7.4.2) are out of instant-acme's reach altogether: it returns
+//! only the body of a certificate download. [`CaHttp`] remembers the download's alternate
+//! links and fresh nonce, and the session fetches each alternate with a POST-as-GET it signs
+//! itself ([`super::jws::post_as_get`]).
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -22,7 +27,7 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::http::CaHttp;
 use super::jws::{AccountSigner, ForeignKey};
-use super::{AcmeError, Ca, DirectoryMeta, Issued, Issuer, Registration};
+use super::{AcmeError, Ca, Chains, DirectoryMeta, Issued, Issuer, OrderOptions, Registration};
 use crate::challenge::{Challenge, Responder};
 use crate::keys::first_private_key_der;
 use crate::name::Hostname;
@@ -118,6 +123,7 @@ fn key_der(key_pem: &str) -> Result<PrivateKeyDer<'static>, AcmeError> {
 #[serde(rename_all = "camelCase")]
 struct Directory {
     new_account: String,
+    new_nonce: Option<String>,
     key_change: Option<String>,
     #[serde(default)]
     meta: Meta,
@@ -237,8 +243,10 @@ impl AccountKey {
 /// the request, so repeating any step is safe.
 pub(super) const NONCE_ATTEMPTS: u32 = 12;
 
+const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
+
 pub(super) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
-    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some(BAD_NONCE))
 }
 
 /// Evaluates the async expression again while it fails with badNonce.
@@ -306,7 +314,7 @@ impl Ca for InstantCa {
                 .await
         })
         .map_err(|e| ca_error("looking up the account", e))?;
-        Ok(InstantSession::new(account, key.thumbprint))
+        Ok(InstantSession::new(account, &key, &self.directory_url))
     }
 
     async fn register(
@@ -346,7 +354,7 @@ impl Ca for InstantCa {
             nonce_retry!(account.update_contacts(&[contact.as_str()]))
                 .map_err(|e| ca_error("setting the account's contact address", e))?;
         }
-        Ok(InstantSession::new(account, key.thumbprint))
+        Ok(InstantSession::new(account, &key, &self.directory_url))
     }
 
     async fn change_key(&self, old_key_pem: &str, new_key_pem: &str) -> Result<String, AcmeError> {
@@ -398,6 +406,12 @@ impl Ca for InstantCa {
 pub struct InstantSession {
     account: Account,
     thumbprint: String,
+    /// The client instant-acme sends through, for what acmekeep fetches itself.
+    http: CaHttp,
+    /// The real account key, for the requests acmekeep signs itself.
+    signer: Arc<AccountSigner>,
+    /// The CA's directory (for a fresh nonce, should a response lack one).
+    directory_url: String,
 }
 
 impl InstantSession {
@@ -506,12 +520,99 @@ impl InstantSession {
         Ok(())
     }
 
-    fn new(account: Account, foreign_thumbprint: Option<String>) -> Self {
-        let thumbprint = foreign_thumbprint.unwrap_or_else(|| account.key_thumbprint().to_owned());
+    fn new(account: Account, key: &AccountKey, directory_url: &str) -> Self {
+        let thumbprint = key
+            .thumbprint
+            .clone()
+            .unwrap_or_else(|| account.key_thumbprint().to_owned());
         Self {
             account,
             thumbprint,
+            http: key.http.clone(),
+            signer: key.signer.clone(),
+            directory_url: directory_url.to_owned(),
         }
+    }
+
+    /// The chains of the certificate at `cert_url`, just downloaded as `default`: with the
+    /// alternates its download named when `want_alternates` is set (each fetched with a
+    /// POST-as-GET; one that fails is a warning, never a failure: the default chain is a
+    /// valid result), else only the default.
+    async fn chains(
+        &self,
+        default: String,
+        cert_url: Option<&str>,
+        want_alternates: bool,
+    ) -> Chains {
+        // Taken in any case, so nothing stays remembered for a download nobody asked about.
+        let download = cert_url.and_then(|u| self.http.take_download(u));
+        let mut chains = Chains {
+            default,
+            alternates: Vec::new(),
+        };
+        let Some(download) = download.filter(|_| want_alternates) else {
+            return chains;
+        };
+        let mut nonce = download.nonce;
+        for url in &download.alternates {
+            match self.post_as_get(url, &mut nonce).await {
+                Ok(pem) => chains.alternates.push(pem),
+                Err(e) => tracing::warn!("alternate chain {url} not downloaded: {e:#}"),
+            }
+        }
+        chains
+    }
+
+    /// A POST-as-GET (RFC 8555 §6.3) of a certificate chain at `url`, signed here with the
+    /// account key, using `nonce` (or a fresh one) and leaving the next one in it. Stale
+    /// nonces are retried as instant-acme's requests are.
+    async fn post_as_get(&self, url: &str, nonce: &mut Option<String>) -> anyhow::Result<String> {
+        let mut attempt = 1;
+        loop {
+            let fresh = match nonce.take() {
+                Some(n) => n,
+                None => self.fresh_nonce().await?,
+            };
+            let jws = super::jws::post_as_get(&self.signer, self.account.id(), &fresh, url)?;
+            let rsp = self.http.post_jose(url, jws).await?;
+            nonce.clone_from(&rsp.nonce);
+            if rsp.status.is_success() {
+                let kind = rsp.content_type.as_deref().unwrap_or("no content type");
+                if !super::http::is_pem_chain_type(kind) {
+                    return Err(anyhow!(
+                        "the CA answered with {:?}, not a certificate chain",
+                        kind.chars().take(100).collect::<String>()
+                    ));
+                }
+                return String::from_utf8(rsp.body.to_vec())
+                    .map_err(|_| anyhow!("the chain is not UTF-8 text"));
+            }
+            let problem = serde_json::from_slice::<instant_acme::Problem>(&rsp.body).ok();
+            let bad_nonce = problem
+                .as_ref()
+                .is_some_and(|p| p.r#type.as_deref() == Some(BAD_NONCE));
+            if bad_nonce && attempt < NONCE_ATTEMPTS {
+                tracing::debug!("badNonce from the CA; retrying (attempt {attempt})");
+                attempt += 1;
+                continue;
+            }
+            return Err(match problem {
+                Some(p) => anyhow!("HTTP {}: {}", rsp.status, describe_problem(&p)),
+                None => anyhow!("HTTP {} without a problem document", rsp.status),
+            });
+        }
+    }
+
+    /// A nonce from the CA's newNonce resource, for when the last response carried none.
+    async fn fresh_nonce(&self) -> anyhow::Result<String> {
+        let body = self.http.get(&self.directory_url).await?;
+        let dir: Directory = serde_json::from_slice(&body).with_context(|| {
+            format!("the directory at {} is not valid JSON", self.directory_url)
+        })?;
+        let url = dir
+            .new_nonce
+            .ok_or_else(|| anyhow!("the directory at {} has no newNonce", self.directory_url))?;
+        self.http.new_nonce(&url).await
     }
 }
 
@@ -545,11 +646,15 @@ impl Issuer for InstantSession {
         &self,
         names: &[Hostname],
         csr_der: &[u8],
-        replaces: Option<&str>,
-        profile: Option<&str>,
+        options: OrderOptions<'_>,
         responder: &dyn Responder,
         on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
     ) -> Result<Issued, AcmeError> {
+        let OrderOptions {
+            replaces,
+            profile,
+            alternate_chains,
+        } = options;
         let identifiers: Vec<Identifier> = names
             .iter()
             .map(|n| match n.ip() {
@@ -587,16 +692,32 @@ impl Issuer for InstantSession {
         let policy = retry_policy();
         let chain_pem = nonce_retry!(order.poll_certificate(&policy))
             .map_err(|e| ca_error("downloading the certificate", e))?;
+        let cert_url = order.state().certificate.clone();
         Ok(Issued {
             order_url: order.url().to_owned(),
-            chain_pem,
+            chains: self
+                .chains(chain_pem, cert_url.as_deref(), alternate_chains)
+                .await,
         })
     }
 
-    async fn fetch_order_certificate(&self, order_url: &str) -> Result<Option<String>, AcmeError> {
+    async fn fetch_order_certificate(
+        &self,
+        order_url: &str,
+        alternate_chains: bool,
+    ) -> Result<Option<Chains>, AcmeError> {
         let mut order = nonce_retry!(self.account.order(order_url.to_owned()))
             .map_err(|e| ca_error("fetching the order", e))?;
-        nonce_retry!(order.certificate()).map_err(|e| ca_error("downloading the certificate", e))
+        let Some(chain_pem) = nonce_retry!(order.certificate())
+            .map_err(|e| ca_error("downloading the certificate", e))?
+        else {
+            return Ok(None);
+        };
+        let cert_url = order.state().certificate.clone();
+        Ok(Some(
+            self.chains(chain_pem, cert_url.as_deref(), alternate_chains)
+                .await,
+        ))
     }
 
     async fn renewal_info(

@@ -273,6 +273,20 @@ impl AccountSigner {
     }
 }
 
+/// A POST-as-GET request body (RFC 8555 §6.3): a flattened JWS with the account URL as
+/// `kid`, a fresh `nonce`, the target `url` and an empty payload, signed by the account key.
+/// acmekeep sends these itself for what instant-acme cannot fetch (alternate chains).
+pub fn post_as_get(signer: &AccountSigner, kid: &str, nonce: &str, url: &str) -> Result<Vec<u8>> {
+    let header = json!({ "alg": signer.alg(), "kid": kid, "nonce": nonce, "url": url });
+    let protected = BASE64URL_NOPAD.encode(&serde_json::to_vec(&header)?);
+    let signature = signer.sign(format!("{protected}.").as_bytes())?;
+    Ok(serde_json::to_vec(&json!({
+        "protected": protected,
+        "payload": "",
+        "signature": BASE64URL_NOPAD.encode(&signature),
+    }))?)
+}
+
 /// The External Account Binding JWS of RFC 8555 §7.3.4: the account key's JWK as payload,
 /// `alg`/`kid`/`url` (and no nonce) in the protected header, MACed with the CA's key.
 pub fn eab_jws(eab: &EabCredentials, url: &str, account_jwk: &Value) -> Result<Value> {
@@ -735,6 +749,29 @@ mod tests {
             .verify(signed.as_bytes(), &sig)
             .is_ok(),
             AccountSigner::Foreign(ForeignKey::P384(_)) => unreachable!("not used here"),
+        }
+    }
+
+    #[test]
+    fn post_as_get_is_signed_by_the_account_with_an_empty_payload() {
+        let (_, pkcs8) = instant_acme::Key::generate_pkcs8().expect("p256");
+        let p256 = AccountSigner::from_der(&PrivateKeyDer::Pkcs8(pkcs8)).expect("signer");
+        let rsa = AccountSigner::Foreign(rsa_key());
+        let (kid, url) = (
+            "https://ca.example/acct/1",
+            "https://ca.example/cert/1/alt/1",
+        );
+        for (signer, alg) in [(&p256, "ES256"), (&rsa, "RS256")] {
+            let body = post_as_get(signer, kid, "nonce-1", url).expect("jws");
+            let jws: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(
+                decode_json(&jws["protected"]),
+                json!({"alg": alg, "kid": kid, "nonce": "nonce-1", "url": url}),
+                "kid, never jwk, for an existing account"
+            );
+            assert_eq!(jws["payload"], "", "POST-as-GET has an empty payload");
+            assert!(verifies(signer, &jws), "{alg} signature verifies");
+            assert_eq!(jws_url(&body).as_deref(), Some(url));
         }
     }
 

@@ -164,37 +164,61 @@ pub trait Ca: Send + Sync {
     fn deactivate(&self, key_pem: &str) -> impl Future<Output = Result<String, AcmeError>> + Send;
 }
 
+/// What to order, besides the names and the CSR.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OrderOptions<'a> {
+    /// The ARI id (RFC 9773) of the certificate this order replaces, sent if the CA accepts
+    /// it.
+    pub replaces: Option<&'a str>,
+    /// The ACME profile to order with.
+    pub profile: Option<&'a str>,
+    /// Also download the alternate chains the CA offers (RFC 8555 §7.4.2). Asked only when
+    /// a chain is preferred: it costs a request per alternate.
+    pub alternate_chains: bool,
+}
+
+/// A certificate as the CA offers it (PEM, untrusted until validated).
+#[derive(Clone, Debug, Default)]
+pub struct Chains {
+    /// The chain of the certificate download itself.
+    pub default: String,
+    /// The alternate chains that could be downloaded, in the CA's order (only when asked for;
+    /// one that fails to download is left out with a warning).
+    pub alternates: Vec<String>,
+}
+
 /// The result of a finished order.
 #[derive(Debug)]
 pub struct Issued {
     /// The order URL (acmetool's `url` file, from which the certificate id is derived).
     pub order_url: String,
-    /// The PEM chain the CA returned (untrusted until validated).
-    pub chain_pem: String,
+    /// The chains the CA returned.
+    pub chains: Chains,
 }
 
 /// An account's session with a CA.
 pub trait Issuer: Send + Sync {
-    /// Orders a certificate for `names` (as a replacement of the certificate with ARI id
-    /// `replaces`, if the CA accepts that), proves control through `responder`, finalizes
-    /// with `csr_der`, calls `on_finalized(order_url)` (so the order can be recorded before
-    /// the download), then downloads the chain.
+    /// Orders a certificate for `names` as `options` say, proves control through
+    /// `responder`, finalizes with `csr_der`, calls `on_finalized(order_url)` (so the order
+    /// can be recorded before the download), then downloads the chain (and the alternates,
+    /// if asked for).
     fn issue(
         &self,
         names: &[Hostname],
         csr_der: &[u8],
-        replaces: Option<&str>,
-        profile: Option<&str>,
+        options: OrderOptions<'_>,
         responder: &dyn Responder,
         on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
     ) -> impl Future<Output = Result<Issued, AcmeError>> + Send;
 
     /// Downloads the certificate of an order that finished earlier (an "uncached" cert
-    /// directory). `Ok(None)` means the CA is still processing it.
+    /// directory), with its alternate chains if `alternate_chains`. `Ok(None)` means the CA
+    /// is still processing it.
     fn fetch_order_certificate(
         &self,
         order_url: &str,
-    ) -> impl Future<Output = Result<Option<String>, AcmeError>> + Send;
+        alternate_chains: bool,
+    ) -> impl Future<Output = Result<Option<Chains>, AcmeError>> + Send;
 
     /// The CA's suggested renewal window for the certificate with ARI id `ari_id`
     /// (`<AKI>.<serial>`, RFC 9773 §4.1) and how long to wait before asking again; `Ok(None)`

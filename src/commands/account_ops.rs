@@ -261,7 +261,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::acme::{DirectoryMeta, Issued, Issuer, Registration};
+    use crate::acme::{Chains, DirectoryMeta, Issued, Issuer, OrderOptions, Registration};
     use crate::challenge::Responder;
     use crate::name::Hostname;
     use crate::store::lock::StateLock;
@@ -324,8 +324,7 @@ mod tests {
             &self,
             _: &[Hostname],
             _: &[u8],
-            _: Option<&str>,
-            _: Option<&str>,
+            _: OrderOptions<'_>,
             _: &dyn Responder,
             _: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
         ) -> Result<Issued, AcmeError> {
@@ -337,7 +336,11 @@ mod tests {
         ) -> Result<Option<(crate::ari::Window, std::time::Duration)>, AcmeError> {
             Ok(None)
         }
-        async fn fetch_order_certificate(&self, _: &str) -> Result<Option<String>, AcmeError> {
+        async fn fetch_order_certificate(
+            &self,
+            _: &str,
+            _: bool,
+        ) -> Result<Option<Chains>, AcmeError> {
             unreachable!("no orders here")
         }
         fn thumbprint(&self) -> String {

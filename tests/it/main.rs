@@ -5,6 +5,7 @@
 
 mod acmetool;
 mod ari;
+mod chain;
 mod challenges;
 mod commands;
 mod contrib_hooks;
