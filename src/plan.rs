@@ -123,13 +123,26 @@ impl From<Vec<CertSummary>> for CertSet {
     }
 }
 
-/// The best certificate satisfying `target`: the latest `not_after`, ties broken by id so
-/// runs are deterministic.
+/// The best certificate satisfying `target`: the most recently issued (latest
+/// `not_before`), then the latest `not_after`, ties broken by id so runs are deterministic.
+///
+/// Newest first, not longest-lived first: a replacement can expire before the certificate it
+/// replaces (a move to a short-lived profile, a renewal after the CA revoked or asked to
+/// replace a certificate), and it was obtained precisely so that it would be used. (With
+/// one CA and one profile the two orders agree, as acmetool's "latest expiry" did.)
 pub fn best_cert<'a>(target: &Target, certs: &'a CertSet) -> Option<&'a CertSummary> {
     certs
         .candidates(target)
         .filter(|c| satisfies(c, target))
-        .max_by(|a, b| a.not_after.cmp(&b.not_after).then_with(|| b.id.cmp(&a.id)))
+        .max_by(|a, b| newer(a, b))
+}
+
+/// The order [`best_cert`] maximises.
+fn newer(a: &CertSummary, b: &CertSummary) -> std::cmp::Ordering {
+    a.not_before
+        .cmp(&b.not_before)
+        .then_with(|| a.not_after.cmp(&b.not_after))
+        .then_with(|| b.id.cmp(&a.id))
 }
 
 /// The planner's verdict for one target.
@@ -442,13 +455,34 @@ mod tests {
                 let linear = certs
                     .iter()
                     .filter(|c| satisfies(c, &t))
-                    .max_by(|x, y| x.not_after.cmp(&y.not_after).then_with(|| y.id.cmp(&x.id)))
+                    .max_by(|x, y| newer(x, y))
                     .map(|c| c.id.clone());
                 assert_eq!(best_cert(&t, &set).map(|c| c.id.clone()), linear, "{a} {b}");
             }
         }
         assert_eq!(set.get("c07").map(|c| c.id.as_str()), Some("c07"));
         assert!(set.get("nope").is_none());
+    }
+
+    #[test]
+    fn a_shorter_lived_replacement_is_the_best_and_is_not_replaced_again() {
+        // A 90-day certificate, then a 6-day one from the short-lived profile (or after the
+        // CA asked for a replacement): the newer one is used and is not due yet.
+        let mut t = target(
+            "t",
+            "satisfy:\n  names: [a.b]\nrequest:\n  profile: shortlived\n",
+        );
+        t.margin_days = 30;
+        let old = cert("old", &["a.b"], T0, 90);
+        let mut new = cert("new", &["a.b"], T0 + Duration::days(10), 6);
+        new.profile = Some("shortlived".into());
+        let set = CertSet::from(vec![old, new]);
+        assert_eq!(best_cert(&t, &set).map(|c| c.id.as_str()), Some("new"));
+        let p = plan_target(&t, &set, T0 + Duration::days(11));
+        assert_eq!(p.best.as_deref(), Some("new"));
+        assert!(!p.needs_request, "{p:?}");
+        let relinks = plan_relinks(std::slice::from_ref(&t), &set, &BTreeMap::new());
+        assert_eq!(relinks[0].cert_id, "new");
     }
 
     #[test]

@@ -754,6 +754,12 @@ async fn obtain<C: Connector>(
             alpn_certs.clone(),
         );
         async move {
+            if session.ca_unresponsive() {
+                // A CA that stopped answering would hold every remaining order for the full
+                // request timeout; leave them to the next run (no backoff: not its answer).
+                let e = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again".to_owned();
+                return (t.file.clone(), names_of(&t), Err((e, false)));
+            }
             let listens = listening
                 && (t.challenge.listen_http
                     || t.challenge.listen_proxy

@@ -69,8 +69,15 @@ pub struct JoseResponse {
 pub struct CaHttp {
     inner: Inner,
     requests: Arc<AtomicU64>,
+    /// Requests that got no answer within [`REQUEST_TIMEOUT`].
+    timeouts: Arc<AtomicU64>,
     resigner: Option<Arc<ForeignKey>>,
     downloads: Arc<Mutex<VecDeque<(String, CertDownload)>>>,
+    /// Nonces of finished orders, for the next order's first request.
+    nonces: Arc<Mutex<super::nonces::NoncePool>>,
+    /// Directory documents fetched in this run, by URL: a directory does not change while a
+    /// run lasts, and both acmekeep and instant-acme read it.
+    directories: Arc<Mutex<std::collections::HashMap<String, Bytes>>>,
 }
 
 impl std::fmt::Debug for CaHttp {
@@ -136,8 +143,11 @@ impl CaHttp {
         Ok(Self {
             inner,
             requests: Arc::new(AtomicU64::new(0)),
+            timeouts: Arc::new(AtomicU64::new(0)),
             resigner: None,
             downloads: Arc::new(Mutex::new(VecDeque::new())),
+            nonces: Arc::default(),
+            directories: Arc::default(),
         })
     }
 
@@ -149,20 +159,56 @@ impl CaHttp {
         }
     }
 
+    /// Number of requests that timed out so far.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Counts a timeout and passes its error on.
+    fn timed_out(&self, e: anyhow::Error) -> anyhow::Error {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
     /// Number of requests sent so far.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// A plain GET returning the (bounded) body, for the directory document.
+    /// The directory document at `url`, if this run has fetched it already.
+    fn cached_directory(&self, url: &str) -> Option<Bytes> {
+        self.directories
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(url)
+            .cloned()
+    }
+
+    /// Keeps `body` fetched from `url` if it is a directory document (it names `newNonce`).
+    fn keep_if_directory(&self, url: &str, body: &Bytes) {
+        let is_directory = serde_json::from_slice::<serde_json::Value>(body)
+            .is_ok_and(|v| v.get("newNonce").is_some_and(|n| n.is_string()));
+        if is_directory {
+            self.directories
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(url.to_owned(), body.clone());
+        }
+    }
+
+    /// A plain GET returning the (bounded) body, for the directory document (fetched once
+    /// per run).
     pub async fn get(&self, url: &str) -> Result<Bytes> {
+        if let Some(body) = self.cached_directory(url) {
+            return Ok(body);
+        }
         let req = http::Request::get(url)
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
             .await
-            .map_err(|_| anyhow!("GET {url} timed out"))?
+            .map_err(|_| self.timed_out(anyhow!("GET {url} timed out")))?
             .with_context(|| format!("GET {url}"))?;
         if !rsp.status().is_success() {
             return Err(anyhow!("GET {url} returned HTTP {}", rsp.status()));
@@ -171,7 +217,9 @@ impl CaHttp {
             .collect()
             .await
             .map_err(|e| anyhow!("reading {url}: {e}"))?;
-        Ok(body.to_bytes())
+        let body = body.to_bytes();
+        self.keep_if_directory(url, &body);
+        Ok(body)
     }
 
     /// A HEAD on the CA's newNonce resource (RFC 8555 §7.2): a fresh nonce.
@@ -182,7 +230,7 @@ impl CaHttp {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
             .await
-            .map_err(|_| anyhow!("HEAD {url} timed out"))?
+            .map_err(|_| self.timed_out(anyhow!("HEAD {url} timed out")))?
             .with_context(|| format!("HEAD {url}"))?;
         replay_nonce(rsp.headers()).ok_or_else(|| anyhow!("HEAD {url} returned no Replay-Nonce"))
     }
@@ -197,13 +245,13 @@ impl CaHttp {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
             .await
-            .map_err(|_| anyhow!("POST {url} timed out"))?
+            .map_err(|_| self.timed_out(anyhow!("POST {url} timed out")))?
             .with_context(|| format!("POST {url}"))?;
         let (parts, body) = rsp.into_parts();
         let body =
             tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_RESPONSE).collect())
                 .await
-                .map_err(|_| anyhow!("reading the answer to POST {url} timed out"))?
+                .map_err(|_| self.timed_out(anyhow!("reading the answer to POST {url} timed out")))?
                 .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?;
         Ok(JoseResponse {
             status: parts.status,
@@ -238,6 +286,16 @@ impl CaHttp {
             .filter_map(|v| v.to_str().ok());
         let alternates = alternate_links(links, url);
         if alternates.is_empty() {
+            // The order is finished and nobody will use this nonce: keep it for the next.
+            if let (Some(origin), Some(nonce)) =
+                (super::nonces::origin(url), replay_nonce(&parts.headers))
+            {
+                self.nonces.lock().unwrap_or_else(|e| e.into_inner()).put(
+                    &origin,
+                    nonce,
+                    std::time::Instant::now(),
+                );
+            }
             return;
         }
         let download = CertDownload {
@@ -412,10 +470,39 @@ impl HttpClient for CaHttp {
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         // The form `take_download` looks it up by.
         let url = req.uri().to_string();
+        // instant-acme sends HEAD only to newNonce: answer from the pool when it can.
+        if req.method() == http::Method::HEAD
+            && let Some(nonce) = super::nonces::origin(&url).and_then(|o| {
+                self.nonces
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(&o, std::time::Instant::now())
+            })
+        {
+            return Box::pin(async move {
+                let rsp = http::Response::builder()
+                    .status(http::StatusCode::OK)
+                    .header("replay-nonce", nonce)
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .map_err(|e| instant_acme::Error::Other(e.into()))?;
+                Ok(BytesResponse::from(rsp))
+            });
+        }
+        let is_get = req.method() == http::Method::GET;
+        if is_get && let Some(body) = self.cached_directory(&url) {
+            return Box::pin(async move {
+                let rsp = http::Response::builder()
+                    .status(http::StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(http_body_util::Full::new(body))
+                    .map_err(|e| instant_acme::Error::Other(e.into()))?;
+                Ok(BytesResponse::from(rsp))
+            });
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let req = match me.resigner.clone() {
                 Some(key) if req.method() == http::Method::POST => {
@@ -432,8 +519,25 @@ impl HttpClient for CaHttp {
                 _ => req,
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, me.inner.request(req)).await {
-                Err(_) => Err(instant_acme::Error::Str("request to the CA timed out")),
+                Err(_) => {
+                    me.timeouts.fetch_add(1, Ordering::Relaxed);
+                    Err(instant_acme::Error::Str("request to the CA timed out"))
+                }
                 Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
+                Ok(Ok(rsp)) if is_get && rsp.status().is_success() => {
+                    // Read whole (bounded) so a directory document can be kept.
+                    let (parts, body) = rsp.into_parts();
+                    let body = Limited::new(body, MAX_RESPONSE)
+                        .collect()
+                        .await
+                        .map_err(instant_acme::Error::Other)?
+                        .to_bytes();
+                    me.keep_if_directory(&url, &body);
+                    Ok(BytesResponse::from(http::Response::from_parts(
+                        parts,
+                        http_body_util::Full::new(body),
+                    )))
+                }
                 Ok(Ok(rsp)) => {
                     let (parts, body) = rsp.into_parts();
                     me.observe(&url, &parts);

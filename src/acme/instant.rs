@@ -237,6 +237,10 @@ impl AccountKey {
     }
 }
 
+/// Timed-out requests after which a CA counts as not answering for the rest of the run
+/// (each has waited [`super::http::REQUEST_TIMEOUT`]); one may be a blip.
+const UNRESPONSIVE_AFTER: u64 = 2;
+
 /// How often a request rejected for a stale nonce is sent again. instant-acme retries a
 /// bad nonce only twice; a CA that rejects many nonces (Pebble does so at random, on
 /// purpose) would then fail whole orders. A badNonce rejection means the CA did not act on
@@ -663,7 +667,10 @@ impl Issuer for InstantSession {
             })
             .collect();
         if let Some(p) = profile {
-            let offered: Vec<String> = self.account.profiles().map(|m| m.name.to_owned()).collect();
+            let mut offered: Vec<String> =
+                self.account.profiles().map(|m| m.name.to_owned()).collect();
+            // instant-acme keeps them in a hash map: name them in a stable order.
+            offered.sort();
             if !offered.iter().any(|o| o == p) {
                 return Err(AcmeError::Other(anyhow!(
                     "request.profile {p:?} is not offered by this CA (its directory offers: {})",
@@ -729,6 +736,10 @@ impl Issuer for InstantSession {
 
     fn thumbprint(&self) -> String {
         self.thumbprint.clone()
+    }
+
+    fn ca_unresponsive(&self) -> bool {
+        self.http.timeouts() >= UNRESPONSIVE_AFTER
     }
 
     fn account_url(&self) -> String {

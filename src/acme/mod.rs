@@ -9,6 +9,7 @@ pub mod ari;
 pub mod http;
 pub mod instant;
 pub mod jws;
+pub mod nonces;
 
 use std::future::Future;
 
@@ -230,6 +231,12 @@ pub trait Issuer: Send + Sync {
 
     /// RFC 7638 thumbprint of the account key.
     fn thumbprint(&self) -> String;
+
+    /// True once the CA has left requests unanswered (timeouts) often enough that starting
+    /// more orders in this run would only wait on it too.
+    fn ca_unresponsive(&self) -> bool {
+        false
+    }
 
     /// The account URL (the `kid` the CA knows the account by).
     fn account_url(&self) -> String;

@@ -19,4 +19,5 @@ mod perm;
 mod quickstart;
 mod recovery;
 mod redirector;
+mod scale;
 mod support;

@@ -559,6 +559,11 @@ impl Pebble {
             .ok_or_else(|| io::Error::other("malformed DNS response"))
     }
 
+    /// Pebble's own log so far (one line per handled request, among others).
+    pub fn pebble_log(&self) -> String {
+        read_log(&self.pebble_log)
+    }
+
     /// Both processes' output so far.
     pub fn logs(&self) -> String {
         format!(
