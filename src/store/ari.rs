@@ -30,6 +30,9 @@ impl Store {
             return None;
         }
         let path = self.ari_dir().join(format!("{cert_id}.json"));
+        if !self.listings.may_exist(&path) {
+            return None;
+        }
         optional_text(&path, MAX_RECORD)
             .ok()
             .flatten()
@@ -76,6 +79,8 @@ impl Store {
         let json = serde_json::to_vec_pretty(rec)?;
         self.fs
             .write_file(&path, &json, FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.listings.written(&path);
+        Ok(())
     }
 }

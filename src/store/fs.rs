@@ -270,12 +270,9 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         )
     };
     let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    if len > limit {
-        return Err(too_large());
-    }
-    // `len` is at most `limit` here. The capacity is only a hint, so clamp it on 32-bit targets.
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(usize::MAX));
+    // No fstat for the size: reading at most one byte past the limit bounds it just as well,
+    // with one system call less per file (state directories hold tens of thousands).
+    let mut data = Vec::with_capacity(4096);
     file.take(limit.saturating_add(1)).read_to_end(&mut data)?;
     if data.len() as u64 > limit {
         return Err(too_large());

@@ -39,6 +39,47 @@ pub struct Store {
     root: PathBuf,
     fs: AtomicFs,
     perm: perm::PermTable,
+    listings: Listings,
+}
+
+/// The names in the run-record directories (`.acmekeep/targets`, `.acmekeep/ari`), listed
+/// once per run, so that asking for the record of each of thousands of targets that has none
+/// costs no system call. Names written during the run are added.
+#[derive(Debug, Default)]
+struct Listings(
+    std::sync::Mutex<std::collections::HashMap<PathBuf, Option<BTreeSet<std::ffi::OsString>>>>,
+);
+
+impl Listings {
+    /// Whether `path` may exist: false only if its directory was listed and lacks it.
+    fn may_exist(&self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return true;
+        };
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let names = all
+            .entry(dir.to_owned())
+            .or_insert_with(|| match std::fs::read_dir(dir) {
+                Ok(rd) => rd
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<io::Result<_>>()
+                    .ok(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(BTreeSet::new()),
+                Err(_) => None,
+            });
+        names.as_ref().is_none_or(|n| n.contains(name))
+    }
+
+    /// Notes that `path` now exists.
+    fn written(&self, path: &Path) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(names)) = all.get_mut(dir) {
+            names.insert(name.to_owned());
+        }
+    }
 }
 
 /// A certificate directory as found on disk.
@@ -46,7 +87,8 @@ pub struct Store {
 pub struct CertRecord {
     /// Certificate id (directory name).
     pub id: String,
-    /// Content of `url` (order URL), if present.
+    /// Content of `url` (order URL), read only when the directory holds no certificate yet
+    /// (it is what the certificate is downloaded from).
     pub url: Option<String>,
     /// Target of the `account` link relative to `accounts/`, e.g. `<urlpart>/<keyid>`.
     pub account: Option<String>,
@@ -199,6 +241,7 @@ impl Store {
             root: root.to_owned(),
             fs: AtomicFs::new(tmp),
             perm: table,
+            listings: Listings::default(),
         };
         store.conform_if_perm_changed()?;
         Ok(store)
@@ -273,6 +316,7 @@ impl Store {
             root: root.to_owned(),
             fs: AtomicFs::new(root.join("tmp")),
             perm: perm::PermTable::builtin(),
+            listings: Listings::default(),
         })
     }
 
@@ -381,7 +425,9 @@ impl Store {
             .with_context(|| format!("listing {}", certs_dir.display()))?
         {
             let id = e.file_name().to_string_lossy().into_owned();
-            if !ids::is_well_formed_id(&id) || !e.path().is_dir() {
+            // The directory entry's type (no stat): a symlink to a directory is not followed.
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if !ids::is_well_formed_id(&id) || !is_dir {
                 inv.warnings.push(format!(
                     "ignoring {}: not a certificate directory",
                     e.path().display()
@@ -438,16 +484,21 @@ impl Store {
 
     fn load_cert(&self, id: &str, key_ids: &BTreeSet<String>) -> CertRecord {
         let dir = self.root.join("certs").join(id);
-        let url = optional_text(&dir.join("url"), 4096)
-            .ok()
-            .flatten()
-            .map(|u| u.trim().to_owned());
         let account = std::fs::read_link(dir.join("account")).ok().and_then(|t| {
             t.strip_prefix("../../accounts")
                 .ok()
                 .map(|r| r.to_string_lossy().into_owned())
         });
-        let state = match optional_text(&dir.join("cert"), cert::MAX_CHAIN) {
+        let cert_text = optional_text(&dir.join("cert"), cert::MAX_CHAIN);
+        // The order URL matters only while the certificate is still to be downloaded.
+        let url = match cert_text {
+            Ok(Some(_)) => None,
+            _ => optional_text(&dir.join("url"), 4096)
+                .ok()
+                .flatten()
+                .map(|u| u.trim().to_owned()),
+        };
+        let state = match cert_text {
             Ok(None) if url.is_some() && account.is_some() => CertState::Uncached,
             Ok(None) => CertState::Broken(format!(
                 "{} holds no certificate and cannot be downloaded (no {}); `acmekeep cull` removes it",
@@ -692,7 +743,11 @@ impl Store {
 
     /// Reads the run record of a target (missing or unreadable → default).
     pub fn target_record(&self, file: &str) -> TargetRecord {
-        optional_text(&self.record_path(file), 64 * 1024)
+        let path = self.record_path(file);
+        if !self.listings.may_exist(&path) {
+            return TargetRecord::default();
+        }
+        optional_text(&path, 64 * 1024)
             .ok()
             .flatten()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -742,7 +797,9 @@ impl Store {
         let path = self.record_path(file);
         self.fs
             .write_file(&path, &json, FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.listings.written(&path);
+        Ok(())
     }
 
     /// Points `certs/<cert_id>/account` at `accounts/<account_id>` (a new link renamed over
