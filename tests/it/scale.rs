@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -116,31 +115,27 @@ fn an_order_costs_the_protocol_minimum_of_requests() {
 
 /// Runs acmekeep under strace (file opens and socket connects of every thread).
 fn traced_run(state: &StateDir, args: &[&str], trace: &Path) -> Run {
-    let started = Instant::now();
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat,open,connect", "-o"])
-        .arg(trace)
-        .arg(env!("CARGO_BIN_EXE_acmekeep"))
-        .arg("--state")
-        .arg(state.path())
-        .arg("--hooks")
-        .arg(state.hooks_dir())
-        .arg("--batch")
-        .args(args)
-        .env_remove("ACME_STATE_DIR")
-        .env_remove("ACMEKEEP_JOBS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("strace must be installed (scripts/install-deps installs it)");
-    Run {
-        args: args.iter().map(|s| (*s).to_owned()).collect(),
-        status: Some(out.status),
-        code: out.status.code(),
-        timed_out: false,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
+    let strace = std::process::Command::new("strace").arg("-V").output();
+    assert!(
+        strace.is_ok_and(|o| o.status.success()),
+        "strace is needed (scripts/install-deps installs it)"
+    );
+    let opts = RunOpts {
+        wrapper: [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,open,connect",
+            "-o",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([trace.to_string_lossy().into_owned()])
+        .collect(),
+        ..RunOpts::default()
+    };
+    acmekeep_with(state, args, &opts)
 }
 
 #[test]

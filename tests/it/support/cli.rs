@@ -18,6 +18,8 @@ pub struct RunOpts {
     pub timeout: Duration,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A command acmekeep runs under (e.g. `strace -f -o FILE`), empty for none.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for RunOpts {
@@ -25,6 +27,7 @@ impl Default for RunOpts {
         Self {
             timeout: DEFAULT_TIMEOUT,
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -182,7 +185,15 @@ impl Drop for Running {
 /// waiting. The hook directory is the test's own (it may not exist), so the machine's
 /// /etc/acme/hooks never runs in tests.
 pub fn spawn_acmekeep(state: &StateDir, args: &[&str], opts: &RunOpts) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_acmekeep"));
+    let bin = env!("CARGO_BIN_EXE_acmekeep");
+    let mut cmd = match opts.wrapper.split_first() {
+        Some((wrapper, wrapper_args)) => {
+            let mut c = Command::new(wrapper);
+            c.args(wrapper_args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.arg("--state")
         .arg(state.path())
         .arg("--hooks")
