@@ -195,7 +195,7 @@ pub async fn run<C: Connector>(
     }
 
     // The planner's view of every complete certificate, built once for the whole run.
-    let mut summaries = inv.summaries();
+    let mut summaries = inv.take_summaries();
 
     // The CA's renewal windows (ARI), refreshed where its Retry-After has passed.
     let ari = renewal_windows(

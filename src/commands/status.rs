@@ -68,8 +68,8 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
     let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
     let defaults = store.load_defaults().map_err(config_error)?;
     let (targets, broken) = store.load_targets(&defaults)?;
-    let inv = store.load_inventory()?;
-    let summaries = inv.summaries();
+    let mut inv = store.load_inventory()?;
+    let summaries = inv.take_summaries();
     // Cached ARI windows only: status never asks the CA.
     let ari: std::collections::BTreeMap<_, _> = summaries
         .iter()

@@ -147,6 +147,22 @@ impl Inventory {
         )
     }
 
+    /// Moves the planner summaries of the complete certificates out (their records leave
+    /// `certs`; the others stay), without copying them: with thousands of certificates the
+    /// copy would double what a run holds.
+    pub fn take_summaries(&mut self) -> CertSet {
+        let mut set = CertSet::default();
+        let mut rest = Vec::new();
+        for c in std::mem::take(&mut self.certs) {
+            match c.state {
+                CertState::Complete(summary) => set.push(summary),
+                _ => rest.push(c),
+            }
+        }
+        self.certs = rest;
+        set
+    }
+
     /// The complete certificate with this id.
     pub fn cert(&self, id: &str) -> Option<&CertRecord> {
         self.certs.iter().find(|c| c.id == id)
