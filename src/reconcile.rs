@@ -213,7 +213,12 @@ pub async fn run<C: Connector>(
     for t in &targets {
         let selected = opts.only.is_empty() || opts.only.iter().any(|o| selects(t, o));
         let p = plan::plan_target_ari(t, &summaries, now, &ari);
-        let record = store.target_record(&t.file);
+        // The run record matters only for a target that needs a certificate (backoff).
+        let record = if selected && p.needs_request {
+            store.target_record(&t.file)
+        } else {
+            Default::default()
+        };
         let waiting_until = record
             .next_attempt
             .as_deref()

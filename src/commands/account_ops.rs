@@ -179,7 +179,7 @@ pub async fn roll_over<C: Ca>(
     for c in inv
         .certs
         .iter()
-        .filter(|c| c.account.as_deref() == Some(old_id.as_str()))
+        .filter(|c| store.cert_account(&c.id).as_deref() == Some(old_id.as_str()))
     {
         store.relink_cert_account(&c.id, &new_id)?;
         relinked.push(c.id.clone());
@@ -242,7 +242,7 @@ pub async fn deactivate<C: Ca>(
     for c in inv
         .certs
         .iter()
-        .filter(|c| c.account.as_deref() == Some(id.as_str()))
+        .filter(|c| store.cert_account(&c.id).as_deref() == Some(id.as_str()))
     {
         store.unlink_cert_account(&c.id)?;
         unlinked.push(c.id.clone());
@@ -417,7 +417,7 @@ mod tests {
 
     fn cert_account(store: &Store, cert: &str) -> Option<String> {
         let inv = store.load_inventory().expect("inventory");
-        inv.cert(cert).and_then(|c| c.account.clone())
+        inv.cert(cert).and_then(|c| store.cert_account(&c.id))
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub fn execute(settings: &Settings, args: &RevokeArgs) -> Result<ExitCode> {
             let record = inv
                 .cert(&id)
                 .ok_or_else(|| anyhow!("certs/{id} vanished"))?;
-            let account = record.account.as_deref().ok_or_else(|| {
+            let account = store.cert_account(&record.id);
+            let account = account.as_deref().ok_or_else(|| {
                 anyhow!(
                     "certs/{id} has no account link, so the account that obtained it is unknown"
                 )

@@ -90,7 +90,8 @@ pub struct CertRecord {
     /// Content of `url` (order URL), read only when the directory holds no certificate yet
     /// (it is what the certificate is downloaded from).
     pub url: Option<String>,
-    /// Target of the `account` link relative to `accounts/`, e.g. `<urlpart>/<keyid>`.
+    /// Target of the `account` link relative to `accounts/`, e.g. `<urlpart>/<keyid>`; read
+    /// only when the directory holds no certificate yet (else see [`Store::cert_account`]).
     pub account: Option<String>,
     /// What the directory holds.
     pub state: CertState,
@@ -500,19 +501,18 @@ impl Store {
 
     fn load_cert(&self, id: &str, key_ids: &BTreeSet<String>) -> CertRecord {
         let dir = self.root.join("certs").join(id);
-        let account = std::fs::read_link(dir.join("account")).ok().and_then(|t| {
-            t.strip_prefix("../../accounts")
-                .ok()
-                .map(|r| r.to_string_lossy().into_owned())
-        });
         let cert_text = optional_text(&dir.join("cert"), cert::MAX_CHAIN);
-        // The order URL matters only while the certificate is still to be downloaded.
-        let url = match cert_text {
-            Ok(Some(_)) => None,
-            _ => optional_text(&dir.join("url"), 4096)
-                .ok()
-                .flatten()
-                .map(|u| u.trim().to_owned()),
+        // The order URL and the account matter only while the certificate is still to be
+        // downloaded; otherwise they are read when asked for ([`Store::cert_account`]).
+        let (url, account) = match cert_text {
+            Ok(Some(_)) => (None, None),
+            _ => (
+                optional_text(&dir.join("url"), 4096)
+                    .ok()
+                    .flatten()
+                    .map(|u| u.trim().to_owned()),
+                self.cert_account(id),
+            ),
         };
         let state = match cert_text {
             Ok(None) if url.is_some() && account.is_some() => CertState::Uncached,
@@ -542,6 +542,17 @@ impl Store {
             account,
             state,
         }
+    }
+
+    /// The account certificate `id` was obtained with: the target of its `account` link
+    /// relative to `accounts/` (`<urlpart>/<keyid>`), if it has one.
+    pub fn cert_account(&self, id: &str) -> Option<String> {
+        let link = self.root.join("certs").join(id).join("account");
+        std::fs::read_link(link).ok().and_then(|t| {
+            t.strip_prefix("../../accounts")
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned())
+        })
     }
 
     /// Writes a new target file under `desired/`.
