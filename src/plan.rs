@@ -65,13 +65,18 @@ pub struct CertSet {
 }
 
 impl CertSet {
+    /// An empty set with room for `n` certificates.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            certs: Vec::with_capacity(n),
+            by_name: HashMap::with_capacity(n),
+            by_id: HashMap::with_capacity(n),
+        }
+    }
+
     /// Indexes `certs`.
     pub fn new(certs: Vec<CertSummary>) -> Self {
-        let mut set = Self {
-            certs: Vec::with_capacity(certs.len()),
-            by_name: HashMap::with_capacity(certs.len()),
-            by_id: HashMap::with_capacity(certs.len()),
-        };
+        let mut set = Self::with_capacity(certs.len());
         for c in certs {
             set.push(c);
         }

@@ -398,7 +398,7 @@ pub struct Target {
     /// chain); see [`crate::chain`].
     pub preferred_chain: Vec<String>,
     /// Challenge settings.
-    pub challenge: ChallengeConfig,
+    pub challenge: std::sync::Arc<ChallengeConfig>,
     /// Priority in the relink disjunction.
     pub priority: i64,
     /// Label appended to live link names.
@@ -817,7 +817,7 @@ impl Target {
                 None => None,
             },
             preferred_chain: preferred_chain(request.preferred_chain.as_ref())?,
-            challenge: ChallengeConfig {
+            challenge: std::sync::Arc::new(ChallengeConfig {
                 types,
                 webroot_paths,
                 http_ports,
@@ -828,7 +828,7 @@ impl Target {
                 dns,
                 self_test: ch.http_self_test.unwrap_or(true),
                 env: ch.env.unwrap_or_default(),
-            },
+            }),
             priority: m.priority.unwrap_or(0),
             label,
             warnings,

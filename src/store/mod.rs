@@ -152,7 +152,7 @@ impl Inventory {
     /// `certs`; the others stay), without copying them: with thousands of certificates the
     /// copy would double what a run holds.
     pub fn take_summaries(&mut self) -> CertSet {
-        let mut set = CertSet::default();
+        let mut set = CertSet::with_capacity(self.certs.len());
         let mut rest = Vec::new();
         for c in std::mem::take(&mut self.certs) {
             match c.state {
@@ -401,9 +401,13 @@ impl Store {
     /// so one bad file never hides the others.
     pub fn load_targets(&self, defaults: &RawTarget) -> Result<(Vec<Target>, Vec<TargetError>)> {
         let dir = self.root.join("desired");
-        let mut targets = Vec::new();
+        let entries =
+            read_dir_sorted(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        // Sized once: a resolved target is large, and doubling a vector of ten thousand of
+        // them briefly holds both copies.
+        let mut targets = Vec::with_capacity(entries.len());
         let mut errors = Vec::new();
-        for entry in read_dir_sorted(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in entries {
             let file = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             let loaded = read_text(&path, MAX_TARGET_FILE)
@@ -413,7 +417,16 @@ impl Store {
                         .with_context(|| format!("in {}", path.display()))
                 });
             match loaded {
-                Ok(t) => targets.push(t),
+                Ok(mut t) => {
+                    // Targets nearly always inherit the same challenge settings: share one
+                    // copy instead of holding ten thousand equal ones.
+                    if let Some(prev) = targets.last().map(|p: &Target| p.challenge.clone())
+                        && prev == t.challenge
+                    {
+                        t.challenge = prev;
+                    }
+                    targets.push(t)
+                }
                 Err(error) => errors.push(TargetError { file, error }),
             }
         }
@@ -438,9 +451,10 @@ impl Store {
             }
         }
         let certs_dir = self.root.join("certs");
-        for e in read_dir_sorted(&certs_dir)
-            .with_context(|| format!("listing {}", certs_dir.display()))?
-        {
+        let entries = read_dir_sorted(&certs_dir)
+            .with_context(|| format!("listing {}", certs_dir.display()))?;
+        inv.certs.reserve_exact(entries.len());
+        for e in entries {
             let id = e.file_name().to_string_lossy().into_owned();
             // The directory entry's type (no stat): a symlink to a directory is not followed.
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
