@@ -76,8 +76,9 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
         .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
         .collect();
     let mut docs = Vec::new();
-    for t in &targets {
-        let p = plan::plan_target_ari(t, &summaries, now, &ari);
+    // Each target is dropped once its document is made, so both are not held in full.
+    for t in targets {
+        let p = plan::plan_target_ari(&t, &summaries, now, &ari);
         let rec = store.target_record(&t.file);
         let live: Vec<String> = t
             .live_names()
@@ -100,11 +101,11 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
             (Some(_), false) => "valid",
         };
         docs.push(TargetDoc {
-            file: t.file.clone(),
             names: t.satisfy_names.iter().map(|n| n.to_string()).collect(),
-            provider: Some(t.provider.clone()),
+            file: t.file,
+            provider: Some(t.provider),
             priority: t.priority,
-            label: t.label.clone(),
+            label: t.label,
             live,
             certificate,
             renew_at: p.renew_at.map(rfc3339),
@@ -187,8 +188,17 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
     let doc = build(settings, now)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
+        // Streamed: with thousands of targets the document is megabytes of text.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = serde_json::to_writer_pretty(&mut out, &doc)
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+            .and_then(|()| std::io::Write::flush(&mut out));
+        return match written {
+            // A reader that stopped early (`| head`) is not an error of ours.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+            other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        };
     }
     println!("State directory: {}", doc.state_dir);
     for a in &doc.accounts {
