@@ -68,9 +68,12 @@ pub struct JoseResponse {
 #[derive(Clone)]
 pub struct CaHttp {
     inner: Inner,
+    /// Deadline for one request ([`REQUEST_TIMEOUT`] unless a test shortens it).
+    timeout: Duration,
     requests: Arc<AtomicU64>,
-    /// Requests that got no answer within [`REQUEST_TIMEOUT`].
-    timeouts: Arc<AtomicU64>,
+    /// Requests that got no answer within [`REQUEST_TIMEOUT`], by origin (CAs reached with
+    /// the same trusted roots share this client).
+    timeouts: Arc<Mutex<std::collections::HashMap<String, u64>>>,
     resigner: Option<Arc<ForeignKey>>,
     downloads: Arc<Mutex<VecDeque<(String, CertDownload)>>>,
     /// Nonces of finished orders, for the next order's first request.
@@ -148,8 +151,9 @@ impl CaHttp {
             .build(connector);
         Ok(Self {
             inner,
+            timeout: REQUEST_TIMEOUT,
             requests: Arc::new(AtomicU64::new(0)),
-            timeouts: Arc::new(AtomicU64::new(0)),
+            timeouts: Arc::default(),
             resigner: None,
             downloads: Arc::new(Mutex::new(VecDeque::new())),
             nonces: Arc::default(),
@@ -165,14 +169,39 @@ impl CaHttp {
         }
     }
 
-    /// Number of requests that timed out so far.
-    pub fn timeouts(&self) -> u64 {
-        self.timeouts.load(Ordering::Relaxed)
+    /// The same client with another deadline per request.
+    pub fn with_request_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// Number of requests to `origin` (`scheme://host:port`) that timed out so far.
+    pub fn timeouts(&self, origin: &str) -> u64 {
+        self.timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(origin)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts a timeout of a request to `url`.
+    fn count_timeout(&self, url: &str) {
+        if let Some(origin) = super::nonces::origin(url) {
+            *self
+                .timeouts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(origin)
+                .or_default() += 1;
+        }
     }
 
     /// Counts a timeout and passes its error on.
-    fn timed_out(&self, e: anyhow::Error) -> anyhow::Error {
-        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    fn timed_out(&self, url: &str, e: anyhow::Error) -> anyhow::Error {
+        self.count_timeout(url);
         e
     }
 
@@ -212,9 +241,9 @@ impl CaHttp {
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
+        let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
-            .map_err(|_| self.timed_out(anyhow!("GET {url} timed out")))?
+            .map_err(|_| self.timed_out(url, anyhow!("GET {url} timed out")))?
             .with_context(|| format!("GET {url}"))?;
         if !rsp.status().is_success() {
             return Err(anyhow!("GET {url} returned HTTP {}", rsp.status()));
@@ -234,9 +263,9 @@ impl CaHttp {
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
+        let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
-            .map_err(|_| self.timed_out(anyhow!("HEAD {url} timed out")))?
+            .map_err(|_| self.timed_out(url, anyhow!("HEAD {url} timed out")))?
             .with_context(|| format!("HEAD {url}"))?;
         replay_nonce(rsp.headers()).ok_or_else(|| anyhow!("HEAD {url} returned no Replay-Nonce"))
     }
@@ -249,16 +278,17 @@ impl CaHttp {
             .header(http::header::CONTENT_TYPE, "application/jose+json")
             .body(BodyWrapper::from(jws))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = tokio::time::timeout(REQUEST_TIMEOUT, self.inner.request(req))
+        let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
-            .map_err(|_| self.timed_out(anyhow!("POST {url} timed out")))?
+            .map_err(|_| self.timed_out(url, anyhow!("POST {url} timed out")))?
             .with_context(|| format!("POST {url}"))?;
         let (parts, body) = rsp.into_parts();
-        let body =
-            tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_RESPONSE).collect())
-                .await
-                .map_err(|_| self.timed_out(anyhow!("reading the answer to POST {url} timed out")))?
-                .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?;
+        let body = tokio::time::timeout(self.timeout, Limited::new(body, MAX_RESPONSE).collect())
+            .await
+            .map_err(|_| {
+                self.timed_out(url, anyhow!("reading the answer to POST {url} timed out"))
+            })?
+            .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?;
         Ok(JoseResponse {
             status: parts.status,
             content_type: parts
@@ -524,9 +554,9 @@ impl HttpClient for CaHttp {
                 }
                 _ => req,
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT, me.inner.request(req)).await {
+            match tokio::time::timeout(me.timeout, me.inner.request(req)).await {
                 Err(_) => {
-                    me.timeouts.fetch_add(1, Ordering::Relaxed);
+                    me.count_timeout(&url);
                     Err(instant_acme::Error::Str("request to the CA timed out"))
                 }
                 Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
@@ -562,6 +592,33 @@ mod tests {
     use super::*;
 
     const BASE: &str = "https://ca.example/cert/abc";
+
+    #[test]
+    fn timeouts_are_counted_per_origin() {
+        // A server that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let origin = format!("http://{}", silent.local_addr().expect("addr"));
+        let rt = crate::commands::runtime().expect("runtime");
+        let http = CaHttp::new(root_store(None).expect("roots"))
+            .expect("client")
+            .with_request_timeout(Duration::from_millis(200));
+        rt.block_on(async {
+            for _ in 0..2 {
+                let err = http
+                    .get(&format!("{origin}/dir"))
+                    .await
+                    .expect_err("no answer");
+                assert!(format!("{err:#}").contains("timed out"), "{err:#}");
+            }
+            let req = http::Request::head(format!("{origin}/nonce"))
+                .body(BodyWrapper::default())
+                .expect("request");
+            assert!(HttpClient::request(&http, req).await.is_err());
+        });
+        assert_eq!(http.timeouts(&origin), 3);
+        assert_eq!(http.timeouts("https://other.example"), 0);
+        drop(silent);
+    }
 
     #[test]
     fn pebble_style_alternate_links_are_found() {

@@ -739,7 +739,8 @@ impl Issuer for InstantSession {
     }
 
     fn ca_unresponsive(&self) -> bool {
-        self.http.timeouts() >= UNRESPONSIVE_AFTER
+        super::nonces::origin(&self.directory_url)
+            .is_some_and(|o| self.http.timeouts(&o) >= UNRESPONSIVE_AFTER)
     }
 
     fn account_url(&self) -> String {
