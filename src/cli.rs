@@ -60,10 +60,21 @@ pub struct Cli {
 #[derive(Debug, Args, Default, Clone)]
 pub struct EabArgs {
     /// EAB key identifier from the CA (used when registering a new account).
-    #[arg(long = "eab-kid", global = true, value_name = "KID")]
+    #[arg(
+        long = "eab-kid",
+        global = true,
+        value_name = "KID",
+        allow_hyphen_values = true
+    )]
     pub kid: Option<String>,
     /// EAB MAC key from the CA, base64url (used when registering a new account).
-    #[arg(long = "eab-hmac-key", global = true, value_name = "KEY")]
+    // A base64url key may begin with '-': it is still this option's value.
+    #[arg(
+        long = "eab-hmac-key",
+        global = true,
+        value_name = "KEY",
+        allow_hyphen_values = true
+    )]
     pub hmac_key: Option<String>,
     /// EAB MAC algorithm: hs256 (default), hs384 or hs512.
     #[arg(long = "eab-algorithm", global = true, value_name = "ALG")]
@@ -315,4 +326,26 @@ pub struct StatusArgs {
     /// Machine-readable output (schema: doc/status-json.md).
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn eab_values_may_begin_with_a_hyphen() {
+        // base64url MAC keys (and key ids) can start with '-'.
+        let cli = Cli::try_parse_from([
+            "acmekeep",
+            "--eab-kid",
+            "-kid",
+            "--eab-hmac-key",
+            "-ahvQxdarBfl0sxi6",
+            "status",
+        ])
+        .expect("parses");
+        assert_eq!(cli.eab.kid.as_deref(), Some("-kid"));
+        assert_eq!(cli.eab.hmac_key.as_deref(), Some("-ahvQxdarBfl0sxi6"));
+    }
 }
