@@ -33,8 +33,14 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
         if covered {
             tracing::info!("a target already covers {}", join(&names));
         } else {
+            // The file name's random part needs no crypto library: seeding aws-lc's generator
+            // costs tens of milliseconds of CPU (jitter entropy) in every `want`.
             let mut random = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow::anyhow!("no randomness"))?;
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+                &mut random,
+            )
+            .context("reading /dev/urandom")?;
             let file = new_target_filename(&names[0], random);
             store
                 .write_target(&file, &new_target_yaml(&names)?)
