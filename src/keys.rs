@@ -44,7 +44,7 @@ impl KeySpec {
 }
 
 /// Key family, the granularity of `satisfy.key.type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyFamily {
     /// RSA.

@@ -130,8 +130,14 @@ pub async fn run<C: Connector>(
     now: OffsetDateTime,
 ) -> Result<Report> {
     let defaults = store.load_defaults().map_err(crate::exit::config_error)?;
-    let (targets, broken) = store.load_targets(&defaults)?;
-    let mut inv = store.load_inventory()?;
+    let started = std::time::Instant::now();
+    let (targets, broken, mut inv) = store.load_all(&defaults)?;
+    tracing::debug!(
+        "loaded {} target(s) and {} certificate(s) in {:.0?}",
+        targets.len(),
+        inv.certs.len(),
+        started.elapsed()
+    );
     for w in &inv.warnings {
         tracing::warn!("{w}");
     }
@@ -208,6 +214,7 @@ pub async fn run<C: Connector>(
     )
     .await;
 
+    tracing::debug!("renewal windows known at {:.0?}", started.elapsed());
     // Plan.
     let mut todo: Vec<Target> = Vec::new();
     for t in &targets {
@@ -272,6 +279,7 @@ pub async fn run<C: Connector>(
     }
 
     // One relink pass over every loadable target.
+    tracing::debug!("planned and obtained at {:.0?}", started.elapsed());
     let relinks = plan::plan_relinks(&targets, &summaries, &inv.live);
     for r in relinks {
         match store.relink(&r.name, &r.cert_id) {
@@ -301,6 +309,7 @@ pub async fn run<C: Connector>(
         })
         .collect();
     run_hooks(&opts.hooks, Event::ReconcileFailed { names: &failed }).await;
+    tracing::debug!("reconciled in {:.0?}", started.elapsed());
     Ok(report)
 }
 

@@ -1,6 +1,7 @@
 //! `acmekeep status [--json]`: read-only, takes no lock, makes no network request.
 //! The JSON schema is documented in doc/status-json.md and held to it by tests.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -12,37 +13,41 @@ use crate::cli::StatusArgs;
 use crate::exit::config_error;
 use crate::plan;
 use crate::settings::Settings;
-use crate::store::{CertState, Store};
+use std::collections::BTreeMap;
+
+use crate::store::{CertState, Inventory, Store, TargetError};
+use crate::target::Target;
 
 /// Version of the JSON document; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize)]
-struct StatusDoc {
+struct StatusDoc<'a> {
     schema_version: u32,
     state_dir: String,
     generated_at: String,
-    accounts: Vec<AccountDoc>,
-    targets: Vec<TargetDoc>,
-    uncached_certificates: Vec<String>,
+    accounts: Vec<AccountDoc<'a>>,
+    /// Made one at a time while being written.
+    targets: TargetDocs<'a>,
+    uncached_certificates: Vec<&'a str>,
     warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
-struct AccountDoc {
-    id: String,
-    directory_url: String,
+struct AccountDoc<'a> {
+    id: &'a str,
+    directory_url: &'a str,
 }
 
 #[derive(Serialize)]
-struct TargetDoc {
-    file: String,
+struct TargetDoc<'a> {
+    file: &'a str,
     names: Vec<String>,
-    provider: Option<String>,
+    provider: Option<&'a str>,
     priority: i64,
-    label: String,
+    label: &'a str,
     live: Vec<String>,
-    certificate: Option<CertDoc>,
+    certificate: Option<CertDoc<'a>>,
     renew_at: Option<String>,
     state: &'static str,
     failures: u32,
@@ -52,9 +57,9 @@ struct TargetDoc {
 }
 
 #[derive(Serialize)]
-struct CertDoc {
-    id: String,
-    names: Vec<String>,
+struct CertDoc<'a> {
+    id: &'a str,
+    names: &'a [String],
     not_before: String,
     not_after: String,
     key_type: Option<crate::keys::KeyFamily>,
@@ -64,33 +69,54 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
-    let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
-    let defaults = store.load_defaults().map_err(config_error)?;
-    let (targets, broken) = store.load_targets(&defaults)?;
-    let mut inv = store.load_inventory()?;
-    let summaries = inv.take_summaries();
-    // Cached ARI windows only: status never asks the CA.
-    let ari: std::collections::BTreeMap<_, _> = summaries
-        .iter()
-        .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
-        .collect();
-    let mut docs = Vec::new();
-    // Each target is dropped once its document is made, so both are not held in full.
-    for t in targets {
-        let p = plan::plan_target_ari(&t, &summaries, now, &ari);
-        let rec = store.target_record(&t.file);
+/// What `status` reports, loaded once; the per-target documents are made from it one at a
+/// time, so that with thousands of targets they are never all held at once.
+struct Loaded {
+    store: Store,
+    targets: Vec<Target>,
+    broken: Vec<TargetError>,
+    inv: Inventory,
+    summaries: plan::CertSet,
+    ari: BTreeMap<String, crate::ari::AriRecord>,
+    now: OffsetDateTime,
+}
+
+impl Loaded {
+    fn load(settings: &Settings, now: OffsetDateTime) -> Result<Loaded> {
+        let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
+        let defaults = store.load_defaults().map_err(config_error)?;
+        let (targets, broken, mut inv) = store.load_all(&defaults)?;
+        let summaries = inv.take_summaries();
+        // Cached ARI windows only: status never asks the CA.
+        let ari = summaries
+            .iter()
+            .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
+            .collect();
+        Ok(Loaded {
+            store,
+            targets,
+            broken,
+            inv,
+            summaries,
+            ari,
+            now,
+        })
+    }
+
+    fn target_doc<'a>(&'a self, t: &'a Target) -> TargetDoc<'a> {
+        let p = plan::plan_target_ari(t, &self.summaries, self.now, &self.ari);
+        let rec = self.store.target_record(&t.file);
         let live: Vec<String> = t
             .live_names()
-            .filter(|n| inv.live.contains_key(n))
+            .filter(|n| self.inv.live.contains_key(n))
             .collect();
         let certificate = p
             .best
             .as_deref()
-            .and_then(|id| summaries.get(id))
+            .and_then(|id| self.summaries.get(id))
             .map(|s| CertDoc {
-                id: s.id.clone(),
-                names: s.names.clone(),
+                id: &s.id,
+                names: &s.names,
                 not_before: rfc3339(s.not_before),
                 not_after: rfc3339(s.not_after),
                 key_type: s.key_family,
@@ -100,12 +126,12 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
             (Some(_), true) => "due",
             (Some(_), false) => "valid",
         };
-        docs.push(TargetDoc {
+        TargetDoc {
             names: t.satisfy_names.iter().map(|n| n.to_string()).collect(),
-            file: t.file,
-            provider: Some(t.provider),
+            file: &t.file,
+            provider: Some(&t.provider),
             priority: t.priority,
-            label: t.label,
+            label: &t.label,
             live,
             certificate,
             renew_at: p.renew_at.map(rfc3339),
@@ -114,15 +140,16 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
             last_attempt: rec.last_attempt,
             last_error: rec.last_error,
             next_attempt: rec.next_attempt,
-        });
+        }
     }
-    for b in broken {
-        docs.push(TargetDoc {
-            file: b.file,
+
+    fn broken_doc(b: &TargetError) -> TargetDoc<'_> {
+        TargetDoc {
+            file: &b.file,
             names: Vec::new(),
             provider: None,
             priority: 0,
-            label: String::new(),
+            label: "",
             live: Vec::new(),
             certificate: None,
             renew_at: None,
@@ -131,36 +158,61 @@ fn build(settings: &Settings, now: OffsetDateTime) -> Result<StatusDoc> {
             last_attempt: None,
             last_error: Some(format!("{:#}", b.error)),
             next_attempt: None,
-        });
-    }
-    docs.sort_by(|a, b| a.file.cmp(&b.file));
-    let mut warnings = inv.warnings.clone();
-    for c in &inv.certs {
-        if let CertState::Broken(e) = &c.state {
-            warnings.push(format!("certs/{}: {e}", c.id));
         }
     }
-    Ok(StatusDoc {
-        schema_version: SCHEMA_VERSION,
-        state_dir: settings.state_dir.display().to_string(),
-        generated_at: rfc3339(now),
-        accounts: inv
-            .accounts
-            .iter()
-            .map(|a| AccountDoc {
-                id: a.id.clone(),
-                directory_url: a.directory_url.clone(),
-            })
-            .collect(),
-        targets: docs,
-        uncached_certificates: inv
-            .certs
-            .iter()
-            .filter(|c| matches!(c.state, CertState::Uncached))
-            .map(|c| c.id.clone())
-            .collect(),
-        warnings,
-    })
+
+    /// Every target's document, by file name: the loadable and the broken ones, each list
+    /// already in that order, merged.
+    fn target_docs(&self) -> impl Iterator<Item = TargetDoc<'_>> {
+        let mut good = self.targets.iter().peekable();
+        let mut bad = self.broken.iter().peekable();
+        std::iter::from_fn(move || match (good.peek(), bad.peek()) {
+            (Some(t), Some(b)) if b.file < t.file => bad.next().map(Self::broken_doc),
+            (Some(_), _) => good.next().map(|t| self.target_doc(t)),
+            (None, _) => bad.next().map(Self::broken_doc),
+        })
+    }
+
+    fn doc(&self, settings: &Settings) -> StatusDoc<'_> {
+        let mut warnings = self.inv.warnings.clone();
+        for c in &self.inv.certs {
+            if let CertState::Broken(e) = &c.state {
+                warnings.push(format!("certs/{}: {e}", c.id));
+            }
+        }
+        StatusDoc {
+            schema_version: SCHEMA_VERSION,
+            state_dir: settings.state_dir.display().to_string(),
+            generated_at: rfc3339(self.now),
+            accounts: self
+                .inv
+                .accounts
+                .iter()
+                .map(|a| AccountDoc {
+                    id: &a.id,
+                    directory_url: &a.directory_url,
+                })
+                .collect(),
+            targets: TargetDocs(self),
+            uncached_certificates: self
+                .inv
+                .certs
+                .iter()
+                .filter(|c| matches!(c.state, CertState::Uncached))
+                .map(|c| c.id.as_str())
+                .collect(),
+            warnings,
+        }
+    }
+}
+
+/// Serializes as the list of target documents, made while being written.
+struct TargetDocs<'a>(&'a Loaded);
+
+impl Serialize for TargetDocs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.target_docs())
+    }
 }
 
 fn short_date(s: &str) -> String {
@@ -185,95 +237,78 @@ fn days_left(not_after: &str, now: OffsetDateTime) -> String {
 
 /// Prints the status.
 pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
-    let now = OffsetDateTime::now_utc();
-    let doc = build(settings, now)?;
-    if args.json {
+    let loaded = Loaded::load(settings, OffsetDateTime::now_utc())?;
+    let doc = loaded.doc(settings);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if args.json {
         // Streamed: with thousands of targets the document is megabytes of text.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let written = serde_json::to_writer_pretty(&mut out, &doc)
+        serde_json::to_writer_pretty(&mut out, &doc)
             .map_err(std::io::Error::from)
-            .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
-            .and_then(|()| std::io::Write::flush(&mut out));
-        return match written {
-            // A reader that stopped early (`| head`) is not an error of ours.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-            other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
-        };
+            .and_then(|()| out.write_all(b"\n"))
+    } else {
+        print_text(&mut out, &doc, loaded.now)
+    };
+    match written.and_then(|()| out.flush()) {
+        // A reader that stopped early (`| head`) is not an error of ours.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
     }
-    println!("State directory: {}", doc.state_dir);
+}
+
+/// The table's columns.
+const HEADER: [&str; 6] = [
+    "TARGET",
+    "NAMES",
+    "STATE",
+    "CERTIFICATE",
+    "EXPIRES",
+    "RENEWS",
+];
+
+/// One row of the table, its cells separated by NUL (which no cell can hold).
+fn row(t: &TargetDoc, now: OffsetDateTime) -> String {
+    let (id, expires) = match &t.certificate {
+        Some(c) => (
+            c.id,
+            format!(
+                "{} ({})",
+                short_date(&c.not_after),
+                days_left(&c.not_after, now)
+            ),
+        ),
+        None => ("-", "-".to_owned()),
+    };
+    let names = if t.names.is_empty() {
+        "-".to_owned()
+    } else {
+        t.names.join(",")
+    };
+    let renews = t.renew_at.as_deref().map(short_date);
+    [
+        t.file,
+        &names,
+        t.state,
+        id,
+        &expires,
+        renews.as_deref().unwrap_or("-"),
+    ]
+    .join("\0")
+}
+
+/// The human-readable status: accounts, a table of targets, then last errors and warnings.
+fn print_text(out: &mut dyn Write, doc: &StatusDoc, now: OffsetDateTime) -> std::io::Result<()> {
+    writeln!(out, "State directory: {}", doc.state_dir)?;
     for a in &doc.accounts {
-        println!("Account: {} ({})", a.id, a.directory_url);
+        writeln!(out, "Account: {} ({})", a.id, a.directory_url)?;
     }
-    if doc.targets.is_empty() {
-        println!("No targets: add one with `acmekeep want NAME`.");
-    }
-    let header = [
-        "TARGET",
-        "NAMES",
-        "STATE",
-        "CERTIFICATE",
-        "EXPIRES",
-        "RENEWS",
-    ];
-    let rows: Vec<[String; 6]> = doc
-        .targets
-        .iter()
-        .map(|t| {
-            let (id, expires) = match &t.certificate {
-                Some(c) => (
-                    c.id.clone(),
-                    format!(
-                        "{} ({})",
-                        short_date(&c.not_after),
-                        days_left(&c.not_after, now)
-                    ),
-                ),
-                None => ("-".to_owned(), "-".to_owned()),
-            };
-            [
-                t.file.clone(),
-                if t.names.is_empty() {
-                    "-".to_owned()
-                } else {
-                    t.names.join(",")
-                },
-                t.state.to_owned(),
-                id,
-                expires,
-                t.renew_at
-                    .as_deref()
-                    .map(short_date)
-                    .unwrap_or_else(|| "-".to_owned()),
-            ]
-        })
-        .collect();
-    if !rows.is_empty() {
-        let mut widths = header.map(str::len);
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: &[String]| {
-            cells
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_owned()
-        };
-        println!();
-        println!("{}", line(&header.map(str::to_owned)));
-        for r in &rows {
-            println!("{}", line(r));
-        }
-    }
-    for t in &doc.targets {
-        if let Some(e) = &t.last_error {
-            println!();
-            println!(
+    // One compact row per target (the widths are known only at the end), and the last
+    // errors, which follow the table.
+    let mut rows = vec![HEADER.join("\0")];
+    let mut errors = Vec::new();
+    for t in doc.targets.0.target_docs() {
+        rows.push(row(&t, now));
+        if let Some(e) = t.last_error {
+            errors.push(format!(
                 "Last error of {} ({} failed attempt(s)){}:\n  {e}",
                 t.file,
                 t.failures.max(1),
@@ -281,17 +316,42 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
                     .as_deref()
                     .map(|n| format!(", next attempt after {}", short_date(n)))
                     .unwrap_or_default()
-            );
+            ));
         }
     }
+    if rows.len() == 1 {
+        writeln!(out, "No targets: add one with `acmekeep want NAME`.")?;
+    } else {
+        let mut widths = [0; 6];
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r.split('\0')) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        writeln!(out)?;
+        for r in &rows {
+            let mut line = String::new();
+            for (i, (c, w)) in r.split('\0').zip(widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(&format!("{c:<w$}"));
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    for e in errors {
+        writeln!(out, "\n{e}")?;
+    }
     if !doc.uncached_certificates.is_empty() {
-        println!(
+        writeln!(
+            out,
             "\nThere are uncached certificates (finished orders not downloaded yet): {}",
             doc.uncached_certificates.join(", ")
-        );
+        )?;
     }
     for w in &doc.warnings {
-        println!("warning: {w}");
+        writeln!(out, "warning: {w}")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

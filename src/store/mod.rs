@@ -8,6 +8,7 @@
 //! does, from the inventory this module loads.
 
 pub mod ari;
+mod cache;
 pub mod cert;
 pub mod fs;
 pub mod ids;
@@ -40,6 +41,8 @@ pub struct Store {
     fs: AtomicFs,
     perm: perm::PermTable,
     listings: Listings,
+    /// Opened with the lock, so caches may be written.
+    writable: bool,
 }
 
 /// The names in the run-record directories (`.acmekeep/targets`, `.acmekeep/ari`), listed
@@ -217,8 +220,9 @@ fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    entries.retain(|e| !e.file_name().to_string_lossy().starts_with('.'));
-    entries.sort_by_key(|e| e.file_name());
+    entries.retain(|e| !e.file_name().as_encoded_bytes().starts_with(b"."));
+    // Each name fetched once (`file_name` allocates).
+    entries.sort_by_cached_key(|e| e.file_name());
     Ok(entries)
 }
 
@@ -259,6 +263,7 @@ impl Store {
             fs: AtomicFs::new(tmp),
             perm: table,
             listings: Listings::default(),
+            writable: true,
         };
         store.conform_if_perm_changed()?;
         Ok(store)
@@ -334,6 +339,7 @@ impl Store {
             fs: AtomicFs::new(root.join("tmp")),
             perm: perm::PermTable::builtin(),
             listings: Listings::default(),
+            writable: false,
         })
     }
 
@@ -433,6 +439,30 @@ impl Store {
         Ok((targets, errors))
     }
 
+    /// [`Store::load_targets`] and [`Store::load_inventory`] at once, on two threads: they
+    /// read different directories, and with thousands of targets each takes a good part of
+    /// a run that has nothing to do.
+    pub fn load_all(
+        &self,
+        defaults: &RawTarget,
+    ) -> Result<(Vec<Target>, Vec<TargetError>, Inventory)> {
+        std::thread::scope(|scope| {
+            let started = std::time::Instant::now();
+            let inventory = scope.spawn(move || {
+                let inv = self.load_inventory();
+                tracing::debug!("inventory loaded in {:.0?}", started.elapsed());
+                inv
+            });
+            let targets = self.load_targets(defaults);
+            tracing::debug!("targets loaded in {:.0?}", started.elapsed());
+            let inventory = inventory
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let (targets, broken) = targets?;
+            Ok((targets, broken, inventory?))
+        })
+    }
+
     /// Loads certificates, keys, accounts and live links.
     pub fn load_inventory(&self) -> Result<Inventory> {
         let mut inv = Inventory::default();
@@ -454,6 +484,10 @@ impl Store {
         let entries = read_dir_sorted(&certs_dir)
             .with_context(|| format!("listing {}", certs_dir.display()))?;
         inv.certs.reserve_exact(entries.len());
+        let cache_path = self.root.join(RUN_DIR).join(cache::SUMMARIES_FILE);
+        let mut cache = cache::Reader::open(&cache_path);
+        let mut stamps = Vec::with_capacity(entries.len());
+        let mut newly_read = Vec::new();
         for e in entries {
             let id = e.file_name().to_string_lossy().into_owned();
             // The directory entry's type (no stat): a symlink to a directory is not followed.
@@ -465,28 +499,20 @@ impl Store {
                 ));
                 continue;
             }
-            inv.certs.push(self.load_cert(&id, &inv.key_ids));
+            let (record, stamp, from_disk) = self.load_cert(&id, &inv.key_ids, &mut cache);
+            if from_disk && let Some(s) = stamp {
+                newly_read.push(s);
+            }
+            inv.certs.push(record);
+            stamps.push(stamp);
         }
-        let live_dir = self.root.join("live");
-        for e in
-            read_dir_sorted(&live_dir).with_context(|| format!("listing {}", live_dir.display()))?
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match std::fs::read_link(e.path()) {
-                Ok(target) => match target.strip_prefix("../certs") {
-                    Ok(rest) if ids::is_well_formed_id(&rest.to_string_lossy()) => {
-                        inv.live.insert(name, rest.to_string_lossy().into_owned());
-                    }
-                    _ => inv.warnings.push(format!(
-                        "live/{name} points at {}, not at a certificate directory",
-                        target.display()
-                    )),
-                },
-                Err(_) => inv
-                    .warnings
-                    .push(format!("live/{name} is not a symlink; leaving it alone")),
+        if self.writable {
+            let written = std::time::SystemTime::now();
+            if cache.stale() || newly_read.iter().any(|s| s.settled(written)) {
+                self.save_summaries(&cache_path, &inv.certs, &stamps, written);
             }
         }
+        self.load_live(&mut inv)?;
         let acct_dir = self.root.join("accounts");
         for e in
             read_dir_sorted(&acct_dir).with_context(|| format!("listing {}", acct_dir.display()))?
@@ -513,8 +539,106 @@ impl Store {
         Ok(inv)
     }
 
-    fn load_cert(&self, id: &str, key_ids: &BTreeSet<String>) -> CertRecord {
+    /// Reads where the `live/` links point, from the live-link cache while `live/` is
+    /// unchanged. A directory holding anything but links into `certs/` is always read (and
+    /// never cached), so its warnings are never lost.
+    fn load_live(&self, inv: &mut Inventory) -> Result<()> {
+        let live_dir = self.root.join("live");
+        let cache_path = self.root.join(RUN_DIR).join(cache::LIVE_FILE);
+        // Taken before reading, so a change made while reading shows as a mismatch next run.
+        let stamp = cache::Stamp::of(&live_dir).ok();
+        if let Some(live) = stamp.and_then(|s| cache::read_live(&cache_path, s)) {
+            inv.live = live;
+            return Ok(());
+        }
+        let warnings_before = inv.warnings.len();
+        for e in
+            read_dir_sorted(&live_dir).with_context(|| format!("listing {}", live_dir.display()))?
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match std::fs::read_link(e.path()) {
+                Ok(target) => match target.strip_prefix("../certs") {
+                    Ok(rest) if ids::is_well_formed_id(&rest.to_string_lossy()) => {
+                        inv.live.insert(name, rest.to_string_lossy().into_owned());
+                    }
+                    _ => inv.warnings.push(format!(
+                        "live/{name} points at {}, not at a certificate directory",
+                        target.display()
+                    )),
+                },
+                Err(_) => inv
+                    .warnings
+                    .push(format!("live/{name} is not a symlink; leaving it alone")),
+            }
+        }
+        let clean = inv.warnings.len() == warnings_before;
+        if let (true, true, Some(stamp)) = (self.writable, clean, stamp)
+            && let Some(data) = cache::render_live(stamp, &inv.live, std::time::SystemTime::now())
+        {
+            self.save_cache(&cache_path, &data);
+        }
+        Ok(())
+    }
+
+    /// Writes the summary cache (never fatal: without it the next run reads every
+    /// certificate again).
+    fn save_summaries(
+        &self,
+        path: &Path,
+        certs: &[CertRecord],
+        stamps: &[Option<cache::Stamps>],
+        written: std::time::SystemTime,
+    ) {
+        let entries = certs
+            .iter()
+            .zip(stamps)
+            .filter_map(|(c, s)| match &c.state {
+                CertState::Complete(summary) => Some((s.as_ref()?, summary)),
+                _ => None,
+            });
+        self.save_cache(path, &cache::render(entries, written));
+    }
+
+    /// Writes a cache file under `.acmekeep/`; a failure is only logged.
+    fn save_cache(&self, path: &Path, data: &[u8]) {
+        let saved = fs::create_dir_all_mode(&self.root.join(RUN_DIR), DIR_MODE)
+            .and_then(|()| self.fs.write_file(path, data, FILE_MODE));
+        if let Err(e) = saved {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// Loads certificate directory `id`: its summary from the cache when the directory and
+    /// its `cert` file are unchanged, else from the files. Also returns the stamps the summary
+    /// holds for (complete certificates only) and whether it was read from the files.
+    fn load_cert(
+        &self,
+        id: &str,
+        key_ids: &BTreeSet<String>,
+        cache: &mut cache::Reader,
+    ) -> (CertRecord, Option<cache::Stamps>, bool) {
         let dir = self.root.join("certs").join(id);
+        let cached = cache.take(id);
+        // Taken before reading, so a change made while reading shows as a mismatch next run.
+        let stamps = cache::Stamps::of(&dir).ok();
+        if let (Some((was, mut summary)), Some(now)) = (cached, stamps)
+            && was == now
+        {
+            summary.has_private_key = key_ids.contains(&summary.key_id);
+            let record = CertRecord {
+                id: id.to_owned(),
+                url: None,
+                account: None,
+                state: CertState::Complete(summary),
+            };
+            return (record, stamps, false);
+        }
+        let record = self.read_cert(&dir, id, key_ids);
+        let stamps = stamps.filter(|_| matches!(record.state, CertState::Complete(_)));
+        (record, stamps, true)
+    }
+
+    fn read_cert(&self, dir: &Path, id: &str, key_ids: &BTreeSet<String>) -> CertRecord {
         let cert_text = optional_text(&dir.join("cert"), cert::MAX_CHAIN);
         // The order URL and the account matter only while the certificate is still to be
         // downloaded; otherwise they are read when asked for ([`Store::cert_account`]).

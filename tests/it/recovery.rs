@@ -741,3 +741,112 @@ fn bad_target_file_is_reported_and_others_proceed() {
     assert_eq!(target_status(&doc, &good_file)["state"], "valid", "{doc:#}");
     drop(pebble);
 }
+
+/// Waits until what acmekeep writes now is old enough for its caches to record (they never
+/// trust a time less than 2 s before they are written).
+fn let_caches_settle() {
+    std::thread::sleep(Duration::from_millis(2_200));
+}
+
+#[test]
+fn caches_never_hide_changes_made_behind_acmekeeps_back() {
+    const A: &str = "cached-a.example.org";
+    const B: &str = "cached-b.example.org";
+    let (_pebble, state) = setup(PebbleOpts::default());
+    acmekeep(&state, &["want", A]).assert_success();
+    acmekeep(&state, &["want", B]).assert_success();
+    let a1 = assert_complete_live(&state, A);
+    let b1 = assert_complete_live(&state, B);
+    let_caches_settle();
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let summaries = state.read_string(".acmekeep/cert-summaries");
+    let live = state.read_string(".acmekeep/live-links");
+    assert!(
+        summaries.contains(&a1) && summaries.contains(&b1),
+        "{summaries}"
+    );
+    assert!(live.contains(&format!("{A}\t{a1}")), "{live}");
+
+    // An operator copies B's certificate over A's in place (same inode, as `cp` does):
+    // certs/<a1> no longer covers A, and A gets a new certificate.
+    let b_pem = state.read(format!("certs/{b1}/cert"));
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(state.join(format!("certs/{a1}/cert")))
+            .expect("open certs/a1/cert");
+        f.write_all(&b_pem).expect("overwrite");
+    }
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let a2 = assert_complete_live(&state, A);
+    assert_ne!(a2, a1, "the edited certificate was still used for {A}");
+
+    // A `revoked` marker dropped into the directory of A's certificate.
+    let_caches_settle();
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert!(
+        state.read_string(".acmekeep/cert-summaries").contains(&a2),
+        "the new certificate is cached"
+    );
+    state.write(format!("certs/{a2}/revoked"), "");
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let a3 = assert_complete_live(&state, A);
+    assert_ne!(a3, a2, "the revoked certificate was still used");
+
+    // The key of B's certificate removed: B is no longer satisfied.
+    let_caches_settle();
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let b_key = state
+        .key_ids()
+        .into_iter()
+        .find(|k| {
+            state.read(format!("keys/{k}/privkey")) == state.read(format!("certs/{b1}/privkey"))
+        })
+        .expect("B's key");
+    fs::remove_dir_all(state.join(format!("keys/{b_key}"))).expect("remove key");
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let b2 = assert_complete_live(&state, B);
+    assert_ne!(b2, b1, "a certificate without its key was still used");
+
+    // live/A removed, then pointed elsewhere by hand: both are put right.
+    let_caches_settle();
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert!(
+        state
+            .read_string(".acmekeep/live-links")
+            .contains(&format!("{A}\t{a3}"))
+    );
+    fs::remove_file(state.join(format!("live/{A}"))).expect("remove live link");
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(assert_complete_live(&state, A), a3);
+    let_caches_settle();
+    acmekeep(&state, &["reconcile"]).assert_success();
+    fs::remove_file(state.join(format!("live/{A}"))).expect("remove live link");
+    std::os::unix::fs::symlink(format!("../certs/{b2}"), state.join(format!("live/{A}")))
+        .expect("symlink");
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(assert_complete_live(&state, A), a3);
+
+    // A damaged cache is rebuilt, and nothing is lost meanwhile.
+    state.write(
+        ".acmekeep/cert-summaries",
+        "acmekeep cert-summaries 1\n{\"id\":",
+    );
+    state.write(".acmekeep/live-links", "garbage");
+    let run = acmekeep(&state, &["status", "--json"]);
+    run.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    for (name, id) in [(A, &a3), (B, &b2)] {
+        let t = doc["targets"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["names"][0] == name))
+            .unwrap_or_else(|| panic!("{name} in status: {doc:#}"));
+        assert_eq!(t["state"], "valid", "{doc:#}");
+        assert_eq!(&t["certificate"]["id"], id.as_str(), "{doc:#}");
+    }
+    acmekeep(&state, &["reconcile"]).assert_success();
+    let rebuilt = state.read_string(".acmekeep/cert-summaries");
+    assert!(rebuilt.contains(&a3) && rebuilt.contains(&b2), "{rebuilt}");
+}
