@@ -210,6 +210,29 @@ pub fn backoff(failures: u32) -> Duration {
     }
 }
 
+/// How long an order whose certificate cannot be downloaded is retried before it is given up
+/// (CAs let unfinished orders expire after about a week).
+pub const ORDER_GIVE_UP: Duration = Duration::days(7);
+
+/// Why an earlier order's certificate could not be downloaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownloadFailure {
+    /// The CA refused for good: no such order or account, or the request is not allowed.
+    Refused,
+    /// Anything that may pass: network, timeouts, the CA's own errors, rate limits.
+    Transient,
+}
+
+/// Whether to give up on an order recorded at `recorded` whose download just failed: at
+/// once when the CA refused for good, else once it is older than [`ORDER_GIVE_UP`].
+pub fn give_up_order(
+    failure: DownloadFailure,
+    recorded: OffsetDateTime,
+    now: OffsetDateTime,
+) -> bool {
+    failure == DownloadFailure::Refused || now - recorded > ORDER_GIVE_UP
+}
+
 /// When a target that failed `failures` times in a row, last at `last`, may be tried again:
 /// after the backoff, and never before a time the CA asked for (Retry-After, rate limits).
 pub fn next_attempt(
@@ -572,5 +595,22 @@ mod tests {
             target("a", "satisfy:\n  names: [x.y]\n"),
         ];
         assert_eq!(disjunction_order(&targets), vec![1, 0]);
+    }
+
+    #[test]
+    fn orders_are_given_up_when_refused_or_a_week_old() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let refused = DownloadFailure::Refused;
+        let transient = DownloadFailure::Transient;
+        assert!(give_up_order(refused, now, now));
+        assert!(!give_up_order(transient, now, now));
+        assert!(!give_up_order(transient, now - Duration::days(7), now));
+        assert!(give_up_order(
+            transient,
+            now - Duration::days(7) - Duration::seconds(1),
+            now
+        ));
+        // A recorded time in the future (clock moved back) is retried, not given up.
+        assert!(!give_up_order(transient, now + Duration::days(30), now));
     }
 }

@@ -374,7 +374,8 @@ async fn download_uncached<C: Connector>(
     now: OffsetDateTime,
     report: &mut Report,
 ) {
-    let mut sessions: BTreeMap<String, Result<<C::Ca as Ca>::Session, String>> = BTreeMap::new();
+    type Login<S> = Result<S, (String, plan::DownloadFailure)>;
+    let mut sessions: BTreeMap<String, Login<<C::Ca as Ca>::Session>> = BTreeMap::new();
     for c in uncached {
         let (Some(url), Some(account_id)) = (&c.url, &c.account) else {
             report.other_errors.push(format!(
@@ -386,15 +387,27 @@ async fn download_uncached<C: Connector>(
         if !sessions.contains_key(account_id) {
             let session = login_account(connector, inv, account_id, &bundle_lookup(targets, None))
                 .await
-                .map_err(|e| format!("{e:#}"));
+                .map_err(|e| {
+                    let gone = e.chain().any(|c| {
+                        matches!(
+                            c.downcast_ref::<AcmeError>(),
+                            Some(AcmeError::AccountDoesNotExist)
+                        )
+                    }) || !inv.accounts.iter().any(|a| &a.id == account_id);
+                    let failure = if gone {
+                        plan::DownloadFailure::Refused
+                    } else {
+                        plan::DownloadFailure::Transient
+                    };
+                    (format!("{e:#}"), failure)
+                });
             sessions.insert(account_id.clone(), session);
         }
         let session = match sessions.get(account_id) {
             Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                report
-                    .other_errors
-                    .push(format!("certs/{}: cannot download: {e}", c.id));
+            Some(Err((e, failure))) => {
+                let failure = *failure;
+                download_failed(store, &c.id, e, failure, now);
                 continue;
             }
             None => continue,
@@ -440,7 +453,15 @@ async fn download_uncached<C: Connector>(
                     store.finish_cert(&c.id, has_key.then_some(leaf.key_id.as_str()), &files)?;
                     Ok(files.leaf.into_summary(&c.id, has_key, false, None))
                 }),
-            Err(e) => Err(anyhow!(e)),
+            Err(AcmeError::Gone(e)) => {
+                download_failed(store, &c.id, &e, plan::DownloadFailure::Refused, now);
+                continue;
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                download_failed(store, &c.id, &e, plan::DownloadFailure::Transient, now);
+                continue;
+            }
         };
         match result {
             Ok(summary) => {
@@ -451,10 +472,36 @@ async fn download_uncached<C: Connector>(
                 inv.certs.retain(|r| r.id != c.id);
                 inv.certs.push(complete_record(summary));
             }
-            Err(e) => report
-                .other_errors
-                .push(format!("certs/{}: cannot download: {e:#}", c.id)),
+            Err(e) => download_failed(
+                store,
+                &c.id,
+                &format!("{e:#}"),
+                plan::DownloadFailure::Transient,
+                now,
+            ),
         }
+    }
+}
+
+/// An earlier order's certificate could not be downloaded. It is a warning, never a failure
+/// of the run: a target that needs the certificate is not satisfied and gets a new order
+/// (whose outcome counts). The order is given up once that is certain or it is too old
+/// ([`plan::give_up_order`]).
+fn download_failed(
+    store: &Store,
+    id: &str,
+    error: &str,
+    failure: plan::DownloadFailure,
+    now: OffsetDateTime,
+) {
+    let recorded = store.order_recorded(id).unwrap_or(now);
+    if plan::give_up_order(failure, recorded, now) {
+        tracing::warn!("certs/{id}: cannot download, giving the order up: {error}");
+        if let Err(e) = store.abandon_order(id, error) {
+            tracing::warn!("{e:#}");
+        }
+    } else {
+        tracing::warn!("certs/{id}: cannot download (tried again next run): {error}");
     }
 }
 
@@ -838,8 +885,12 @@ type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, bool)>);
 /// Whether an error is the CA's answer (validation failed, rate limited, refused): only then
 /// does the target back off, so fixing a local mistake can be retried at once.
 fn from_the_ca(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| matches!(c.downcast_ref::<AcmeError>(), Some(AcmeError::Ca(_))))
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<AcmeError>(),
+            Some(AcmeError::Ca(_) | AcmeError::Gone(_))
+        )
+    })
 }
 
 fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>, backoff: bool) {

@@ -501,6 +501,32 @@ pub fn user_agent() -> &'static str {
     concat!("acmekeep/", env!("CARGO_PKG_VERSION"))
 }
 
+/// The body of an error response as a problem document (RFC 7807) that carries the HTTP
+/// status: a CA's problem document gains `status` if it lacks it, and anything else (an
+/// empty body, an HTML error page) becomes one naming the status, so that an error is never
+/// reported as "cannot parse JSON" and callers can tell a 404 from a failure.
+fn problem_document(status: http::StatusCode, body: &Bytes) -> Bytes {
+    let mut doc = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(doc)) => doc,
+        _ => {
+            let mut doc = serde_json::Map::new();
+            let text: String = String::from_utf8_lossy(body)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            let detail = match text.trim() {
+                "" => format!("HTTP {status}"),
+                t => format!("HTTP {status}: {t}"),
+            };
+            doc.insert("detail".into(), detail.into());
+            doc
+        }
+    };
+    doc.entry("status").or_insert(status.as_u16().into());
+    Bytes::from(serde_json::Value::Object(doc).to_string())
+}
+
 impl HttpClient for CaHttp {
     fn request(
         &self,
@@ -574,6 +600,20 @@ impl HttpClient for CaHttp {
                         http_body_util::Full::new(body),
                     )))
                 }
+                Ok(Ok(rsp)) if rsp.status().is_client_error() || rsp.status().is_server_error() => {
+                    let (parts, body) = rsp.into_parts();
+                    me.observe(&url, &parts);
+                    let body = Limited::new(body, MAX_RESPONSE)
+                        .collect()
+                        .await
+                        .map_err(instant_acme::Error::Other)?
+                        .to_bytes();
+                    let body = problem_document(parts.status, &body);
+                    Ok(BytesResponse::from(http::Response::from_parts(
+                        parts,
+                        http_body_util::Full::new(body),
+                    )))
+                }
                 Ok(Ok(rsp)) => {
                     let (parts, body) = rsp.into_parts();
                     me.observe(&url, &parts);
@@ -592,6 +632,39 @@ mod tests {
     use super::*;
 
     const BASE: &str = "https://ca.example/cert/abc";
+
+    #[test]
+    fn error_bodies_become_problem_documents_with_the_status() {
+        let parse = |status: u16, body: &str| -> instant_acme::Problem {
+            let status = http::StatusCode::from_u16(status).expect("status");
+            serde_json::from_slice(&problem_document(status, &Bytes::from(body.to_owned())))
+                .expect("a problem document")
+        };
+        let p = parse(404, "");
+        assert_eq!(p.status, Some(404));
+        assert_eq!(p.detail.as_deref(), Some("HTTP 404 Not Found"));
+        let p = parse(502, "<html>\n<h1>Bad gateway</h1></html>");
+        assert_eq!(p.status, Some(502));
+        assert!(
+            p.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("Bad gateway")),
+            "{p:?}"
+        );
+        let p = parse(
+            400,
+            r#"{"type":"urn:ietf:params:acme:error:malformed","detail":"bad"}"#,
+        );
+        assert_eq!(
+            p.r#type.as_deref(),
+            Some("urn:ietf:params:acme:error:malformed")
+        );
+        assert_eq!((p.status, p.detail.as_deref()), (Some(400), Some("bad")));
+        let p = parse(429, r#"{"type":"x","status":503}"#);
+        assert_eq!(p.status, Some(503), "the CA's own status is kept");
+        let p = parse(500, &"x".repeat(10_000));
+        assert!(p.detail.is_some_and(|d| d.len() < 300));
+    }
 
     #[test]
     fn timeouts_are_counted_per_origin() {

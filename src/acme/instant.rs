@@ -281,6 +281,17 @@ pub(super) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
     }
 }
 
+/// Like [`ca_error`], for fetching what an earlier run ordered: a 403, 404 or 410 answer
+/// is [`AcmeError::Gone`].
+fn fetch_error(context: &str, e: instant_acme::Error) -> AcmeError {
+    match &e {
+        instant_acme::Error::Api(p) if matches!(p.status, Some(403 | 404 | 410)) => {
+            AcmeError::Gone(format!("{context}: {}", describe_problem(p)))
+        }
+        _ => ca_error(context, e),
+    }
+}
+
 /// Renders a problem document (RFC 7807) with its subproblems, for error messages.
 pub fn describe_problem(p: &instant_acme::Problem) -> String {
     let kind = p
@@ -714,9 +725,9 @@ impl Issuer for InstantSession {
         alternate_chains: bool,
     ) -> Result<Option<Chains>, AcmeError> {
         let mut order = nonce_retry!(self.account.order(order_url.to_owned()))
-            .map_err(|e| ca_error("fetching the order", e))?;
+            .map_err(|e| fetch_error("fetching the order", e))?;
         let Some(chain_pem) = nonce_retry!(order.certificate())
-            .map_err(|e| ca_error("downloading the certificate", e))?
+            .map_err(|e| fetch_error("downloading the certificate", e))?
         else {
             return Ok(None);
         };

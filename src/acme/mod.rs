@@ -132,6 +132,10 @@ pub enum AcmeError {
     /// The CA refused or failed a request; the text carries its problem document.
     #[error("{0}")]
     Ca(String),
+    /// The CA answered that what was asked for is gone or not this account's (HTTP 403,
+    /// 404 or 410): asking again will not help.
+    #[error("{0}")]
+    Gone(String),
     /// Anything else (network, local I/O, validation of the CA's answer).
     #[error(transparent)]
     Other(#[from] anyhow::Error),

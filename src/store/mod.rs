@@ -29,6 +29,8 @@ use fs::AtomicFs;
 
 /// In a certificate directory: the ACME profile it was ordered with.
 const PROFILE_FILE: &str = ".profile";
+/// In a certificate directory whose order was given up: why.
+const ABANDONED_FILE: &str = "abandoned";
 /// Mode of files acmekeep keeps for itself under `.acmekeep/` (not subject to conf/perm).
 pub const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
@@ -652,7 +654,19 @@ impl Store {
                 self.cert_account(id),
             ),
         };
+        let abandoned = match cert_text {
+            Ok(None) => optional_text(&dir.join(ABANDONED_FILE), 4096)
+                .ok()
+                .flatten()
+                .map(|r| r.trim().to_owned()),
+            _ => None,
+        };
         let state = match cert_text {
+            Ok(None) if abandoned.is_some() => CertState::Broken(format!(
+                "{} holds an order whose certificate could not be downloaded and was given up ({}); `acmekeep cull` removes it",
+                dir.display(),
+                abandoned.unwrap_or_default()
+            )),
             Ok(None) if url.is_some() && account.is_some() => CertState::Uncached,
             Ok(None) => CertState::Broken(format!(
                 "{} holds no certificate and cannot be downloaded (no {}); `acmekeep cull` removes it",
@@ -872,6 +886,28 @@ impl Store {
         }
         let rel = Path::new("certs").join(id).join(PROFILE_FILE);
         self.write(&self.root.join(&rel), &rel, profile.as_bytes())
+    }
+
+    /// Gives up on downloading the certificate of the order recorded in `certs/<id>`: an
+    /// `abandoned` file with the reason makes the directory broken (never linked, removed by
+    /// `cull`) instead of retried on every run.
+    pub fn abandon_order(&self, id: &str, reason: &str) -> Result<()> {
+        if !ids::is_well_formed_id(id) {
+            bail!("{id:?} is not a certificate id");
+        }
+        let rel = Path::new("certs").join(id).join(ABANDONED_FILE);
+        self.write(
+            &self.root.join(&rel),
+            &rel,
+            format!("{reason}\n").as_bytes(),
+        )
+    }
+
+    /// When the order in `certs/<id>` was recorded (its `url` file's modification time).
+    pub fn order_recorded(&self, id: &str) -> Option<OffsetDateTime> {
+        let url = self.root.join("certs").join(id).join("url");
+        let modified = std::fs::metadata(url).and_then(|m| m.modified()).ok()?;
+        Some(OffsetDateTime::from(modified))
     }
 
     /// Marks a certificate as revoked (acmetool's empty `revoked` file): it no longer

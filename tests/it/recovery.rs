@@ -850,3 +850,78 @@ fn caches_never_hide_changes_made_behind_acmekeeps_back() {
     let rebuilt = state.read_string(".acmekeep/cert-summaries");
     assert!(rebuilt.contains(&a3) && rebuilt.contains(&b2), "{rebuilt}");
 }
+
+#[test]
+fn an_order_that_cannot_be_downloaded_is_given_up_without_failing_runs() {
+    const X: &str = "given-up.example.org";
+    let (_pebble, state) = setup(PebbleOpts::default());
+    acmekeep(&state, &["want", X]).assert_success();
+    let first = assert_complete_live(&state, X);
+    let file = target_file(&state, X);
+
+    // The CA no longer knows the order (as after a CA reset): it answers 404.
+    let dir = state.join(Path::new("certs").join(&first));
+    for f in ["cert", "chain", "fullchain"] {
+        fs::remove_file(dir.join(f)).expect("remove a certificate file");
+    }
+    let url = state.read_string(format!("certs/{first}/url"));
+    let (base, _) = url.trim().rsplit_once('/').expect("order URL");
+    state.write(
+        format!("certs/{first}/url"),
+        format!("{base}/no-such-order\n"),
+    );
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_success()
+        .assert_stderr_contains("giving the order up");
+    assert!(
+        dir.join("abandoned").is_file(),
+        "no abandoned marker\n{}",
+        state.tree()
+    );
+    let second = assert_complete_live(&state, X);
+    assert_ne!(second, first, "{X} got a new certificate");
+    let doc = status_json(&state);
+    assert!(uncached(&doc).is_empty(), "{doc:#}");
+    assert!(doc["warnings"].to_string().contains(&first), "{doc:#}");
+    assert_eq!(target_status(&doc, &file)["state"], "valid", "{doc:#}");
+    // Nothing is retried: the next run is quiet and asks the CA nothing about it.
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_success();
+    assert!(
+        !run.stderr.contains("cannot download"),
+        "{}",
+        run.describe()
+    );
+    acmekeep(&state, &["cull"]).assert_success();
+    assert!(
+        !dir.exists(),
+        "cull left the given-up order\n{}",
+        state.tree()
+    );
+
+    // A CA that cannot be reached: a warning and another try next run, until the order is
+    // a week old.
+    let dir = state.join(Path::new("certs").join(&second));
+    for f in ["cert", "chain", "fullchain"] {
+        fs::remove_file(dir.join(f)).expect("remove a certificate file");
+    }
+    let dead = format!("https://127.0.0.1:{}/my-order/unreachable", free_port());
+    state.write(format!("certs/{second}/url"), format!("{dead}\n"));
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_success()
+        .assert_stderr_contains("tried again next run");
+    assert!(!dir.join("abandoned").exists(), "{}", state.tree());
+    assert_eq!(uncached(&status_json(&state)), vec![second.clone()]);
+    let week_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(dir.join("url"))
+        .and_then(|f| f.set_modified(week_ago))
+        .expect("backdate url");
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_success()
+        .assert_stderr_contains("giving the order up");
+    assert!(dir.join("abandoned").is_file(), "{}", state.tree());
+    assert!(uncached(&status_json(&state)).is_empty());
+    assert_complete_live(&state, X);
+}
