@@ -30,7 +30,7 @@ use fs::AtomicFs;
 /// In a certificate directory: the ACME profile it was ordered with.
 const PROFILE_FILE: &str = ".profile";
 /// In a certificate directory whose order was given up: why.
-const ABANDONED_FILE: &str = "abandoned";
+const ABANDONED_FILE: &str = ".abandoned";
 /// Mode of files acmekeep keeps for itself under `.acmekeep/` (not subject to conf/perm).
 pub const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
@@ -889,7 +889,7 @@ impl Store {
     }
 
     /// Gives up on downloading the certificate of the order recorded in `certs/<id>`: an
-    /// `abandoned` file with the reason makes the directory broken (never linked, removed by
+    /// `.abandoned` file with the reason makes the directory broken (never linked, removed by
     /// `cull`) instead of retried on every run.
     pub fn abandon_order(&self, id: &str, reason: &str) -> Result<()> {
         if !ids::is_well_formed_id(id) {

@@ -874,7 +874,7 @@ fn an_order_that_cannot_be_downloaded_is_given_up_without_failing_runs() {
     run.assert_success()
         .assert_stderr_contains("giving the order up");
     assert!(
-        dir.join("abandoned").is_file(),
+        dir.join(".abandoned").is_file(),
         "no abandoned marker\n{}",
         state.tree()
     );
@@ -910,7 +910,7 @@ fn an_order_that_cannot_be_downloaded_is_given_up_without_failing_runs() {
     let run = acmekeep(&state, &["reconcile"]);
     run.assert_success()
         .assert_stderr_contains("tried again next run");
-    assert!(!dir.join("abandoned").exists(), "{}", state.tree());
+    assert!(!dir.join(".abandoned").exists(), "{}", state.tree());
     assert_eq!(uncached(&status_json(&state)), vec![second.clone()]);
     let week_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
     fs::File::options()
@@ -921,7 +921,7 @@ fn an_order_that_cannot_be_downloaded_is_given_up_without_failing_runs() {
     let run = acmekeep(&state, &["reconcile"]);
     run.assert_success()
         .assert_stderr_contains("giving the order up");
-    assert!(dir.join("abandoned").is_file(), "{}", state.tree());
+    assert!(dir.join(".abandoned").is_file(), "{}", state.tree());
     assert!(uncached(&status_json(&state)).is_empty());
     assert_complete_live(&state, X);
 }
