@@ -84,9 +84,19 @@ pub trait Connector: Send + Sync {
 #[derive(Debug, Default)]
 pub struct InstantConnector {
     clients: std::sync::Mutex<BTreeMap<Option<PathBuf>, crate::acme::http::CaHttp>>,
+    /// Deadline for one request, when not the default.
+    timeout: Option<std::time::Duration>,
 }
 
 impl InstantConnector {
+    /// A connector whose requests wait at most `timeout` for the CA.
+    pub fn with_timeout(timeout: std::time::Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..Self::default()
+        }
+    }
+
     /// Requests sent to CAs through this connector so far.
     pub fn requests(&self) -> u64 {
         self.clients
@@ -107,7 +117,10 @@ impl Connector for InstantConnector {
             Some(http) => http.clone(),
             None => {
                 let roots = crate::acme::http::root_store(extra_roots.map(|p| p.as_path()))?;
-                let http = crate::acme::http::CaHttp::new(roots)?;
+                let mut http = crate::acme::http::CaHttp::new(roots)?;
+                if let Some(t) = self.timeout {
+                    http = http.with_request_timeout(t);
+                }
                 clients.insert(extra_roots.cloned(), http.clone());
                 http
             }

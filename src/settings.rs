@@ -27,6 +27,8 @@ pub struct Settings {
     pub lock_wait: Option<Duration>,
     /// Maximum concurrent orders.
     pub jobs: usize,
+    /// How long one request to a CA may go unanswered.
+    pub ca_timeout: Duration,
     /// Hook directories, in order.
     pub hook_dirs: Vec<PathBuf>,
     /// Whether the hook directories were chosen (flag or environment) rather than defaults.
@@ -86,6 +88,18 @@ impl Settings {
             .map(parse_duration)
             .transpose()
             .map_err(config_error)?;
+        let ca_timeout = parse_duration(&cli.ca_timeout)
+            .and_then(|d| {
+                if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                    Ok(d)
+                } else {
+                    bail!(
+                        "--ca-timeout {:?} must be between 1s and 1h",
+                        cli.ca_timeout
+                    )
+                }
+            })
+            .map_err(config_error)?;
         let (response_file, response_file_explicit) = match &cli.response_file {
             Some(p) => {
                 if !p.is_file() {
@@ -106,6 +120,7 @@ impl Settings {
             response_file_explicit,
             lock_wait,
             jobs: usize::from(cli.jobs),
+            ca_timeout,
             hook_dirs: crate::hooks::hook_dirs(&cli.hooks, hooks_env.as_deref()),
             hook_dirs_explicit: !cli.hooks.is_empty() || hooks_env.is_some_and(|v| !v.is_empty()),
             system_root: cli.system_root.clone(),
@@ -128,6 +143,32 @@ mod tests {
         );
         for bad in ["", "x", "5y", "m", "10m5"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ca_timeout_is_bounded() {
+        use clap::Parser;
+        let resolve = |v: &str| {
+            let cli = crate::cli::Cli::try_parse_from([
+                "acmekeep",
+                "--state",
+                "/tmp/x",
+                "--ca-timeout",
+                v,
+                "status",
+            ])
+            .expect("parses");
+            Settings::resolve(&cli).map(|s| s.ca_timeout)
+        };
+        assert_eq!(resolve("90s").expect("ok"), Duration::from_secs(90));
+        assert_eq!(resolve("2m").expect("ok"), Duration::from_secs(120));
+        for bad in ["0s", "2h", "soon"] {
+            let e = resolve(bad).expect_err(bad);
+            assert!(
+                format!("{e:#}").contains(bad) || format!("{e:#}").contains("duration"),
+                "{e:#}"
+            );
         }
     }
 }

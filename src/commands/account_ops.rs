@@ -49,7 +49,8 @@ pub fn execute_rollover(settings: &Settings, args: &AccountRolloverArgs) -> Resu
     let (_lock, store) = super::lock_and_open(settings)?;
     let (provider, bundle) = provider_of(&store, args.provider.as_deref())?;
     let inv = store.load_inventory()?;
-    let ca = InstantConnector::default().connect(&provider, bundle.as_ref())?;
+    let ca =
+        InstantConnector::with_timeout(settings.ca_timeout).connect(&provider, bundle.as_ref())?;
     let rolled = super::runtime()?.block_on(roll_over(&store, &ca, &provider, &inv))?;
     eprintln!(
         "Account {}: key {} replaced by {}; {} certificate(s) relinked.",
@@ -72,7 +73,8 @@ pub fn execute_deactivate(settings: &Settings, args: &AccountDeactivateArgs) -> 
     let (_lock, store) = super::lock_and_open(settings)?;
     let (provider, bundle) = provider_of(&store, args.provider.as_deref())?;
     let inv = store.load_inventory()?;
-    let ca = InstantConnector::default().connect(&provider, bundle.as_ref())?;
+    let ca =
+        InstantConnector::with_timeout(settings.ca_timeout).connect(&provider, bundle.as_ref())?;
     let done = super::runtime()?.block_on(deactivate(&store, &ca, &provider, &inv))?;
     eprintln!(
         "Account {} deactivated; its key is now {} and {} certificate(s) no longer link to it. The next registration at {provider} makes a new account.",

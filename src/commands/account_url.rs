@@ -21,7 +21,7 @@ pub fn execute(settings: &Settings) -> Result<ExitCode> {
     let resolved =
         Target::resolve("default", &RawTarget::default(), &defaults).map_err(config_error)?;
     let inv = store.load_inventory()?;
-    let ca = InstantConnector::default()
+    let ca = InstantConnector::with_timeout(settings.ca_timeout)
         .connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
     let url = super::runtime()?.block_on(async {
         let (session, _) =

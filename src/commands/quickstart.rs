@@ -47,7 +47,7 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     let resolved =
         Target::resolve("quickstart", &RawTarget::default(), &defaults).map_err(config_error)?;
     let inv = store.load_inventory()?;
-    let ca = InstantConnector::default()
+    let ca = InstantConnector::with_timeout(settings.ca_timeout)
         .connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
     let (_, account) =
         super::runtime()?.block_on(account_session(&store, &ca, &resolved.provider, &inv, &io))?;

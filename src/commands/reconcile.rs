@@ -20,7 +20,7 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
         force: args.force,
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
     };
-    let connector = InstantConnector::default();
+    let connector = InstantConnector::with_timeout(settings.ca_timeout);
     let report = super::runtime()?.block_on(run(
         store,
         &connector,

@@ -106,8 +106,13 @@ pub fn execute(settings: &Settings, args: &RevokeArgs) -> Result<ExitCode> {
                 .with_context(|| format!("reading certs/{id}/cert"))?;
             let der = cert::split_chain(&pem)?.swap_remove(0);
             rt.block_on(async {
-                let session =
-                    login_account(&InstantConnector::default(), &inv, account, &bundles).await?;
+                let session = login_account(
+                    &InstantConnector::with_timeout(settings.ca_timeout),
+                    &inv,
+                    account,
+                    &bundles,
+                )
+                .await?;
                 session.revoke(&der, reason).await.map_err(|e| anyhow!(e))
             })
             .with_context(|| format!("revoking certs/{id}"))?;

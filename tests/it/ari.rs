@@ -235,3 +235,40 @@ fn profile_is_validated_sent_and_a_change_reissues() {
         "the working certificate stays"
     );
 }
+
+/// A CA that stops answering mid-run (the test double holds every new-order request): after
+/// two requests go unanswered for `--ca-timeout`, no further order is started in that run,
+/// so a dead CA costs a couple of timeouts, not one per certificate.
+#[test]
+fn a_ca_that_stops_answering_is_not_asked_for_every_remaining_certificate() {
+    let (_pebble, proxy, state) = setup();
+    acmekeep(&state, &["want", "before.example.org"]).assert_success();
+    let before = state.live_cert_id("before.example.org");
+    proxy.hang_new_orders();
+    let names: Vec<String> = (0..8).map(|i| format!("hang{i}.example.org")).collect();
+    for n in &names {
+        acmekeep(&state, &["want", "--no-reconcile", n]).assert_success();
+    }
+    let orders_before = proxy.orders().len();
+    let started = std::time::Instant::now();
+    let run = acmekeep(&state, &["reconcile", "--jobs", "2", "--ca-timeout", "2s"]);
+    let took = started.elapsed();
+    run.assert_code(1)
+        .assert_stderr_contains("the CA stopped answering");
+    let asked = proxy.orders().len() - orders_before;
+    assert!(
+        (1..=3).contains(&asked),
+        "{asked} new orders sent to an unanswering CA for 8 targets with --jobs 2\n{}",
+        run.describe()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the run took {took:?}\n{}",
+        run.describe()
+    );
+    // What was working still is.
+    assert_eq!(state.live_cert_id("before.example.org"), before);
+    for n in &names {
+        assert!(state.live_link(n).is_none(), "{}", state.tree());
+    }
+}

@@ -60,6 +60,8 @@ struct ProxyState {
     /// Order id (last path segment of its URL) → (`replaces`, `profile`) to echo.
     echo: HashMap<String, (Option<String>, Option<String>)>,
     reject_replaces: bool,
+    /// New-order requests are held unanswered (a CA that stopped answering).
+    hang_orders: bool,
     profiles: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -192,6 +194,12 @@ impl AriProxy {
     /// The next new-order carrying `replaces` is refused with `alreadyReplaced`.
     pub fn reject_replaces_once(&self) {
         self.shared.state().reject_replaces = true;
+    }
+
+    /// From now on new-order requests get no answer for [`IO_TIMEOUT`] (they are still
+    /// counted in [`AriProxy::orders`]), then the connection is closed.
+    pub fn hang_new_orders(&self) {
+        self.shared.state().hang_orders = true;
     }
 
     /// The certificate ids whose renewal information was fetched, in order.
@@ -366,6 +374,12 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
             rejected: false,
         };
         let mut st = shared.state();
+        if st.hang_orders {
+            st.orders.push(order);
+            drop(st);
+            std::thread::sleep(IO_TIMEOUT);
+            return Err(other("new-order held unanswered (ari proxy)"));
+        }
         if order.replaces.is_some() && std::mem::take(&mut st.reject_replaces) {
             st.orders.push(SeenOrder {
                 rejected: true,
