@@ -15,7 +15,7 @@ use crate::plan;
 use crate::settings::Settings;
 use std::collections::BTreeMap;
 
-use crate::store::{CertState, Inventory, Store, TargetError};
+use crate::store::{CertState, Inventory, Store, TargetError, TargetRecord};
 use crate::target::Target;
 
 /// Version of the JSON document; bumped on incompatible changes.
@@ -72,8 +72,9 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// What `status` reports, loaded once; the per-target documents are made from it one at a
 /// time, so that with thousands of targets they are never all held at once.
 struct Loaded {
-    store: Store,
     targets: Vec<Target>,
+    /// The run record of each target, in the same order.
+    records: Vec<TargetRecord>,
     broken: Vec<TargetError>,
     inv: Inventory,
     summaries: plan::CertSet,
@@ -83,17 +84,38 @@ struct Loaded {
 
 impl Loaded {
     fn load(settings: &Settings, now: OffsetDateTime) -> Result<Loaded> {
+        let started = std::time::Instant::now();
         let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
         let defaults = store.load_defaults().map_err(config_error)?;
         let (targets, broken, mut inv) = store.load_all(&defaults)?;
+        tracing::debug!("loaded in {:.0?}", started.elapsed());
         let summaries = inv.take_summaries();
         // Cached ARI windows only: status never asks the CA.
         let ari = summaries
             .iter()
             .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
             .collect();
+        // Each target's run record, read on two threads (ten thousand small files).
+        let read = |ts: &[Target]| -> Vec<TargetRecord> {
+            ts.iter().map(|t| store.target_record(&t.file)).collect()
+        };
+        let (first, second) = targets.split_at(targets.len() / 2);
+        let records = std::thread::scope(|scope| {
+            let second = scope.spawn(|| read(second));
+            let mut records = read(first);
+            records.extend(
+                second
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+            records
+        });
+        tracing::debug!(
+            "renewal windows and run records read at {:.0?}",
+            started.elapsed()
+        );
         Ok(Loaded {
-            store,
+            records,
             targets,
             broken,
             inv,
@@ -103,9 +125,9 @@ impl Loaded {
         })
     }
 
-    fn target_doc<'a>(&'a self, t: &'a Target) -> TargetDoc<'a> {
+    fn target_doc<'a>(&'a self, t: &'a Target, rec: &TargetRecord) -> TargetDoc<'a> {
         let p = plan::plan_target_ari(t, &self.summaries, self.now, &self.ari);
-        let rec = self.store.target_record(&t.file);
+        let rec = rec.clone();
         let live: Vec<String> = t
             .live_names()
             .filter(|n| self.inv.live.contains_key(n))
@@ -164,11 +186,11 @@ impl Loaded {
     /// Every target's document, by file name: the loadable and the broken ones, each list
     /// already in that order, merged.
     fn target_docs(&self) -> impl Iterator<Item = TargetDoc<'_>> {
-        let mut good = self.targets.iter().peekable();
+        let mut good = self.targets.iter().zip(&self.records).peekable();
         let mut bad = self.broken.iter().peekable();
         std::iter::from_fn(move || match (good.peek(), bad.peek()) {
-            (Some(t), Some(b)) if b.file < t.file => bad.next().map(Self::broken_doc),
-            (Some(_), _) => good.next().map(|t| self.target_doc(t)),
+            (Some((t, _)), Some(b)) if b.file < t.file => bad.next().map(Self::broken_doc),
+            (Some(_), _) => good.next().map(|(t, r)| self.target_doc(t, r)),
             (None, _) => bad.next().map(Self::broken_doc),
         })
     }
@@ -248,6 +270,7 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
     } else {
         print_text(&mut out, &doc, loaded.now)
     };
+    tracing::debug!("written");
     match written.and_then(|()| out.flush()) {
         // A reader that stopped early (`| head`) is not an error of ours.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),

@@ -169,6 +169,19 @@ impl Inventory {
         set
     }
 
+    /// Records which keys exist (from [`Store::load_keys`]): sets each certificate's
+    /// `has_private_key`, and puts the warnings about `keys/` first.
+    fn add_keys(&mut self, (key_ids, mut warnings): (BTreeSet<String>, Vec<String>)) {
+        for c in &mut self.certs {
+            if let CertState::Complete(s) = &mut c.state {
+                s.has_private_key = key_ids.contains(&s.key_id);
+            }
+        }
+        self.key_ids = key_ids;
+        warnings.append(&mut self.warnings);
+        self.warnings = warnings;
+    }
+
     /// The complete certificate with this id.
     pub fn cert(&self, id: &str) -> Option<&CertRecord> {
         self.certs.iter().find(|c| c.id == id)
@@ -451,37 +464,55 @@ impl Store {
         std::thread::scope(|scope| {
             let started = std::time::Instant::now();
             let inventory = scope.spawn(move || {
-                let inv = self.load_inventory();
-                tracing::debug!("inventory loaded in {:.0?}", started.elapsed());
+                let inv = self.load_certs_and_links();
+                tracing::debug!("certificates loaded in {:.0?}", started.elapsed());
                 inv
             });
+            let keys = self.load_keys();
             let targets = self.load_targets(defaults);
-            tracing::debug!("targets loaded in {:.0?}", started.elapsed());
+            tracing::debug!("keys and targets loaded in {:.0?}", started.elapsed());
             let inventory = inventory
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             let (targets, broken) = targets?;
-            Ok((targets, broken, inventory?))
+            let mut inventory = inventory?;
+            inventory.add_keys(keys?);
+            Ok((targets, broken, inventory))
         })
     }
 
     /// Loads certificates, keys, accounts and live links.
     pub fn load_inventory(&self) -> Result<Inventory> {
-        let mut inv = Inventory::default();
+        let keys = self.load_keys()?;
+        let mut inv = self.load_certs_and_links()?;
+        inv.add_keys(keys);
+        Ok(inv)
+    }
+
+    /// The ids under `keys/` that hold a `privkey`, and warnings about anything else there.
+    fn load_keys(&self) -> Result<(BTreeSet<String>, Vec<String>)> {
+        let (mut key_ids, mut warnings) = (BTreeSet::new(), Vec::new());
         let keys_dir = self.root.join("keys");
         for e in
             read_dir_sorted(&keys_dir).with_context(|| format!("listing {}", keys_dir.display()))?
         {
             let id = e.file_name().to_string_lossy().into_owned();
             if ids::is_well_formed_id(&id) && e.path().join("privkey").is_file() {
-                inv.key_ids.insert(id);
+                key_ids.insert(id);
             } else {
-                inv.warnings.push(format!(
+                warnings.push(format!(
                     "ignoring {}: not a key directory",
                     e.path().display()
                 ));
             }
         }
+        Ok((key_ids, warnings))
+    }
+
+    /// Loads certificates, accounts and live links; which keys exist is added by
+    /// [`Inventory::add_keys`].
+    fn load_certs_and_links(&self) -> Result<Inventory> {
+        let mut inv = Inventory::default();
         let certs_dir = self.root.join("certs");
         let entries = read_dir_sorted(&certs_dir)
             .with_context(|| format!("listing {}", certs_dir.display()))?;
@@ -501,7 +532,7 @@ impl Store {
                 ));
                 continue;
             }
-            let (record, stamp, from_disk) = self.load_cert(&id, &inv.key_ids, &mut cache);
+            let (record, stamp, from_disk) = self.load_cert(&id, &mut cache);
             if from_disk && let Some(s) = stamp {
                 newly_read.push(s);
             }
@@ -616,17 +647,15 @@ impl Store {
     fn load_cert(
         &self,
         id: &str,
-        key_ids: &BTreeSet<String>,
         cache: &mut cache::Reader,
     ) -> (CertRecord, Option<cache::Stamps>, bool) {
         let dir = self.root.join("certs").join(id);
         let cached = cache.take(id);
         // Taken before reading, so a change made while reading shows as a mismatch next run.
         let stamps = cache::Stamps::of(&dir).ok();
-        if let (Some((was, mut summary)), Some(now)) = (cached, stamps)
+        if let (Some((was, summary)), Some(now)) = (cached, stamps)
             && was == now
         {
-            summary.has_private_key = key_ids.contains(&summary.key_id);
             let record = CertRecord {
                 id: id.to_owned(),
                 url: None,
@@ -635,12 +664,12 @@ impl Store {
             };
             return (record, stamps, false);
         }
-        let record = self.read_cert(&dir, id, key_ids);
+        let record = self.read_cert(&dir, id);
         let stamps = stamps.filter(|_| matches!(record.state, CertState::Complete(_)));
         (record, stamps, true)
     }
 
-    fn read_cert(&self, dir: &Path, id: &str, key_ids: &BTreeSet<String>) -> CertRecord {
+    fn read_cert(&self, dir: &Path, id: &str) -> CertRecord {
         let cert_text = optional_text(&dir.join("cert"), cert::MAX_CHAIN);
         // The order URL and the account matter only while the certificate is still to be
         // downloaded; otherwise they are read when asked for ([`Store::cert_account`]).
@@ -675,14 +704,13 @@ impl Store {
             )),
             Ok(Some(pem)) => match cert::split_chain(&pem).and_then(|d| cert::leaf_info(&d[0])) {
                 Ok(leaf) => {
-                    let has_key = key_ids.contains(&leaf.key_id);
                     let profile = optional_text(&dir.join(PROFILE_FILE), 256)
                         .ok()
                         .flatten()
                         .map(|p| p.trim().to_owned())
                         .filter(|p| !p.is_empty());
                     let revoked = dir.join("revoked").exists();
-                    CertState::Complete(leaf.into_summary(id, has_key, revoked, profile))
+                    CertState::Complete(leaf.into_summary(id, false, revoked, profile))
                 }
                 Err(e) => CertState::Broken(format!("{}: {e:#}", dir.join("cert").display())),
             },
