@@ -18,6 +18,7 @@ pub mod perm;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
@@ -241,6 +242,36 @@ fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
     Ok(entries)
 }
 
+/// Target files claimed at a time by a thread in [`Store::parse_targets`].
+const TARGET_CHUNK: usize = 64;
+
+/// The slots of the targets not yet claimed by a thread, a chunk at a time, with each
+/// chunk's number.
+type TargetSlots<'a> = Mutex<std::iter::Enumerate<std::slice::ChunksMut<'a, Option<Target>>>>;
+
+/// One empty slot per target file.
+fn empty_slots(n: usize) -> Vec<Option<Target>> {
+    let mut slots = Vec::with_capacity(n);
+    slots.resize_with(n, || None);
+    slots
+}
+
+// The slots are collected into the targets in place only if they are the same size.
+const _: () = assert!(size_of::<Option<Target>>() == size_of::<Target>());
+
+/// The targets parsed into `slots` (one per file; `None` where the file is broken) and the
+/// broken files with their index, as [`Store::parse_targets`] left them on one or more
+/// threads, in file-name order. Reuses the slots' memory: a resolved target is large, and
+/// ten thousand of them should be held once.
+fn assemble_targets(
+    slots: Vec<Option<Target>>,
+    mut broken: Vec<(usize, TargetError)>,
+) -> (Vec<Target>, Vec<TargetError>) {
+    broken.sort_unstable_by_key(|(i, _)| *i);
+    let targets = slots.into_iter().flatten().collect();
+    (targets, broken.into_iter().map(|(_, e)| e).collect())
+}
+
 fn read_text(path: &Path, limit: u64) -> Result<String> {
     let bytes =
         fs::read_bounded(path, limit).with_context(|| format!("reading {}", path.display()))?;
@@ -421,64 +452,93 @@ impl Store {
     /// Loads and resolves every target in `desired/`. Broken files are returned separately
     /// so one bad file never hides the others.
     pub fn load_targets(&self, defaults: &RawTarget) -> Result<(Vec<Target>, Vec<TargetError>)> {
-        let dir = self.root.join("desired");
-        let entries =
-            read_dir_sorted(&dir).with_context(|| format!("listing {}", dir.display()))?;
-        // Sized once: a resolved target is large, and doubling a vector of ten thousand of
-        // them briefly holds both copies.
-        let mut targets = Vec::with_capacity(entries.len());
-        let mut errors = Vec::new();
-        for entry in entries {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            let loaded = read_text(&path, MAX_TARGET_FILE)
-                .and_then(|text| crate::target::parse_file(&path, text.as_bytes()))
-                .and_then(|raw| {
-                    Target::resolve(&file, &raw, defaults)
-                        .with_context(|| format!("in {}", path.display()))
-                });
-            match loaded {
-                Ok(mut t) => {
-                    // Targets nearly always inherit the same challenge settings: share one
-                    // copy instead of holding ten thousand equal ones.
-                    if let Some(prev) = targets.last().map(|p: &Target| p.challenge.clone())
-                        && prev == t.challenge
-                    {
-                        t.challenge = prev;
-                    }
-                    targets.push(t)
-                }
-                Err(error) => errors.push(TargetError { file, error }),
-            }
-        }
-        Ok((targets, errors))
+        let entries = self.list_targets()?;
+        let mut slots = empty_slots(entries.len());
+        let chunks = Mutex::new(slots.chunks_mut(TARGET_CHUNK).enumerate());
+        let broken = self.parse_targets(&entries, &chunks, defaults);
+        Ok(assemble_targets(slots, broken))
     }
 
-    /// [`Store::load_targets`] and [`Store::load_inventory`] at once, on two threads: they
-    /// read different directories, and with thousands of targets each takes a good part of
-    /// a run that has nothing to do.
+    /// The entries of `desired/`, sorted by name.
+    fn list_targets(&self) -> Result<Vec<std::fs::DirEntry>> {
+        let dir = self.root.join("desired");
+        read_dir_sorted(&dir).with_context(|| format!("listing {}", dir.display()))
+    }
+
+    /// Reads and resolves the target files of `entries` into the slot of the same index,
+    /// claiming a chunk of slots at a time, so that several threads can share the work.
+    /// Returns the broken files with their index.
+    fn parse_targets(
+        &self,
+        entries: &[std::fs::DirEntry],
+        chunks: &TargetSlots<'_>,
+        defaults: &RawTarget,
+    ) -> Vec<(usize, TargetError)> {
+        let mut broken = Vec::new();
+        // Targets nearly always inherit the same challenge settings: share one copy
+        // instead of holding ten thousand equal ones.
+        let mut challenge: Option<std::sync::Arc<crate::target::ChallengeConfig>> = None;
+        loop {
+            let claimed = chunks.lock().unwrap_or_else(|p| p.into_inner()).next();
+            let Some((n, chunk)) = claimed else {
+                return broken;
+            };
+            let start = n * TARGET_CHUNK;
+            for (i, slot) in (start..).zip(chunk.iter_mut()) {
+                let entry = &entries[i];
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                let loaded = read_text(&path, MAX_TARGET_FILE)
+                    .and_then(|text| crate::target::parse_file(&path, text.as_bytes()))
+                    .and_then(|raw| {
+                        Target::resolve(&file, &raw, defaults)
+                            .with_context(|| format!("in {}", path.display()))
+                    });
+                match loaded {
+                    Ok(mut t) => {
+                        match &challenge {
+                            Some(prev) if *prev == t.challenge => t.challenge = prev.clone(),
+                            _ => challenge = Some(t.challenge.clone()),
+                        }
+                        *slot = Some(t);
+                    }
+                    Err(error) => broken.push((i, TargetError { file, error })),
+                }
+            }
+        }
+    }
+
+    /// [`Store::load_targets`] and [`Store::load_inventory`] at once, on two threads: one
+    /// loads the certificates and links, the other the keys, and both then share the target
+    /// files (the larger part with thousands of targets).
     pub fn load_all(
         &self,
         defaults: &RawTarget,
     ) -> Result<(Vec<Target>, Vec<TargetError>, Inventory)> {
-        std::thread::scope(|scope| {
+        let entries = self.list_targets()?;
+        let mut slots = empty_slots(entries.len());
+        let chunks = Mutex::new(slots.chunks_mut(TARGET_CHUNK).enumerate());
+        let (inventory, keys, broken) = std::thread::scope(|scope| {
             let started = std::time::Instant::now();
-            let inventory = scope.spawn(move || {
+            let (entries, chunks) = (&entries, &chunks);
+            let helper = scope.spawn(move || {
                 let inv = self.load_certs_and_links();
                 tracing::debug!("certificates loaded in {:.0?}", started.elapsed());
-                inv
+                (inv, self.parse_targets(entries, chunks, defaults))
             });
             let keys = self.load_keys();
-            let targets = self.load_targets(defaults);
-            tracing::debug!("keys and targets loaded in {:.0?}", started.elapsed());
-            let inventory = inventory
+            let mut broken = self.parse_targets(entries, chunks, defaults);
+            let (inventory, theirs) = helper
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            let (targets, broken) = targets?;
-            let mut inventory = inventory?;
-            inventory.add_keys(keys?);
-            Ok((targets, broken, inventory))
-        })
+            tracing::debug!("keys and targets loaded in {:.0?}", started.elapsed());
+            broken.extend(theirs);
+            (inventory, keys, broken)
+        });
+        let (targets, broken) = assemble_targets(slots, broken);
+        let mut inventory = inventory?;
+        inventory.add_keys(keys?);
+        Ok((targets, broken, inventory))
     }
 
     /// Loads certificates, keys, accounts and live links.
@@ -1123,4 +1183,63 @@ fn check_account_id(account_id: &str) -> Result<()> {
         bail!("{account_id:?} is not an account id (<escaped directory URL>/<key id>)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enough target files for both threads to claim several chunks, with broken ones
+    /// spread among them: both ways of loading give every target and every broken file
+    /// once, in file-name order.
+    #[test]
+    fn targets_load_in_file_order_on_one_or_two_threads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for d in ["conf", "desired", "certs", "keys"] {
+            std::fs::create_dir(root.join(d)).expect("mkdir");
+        }
+        std::fs::write(
+            root.join("conf/target"),
+            "request:\n  provider: https://ca.example/dir\n",
+        )
+        .expect("write conf/target");
+        let count = 5 * TARGET_CHUNK + 7;
+        let mut want_good = Vec::new();
+        let mut want_broken = Vec::new();
+        for i in 0..count {
+            let file = format!("t{i:04}");
+            let yaml = if i % 37 == 5 {
+                want_broken.push(file.clone());
+                "satisfy: [unclosed\n".to_owned()
+            } else {
+                want_good.push(file.clone());
+                format!("satisfy:\n  names: [n{i}.example.com]\n")
+            };
+            std::fs::write(root.join("desired").join(&file), yaml).expect("write target");
+        }
+        let store = Store::open_read_only(root).expect("open");
+        let defaults = store.load_defaults().expect("defaults");
+        let files = |(targets, broken): (Vec<Target>, Vec<TargetError>)| {
+            for t in &targets {
+                assert_eq!(
+                    t.satisfy_names[0].to_string(),
+                    format!(
+                        "n{}.example.com",
+                        t.file[1..].parse::<usize>().expect("numbered file")
+                    ),
+                    "{} holds its own names",
+                    t.file
+                );
+            }
+            let good: Vec<String> = targets.into_iter().map(|t| t.file).collect();
+            let bad: Vec<String> = broken.into_iter().map(|b| b.file).collect();
+            (good, bad)
+        };
+        let serial = files(store.load_targets(&defaults).expect("load_targets"));
+        let (targets, broken, _) = store.load_all(&defaults).expect("load_all");
+        let parallel = files((targets, broken));
+        assert_eq!(serial, (want_good.clone(), want_broken.clone()));
+        assert_eq!(parallel, (want_good, want_broken));
+    }
 }
