@@ -75,8 +75,22 @@ impl AtomicFs {
     /// If the final directory fsync fails, `path` already has the new content, but an error is
     /// still returned because the write might not be durable.
     pub fn write_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        self.write_file_with(path, mode, |file| file.write_all(data))
+    }
+
+    /// [`AtomicFs::write_file`] with the contents written by `fill` instead of held in
+    /// memory first (wrap the file in a `BufWriter` to write many small pieces).
+    pub fn write_file_with(
+        &self,
+        path: &Path,
+        mode: u32,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
         let (mut file, tmp_path) = self.create_temp_file(mode)?;
-        let written = write_and_sync(&mut file, data, mode);
+        let written = file
+            .set_permissions(Permissions::from_mode(mode))
+            .and_then(|()| fill(&mut file))
+            .and_then(|()| file.sync_all());
         drop(file);
         if let Err(e) = written.and_then(|()| fs::rename(&tmp_path, path)) {
             // The original error is what matters; a failed cleanup only leaves a file in tmp/,
@@ -158,12 +172,6 @@ impl AtomicFs {
 /// Gives `file` exactly `mode`, then writes `data` and fsyncs it. The chmod comes first, so the
 /// data is never in a file whose mode is wider than asked. The umask can only make the mode
 /// narrower, never wider.
-fn write_and_sync(file: &mut File, data: &[u8], mode: u32) -> io::Result<()> {
-    file.set_permissions(Permissions::from_mode(mode))?;
-    file.write_all(data)?;
-    file.sync_all()
-}
-
 /// fsyncs a directory, so that renames into it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -668,7 +668,7 @@ impl Store {
         if let (true, true, Some(stamp)) = (self.writable, clean, stamp)
             && let Some(data) = cache::render_live(stamp, &inv.live, std::time::SystemTime::now())
         {
-            self.save_cache(&cache_path, &data);
+            self.save_cache(&cache_path, |file| io::Write::write_all(file, &data));
         }
         Ok(())
     }
@@ -689,13 +689,19 @@ impl Store {
                 CertState::Complete(summary) => Some((s.as_ref()?, summary)),
                 _ => None,
             });
-        self.save_cache(path, &cache::render(entries, written));
+        self.save_cache(path, |file| {
+            cache::write(
+                entries,
+                written,
+                io::BufWriter::with_capacity(64 * 1024, file),
+            )
+        });
     }
 
-    /// Writes a cache file under `.acmekeep/`; a failure is only logged.
-    fn save_cache(&self, path: &Path, data: &[u8]) {
+    /// Writes a cache file under `.acmekeep/` by way of `fill`; a failure is only logged.
+    fn save_cache(&self, path: &Path, fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>) {
         let saved = fs::create_dir_all_mode(&self.root.join(RUN_DIR), DIR_MODE)
-            .and_then(|()| self.fs.write_file(path, data, FILE_MODE));
+            .and_then(|()| self.fs.write_file_with(path, FILE_MODE, fill));
         if let Err(e) = saved {
             tracing::warn!("cannot write {}: {e}", path.display());
         }
