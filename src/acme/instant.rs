@@ -33,12 +33,14 @@ use crate::keys::first_private_key_der;
 use crate::name::Hostname;
 use crate::target::ChallengeKind;
 
-/// How long to wait for the CA to validate and to issue. Polling starts after a few
-/// milliseconds and backs off, so a fast CA is never waited on for whole seconds.
+/// How long to wait for the CA to validate and to issue. Polling starts after 10 ms and
+/// doubles (10, 20, 40 … ms: seven polls in the first 1.3 s, one fewer than starting at 25 ms
+/// and growing by half), so a fast CA is never waited on for whole seconds and a slow one is
+/// not asked more often. A Retry-After from the CA replaces the next pause.
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::new()
-        .initial_delay(Duration::from_millis(25))
-        .backoff(1.5)
+        .initial_delay(Duration::from_millis(10))
+        .backoff(2.0)
         .timeout(Duration::from_secs(600))
 }
 
