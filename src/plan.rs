@@ -233,15 +233,20 @@ pub fn give_up_order(
     failure == DownloadFailure::Refused || now - recorded > ORDER_GIVE_UP
 }
 
+/// Longest a CA's "retry after" time defers a target (the CA is untrusted input: a time
+/// years ahead would stop renewals for good; Let's Encrypt's limits refill within a week).
+pub const MAX_CA_DEFERRAL: Duration = Duration::days(7);
+
 /// When a target that failed `failures` times in a row, last at `last`, may be tried again:
-/// after the backoff, and never before a time the CA asked for (Retry-After, rate limits).
+/// after the backoff, and never before a time the CA asked for (Retry-After, rate limits),
+/// unless that time is more than [`MAX_CA_DEFERRAL`] away.
 pub fn next_attempt(
     last: OffsetDateTime,
     failures: u32,
     ca_retry_after: Option<OffsetDateTime>,
 ) -> OffsetDateTime {
     let ours = last + backoff(failures);
-    ca_retry_after.map_or(ours, |ca| ca.max(ours))
+    ca_retry_after.map_or(ours, |ca| ca.min(last + MAX_CA_DEFERRAL).max(ours))
 }
 
 /// Finds the time in a CA's "retry after <time>" explanation (Let's Encrypt writes
@@ -252,7 +257,7 @@ pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
     let rest = text.get(at..)?;
     let rfc3339: String = rest
         .chars()
-        .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ';')
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ';' | ')'))
         .collect();
     let rfc3339 = rfc3339.trim_end_matches('.');
     if let Ok(t) = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
@@ -575,6 +580,11 @@ mod tests {
             "the CA's time wins when later"
         );
         assert_eq!(next_attempt(T0, 4, Some(later)), T0 + Duration::days(1));
+        assert_eq!(
+            next_attempt(T0, 1, Some(T0 + Duration::days(3650))),
+            T0 + MAX_CA_DEFERRAL,
+            "a CA's time years ahead is not believed"
+        );
     }
 
     #[test]

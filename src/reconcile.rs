@@ -24,7 +24,7 @@ use crate::hooks::{Event, HookRunner};
 use crate::interact::{Interaction, Kind, Question, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
 use crate::plan::{self, CertSummary};
-use crate::store::{AccountRecord, CertState, Inventory, Store, cert};
+use crate::store::{AccountRecord, Backoff, CertState, Inventory, Store, cert};
 use crate::target::{ChallengeKind, RawTarget, Target};
 
 /// Settings of one reconcile run.
@@ -48,8 +48,29 @@ pub struct TargetOutcome {
     pub file: String,
     /// Names of the target.
     pub names: Vec<String>,
-    /// `Ok(Some(id))` new certificate, `Ok(None)` nothing to do, `Err` failed.
-    pub result: Result<Option<String>, String>,
+    /// What became of it.
+    pub result: Outcome,
+}
+
+/// What became of one target in a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do.
+    Unchanged,
+    /// A new certificate, by id.
+    Issued(String),
+    /// Left to a later run because the CA refused for its rate (rate limit, overload): not a
+    /// failure of the run. The text says why and until when.
+    Deferred(String),
+    /// Failed; the text says why.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Whether the target failed (a deferral is not a failure).
+    pub fn failed(&self) -> bool {
+        matches!(self, Outcome::Failed(_))
+    }
 }
 
 /// What a run did.
@@ -66,7 +87,7 @@ pub struct Report {
 impl Report {
     /// True when every target and step succeeded.
     pub fn all_ok(&self) -> bool {
-        self.other_errors.is_empty() && self.targets.iter().all(|t| t.result.is_ok())
+        self.other_errors.is_empty() && !self.targets.iter().any(|t| t.result.failed())
     }
 }
 
@@ -169,7 +190,7 @@ pub async fn run<C: Connector>(
         report.targets.push(TargetOutcome {
             file: b.file,
             names: Vec::new(),
-            result: Err(format!("{:#}", b.error)),
+            result: Outcome::Failed(format!("{:#}", b.error)),
         });
     }
 
@@ -251,16 +272,23 @@ pub async fn run<C: Connector>(
             && let Some(next) = waiting_until
         {
             // Backing off after failures (1 min, 10 min, 100 min, then daily; never before
-            // the CA's retry time): still a failing target, but the CA is not asked again.
+            // the CA's retry time): the CA is not asked again. Still a failing target, unless
+            // the CA refused it for its rate: then it is only deferred.
+            let text = format!(
+                "not retried before {} after {} failed attempt(s) (use `reconcile --force` to retry now); last error: {}",
+                next.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                record.failures,
+                record.last_error.as_deref().unwrap_or("unknown")
+            );
             report.targets.push(TargetOutcome {
                 file: t.file.clone(),
                 names: names_of(t),
-                result: Err(format!(
-                    "not retried before {} after {} failed attempt(s) (use `reconcile --force` to retry now); last error: {}",
-                    next.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                    record.failures,
-                    record.last_error.as_deref().unwrap_or("unknown")
-                )),
+                result: if record.rate_limited {
+                    Outcome::Deferred(text)
+                } else {
+                    Outcome::Failed(text)
+                },
             });
         } else if selected && p.needs_request {
             todo.push(t.clone());
@@ -268,7 +296,7 @@ pub async fn run<C: Connector>(
             report.targets.push(TargetOutcome {
                 file: t.file.clone(),
                 names: names_of(t),
-                result: Ok(None),
+                result: Outcome::Unchanged,
             });
         }
     }
@@ -312,7 +340,7 @@ pub async fn run<C: Connector>(
     let failed: Vec<String> = report
         .targets
         .iter()
-        .filter(|t| t.result.is_err())
+        .filter(|t| t.result.failed())
         .flat_map(|t| {
             if t.names.is_empty() {
                 vec![t.file.clone()]
@@ -797,13 +825,19 @@ async fn obtain<C: Connector>(
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("account at {provider}: {e:#}");
+                let how = Refusal::of(&e);
                 for t in group {
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
                         names: names_of(&t),
-                        result: Err(msg.clone()),
+                        result: how.outcome(&msg),
                     });
-                    record(store, &t.file, now, Some(msg.clone()), false);
+                    // Only a rate limit backs off here: the account step is not the target's.
+                    let backoff = match how {
+                        Refusal::RateLimited => Backoff::RateLimited,
+                        _ => Backoff::No,
+                    };
+                    record(store, &t.file, now, Some(msg.clone()), backoff);
                 }
                 continue;
             }
@@ -832,7 +866,7 @@ async fn obtain<C: Connector>(
                 // A CA that stopped answering would hold every remaining order for the full
                 // request timeout; leave them to the next run (no backoff: not its answer).
                 let e = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again".to_owned();
-                return (t.file.clone(), names_of(&t), Err((e, false)));
+                return (t.file.clone(), names_of(&t), Err((e, Refusal::Local)));
             }
             let listens = listening
                 && (t.challenge.listen_http
@@ -852,7 +886,7 @@ async fn obtain<C: Connector>(
                 now,
             )
             .await
-            .map_err(|e| (format!("{e:#}"), from_the_ca(&e)));
+            .map_err(|e| (format!("{e:#}"), Refusal::of(&e)));
             (t.file.clone(), names_of(&t), res)
         }
     });
@@ -868,14 +902,14 @@ async fn obtain<C: Connector>(
         };
         let result = match res {
             Ok(summary) => {
-                record(store, &file, now, None, false);
+                record(store, &file, now, None, Backoff::No);
                 let id = summary.id.clone();
                 new_certs.push(summary);
-                Ok(Some(id))
+                Outcome::Issued(id)
             }
-            Err((e, ca)) => {
-                record(store, &file, now, Some(e.clone()), ca);
-                Err(e)
+            Err((e, how)) => {
+                record(store, &file, now, Some(e.clone()), how.backoff());
+                how.outcome(&e)
             }
         };
         report.targets.push(TargetOutcome {
@@ -891,22 +925,51 @@ async fn obtain<C: Connector>(
     new_certs
 }
 
-/// One order task's result: target file, names, and the certificate or (error, whether the
-/// CA gave it).
-type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, bool)>);
+/// One order task's result: target file, names, and the certificate or (error, who refused).
+type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, Refusal)>);
 
-/// Whether an error is the CA's answer (validation failed, rate limited, refused): only then
-/// does the target back off, so fixing a local mistake can be retried at once.
-fn from_the_ca(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<AcmeError>(),
-            Some(AcmeError::Ca(_) | AcmeError::Gone(_))
-        )
-    })
+/// Who stopped a target, which decides whether it backs off and whether the run failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// A local mistake or a network error: no backoff, so a fix can be retried at once.
+    Local,
+    /// The CA's answer (validation failed, refused): backoff, and the target failed.
+    Ca,
+    /// The CA refused for its rate beyond what the run waits out: backoff (never before the
+    /// CA's time), and the target is deferred, not failed.
+    RateLimited,
 }
 
-fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>, backoff: bool) {
+impl Refusal {
+    fn of(e: &anyhow::Error) -> Self {
+        let mut how = Refusal::Local;
+        for c in e.chain() {
+            match c.downcast_ref::<AcmeError>() {
+                Some(AcmeError::RateLimited(_)) => return Refusal::RateLimited,
+                Some(AcmeError::Ca(_) | AcmeError::Gone(_)) => how = Refusal::Ca,
+                _ => {}
+            }
+        }
+        how
+    }
+
+    fn backoff(self) -> Backoff {
+        match self {
+            Refusal::Local => Backoff::No,
+            Refusal::Ca => Backoff::Yes,
+            Refusal::RateLimited => Backoff::RateLimited,
+        }
+    }
+
+    fn outcome(self, e: &str) -> Outcome {
+        match self {
+            Refusal::RateLimited => Outcome::Deferred(e.to_owned()),
+            _ => Outcome::Failed(e.to_owned()),
+        }
+    }
+}
+
+fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>, backoff: Backoff) {
     if let Err(e) = store.record_attempt(file, now, error, backoff) {
         tracing::warn!("cannot record the outcome for desired/{file}: {e:#}");
     }

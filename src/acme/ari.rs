@@ -13,7 +13,8 @@ use std::time::Duration;
 use instant_acme::{Account, CertificateIdentifier, Identifier, NewOrder, Order};
 
 use super::AcmeError;
-use super::instant::{NONCE_ATTEMPTS, ca_error, is_bad_nonce};
+use super::http::CaHttp;
+use super::instant::{NONCE_ATTEMPTS, ca_error, is_bad_nonce, rate_limit_pause};
 use crate::ari::Window;
 
 /// instant-acme's form of an ARI id (`<AKI>.<serial>`, both already base64url).
@@ -70,9 +71,12 @@ fn replaces_refused(e: &instant_acme::Error) -> bool {
 }
 
 /// Creates the order for `identifiers`, naming `replaces` (an ARI id) when given; refused
-/// `replaces` are dropped and the order sent again. badNonce rejections are retried.
+/// `replaces` are dropped and the order sent again. badNonce rejections are retried, and so
+/// are rate-limit refusals the CA asked this run to wait out (`http`, `directory_url`: the
+/// client and the CA the account is at).
 pub async fn new_order(
     account: &Account,
+    (http, directory_url): (&CaHttp, &str),
     identifiers: &[Identifier],
     replaces: Option<&str>,
     profile: Option<&str>,
@@ -88,11 +92,14 @@ pub async fn new_order(
         o
     };
     let mut with_replaces = replaces.is_some();
-    let mut attempt = 1;
+    let (mut attempt, mut waits) = (1, 0);
     loop {
         match account.new_order(&base(with_replaces)).await {
             Ok(order) => return Ok(order),
             Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => attempt += 1,
+            Err(e) if let Some(pause) = rate_limit_pause(http, directory_url, &e, &mut waits) => {
+                tokio::time::sleep(pause).await;
+            }
             Err(e) if with_replaces && replaces_refused(&e) => {
                 tracing::warn!(
                     "the CA refused the order as a replacement of {} ({}); ordering without `replaces`",

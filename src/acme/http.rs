@@ -81,6 +81,8 @@ pub struct CaHttp {
     /// Directory documents fetched in this run, by URL: a directory does not change while a
     /// run lasts, and both acmekeep and instant-acme read it.
     directories: Arc<Mutex<std::collections::HashMap<String, Bytes>>>,
+    /// Pauses the CAs asked for (rate limits, overload), waited out by every request.
+    pauses: Arc<Mutex<super::pace::Pauses>>,
 }
 
 impl std::fmt::Debug for CaHttp {
@@ -158,6 +160,7 @@ impl CaHttp {
             downloads: Arc::new(Mutex::new(VecDeque::new())),
             nonces: Arc::default(),
             directories: Arc::default(),
+            pauses: Arc::default(),
         })
     }
 
@@ -210,6 +213,51 @@ impl CaHttp {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// How long the next request to the CA at `url` waits because the CA asked this run to
+    /// slow down (see [`super::pace`]); `None`: it goes at once.
+    pub fn pause(&self, url: &str) -> Option<Duration> {
+        let origin = super::nonces::origin(url)?;
+        self.pauses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wait(&origin, std::time::SystemTime::now())
+    }
+
+    /// Waits out the CA's pause, if any, before a request to `url`.
+    async fn paced(&self, url: &str) {
+        if let Some(d) = self.pause(url) {
+            tracing::debug!("the CA asked to slow down: waiting {d:.1?} before {url}");
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// Reads an error answer from `url`: a pause it asks for is recorded, and its body is
+    /// returned as a problem document naming the status (and the time to retry after).
+    fn error_answer(&self, url: &str, parts: &http::response::Parts, body: &Bytes) -> Bytes {
+        let now = std::time::SystemTime::now();
+        let problem = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+        let retry_after = parts
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok());
+        let until = super::pace::slow_down_until(parts.status, retry_after, &problem, now);
+        if let (Some(until), Some(origin)) = (until, super::nonces::origin(url)) {
+            let waited = self
+                .pauses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(&origin, until, now);
+            let secs = until.duration_since(now).unwrap_or_default().as_secs_f64();
+            if waited {
+                tracing::info!(
+                    "{origin} asked to slow down (HTTP {}): no requests to it for {secs:.0} s",
+                    parts.status.as_u16()
+                );
+            }
+        }
+        problem_document(parts.status, body, until)
+    }
+
     /// The directory document at `url`, if this run has fetched it already.
     fn cached_directory(&self, url: &str) -> Option<Bytes> {
         self.directories
@@ -240,6 +288,7 @@ impl CaHttp {
         let req = http::Request::get(url)
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
+        self.paced(url).await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
@@ -262,6 +311,7 @@ impl CaHttp {
         let req = http::Request::head(url)
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
+        self.paced(url).await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
@@ -277,6 +327,7 @@ impl CaHttp {
             .header(http::header::USER_AGENT, user_agent())
             .header(http::header::CONTENT_TYPE, "application/jose+json")
             .body(BodyWrapper::from(jws))?;
+        self.paced(url).await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
@@ -288,7 +339,13 @@ impl CaHttp {
             .map_err(|_| {
                 self.timed_out(url, anyhow!("reading the answer to POST {url} timed out"))
             })?
-            .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?;
+            .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?
+            .to_bytes();
+        let body = if parts.status.is_client_error() || parts.status.is_server_error() {
+            self.error_answer(url, &parts, &body)
+        } else {
+            body
+        };
         Ok(JoseResponse {
             status: parts.status,
             content_type: parts
@@ -297,7 +354,7 @@ impl CaHttp {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             nonce: replay_nonce(&parts.headers),
-            body: body.to_bytes(),
+            body,
         })
     }
 
@@ -504,8 +561,14 @@ pub fn user_agent() -> &'static str {
 /// The body of an error response as a problem document (RFC 7807) that carries the HTTP
 /// status: a CA's problem document gains `status` if it lacks it, and anything else (an
 /// empty body, an HTML error page) becomes one naming the status, so that an error is never
-/// reported as "cannot parse JSON" and callers can tell a 404 from a failure.
-fn problem_document(status: http::StatusCode, body: &Bytes) -> Bytes {
+/// reported as "cannot parse JSON" and callers can tell a 404 from a failure. When the answer
+/// asks to slow down until `retry_at`, the detail says "retry after <time>" (unless the CA
+/// already wrote one), which is how that time reaches the target's record and its log.
+fn problem_document(
+    status: http::StatusCode,
+    body: &Bytes,
+    retry_at: Option<std::time::SystemTime>,
+) -> Bytes {
     let mut doc = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(doc)) => doc,
         _ => {
@@ -524,6 +587,25 @@ fn problem_document(status: http::StatusCode, body: &Bytes) -> Bytes {
         }
     };
     doc.entry("status").or_insert(status.as_u16().into());
+    if let Some(at) = retry_at {
+        let detail = doc.get("detail").and_then(|d| d.as_str()).unwrap_or("");
+        if crate::plan::retry_after_in(detail).is_none() {
+            // Whole seconds, rounded up: never earlier than the CA's time.
+            let at = time::OffsetDateTime::from(at);
+            let at = match at.replace_nanosecond(0) {
+                Ok(whole) if whole < at => whole + time::Duration::SECOND,
+                _ => at,
+            };
+            let at = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let detail = match detail.trim() {
+                "" => format!("retry after {at}"),
+                d => format!("{d} (retry after {at})"),
+            };
+            doc.insert("detail".into(), detail.into());
+        }
+    }
     Bytes::from(serde_json::Value::Object(doc).to_string())
 }
 
@@ -580,6 +662,7 @@ impl HttpClient for CaHttp {
                 }
                 _ => req,
             };
+            me.paced(&url).await;
             match tokio::time::timeout(me.timeout, me.inner.request(req)).await {
                 Err(_) => {
                     me.count_timeout(&url);
@@ -608,7 +691,7 @@ impl HttpClient for CaHttp {
                         .await
                         .map_err(instant_acme::Error::Other)?
                         .to_bytes();
-                    let body = problem_document(parts.status, &body);
+                    let body = me.error_answer(&url, &parts, &body);
                     Ok(BytesResponse::from(http::Response::from_parts(
                         parts,
                         http_body_util::Full::new(body),
@@ -637,8 +720,12 @@ mod tests {
     fn error_bodies_become_problem_documents_with_the_status() {
         let parse = |status: u16, body: &str| -> instant_acme::Problem {
             let status = http::StatusCode::from_u16(status).expect("status");
-            serde_json::from_slice(&problem_document(status, &Bytes::from(body.to_owned())))
-                .expect("a problem document")
+            serde_json::from_slice(&problem_document(
+                status,
+                &Bytes::from(body.to_owned()),
+                None,
+            ))
+            .expect("a problem document")
         };
         let p = parse(404, "");
         assert_eq!(p.status, Some(404));
@@ -664,6 +751,41 @@ mod tests {
         assert_eq!(p.status, Some(503), "the CA's own status is kept");
         let p = parse(500, &"x".repeat(10_000));
         assert!(p.detail.is_some_and(|d| d.len() < 300));
+    }
+
+    #[test]
+    fn the_time_to_retry_after_is_written_into_the_detail_once() {
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_435_230_250);
+        let detail = |body: &str| -> String {
+            let doc = problem_document(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                &Bytes::from(body.to_owned()),
+                Some(at),
+            );
+            let p: instant_acme::Problem = serde_json::from_slice(&doc).expect("problem");
+            p.detail.expect("detail")
+        };
+        let limited =
+            r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders"}"#;
+        // Rounded up to the second: never earlier than the CA's time.
+        assert_eq!(
+            detail(limited),
+            "too many new orders (retry after 2026-11-23T12:00:31Z)"
+        );
+        assert_eq!(
+            crate::plan::retry_after_in(&detail(limited)),
+            Some(time::macros::datetime!(2026-11-23 12:00:31 UTC))
+        );
+        assert_eq!(
+            detail(""),
+            "HTTP 429 Too Many Requests (retry after 2026-11-23T12:00:31Z)"
+        );
+        // The CA's own "retry after" is left as it is.
+        let le = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"limited, retry after 2026-11-23 13:00:00 UTC: see the docs"}"#;
+        assert_eq!(
+            detail(le),
+            "limited, retry after 2026-11-23 13:00:00 UTC: see the docs"
+        );
     }
 
     #[test]

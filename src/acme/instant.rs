@@ -255,16 +255,53 @@ pub(super) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some(BAD_NONCE))
 }
 
-/// Evaluates the async expression again while it fails with badNonce.
-macro_rules! nonce_retry {
-    ($op:expr) => {{
+/// Whether the CA refused a request for its rate: a `rateLimited` problem, HTTP 429, or HTTP
+/// 503 (overloaded).
+pub(super) fn is_rate_limited(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref() == Some(super::pace::RATE_LIMITED)
+            || matches!(p.status, Some(429 | 503)))
+}
+
+/// After a failed request to the CA at `directory_url`: how long to wait before sending it
+/// again because the CA asked this run to slow down for a short while (`waits` counts the
+/// waits so far, at most [`super::pace::RATE_LIMIT_RETRIES`]); `None`: give up.
+pub(super) fn rate_limit_pause(
+    http: &CaHttp,
+    directory_url: &str,
+    e: &instant_acme::Error,
+    waits: &mut u32,
+) -> Option<Duration> {
+    if !is_rate_limited(e) || *waits >= super::pace::RATE_LIMIT_RETRIES {
+        return None;
+    }
+    let pause = http.pause(directory_url)?;
+    *waits += 1;
+    if let instant_acme::Error::Api(p) = e {
+        tracing::info!(
+            "the CA refused a request for its rate ({}); sending it again in {pause:.1?}",
+            describe_problem(p)
+        );
+    }
+    Some(pause)
+}
+
+/// Evaluates the async expression again while it fails with badNonce, or is refused for its
+/// rate while the CA's pause is short (`$me` has the `http` client and `directory_url`).
+macro_rules! ca_retry {
+    ($me:expr, $op:expr) => {{
         let mut attempt = 1;
+        let mut waits = 0;
         loop {
             match $op.await {
                 Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
                     tracing::debug!("badNonce from the CA; retrying (attempt {attempt})");
                     attempt += 1;
                 }
+                Err(e) => match rate_limit_pause(&$me.http, &$me.directory_url, &e, &mut waits) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => break Err(e),
+                },
                 other => break other,
             }
         }
@@ -277,7 +314,16 @@ pub(super) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
             if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist") {
                 return AcmeError::AccountDoesNotExist;
             }
-            AcmeError::Ca(format!("{context}: {}", describe_problem(&p)))
+            let text = format!("{context}: {}", describe_problem(&p));
+            let limited = p.r#type.as_deref() == Some(super::pace::RATE_LIMITED)
+                || p.status == Some(429)
+                // Overloaded, with a time to come back.
+                || (p.status == Some(503) && crate::plan::retry_after_in(&text).is_some());
+            if limited {
+                AcmeError::RateLimited(text)
+            } else {
+                AcmeError::Ca(text)
+            }
         }
         other => AcmeError::Other(anyhow!("{context}: {other}")),
     }
@@ -325,7 +371,7 @@ impl Ca for InstantCa {
 
     async fn login(&self, key_pem: &str) -> Result<InstantSession, AcmeError> {
         let key = self.key(key_pem)?;
-        let (account, _) = nonce_retry!(async {
+        let (account, _) = ca_retry!(self, async {
             Account::builder_with_http(Box::new(key.http.clone()))
                 .from_key(key.pair()?, self.directory_url.clone())
                 .await
@@ -360,7 +406,7 @@ impl Ca for InstantCa {
                 None => Box::new(key.http.clone()),
             }
         };
-        let (account, _) = nonce_retry!(async {
+        let (account, _) = ca_retry!(self, async {
             Account::builder_with_http(http())
                 .create_from_key(key.pair()?, self.directory_url.clone())
                 .await
@@ -368,7 +414,7 @@ impl Ca for InstantCa {
         .map_err(|e| ca_error("registering the account", e))?;
         if let Some(email) = reg.email.as_deref().filter(|e| !e.is_empty()) {
             let contact = format!("mailto:{email}");
-            nonce_retry!(account.update_contacts(&[contact.as_str()]))
+            ca_retry!(self, account.update_contacts(&[contact.as_str()]))
                 .map_err(|e| ca_error("setting the account's contact address", e))?;
         }
         Ok(InstantSession::new(account, &key, &self.directory_url))
@@ -391,14 +437,14 @@ impl Ca for InstantCa {
             url: key_change,
             rewrite: Arc::new(move |body| super::jws::replace_key_change(body, &old_signer, &new)),
         };
-        let (mut account, _) = nonce_retry!(async {
+        let (mut account, _) = ca_retry!(self, async {
             Account::builder_with_http(Box::new(http.clone()))
                 .from_key(old.pair()?, self.directory_url.clone())
                 .await
         })
         .map_err(|e| ca_error("looking up the account", e))?;
         // The credentials returned hold instant-acme's own new key, which the CA never saw.
-        let _unused = nonce_retry!(account.update_key())
+        let _unused = ca_retry!(self, account.update_key())
             .map_err(|e| ca_error("rolling the account key over", e))?;
         Ok(account.id().to_owned())
     }
@@ -406,13 +452,13 @@ impl Ca for InstantCa {
     async fn deactivate(&self, key_pem: &str) -> Result<String, AcmeError> {
         let key = self.key(key_pem)?;
         let http = ProblemsAsErrors(key.http.clone());
-        let (account, _) = nonce_retry!(async {
+        let (account, _) = ca_retry!(self, async {
             Account::builder_with_http(Box::new(http.clone()))
                 .from_key(key.pair()?, self.directory_url.clone())
                 .await
         })
         .map_err(|e| ca_error("looking up the account", e))?;
-        nonce_retry!(account.clone().deactivate())
+        ca_retry!(self, account.clone().deactivate())
             .map_err(|e| ca_error("deactivating the account", e))?;
         Ok(account.id().to_owned())
     }
@@ -529,7 +575,7 @@ impl InstantSession {
             break;
         }
         let policy = retry_policy();
-        let status = nonce_retry!(order.poll_ready(&policy))
+        let status = ca_retry!(self, order.poll_ready(&policy))
             .map_err(|e| ca_error("waiting for validation", e))?;
         if status != OrderStatus::Ready {
             return Err(AcmeError::Ca(failed_validation(order).await));
@@ -695,8 +741,14 @@ impl Issuer for InstantSession {
                 )));
             }
         }
-        let mut order =
-            super::ari::new_order(&self.account, &identifiers, replaces, profile).await?;
+        let mut order = super::ari::new_order(
+            &self.account,
+            (&self.http, &self.directory_url),
+            &identifiers,
+            replaces,
+            profile,
+        )
+        .await?;
         // Whatever happens while proving control, every response set up is taken down.
         let mut presented = Vec::new();
         let proved = self
@@ -706,11 +758,11 @@ impl Issuer for InstantSession {
             responder.cleanup(ch).await;
         }
         proved?;
-        nonce_retry!(order.finalize_csr(csr_der))
+        ca_retry!(self, order.finalize_csr(csr_der))
             .map_err(|e| ca_error("finalizing the order", e))?;
         on_finalized(order.url()).map_err(AcmeError::Other)?;
         let policy = retry_policy();
-        let chain_pem = nonce_retry!(order.poll_certificate(&policy))
+        let chain_pem = ca_retry!(self, order.poll_certificate(&policy))
             .map_err(|e| ca_error("downloading the certificate", e))?;
         let cert_url = order.state().certificate.clone();
         Ok(Issued {
@@ -726,9 +778,9 @@ impl Issuer for InstantSession {
         order_url: &str,
         alternate_chains: bool,
     ) -> Result<Option<Chains>, AcmeError> {
-        let mut order = nonce_retry!(self.account.order(order_url.to_owned()))
+        let mut order = ca_retry!(self, self.account.order(order_url.to_owned()))
             .map_err(|e| fetch_error("fetching the order", e))?;
-        let Some(chain_pem) = nonce_retry!(order.certificate())
+        let Some(chain_pem) = ca_retry!(self, order.certificate())
             .map_err(|e| fetch_error("downloading the certificate", e))?
         else {
             return Ok(None);
@@ -778,7 +830,7 @@ impl Issuer for InstantSession {
             certificate: &cert,
             reason: Some(reason),
         };
-        match nonce_retry!(self.account.revoke(&request)) {
+        match ca_retry!(self, self.account.revoke(&request)) {
             Ok(()) => Ok(()),
             Err(instant_acme::Error::Api(p))
                 if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyRevoked") =>

@@ -10,6 +10,7 @@ pub mod http;
 pub mod instant;
 pub mod jws;
 pub mod nonces;
+pub mod pace;
 
 use std::future::Future;
 
@@ -132,6 +133,10 @@ pub enum AcmeError {
     /// The CA refused or failed a request; the text carries its problem document.
     #[error("{0}")]
     Ca(String),
+    /// The CA refused for its rate (rate limit, overload) beyond what this run waits out;
+    /// the text carries its problem document and, when it said, the time to retry after.
+    #[error("{0}")]
+    RateLimited(String),
     /// The CA answered that what was asked for is gone or not this account's (HTTP 403,
     /// 404 or 410): asking again will not help.
     #[error("{0}")]

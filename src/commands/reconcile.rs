@@ -7,10 +7,10 @@ use time::OffsetDateTime;
 
 use crate::cli::ReconcileArgs;
 use crate::exit;
-use crate::reconcile::{InstantConnector, Options, Report, run};
+use crate::reconcile::{InstantConnector, Options, Outcome, Report, run};
 use crate::settings::Settings;
 
-/// Runs a reconcile and reports failures on stderr, one line per failed target.
+/// Runs a reconcile and reports failures on stderr, one line per failed or deferred target.
 pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
     let (_lock, store) = super::lock_and_open(settings)?;
     let interaction = super::interaction(settings)?;
@@ -35,17 +35,25 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
 /// Prints the outcome and chooses the exit code.
 pub fn summarise(report: &Report) -> ExitCode {
     for t in &report.targets {
+        let names = || {
+            if t.names.is_empty() {
+                "unreadable".to_owned()
+            } else {
+                t.names.join(", ")
+            }
+        };
         match &t.result {
-            Ok(Some(id)) => tracing::info!("desired/{}: new certificate {id}", t.file),
-            Ok(None) => tracing::debug!("desired/{}: nothing to do", t.file),
-            Err(e) => eprintln!(
+            Outcome::Issued(id) => tracing::info!("desired/{}: new certificate {id}", t.file),
+            Outcome::Unchanged => tracing::debug!("desired/{}: nothing to do", t.file),
+            Outcome::Deferred(e) => eprintln!(
+                "acmekeep: target desired/{} ({}) deferred, the CA asked to slow down: {e}",
+                t.file,
+                names()
+            ),
+            Outcome::Failed(e) => eprintln!(
                 "acmekeep: target desired/{} ({}) failed: {e}",
                 t.file,
-                if t.names.is_empty() {
-                    "unreadable".to_owned()
-                } else {
-                    t.names.join(", ")
-                }
+                names()
             ),
         }
     }

@@ -54,6 +54,8 @@ struct TargetDoc<'a> {
     last_attempt: Option<String>,
     last_error: Option<String>,
     next_attempt: Option<String>,
+    /// The CA refused the last attempt for its rate: deferred until `next_attempt`.
+    rate_limited: bool,
 }
 
 #[derive(Serialize)]
@@ -162,6 +164,7 @@ impl Loaded {
             last_attempt: rec.last_attempt,
             last_error: rec.last_error,
             next_attempt: rec.next_attempt,
+            rate_limited: rec.rate_limited,
         }
     }
 
@@ -180,6 +183,7 @@ impl Loaded {
             last_attempt: None,
             last_error: Some(format!("{:#}", b.error)),
             next_attempt: None,
+            rate_limited: false,
         }
     }
 
@@ -332,9 +336,14 @@ fn print_text(out: &mut dyn Write, doc: &StatusDoc, now: OffsetDateTime) -> std:
         rows.push(row(&t, now));
         if let Some(e) = t.last_error {
             errors.push(format!(
-                "Last error of {} ({} failed attempt(s)){}:\n  {e}",
+                "Last error of {} ({} failed attempt(s){}){}:\n  {e}",
                 t.file,
                 t.failures.max(1),
+                if t.rate_limited {
+                    ", deferred: the CA asked to slow down"
+                } else {
+                    ""
+                },
                 t.next_attempt
                     .as_deref()
                     .map(|n| format!(", next attempt after {}", short_date(n)))

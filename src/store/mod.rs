@@ -228,6 +228,21 @@ pub struct TargetRecord {
     /// Not to be tried again before this time (RFC 3339), after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<String>,
+    /// The last failure was the CA refusing for its rate: the target is deferred until
+    /// `next_attempt`, not failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_limited: bool,
+}
+
+/// Whether a failed attempt makes the target wait before the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backoff {
+    /// No: a local mistake, which can be fixed and retried at once.
+    No,
+    /// Yes: the CA answered (see [`crate::plan::next_attempt`]).
+    Yes,
+    /// Yes, and the CA refused for its rate: the target is deferred, not failing.
+    RateLimited,
 }
 
 fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
@@ -1055,7 +1070,7 @@ impl Store {
         file: &str,
         now: OffsetDateTime,
         error: Option<String>,
-        backoff: bool,
+        backoff: Backoff,
     ) -> Result<()> {
         let rfc3339 = |t: OffsetDateTime| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -1068,7 +1083,8 @@ impl Store {
                 rec.failures = rec.failures.saturating_add(1);
                 // Back off only when the CA answered (failed validation, rate limits): a local
                 // mistake can be fixed and retried at once.
-                rec.next_attempt = backoff
+                rec.rate_limited = backoff == Backoff::RateLimited;
+                rec.next_attempt = (backoff != Backoff::No)
                     .then(|| {
                         crate::plan::next_attempt(
                             now,
@@ -1083,6 +1099,7 @@ impl Store {
                 rec.failures = 0;
                 rec.last_error = None;
                 rec.next_attempt = None;
+                rec.rate_limited = false;
             }
         }
         let dir = self.root.join(RUN_DIR).join("targets");

@@ -272,3 +272,160 @@ fn a_ca_that_stops_answering_is_not_asked_for_every_remaining_certificate() {
         assert!(state.live_link(n).is_none(), "{}", state.tree());
     }
 }
+
+/// The proxy refuses every new order whose names contain `part` for its rate, with this
+/// `Retry-After`, `times` times (`None`: until lifted).
+fn rate_limit(part: Option<&str>, times: Option<usize>, retry_after: &str) -> Option<RateLimit> {
+    Some(RateLimit {
+        names_containing: part.map(str::to_owned),
+        times,
+        retry_after: Some(retry_after.to_owned()),
+        detail: "too many new orders recently (ari proxy)".to_owned(),
+    })
+}
+
+/// A CA that refuses new orders for their rate with a short Retry-After: the run waits it
+/// out (every request to that CA pauses, not only the refused one), sends the refused orders
+/// again, and obtains every certificate with one order each: exit 0, nothing deferred.
+#[test]
+fn a_short_retry_after_slows_the_run_down_and_every_certificate_is_obtained() {
+    let (_pebble, proxy, state) = setup();
+    let names: Vec<String> = (0..6).map(|i| format!("slow{i}.example.org")).collect();
+    for n in &names {
+        acmekeep(&state, &["want", "--no-reconcile", n]).assert_success();
+    }
+    proxy.rate_limit_new_orders(rate_limit(None, Some(2), "2"));
+    let run = acmekeep(&state, &["reconcile", "--jobs", "3"]);
+    run.assert_success();
+    assert!(
+        !run.stderr.contains("deferred") && !run.stderr.contains("failed"),
+        "{}",
+        run.describe()
+    );
+    for n in &names {
+        assert!(state.live_link(n).is_some(), "live/{n}\n{}", state.tree());
+    }
+    assert_eq!(
+        proxy.orders().len(),
+        names.len(),
+        "one order per certificate"
+    );
+    let attempts = proxy.order_attempts();
+    let refused: Vec<&OrderAttempt> = attempts.iter().filter(|a| a.rate_limited).collect();
+    assert_eq!(refused.len(), 2, "{attempts:#?}");
+    // Slowed down: after a refusal no new order arrives within its Retry-After, except
+    // requests already on their way when it was sent (well within half a second).
+    let ms = std::time::Duration::from_millis;
+    for r in &refused {
+        let early: Vec<&OrderAttempt> = attempts
+            .iter()
+            .filter(|a| a.at > r.at + ms(500) && a.at < r.at + ms(2000))
+            .collect();
+        assert!(
+            early.is_empty(),
+            "new orders within the CA's Retry-After of a refusal: {early:#?}\nrefused: {r:#?}\n{}",
+            run.describe()
+        );
+    }
+    let last = attempts.last().expect("attempts");
+    assert!(last.at >= refused[0].at + ms(2000), "{attempts:#?}");
+    for n in &names {
+        let rec = run_record(&state, &state.desired_file_for(n));
+        assert_eq!(rec["failures"], 0, "{rec:#}");
+        assert!(rec.get("rate_limited").is_none(), "{rec:#}");
+    }
+}
+
+/// A rate limit on some names with a Retry-After an hour away (as an HTTP-date): only those
+/// targets are deferred, until the CA's time; the other orders go on; the run does not fail;
+/// the next run does not ask the CA again for them; once the limit is lifted a forced run
+/// obtains them, and nothing that was obtained is lost on the way.
+#[test]
+fn a_long_rate_limit_defers_only_its_targets_and_the_run_succeeds() {
+    let (_pebble, proxy, state) = setup();
+    let fine: Vec<String> = (0..3).map(|i| format!("fine{i}.example.org")).collect();
+    let limited: Vec<String> = (0..2).map(|i| format!("limited{i}.example.net")).collect();
+    for n in fine.iter().chain(&limited) {
+        acmekeep(&state, &["want", "--no-reconcile", n]).assert_success();
+    }
+    let retry_at = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    proxy.rate_limit_new_orders(rate_limit(
+        Some("limited"),
+        None,
+        &httpdate::fmt_http_date(retry_at),
+    ));
+
+    let run = acmekeep(&state, &["reconcile", "--jobs", "2"]);
+    run.assert_success();
+    for n in &limited {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(n) && l.contains("deferred") && l.contains("rateLimited")),
+            "{n} reported as deferred\n{}",
+            run.describe()
+        );
+        assert!(state.live_link(n).is_none(), "{}", state.tree());
+    }
+    assert!(!run.stderr.contains("failed"), "{}", run.describe());
+    let fine_ids: Vec<String> = fine.iter().map(|n| state.live_cert_id(n)).collect();
+    assert_eq!(proxy.orders().len(), fine.len());
+    let refused = |p: &AriProxy| p.order_attempts().iter().filter(|a| a.rate_limited).count();
+    assert_eq!(
+        refused(&proxy),
+        limited.len(),
+        "each asked once, not retried in the run"
+    );
+
+    // Deferred until the CA's time (not the 1-minute backoff), and `status` says so.
+    let retry_at = OffsetDateTime::from(retry_at);
+    let doc = status_json(&state);
+    for n in &limited {
+        let rec = run_record(&state, &state.desired_file_for(n));
+        assert_eq!(rec["rate_limited"], true, "{rec:#}");
+        assert_eq!(rec["failures"], 1, "{rec:#}");
+        let next = rec["next_attempt"].as_str().expect("next_attempt");
+        let next = OffsetDateTime::parse(next, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339");
+        assert!(
+            next >= retry_at - Duration::seconds(1) && next <= retry_at + Duration::seconds(5),
+            "next attempt {next}, CA's time {retry_at}"
+        );
+        let t = target_status(&doc, &state.desired_file_for(n));
+        assert_eq!(t["state"], "missing", "{t:#}");
+        assert_eq!(t["rate_limited"], true, "{t:#}");
+    }
+    let text = acmekeep(&state, &["status"]);
+    text.assert_success();
+    assert!(
+        text.stdout.contains("deferred: the CA asked to slow down"),
+        "{}",
+        text.describe()
+    );
+
+    // The next run does not ask the CA for them before its time, and still succeeds.
+    let attempts_before = proxy.order_attempts().len();
+    let again = acmekeep(&state, &["reconcile"]);
+    again
+        .assert_success()
+        .assert_stderr_contains("not retried before");
+    assert_eq!(
+        proxy.order_attempts().len(),
+        attempts_before,
+        "{}",
+        again.describe()
+    );
+
+    // Lifted: a forced run obtains them; the others keep their certificates.
+    proxy.rate_limit_new_orders(None);
+    acmekeep(&state, &["reconcile", "--force"]).assert_success();
+    for n in &limited {
+        assert!(state.live_link(n).is_some(), "{}", state.tree());
+        let rec = run_record(&state, &state.desired_file_for(n));
+        assert_eq!(rec["failures"], 0, "{rec:#}");
+        assert!(rec.get("rate_limited").is_none(), "{rec:#}");
+    }
+    let after: Vec<String> = fine.iter().map(|n| state.live_cert_id(n)).collect();
+    assert_eq!(after, fine_ids);
+    assert_eq!(proxy.orders().len(), fine.len() + limited.len());
+}

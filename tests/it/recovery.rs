@@ -39,24 +39,6 @@ fn target_file(state: &StateDir, name: &str) -> String {
     files.into_iter().next().unwrap_or_default()
 }
 
-/// `status --json`, parsed.
-fn status_json(state: &StateDir) -> serde_json::Value {
-    let run = acmekeep(state, &["status", "--json"]);
-    run.assert_success();
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("status --json is not JSON: {e}\n{}", run.describe()))
-}
-
-/// The `targets[]` entry of `status --json` for `desired/<file>`.
-fn target_status<'a>(doc: &'a serde_json::Value, file: &str) -> &'a serde_json::Value {
-    doc["targets"]
-        .as_array()
-        .unwrap_or_else(|| panic!("status --json has no targets array: {doc:#}"))
-        .iter()
-        .find(|t| t["file"] == file)
-        .unwrap_or_else(|| panic!("status --json lists no target {file}: {doc:#}"))
-}
-
 /// `uncached_certificates` of `status --json`.
 fn uncached(doc: &serde_json::Value) -> Vec<String> {
     doc["uncached_certificates"]
@@ -65,13 +47,6 @@ fn uncached(doc: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-/// acmekeep's run record `.acmekeep/targets/<file>.json`.
-fn run_record(state: &StateDir, file: &str) -> serde_json::Value {
-    let rel = Path::new(".acmekeep/targets").join(format!("{file}.json"));
-    serde_json::from_slice(&state.read(&rel))
-        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", rel.display()))
 }
 
 /// (notBefore, notAfter) of a DER certificate, in seconds since the epoch.

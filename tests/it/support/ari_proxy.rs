@@ -9,7 +9,10 @@
 //!   `encoding/json`, which ignores unknown fields), and both are echoed into that order's
 //!   JSON from then on, as RFC 9773 §5 requires of the CA (instant-acme checks the echo).
 //!   [`AriProxy::reject_replaces_once`] makes the next order with `replaces` fail with
-//!   `alreadyReplaced` (409) instead.
+//!   `alreadyReplaced` (409) instead, and [`AriProxy::rate_limit_new_orders`] makes new orders
+//!   for some names fail with `rateLimited` (429) and a `Retry-After`, as a CA's rate limits
+//!   answer. Every new-order request is logged with its arrival time
+//!   ([`AriProxy::order_attempts`]).
 //! - Everything else is forwarded byte for byte. The `Host` header is kept, so Pebble (which
 //!   builds its URLs and checks the JWS `url` from it) already speaks in proxy URLs; any
 //!   `https://127.0.0.1:<pebble port>` left in headers or bodies is rewritten anyway.
@@ -51,6 +54,47 @@ pub struct SeenOrder {
     pub rejected: bool,
 }
 
+/// How the proxy answers new orders for their rate.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Only orders with an identifier containing this are refused (`None`: every order).
+    pub names_containing: Option<String>,
+    /// How many orders are refused before the limit lifts (`None`: all).
+    pub times: Option<usize>,
+    /// The `Retry-After` header (`None`: no header).
+    pub retry_after: Option<String>,
+    /// The problem document's detail.
+    pub detail: String,
+}
+
+impl RateLimit {
+    /// Whether an order for `names` is refused (counting it if so).
+    fn refuses(&mut self, names: &[String]) -> bool {
+        let matches = self
+            .names_containing
+            .as_deref()
+            .is_none_or(|part| names.iter().any(|n| n.contains(part)));
+        if !matches || self.times == Some(0) {
+            return false;
+        }
+        if let Some(t) = &mut self.times {
+            *t -= 1;
+        }
+        true
+    }
+}
+
+/// A new-order request as it arrived, whatever became of it.
+#[derive(Debug, Clone)]
+pub struct OrderAttempt {
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// Its identifiers.
+    pub names: Vec<String>,
+    /// Refused by [`RateLimit`].
+    pub rate_limited: bool,
+}
+
 #[derive(Debug, Default)]
 struct ProxyState {
     windows: HashMap<String, AriWindow>,
@@ -62,6 +106,8 @@ struct ProxyState {
     reject_replaces: bool,
     /// New-order requests are held unanswered (a CA that stopped answering).
     hang_orders: bool,
+    rate_limit: Option<RateLimit>,
+    attempts: Vec<OrderAttempt>,
     profiles: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -200,6 +246,16 @@ impl AriProxy {
     /// counted in [`AriProxy::orders`]), then the connection is closed.
     pub fn hang_new_orders(&self) {
         self.shared.state().hang_orders = true;
+    }
+
+    /// From now on new orders are answered as `limit` says (`None`: no limit).
+    pub fn rate_limit_new_orders(&self, limit: Option<RateLimit>) {
+        self.shared.state().rate_limit = limit;
+    }
+
+    /// Every new-order request that arrived, in order, with the time it did.
+    pub fn order_attempts(&self) -> Vec<OrderAttempt> {
+        self.shared.state().attempts.clone()
     }
 
     /// The certificate ids whose renewal information was fetched, in order.
@@ -374,6 +430,36 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
             rejected: false,
         };
         let mut st = shared.state();
+        let names: Vec<String> = payload["identifiers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["value"].as_str().map(str::to_owned))
+            .collect();
+        let limit = st
+            .rate_limit
+            .as_mut()
+            .and_then(|l| l.refuses(&names).then(|| l.clone()));
+        st.attempts.push(OrderAttempt {
+            at: std::time::Instant::now(),
+            names,
+            rate_limited: limit.is_some(),
+        });
+        if let Some(limit) = limit {
+            let problem = serde_json::json!({
+                "type": "urn:ietf:params:acme:error:rateLimited",
+                "detail": limit.detail,
+                "status": 429,
+            });
+            let mut headers = vec![(
+                "Content-Type".to_owned(),
+                "application/problem+json".to_owned(),
+            )];
+            if let Some(r) = limit.retry_after {
+                headers.push(("Retry-After".to_owned(), r));
+            }
+            return Ok(json_response("429 Too Many Requests", headers, &problem));
+        }
         if st.hang_orders {
             st.orders.push(order);
             drop(st);

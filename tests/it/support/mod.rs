@@ -23,7 +23,7 @@ mod webserver;
 
 // Re-exports for the test modules; not every module uses every item.
 #[allow(unused_imports)]
-pub use ari_proxy::{AriProxy, AriWindow, SeenOrder};
+pub use ari_proxy::{AriProxy, AriWindow, OrderAttempt, RateLimit, SeenOrder};
 #[allow(unused_imports)]
 pub use cli::{Run, RunOpts, Running, acmekeep, acmekeep_with, spawn_acmekeep};
 #[allow(unused_imports)]
@@ -33,7 +33,10 @@ pub use knot::{Knot, KnotKey};
 #[allow(unused_imports)]
 pub use pebble::{DNS_A, DNS_AAAA, Pebble, PebbleOpts};
 #[allow(unused_imports)]
-pub use state::{PEBBLE_TOS, StateDir, responses_yaml, standard_conf_target, webroot_conf_target};
+pub use state::{
+    PEBBLE_TOS, StateDir, responses_yaml, run_record, standard_conf_target, status_json,
+    target_status, webroot_conf_target,
+};
 #[allow(unused_imports)]
 pub use webserver::ChallengeServer;
 

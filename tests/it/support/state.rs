@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::Pebble;
+use super::{Pebble, acmekeep};
 
 /// YAML double-quoted scalar (JSON string syntax is valid YAML).
 fn yaml_str(s: &str) -> String {
@@ -174,6 +174,15 @@ impl StateDir {
         self.list("desired")
     }
 
+    /// The file under `desired/` that `want NAME` wrote for `name` (`<name>-<suffix>`).
+    pub fn desired_file_for(&self, name: &str) -> String {
+        let prefix = format!("{name}-");
+        self.desired_files()
+            .into_iter()
+            .find(|f| f.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no desired/{prefix}*\n{}", self.tree()))
+    }
+
     /// Certificate IDs in `certs/`.
     pub fn cert_ids(&self) -> Vec<String> {
         self.list("certs")
@@ -290,3 +299,28 @@ impl Drop for StateDir {
 
 /// Pebble 2.4's `meta.termsOfService` (a constant in its WFE; checked by the harness self-test).
 pub const PEBBLE_TOS: &str = "data:text/plain,Do%20what%20thou%20wilt";
+
+/// `status --json`, parsed.
+pub fn status_json(state: &StateDir) -> serde_json::Value {
+    let run = acmekeep(state, &["status", "--json"]);
+    run.assert_success();
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON: {e}\n{}", run.describe()))
+}
+
+/// The `targets[]` entry of `status --json` for `desired/<file>`.
+pub fn target_status<'a>(doc: &'a serde_json::Value, file: &str) -> &'a serde_json::Value {
+    doc["targets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status --json has no targets array: {doc:#}"))
+        .iter()
+        .find(|t| t["file"] == file)
+        .unwrap_or_else(|| panic!("status --json lists no target {file}: {doc:#}"))
+}
+
+/// acmekeep's run record `.acmekeep/targets/<file>.json`.
+pub fn run_record(state: &StateDir, file: &str) -> serde_json::Value {
+    let rel = Path::new(".acmekeep/targets").join(format!("{file}.json"));
+    serde_json::from_slice(&state.read(&rel))
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", rel.display()))
+}
