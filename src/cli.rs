@@ -33,6 +33,17 @@ pub struct Cli {
         value_name = "DURATION"
     )]
     pub ca_timeout: String,
+    /// Most time one run waits for a CA that asks it to slow down (rate limits, overload;
+    /// only pauses of up to a minute are waited out). 0 never waits: the refused certificates
+    /// are left to a later run, not before the CA's time.
+    #[arg(
+        long,
+        global = true,
+        env = "ACMEKEEP_RATE_LIMIT_WAIT",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub rate_limit_wait: String,
     /// More log output on stderr (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

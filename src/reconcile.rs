@@ -107,6 +107,8 @@ pub struct InstantConnector {
     clients: std::sync::Mutex<BTreeMap<Option<PathBuf>, crate::acme::http::CaHttp>>,
     /// Deadline for one request, when not the default.
     timeout: Option<std::time::Duration>,
+    /// Most time a run waits for one CA's pauses, when not the default.
+    rate_limit_wait: Option<std::time::Duration>,
 }
 
 impl InstantConnector {
@@ -115,6 +117,15 @@ impl InstantConnector {
         Self {
             timeout: Some(timeout),
             ..Self::default()
+        }
+    }
+
+    /// The same connector, waiting at most `budget` per CA in this run when the CA asks to
+    /// slow down (see [`crate::acme::pace`]).
+    pub fn with_rate_limit_wait(self, budget: std::time::Duration) -> Self {
+        Self {
+            rate_limit_wait: Some(budget),
+            ..self
         }
     }
 
@@ -141,6 +152,9 @@ impl Connector for InstantConnector {
                 let mut http = crate::acme::http::CaHttp::new(roots)?;
                 if let Some(t) = self.timeout {
                     http = http.with_request_timeout(t);
+                }
+                if let Some(b) = self.rate_limit_wait {
+                    http = http.with_rate_limit_wait(b);
                 }
                 clients.insert(extra_roots.cloned(), http.clone());
                 http
@@ -867,6 +881,15 @@ async fn obtain<C: Connector>(
                 // request timeout; leave them to the next run (no backoff: not its answer).
                 let e = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again".to_owned();
                 return (t.file.clone(), names_of(&t), Err((e, Refusal::Local)));
+            }
+            if let Some(until) = session.ca_paused_until() {
+                // Asked to slow down for longer than this run waits: an order would only be
+                // refused. Deferred until the CA's time, like a refused order.
+                let until = OffsetDateTime::from(until)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let e = format!("not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {until}");
+                return (t.file.clone(), names_of(&t), Err((e, Refusal::RateLimited)));
             }
             let listens = listening
                 && (t.challenge.listen_http

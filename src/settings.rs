@@ -29,6 +29,8 @@ pub struct Settings {
     pub jobs: usize,
     /// How long one request to a CA may go unanswered.
     pub ca_timeout: Duration,
+    /// Most time one run waits for one CA's pauses (rate limits).
+    pub rate_limit_wait: Duration,
     /// Hook directories, in order.
     pub hook_dirs: Vec<PathBuf>,
     /// Whether the hook directories were chosen (flag or environment) rather than defaults.
@@ -100,6 +102,18 @@ impl Settings {
                 }
             })
             .map_err(config_error)?;
+        let rate_limit_wait = parse_duration(&cli.rate_limit_wait)
+            .and_then(|d| {
+                if d <= Duration::from_secs(24 * 3600) {
+                    Ok(d)
+                } else {
+                    bail!(
+                        "--rate-limit-wait {:?} must be at most 24h",
+                        cli.rate_limit_wait
+                    )
+                }
+            })
+            .map_err(config_error)?;
         let (response_file, response_file_explicit) = match &cli.response_file {
             Some(p) => {
                 if !p.is_file() {
@@ -121,6 +135,7 @@ impl Settings {
             lock_wait,
             jobs: usize::from(cli.jobs),
             ca_timeout,
+            rate_limit_wait,
             hook_dirs: crate::hooks::hook_dirs(&cli.hooks, hooks_env.as_deref()),
             hook_dirs_explicit: !cli.hooks.is_empty() || hooks_env.is_some_and(|v| !v.is_empty()),
             system_root: cli.system_root.clone(),
@@ -169,6 +184,26 @@ mod tests {
                 format!("{e:#}").contains(bad) || format!("{e:#}").contains("duration"),
                 "{e:#}"
             );
+        }
+    }
+
+    #[test]
+    fn rate_limit_wait_defaults_to_ten_minutes_and_is_bounded() {
+        use clap::Parser;
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["acmekeep", "--state", "/tmp/x"];
+            argv.extend_from_slice(args);
+            argv.push("status");
+            let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+            Settings::resolve(&cli).map(|s| s.rate_limit_wait)
+        };
+        assert_eq!(resolve(&[]).expect("default"), Duration::from_secs(600));
+        let wait = |v: &str| resolve(&["--rate-limit-wait", v]);
+        assert_eq!(wait("0").expect("never wait"), Duration::ZERO);
+        assert_eq!(wait("1h").expect("ok"), Duration::from_secs(3600));
+        for bad in ["25h", "later"] {
+            let e = wait(bad).expect_err(bad);
+            assert!(format!("{e:#}").contains(bad), "{e:#}");
         }
     }
 }

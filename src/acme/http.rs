@@ -180,6 +180,24 @@ impl CaHttp {
         }
     }
 
+    /// The same client waiting at most `budget` per CA in a run for the CA's pauses (see
+    /// [`super::pace`]). Meant for a new client: the pauses recorded so far are forgotten.
+    pub fn with_rate_limit_wait(&self, budget: Duration) -> Self {
+        Self {
+            pauses: Arc::new(Mutex::new(super::pace::Pauses::with_budget(budget))),
+            ..self.clone()
+        }
+    }
+
+    /// The end of the pause the CA at `url` asked for, when this run will not wait it out.
+    pub fn pause_not_waited(&self, url: &str) -> Option<std::time::SystemTime> {
+        let origin = super::nonces::origin(url)?;
+        self.pauses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spent(&origin, std::time::SystemTime::now())
+    }
+
     /// Number of requests to `origin` (`scheme://host:port`) that timed out so far.
     pub fn timeouts(&self, origin: &str) -> u64 {
         self.timeouts

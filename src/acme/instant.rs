@@ -808,6 +808,10 @@ impl Issuer for InstantSession {
             .is_some_and(|o| self.http.timeouts(&o) >= UNRESPONSIVE_AFTER)
     }
 
+    fn ca_paused_until(&self) -> Option<std::time::SystemTime> {
+        self.http.pause_not_waited(&self.directory_url)
+    }
+
     fn account_url(&self) -> String {
         self.account.id().to_owned()
     }

@@ -247,6 +247,12 @@ pub trait Issuer: Send + Sync {
         false
     }
 
+    /// When the CA asked to slow down until a time this run will not wait for (its
+    /// `--rate-limit-wait` is spent): starting more orders would only be refused.
+    fn ca_paused_until(&self) -> Option<std::time::SystemTime> {
+        None
+    }
+
     /// The account URL (the `kid` the CA knows the account by).
     fn account_url(&self) -> String;
 

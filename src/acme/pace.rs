@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 /// Longest pause waited out within a run (Let's Encrypt's new-order limit refills one order
 /// every 36 seconds).
 pub const MAX_IN_RUN_WAIT: Duration = Duration::from_secs(60);
-/// Most time one run spends paused for one CA; beyond it, refused requests are left to a
-/// later run.
+/// Most time one run spends paused for one CA by default (`--rate-limit-wait`); beyond it,
+/// refused requests are left to a later run.
 pub const RUN_WAIT_BUDGET: Duration = Duration::from_secs(10 * 60);
 /// Longest `Retry-After` believed (the CA is untrusted input; Let's Encrypt's longest
 /// limits refill within a week).
@@ -83,12 +83,28 @@ struct Pause {
 }
 
 /// The pauses CAs asked for in this run, by origin (`scheme://host:port`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pauses {
     by_origin: HashMap<String, Pause>,
+    /// Most time waited per CA in this run.
+    budget: Duration,
+}
+
+impl Default for Pauses {
+    fn default() -> Self {
+        Self::with_budget(RUN_WAIT_BUDGET)
+    }
 }
 
 impl Pauses {
+    /// No pauses yet; at most `budget` waited per CA (zero: refusals are never waited out).
+    pub fn with_budget(budget: Duration) -> Self {
+        Self {
+            by_origin: HashMap::new(),
+            budget,
+        }
+    }
+
     /// Records that `origin` asked at `now` not to be sent anything before `until`. Only a
     /// pause short enough to be waited out within the run is kept (see the module docs);
     /// returns whether it was.
@@ -112,11 +128,18 @@ impl Pauses {
     }
 
     /// How long a request to `origin` made at `now` waits first: the rest of the CA's pause,
-    /// unless this run has already been paused for [`RUN_WAIT_BUDGET`] by it.
+    /// unless its pauses have already covered the run's budget.
     pub fn wait(&self, origin: &str, now: SystemTime) -> Option<Duration> {
         let p = self.by_origin.get(origin)?;
         let rest = p.until.duration_since(now).ok().filter(|d| !d.is_zero())?;
-        (p.covered <= RUN_WAIT_BUDGET).then_some(rest)
+        (p.covered <= self.budget).then_some(rest)
+    }
+
+    /// The end of `origin`'s pause at `now` when this run will not wait it out (the budget is
+    /// spent): a new order there would only be refused again.
+    pub fn spent(&self, origin: &str, now: SystemTime) -> Option<SystemTime> {
+        let p = self.by_origin.get(origin)?;
+        (p.covered > self.budget && p.until > now).then_some(p.until)
     }
 }
 
@@ -212,5 +235,18 @@ mod tests {
         }
         assert_eq!(waited, RUN_WAIT_BUDGET);
         assert_eq!(p.wait("https://ca", t), None);
+        assert_eq!(p.spent("https://ca", t), Some(t + MAX_IN_RUN_WAIT));
+        assert_eq!(
+            p.spent("https://ca", t + MAX_IN_RUN_WAIT),
+            None,
+            "the pause is over"
+        );
+        assert_eq!(p.spent("https://other", t), None);
+
+        // No budget: nothing is waited out, and the CA's pause is left to a later run.
+        let mut p = Pauses::with_budget(Duration::ZERO);
+        assert!(p.record("https://ca", now + secs(2), now));
+        assert_eq!(p.wait("https://ca", now), None);
+        assert_eq!(p.spent("https://ca", now), Some(now + secs(2)));
     }
 }

@@ -20,7 +20,8 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
         force: args.force,
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
     };
-    let connector = InstantConnector::with_timeout(settings.ca_timeout);
+    let connector = InstantConnector::with_timeout(settings.ca_timeout)
+        .with_rate_limit_wait(settings.rate_limit_wait);
     let report = super::runtime()?.block_on(run(
         store,
         &connector,

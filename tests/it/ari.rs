@@ -429,3 +429,49 @@ fn a_long_rate_limit_defers_only_its_targets_and_the_run_succeeds() {
     assert_eq!(after, fine_ids);
     assert_eq!(proxy.orders().len(), fine.len() + limited.len());
 }
+
+/// A CA that keeps refusing for its rate longer than the run may wait (`--rate-limit-wait`):
+/// once that time is spent the run stops asking it. The refused orders and the ones not yet
+/// started are deferred, the run ends and succeeds, and every target is recorded as deferred
+/// with the time of its next attempt.
+#[test]
+fn a_ca_that_keeps_refusing_is_waited_for_only_as_long_as_the_run_may_wait() {
+    let (_pebble, proxy, state) = setup();
+    let names: Vec<String> = (0..6).map(|i| format!("busy{i}.example.org")).collect();
+    for n in &names {
+        acmekeep(&state, &["want", "--no-reconcile", n]).assert_success();
+    }
+    proxy.rate_limit_new_orders(rate_limit(None, None, "2"));
+    let run = acmekeep(
+        &state,
+        &["reconcile", "--jobs", "2", "--rate-limit-wait", "3s"],
+    );
+    run.assert_success()
+        .assert_stderr_contains("not attempted in this run: the CA asked to slow down");
+    let refused = proxy.order_attempts();
+    assert!(
+        refused.iter().all(|a| a.rate_limited),
+        "the limit never lifts: {refused:#?}"
+    );
+    // Two orders in flight, each refused, waited for once (2 s of the 3 s), refused again;
+    // the four not yet started are not sent at all.
+    assert!(
+        (2..=4).contains(&refused.len()),
+        "{} new orders sent for 6 targets\n{}",
+        refused.len(),
+        run.describe()
+    );
+    assert!(proxy.orders().is_empty());
+    for n in &names {
+        assert!(state.live_link(n).is_none());
+        let rec = run_record(&state, &state.desired_file_for(n));
+        assert_eq!(rec["rate_limited"], true, "{n}: {rec:#}");
+        assert!(rec["next_attempt"].is_string(), "{n}: {rec:#}");
+        let line = run.stderr.lines().find(|l| l.contains(n.as_str()));
+        assert!(
+            line.is_some_and(|l| l.contains("deferred")),
+            "{n}\n{}",
+            run.describe()
+        );
+    }
+}
