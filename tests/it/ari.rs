@@ -7,9 +7,15 @@ use crate::support::*;
 
 const NAME: &str = "ari.example.org";
 
-/// Pebble, the proxy in front of it, and a state directory whose provider is the proxy.
+/// Pebble without validation delays, the proxy in front of it, and a state directory whose
+/// provider is the proxy.
 fn setup() -> (Pebble, AriProxy, StateDir) {
-    let pebble = Pebble::start(PebbleOpts::fast());
+    setup_with(PebbleOpts::fast())
+}
+
+/// [`setup`] with Pebble started as `opts` say.
+fn setup_with(opts: PebbleOpts) -> (Pebble, AriProxy, StateDir) {
+    let pebble = Pebble::start(opts);
     let proxy = AriProxy::start(&pebble);
     // Unless a test says otherwise, every certificate is fine for a month.
     proxy.set_default_window(Some(window(30, 31, 3600)));
@@ -289,7 +295,7 @@ fn rate_limit(part: Option<&str>, times: Option<usize>, retry_after: &str) -> Op
 /// again, and obtains every certificate with one order each: exit 0, nothing deferred.
 #[test]
 fn a_short_retry_after_slows_the_run_down_and_every_certificate_is_obtained() {
-    let (_pebble, proxy, state) = setup();
+    let (_pebble, proxy, state) = setup_with(PebbleOpts::default()); // Pebble's validation delays on
     let names: Vec<String> = (0..6).map(|i| format!("slow{i}.example.org")).collect();
     for n in &names {
         acmekeep(&state, &["want", "--no-reconcile", n]).assert_success();
@@ -342,7 +348,7 @@ fn a_short_retry_after_slows_the_run_down_and_every_certificate_is_obtained() {
 /// obtains them, and nothing that was obtained is lost on the way.
 #[test]
 fn a_long_rate_limit_defers_only_its_targets_and_the_run_succeeds() {
-    let (_pebble, proxy, state) = setup();
+    let (_pebble, proxy, state) = setup_with(PebbleOpts::default()); // Pebble's validation delays on
     let fine: Vec<String> = (0..3).map(|i| format!("fine{i}.example.org")).collect();
     let limited: Vec<String> = (0..2).map(|i| format!("limited{i}.example.net")).collect();
     for n in fine.iter().chain(&limited) {
