@@ -85,7 +85,8 @@ pub struct EabArgs {
         long = "eab-kid",
         global = true,
         value_name = "KID",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = eab_value
     )]
     pub kid: Option<String>,
     /// EAB MAC key from the CA, base64url (used when registering a new account).
@@ -94,7 +95,8 @@ pub struct EabArgs {
         long = "eab-hmac-key",
         global = true,
         value_name = "KEY",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = eab_value
     )]
     pub hmac_key: Option<String>,
     /// EAB MAC algorithm: hs256 (default), hs384 or hs512.
@@ -349,6 +351,24 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// An `--eab-*` value: anything, even beginning with '-' (base64url), except what is plainly
+/// the next option because the value was forgotten (`--eab-kid --eab-hmac-key K`).
+fn eab_value(s: &str) -> Result<String, String> {
+    let name = s.strip_prefix("--").unwrap_or_default();
+    let option_like = !name.is_empty()
+        && name.len() < 32
+        && name
+            .split('=')
+            .next()
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+    if option_like {
+        return Err(format!(
+            "{s:?} looks like the next option, not a value: give the value right after the option"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +388,24 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.eab.kid.as_deref(), Some("-kid"));
         assert_eq!(cli.eab.hmac_key.as_deref(), Some("-ahvQxdarBfl0sxi6"));
+    }
+
+    #[test]
+    fn a_forgotten_eab_value_does_not_swallow_the_next_option() {
+        for argv in [
+            &["acmekeep", "--eab-hmac-key", "--state=/tmp/x", "status"][..],
+            &["acmekeep", "--eab-kid", "--batch", "status"][..],
+        ] {
+            let e = Cli::try_parse_from(argv).expect_err("a missing value");
+            assert!(e.to_string().contains("looks like the next option"), "{e}");
+        }
+        // (clap reads `K` as the command first here: still an error, not a swallowed option.)
+        let argv = ["acmekeep", "--eab-kid", "--eab-hmac-key", "K", "status"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        // A long base64url key that happens to begin with "--" is still a value.
+        let key = "--hvQxdarBfl0sxi6AbCdEfGhIjKlMnOpQrStUvWxYz0";
+        let cli =
+            Cli::try_parse_from(["acmekeep", "--eab-hmac-key", key, "status"]).expect("parses");
+        assert_eq!(cli.eab.hmac_key.as_deref(), Some(key));
     }
 }
