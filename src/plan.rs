@@ -182,12 +182,17 @@ pub fn plan_target_ari(
                 ari.get(&best.id),
                 crate::ari::stable_jitter(&best.id),
             );
-            // A certificate from another profile than the target asks for is replaced now.
+            // A certificate from another profile than the target asks for is due now.
             let wrong_profile = target.profile.is_some() && best.profile != target.profile;
+            let renew_at = if wrong_profile {
+                renew_at.min(now)
+            } else {
+                renew_at
+            };
             TargetPlan {
                 best: Some(best.id.clone()),
                 renew_at: Some(renew_at),
-                needs_request: now >= renew_at || wrong_profile,
+                needs_request: now >= renew_at,
             }
         }
         None => TargetPlan {
@@ -516,6 +521,20 @@ mod tests {
         assert!(!p.needs_request, "{p:?}");
         let relinks = plan_relinks(std::slice::from_ref(&t), &set, &BTreeMap::new());
         assert_eq!(relinks[0].cert_id, "new");
+    }
+
+    #[test]
+    fn a_certificate_of_another_profile_is_due_now() {
+        let t = target(
+            "t",
+            "satisfy:\n  names: [a.b]\nrequest:\n  profile: shortlived\n",
+        );
+        let set = CertSet::from(vec![cert("c", &["a.b"], T0, 90)]);
+        let now = T0 + Duration::days(1);
+        let p = plan_target(&t, &set, now);
+        assert!(p.needs_request, "{p:?}");
+        // Not a renewal time weeks ahead next to "due" (status shows it).
+        assert_eq!(p.renew_at, Some(now), "{p:?}");
     }
 
     #[test]
