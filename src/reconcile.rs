@@ -839,19 +839,18 @@ async fn obtain<C: Connector>(
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("account at {provider}: {e:#}");
-                let how = Refusal::of(&e);
+                // Only a rate limit backs off here: the account step is not the target's.
+                let how = match backoff_for(&e) {
+                    Backoff::Yes => Backoff::No,
+                    how => how,
+                };
                 for t in group {
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
                         names: names_of(&t),
-                        result: how.outcome(&msg),
+                        result: failure(how, &msg),
                     });
-                    // Only a rate limit backs off here: the account step is not the target's.
-                    let backoff = match how {
-                        Refusal::RateLimited => Backoff::RateLimited,
-                        _ => Backoff::No,
-                    };
-                    record(store, &t.file, now, Some(msg.clone()), backoff);
+                    record(store, &t.file, now, Some(msg.clone()), how);
                 }
                 continue;
             }
@@ -880,7 +879,7 @@ async fn obtain<C: Connector>(
                 // A CA that stopped answering would hold every remaining order for the full
                 // request timeout; leave them to the next run (no backoff: not its answer).
                 let e = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again".to_owned();
-                return (t.file.clone(), names_of(&t), Err((e, Refusal::Local)));
+                return (t.file.clone(), names_of(&t), Err((e, Backoff::No)));
             }
             if let Some(until) = session.ca_paused_until() {
                 // Asked to slow down for longer than this run waits: an order would only be
@@ -889,7 +888,7 @@ async fn obtain<C: Connector>(
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
                 let e = format!("not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {until}");
-                return (t.file.clone(), names_of(&t), Err((e, Refusal::RateLimited)));
+                return (t.file.clone(), names_of(&t), Err((e, Backoff::RateLimited)));
             }
             let listens = listening
                 && (t.challenge.listen_http
@@ -909,7 +908,7 @@ async fn obtain<C: Connector>(
                 now,
             )
             .await
-            .map_err(|e| (format!("{e:#}"), Refusal::of(&e)));
+            .map_err(|e| (format!("{e:#}"), backoff_for(&e)));
             (t.file.clone(), names_of(&t), res)
         }
     });
@@ -931,8 +930,8 @@ async fn obtain<C: Connector>(
                 Outcome::Issued(id)
             }
             Err((e, how)) => {
-                record(store, &file, now, Some(e.clone()), how.backoff());
-                how.outcome(&e)
+                record(store, &file, now, Some(e.clone()), how);
+                failure(how, &e)
             }
         };
         report.targets.push(TargetOutcome {
@@ -948,47 +947,30 @@ async fn obtain<C: Connector>(
     new_certs
 }
 
-/// One order task's result: target file, names, and the certificate or (error, who refused).
-type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, Refusal)>);
+/// One order task's result: target file, names, and the certificate or (error, how the
+/// target backs off).
+type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, Backoff)>);
 
-/// Who stopped a target, which decides whether it backs off and whether the run failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
-    /// A local mistake or a network error: no backoff, so a fix can be retried at once.
-    Local,
-    /// The CA's answer (validation failed, refused): backoff, and the target failed.
-    Ca,
-    /// The CA refused for its rate beyond what the run waits out: backoff (never before the
-    /// CA's time), and the target is deferred, not failed.
-    RateLimited,
+/// How a target that failed with `e` backs off: not at all after a local mistake or a network
+/// error (a fix can be retried at once), after the CA's answer (validation failed, refused),
+/// and as deferred, not failed, when the CA refused for its rate beyond what the run waits out.
+fn backoff_for(e: &anyhow::Error) -> Backoff {
+    let mut how = Backoff::No;
+    for c in e.chain() {
+        match c.downcast_ref::<AcmeError>() {
+            Some(AcmeError::RateLimited(_)) => return Backoff::RateLimited,
+            Some(AcmeError::Ca(_) | AcmeError::Gone(_)) => how = Backoff::Yes,
+            _ => {}
+        }
+    }
+    how
 }
 
-impl Refusal {
-    fn of(e: &anyhow::Error) -> Self {
-        let mut how = Refusal::Local;
-        for c in e.chain() {
-            match c.downcast_ref::<AcmeError>() {
-                Some(AcmeError::RateLimited(_)) => return Refusal::RateLimited,
-                Some(AcmeError::Ca(_) | AcmeError::Gone(_)) => how = Refusal::Ca,
-                _ => {}
-            }
-        }
-        how
-    }
-
-    fn backoff(self) -> Backoff {
-        match self {
-            Refusal::Local => Backoff::No,
-            Refusal::Ca => Backoff::Yes,
-            Refusal::RateLimited => Backoff::RateLimited,
-        }
-    }
-
-    fn outcome(self, e: &str) -> Outcome {
-        match self {
-            Refusal::RateLimited => Outcome::Deferred(e.to_owned()),
-            _ => Outcome::Failed(e.to_owned()),
-        }
+/// The outcome of a target that failed with `e` and backs off as `how`.
+fn failure(how: Backoff, e: &str) -> Outcome {
+    match how {
+        Backoff::RateLimited => Outcome::Deferred(e.to_owned()),
+        Backoff::No | Backoff::Yes => Outcome::Failed(e.to_owned()),
     }
 }
 

@@ -70,6 +70,25 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs(total))
 }
 
+/// The duration `value` of option `flag`, which must lie in `range` (`bounds` says so in
+/// words); anything else is a configuration error naming the option and the value.
+fn bounded_duration(
+    flag: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    bounds: &str,
+) -> Result<Duration> {
+    parse_duration(value)
+        .and_then(|d| {
+            if range.contains(&d) {
+                Ok(d)
+            } else {
+                bail!("{flag} {value:?} must be {bounds}")
+            }
+        })
+        .map_err(config_error)
+}
+
 impl Settings {
     /// Resolves the CLI (environment already folded in by clap) into settings.
     pub fn resolve(cli: &Cli) -> Result<Settings> {
@@ -90,30 +109,18 @@ impl Settings {
             .map(parse_duration)
             .transpose()
             .map_err(config_error)?;
-        let ca_timeout = parse_duration(&cli.ca_timeout)
-            .and_then(|d| {
-                if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
-                    Ok(d)
-                } else {
-                    bail!(
-                        "--ca-timeout {:?} must be between 1s and 1h",
-                        cli.ca_timeout
-                    )
-                }
-            })
-            .map_err(config_error)?;
-        let rate_limit_wait = parse_duration(&cli.rate_limit_wait)
-            .and_then(|d| {
-                if d <= Duration::from_secs(24 * 3600) {
-                    Ok(d)
-                } else {
-                    bail!(
-                        "--rate-limit-wait {:?} must be at most 24h",
-                        cli.rate_limit_wait
-                    )
-                }
-            })
-            .map_err(config_error)?;
+        let ca_timeout = bounded_duration(
+            "--ca-timeout",
+            &cli.ca_timeout,
+            Duration::from_secs(1)..=Duration::from_secs(3600),
+            "between 1s and 1h",
+        )?;
+        let rate_limit_wait = bounded_duration(
+            "--rate-limit-wait",
+            &cli.rate_limit_wait,
+            Duration::ZERO..=Duration::from_secs(24 * 3600),
+            "at most 24h",
+        )?;
         let (response_file, response_file_explicit) = match &cli.response_file {
             Some(p) => {
                 if !p.is_file() {

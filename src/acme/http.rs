@@ -191,11 +191,18 @@ impl CaHttp {
 
     /// The end of the pause the CA at `url` asked for, when this run will not wait it out.
     pub fn pause_not_waited(&self, url: &str) -> Option<std::time::SystemTime> {
+        self.pause_of(url, super::pace::Pauses::spent)
+    }
+
+    /// Asks the pause table about the CA at `url`, now.
+    fn pause_of<T>(
+        &self,
+        url: &str,
+        ask: impl FnOnce(&super::pace::Pauses, &str, std::time::SystemTime) -> Option<T>,
+    ) -> Option<T> {
         let origin = super::nonces::origin(url)?;
-        self.pauses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spent(&origin, std::time::SystemTime::now())
+        let pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        ask(&pauses, &origin, std::time::SystemTime::now())
     }
 
     /// Number of requests to `origin` (`scheme://host:port`) that timed out so far.
@@ -234,11 +241,7 @@ impl CaHttp {
     /// How long the next request to the CA at `url` waits because the CA asked this run to
     /// slow down (see [`super::pace`]); `None`: it goes at once.
     pub fn pause(&self, url: &str) -> Option<Duration> {
-        let origin = super::nonces::origin(url)?;
-        self.pauses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .wait(&origin, std::time::SystemTime::now())
+        self.pause_of(url, super::pace::Pauses::wait)
     }
 
     /// Waits out the CA's pause, if any, before a request to `url`.
@@ -265,8 +268,8 @@ impl CaHttp {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .record(&origin, until, now);
-            let secs = until.duration_since(now).unwrap_or_default().as_secs_f64();
             if waited {
+                let secs = until.duration_since(now).unwrap_or_default().as_secs_f64();
                 tracing::info!(
                     "{origin} asked to slow down (HTTP {}): no requests to it for {secs:.0} s",
                     parts.status.as_u16()

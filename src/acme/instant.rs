@@ -259,8 +259,7 @@ pub(super) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
 /// 503 (overloaded).
 pub(super) fn is_rate_limited(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p)
-        if p.r#type.as_deref() == Some(super::pace::RATE_LIMITED)
-            || matches!(p.status, Some(429 | 503)))
+        if super::pace::asks_to_slow_down(p.status, p.r#type.as_deref()))
 }
 
 /// After a failed request to the CA at `directory_url`: how long to wait before sending it
@@ -315,10 +314,9 @@ pub(super) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
                 return AcmeError::AccountDoesNotExist;
             }
             let text = format!("{context}: {}", describe_problem(&p));
-            let limited = p.r#type.as_deref() == Some(super::pace::RATE_LIMITED)
-                || p.status == Some(429)
-                // Overloaded, with a time to come back.
-                || (p.status == Some(503) && crate::plan::retry_after_in(&text).is_some());
+            // An overloaded CA (503) counts only when it said when to come back.
+            let limited = super::pace::asks_to_slow_down(p.status, p.r#type.as_deref())
+                && (p.status != Some(503) || crate::plan::retry_after_in(&text).is_some());
             if limited {
                 AcmeError::RateLimited(text)
             } else {

@@ -29,6 +29,12 @@ pub const RATE_LIMIT_RETRIES: u32 = 5;
 /// The ACME problem type of a rate-limit answer.
 pub const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
 
+/// Whether an error answer asks the client to slow down: a `rateLimited` problem, HTTP 429,
+/// or HTTP 503 (overloaded).
+pub fn asks_to_slow_down(status: Option<u16>, problem_type: Option<&str>) -> bool {
+    problem_type == Some(RATE_LIMITED) || matches!(status, Some(429 | 503))
+}
+
 /// The delay a `Retry-After` value asks for at `now`: delay-seconds or an HTTP-date (a date
 /// in the past is no delay), at most [`MAX_RETRY_AFTER`]; `None` when it is neither.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -52,11 +58,8 @@ pub fn slow_down_until(
     problem: &serde_json::Value,
     now: SystemTime,
 ) -> Option<SystemTime> {
-    let rate_limited = problem.get("type").and_then(|t| t.as_str()) == Some(RATE_LIMITED);
-    if !(rate_limited
-        || status == http::StatusCode::TOO_MANY_REQUESTS
-        || status == http::StatusCode::SERVICE_UNAVAILABLE)
-    {
+    let problem_type = problem.get("type").and_then(|t| t.as_str());
+    if !asks_to_slow_down(Some(status.as_u16()), problem_type) {
         return None;
     }
     let delay = retry_after

@@ -87,6 +87,8 @@ impl AtomicFs {
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<()> {
         let (mut file, tmp_path) = self.create_temp_file(mode)?;
+        // The chmod comes before any data, so the data is never in a file whose mode is wider
+        // than asked (the umask can only make the mode narrower); fsynced before the rename.
         let written = file
             .set_permissions(Permissions::from_mode(mode))
             .and_then(|()| fill(&mut file))
@@ -169,9 +171,6 @@ impl AtomicFs {
     }
 }
 
-/// Gives `file` exactly `mode`, then writes `data` and fsyncs it. The chmod comes first, so the
-/// data is never in a file whose mode is wider than asked. The umask can only make the mode
-/// narrower, never wider.
 /// fsyncs a directory, so that renames into it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
