@@ -9,6 +9,7 @@
 
 pub mod acme;
 pub mod ari;
+pub mod cause;
 pub mod chain;
 pub mod challenge;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod exit;
 pub mod hooks;
 pub mod interact;
 pub mod keys;
+pub mod logging;
 pub mod name;
 pub mod plan;
 pub mod reconcile;

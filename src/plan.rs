@@ -203,6 +203,14 @@ pub fn plan_target_ari(
     }
 }
 
+/// Whether `cert` is in the last sixth of its lifetime at `now` (or past its end): renewal
+/// was due long before (at a third, or the CA's window), so if renewing it fails now a person
+/// has to look, however transient the cause seems.
+pub fn in_last_sixth(cert: &CertSummary, now: OffsetDateTime) -> bool {
+    let lifetime = cert.not_after - cert.not_before;
+    now >= cert.not_after - lifetime / 6
+}
+
 /// How long to wait after `failures` consecutive failed attempts before the next one: about
 /// 1 minute, 10 minutes, 100 minutes, then once a day (Let's Encrypt's integration guide).
 pub fn backoff(failures: u32) -> Duration {
@@ -358,6 +366,29 @@ mod tests {
     }
 
     const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    #[test]
+    fn the_last_sixth_of_a_lifetime() {
+        // 90 days: the last sixth is the last 15 days; 6 days: the last 24 hours.
+        let c = cert("a", &["a.b"], T0, 90);
+        for (day, inside) in [
+            (0, false),
+            (60, false),
+            (74, false),
+            (75, true),
+            (89, true),
+            (95, true),
+        ] {
+            assert_eq!(
+                in_last_sixth(&c, T0 + Duration::days(day)),
+                inside,
+                "day {day}"
+            );
+        }
+        let c = cert("b", &["a.b"], T0, 6);
+        assert!(!in_last_sixth(&c, T0 + Duration::hours(119)));
+        assert!(in_last_sixth(&c, T0 + Duration::hours(120)));
+    }
 
     #[test]
     fn renewal_rule_table() {

@@ -57,13 +57,25 @@ pub struct TargetOutcome {
 pub enum Outcome {
     /// Nothing to do.
     Unchanged,
-    /// A new certificate, by id.
-    Issued(String),
+    /// A new certificate.
+    Issued(Issued),
     /// Left to a later run because the CA refused for its rate (rate limit, overload): not a
     /// failure of the run. The text says why and until when.
     Deferred(String),
     /// Failed; the text says why.
     Failed(String),
+}
+
+/// A certificate obtained in a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    /// Its id (directory under `certs/`).
+    pub id: String,
+    /// Its end of validity.
+    pub not_after: OffsetDateTime,
+    /// Whether it replaces a certificate the target had (a renewal), rather than being its
+    /// first.
+    pub renewed: bool,
 }
 
 impl Outcome {
@@ -82,6 +94,9 @@ pub struct Report {
     pub relinked: Vec<String>,
     /// Errors not tied to one target (relinking, uncached downloads).
     pub other_errors: Vec<String>,
+    /// Targets that failed or were deferred while their certificate is in the last sixth of
+    /// its life ([`plan::in_last_sixth`]), by file, with that certificate's end of validity.
+    pub expiring: Vec<(String, OffsetDateTime)>,
 }
 
 impl Report {
@@ -204,7 +219,7 @@ pub async fn run<C: Connector>(
         report.targets.push(TargetOutcome {
             file: b.file,
             names: Vec::new(),
-            result: Outcome::Failed(format!("{:#}", b.error)),
+            result: Outcome::Failed(crate::cause::render(&b.error)),
         });
     }
 
@@ -333,13 +348,15 @@ pub async fn run<C: Connector>(
         }
     }
 
+    report.expiring = expiring(&report.targets, &targets, &summaries, now);
+
     // One relink pass over every loadable target.
     tracing::debug!("planned and obtained at {:.0?}", started.elapsed());
     let relinks = plan::plan_relinks(&targets, &summaries, &inv.live);
     for r in relinks {
         match store.relink(&r.name, &r.cert_id) {
             Ok(_) => report.relinked.push(r.name),
-            Err(e) => report.other_errors.push(format!("{e:#}")),
+            Err(e) => report.other_errors.push(crate::cause::render(&e)),
         }
     }
     // One live-updated event per run, with every changed name (acmetool), and a
@@ -400,6 +417,32 @@ pub async fn run_hooks(hooks: &Arc<HookRunner>, event: Event<'_>) {
     }
 }
 
+/// The targets of `outcomes` that were not satisfied in this run (failed, or deferred by the
+/// CA) while their current certificate is in the last sixth of its life, with its end.
+fn expiring(
+    outcomes: &[TargetOutcome],
+    targets: &[Target],
+    summaries: &plan::CertSet,
+    now: OffsetDateTime,
+) -> Vec<(String, OffsetDateTime)> {
+    let unsatisfied: Vec<&TargetOutcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, Outcome::Failed(_) | Outcome::Deferred(_)))
+        .collect();
+    if unsatisfied.is_empty() {
+        return Vec::new();
+    }
+    let by_file: std::collections::HashMap<&str, &Target> =
+        targets.iter().map(|t| (t.file.as_str(), t)).collect();
+    unsatisfied
+        .into_iter()
+        .filter_map(|o| {
+            let best = plan::best_cert(by_file.get(o.file.as_str())?, summaries)?;
+            plan::in_last_sixth(best, now).then(|| (o.file.clone(), best.not_after))
+        })
+        .collect()
+}
+
 fn names_of(t: &Target) -> Vec<String> {
     t.satisfy_names.iter().map(|n| n.to_string()).collect()
 }
@@ -454,7 +497,7 @@ async fn download_uncached<C: Connector>(
                     } else {
                         plan::DownloadFailure::Transient
                     };
-                    (format!("{e:#}"), failure)
+                    (crate::cause::render(&e), failure)
                 });
             sessions.insert(account_id.clone(), session);
         }
@@ -513,7 +556,7 @@ async fn download_uncached<C: Connector>(
                 continue;
             }
             Err(e) => {
-                let e = format!("{e:#}");
+                let e = crate::cause::render_dyn(&e);
                 download_failed(store, &c.id, &e, plan::DownloadFailure::Transient, now);
                 continue;
             }
@@ -530,7 +573,7 @@ async fn download_uncached<C: Connector>(
             Err(e) => download_failed(
                 store,
                 &c.id,
-                &format!("{e:#}"),
+                &crate::cause::render(&e),
                 plan::DownloadFailure::Transient,
                 now,
             ),
@@ -556,7 +599,8 @@ fn download_failed(
             tracing::warn!("{e:#}");
         }
     } else {
-        tracing::warn!("certs/{id}: cannot download (tried again next run): {error}");
+        // Tried again next run, and a target that needs it gets a new order meanwhile.
+        tracing::info!("certs/{id}: cannot download (tried again next run): {error}");
     }
 }
 
@@ -654,7 +698,12 @@ async fn renewal_windows<C: Connector>(
         .await
         {
             Ok(fresh) => out.extend(fresh),
-            Err(e) => tracing::warn!("renewal information from {provider}: {e:#}"),
+            // Not a problem for anyone yet: the local rule renews in time without it, and a
+            // certificate that is due is ordered, whose failure is reported.
+            Err(e) => tracing::info!(
+                "renewal information from {provider}: {}",
+                crate::cause::render(&e)
+            ),
         }
     }
     out
@@ -719,7 +768,10 @@ async fn fetch_windows<C: Connector>(
                 out.push((cert_id, rec));
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!("certs/{cert_id}: renewal information: {e}"),
+            Err(e) => tracing::info!(
+                "certs/{cert_id}: renewal information: {}",
+                crate::cause::render_dyn(&e)
+            ),
         }
     })
     .await;
@@ -838,12 +890,12 @@ async fn obtain<C: Connector>(
         let (session, account_id) = match session {
             Ok(s) => s,
             Err(e) => {
-                let msg = format!("account at {provider}: {e:#}");
                 // Only a rate limit backs off here: the account step is not the target's.
                 let how = match backoff_for(&e) {
                     Backoff::Yes => Backoff::No,
                     how => how,
                 };
+                let msg = crate::cause::render(&e.context(format!("CA {provider}")));
                 for t in group {
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
@@ -866,6 +918,12 @@ async fn obtain<C: Connector>(
             work.push((t, session.clone(), account_id.clone(), replaces));
         }
     }
+    // Targets that have a certificate already: what they get now is a renewal.
+    let renewing: std::collections::HashSet<&str> = todo
+        .iter()
+        .filter(|t| plan::best_cert(t, summaries).is_some())
+        .map(|t| t.file.as_str())
+        .collect();
     // At most `jobs` orders in flight; each task is created when a slot frees up.
     let tasks = work.into_iter().map(|(t, session, account_id, replaces)| {
         let (store, tokens, hooks, alpn_certs) = (
@@ -908,7 +966,7 @@ async fn obtain<C: Connector>(
                 now,
             )
             .await
-            .map_err(|e| (format!("{e:#}"), backoff_for(&e)));
+            .map_err(|e| (crate::cause::render(&e), backoff_for(&e)));
             (t.file.clone(), names_of(&t), res)
         }
     });
@@ -925,9 +983,13 @@ async fn obtain<C: Connector>(
         let result = match res {
             Ok(summary) => {
                 record(store, &file, now, None, Backoff::No);
-                let id = summary.id.clone();
+                let issued = Issued {
+                    id: summary.id.clone(),
+                    not_after: summary.not_after,
+                    renewed: renewing.contains(file.as_str()),
+                };
                 new_certs.push(summary);
-                Outcome::Issued(id)
+                Outcome::Issued(issued)
             }
             Err((e, how)) => {
                 record(store, &file, now, Some(e.clone()), how);

@@ -323,7 +323,9 @@ pub(super) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
                 AcmeError::Ca(text)
             }
         }
-        other => AcmeError::Other(anyhow!("{context}: {other}")),
+        // Kept as a cause, not flattened: the network error's own causes (DNS, TLS) are
+        // what the operator needs (see crate::cause).
+        other => AcmeError::Other(anyhow::Error::new(other).context(context.to_owned())),
     }
 }
 
@@ -504,7 +506,9 @@ impl InstantSession {
                 if !done.insert(authz.url().to_owned()) {
                     continue;
                 }
-                let ident = authz.identifier().to_string();
+                // The bare identifier: `*.` is what `wildcard` says (RFC 8555 §7.1.4), and
+                // the dns-01 record of `*.a.example` is `_acme-challenge.a.example`.
+                let ident = authz.identifier().identifier.authorized(false).to_string();
                 let wildcard = authz.wildcard;
                 match authz.status {
                     AuthorizationStatus::Valid => continue,

@@ -268,6 +268,12 @@ impl Responder for TargetResponder {
             match ch.kind {
                 ChallengeKind::Http01 => self.present_http(ch).await,
                 ChallengeKind::Dns01 => self.present_dns(ch).await,
+                ChallengeKind::TlsAlpn01 if ch.wildcard => {
+                    bail!(
+                        "tls-alpn-01 cannot answer for the wildcard *.{}",
+                        ch.identifier
+                    )
+                }
                 ChallengeKind::TlsAlpn01 => match &self.alpn {
                     Some(certs) => certs.insert(&ch.identifier, &ch.key_authorization),
                     None => bail!(

@@ -28,7 +28,16 @@ pub async fn check(name: &str, token: &str, key_authorization: &str) -> Result<(
     let rsp = tokio::time::timeout(TIMEOUT, client.request(req))
         .await
         .map_err(|_| anyhow!("self-test of {url} timed out (set http-self-test: false if the CA reaches this host differently)"))?
-        .map_err(|e| anyhow!("self-test of {url} failed: {e} (set http-self-test: false if the CA reaches this host differently)"))?;
+        .map_err(|e| {
+            // The client's own message is "client error (Connect)"; what failed is below.
+            let cause = crate::cause::render_dyn(&e);
+            let cause = if e.is_connect() {
+                format!("connecting to {name}: {cause}")
+            } else {
+                cause
+            };
+            anyhow!("self-test of {url}: {cause} (set http-self-test: false if the CA reaches this host differently)")
+        })?;
     if rsp.status().is_redirection() {
         tracing::info!("self-test of {url}: redirected; leaving the check to the CA");
         return Ok(());

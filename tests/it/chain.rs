@@ -99,7 +99,7 @@ fn preferred_chain_picks_alternate_roots_by_issuer_name() {
         ),
     );
 
-    let run = acmekeep(&state, &["reconcile"]);
+    let run = acmekeep(&state, &["-v", "reconcile"]);
     run.assert_success();
     assert_eq!(top_issuer(&state, "second.example.org"), roots[2]);
     assert_eq!(top_issuer(&state, "first.example.org"), roots[1]);
@@ -126,7 +126,7 @@ fn without_a_match_the_default_chain_is_kept_and_no_preference_costs_nothing() {
         "picky",
         "satisfy:\n  names: [picky.example.org]\nrequest:\n  preferred-chain: ISRG Root X1\n",
     );
-    let run = acmekeep(&state, &["reconcile"]);
+    let run = acmekeep(&state, &["-v", "reconcile"]);
     run.assert_success();
     assert_eq!(top_issuer(&state, "picky.example.org"), roots[0]);
     assert_eq!(cert_downloads(&pebble), 2 + ALTERNATES, "{}", pebble.logs());
@@ -151,7 +151,7 @@ fn without_a_match_the_default_chain_is_kept_and_no_preference_costs_nothing() {
     for f in ["cert", "chain", "fullchain"] {
         fs::remove_file(state.join(Path::new("certs").join(&id).join(f))).expect("remove");
     }
-    let run = acmekeep(&state, &["reconcile"]);
+    let run = acmekeep(&state, &["-v", "reconcile"]);
     run.assert_success();
     assert_eq!(state.live_cert_id("picky.example.org"), id, "no new order");
     assert_eq!(state.read_live("picky.example.org", "cert"), cert);

@@ -17,6 +17,7 @@ mod import;
 mod migration;
 mod perm;
 mod quickstart;
+mod quiet;
 mod recovery;
 mod redirector;
 mod scale;

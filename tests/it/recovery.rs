@@ -882,7 +882,7 @@ fn an_order_that_cannot_be_downloaded_is_given_up_without_failing_runs() {
     }
     let dead = format!("https://127.0.0.1:{}/my-order/unreachable", free_port());
     state.write(format!("certs/{second}/url"), format!("{dead}\n"));
-    let run = acmekeep(&state, &["reconcile"]);
+    let run = acmekeep(&state, &["-v", "reconcile"]);
     run.assert_success()
         .assert_stderr_contains("tried again next run");
     assert!(!dir.join(".abandoned").exists(), "{}", state.tree());
