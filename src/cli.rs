@@ -230,6 +230,10 @@ pub struct QuickstartArgs {
     /// hook).
     #[arg(long)]
     pub expert: bool,
+    /// Schedule this program even from a build tree, /tmp or a home directory (the
+    /// response-file key acmekeep-quickstart-accept-program-path: true).
+    #[arg(long)]
+    pub accept_program_path: bool,
 }
 
 /// `unwant`.

@@ -74,6 +74,11 @@ impl Interaction {
         self
     }
 
+    /// The answer given for `id` (response file or command line), if any.
+    pub fn answer(&self, id: &str) -> Option<&Answer> {
+        self.answers.get(id)
+    }
+
     /// Whether questions without an answer can be asked on a terminal.
     pub fn is_interactive(&self) -> bool {
         self.interactive
@@ -199,21 +204,32 @@ impl Interaction {
     pub fn ask(&self, q: &Question<'_>, expert: bool) -> Result<Reply> {
         if let Some(a) = self.answers.get(q.id) {
             return Ok(match (a, &q.kind) {
+                (Answer::Bool(b), Kind::Choice { options, .. }) => {
+                    return Err(crate::exit::config_error(anyhow::anyhow!(
+                        "the answer to {} in the response file is {b}, not one of: {}",
+                        q.id,
+                        options
+                            .iter()
+                            .map(|(v, _)| *v)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
                 (Answer::Bool(b), _) => Reply::Yes(*b),
                 (Answer::Text(t), Kind::YesNo { .. }) => {
                     Reply::Yes(Reply::Text(t.clone()).is_yes())
                 }
                 (Answer::Text(t), Kind::Choice { options, .. }) => {
                     if !options.iter().any(|(v, _)| v == t) {
-                        anyhow::bail!(
-                            "response file answer {t:?} for {:?} is not one of: {}",
+                        return Err(crate::exit::config_error(anyhow::anyhow!(
+                            "the answer to {} in the response file is {t:?}, not one of: {}",
                             q.id,
                             options
                                 .iter()
                                 .map(|(v, _)| *v)
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        );
+                        )));
                     }
                     Reply::Text(t.clone())
                 }

@@ -1,21 +1,28 @@
 //! `acmekeep quickstart [--expert]`: acmetool's set-up wizard, with its prompt ids, so a
 //! response file written for acmetool drives it unchanged (doc/quickstart.md lists every
-//! prompt id and value). Steps: CA, key, challenge method (conf/target is saved after each),
-//! account, default hooks, scheduled renewal. Safe to run again: answers already in
-//! conf/target become the defaults, hooks follow the managed-marker rules, and an existing
-//! renewal job is never duplicated.
+//! prompt id and value). Steps: CA, key, challenge method, account, default hooks, scheduled
+//! renewal. Safe to run again: answers already in conf/target become the defaults, hooks
+//! follow the managed-marker rules, and an existing renewal job is never duplicated.
+//!
+//! Every question is answered before anything is changed, so a missing answer under `--batch`
+//! (exit 2) leaves the machine exactly as it was, state directory included: the questions
+//! read conf/target without the lock, the CA is asked about the account next (its own
+//! questions come before it registers anything), and only then are conf/target, the webroot,
+//! the redirector unit, the hooks and the renewal job written, in that order.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use crate::cli::QuickstartArgs;
 use crate::default_hooks::{self, HookName, InstallResult};
 use crate::exit::config_error;
-use crate::interact::{Interaction, Kind, Question};
+use crate::interact::{Answer, Interaction, Kind, Question};
 use crate::reconcile::{Connector, InstantConnector, account_session};
-use crate::schedule::{self, Existing, Outcome, Root};
+use crate::schedule::plan::{self, Ours, Plan, Rights, Wanted};
+use crate::schedule::program::{self, Program};
+use crate::schedule::{self, Root, Scheduler};
 use crate::settings::{DEFAULT_STATE_DIR, Settings};
 use crate::store::Store;
 use crate::target::{
@@ -26,26 +33,80 @@ use crate::target::{
 pub const STAGING_PROVIDER: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 /// The webroot path suggested by default.
 const DEFAULT_WEBROOT_PATH: &str = "/var/www/.well-known/acme-challenge";
+/// The response-file key that accepts a program path that is not an installed copy (the
+/// `--accept-program-path` option is the same answer).
+pub const ACCEPT_PROGRAM_PATH: &str = "acmekeep-quickstart-accept-program-path";
+/// The response-file key that says whether acmetool's job for this state directory goes.
+pub const REPLACE_ACMETOOL_JOB: &str = "acmekeep-quickstart-replace-acmetool-job";
+/// The choice of CA: one of the offered directory URLs, `url`, or (as acmetool 0.2.2 takes it)
+/// any directory URL.
+const CHOOSE_SERVER: &str = "acmetool-quickstart-choose-server";
 
 /// Runs the wizard.
 pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
-    let (_lock, store) = super::lock_and_open(settings)?;
-    let io = super::interaction(settings)?;
+    let accept = args
+        .accept_program_path
+        .then(|| (ACCEPT_PROGRAM_PATH.to_owned(), Answer::Bool(true)));
+    let io = super::interaction(settings)?.with_answers(accept);
     let expert = args.expert;
-    let mut conf = store.raw_conf_target().map_err(config_error)?;
+    let root = system_root(settings);
+    let is_root = nix::unistd::geteuid().is_root();
 
+    // 1. The questions. Nothing below writes until the account step.
+    let reader = Store::open_read_only(&settings.state_dir).ok();
+    let mut conf = match &reader {
+        Some(store) => store.raw_conf_target().map_err(config_error)?,
+        None => RawTarget::default(),
+    };
     choose_server(&io, expert, &mut conf)?;
-    store.write_conf_target(&conf)?;
     choose_key(&io, expert, &mut conf)?;
     choose_profile(&io, expert, &mut conf)?;
-    store.write_conf_target(&conf)?;
     let method = choose_method(&io, expert, &mut conf)?;
-    store.write_conf_target(&conf)?;
-
-    // The account: found or registered (terms of service and e-mail from the same answers).
-    let defaults = store.load_defaults().map_err(config_error)?;
+    let defaults = match &reader {
+        Some(store) => store.defaults_from(conf.clone()),
+        None => crate::target::check_defaults(&settings.state_dir.join("conf/target"), &conf)
+            .map(|()| conf.clone()),
+    }
+    .map_err(config_error)?;
     let resolved =
         Target::resolve("quickstart", &RawTarget::default(), &defaults).map_err(config_error)?;
+    let exe = std::env::current_exe().context("finding acmekeep's own path")?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let temp = std::env::var_os("TMPDIR").map(PathBuf::from);
+    let program = program::locate(&root, &exe, home.as_deref(), temp.as_deref());
+    let mut redirector_unit =
+        method == "redirector" && ask_redirector_unit(&io, expert, &root, is_root)?;
+    let hooks = plan_hooks(settings, &io, expert, is_root)?;
+    let ScheduleStep {
+        plan: mut schedule,
+        notes: schedule_notes,
+    } = plan_schedule(settings, &io, expert, &root, is_root, &resolved, &program)?;
+    let new_job = schedule.as_ref().is_some_and(Plan::installs_new_job);
+    let mut program_note = None;
+    if (new_job || redirector_unit) && !accept_program(&io, expert, &program)? {
+        let what = match (new_job, redirector_unit) {
+            (true, true) => "the renewal job and the redirector unit were not installed",
+            (true, false) => "renewal was not scheduled",
+            _ => "the redirector unit was not installed",
+        };
+        program_note = program.problem().map(|p| {
+            format!("{p} As answered, {what}: install acmekeep, then run the installed copy's quickstart.")
+        });
+        redirector_unit = false;
+        if let Some(p) = schedule.as_mut().filter(|p| p.installs_new_job()) {
+            p.ours = Ours::Nothing;
+            p.remove.clear();
+        }
+    } else if schedule
+        .as_ref()
+        .is_some_and(|p| matches!(p.ours, Ours::Print(_)))
+    {
+        // The line to add by hand names this program: say what is wrong with its path.
+        program_note = program.problem();
+    }
+
+    // 2. The account: found, or registered after its own questions (terms, e-mail, EAB).
+    let (_lock, store) = super::lock_and_open(settings)?;
     let inv = store.load_inventory()?;
     let ca = InstantConnector::with_timeout(settings.ca_timeout)
         .connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
@@ -53,11 +114,33 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
         super::runtime()?.block_on(account_session(&store, &ca, &resolved.provider, &inv, &io))?;
     eprintln!("Account: {account} at {}", resolved.provider);
 
-    if method == "redirector" {
-        offer_redirector_unit(settings, &io, expert, &resolved)?;
+    // 3. Everything else, as answered.
+    store.write_conf_target(&conf)?;
+    if method == "webroot"
+        && let Some(path) = resolved.challenge.webroot_paths.first()
+    {
+        crate::store::fs::create_dir_all_mode(path, 0o755)
+            .with_context(|| format!("creating the webroot {}", path.display()))?;
     }
-    install_hooks(settings, &store, &io, expert)?;
-    install_schedule(settings, &io, expert, &resolved)?;
+    if redirector_unit {
+        install_redirector_unit(&root, &program, &resolved, &io, expert)?;
+    } else if method == "redirector" {
+        eprintln!(
+            "Start `acmekeep redirector --user=<unprivileged user>` at boot to answer challenges on port 80."
+        );
+    }
+    install_hooks(&store, hooks)?;
+    if let Some(note) = program_note {
+        eprintln!("{note}");
+    }
+    for note in schedule_notes {
+        eprintln!("{note}");
+    }
+    if let Some(schedule) = schedule {
+        for line in plan::apply(&root, &schedule)? {
+            eprintln!("{line}");
+        }
+    }
 
     if !settings.batch {
         eprintln!(
@@ -127,6 +210,22 @@ fn choose_server(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         ),
         ("url", "Another ACME CA: enter its directory URL"),
     ];
+    // acmetool 0.2.2 takes any answer from the response file as the provider, so a file that
+    // gives the directory URL here directly (skipping `url`) must keep working.
+    if let Some(Answer::Text(answer)) = io.answer(CHOOSE_SERVER) {
+        let answer = answer.trim();
+        if !options.iter().any(|(value, _)| *value == answer) {
+            validate_provider(answer).map_err(|e| {
+                config_error(anyhow!(
+                    "the answer to {CHOOSE_SERVER} in the response file is neither one of {}, {} or url, nor a directory URL: {e:#}",
+                    DEFAULT_PROVIDER,
+                    STAGING_PROVIDER
+                ))
+            })?;
+            request(conf).provider = Some(answer.to_owned());
+            return Ok(());
+        }
+    }
     let default = match current.as_deref() {
         None => 0,
         Some(DEFAULT_PROVIDER) => 0,
@@ -135,7 +234,7 @@ fn choose_server(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
     };
     let choice = io.ask(
         &Question {
-            id: "acmetool-quickstart-choose-server",
+            id: CHOOSE_SERVER,
             title: "Which certificate authority (ACME server) should issue your certificates?",
             body: "Certificates are obtained from an ACME server. Use Let's Encrypt's staging server to try things out.",
             kind: Kind::Choice { options: &options, default },
@@ -173,7 +272,7 @@ fn choose_server(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
                         "",
                         false,
                     )
-                    .map_err(|_| config_error(anyhow!("invalid directory URL {text:?}: {e:#}")))?;
+                    .map_err(|_| config_error(anyhow!("invalid directory URL {text}: {e:#}")))?;
                 }
             }
         }
@@ -282,52 +381,6 @@ fn system_root(settings: &Settings) -> Root {
     }
 }
 
-/// With the redirector method on a systemd machine, offers to install and start
-/// `acmekeep-redirector.service`, serving the default webroot reconcile writes to.
-fn offer_redirector_unit(
-    settings: &Settings,
-    io: &Interaction,
-    expert: bool,
-    resolved: &Target,
-) -> Result<()> {
-    let root = system_root(settings);
-    if !is_root() || !schedule::systemd_booted(&root) {
-        eprintln!(
-            "Start `acmekeep redirector --user=<unprivileged user>` at boot to answer challenges on port 80."
-        );
-        return Ok(());
-    }
-    let want = confirm(
-        io,
-        expert,
-        "acmetool-quickstart-install-redirector-systemd",
-        "Install and start the redirector as a systemd service (it owns port 80)?",
-        "The redirector answers challenges from the webroot and redirects every other request to https.",
-        false,
-    )?;
-    if !want {
-        return Ok(());
-    }
-    let exe = std::env::current_exe().context("finding acmekeep's own path")?;
-    let path = resolved
-        .challenge
-        .webroot_paths
-        .first()
-        .map(PathBuf::as_path);
-    let unit = crate::redirector::unit_text(&exe, path);
-    let installed = schedule::install_service(&root, crate::redirector::UNIT_NAME, &unit)?;
-    eprintln!("Installed {}.", installed.display());
-    confirm(
-        io,
-        expert,
-        "acmetool-quickstart-complete",
-        "The redirector is installed; continue",
-        "",
-        true,
-    )?;
-    Ok(())
-}
-
 fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<String> {
     let options = [
         (
@@ -344,7 +397,7 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         ),
         (
             "redirector",
-            "Redirector: acmekeep's port-80 daemon (arrives in a later version; works like listen meanwhile)",
+            "Redirector: acmekeep's own port-80 daemon (`acmekeep redirector`) answers challenges and redirects every other request to https",
         ),
         (
             "stateless",
@@ -420,9 +473,8 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         chosen = Some(trimmed);
         break;
     }
+    // Created once every question has an answer (see `execute`).
     let path = chosen.ok_or_else(|| config_error(anyhow!("no usable webroot path was given")))?;
-    crate::store::fs::create_dir_all_mode(Path::new(&path), 0o755)
-        .with_context(|| format!("creating webroot {path}"))?;
     let challenge = request(conf)
         .challenge
         .get_or_insert_with(RawChallenge::default);
@@ -430,17 +482,101 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
     Ok("webroot".to_owned())
 }
 
-fn install_hooks(settings: &Settings, store: &Store, io: &Interaction, expert: bool) -> Result<()> {
+/// With the redirector method, as root on a systemd machine, whether to install and start
+/// `acmekeep-redirector.service` (serving the default webroot reconcile writes to).
+fn ask_redirector_unit(io: &Interaction, expert: bool, root: &Root, is_root: bool) -> Result<bool> {
+    if !is_root || !schedule::systemd_booted(root) {
+        return Ok(false);
+    }
+    confirm(
+        io,
+        expert,
+        "acmetool-quickstart-install-redirector-systemd",
+        "Install and start the redirector as a systemd service (it owns port 80)?",
+        "The redirector answers challenges from the webroot and redirects every other request to https.",
+        false,
+    )
+}
+
+fn install_redirector_unit(
+    root: &Root,
+    program: &Program,
+    resolved: &Target,
+    io: &Interaction,
+    expert: bool,
+) -> Result<()> {
+    let path = resolved
+        .challenge
+        .webroot_paths
+        .first()
+        .map(PathBuf::as_path);
+    let unit = crate::redirector::unit_text(&program.path, path);
+    let installed = schedule::install_service(root, crate::redirector::UNIT_NAME, &unit)?;
+    eprintln!(
+        "Installed and started the redirector: {}.",
+        installed.display()
+    );
+    confirm(
+        io,
+        expert,
+        "acmetool-quickstart-complete",
+        "The redirector is installed; continue",
+        "",
+        true,
+    )?;
+    Ok(())
+}
+
+/// Whether a job or unit may run `program`. An installed copy needs no answer; any other path
+/// is said to be one, and needs `--accept-program-path` or its response-file key (a terminal
+/// asks, default no). Without an answer and a terminal this stops quickstart with exit 2
+/// before anything is changed.
+fn accept_program(io: &Interaction, expert: bool, program: &Program) -> Result<bool> {
+    let Some(problem) = program.problem() else {
+        return Ok(true);
+    };
+    if io.answer(ACCEPT_PROGRAM_PATH).is_none() && !io.is_interactive() {
+        return Err(config_error(anyhow!(
+            "{problem} Install acmekeep (README.md, \"Install\") and run the installed copy's quickstart, \
+             or accept this path with `acmekeep quickstart --accept-program-path` (response-file key \
+             {ACCEPT_PROGRAM_PATH}: true). Nothing was changed."
+        )));
+    }
+    Ok(io
+        .ask(
+            &Question {
+                id: ACCEPT_PROGRAM_PATH,
+                title: "Schedule renewal with this path anyway?",
+                body: &problem,
+                kind: Kind::YesNo { default: false },
+                implicit: false,
+            },
+            expert,
+        )?
+        .is_yes())
+}
+
+/// What quickstart does about the default hooks.
+enum HooksPlan {
+    /// Install `reload`, and `haproxy` too if asked, in `dir`.
+    Install { dir: PathBuf, haproxy: bool },
+    /// Not root, and `dir` is not writable: skipped, with a note.
+    Skip { dir: PathBuf },
+}
+
+fn plan_hooks(
+    settings: &Settings,
+    io: &Interaction,
+    expert: bool,
+    is_root: bool,
+) -> Result<HooksPlan> {
     let dir = default_hooks::preferred_hook_dir(&settings.hook_dirs)
         .ok_or_else(|| anyhow!("no hook directory configured"))?;
-    let tmp = store.root().join("tmp");
-    let report = |hook: HookName, r: InstallResult| {
-        eprintln!("Hook {}: {r:?}", dir.join(hook.file_name()).display());
-    };
-    let r = default_hooks::install(&dir, &tmp, HookName::Reload, store.root())?;
-    report(HookName::Reload, r);
-    if !dir.join(HookName::Haproxy.file_name()).exists() {
-        let want = confirm(
+    if !is_root && !writable(&dir) {
+        return Ok(HooksPlan::Skip { dir });
+    }
+    let haproxy = !dir.join(HookName::Haproxy.file_name()).exists()
+        && confirm(
             io,
             expert,
             "acmetool-quickstart-install-haproxy-script",
@@ -448,54 +584,121 @@ fn install_hooks(settings: &Settings, store: &Store, io: &Interaction, expert: b
             "",
             true,
         )?;
-        if want {
-            let r = default_hooks::install(&dir, &tmp, HookName::Haproxy, store.root())?;
-            report(HookName::Haproxy, r);
+    Ok(HooksPlan::Install { dir, haproxy })
+}
+
+/// Whether this process may create `dir`: write access to it, or to its nearest existing
+/// ancestor.
+fn writable(dir: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    dir.ancestors()
+        .find(|d| d.exists())
+        .is_some_and(|d| access(d, AccessFlags::W_OK | AccessFlags::X_OK).is_ok())
+}
+
+fn install_hooks(store: &Store, plan: HooksPlan) -> Result<()> {
+    let (dir, haproxy) = match plan {
+        HooksPlan::Install { dir, haproxy } => (dir, haproxy),
+        HooksPlan::Skip { dir } => {
+            eprintln!(
+                "Not running as root: the default hooks (reload, haproxy) were not installed, because only root can write {}. \
+                 Run quickstart as root to install them, or give --hooks with a directory of yours.",
+                dir.display()
+            );
+            return Ok(());
+        }
+    };
+    let tmp = store.root().join("tmp");
+    let hooks = std::iter::once(HookName::Reload).chain(haproxy.then_some(HookName::Haproxy));
+    for hook in hooks {
+        let result = default_hooks::install(&dir, &tmp, hook, store.root())?;
+        let path = dir.join(hook.file_name());
+        let name = hook.file_name();
+        match result {
+            InstallResult::Installed => eprintln!("Installed the {name} hook: {}.", path.display()),
+            InstallResult::Updated => {
+                eprintln!(
+                    "Updated the {name} hook to this version: {}.",
+                    path.display()
+                );
+            }
+            InstallResult::Unchanged => {}
+            InstallResult::KeptUserFile => eprintln!(
+                "Kept {}: it is not a hook quickstart manages (it lacks the acmetool-managed marker).",
+                path.display()
+            ),
+            InstallResult::KeptDisabled => eprintln!(
+                "Kept {}: it is empty, which is how the {name} hook is turned off.",
+                path.display()
+            ),
         }
     }
     Ok(())
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-fn install_schedule(
+/// Looks at the renewal jobs already there, asks what to do about them, and plans.
+fn plan_schedule(
     settings: &Settings,
     io: &Interaction,
     expert: bool,
+    root: &Root,
+    is_root: bool,
     resolved: &Target,
-) -> Result<()> {
-    let root = system_root(settings);
-    let existing = schedule::find_existing(&root, None);
-    if let Existing::Acmekeep(at) = &existing {
-        eprintln!("Renewal is already scheduled ({at}).");
-        return Ok(());
+    program: &Program,
+) -> Result<ScheduleStep> {
+    let mut scheduler = schedule::detect(root, is_root);
+    let mut notes = Vec::new();
+    if scheduler == Scheduler::UserCrontab && schedule::detect(root, true) != scheduler {
+        notes.push(
+            "Not running as root: renewal goes in your own crontab, not in /etc/cron.d or a systemd timer."
+                .to_owned(),
+        );
     }
-    let want = confirm(
-        io,
-        expert,
-        "acmetool-quickstart-install-cronjob",
-        "Schedule automatic renewal (a systemd timer or cron job at a random time of day)?",
-        "",
-        false,
-    )?;
-    if !want {
-        return Ok(());
-    }
-    let mut replace = false;
-    if let Existing::Acmetool(at) = &existing {
-        replace = confirm(
+    let crontab = match plan::current_crontab(root, scheduler == Scheduler::UserCrontab) {
+        Ok(text) => text,
+        Err(e) => {
+            notes.push(format!("Cannot use your crontab: {e:#}."));
+            scheduler = Scheduler::None;
+            None
+        }
+    };
+    let found = schedule::survey::survey(root, crontab.as_deref());
+    let rights = Rights {
+        is_root,
+        has_crontab: crontab.is_some(),
+    };
+    let situation = plan::classify(found, &settings.state_dir, rights);
+    let install = !situation.ours.is_empty()
+        || scheduler == Scheduler::None
+        || confirm(
             io,
             expert,
-            "acmekeep-quickstart-replace-acmetool-job",
-            &format!("acmetool's renewal job was found ({at}); replace it with acmekeep's?"),
-            "acmetool and acmekeep must not both reconcile the same state directory on a schedule.",
+            "acmetool-quickstart-install-cronjob",
+            "Schedule automatic renewal (twice a day, at a random time)?",
+            "",
             false,
         )?;
+    if !install && situation.ours.is_empty() {
+        return Ok(ScheduleStep { plan: None, notes });
     }
-    let exe = std::env::current_exe().context("finding acmekeep's own path")?;
+    let replace_acmetool = match situation.replaceable.first() {
+        None => true,
+        Some(theirs) => io
+            .ask(
+                &Question {
+                    id: REPLACE_ACMETOOL_JOB,
+                    title: &format!(
+                        "{theirs} renews this state directory too; replace it with acmekeep's?"
+                    ),
+                    body: "acmetool and acmekeep must not both renew the same state directory on a schedule.",
+                    kind: Kind::YesNo { default: true },
+                    // Under --batch acmetool's job is replaced unless the file says no.
+                    implicit: !io.is_interactive(),
+                },
+                expert,
+            )?
+            .is_yes(),
+    };
     let state = (settings.state_dir != Path::new(DEFAULT_STATE_DIR))
         .then_some(settings.state_dir.as_path());
     let hooks: &[PathBuf] = if settings.hook_dirs_explicit {
@@ -505,38 +708,31 @@ fn install_schedule(
     };
     let mut random = [0u8; 2];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow!("no randomness"))?;
-    let job = schedule::Job::random(&exe, state, hooks, random)?
-        .with_webroots(&resolved.challenge.webroot_paths)?;
-    let sched = schedule::detect(&root, is_root());
-    match schedule::install(&root, sched, &job, replace)? {
-        Outcome::Installed {
-            installed,
-            replaced,
-        } => {
-            eprintln!(
-                "Renewal scheduled daily at {:02}:{:02}: {installed:?}",
-                job.hour(),
-                job.minute()
-            );
-            for r in replaced {
-                eprintln!("Replaced acmetool's job at {r}.");
-            }
-        }
-        Outcome::AlreadyScheduled(at) => eprintln!("Renewal is already scheduled ({at})."),
-        Outcome::AcmetoolKept { at, replaceable } => {
-            if replaceable {
-                eprintln!("Kept acmetool's renewal job at {at}; acmekeep's was not installed.");
-            } else {
-                bail!(
-                    "acmetool's renewal job at {at} must be removed first (e.g. `systemctl disable --now acmetool.timer`)"
-                );
-            }
-        }
-        Outcome::PrintedOnly(line) => {
-            eprintln!(
-                "No scheduler found. Add this line to a crontab to renew automatically:\n{line}"
-            );
-        }
-    }
-    Ok(())
+    let job = schedule::Job::random(&program.path, state, hooks, random)
+        .map_err(config_error)?
+        .with_webroots(&resolved.challenge.webroot_paths)
+        .map_err(config_error)?;
+    let plan = plan::decide(
+        situation,
+        &Wanted {
+            state_dir: settings.state_dir.clone(),
+            scheduler,
+            job,
+            program_installed: program.is_installed(),
+            hooks_explicit: settings.hook_dirs_explicit,
+            install,
+            replace_acmetool,
+        },
+    );
+    Ok(ScheduleStep {
+        plan: Some(plan),
+        notes,
+    })
+}
+
+/// What [`plan_schedule`] decided, and what to say before doing it.
+struct ScheduleStep {
+    /// `None`: nothing to do (the answer to scheduling was no, and there is no job of ours).
+    plan: Option<Plan>,
+    notes: Vec<String>,
 }

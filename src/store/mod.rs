@@ -417,11 +417,13 @@ impl Store {
 
     /// `conf/target` with acmetool's legacy fallbacks applied.
     pub fn load_defaults(&self) -> Result<RawTarget> {
+        self.defaults_from(self.raw_conf_target()?)
+    }
+
+    /// `raw`, a `conf/target` not yet saved (quickstart's answers), with acmetool's legacy
+    /// fallbacks applied and checked as [`Store::load_defaults`] checks the saved one.
+    pub fn defaults_from(&self, mut raw: RawTarget) -> Result<RawTarget> {
         let path = self.root.join("conf/target");
-        let mut raw = match optional_text(&path, MAX_TARGET_FILE)? {
-            Some(text) => crate::target::parse_file(&path, text.as_bytes())?,
-            None => RawTarget::default(),
-        };
         // Legacy conf/webroot-path and conf/rsa-key-size (acmetool §8.3).
         let req = raw.request.get_or_insert_with(Default::default);
         let ch = req.challenge.get_or_insert_with(Default::default);
