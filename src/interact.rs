@@ -9,6 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::store::fs::Links;
+
 /// Largest response file we read.
 const MAX_RESPONSES: u64 = 256 * 1024;
 
@@ -31,16 +33,37 @@ pub struct Interaction {
 
 impl Interaction {
     /// Loads `path` if it exists. `interactive` is true only with a terminal and no `--batch`.
+    /// For a file the user named (`--response-file`): links are followed, and a FIFO is read.
     pub fn load(path: Option<&Path>, interactive: bool) -> Result<Self> {
+        Self::load_with(path, interactive, Links::Follow)
+    }
+
+    /// [`Interaction::load`] for the state directory's `conf/responses`: read only if it is a
+    /// regular file, never through a symlink (whose target's lines would end up in our
+    /// messages); anything else is named in a warning and skipped.
+    pub fn load_state_file(path: &Path, interactive: bool) -> Result<Self> {
+        Self::load_with(Some(path), interactive, Links::Refuse)
+    }
+
+    fn load_with(path: Option<&Path>, interactive: bool, links: Links) -> Result<Self> {
+        use crate::store::fs::{read_bounded, read_state_file};
         let mut me = Interaction {
             interactive,
             ..Default::default()
         };
         let Some(path) = path else { return Ok(me) };
         me.source = Some(path.display().to_string());
-        let bytes = match crate::store::fs::read_bounded(path, MAX_RESPONSES) {
+        let read = match links {
+            Links::Follow => read_bounded(path, MAX_RESPONSES),
+            Links::Refuse => read_state_file(path, MAX_RESPONSES, links),
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(me),
+            Err(e) if links == Links::Refuse && e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::warn!("not reading {}: {e}", path.display());
+                return Ok(me);
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let map: BTreeMap<String, serde_yaml_ng::Value> =

@@ -634,8 +634,7 @@ pub async fn login_account<C: Connector>(
         &acct.directory_url,
         bundle_for(&acct.directory_url).as_ref(),
     )?;
-    let pem = std::fs::read_to_string(&acct.key_path)
-        .with_context(|| format!("reading {}", acct.key_path.display()))?;
+    let pem = acct.read_key()?;
     ca.login(&pem)
         .await
         .map_err(|e| anyhow!(e).context(format!("logging in as {account_id}")))
@@ -735,8 +734,7 @@ async fn fetch_windows<C: Connector>(
     let Some(acct) = inv.accounts.iter().find(|a| a.directory_url == provider) else {
         return Ok(Vec::new());
     };
-    let pem = std::fs::read_to_string(&acct.key_path)
-        .with_context(|| format!("reading {}", acct.key_path.display()))?;
+    let pem = acct.read_key()?;
     let session = Arc::new(ca.login(&pem).await?);
     let mut out = Vec::new();
     let tasks = certs.iter().cloned().map(|(cert_id, ari_id)| {
@@ -1095,8 +1093,7 @@ pub async fn look_up_account<C: Ca>(
 ) -> Result<AccountLookup<C::Session>> {
     let mut unregistered = None;
     for acct in accounts_for(inv, provider) {
-        let pem = std::fs::read_to_string(&acct.key_path)
-            .with_context(|| format!("reading {}", acct.key_path.display()))?;
+        let pem = acct.read_key()?;
         match ca.login(&pem).await {
             Ok(session) => {
                 return Ok(AccountLookup::Registered {

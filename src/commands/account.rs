@@ -20,7 +20,7 @@ use crate::store::{AccountRecord, Store, fs};
 /// PKCS#8 PEM).
 pub fn key_file_thumbprint(account: &AccountRecord) -> Result<String> {
     let path = &account.key_path;
-    let bytes = fs::read_bounded(path, MAX_KEY_FILE)
+    let bytes = fs::read_state_file(path, MAX_KEY_FILE, fs::Links::Refuse)
         .with_context(|| format!("reading {}", path.display()))?;
     let pem = String::from_utf8(bytes).map_err(|_| anyhow!("{} is not PEM", path.display()))?;
     let der = first_private_key_der(&pem).with_context(|| format!("in {}", path.display()))?;

@@ -47,12 +47,15 @@ pub fn interaction(settings: &Settings) -> Result<Interaction> {
     ]
     .into_iter()
     .filter_map(|(id, v)| v.clone().map(|v| (id.to_owned(), Answer::Text(v))));
-    Ok(Interaction::load(
-        Some(&settings.response_file),
-        Interaction::terminal_allowed(settings.batch),
-    )
-    .map_err(crate::exit::config_error)?
-    .with_answers(flags))
+    let interactive = Interaction::terminal_allowed(settings.batch);
+    let loaded = if settings.response_file_explicit {
+        Interaction::load(Some(&settings.response_file), interactive)
+    } else {
+        Interaction::load_state_file(&settings.response_file, interactive)
+    };
+    Ok(loaded
+        .map_err(crate::exit::config_error)?
+        .with_answers(flags))
 }
 
 /// The hook runner for this state directory and the configured hook directories.

@@ -102,8 +102,13 @@ pub fn execute(settings: &Settings, args: &RevokeArgs) -> Result<ExitCode> {
                     "certs/{id} has no account link, so the account that obtained it is unknown"
                 )
             })?;
-            let pem = std::fs::read_to_string(store.root().join("certs").join(&id).join("cert"))
-                .with_context(|| format!("reading certs/{id}/cert"))?;
+            let pem = crate::store::fs::read_state_file(
+                &store.root().join("certs").join(&id).join("cert"),
+                cert::MAX_CHAIN,
+                crate::store::fs::Links::Refuse,
+            )
+            .with_context(|| format!("reading certs/{id}/cert"))?;
+            let pem = String::from_utf8(pem).map_err(|_| anyhow!("certs/{id}/cert is not PEM"))?;
             let der = cert::split_chain(&pem)?.swap_remove(0);
             rt.block_on(async {
                 let session = login_account(

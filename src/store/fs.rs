@@ -263,28 +263,114 @@ pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
 /// `limit + 1` bytes, so a file that grows in the meantime (or a `/proc` file that reports size 0)
 /// is caught too.
 ///
-/// Symlinks are followed, like `open(2)` does, because the store reads through `live/` and
-/// `certs/*/privkey` links on purpose. A caller that must not follow links, or that must confine
-/// them to the state directory, has to check that before calling (see [`is_contained_relative`]).
+/// This is for files the user names (a `--response-file`, files to import): symlinks are
+/// followed and a FIFO is read like a file, as `<(command)` needs. Files of the state
+/// directory are read with [`read_state_file`].
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    let too_large = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} is larger than the limit of {limit} bytes",
-                path.display()
-            ),
-        )
-    };
-    let file = File::open(path)?;
+    read_limited(File::open(path)?, path, limit)
+}
+
+/// Reads `file` (opened from `path`) to its end, refusing more than `limit` bytes.
+fn read_limited(file: File, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     // No fstat for the size: reading at most one byte past the limit bounds it just as well,
     // with one system call less per file (state directories hold tens of thousands).
     let mut data = Vec::with_capacity(4096);
     file.take(limit.saturating_add(1)).read_to_end(&mut data)?;
     if data.len() as u64 > limit {
-        return Err(too_large());
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than the limit of {limit} bytes",
+                path.display()
+            ),
+        ));
     }
     Ok(data)
+}
+
+/// Whether a read in the state directory may follow a symlink at the last component of its
+/// path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// No: acmetool's layout has a regular file there (targets, `conf/`, keys, accounts,
+    /// certificate files, our own records), so a link is someone else's doing.
+    Refuse,
+    /// Yes: the caller has checked where the link leads (`live/<name>` and
+    /// `certs/<id>/privkey` point inside the state directory), or the user chose the path.
+    Follow,
+}
+
+/// Opens a file of the state directory for reading, if it is a regular file.
+///
+/// The open never blocks: `O_NONBLOCK` makes a FIFO open at once instead of waiting for a
+/// writer (with the state lock held, forever), and the fstat that follows refuses it, as it
+/// refuses devices, sockets and directories. With [`Links::Refuse`] a symlink at the last
+/// component is refused by the kernel (`O_NOFOLLOW`), not followed to whatever it names.
+/// The directories above the last component are the caller's to check (the store checks the
+/// layout's directories when it opens the state directory, and lists entries without
+/// following links).
+///
+/// The errors say what the path is, without naming it: callers add the path as context.
+pub fn open_regular(path: &Path, links: Links) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    let mut flags = OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    if links == Links::Refuse {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| {
+            if links == Links::Refuse && e.raw_os_error() == Some(nix::libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is a symbolic link, which acmekeep does not follow here (a regular file belongs there)",
+                )
+            } else {
+                e
+            }
+        })?;
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it is a {}, not a regular file; acmekeep reads only regular files here",
+                kind_name(file_type)
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// [`read_bounded`] for a file of the state directory: opened by [`open_regular`], so it
+/// never blocks, never reads anything but a regular file and, with [`Links::Refuse`], never
+/// follows a symlink at the last component.
+pub fn read_state_file(path: &Path, limit: u64, links: Links) -> io::Result<Vec<u8>> {
+    read_limited(open_regular(path, links)?, path, limit)
+}
+
+/// What a file type is called in messages.
+pub fn kind_name(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() {
+        "regular file"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_symlink() {
+        "symbolic link"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
 }
 
 /// Removes every entry in `dir`, and keeps `dir` itself.

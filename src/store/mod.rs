@@ -125,6 +125,24 @@ pub struct AccountRecord {
     pub key_path: PathBuf,
 }
 
+impl AccountRecord {
+    /// The account key's PEM text (a regular file of at most [`MAX_KEY_FILE`] bytes).
+    pub fn read_key(&self) -> Result<String> {
+        read_text(&self.key_path, MAX_KEY_FILE)
+    }
+}
+
+/// A `certs/<id>/privkey` that is not the link acmetool makes, found while loading.
+#[derive(Debug)]
+struct PrivkeyLink {
+    /// The certificate id.
+    cert: String,
+    /// Its key's id.
+    key: String,
+    /// What is there instead of the link, `None` for nothing.
+    found: Option<String>,
+}
+
 /// Everything the planner and `status` need, loaded in one pass.
 #[derive(Debug, Default)]
 pub struct Inventory {
@@ -287,14 +305,17 @@ fn assemble_targets(
     (targets, broken.into_iter().map(|(_, e)| e).collect())
 }
 
+/// Reads a file of the state directory as text: a regular file (never a symlink, FIFO or
+/// device), at most `limit` bytes.
 fn read_text(path: &Path, limit: u64) -> Result<String> {
-    let bytes =
-        fs::read_bounded(path, limit).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = fs::read_state_file(path, limit, fs::Links::Refuse)
+        .with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
 }
 
+/// [`read_text`], with a missing file as `None`.
 fn optional_text(path: &Path, limit: u64) -> Result<Option<String>> {
-    match fs::read_bounded(path, limit) {
+    match fs::read_state_file(path, limit, fs::Links::Refuse) {
         Ok(bytes) => {
             Ok(Some(String::from_utf8(bytes).map_err(|_| {
                 anyhow!("{} is not UTF-8 text", path.display())
@@ -309,6 +330,7 @@ impl Store {
     /// Opens the state directory for writing: creates the layout with acmetool's modes and
     /// empties `tmp/`. The caller must hold the state lock (the argument proves it).
     pub fn open(root: &Path, _lock: &lock::StateLock) -> Result<Store> {
+        check_layout(root, true)?;
         let table = perm::PermTable::load(root, &perm::SystemIds::new())
             .map_err(|e| crate::exit::config_error(anyhow!(e)))?;
         for rel in table.dirs_to_create() {
@@ -377,7 +399,20 @@ impl Store {
                 self.own(&path, rule.uid, rule.gid);
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Never a symlink: what is written below must stay in the state directory.
+                let file_type = std::fs::symlink_metadata(&path)
+                    .with_context(|| format!("inspecting {}", path.display()))?
+                    .file_type();
+                if !file_type.is_dir() {
+                    bail!(
+                        "{} is a {}, not a directory; refusing to write below it",
+                        path.display(),
+                        fs::kind_name(file_type)
+                    );
+                }
+                Ok(false)
+            }
             Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
         }
     }
@@ -395,10 +430,15 @@ impl Store {
         if !root.is_dir() {
             bail!("state directory {} does not exist", root.display());
         }
+        check_layout(root, false)?;
+        // For the modes that loading checks (private keys); a broken conf/perm is the next
+        // locked run's error to report.
+        let perm = perm::PermTable::load(root, &perm::SystemIds::new())
+            .unwrap_or_else(|_| perm::PermTable::builtin());
         Ok(Store {
             root: root.to_owned(),
             fs: AtomicFs::new(root.join("tmp")),
-            perm: perm::PermTable::builtin(),
+            perm,
             listings: Listings::default(),
             writable: false,
         })
@@ -553,16 +593,18 @@ impl Store {
             (inventory, keys, broken)
         });
         let (targets, broken) = assemble_targets(slots, broken);
-        let mut inventory = inventory?;
+        let (mut inventory, links) = inventory?;
         inventory.add_keys(keys?);
+        self.check_privkey_links(&mut inventory, links);
         Ok((targets, broken, inventory))
     }
 
     /// Loads certificates, keys, accounts and live links.
     pub fn load_inventory(&self) -> Result<Inventory> {
         let keys = self.load_keys()?;
-        let mut inv = self.load_certs_and_links()?;
+        let (mut inv, links) = self.load_certs_and_links()?;
         inv.add_keys(keys);
+        self.check_privkey_links(&mut inv, links);
         Ok(inv)
     }
 
@@ -574,22 +616,145 @@ impl Store {
             read_dir_sorted(&keys_dir).with_context(|| format!("listing {}", keys_dir.display()))?
         {
             let id = e.file_name().to_string_lossy().into_owned();
-            if ids::is_well_formed_id(&id) && e.path().join("privkey").is_file() {
-                key_ids.insert(id);
-            } else {
+            // The directory entry's type (no stat): a symlink to a directory is not followed.
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if !ids::is_well_formed_id(&id) || !is_dir {
                 warnings.push(format!(
                     "ignoring {}: not a key directory",
                     e.path().display()
                 ));
+                continue;
+            }
+            let rel = Path::new("keys").join(&id).join("privkey");
+            if self.check_private_key(&rel, &mut warnings) {
+                key_ids.insert(id);
             }
         }
         Ok((key_ids, warnings))
     }
 
+    /// Whether `rel` (relative to the state directory) is a private key file: a regular file,
+    /// not a symlink. One readable by more than `conf/perm` allows (0600 by default) is
+    /// narrowed to that mode when the store is writable, and reported either way.
+    fn check_private_key(&self, rel: &Path, warnings: &mut Vec<String>) -> bool {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let path = self.root.join(rel);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                warnings.push(format!(
+                    "ignoring {}: it holds no privkey",
+                    path.parent().unwrap_or(&path).display()
+                ));
+                return false;
+            }
+            Err(e) => {
+                warnings.push(format!("ignoring {}: {e}", path.display()));
+                return false;
+            }
+        };
+        if !meta.file_type().is_file() {
+            warnings.push(format!(
+                "ignoring {}: it is a {}, not a regular file",
+                path.display(),
+                fs::kind_name(meta.file_type())
+            ));
+            return false;
+        }
+        let mode = meta.mode() & 0o777;
+        let want = self.perm.rule_for(rel).file_mode;
+        if mode & !want == 0 {
+            return true;
+        }
+        if !self.writable {
+            warnings.push(format!(
+                "{} is readable by more than it should be (mode {mode:04o}, conf/perm asks for {want:04o}); the next `acmekeep reconcile` fixes it",
+                path.display()
+            ));
+            return true;
+        }
+        // fchmod on the file opened without following links: never the mode of something
+        // a link swapped in meanwhile points at.
+        let narrowed = fs::open_regular(&path, fs::Links::Refuse).and_then(|f| {
+            f.set_permissions(std::fs::Permissions::from_mode(
+                (meta.mode() & 0o7000) | want,
+            ))
+        });
+        warnings.push(match narrowed {
+            Ok(()) => format!(
+                "{} was readable by more than it should be (mode {mode:04o}); changed to {want:04o} as conf/perm asks",
+                path.display()
+            ),
+            Err(e) => format!(
+                "{} is readable by more than it should be (mode {mode:04o}, conf/perm asks for {want:04o}), and changing it failed: {e}",
+                path.display()
+            ),
+        });
+        true
+    }
+
+    /// Checks the `certs/<id>/privkey` links found wrong while loading, now that the keys
+    /// are known: a link to a key that is in `keys/` is (re)made as acmetool makes it (when
+    /// the store is writable); anything else is reported.
+    fn check_privkey_links(&self, inv: &mut Inventory, links: Vec<PrivkeyLink>) {
+        for PrivkeyLink { cert, key, found } in links {
+            let link = self.root.join("certs").join(&cert).join("privkey");
+            let key_known = inv.key_ids.contains(&key);
+            match (&found, key_known, self.writable) {
+                (None, false, _) => {}
+                (Some(found), false, _) => inv.warnings.push(format!(
+                    "{} is {found}, not a link to its key keys/{key}/privkey (which is not in keys/); left alone",
+                    link.display()
+                )),
+                (found, true, false) => inv.warnings.push(format!(
+                    "{} is {}, not a link to its key keys/{key}/privkey; the next `acmekeep reconcile` repairs it",
+                    link.display(),
+                    found.as_deref().unwrap_or("missing")
+                )),
+                (found, true, true) => {
+                    let target = Path::new("../../keys").join(&key).join("privkey");
+                    match self.fs.symlink(&target, &link) {
+                        Ok(_) if found.is_none() => {
+                            tracing::debug!("linked {} to its key", link.display());
+                        }
+                        Ok(_) => inv.warnings.push(format!(
+                            "{} was {}; it points at its key keys/{key}/privkey again",
+                            link.display(),
+                            found.as_deref().unwrap_or("missing")
+                        )),
+                        Err(e) => inv.warnings.push(format!(
+                            "{} is {}, and linking it to keys/{key}/privkey failed: {e}",
+                            link.display(),
+                            found.as_deref().unwrap_or("missing")
+                        )),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `certs/<id>/privkey` of a certificate whose key is `key_id`, if it is not the link
+    /// acmetool makes: `Some(None)` if there is nothing, `Some(Some(what it is))` if it is
+    /// something else.
+    fn privkey_link_problem(&self, id: &str, key_id: &str) -> Option<Option<String>> {
+        let link = self.root.join("certs").join(id).join("privkey");
+        match std::fs::read_link(&link) {
+            Ok(target) if target == Path::new("../../keys").join(key_id).join("privkey") => None,
+            Ok(target) => Some(Some(format!("a link to {}", target.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
+            Err(_) => Some(Some(match std::fs::symlink_metadata(&link) {
+                Ok(meta) => format!("a {}", fs::kind_name(meta.file_type())),
+                Err(e) => format!("unreadable ({e})"),
+            })),
+        }
+    }
+
     /// Loads certificates, accounts and live links; which keys exist is added by
-    /// [`Inventory::add_keys`].
-    fn load_certs_and_links(&self) -> Result<Inventory> {
+    /// [`Inventory::add_keys`], and the `privkey` links found wrong are returned for
+    /// [`Store::check_privkey_links`].
+    fn load_certs_and_links(&self) -> Result<(Inventory, Vec<PrivkeyLink>)> {
         let mut inv = Inventory::default();
+        let mut links = Vec::new();
         let certs_dir = self.root.join("certs");
         let entries = read_dir_sorted(&certs_dir)
             .with_context(|| format!("listing {}", certs_dir.display()))?;
@@ -609,7 +774,21 @@ impl Store {
                 ));
                 continue;
             }
-            let (record, stamp, from_disk) = self.load_cert(&id, &mut cache);
+            let (record, mut stamp, from_disk) = self.load_cert(&id, &mut cache);
+            if from_disk
+                && let CertState::Complete(summary) = &record.state
+                && let Some(found) = self.privkey_link_problem(&id, &summary.key_id)
+            {
+                // Not cached while wrong, so it is looked at (and reported) again next run.
+                if found.is_some() {
+                    stamp = None;
+                }
+                links.push(PrivkeyLink {
+                    cert: id.clone(),
+                    key: summary.key_id.clone(),
+                    found,
+                });
+            }
             if from_disk && let Some(s) = stamp {
                 newly_read.push(s);
             }
@@ -634,19 +813,32 @@ impl Store {
                 ));
                 continue;
             };
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                inv.warnings
+                    .push(format!("ignoring accounts/{part}: not a directory"));
+                continue;
+            }
             for k in read_dir_sorted(&e.path()).unwrap_or_default() {
                 let kid = k.file_name().to_string_lossy().into_owned();
-                let key_path = k.path().join("privkey");
-                if ids::is_well_formed_id(&kid) && key_path.is_file() {
+                if !ids::is_well_formed_id(&kid) {
+                    continue;
+                }
+                if !k.file_type().is_ok_and(|t| t.is_dir()) {
+                    inv.warnings
+                        .push(format!("ignoring accounts/{part}/{kid}: not a directory"));
+                    continue;
+                }
+                let rel = Path::new("accounts").join(&part).join(&kid).join("privkey");
+                if self.check_private_key(&rel, &mut inv.warnings) {
                     inv.accounts.push(AccountRecord {
                         directory_url: url.clone(),
                         id: format!("{part}/{kid}"),
-                        key_path,
+                        key_path: self.root.join(rel),
                     });
                 }
             }
         }
-        Ok(inv)
+        Ok((inv, links))
     }
 
     /// Reads where the `live/` links point, from the live-link cache while `live/` is
@@ -829,12 +1021,14 @@ impl Store {
     /// same id is left as it is.
     pub fn save_key(&self, key: &PrivateKey) -> Result<()> {
         let rel = Path::new("keys").join(&key.id);
-        if self.root.join(&rel).join("privkey").is_file() {
-            return Ok(());
-        }
+        // Refuses a `keys/<id>` that is not a directory of its own (a link).
         self.mkdir(&rel)?;
         let rel = rel.join("privkey");
-        self.write(&self.root.join(&rel), &rel, key.to_pem().as_bytes())
+        let path = self.root.join(&rel);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        self.write(&path, &rel, key.to_pem().as_bytes())
     }
 
     /// Loads `keys/<id>/privkey`.
@@ -1191,6 +1385,69 @@ impl Store {
     }
 }
 
+/// The directories of acmetool's layout below the state directory, then acmekeep's own
+/// (scratch space and run records, which nobody else has a reason to replace).
+const LAYOUT_DIRS: [&str; 10] = [
+    "accounts",
+    "certs",
+    "conf",
+    "desired",
+    "keys",
+    "live",
+    "tmp",
+    RUN_DIR,
+    ".acmekeep/targets",
+    ".acmekeep/ari",
+];
+
+/// Whether a layout directory is acmekeep's alone (see [`check_layout`]).
+fn is_ours(dir: &str) -> bool {
+    dir == "tmp" || dir.starts_with(RUN_DIR)
+}
+
+/// Checks that each directory of the layout that exists is a directory, not a symlink or
+/// anything else: everything acmekeep reads and writes sits below them, and a link would take
+/// the reads, the writes (private keys) and the clearing of `tmp/` somewhere else. The state
+/// directory itself may be a link: the caller chose it.
+///
+/// `tmp/` and `.acmekeep/` are acmekeep's alone: with `repair` (the store opened with the
+/// lock) whatever is there instead of a directory is removed (a link is unlinked, never
+/// followed) and a directory is made in its place when one is needed. Anything else is a
+/// configuration error that names it.
+fn check_layout(root: &Path, repair: bool) -> Result<()> {
+    for name in LAYOUT_DIRS {
+        let path = root.join(name);
+        let file_type = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta.file_type(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+        };
+        if file_type.is_dir() {
+            continue;
+        }
+        let what = match std::fs::read_link(&path) {
+            Ok(target) => format!("a symbolic link to {}", target.display()),
+            Err(_) => format!("a {}", fs::kind_name(file_type)),
+        };
+        if is_ours(name) {
+            if repair {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {} ({what})", path.display()))?;
+                tracing::warn!(
+                    "{} was {what}; removed it (what it pointed at is untouched) to make a directory there",
+                    path.display()
+                );
+            }
+            continue;
+        }
+        return Err(crate::exit::config_error(anyhow!(
+            "{} is {what}, not a directory: acmetool's layout has a directory there, and acmekeep does not follow links out of it (move the directory itself there)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Where deactivated account keys are kept, under `accounts/`.
 pub const DEACTIVATED: &str = ".deactivated";
 
@@ -1266,5 +1523,223 @@ mod tests {
         let parallel = files((targets, broken));
         assert_eq!(serial, (want_good.clone(), want_broken.clone()));
         assert_eq!(parallel, (want_good, want_broken));
+    }
+}
+
+/// The state directory as something hostile left it: links, FIFOs and wide modes where
+/// acmetool's layout has directories and regular files.
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::time::{Duration, Instant};
+
+    fn state() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("state");
+        for d in [
+            "conf", "desired", "certs", "keys", "live", "accounts", "tmp",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        (dir, root)
+    }
+
+    fn open(root: &Path) -> (lock::StateLock, Store) {
+        let lock = lock::StateLock::acquire(root).expect("lock");
+        let store = Store::open(root, &lock).expect("open");
+        (lock, store)
+    }
+
+    fn mkfifo(path: &Path) {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).expect("lstat").mode() & 0o777
+    }
+
+    #[test]
+    fn tmp_symlink_empties_nothing_and_becomes_a_directory() {
+        let (dir, root) = state();
+        let precious = dir.path().join("precious");
+        std::fs::create_dir(&precious).expect("mkdir");
+        std::fs::write(precious.join("file"), "keep").expect("write");
+        std::fs::remove_dir(root.join("tmp")).expect("rmdir");
+        symlink(&precious, root.join("tmp")).expect("symlink");
+
+        let (_lock, store) = open(&root);
+        assert_eq!(
+            std::fs::read_to_string(precious.join("file")).expect("still there"),
+            "keep"
+        );
+        assert!(
+            std::fs::symlink_metadata(root.join("tmp"))
+                .expect("lstat")
+                .is_dir()
+        );
+        // And writes go through the real tmp/.
+        store
+            .write_target("t", "satisfy: {names: [a.example]}\n")
+            .expect("write");
+        assert_eq!(std::fs::read_dir(&precious).expect("ls").count(), 1);
+    }
+
+    #[test]
+    fn run_records_dir_symlink_is_replaced_not_written_through() {
+        let (dir, root) = state();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        symlink(&elsewhere, root.join(RUN_DIR)).expect("symlink");
+        let (_lock, store) = open(&root);
+        store
+            .record_attempt("t", OffsetDateTime::UNIX_EPOCH, None, Backoff::No)
+            .expect("record");
+        assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
+        assert!(root.join(RUN_DIR).join("targets/t.json").is_file());
+    }
+
+    #[test]
+    fn layout_dir_symlinks_are_refused_naming_them() {
+        for name in ["keys", "accounts", "desired", "certs", "live", "conf"] {
+            let (dir, root) = state();
+            let elsewhere = dir.path().join("elsewhere");
+            std::fs::create_dir(&elsewhere).expect("mkdir");
+            std::fs::remove_dir(root.join(name)).expect("rmdir");
+            symlink(&elsewhere, root.join(name)).expect("symlink");
+            let lock = lock::StateLock::acquire(&root).expect("lock");
+            let err = Store::open(&root, &lock).expect_err(name);
+            let text = format!("{err:#}");
+            assert!(
+                text.contains(&format!("{name} is a symbolic link")),
+                "{text}"
+            );
+            assert!(err.downcast_ref::<crate::exit::ConfigError>().is_some());
+            assert!(Store::open_read_only(&root).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn fifo_as_conf_target_or_target_file_never_blocks() {
+        let (_dir, root) = state();
+        mkfifo(&root.join("conf/target"));
+        mkfifo(&root.join("desired/fifo"));
+        std::fs::write(
+            root.join("desired/good"),
+            "satisfy:\n  names: [good.example]\n",
+        )
+        .expect("write");
+        let started = Instant::now();
+        let store = Store::open_read_only(&root).expect("open");
+        let err = store.load_defaults().expect_err("a FIFO is not read");
+        assert!(format!("{err:#}").contains("it is a FIFO"), "{err:#}");
+
+        std::fs::remove_file(root.join("conf/target")).expect("rm");
+        let defaults = store.load_defaults().expect("defaults");
+        let (targets, broken) = store.load_targets(&defaults).expect("load");
+        assert_eq!(targets.len(), 1);
+        assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].file, "fifo");
+        assert!(
+            format!("{:#}", broken[0].error).contains("it is a FIFO"),
+            "{:#}",
+            broken[0].error
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn target_file_symlink_is_not_followed() {
+        let (dir, root) = state();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "satisfy:\n  names: [secret-content.example]\n").expect("w");
+        symlink(&secret, root.join("desired/link")).expect("symlink");
+        let store = Store::open_read_only(&root).expect("open");
+        let (targets, broken) = store.load_targets(&RawTarget::default()).expect("load");
+        assert!(targets.is_empty());
+        let text = format!("{:#}", broken[0].error);
+        assert!(text.contains("symbolic link"), "{text}");
+        assert!(!text.contains("secret-content"), "{text}");
+    }
+
+    #[test]
+    fn world_readable_private_keys_are_narrowed_and_reported_once() {
+        let (_dir, root) = state();
+        let id = "a".repeat(52);
+        let key = root.join("keys").join(&id).join("privkey");
+        std::fs::create_dir(key.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&key, "not parsed here").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let account = root
+            .join("accounts")
+            .join("ca.example%2fdir")
+            .join(&id)
+            .join("privkey");
+        std::fs::create_dir_all(account.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&account, "x").expect("write");
+        std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+
+        // Read-only: reported, left alone.
+        let inv = Store::open_read_only(&root)
+            .expect("open")
+            .load_inventory()
+            .expect("load");
+        assert_eq!(mode(&key), 0o644);
+        assert_eq!(
+            inv.warnings
+                .iter()
+                .filter(|w| w.contains("the next `acmekeep reconcile` fixes it"))
+                .count(),
+            2,
+            "{:?}",
+            inv.warnings
+        );
+
+        let (lock, store) = open(&root);
+        let inv = store.load_inventory().expect("load");
+        assert_eq!((mode(&key), mode(&account)), (0o600, 0o600));
+        assert!(inv.key_ids.contains(&id));
+        assert_eq!(inv.accounts.len(), 1);
+        let changed: Vec<_> = inv
+            .warnings
+            .iter()
+            .filter(|w| w.contains("changed to 0600"))
+            .collect();
+        assert_eq!(changed.len(), 2, "{:?}", inv.warnings);
+        assert!(changed[0].contains("mode 0644"), "{changed:?}");
+        drop((store, lock));
+
+        let (_lock, store) = open(&root);
+        let inv = store.load_inventory().expect("load");
+        assert!(inv.warnings.is_empty(), "reported once: {:?}", inv.warnings);
+    }
+
+    #[test]
+    fn key_entries_that_are_links_are_skipped_and_never_written_through() {
+        let (dir, root) = state();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        std::fs::write(elsewhere.join("privkey"), "x").expect("write");
+        let key = PrivateKey::generate(crate::keys::KeySpec::EcdsaP256).expect("key");
+        symlink(&elsewhere, root.join("keys").join(&key.id)).expect("symlink");
+        let real = "b".repeat(52);
+        std::fs::create_dir(root.join("keys").join(&real)).expect("mkdir");
+        symlink(
+            elsewhere.join("privkey"),
+            root.join("keys").join(&real).join("privkey"),
+        )
+        .expect("symlink");
+
+        let (_lock, store) = open(&root);
+        let inv = store.load_inventory().expect("load");
+        assert!(inv.key_ids.is_empty(), "{:?}", inv.key_ids);
+        assert_eq!(inv.warnings.len(), 2, "{:?}", inv.warnings);
+        let err = store.save_key(&key).expect_err("not through a link");
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("privkey")).expect("read"),
+            "x"
+        );
     }
 }

@@ -36,7 +36,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::fs::read_bounded;
+use super::fs::{Links, read_bounded, read_state_file};
 
 /// Largest `conf/perm` we accept, in bytes.
 pub const MAX_PERM_FILE: u64 = 64 * 1024;
@@ -311,7 +311,7 @@ impl PermTable {
     pub fn load(state_dir: &Path, ids: &dyn IdLookup) -> Result<PermTable, PermError> {
         let path = state_dir.join("conf").join("perm");
         let file = path.display().to_string();
-        let bytes = match read_bounded(&path, MAX_PERM_FILE) {
+        let bytes = match read_state_file(&path, MAX_PERM_FILE, Links::Refuse) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PermTable::builtin()),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
