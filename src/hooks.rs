@@ -6,9 +6,10 @@
 //!
 //! - Directories are taken in the order given, and the files of each directory sorted by name
 //!   (bytewise). There is no global sort. A directory that does not exist is skipped; one that
-//!   exists and is world-writable refuses the whole event.
+//!   exists and that someone other than root could change refuses the whole event (below).
 //! - A file is skipped if its name starts with `.`, if it is not a regular file after following
-//!   symlinks, if it is world-writable (logged as an error), or if it has no x bit at all.
+//!   symlinks, if someone other than root could change it (logged as an error), or if it has
+//!   no x bit at all.
 //! - Every hook runs, whatever the earlier ones returned, with working directory `/` and our
 //!   environment plus `ACME_STATE_DIR` (absolute) and, for challenge events only, the target's
 //!   `request.challenge.env`.
@@ -20,9 +21,17 @@
 //!
 //! What acmekeep adds, on purpose:
 //!
-//! - A per-hook timeout (5 minutes by default). A hook runs in its own process group, and on
+//! - Who may have written a hook ([`trust`]): acmetool refused only world-writable hooks and
+//!   hook directories. A hook runs only if it and every directory on the way to it (every
+//!   symlink followed) are owned by root or the running user and writable by nobody else, so
+//!   a hook another user, or a group, could change never runs as root.
+//! - A per-hook timeout (5 minutes by default), and for a challenge event one deadline for
+//!   all its hooks ([`HookRunner::run_until`]). A hook runs in its own process group, and on
 //!   timeout the whole group is killed, so a `sleep & wait` cannot outlive it. A side effect is
 //!   that a Ctrl-C at the terminal reaches acmekeep but not a running hook.
+//! - When acmekeep itself ends while a hook runs (a signal, `kill -9`), the hook's process
+//!   group is killed too: with [`HookRunner::supervised`] each hook runs under a small
+//!   supervisor process that watches acmekeep ([`supervisor`]).
 //! - Output is captured instead of passed through: stdout and stderr share one pipe (so their
 //!   order is kept), the capture is bounded, control characters are removed, and the output of
 //!   a failed hook is logged. If a hook leaves a background process holding the pipe (a daemon
@@ -43,6 +52,9 @@
 //! Hooks are executed directly with [`Command`], never through a shell, so no value of ours is
 //! ever parsed as shell syntax.
 
+pub mod supervisor;
+pub mod trust;
+
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -52,7 +64,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -96,9 +108,6 @@ const MAX_POLL: Duration = Duration::from_millis(20);
 /// How often to retry a spawn that fails with ETXTBSY. That happens when another thread forks
 /// while a file descriptor open for writing on the hook exists (a hook that was just written).
 const BUSY_RETRIES: u32 = 5;
-
-/// The programs tried, in order, to kill a hook's process group (std cannot signal a group).
-const KILL_PROGRAMS: [&str; 2] = ["/bin/kill", "/usr/bin/kill"];
 
 /// Chooses the hook directories: the `--hooks` flags if any, else `ACME_HOOKS_DIR` split on
 /// `:` (empty parts ignored), else [`DEFAULT_HOOK_DIRS`].
@@ -285,10 +294,102 @@ impl Event<'_> {
         if let Some(env) = self.challenge_env() {
             for (key, value) in env {
                 check_env(event, key, value)?;
+                if let Some(reason) = refused_env_name(key) {
+                    return Err(invalid(event, "environment variable", key, reason));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Why a target's `request.challenge.env` may not set `name` for the hooks, if it may not.
+///
+/// Hooks run as root, and the environment reaches every program they start: a variable that
+/// makes the dynamic loader, libc, a shell or an interpreter load or run something else
+/// (`LD_PRELOAD`, `BASH_ENV`, `PATH`, `PYTHONPATH`, ...) would let whoever writes a target
+/// file run code as root. Names must also be portable (letters, digits and `_`, not starting
+/// with a digit), which rules out bash's exported functions (`BASH_FUNC_x%%`).
+pub fn refused_env_name(name: &str) -> Option<&'static str> {
+    const LOADER: &str =
+        "it changes what the dynamic loader or libc loads into every program a hook starts";
+    const SHELL: &str = "it changes what the shell running a hook script executes";
+    const INTERPRETER: &str = "it makes an interpreter a hook starts load or run other code";
+    const CONFIG: &str =
+        "it makes the programs a hook starts read their configuration from elsewhere";
+    let portable = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !portable {
+        return Some(
+            "it is not a portable variable name (letters, digits and _, not starting with a digit)",
+        );
+    }
+    let upper = name.to_ascii_uppercase();
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| upper.starts_with(p));
+    let is = |names: &[&str]| names.contains(&upper.as_str());
+    if starts(&["LD_", "MALLOC_"])
+        || is(&[
+            "GCONV_PATH",
+            "GETCONF_DIR",
+            "GLIBC_TUNABLES",
+            "HOSTALIASES",
+            "LOCALDOMAIN",
+            "LOCPATH",
+            "NLSPATH",
+            "RES_OPTIONS",
+            "RESOLV_HOST_CONF",
+        ])
+    {
+        return Some(LOADER);
+    }
+    if starts(&["BASH_FUNC_"])
+        || is(&[
+            "PATH",
+            "IFS",
+            "ENV",
+            "BASH_ENV",
+            "BASHOPTS",
+            "SHELLOPTS",
+            "CDPATH",
+            "GLOBIGNORE",
+            "PS4",
+            "PROMPT_COMMAND",
+            "SHELL",
+        ])
+    {
+        return Some(SHELL);
+    }
+    if starts(&["PYTHON", "PERL", "RUBY", "NODE_", "LUA_", "GEM_", "PHP"])
+        || is(&[
+            "CLASSPATH",
+            "JAVA_TOOL_OPTIONS",
+            "_JAVA_OPTIONS",
+            "JDK_JAVA_OPTIONS",
+            "TCLLIBPATH",
+        ])
+    {
+        return Some(INTERPRETER);
+    }
+    if is(&[
+        "HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_CONFIG_DIRS",
+        "CURL_HOME",
+        "WGETRC",
+        "OPENSSL_CONF",
+        "OPENSSL_ENGINES",
+        "OPENSSL_MODULES",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_EXEC_PATH",
+        "GIT_SSH_COMMAND",
+    ]) {
+        return Some(CONFIG);
+    }
+    None
 }
 
 impl fmt::Display for Event<'_> {
@@ -356,6 +457,8 @@ pub enum HookStatus {
     TimedOut,
     /// The hook could not be started (for example a script without `#!`).
     SpawnError(String),
+    /// Not started: the event's deadline had passed when its turn came.
+    DeadlinePassed,
 }
 
 impl HookStatus {
@@ -373,6 +476,9 @@ impl fmt::Display for HookStatus {
             HookStatus::Failed(status) => write!(f, "failed ({status})"),
             HookStatus::TimedOut => f.write_str("timed out and was killed"),
             HookStatus::SpawnError(e) => write!(f, "could not be started: {e}"),
+            HookStatus::DeadlinePassed => {
+                f.write_str("was not started: the event's deadline had passed")
+            }
         }
     }
 }
@@ -415,10 +521,16 @@ impl EventReport {
 /// Why an event was not passed to the hooks at all.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    /// A hook directory exists and is world-writable, so anyone could have put a hook there.
-    /// acmetool refuses the whole event, and so do we.
-    #[error("refusing to run hooks: the hook directory {0} is world-writable")]
-    WorldWritableDir(PathBuf),
+    /// Someone other than root (or the running user) could change a hook directory, or a
+    /// directory on the way to it, so anyone could have put a hook there. acmetool refused
+    /// the whole event for a world-writable directory; so do we, for this wider rule.
+    #[error("refusing to run hooks from {dir}: {why}")]
+    UntrustedDir {
+        /// The hook directory, as given.
+        dir: PathBuf,
+        /// What could be changed by whom.
+        why: trust::Untrusted,
+    },
     /// An argument, stdin line or environment variable of the event cannot be passed on.
     #[error("refusing to run {event} hooks: the {what} {value:?} {reason}")]
     InvalidArgument {
@@ -458,6 +570,8 @@ pub struct HookRunner {
     timeout: Duration,
     base_env: Vec<(String, String)>,
     sudo: SudoPolicy,
+    /// The program that supervises each hook ([`supervisor`]), if any.
+    supervisor: Option<PathBuf>,
 }
 
 /// A hook found in a hook directory.
@@ -476,12 +590,27 @@ impl HookRunner {
             timeout: DEFAULT_TIMEOUT,
             base_env: Vec::new(),
             sudo: SudoPolicy::Detect,
+            supervisor: None,
         }
     }
 
     /// Sets how long one hook may run before its process group is killed.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long one hook may run.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs each hook under a supervisor process (this executable, started again with
+    /// [`supervisor::FLAG`]), so that the hook's process group is killed when this process
+    /// ends however it ends. Only the acmekeep binary can supervise: its `main` starts with
+    /// [`supervisor::run_if_asked`].
+    pub fn supervised(mut self) -> Self {
+        self.supervisor = Some(PathBuf::from(supervisor::SELF_EXE));
         self
     }
 
@@ -502,6 +631,16 @@ impl HookRunner {
     /// A failing hook never stops the others; what a failure means is for the caller to
     /// decide (see [`EventReport::any_succeeded`]). An error means no hook was run.
     pub fn run(&self, event: &Event<'_>) -> Result<EventReport, HookError> {
+        self.run_until(event, None)
+    }
+
+    /// [`HookRunner::run`], with every hook also stopped at `deadline` (and a hook whose turn
+    /// comes after it not started): several events running at once share one deadline.
+    pub fn run_until(
+        &self,
+        event: &Event<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<EventReport, HookError> {
         event.validate()?;
         for (key, value) in &self.base_env {
             check_env(event.name(), key, value)?;
@@ -525,6 +664,8 @@ impl HookRunner {
             stdin: Arc::from(event.stdin()),
             env: self.hook_env(event, &state_dir),
             timeout: self.timeout,
+            deadline,
+            supervisor: self.supervisor.as_deref(),
         };
         let sudo = OnceCell::new();
         let outcomes = hooks
@@ -559,6 +700,7 @@ impl HookRunner {
     /// Finds the hooks: every directory is checked before any hook is listed, so a
     /// world-writable one refuses the event before anything runs.
     fn discover(&self) -> Result<Vec<Hook>, HookError> {
+        let me = nix::unistd::geteuid().as_raw();
         let mut dirs = Vec::new();
         let mut seen = HashSet::new();
         for dir in &self.dirs {
@@ -571,9 +713,10 @@ impl HookRunner {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err(e)),
             };
-            if meta.mode() & 0o002 != 0 {
-                return Err(HookError::WorldWritableDir(dir.clone()));
-            }
+            trust::check(dir, me).map_err(|why| HookError::UntrustedDir {
+                dir: dir.clone(),
+                why,
+            })?;
             if seen.insert((meta.dev(), meta.ino())) {
                 // Hooks run with working directory `/`, so their paths must be absolute.
                 dirs.push(std::path::absolute(dir).map_err(io_err)?);
@@ -609,12 +752,12 @@ impl HookRunner {
                 };
                 if !meta.is_file() {
                     tracing::debug!("skipping hook {shown}: not a regular file");
-                } else if meta.mode() & 0o002 != 0 {
-                    tracing::error!("refusing to run world-writable hook {shown}");
                 } else if meta.mode() & 0o111 == 0 {
                     tracing::debug!("skipping hook {shown}: not executable");
                 } else if meta.len() == 0 {
                     tracing::debug!("skipping hook {shown}: empty (disabled)");
+                } else if let Err(why) = trust::check(&path, me) {
+                    tracing::error!("refusing to run hook {shown}: {why}");
                 } else {
                     hooks.push(Hook { path, meta });
                 }
@@ -670,6 +813,8 @@ struct Invocation<'a> {
     stdin: Arc<[u8]>,
     env: Vec<(String, String)>,
     timeout: Duration,
+    deadline: Option<Instant>,
+    supervisor: Option<&'a Path>,
 }
 
 impl Invocation<'_> {
@@ -680,9 +825,18 @@ impl Invocation<'_> {
             status,
             output,
         };
+        let limit = match self.deadline {
+            Some(deadline) => self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => self.timeout,
+        };
+        if limit.is_zero() {
+            return outcome(HookStatus::DeadlinePassed, String::new());
+        }
         match self.spawn(hook, sudo) {
             Ok(running) => {
-                let (status, output) = running.finish(self.timeout);
+                let (status, output) = running.finish(limit);
                 outcome(status, output)
             }
             Err(e) => outcome(HookStatus::SpawnError(e.to_string()), String::new()),
@@ -691,25 +845,47 @@ impl Invocation<'_> {
 
     /// Starts the hook with its stdin writer and output reader.
     fn spawn(&self, hook: &Path, sudo: Option<&Path>) -> io::Result<Running> {
-        let mut cmd = match sudo {
+        // The program and its arguments: the hook, or sudo running it.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        let program = match sudo {
             Some(sudo) => {
                 tracing::debug!(
                     "running hook {} (with sudo) for {}",
                     hook.display(),
                     self.event
                 );
-                let mut cmd = Command::new(sudo);
-                cmd.args(["-n", "--"]).arg(hook);
-                cmd
+                argv.extend(["-n".into(), "--".into(), hook.into()]);
+                sudo.as_os_str().to_owned()
             }
             None => {
                 tracing::debug!("running hook {} for {}", hook.display(), self.event);
-                Command::new(hook)
+                hook.as_os_str().to_owned()
             }
         };
-        cmd.arg(self.event)
-            .args(&self.args)
-            .current_dir("/")
+        argv.push(self.event.into());
+        argv.extend(self.args.iter().map(|a| a.into()));
+        let supervisor = self.supervisor.filter(|s| {
+            // Without /proc (some containers) the hook runs unsupervised.
+            let there = s.exists();
+            if !there {
+                tracing::debug!("{} is missing; hooks run without a supervisor", s.display());
+            }
+            there
+        });
+        let mut cmd = match supervisor {
+            Some(supervisor) => {
+                let mut cmd = Command::new(supervisor);
+                cmd.arg0("acmekeep")
+                    .args(supervisor::command_line(&program, &argv));
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&program);
+                cmd.args(&argv);
+                cmd
+            }
+        };
+        cmd.current_dir("/")
             .env_remove(HOOKS_DIR_ENV)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
@@ -800,22 +976,14 @@ fn exit_status(status: ExitStatus) -> HookStatus {
 
 /// Kills the hook and everything in its process group, and reaps the hook.
 ///
-/// The hook was started with `process_group(0)`, so its pid is the group id. It is not reaped
-/// yet, so neither id can have been reused. std cannot signal a group, so kill(1) does it; the
-/// direct kill covers a system without kill(1) (then grandchildren may survive).
+/// The hook (or its supervisor) was started with `process_group(0)`, so its pid is the group
+/// id. It is not reaped yet, so neither id can have been reused.
 fn kill_process_group(child: &mut Child) {
-    let group = format!("-{}", child.id());
-    let group_killed = KILL_PROGRAMS.iter().any(|kill| {
-        Command::new(kill)
-            .args(["-KILL", "--", &group])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !group_killed {
-        tracing::debug!("could not kill process group {group}; killing the hook only");
+    let group = i32::try_from(child.id()).map(nix::unistd::Pid::from_raw);
+    if let Ok(group) = group
+        && let Err(e) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL)
+    {
+        tracing::debug!("could not kill process group {group}: {e}; killing the hook only");
     }
     // Harmless when the group kill already got it.
     let _ = child.kill();
@@ -1055,6 +1223,81 @@ mod tests {
     }
 
     #[test]
+    fn hooks_a_group_could_change_no_longer_run() {
+        let tmp = tempdir();
+        let log = tmp.path().join("log");
+        let dir = mkdir(tmp.path(), "hooks");
+        let good = script(&dir, "good", &log_name(&log));
+        let shared = script(&dir, "group-writable", &log_name(&log));
+        chmod(&shared, 0o775);
+        // A link from the safe directory into one a group can write to.
+        let open = mkdir(tmp.path(), "open");
+        chmod(&open, 0o775);
+        let planted = script(&open, "planted", &log_name(&log));
+        symlink(&planted, dir.join("via-link")).expect("symlink");
+        let r = runner(&[&dir], tmp.path());
+        assert_eq!(r.hooks().expect("hooks"), vec![good]);
+
+        // A group-writable hook directory refuses the whole event.
+        chmod(&dir, 0o775);
+        let err = r
+            .run(&Event::LiveUpdated {
+                names: &names(&["example.com"]),
+            })
+            .expect_err("group-writable dir must refuse");
+        assert!(
+            matches!(&err, HookError::UntrustedDir { dir: d, .. } if *d == dir),
+            "{err}"
+        );
+        assert!(err.to_string().contains("writable by its group"), "{err}");
+        assert!(!log.exists(), "no hook may run");
+    }
+
+    #[test]
+    fn hooks_of_one_event_share_its_deadline() {
+        let tmp = tempdir();
+        let dir = mkdir(tmp.path(), "hooks");
+        script(&dir, "a-slow", "sleep 5");
+        script(&dir, "b-slow", "sleep 5");
+        let r = runner(&[&dir], tmp.path()).with_timeout(Duration::from_secs(30));
+        let started = Instant::now();
+        let report = r
+            .run_until(
+                &Event::LiveUpdated {
+                    names: &names(&["x"]),
+                },
+                Some(started + Duration::from_millis(500)),
+            )
+            .expect("run");
+        assert_eq!(
+            statuses(&report),
+            vec![HookStatus::TimedOut, HookStatus::DeadlinePassed]
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn dangerous_challenge_env_is_refused_before_any_hook_runs() {
+        let tmp = tempdir();
+        let dir = mkdir(tmp.path(), "hooks");
+        let log = tmp.path().join("log");
+        script(&dir, "hook", &log_name(&log));
+        let r = runner(&[&dir], tmp.path());
+        let env = BTreeMap::from([("LD_PRELOAD".to_string(), "/tmp/x.so".to_string())]);
+        let err = r
+            .run(&Event::ChallengeDnsStart {
+                hostname: "a.example",
+                target_file: "t",
+                txt_value: "v",
+                wildcard: false,
+                env: &env,
+            })
+            .expect_err("must refuse");
+        assert!(err.to_string().contains("LD_PRELOAD"), "{err}");
+        assert!(!log.exists());
+    }
+
+    #[test]
     fn world_writable_hook_dir_refuses_the_event() {
         let tmp = tempdir();
         let log = tmp.path().join("log");
@@ -1070,7 +1313,7 @@ mod tests {
             })
             .expect_err("world-writable dir must refuse");
         assert!(
-            matches!(&err, HookError::WorldWritableDir(d) if *d == open),
+            matches!(&err, HookError::UntrustedDir { dir, .. } if *dir == open),
             "{err}"
         );
         assert!(!log.exists(), "no hook may run");

@@ -618,6 +618,17 @@ fn challenge_types(list: Option<&[String]>) -> Result<Vec<ChallengeKind>> {
     Ok(out)
 }
 
+/// `request.challenge.env`, refused if it sets a variable that could make a root hook run
+/// something else (see [`crate::hooks::refused_env_name`]).
+fn hook_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+    for name in env.keys() {
+        if let Some(reason) = crate::hooks::refused_env_name(name) {
+            bail!("request.challenge.env: {name:?} may not be set for hooks: {reason}");
+        }
+    }
+    Ok(env)
+}
+
 fn dns_config(raw: Option<&RawDns01>) -> Result<DnsConfig> {
     let raw = raw.cloned().unwrap_or_default();
     Ok(DnsConfig {
@@ -827,7 +838,7 @@ impl Target {
                 tls_alpn_addrs,
                 dns,
                 self_test: ch.http_self_test.unwrap_or(true),
-                env: ch.env.unwrap_or_default(),
+                env: hook_env(ch.env.unwrap_or_default())?,
             }),
             priority: m.priority.unwrap_or(0),
             label,
@@ -979,6 +990,42 @@ mod tests {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         assert_eq!(env, ["A=one", "B=two", "C=three"]);
+    }
+
+    #[test]
+    fn env_that_would_change_what_root_hooks_run_is_refused_naming_the_key() {
+        for key in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "BASH_ENV",
+            "ENV",
+            "PATH",
+            "IFS",
+            "PYTHONPATH",
+            "PERL5OPT",
+            "GLIBC_TUNABLES",
+            "NODE_OPTIONS",
+            "HOME",
+            "BASH_FUNC_x%%",
+            "1X",
+            "A-B",
+        ] {
+            let yaml = format!(
+                "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    env: {{\"{key}\": v}}\n"
+            );
+            let err = resolve(&yaml, "").expect_err(key);
+            let text = format!("{err:#}");
+            assert!(
+                text.contains(&format!("request.challenge.env: {key:?} may not be set")),
+                "{text}"
+            );
+        }
+        // Ordinary names for DNS provider credentials pass.
+        resolve(
+            "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    env: {PDNS_API_KEY: k, _x1: y}\n",
+            "",
+        )
+        .expect("ordinary names");
     }
 
     #[test]

@@ -479,8 +479,10 @@ pub struct InstantSession {
 
 impl InstantSession {
     /// Answers every pending authorization with the first challenge type (in the
-    /// responder's order) the CA offers, then waits until the order is ready. `presented`
-    /// collects what was set up, for the caller to clean up.
+    /// responder's order) the CA offers, then waits until the order is ready. All the
+    /// challenges are chosen first, presented at the same time (their hooks run in
+    /// parallel), and only then announced to the CA one by one. `presented` collects what
+    /// was set up, for the caller to clean up.
     async fn prove_control(
         &self,
         order: &mut instant_acme::Order,
@@ -488,8 +490,11 @@ impl InstantSession {
         presented: &mut Vec<Challenge>,
     ) -> Result<(), AcmeError> {
         let thumb = self.thumbprint.clone();
-        // Authorizations are walked again after a badNonce rejection; `done` keeps each
-        // challenge from being answered twice.
+        // The challenge chosen for each pending authorization (by its URL). Authorizations
+        // are walked again after a badNonce rejection; `done` keeps each from being counted
+        // twice. instant-acme keeps the authorizations it fetched, so the second walk below
+        // sends nothing until a challenge is announced.
+        let mut chosen: Vec<(String, ChallengeType, Challenge)> = Vec::new();
         let mut done: HashSet<String> = HashSet::new();
         let mut attempt = 1;
         'walk: loop {
@@ -503,7 +508,8 @@ impl InstantSession {
                     }
                     Err(e) => return Err(ca_error("fetching an authorization", e)),
                 };
-                if !done.insert(authz.url().to_owned()) {
+                let url = authz.url().to_owned();
+                if !done.insert(url.clone()) {
                     continue;
                 }
                 // The bare identifier: `*.` is what `wildcard` says (RFC 8555 §7.1.4), and
@@ -543,7 +549,7 @@ impl InstantSession {
                             .join(", ")
                     )));
                 };
-                let Some(mut ch) = authz.challenge(instant_type(kind)) else {
+                let Some(ch) = authz.challenge(instant_type(kind)) else {
                     continue;
                 };
                 if !valid_token(&ch.token) {
@@ -553,18 +559,45 @@ impl InstantSession {
                 }
                 let challenge = Challenge {
                     kind,
-                    identifier: ident.clone(),
+                    identifier: ident,
                     wildcard,
                     token: ch.token.clone(),
                     key_authorization: format!("{}.{thumb}", ch.token),
                 };
-                presented.push(challenge.clone());
-                responder.present(&challenge).await.map_err(|e| {
-                    AcmeError::Other(e.context(format!(
-                        "answering the {} challenge for {ident}",
-                        kind.name()
-                    )))
-                })?;
+                chosen.push((url, instant_type(kind), challenge));
+            }
+            break;
+        }
+        presented.extend(chosen.iter().map(|(_, _, c)| c.clone()));
+        responder
+            .present_all(presented)
+            .await
+            .map_err(AcmeError::Other)?;
+        let mut announced: HashSet<&str> = HashSet::new();
+        let mut attempt = 1;
+        'announce: loop {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = match authz {
+                    Ok(a) => a,
+                    Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
+                        attempt += 1;
+                        continue 'announce;
+                    }
+                    Err(e) => return Err(ca_error("fetching an authorization", e)),
+                };
+                let Some((url, r#type, challenge)) =
+                    chosen.iter().find(|(url, _, _)| url == authz.url())
+                else {
+                    continue;
+                };
+                if !announced.insert(url) {
+                    continue;
+                }
+                let ident = &challenge.identifier;
+                let Some(mut ch) = authz.challenge(r#type.clone()) else {
+                    continue;
+                };
                 let mut tries = 1;
                 loop {
                     match ch.set_ready().await {
@@ -756,9 +789,7 @@ impl Issuer for InstantSession {
         let proved = self
             .prove_control(&mut order, responder, &mut presented)
             .await;
-        for ch in &presented {
-            responder.cleanup(ch).await;
-        }
+        responder.cleanup_all(&presented).await;
         proved?;
         ca_retry!(self, order.finalize_csr(csr_der))
             .map_err(|e| ca_error("finalizing the order", e))?;

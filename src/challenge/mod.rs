@@ -2,10 +2,16 @@
 //!
 //! The issuer asks a target's [`Responder`] which challenge types it can answer, in the
 //! target's order of preference (`request.challenge.types`), picks for each authorization the
-//! first one the CA offers, and has it presented; after validation, however it ended, every
-//! presented challenge is cleaned up. Within http-01, acmetool's "try everything" stays the
-//! default: every configured method (webroot files, the built-in listeners, the
-//! challenge-http hooks) is set up at once, and the order goes ahead if one of them could be.
+//! first one the CA offers, and has all of an order's challenges presented at once; after
+//! validation, however it ended, every presented challenge is cleaned up, again all at once.
+//! Within http-01, acmetool's "try everything" stays the default: every configured method
+//! (webroot files, the built-in listeners, the challenge-http hooks) is set up at once, and
+//! the order goes ahead if one of them could be.
+//!
+//! acmetool ran the challenge hooks of an order one name after the other; a DNS hook that
+//! waits for propagation made a three-name order take three times as long. Here the hooks of
+//! all the order's names run at the same time, and share one deadline (the hook timeout,
+//! counted from the start of the presentation; the same again for the cleanup).
 
 pub mod dns;
 pub mod listener;
@@ -17,8 +23,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
 use crate::hooks::{Event, HookRunner};
 use crate::target::{ChallengeConfig, ChallengeKind, DnsConfig};
@@ -62,10 +69,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Responder: Send + Sync {
     /// Challenge types this responder answers, in order of preference.
     fn kinds(&self) -> &[ChallengeKind];
-    /// Makes the response available; fails if no method could be set up.
-    fn present<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, Result<()>>;
-    /// Removes the response. Never fails: leftovers are logged.
-    fn cleanup<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, ()>;
+    /// Makes the responses to all of an order's challenges available, at the same time;
+    /// fails if any could not be set up (the error names each that could not).
+    fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>>;
+    /// Removes the responses, at the same time. Never fails: leftovers are logged.
+    fn cleanup_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, ()>;
 }
 
 /// The responder for one target: its challenge settings, the run's shared listeners, hooks.
@@ -117,21 +125,67 @@ impl TargetResponder {
         self
     }
 
-    /// Runs a challenge event's hooks off the async thread (which serves the listeners).
-    /// Returns whether a hook handled it (exit 0).
-    async fn run_hooks(&self, ch: &Challenge, start: bool) -> bool {
+    /// Runs a challenge event's hooks off the async thread (which serves the listeners), all
+    /// of them stopped at `deadline`. Returns whether a hook handled it (exit 0).
+    async fn run_hooks(&self, ch: &Challenge, start: bool, deadline: Instant) -> bool {
         let (hooks, file, env, ch) = (
             self.hooks.clone(),
             self.target_file.clone(),
             self.env.clone(),
             ch.clone(),
         );
-        tokio::task::spawn_blocking(move || run_hook(&hooks, &file, &env, &ch, start))
+        tokio::task::spawn_blocking(move || run_hook(&hooks, &file, &env, &ch, start, deadline))
             .await
             .unwrap_or(false)
     }
 
-    async fn present_http(&self, ch: &Challenge) -> Result<()> {
+    /// Presents one challenge, its hooks stopped at `deadline`.
+    async fn present(&self, ch: &Challenge, deadline: Instant) -> Result<()> {
+        match ch.kind {
+            ChallengeKind::Http01 => self.present_http(ch, deadline).await,
+            ChallengeKind::Dns01 => self.present_dns(ch, deadline).await,
+            ChallengeKind::TlsAlpn01 if ch.wildcard => {
+                bail!(
+                    "tls-alpn-01 cannot answer for the wildcard *.{}",
+                    ch.identifier
+                )
+            }
+            ChallengeKind::TlsAlpn01 => match &self.alpn {
+                Some(certs) => certs.insert(&ch.identifier, &ch.key_authorization),
+                None => bail!(
+                    "no tls-alpn-01 listener could bind its address for {}",
+                    ch.identifier
+                ),
+            },
+        }
+    }
+
+    /// Removes one challenge's response (not the RFC 2136 records: see `cleanup_all`).
+    async fn cleanup(&self, ch: &Challenge, deadline: Instant) {
+        match ch.kind {
+            ChallengeKind::Http01 => {
+                if self.http_hooks {
+                    self.run_hooks(ch, false, deadline).await;
+                }
+                self.tokens.remove(&ch.token);
+                for dir in &self.webroots {
+                    webroot::remove(dir, &ch.token);
+                }
+            }
+            ChallengeKind::Dns01 => {
+                if self.dns.hooks {
+                    self.run_hooks(ch, false, deadline).await;
+                }
+            }
+            ChallengeKind::TlsAlpn01 => {
+                if let Some(certs) = &self.alpn {
+                    certs.remove(&ch.identifier);
+                }
+            }
+        }
+    }
+
+    async fn present_http(&self, ch: &Challenge, deadline: Instant) -> Result<()> {
         if self.listening {
             self.tokens.insert(&ch.token, &ch.key_authorization);
         }
@@ -146,7 +200,7 @@ impl TargetResponder {
                 }
             }
         }
-        let hooked = self.http_hooks && self.run_hooks(ch, true).await;
+        let hooked = self.http_hooks && self.run_hooks(ch, true, deadline).await;
         if written == 0 && !self.listening && !hooked {
             bail!(
                 "no http-01 method is available for {}: no listener could bind its address, no webroot was writable ({}), and no hook handled it",
@@ -164,7 +218,7 @@ impl TargetResponder {
         Ok(())
     }
 
-    async fn present_dns(&self, ch: &Challenge) -> Result<()> {
+    async fn present_dns(&self, ch: &Challenge, deadline: Instant) -> Result<()> {
         let value = ch.dns_value();
         // RFC 2136 first (it also waits until every authoritative server serves the record),
         // then the hooks; either one is enough.
@@ -177,7 +231,7 @@ impl TargetResponder {
             }
         }
         if self.dns.hooks {
-            if self.run_hooks(ch, true).await {
+            if self.run_hooks(ch, true, deadline).await {
                 return Ok(());
             }
             failures.push("no challenge-dns-start hook exited 0".to_owned());
@@ -196,13 +250,15 @@ impl TargetResponder {
     }
 }
 
-/// Runs `challenge-*-start` or `-stop` for `ch`; true if a hook handled it (exit 0). Blocking.
+/// Runs `challenge-*-start` or `-stop` for `ch`, every hook stopped at `deadline`; true if a
+/// hook handled it (exit 0). Blocking.
 fn run_hook(
     hooks: &HookRunner,
     target_file: &str,
     env: &BTreeMap<String, String>,
     ch: &Challenge,
     start: bool,
+    deadline: Instant,
 ) -> bool {
     if hooks.hooks().map(|h| h.is_empty()).unwrap_or(true) {
         return false;
@@ -244,7 +300,7 @@ fn run_hook(
         },
         (ChallengeKind::TlsAlpn01, _) => return false,
     };
-    match hooks.run(&event) {
+    match hooks.run_until(&event, Some(deadline)) {
         Ok(report) => {
             for o in report.failures() {
                 tracing::warn!("{} hook {}: {}", event.name(), o.path.display(), o.status);
@@ -263,53 +319,42 @@ impl Responder for TargetResponder {
         &self.types
     }
 
-    fn present<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, Result<()>> {
+    fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            match ch.kind {
-                ChallengeKind::Http01 => self.present_http(ch).await,
-                ChallengeKind::Dns01 => self.present_dns(ch).await,
-                ChallengeKind::TlsAlpn01 if ch.wildcard => {
-                    bail!(
-                        "tls-alpn-01 cannot answer for the wildcard *.{}",
-                        ch.identifier
-                    )
-                }
-                ChallengeKind::TlsAlpn01 => match &self.alpn {
-                    Some(certs) => certs.insert(&ch.identifier, &ch.key_authorization),
-                    None => bail!(
-                        "no tls-alpn-01 listener could bind its address for {}",
-                        ch.identifier
-                    ),
-                },
+            let deadline = Instant::now() + self.hooks.timeout();
+            let results =
+                futures_util::future::join_all(chs.iter().map(|ch| self.present(ch, deadline)))
+                    .await;
+            let failed: Vec<String> = chs
+                .iter()
+                .zip(results)
+                .filter_map(|(ch, r)| {
+                    r.err().map(|e| {
+                        format!(
+                            "answering the {} challenge for {}: {e:#}",
+                            ch.kind.name(),
+                            ch.identifier
+                        )
+                    })
+                })
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow!("{}", failed.join("; ")))
             }
         })
     }
 
-    fn cleanup<'a>(&'a self, ch: &'a Challenge) -> BoxFuture<'a, ()> {
+    fn cleanup_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            match ch.kind {
-                ChallengeKind::Http01 => {
-                    if self.http_hooks {
-                        self.run_hooks(ch, false).await;
-                    }
-                    self.tokens.remove(&ch.token);
-                    for dir in &self.webroots {
-                        webroot::remove(dir, &ch.token);
-                    }
-                }
-                ChallengeKind::Dns01 => {
-                    if let Some(updater) = &self.rfc2136 {
-                        updater.cleanup().await;
-                    }
-                    if self.dns.hooks {
-                        self.run_hooks(ch, false).await;
-                    }
-                }
-                ChallengeKind::TlsAlpn01 => {
-                    if let Some(certs) = &self.alpn {
-                        certs.remove(&ch.identifier);
-                    }
-                }
+            let deadline = Instant::now() + self.hooks.timeout();
+            futures_util::future::join_all(chs.iter().map(|ch| self.cleanup(ch, deadline))).await;
+            // Every record this target published, whatever challenge it was for.
+            if chs.iter().any(|ch| ch.kind == ChallengeKind::Dns01)
+                && let Some(updater) = &self.rfc2136
+            {
+                updater.cleanup().await;
             }
         })
     }

@@ -61,6 +61,7 @@ pub fn interaction(settings: &Settings) -> Result<Interaction> {
 /// The hook runner for this state directory and the configured hook directories.
 pub fn hook_runner(settings: &Settings) -> crate::hooks::HookRunner {
     crate::hooks::HookRunner::new(settings.hook_dirs.clone(), settings.state_dir.clone())
+        .supervised()
 }
 
 /// A single-threaded runtime: orders are I/O-bound, and key generation runs on the
