@@ -6,8 +6,10 @@
 //! nothing itself: challenge files come through a lookup the caller passes in, which in the
 //! daemon is [`read_challenge`] (no symlinks, regular files of at most 4 KiB). [`serve`] is the
 //! server loop, hardened like the built-in listener in `challenge::listener`: request headers
-//! must arrive within the read timeout, each connection has an overall deadline, connections
-//! beyond a cap are closed at once, request bodies are never read, and there is no keep-alive.
+//! must arrive within the read timeout, each connection has an overall deadline, the number of
+//! connections is capped (over the cap the oldest connection that has sent no request yet is
+//! closed to make room, so idle connections cannot lock real clients out; see
+//! `challenge::slots`), request bodies are never read, and there is no keep-alive.
 //!
 //! Running as root is refused unless the caller names an unprivileged user: the process binds
 //! its sockets first ([`bind`]), then [`drop_privileges`] clears the supplementary groups and
@@ -39,8 +41,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::unistd::{Gid, Uid};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+use crate::challenge::slots::Slots;
 use crate::target::DEFAULT_WEBROOT;
 
 /// The challenge path prefix (RFC 8555 §8.3).
@@ -53,7 +55,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'";
 pub const REDIRECT_CACHE_CONTROL: &str = "public; max-age=31536000";
 /// The largest challenge file served; a key authorization is under 100 bytes.
 pub const MAX_CHALLENGE_FILE: u64 = 4096;
-/// Concurrent connections; more are closed as soon as they are accepted.
+/// Concurrent connections. Over the cap the oldest idle one (no request yet) is closed to
+/// make room; when all are answering a request, new ones are closed as soon as accepted.
 pub const MAX_CONNECTIONS: usize = 512;
 /// The systemd unit's file name.
 pub const UNIT_NAME: &str = "acmekeep-redirector.service";
@@ -684,7 +687,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let config = Arc::new(config);
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let limit = Slots::new(config.max_connections);
     let mut accept_loops = tokio::task::JoinSet::new();
     for l in listeners {
         l.set_nonblocking(true).context("configuring a listener")?;
@@ -693,10 +696,12 @@ pub async fn serve(
     }
     shutdown.await;
     accept_loops.shutdown().await;
-    let Ok(all) = u32::try_from(config.max_connections) else {
-        return Ok(());
+    let drained = async {
+        while !limit.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     };
-    if tokio::time::timeout(config.write_timeout, limit.acquire_many(all))
+    if tokio::time::timeout(config.write_timeout, drained)
         .await
         .is_err()
     {
@@ -705,7 +710,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, config: Arc<Config>, limit: Arc<Semaphore>) {
+async fn accept_loop(listener: TcpListener, config: Arc<Config>, limit: Arc<Slots>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -716,14 +721,16 @@ async fn accept_loop(listener: TcpListener, config: Arc<Config>, limit: Arc<Sema
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!("{peer}: connection limit reached, closing");
+        let Some((slot, evicted)) = limit.admit() else {
+            tracing::debug!("{peer}: every connection is answering a request, closing");
             continue; // dropping the stream closes it
         };
         let config = config.clone();
         tokio::spawn(async move {
             let (read_timeout, deadline) = (config.read_timeout, config.write_timeout);
+            let answering = slot.clone();
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                answering.busy();
                 let config = config.clone();
                 async move { Ok::<_, Infallible>(answer(req, peer, config).await) }
             });
@@ -734,10 +741,15 @@ async fn accept_loop(listener: TcpListener, config: Arc<Config>, limit: Arc<Sema
                 .max_buf_size(MAX_HEAD_BYTES)
                 .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service);
-            if tokio::time::timeout(deadline, conn).await.is_err() {
-                tracing::debug!("{peer}: connection deadline reached, closing");
+            tokio::select! {
+                served = tokio::time::timeout(deadline, conn) => if served.is_err() {
+                    tracing::debug!("{peer}: connection deadline reached, closing");
+                },
+                () = evicted.wait() => {
+                    tracing::debug!("{peer}: idle, closed to make room for a new connection");
+                }
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -1178,7 +1190,7 @@ mod tests {
     }
 
     #[test]
-    fn server_caps_connections_times_out_headers_and_stops_on_shutdown() {
+    fn idle_connections_at_the_cap_no_longer_lock_real_clients_out_and_headers_time_out() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio::net::TcpStream;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1207,20 +1219,27 @@ mod tests {
                 )
             };
 
-            // Two idle connections take both slots; a third is closed at once.
+            // Two idle connections take both slots. A real client is still answered at once:
+            // the oldest idle connection is closed to make room (idle connections used to
+            // lock real clients out until their header deadline).
             let a = TcpStream::connect(addr).await.expect("connect");
             let b = TcpStream::connect(addr).await.expect("connect");
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let c = TcpStream::connect(addr).await.expect("connect");
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(b"GET /q HTTP/1.1\r\nHost: example.org\r\n\r\n")
+                .await
+                .expect("write");
+            let mut rsp = Vec::new();
+            tokio::time::timeout(Duration::from_secs(1), c.read_to_end(&mut rsp))
+                .await
+                .expect("answered at once")
+                .expect("read");
+            assert!(String::from_utf8_lossy(&rsp).starts_with("HTTP/1.1 308"));
             assert!(
-                eof_within(c, Duration::from_millis(200)).await,
-                "connection over the cap was served"
+                eof_within(a, Duration::from_millis(200)).await,
+                "the oldest idle connection made room"
             );
-            // The idle ones are closed by the header deadline, which frees the slots.
-            assert!(
-                eof_within(a, Duration::from_secs(2)).await,
-                "no header deadline"
-            );
+            // The other idle one is closed by the header deadline.
             assert!(
                 eof_within(b, Duration::from_secs(2)).await,
                 "no header deadline"

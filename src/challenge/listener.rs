@@ -3,7 +3,8 @@
 //! One set of sockets per run serves every order's tokens from a shared map. Only
 //! `GET`/`HEAD /.well-known/acme-challenge/<token>` is answered; everything else is a 404.
 //! Slow or numerous clients cannot pin it: headers must arrive within a deadline, each
-//! connection is bounded in time, and the number of connections is capped.
+//! connection is bounded in time, and the number of connections is capped, with idle ones
+//! making room for new ones ([`super::slots`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,8 +17,9 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+
+use super::slots::Slots;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 const MAX_CONNECTIONS: usize = 256;
@@ -65,7 +67,7 @@ impl Listeners {
     /// Binds every address it can. Failures are logged (acmetool ignores them too: port 80
     /// is often taken by a web server that serves the webroot instead).
     pub async fn start(addrs: &[(String, bool)], tokens: Arc<TokenMap>) -> Listeners {
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let limit = Slots::new(MAX_CONNECTIONS);
         let mut tasks = Vec::new();
         let mut bound = Vec::new();
         for (addr, explicit) in addrs {
@@ -98,18 +100,20 @@ impl Drop for Listeners {
     }
 }
 
-async fn serve(listener: TcpListener, tokens: Arc<TokenMap>, limit: Arc<Semaphore>) {
+async fn serve(listener: TcpListener, tokens: Arc<TokenMap>, limit: Arc<Slots>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            continue; // over the cap: drop the connection
+        let Some((slot, evicted)) = limit.admit() else {
+            continue; // every slot busy answering: drop the connection
         };
         let tokens = tokens.clone();
         tokio::spawn(async move {
+            let answering = slot.clone();
             let service = hyper::service::service_fn(move |req| {
+                answering.busy();
                 let tokens = tokens.clone();
                 async move { Ok::<_, Infallible>(answer(&req, &tokens)) }
             });
@@ -118,8 +122,11 @@ async fn serve(listener: TcpListener, tokens: Arc<TokenMap>, limit: Arc<Semaphor
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-            drop(permit);
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+                () = evicted.wait() => {}
+            }
+            drop(slot);
         });
     }
 }
@@ -147,6 +154,36 @@ fn answer<B>(req: &Request<B>, tokens: &TokenMap) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_connections_at_the_cap_no_longer_lock_real_clients_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+        let tokens = Arc::new(TokenMap::default());
+        tokens.insert("tok", "tok.thumb");
+        let listeners = Listeners::start(&[("127.0.0.1:0".to_owned(), true)], tokens).await;
+        let addr = listeners.bound()[0];
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rsp = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut rsp))
+            .await
+            .expect("answered while the idle connections are open")
+            .expect("read");
+        let rsp = String::from_utf8_lossy(&rsp);
+        assert!(
+            rsp.starts_with("HTTP/1.1 200") && rsp.ends_with("tok.thumb"),
+            "{rsp}"
+        );
+    }
 
     #[test]
     fn answers_only_known_tokens_on_the_challenge_path() {

@@ -16,6 +16,7 @@
 pub mod dns;
 pub mod listener;
 pub mod selftest;
+pub mod slots;
 pub mod tlsalpn;
 pub mod webroot;
 

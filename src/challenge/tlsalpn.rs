@@ -9,7 +9,9 @@
 //!
 //! Slow or numerous clients cannot pin it (Traefik's GHSA-cwjm-3f7h-9hwq was a ClientHello
 //! trickled forever): each connection, handshake and close included, has a deadline, and
-//! the number of connections is capped; connections over the cap are closed at once.
+//! the number of connections is capped. Over the cap, the oldest connection that has not sent
+//! its ClientHello yet is closed to make room, and only when every connection is handshaking
+//! is a new one closed at once ([`super::slots`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,9 +25,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::PrivateKeyDer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::name::Hostname;
 
@@ -250,7 +250,7 @@ impl AlpnListeners {
                 return AlpnListeners { tasks, bound };
             }
         };
-        let limit = Arc::new(Semaphore::new(limits.max_connections));
+        let limit = super::slots::Slots::new(limits.max_connections);
         for (addr, explicit) in addrs {
             match TcpListener::bind(addr.as_str()).await {
                 Ok(listener) => {
@@ -293,7 +293,7 @@ async fn serve(
     listener: TcpListener,
     certs: Arc<AlpnCerts>,
     config: Arc<ServerConfig>,
-    limit: Arc<Semaphore>,
+    limit: Arc<super::slots::Slots>,
     deadline: Duration,
 ) {
     loop {
@@ -301,34 +301,46 @@ async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            continue; // over the cap: drop the connection
+        let Some((slot, evicted)) = limit.admit() else {
+            continue; // every slot busy answering: drop the connection
         };
         let (certs, config) = (certs.clone(), config.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(deadline, answer(stream, certs, &config)).await {
-                Ok(Ok(())) => tracing::debug!("tls-alpn-01: answered {peer}"),
-                Ok(Err(e)) => tracing::debug!("tls-alpn-01: {peer}: {e}"),
-                Err(_) => tracing::debug!("tls-alpn-01: {peer}: deadline passed"),
+            let answered = tokio::time::timeout(deadline, answer(stream, certs, &config, &slot));
+            tokio::select! {
+                r = answered => match r {
+                    Ok(Ok(())) => tracing::debug!("tls-alpn-01: answered {peer}"),
+                    Ok(Err(e)) => tracing::debug!("tls-alpn-01: {peer}: {e}"),
+                    Err(_) => tracing::debug!("tls-alpn-01: {peer}: deadline passed"),
+                },
+                () = evicted.wait() => {
+                    tracing::debug!("tls-alpn-01: {peer}: idle, closed to make room");
+                }
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
 
-/// One connection: handshake with this connection's resolver, then close_notify and close.
+/// One connection: the ClientHello (until it has come, the connection is idle and may make
+/// room for a newer one), the handshake with this connection's resolver, then close_notify
+/// and close.
 async fn answer(
     stream: TcpStream,
     certs: Arc<AlpnCerts>,
     base: &ServerConfig,
+    slot: &super::slots::Slot,
 ) -> std::io::Result<()> {
     let local = stream.local_addr()?.ip().to_canonical();
+    let hello =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    slot.busy();
     let mut config = base.clone();
     config.cert_resolver = Arc::new(Resolver {
         certs,
         local: Some(local),
     });
-    let mut tls = TlsAcceptor::from(Arc::new(config)).accept(stream).await?;
+    let mut tls = hello.into_stream(Arc::new(config)).await?;
     tls.shutdown().await
 }
 
@@ -622,33 +634,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_over_the_cap_are_closed_at_once() {
+    async fn idle_connections_at_the_cap_no_longer_lock_real_clients_out() {
         let (_l, certs, addr) = start(limits(Duration::from_secs(30), 2)).await;
         certs.insert("example.test", KA).expect("insert");
-        let idle: Vec<TcpStream> = vec![
-            TcpStream::connect(addr).await.expect("connect"),
-            TcpStream::connect(addr).await.expect("connect"),
-        ];
-        let start = tokio::time::Instant::now();
-        let mut over = TcpStream::connect(addr).await.expect("connect");
-        wait_closed(&mut over).await;
-        assert!(start.elapsed() < Duration::from_secs(5));
-        assert!(
-            handshake(addr, "example.test", &[ACME_TLS_1])
-                .await
-                .is_err()
-        );
-        // Closing the idle connections frees their places.
-        drop(idle);
-        let mut served = false;
-        for _ in 0..50 {
-            if handshake(addr, "example.test", &[ACME_TLS_1]).await.is_ok() {
-                served = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(served, "places not freed");
+        // The cap filled with connections that never send a ClientHello.
+        let mut oldest = TcpStream::connect(addr).await.expect("connect");
+        let _newer = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A real client is answered at once; the oldest idle connection made room.
+        let started = tokio::time::Instant::now();
+        handshake(addr, "example.test", &[ACME_TLS_1])
+            .await
+            .expect("served despite the idle connections");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        wait_closed(&mut oldest).await;
     }
 
     #[tokio::test]
