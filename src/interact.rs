@@ -71,18 +71,37 @@ impl Interaction {
                 BTreeMap::new()
             } else {
                 serde_yaml_ng::from_slice(&bytes)
+                    .map_err(crate::target::yaml_error)
                     .with_context(|| format!("cannot parse {}", path.display()))?
             };
+        let text = String::from_utf8_lossy(&bytes);
+        // "<file>: line N: " for the key `k`, when it can be found.
+        let at = |k: &str| {
+            let line = crate::unknown_keys::key_line(&text, &[k])
+                .map(|l| format!(" line {l}:"))
+                .unwrap_or_default();
+            format!("{}:{line}", path.display())
+        };
         for (k, v) in map {
+            if !crate::unknown_keys::known_prompt_id(&k) {
+                let hint = crate::unknown_keys::suggest_prompt_id(&k)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                crate::logging::warn_once(format!(
+                    "{} unknown prompt id `{k}` (ignored){hint}",
+                    at(&k)
+                ));
+            }
             let answer = match v {
                 serde_yaml_ng::Value::String(s) => Answer::Text(s),
                 serde_yaml_ng::Value::Number(n) => Answer::Text(n.to_string()),
                 serde_yaml_ng::Value::Bool(b) => Answer::Bool(b),
+                _ if !crate::unknown_keys::known_prompt_id(&k) => continue,
                 _ => {
-                    tracing::warn!(
-                        "{}: ignoring {k:?}: value must be a string, number or boolean",
-                        path.display()
-                    );
+                    crate::logging::warn_once(format!(
+                        "{} ignoring {k:?}: value must be a string, number or boolean",
+                        at(&k)
+                    ));
                     continue;
                 }
             };

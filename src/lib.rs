@@ -28,6 +28,7 @@ pub mod schedule;
 pub mod settings;
 pub mod store;
 pub mod target;
+pub mod unknown_keys;
 
 use std::process::ExitCode;
 

@@ -225,6 +225,38 @@ impl RawTarget {
         serde_yaml_ng::from_str(text)
     }
 
+    /// [`RawTarget::parse`], also returning the paths (map keys from the top) of the keys it
+    /// does not read (acmetool ignored them; acmekeep ignores them too, and says so).
+    pub fn parse_reporting(text: &str) -> Result<(Self, Vec<Vec<String>>), serde_yaml_ng::Error> {
+        fn keys(p: &serde_ignored::Path, out: &mut Vec<String>) {
+            use serde_ignored::Path;
+            match p {
+                Path::Root => {}
+                Path::Seq { parent, index } => {
+                    keys(parent, out);
+                    out.push(index.to_string());
+                }
+                Path::Map { parent, key } => {
+                    keys(parent, out);
+                    out.push(key.clone());
+                }
+                Path::Some { parent }
+                | Path::NewtypeStruct { parent }
+                | Path::NewtypeVariant { parent } => keys(parent, out),
+            }
+        }
+        if text.trim().is_empty() {
+            return Ok((Self::default(), Vec::new()));
+        }
+        let mut unknown = Vec::new();
+        let raw = serde_ignored::deserialize(serde_yaml_ng::Deserializer::from_str(text), |p| {
+            let mut path = Vec::new();
+            keys(&p, &mut path);
+            unknown.push(path);
+        })?;
+        Ok((raw, unknown))
+    }
+
     /// Overlays `self` (a target file) on `base` (the defaults): present fields win, lists
     /// replace lists, `env` merges per key.
     pub fn overlay_on(&self, base: &RawTarget) -> RawTarget {
@@ -875,9 +907,52 @@ pub fn check_defaults(path: &Path, defaults: &RawTarget) -> Result<()> {
 
 /// Parses YAML bytes, naming `path` (and the line, via serde's message) on error.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<RawTarget> {
+    parse_file_checked(path, bytes).map(|(raw, _)| raw)
+}
+
+/// [`parse_file`], with a warning for each key no setting reads: its line and the key
+/// probably meant ("line 5: unknown setting `request.key.http-self-test` (ignored); did you
+/// mean `request.challenge.http-self-test`?").
+pub fn parse_file_checked(path: &Path, bytes: &[u8]) -> Result<(RawTarget, Vec<String>)> {
     let text =
         std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
-    RawTarget::parse(text).with_context(|| format!("cannot parse {}", path.display()))
+    let (raw, unknown) = RawTarget::parse_reporting(text)
+        .map_err(yaml_error)
+        .with_context(|| format!("cannot parse {}", path.display()))?;
+    Ok((raw, unknown_key_warnings(text, &unknown)))
+}
+
+/// A YAML error that names its line: serde's message leaves "at line 1 column 1" out.
+pub fn yaml_error(e: serde_yaml_ng::Error) -> anyhow::Error {
+    match e.location() {
+        Some(at) if !e.to_string().contains(" at line ") => {
+            anyhow::Error::new(e).context(format!("line {}", at.line()))
+        }
+        _ => anyhow::Error::new(e),
+    }
+}
+
+/// The warnings for the keys at the paths `unknown` of the target file `text`.
+fn unknown_key_warnings(text: &str, unknown: &[Vec<String>]) -> Vec<String> {
+    if unknown.is_empty() {
+        return Vec::new();
+    }
+    static KNOWN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(crate::unknown_keys::schema::<RawTarget>);
+    unknown
+        .iter()
+        .map(|path| {
+            let key = path.join(".");
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let line = crate::unknown_keys::key_line(text, &path)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            let hint = crate::unknown_keys::suggest_key(&key, known)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            format!("{line}unknown setting `{key}` (ignored){hint}")
+        })
+        .collect()
 }
 
 /// The YAML `want` writes for a new target: only `satisfy.names`.
@@ -1185,6 +1260,37 @@ mod tests {
         let defaults = RawTarget::parse("request:\n  preferred-chain: [A, ' ']\n").expect("yaml");
         let err = check_defaults(Path::new("/s/conf/target"), &defaults).expect_err("empty");
         assert!(format!("{err:#}").contains("/s/conf/target"), "{err:#}");
+    }
+
+    #[test]
+    fn yaml_errors_name_the_line_even_the_first() {
+        for (text, line) in [
+            ("just text\n", "line 1"),
+            ("- a\n- b\n", "line 1"),
+            ("\tsatisfy: {}\n", "line 1"),
+            ("satisfy:\n  margin: many\n", "line 2"),
+        ] {
+            let err = parse_file(Path::new("/s/desired/x"), text.as_bytes()).expect_err(text);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(line), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line_and_a_suggestion() {
+        let text = "satisfy:\n  names: [a.b]\nrequest:\n  key:\n    type: ecdsa\n    http-self-test: false\n  challenge:\n    env: {ANY: thing}\n    dns-01: {nameservers: {ns.a.b: [192.0.2.1]}}\n";
+        let (_, warnings) = parse_file_checked(Path::new("t"), text.as_bytes()).expect("parses");
+        assert_eq!(
+            warnings,
+            [
+                "line 6: unknown setting `request.key.http-self-test` (ignored); did you mean `request.challenge.http-self-test`?"
+            ]
+        );
+        // Everything acmetool's own conf/target has is known.
+        let acmetool = "request:\n  provider: https://acme-v02.api.letsencrypt.org/directory\n  key:\n    type: ecdsa\n    ecdsa-curve: nistp384\n  challenge:\n    webroot-paths:\n    - /var/www/.well-known/acme-challenge\n    http-ports: [\"402\"]\n    http-self-test: true\n    env: {A: b}\n  ocsp-must-staple: true\n  names: [x.y]\nsatisfy:\n  names: [x.y]\n  margin: 30\n  key:\n    type: ecdsa\npriority: 1\nlabel: l\nnames: [x.y]\nprovider: https://x/y\n";
+        let (_, warnings) =
+            parse_file_checked(Path::new("t"), acmetool.as_bytes()).expect("parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

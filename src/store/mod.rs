@@ -494,7 +494,13 @@ impl Store {
     pub fn raw_conf_target(&self) -> Result<RawTarget> {
         let path = self.root.join("conf/target");
         match optional_text(&path, MAX_TARGET_FILE)? {
-            Some(text) => crate::target::parse_file(&path, text.as_bytes()),
+            Some(text) => {
+                let (raw, warnings) = crate::target::parse_file_checked(&path, text.as_bytes())?;
+                for w in warnings {
+                    crate::logging::warn_once(format!("conf/target: {w}"));
+                }
+                Ok(raw)
+            }
             None => Ok(RawTarget::default()),
         }
     }
@@ -546,11 +552,24 @@ impl Store {
                 let file = entry.file_name().to_string_lossy().into_owned();
                 let path = entry.path();
                 let loaded = read_text(&path, MAX_TARGET_FILE)
-                    .and_then(|text| crate::target::parse_file(&path, text.as_bytes()))
-                    .and_then(|raw| {
-                        Target::resolve(&file, &raw, defaults)
-                            .with_context(|| format!("in {}", path.display()))
-                    });
+                    .and_then(|text| crate::target::parse_file_checked(&path, text.as_bytes()))
+                    .and_then(
+                        |(raw, unknown)| match Target::resolve(&file, &raw, defaults) {
+                            Ok(mut t) => {
+                                // Settings nobody reads first: they may explain the rest.
+                                t.warnings.splice(0..0, unknown);
+                                Ok(t)
+                            }
+                            Err(e) if unknown.is_empty() => {
+                                Err(e.context(format!("in {}", path.display())))
+                            }
+                            Err(e) => Err(e.context(format!(
+                                "in {} (which also has {})",
+                                path.display(),
+                                unknown.join("; ")
+                            ))),
+                        },
+                    );
                 match loaded {
                     Ok(mut t) => {
                         match &challenge {

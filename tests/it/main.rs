@@ -23,4 +23,5 @@ mod quiet;
 mod recovery;
 mod redirector;
 mod scale;
+mod settings;
 mod support;
