@@ -89,12 +89,24 @@ fn supervise(parent: Pid, program: &OsString, args: &[OsString]) -> ExitCode {
         // Either acmekeep is gone already, or it could not be watched: run nothing.
         kill_group();
     }
-    let mut child = match Command::new(program).args(args).spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!("acmekeep: cannot start {}: {e}", program.to_string_lossy());
-            // 127, as a shell reports a command it cannot run.
-            return ExitCode::from(127);
+    let mut retries = 0;
+    let mut child = loop {
+        match Command::new(program).args(args).spawn() {
+            Ok(child) => break child,
+            // A hook just written by acmekeep may still be open for writing in a process
+            // acmekeep is starting at the same moment (see hooks::BUSY_RETRIES).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && retries < super::BUSY_RETRIES =>
+            {
+                retries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 << retries));
+            }
+            Err(e) => {
+                eprintln!("acmekeep: cannot start {}: {e}", program.to_string_lossy());
+                // 127, as a shell reports a command it cannot run.
+                return ExitCode::from(127);
+            }
         }
     };
     loop {

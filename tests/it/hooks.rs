@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
-/// Installs a hook that appends what it saw to `log`.
+/// Installs a hook that appends what it saw to `log`, in one write: the challenge hooks of
+/// an order run at the same time.
 fn recording_hook(state: &StateDir, name: &str, log: &Path, exit: i32) -> PathBuf {
     let dir = state.hooks_dir();
     std::fs::create_dir_all(&dir).expect("mkdir hooks");
     let path = dir.join(name);
     let script = format!(
-        "#!/bin/sh\n{{\n  echo \"ARGS $*\"\n  echo \"STATE ${{ACME_STATE_DIR-unset}}\"\n  echo \"PWD $(pwd)\"\n  echo \"HOOKSDIR ${{ACME_HOOKS_DIR-unset}}\"\n  echo \"CUSTOM ${{X_CUSTOM-unset}}\"\n  printf 'STDIN<'; cat; printf '>\\n'\n}} >> '{}'\nexit {exit}\n",
+        "#!/bin/sh\nrecord=$(\n  echo \"ARGS $*\"\n  echo \"STATE ${{ACME_STATE_DIR-unset}}\"\n  echo \"PWD $(pwd)\"\n  echo \"HOOKSDIR ${{ACME_HOOKS_DIR-unset}}\"\n  echo \"CUSTOM ${{X_CUSTOM-unset}}\"\n  printf 'STDIN<'; cat; printf '>'\n)\nprintf '%s\\n' \"$record\" >> '{}'\nexit {exit}\n",
         log.display()
     );
     std::fs::write(&path, script).expect("write hook");
