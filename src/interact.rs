@@ -134,7 +134,7 @@ impl Interaction {
     fn missing(&self, id: &str, hint: &str) -> anyhow::Error {
         let file = self.source.as_deref().unwrap_or("conf/responses");
         crate::exit::config_error(anyhow::anyhow!(
-            "no answer to {hint:?} and no terminal to ask on: add the key {id:?} to the response file ({file})"
+            "no answer to \"{hint}\" and no terminal to ask on: add the key {id} to the response file ({file})"
         ))
     }
 
@@ -264,7 +264,7 @@ impl Interaction {
                 (Answer::Text(t), Kind::Choice { options, .. }) => {
                     if !options.iter().any(|(v, _)| v == t) {
                         return Err(crate::exit::config_error(anyhow::anyhow!(
-                            "the answer to {} in the response file is {t:?}, not one of: {}",
+                            "the answer to {} in the response file is \"{t}\", not one of: {}",
                             q.id,
                             options
                                 .iter()

@@ -333,7 +333,7 @@ fn choose_key(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()
                         io,
                         expert,
                         "acmetool-quickstart-invalid-rsa-key-size",
-                        &format!("{text:?} is not a supported RSA key size; using 2048"),
+                        &format!("{text} is not a supported RSA key size; using 2048"),
                         "",
                         true,
                     )?;
@@ -450,7 +450,9 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
                 "",
                 false,
             )
-            .map_err(|_| config_error(anyhow!("webroot path {:?} is not absolute", path.text())))?;
+            .map_err(|_| {
+                config_error(anyhow!("the webroot path {} is not absolute", path.text()))
+            })?;
             continue;
         }
         if !trimmed.ends_with("/.well-known/acme-challenge") {

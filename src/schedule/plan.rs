@@ -527,9 +527,9 @@ fn install(root: &Root, sched: Scheduler, job: &Job, name: &str) -> Result<Strin
                 Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
-        Scheduler::UserCrontab | Scheduler::None => {
-            Err(anyhow!("internal: {sched:?} is not installed by a file"))
-        }
+        Scheduler::UserCrontab | Scheduler::None => Err(anyhow!(
+            "internal error: a crontab line or a printed line is not installed as a file"
+        )),
     }
 }
 
