@@ -68,13 +68,15 @@ impl Stamp {
     /// Whether both times lie at least [`RACY`] before `written` (so that any later change
     /// gets a different time).
     pub fn settled(&self, written: SystemTime) -> bool {
+        // Checked: a file system may hold any 64-bit time (`touch -d @9223372036854775807`
+        // on btrfs), and SystemTime arithmetic panics on overflow.
         let at = |s: i64, ns: i64| {
-            u64::try_from(s)
-                .ok()
-                .map(|s| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_nanos(ns as u64))
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(u64::try_from(s).ok()?))?
+                .checked_add(Duration::from_nanos(u64::try_from(ns).ok()?))
         };
         match (at(self.2, self.3), at(self.4, self.5)) {
-            (Some(m), Some(c)) => m.max(c) + RACY <= written,
+            (Some(m), Some(c)) => m.max(c).checked_add(RACY).is_some_and(|t| t <= written),
             // Before 1970: nothing to compare with.
             _ => false,
         }
@@ -409,6 +411,19 @@ mod tests {
         let mut mixed = stamp(1, 1_000);
         mixed.4 = 9_999;
         assert!(!mixed.settled(w), "the change time counts too");
+    }
+
+    #[test]
+    fn a_file_time_at_the_end_of_time_is_not_settled_and_does_not_panic() {
+        // btrfs stores any 64-bit time (`touch -d @9223372036854775807`); adding RACY to it
+        // overflowed SystemTime, a panic on every run.
+        let w = written();
+        assert!(!Stamp(1, 1, i64::MAX, 999_999_999, 1, 0).settled(w));
+        assert!(!Stamp(1, 1, 1, 0, i64::MAX, 0).settled(w));
+        assert!(
+            !Stamp(1, 1, 1, -1, 1, 0).settled(w),
+            "a negative nanosecond count"
+        );
     }
 
     #[test]
