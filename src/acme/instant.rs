@@ -251,13 +251,13 @@ pub(super) const NONCE_ATTEMPTS: u32 = 12;
 
 const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
 
-pub(super) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+pub(crate) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some(BAD_NONCE))
 }
 
 /// Whether the CA refused a request for its rate: a `rateLimited` problem, HTTP 429, or HTTP
 /// 503 (overloaded).
-pub(super) fn is_rate_limited(e: &instant_acme::Error) -> bool {
+pub(crate) fn is_rate_limited(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p)
         if super::pace::asks_to_slow_down(p.status, p.r#type.as_deref()))
 }
@@ -307,7 +307,7 @@ macro_rules! ca_retry {
     }};
 }
 
-pub(super) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
+pub(crate) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
     match e {
         instant_acme::Error::Api(p) => {
             if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist") {
@@ -353,9 +353,14 @@ pub fn describe_problem(p: &instant_acme::Problem) -> String {
     }
     // The CA's text goes to logs and status: keep it one bounded line.
     s.retain(|c| !c.is_control());
-    s.truncate(1000);
+    if let Some((end, _)) = s.char_indices().nth(MAX_PROBLEM_TEXT) {
+        s.truncate(end);
+    }
     s
 }
+
+/// Most characters of a problem document's text kept for errors and logs.
+const MAX_PROBLEM_TEXT: usize = 1000;
 
 impl Ca for InstantCa {
     type Session = InstantSession;
@@ -902,7 +907,21 @@ async fn failed_validation(order: &mut instant_acme::Order) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_token;
+    use super::{MAX_PROBLEM_TEXT, describe_problem, valid_token};
+
+    #[test]
+    fn a_long_problem_detail_in_another_script_is_cut_between_characters() {
+        // String::truncate(1000) panicked when byte 1000 fell inside a character: any CA
+        // answering with a long non-ASCII detail aborted the run.
+        let p: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:malformed",
+            "detail": "é".repeat(2000),
+        }))
+        .expect("problem");
+        let text = describe_problem(&p);
+        assert_eq!(text.chars().count(), MAX_PROBLEM_TEXT);
+        assert!(text.starts_with("malformed: éé"), "{text}");
+    }
 
     #[test]
     fn tokens_are_base64url_only() {
