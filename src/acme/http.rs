@@ -256,12 +256,11 @@ impl CaHttp {
     /// returned as a problem document naming the status (and the time to retry after).
     fn error_answer(&self, url: &str, parts: &http::response::Parts, body: &Bytes) -> Bytes {
         let now = std::time::SystemTime::now();
-        let problem = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
         let retry_after = parts
             .headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok());
-        let until = super::pace::slow_down_until(parts.status, retry_after, &problem, now);
+        let (until, doc) = read_error_answer(parts.status, retry_after, body, now);
         if let (Some(until), Some(origin)) = (until, super::nonces::origin(url)) {
             let waited = self
                 .pauses
@@ -276,7 +275,7 @@ impl CaHttp {
                 );
             }
         }
-        problem_document(parts.status, body, until)
+        doc
     }
 
     /// The directory document at `url`, if this run has fetched it already.
@@ -579,6 +578,20 @@ pub fn user_agent() -> &'static str {
     concat!("acmekeep/", env!("CARGO_PKG_VERSION"))
 }
 
+/// What an error answer with `status`, `Retry-After` value `retry_after` and `body` says at
+/// `now`: until when it asks the client to slow down (see [`super::pace`]), and its body as
+/// a [`problem_document`].
+pub fn read_error_answer(
+    status: http::StatusCode,
+    retry_after: Option<&str>,
+    body: &Bytes,
+    now: std::time::SystemTime,
+) -> (Option<std::time::SystemTime>, Bytes) {
+    let problem = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    let until = super::pace::slow_down_until(status, retry_after, &problem, now);
+    (until, problem_document(status, body, until))
+}
+
 /// The body of an error response as a problem document (RFC 7807) that carries the HTTP
 /// status: a CA's problem document gains `status` if it lacks it, and anything else (an
 /// empty body, an HTML error page) becomes one naming the status, so that an error is never
@@ -591,7 +604,13 @@ fn problem_document(
     retry_at: Option<std::time::SystemTime>,
 ) -> Bytes {
     let mut doc = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(doc)) => doc,
+        // Only an object that reads as a problem document is kept: one with a field of the
+        // wrong type (`"status": "400"`) would fail where the error is read.
+        Ok(serde_json::Value::Object(doc))
+            if serde_json::from_value::<instant_acme::Problem>(doc.clone().into()).is_ok() =>
+        {
+            doc
+        }
         _ => {
             let mut doc = serde_json::Map::new();
             let text: String = String::from_utf8_lossy(body)
@@ -772,6 +791,32 @@ mod tests {
         assert_eq!(p.status, Some(503), "the CA's own status is kept");
         let p = parse(500, &"x".repeat(10_000));
         assert!(p.detail.is_some_and(|d| d.len() < 300));
+    }
+
+    #[test]
+    fn error_bodies_with_mistyped_fields_become_problem_documents() {
+        // Found by the problem fuzz target: a JSON object whose fields have the wrong types
+        // was kept as it was, and then could not be read as a problem document.
+        for body in [
+            r#"{"type": 7, "detail": ["x"]}"#,
+            r#"{"type":"urn:ietf:params:acme:error:malformed","status":"400"}"#,
+            r#"{"detail":"bad","subproblems":{"a":1}}"#,
+        ] {
+            let doc = problem_document(
+                http::StatusCode::BAD_REQUEST,
+                &Bytes::from(body.to_owned()),
+                None,
+            );
+            let p: instant_acme::Problem = serde_json::from_slice(&doc)
+                .unwrap_or_else(|e| panic!("{body}: {e}: {}", String::from_utf8_lossy(&doc)));
+            assert_eq!(p.status, Some(400), "{body}");
+            assert!(
+                p.detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("HTTP 400")),
+                "{body}: {p:?}"
+            );
+        }
     }
 
     #[test]
