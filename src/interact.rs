@@ -23,6 +23,53 @@ pub enum Answer {
     Bool(bool),
 }
 
+/// Reads a response file's YAML (`source` names it in messages): prompt ids mapped to
+/// strings, numbers or booleans; a key with another kind of value is named in a warning and
+/// ignored.
+pub fn parse_answers(bytes: &[u8], source: &str) -> Result<BTreeMap<String, Answer>> {
+    let mut answers = BTreeMap::new();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(answers);
+    }
+    let map: BTreeMap<String, serde_yaml_ng::Value> = serde_yaml_ng::from_slice(bytes)
+        .map_err(crate::target::yaml_error)
+        .with_context(|| format!("cannot parse {source}"))?;
+    let text = String::from_utf8_lossy(bytes);
+    // "<file>: line N: " for the key `k`, when it can be found.
+    let at = |k: &str| {
+        let line = crate::unknown_keys::key_line(&text, &[k])
+            .map(|l| format!(" line {l}:"))
+            .unwrap_or_default();
+        format!("{source}:{line}")
+    };
+    for (k, v) in map {
+        if !crate::unknown_keys::known_prompt_id(&k) {
+            let hint = crate::unknown_keys::suggest_prompt_id(&k)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            crate::logging::warn_once(format!(
+                "{} unknown prompt id `{k}` (ignored){hint}",
+                at(&k)
+            ));
+        }
+        let answer = match v {
+            serde_yaml_ng::Value::String(s) => Answer::Text(s),
+            serde_yaml_ng::Value::Number(n) => Answer::Text(n.to_string()),
+            serde_yaml_ng::Value::Bool(b) => Answer::Bool(b),
+            _ if !crate::unknown_keys::known_prompt_id(&k) => continue,
+            _ => {
+                crate::logging::warn_once(format!(
+                    "{} ignoring {k:?}: value must be a string, number or boolean",
+                    at(&k)
+                ));
+                continue;
+            }
+        };
+        answers.insert(k, answer);
+    }
+    Ok(answers)
+}
+
 /// Where answers come from.
 #[derive(Debug, Default)]
 pub struct Interaction {
@@ -66,47 +113,7 @@ impl Interaction {
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let map: BTreeMap<String, serde_yaml_ng::Value> =
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                BTreeMap::new()
-            } else {
-                serde_yaml_ng::from_slice(&bytes)
-                    .map_err(crate::target::yaml_error)
-                    .with_context(|| format!("cannot parse {}", path.display()))?
-            };
-        let text = String::from_utf8_lossy(&bytes);
-        // "<file>: line N: " for the key `k`, when it can be found.
-        let at = |k: &str| {
-            let line = crate::unknown_keys::key_line(&text, &[k])
-                .map(|l| format!(" line {l}:"))
-                .unwrap_or_default();
-            format!("{}:{line}", path.display())
-        };
-        for (k, v) in map {
-            if !crate::unknown_keys::known_prompt_id(&k) {
-                let hint = crate::unknown_keys::suggest_prompt_id(&k)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                crate::logging::warn_once(format!(
-                    "{} unknown prompt id `{k}` (ignored){hint}",
-                    at(&k)
-                ));
-            }
-            let answer = match v {
-                serde_yaml_ng::Value::String(s) => Answer::Text(s),
-                serde_yaml_ng::Value::Number(n) => Answer::Text(n.to_string()),
-                serde_yaml_ng::Value::Bool(b) => Answer::Bool(b),
-                _ if !crate::unknown_keys::known_prompt_id(&k) => continue,
-                _ => {
-                    crate::logging::warn_once(format!(
-                        "{} ignoring {k:?}: value must be a string, number or boolean",
-                        at(&k)
-                    ));
-                    continue;
-                }
-            };
-            me.answers.insert(k, answer);
-        }
+        me.answers = parse_answers(&bytes, &path.display().to_string())?;
         Ok(me)
     }
 

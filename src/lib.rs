@@ -16,6 +16,8 @@ pub mod cli;
 pub mod commands;
 pub mod default_hooks;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hooks;
 pub mod interact;
 pub mod keys;

@@ -75,15 +75,9 @@ pub(super) async fn follow_cname(
     let mut chain: Vec<Hostname> = Vec::new();
     loop {
         let m = resolve(cfg, &to_name(&current)?, RecordType::CNAME).await?;
-        let target = answers(&m, &to_name(&current)?, RecordType::CNAME).find_map(|d| match d {
-            RData::CNAME(c) => Some(c.0.clone()),
-            _ => None,
-        });
-        let Some(target) = target else {
+        let Some(target) = cname_target(&m, &current)? else {
             return Ok((current, chain));
         };
-        let target = to_hostname(&target)
-            .map_err(|e| anyhow!("{current} is a CNAME to an unusable name: {e}"))?;
         if target == *name || chain.contains(&target) {
             bail!("CNAME loop at {current} -> {target} (starting from {name})");
         }
@@ -96,28 +90,47 @@ pub(super) async fn follow_cname(
     }
 }
 
+/// The target of the CNAME at `owner` in the answer `m`, if it has one.
+pub(super) fn cname_target(m: &Message, owner: &Hostname) -> Result<Option<Hostname>> {
+    let target = answers(m, &to_name(owner)?, RecordType::CNAME).find_map(|d| match d {
+        RData::CNAME(c) => Some(c.0.clone()),
+        _ => None,
+    });
+    target
+        .map(|t| {
+            to_hostname(&t).map_err(|e| anyhow!("{owner} is a CNAME to an unusable name: {e}"))
+        })
+        .transpose()
+}
+
 /// The zone `name` is in, by SOA lookups from `name` up (the SOA in the answer, or the one a
 /// negative answer carries in its authority section).
 pub(super) async fn find_zone(cfg: &ResolverConfig, name: &Hostname) -> Result<Hostname> {
     let mut candidate = to_name(name)?;
     while !candidate.is_root() {
         let m = resolve(cfg, &candidate, RecordType::SOA).await?;
-        if answers(&m, &candidate, RecordType::SOA).next().is_some() {
-            return to_hostname(&candidate);
-        }
-        // A CNAME here means the negative answer's SOA is the target's zone, not ours.
-        let aliased = answers(&m, &candidate, RecordType::CNAME).next().is_some();
-        if !aliased
-            && let Some(soa) = m
-                .authorities
-                .iter()
-                .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(&candidate))
-        {
-            return to_hostname(&soa.name);
+        if let Some(zone) = zone_in_answer(&m, &candidate) {
+            return zone;
         }
         candidate = candidate.base_name();
     }
     bail!("no zone found for {name} (no SOA record above it)")
+}
+
+/// The zone an answer to the SOA question for `candidate` names: `candidate` itself when it
+/// has an SOA, else the zone of a negative answer's SOA; `None`: ask about the parent.
+pub(super) fn zone_in_answer(m: &Message, candidate: &Name) -> Option<Result<Hostname>> {
+    if answers(m, candidate, RecordType::SOA).next().is_some() {
+        return Some(to_hostname(candidate));
+    }
+    // A CNAME here means the negative answer's SOA is the target's zone, not ours.
+    if answers(m, candidate, RecordType::CNAME).next().is_some() {
+        return None;
+    }
+    m.authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(candidate))
+        .map(|soa| to_hostname(&soa.name))
 }
 
 /// Asks `server` itself which of its zones holds `name` (a non-recursive SOA question).
@@ -128,19 +141,26 @@ pub(super) async fn find_zone_at(
 ) -> Result<Hostname> {
     let qname = to_name(name)?;
     let m = wire::query(server, &qname, RecordType::SOA, false, timeout).await?;
-    if let Some(soa) = m
-        .answers
+    match zone_at(&m, &qname) {
+        Some(zone) => zone,
+        None => bail!(
+            "{server} is not authoritative for {name} ({})",
+            wire::rcode_name(m.metadata.response_code)
+        ),
+    }
+}
+
+/// The zone holding `qname` by a server's own (non-recursive) answer to the SOA question
+/// for it; `None` when the answer is not authoritative for it.
+pub(super) fn zone_at(m: &Message, qname: &Name) -> Option<Result<Hostname>> {
+    if !m.metadata.authoritative {
+        return None;
+    }
+    m.answers
         .iter()
         .chain(&m.authorities)
-        .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(&qname))
-        && m.metadata.authoritative
-    {
-        return to_hostname(&soa.name);
-    }
-    bail!(
-        "{server} is not authoritative for {name} ({})",
-        wire::rcode_name(m.metadata.response_code)
-    )
+        .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(qname))
+        .map(|soa| to_hostname(&soa.name))
 }
 
 /// One authoritative server of a zone.
@@ -157,21 +177,7 @@ pub(super) struct Nameserver {
 pub(super) async fn nameservers(cfg: &ResolverConfig, zone: &Hostname) -> Result<Vec<Nameserver>> {
     let zname = to_name(zone)?;
     let m = resolve(cfg, &zname, RecordType::NS).await?;
-    let mut names: Vec<Hostname> = Vec::new();
-    for d in answers(&m, &zname, RecordType::NS) {
-        if let RData::NS(ns) = d {
-            let h = to_hostname(&ns.0).map_err(|e| anyhow!("an NS of {zone}: {e}"))?;
-            if !names.contains(&h) {
-                names.push(h);
-            }
-        }
-    }
-    if names.is_empty() {
-        bail!(
-            "{zone} has no NS records ({})",
-            wire::rcode_name(m.metadata.response_code)
-        );
-    }
+    let names = ns_names(&m, zone)?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         if let Some(addrs) = cfg.nameserver_addresses.get(&name) {
@@ -187,11 +193,7 @@ pub(super) async fn nameservers(cfg: &ResolverConfig, zone: &Hostname) -> Result
         let qname = to_name(&name)?;
         for rtype in [RecordType::A, RecordType::AAAA] {
             match resolve(cfg, &qname, rtype).await {
-                Ok(m) => addresses.extend(answers(&m, &qname, rtype).filter_map(|d| match d {
-                    RData::A(a) => Some(SocketAddr::new(a.0.into(), cfg.authoritative_port)),
-                    RData::AAAA(a) => Some(SocketAddr::new(a.0.into(), cfg.authoritative_port)),
-                    _ => None,
-                })),
+                Ok(m) => addresses.extend(addresses_in(&m, &qname, rtype, cfg.authoritative_port)),
                 Err(e) => problems.push(format!("{e:#}")),
             }
         }
@@ -209,4 +211,40 @@ pub(super) async fn nameservers(cfg: &ResolverConfig, zone: &Hostname) -> Result
         });
     }
     Ok(out)
+}
+
+/// The distinct NS names of `zone` in the answer `m` (at least one).
+pub(super) fn ns_names(m: &Message, zone: &Hostname) -> Result<Vec<Hostname>> {
+    let mut names: Vec<Hostname> = Vec::new();
+    for d in answers(m, &to_name(zone)?, RecordType::NS) {
+        if let RData::NS(ns) = d {
+            let h = to_hostname(&ns.0).map_err(|e| anyhow!("an NS of {zone}: {e}"))?;
+            if !names.contains(&h) {
+                names.push(h);
+            }
+        }
+    }
+    if names.is_empty() {
+        bail!(
+            "{zone} has no NS records ({})",
+            wire::rcode_name(m.metadata.response_code)
+        );
+    }
+    Ok(names)
+}
+
+/// The addresses (A or AAAA, as `rtype` says) of `qname` in the answer `m`, with `port`.
+pub(super) fn addresses_in(
+    m: &Message,
+    qname: &Name,
+    rtype: RecordType,
+    port: u16,
+) -> Vec<SocketAddr> {
+    answers(m, qname, rtype)
+        .filter_map(|d| match d {
+            RData::A(a) => Some(SocketAddr::new(a.0.into(), port)),
+            RData::AAAA(a) => Some(SocketAddr::new(a.0.into(), port)),
+            _ => None,
+        })
+        .collect()
 }

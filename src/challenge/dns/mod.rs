@@ -428,6 +428,76 @@ impl Dns01 {
     }
 }
 
+/// Reads `raw` as each DNS answer acmekeep acts on, as a fuzz target does (`crate::fuzz`):
+/// the answer to a lookup (CNAME, zone, NS and addresses), to the propagation check, and to
+/// a signed UPDATE. The question is taken from the answer itself so that the checks that an
+/// answer belongs to its question let it through. Returns what the readers concluded, one
+/// line each, for the tests of the seed corpus.
+#[doc(hidden)]
+pub fn read_answer(raw: &[u8]) -> Vec<String> {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{Name, RecordType};
+
+    const VALUE: &str = "LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-i_X336eUOQZo";
+    let server = SocketAddr::from(([127, 0, 0, 1], 53));
+    let Ok(answer) = Message::from_vec(raw) else {
+        return vec!["malformed".to_owned()];
+    };
+    let mut question = Message::query();
+    question.metadata.id = answer.metadata.id;
+    question.metadata.op_code = answer.metadata.op_code;
+    for q in &answer.queries {
+        question.add_query(q.clone());
+    }
+    let mut seen = Vec::new();
+    let mut note = |what: &str, r: &dyn fmt::Debug| seen.push(format!("{what}: {r:?}"));
+    note(
+        "belongs",
+        &wire::check_answer(server, &question, &answer).map_err(|e| e.to_string()),
+    );
+    let qname = answer
+        .queries
+        .first()
+        .map_or_else(Name::root, |q| q.name().clone());
+    note("propagation", &propagation::judge(&answer, &qname, VALUE));
+    note(
+        "zone",
+        &lookup::zone_in_answer(&answer, &qname).map(|z| z.map_err(|e| e.to_string())),
+    );
+    note(
+        "zone at",
+        &lookup::zone_at(&answer, &qname).map(|z| z.map_err(|e| e.to_string())),
+    );
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        note(
+            "addresses",
+            &lookup::addresses_in(&answer, &qname, rtype, 53),
+        );
+    }
+    if let Ok(owner) = wire::to_hostname(&qname) {
+        note(
+            "cname",
+            &lookup::cname_target(&answer, &owner).map_err(|e| e.to_string()),
+        );
+        note(
+            "ns",
+            &lookup::ns_names(&answer, &owner).map_err(|e| e.to_string()),
+        );
+    }
+    // The answer to an UPDATE signed now with a fixed key: it cannot carry a valid signature
+    // unless it is a real server's answer to that very message, so this reads the TSIG
+    // record and its error paths.
+    let signed = TsigKey::new("acme-update", TsigAlgorithm::HmacSha256, "c2VjcmV0c2VjcmV0")
+        .and_then(|key| {
+            let zone = Hostname::parse("example.org")?;
+            let mut update = question.clone();
+            let mut verifier = wire::sign(&mut update, &key, 1_700_000_000)?;
+            wire::read_update_answer(server, &update, raw, &mut verifier, &key, &zone)
+        });
+    note("update", &signed.map_err(|e| e.to_string()));
+    seen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

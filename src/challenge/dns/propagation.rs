@@ -33,7 +33,7 @@ const SHOWN_VALUES: usize = 4;
 
 /// What one server said about the name.
 #[derive(Debug)]
-enum Outcome {
+pub(super) enum Outcome {
     Serves,
     /// Cannot send to this address from here (no route): skippable, see the module docs.
     Unreachable(String),
@@ -167,7 +167,7 @@ async fn ask(addr: SocketAddr, qname: &Name, value: &str, timeout: Duration) -> 
 }
 
 /// Whether an authoritative answer contains `value`, and if not, what it said instead.
-fn judge(m: &Message, qname: &Name, value: &str) -> Outcome {
+pub(super) fn judge(m: &Message, qname: &Name, value: &str) -> Outcome {
     let rcode = m.metadata.response_code;
     if rcode != ResponseCode::NoError {
         let hint = match rcode {

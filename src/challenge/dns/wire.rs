@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigError;
-use hickory_proto::rr::{Name, RecordType, TSigner};
+use hickory_proto::rr::{Name, RecordType, TSigVerifier, TSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
@@ -71,6 +71,19 @@ pub(super) async fn update(
     zone: &Hostname,
     timeout: Duration,
 ) -> Result<Message> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut verifier = sign(&mut msg, key, now)?;
+    let bytes = msg.to_vec()?;
+    let raw = tcp_exchange(server, &bytes, Instant::now() + timeout).await?;
+    read_update_answer(server, &msg, &raw, &mut verifier, key, zone)
+}
+
+/// Signs `msg` with `key` at `now` (seconds since the epoch); the verifier returned checks
+/// the answer's signature.
+pub(super) fn sign(msg: &mut Message, key: &TsigKey, now: u64) -> Result<TSigVerifier> {
     let algorithm = match key.algorithm() {
         TsigAlgorithm::HmacSha256 => hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
         TsigAlgorithm::HmacSha384 => hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha384,
@@ -83,19 +96,24 @@ pub(super) async fn update(
         TSIG_FUDGE,
     )
     .map_err(|e| anyhow!("TSIG key {}: {e}", key.name()))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let mut verifier = msg
-        .finalize(&signer, now)
+    msg.finalize(&signer, now)
         .map_err(|e| anyhow!("signing the update: {e}"))?
-        .ok_or_else(|| anyhow!("signing the update gave no verifier"))?;
-    let bytes = msg.to_vec()?;
-    let raw = tcp_exchange(server, &bytes, Instant::now() + timeout).await?;
+        .ok_or_else(|| anyhow!("signing the update gave no verifier"))
+}
+
+/// Reads the answer `raw` to the signed UPDATE `msg`: it must belong to it, carry a valid
+/// TSIG signature (a server's TSIG error becomes [`Dns01Error::TsigRejected`]) and succeed.
+pub(super) fn read_update_answer(
+    server: SocketAddr,
+    msg: &Message,
+    raw: &[u8],
+    verifier: &mut TSigVerifier,
+    key: &TsigKey,
+    zone: &Hostname,
+) -> Result<Message> {
     let answer =
-        Message::from_vec(&raw).map_err(|e| anyhow!("malformed answer from {server}: {e}"))?;
-    check_answer(server, &msg, &answer)?;
+        Message::from_vec(raw).map_err(|e| anyhow!("malformed answer from {server}: {e}"))?;
+    check_answer(server, msg, &answer)?;
 
     let rejected = |reason: String| Dns01Error::TsigRejected {
         server,
@@ -134,7 +152,7 @@ pub(super) async fn update(
         ),
     }
     verifier
-        .verify(&raw)
+        .verify(raw)
         .map_err(|e| rejected(format!("its answer's TSIG signature is not valid: {e}")))?;
 
     let rcode = answer.metadata.response_code;
@@ -160,7 +178,7 @@ pub(super) async fn update(
 }
 
 /// Refuses an answer that does not belong to `question`.
-fn check_answer(server: SocketAddr, question: &Message, answer: &Message) -> Result<()> {
+pub(super) fn check_answer(server: SocketAddr, question: &Message, answer: &Message) -> Result<()> {
     if answer.metadata.id != question.metadata.id
         || answer.metadata.message_type != MessageType::Response
         || answer.metadata.op_code != question.metadata.op_code

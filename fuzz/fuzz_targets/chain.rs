@@ -1,0 +1,5 @@
+#![no_main]
+//! See acmekeep::fuzz::chain.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    acmekeep::fuzz::chain(data);
+});
