@@ -573,6 +573,23 @@ fn link_param(s: &str) -> (&str, Option<String>, &str) {
     (name, Some(rest[..end].trim().to_owned()), &rest[end..])
 }
 
+/// Bounds a `Retry-After` given in seconds to [`super::pace::MAX_RETRY_AFTER`] before
+/// instant-acme reads it: it adds the seconds to the clock unchecked (ARI and order polling),
+/// so a CA's `Retry-After: 18446744073709551615` overflowed `SystemTime`, a panic that
+/// aborted the run. An HTTP-date cannot overflow (its year is at most 9999).
+fn bound_retry_after(headers: &mut http::HeaderMap) {
+    let max = super::pace::MAX_RETRY_AFTER.as_secs();
+    // As instant-acme reads it: the first value, trimmed, as a u64 (which allows a `+`).
+    let too_long = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|secs| secs > max);
+    if too_long {
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(max));
+    }
+}
+
 /// `acmekeep/<version>`.
 pub fn user_agent() -> &'static str {
     concat!("acmekeep/", env!("CARGO_PKG_VERSION"))
@@ -711,7 +728,8 @@ impl HttpClient for CaHttp {
                 Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
                 Ok(Ok(rsp)) if is_get && rsp.status().is_success() => {
                     // Read whole (bounded) so a directory document can be kept.
-                    let (parts, body) = rsp.into_parts();
+                    let (mut parts, body) = rsp.into_parts();
+                    bound_retry_after(&mut parts.headers);
                     let body = Limited::new(body, MAX_RESPONSE)
                         .collect()
                         .await
@@ -724,7 +742,8 @@ impl HttpClient for CaHttp {
                     )))
                 }
                 Ok(Ok(rsp)) if rsp.status().is_client_error() || rsp.status().is_server_error() => {
-                    let (parts, body) = rsp.into_parts();
+                    let (mut parts, body) = rsp.into_parts();
+                    bound_retry_after(&mut parts.headers);
                     me.observe(&url, &parts);
                     let body = Limited::new(body, MAX_RESPONSE)
                         .collect()
@@ -738,7 +757,8 @@ impl HttpClient for CaHttp {
                     )))
                 }
                 Ok(Ok(rsp)) => {
-                    let (parts, body) = rsp.into_parts();
+                    let (mut parts, body) = rsp.into_parts();
+                    bound_retry_after(&mut parts.headers);
                     me.observe(&url, &parts);
                     Ok(BytesResponse::from(http::Response::from_parts(
                         parts,
@@ -791,6 +811,42 @@ mod tests {
         assert_eq!(p.status, Some(503), "the CA's own status is kept");
         let p = parse(500, &"x".repeat(10_000));
         assert!(p.detail.is_some_and(|d| d.len() < 300));
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_end_of_time_is_bounded_before_instant_acme_reads_it() {
+        // instant-acme computes `SystemTime::now() + Duration::from_secs(value)`: these
+        // overflowed it, a panic that aborted the run.
+        let max = super::super::pace::MAX_RETRY_AFTER.as_secs().to_string();
+        for (value, bounded) in [
+            ("18446744073709551615", max.as_str()),
+            (" +9300000000000000000 ", max.as_str()),
+            ("604801", max.as_str()),
+            ("604800", "604800"),
+            ("120", "120"),
+            (
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+            ),
+            ("999999999999999999999999", "999999999999999999999999"),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_str(value).expect("header"),
+            );
+            bound_retry_after(&mut headers);
+            assert_eq!(headers[http::header::RETRY_AFTER], bounded, "{value}");
+            // What instant-acme then does with it must not overflow.
+            if let Ok(secs) = headers[http::header::RETRY_AFTER]
+                .to_str()
+                .expect("text")
+                .trim()
+                .parse::<u64>()
+            {
+                let _ = std::time::SystemTime::now() + Duration::from_secs(secs);
+            }
+        }
     }
 
     #[test]

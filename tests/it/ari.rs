@@ -151,6 +151,18 @@ fn future_window_waits_and_retry_after_is_honoured() {
 }
 
 #[test]
+fn a_retry_after_beyond_the_end_of_time_does_not_abort_the_run() {
+    // instant-acme added the renewalInfo answer's Retry-After to the clock unchecked: 2^64-1
+    // seconds overflowed SystemTime, a panic that aborted the run.
+    let (_pebble, proxy, state) = setup();
+    let (old, old_ari) = first_certificate(&proxy, &state);
+    proxy.set_window(&old_ari, window(20, 21, u64::MAX));
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(state.live_cert_id(NAME), old, "window in the future");
+    assert_eq!(proxy.fetches().len(), 1);
+}
+
+#[test]
 fn refused_replaces_is_dropped_and_the_order_sent_again() {
     let (_pebble, proxy, state) = setup();
     let (old, old_ari) = first_certificate(&proxy, &state);
