@@ -56,13 +56,19 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         }
         let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
         num.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             'd' => 86400,
             _ => bail!("bad duration {s:?}: units are s, m, h, d"),
         };
+        // Checked: `213503982334602d` wrapped around to a few minutes in a release build
+        // (and panicked with overflow checks on).
+        total = n
+            .checked_mul(unit)
+            .and_then(|part| total.checked_add(part))
+            .with_context(|| format!("duration {s:?} is too long"))?;
     }
     if !num.is_empty() || total == 0 && s != "0s" {
         bail!("bad duration {s:?} (examples: 30s, 5m, 1h30m)");
@@ -166,6 +172,22 @@ mod tests {
         for bad in ["", "x", "5y", "m", "10m5"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_duration_too_long_for_64_bits_is_refused_instead_of_wrapping() {
+        for long in [
+            "213503982334602d",
+            "18446744073709551615m",
+            "1d18446744073709551615s",
+        ] {
+            let e = parse_duration(long).expect_err(long);
+            assert!(format!("{e:#}").contains("too long"), "{long}: {e:#}");
+        }
+        assert_eq!(
+            parse_duration("213503982334601d").expect("fits").as_secs(),
+            213_503_982_334_601 * 86_400
+        );
     }
 
     #[test]
