@@ -299,6 +299,100 @@ pub fn dns_answer(data: &[u8]) -> String {
     crate::challenge::dns::read_answer(data).join("\n")
 }
 
+/// A request to the redirector (`acmekeep redirector`, a daemon answering anyone on port 80):
+/// the first line is `METHOD TARGET`, each further line a header `name: value`, as hyper
+/// would hand them over. Answered with each redirect status; the challenge lookup finds a
+/// file for every token.
+pub fn redirector(data: &[u8]) -> String {
+    let mut lines = data.split(|&b| b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    let (method, target) = match first.iter().position(|&b| b == b' ') {
+        Some(i) => (&first[..i], &first[i + 1..]),
+        None => (first, &b"/"[..]),
+    };
+    let (Ok(method), Ok(uri)) = (
+        http::Method::from_bytes(method),
+        http::Uri::try_from(target.trim_ascii()),
+    ) else {
+        return "not a request line".to_owned();
+    };
+    let mut req = http::Request::builder().method(method).uri(uri);
+    for line in lines {
+        let Some(i) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(&line[..i]),
+            http::HeaderValue::from_bytes(line[i + 1..].trim_ascii()),
+        ) {
+            req = req.header(name, value);
+        }
+    }
+    let Ok(req) = req.body(()) else {
+        return "not a request".to_owned();
+    };
+    let mut out = Vec::new();
+    for code in [301, 302, 307, 308] {
+        let Some(status) = crate::redirector::RedirectStatus::new(code) else {
+            continue;
+        };
+        let rsp = crate::redirector::respond(&req, status, |token| {
+            crate::redirector::Lookup::Found(bytes::Bytes::from(format!("{token}.thumbprint")))
+        });
+        out.push(format!(
+            "{} {:?}",
+            rsp.status().as_u16(),
+            rsp.headers().get(http::header::LOCATION)
+        ));
+    }
+    out.join("\n")
+}
+
+/// A TSIG key file (`request.challenge.dns-01.key-file`): BIND's or Knot's format, read for
+/// the only key and for a key named `acme-update`.
+pub fn tsig_key_file(data: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return "not UTF-8".to_owned();
+    };
+    [None, Some("acme-update")]
+        .iter()
+        .map(
+            |want| match crate::challenge::dns::parse_key_file(text, *want) {
+                Ok(key) => format!("key {} {}", key.name(), key.algorithm()),
+                Err(e) => format!("no key: {e:#}"),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A command line: one argument a line (bytes, not necessarily UTF-8). Parsed as `acmekeep`
+/// parses its own, then resolved into settings; each argument is also read as a duration
+/// (`--wait`, `--ca-timeout`, the redirector's timeouts).
+pub fn cli(data: &[u8]) -> String {
+    use clap::Parser;
+    use std::os::unix::ffi::OsStrExt;
+
+    let args: Vec<&std::ffi::OsStr> = data
+        .split(|&b| b == b'\n')
+        .map(std::ffi::OsStr::from_bytes)
+        .collect();
+    let mut out: Vec<String> = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .map(|a| format!("{a}: {:?}", crate::settings::parse_duration(a).ok()))
+        .collect();
+    let argv = std::iter::once(std::ffi::OsStr::new("acmekeep")).chain(args.iter().copied());
+    out.push(match crate::cli::Cli::try_parse_from(argv) {
+        Ok(cli) => match crate::settings::Settings::resolve(&cli) {
+            Ok(s) => format!("settings: state {}", s.state_dir.display()),
+            Err(e) => format!("settings: {e:#}"),
+        },
+        Err(e) => format!("usage: {}", e.kind()),
+    });
+    out.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +540,59 @@ mod tests {
                 ("ec-private-key-pkcs8", "key Ecdsa"),
                 ("ec-private-key-sec1", "key Ecdsa"),
                 ("truncated-chain", "has no END line"),
+            ],
+        );
+    }
+
+    #[test]
+    fn redirector_seeds() {
+        run_seeds(
+            "redirector",
+            redirector,
+            &[
+                ("curl-root", "308 Some(\"https://example.org/\")"),
+                (
+                    "absolute-form-ipv6",
+                    "301 Some(\"https://[2001:db8::1]:8080/a%20b/c?x=1&y=%ff\")",
+                ),
+                ("le-validation", "200 None"),
+                ("traversal", "404 None"),
+                ("two-hosts", "400 None"),
+                ("options-star", "400 None"),
+            ],
+        );
+    }
+
+    #[test]
+    fn tsig_key_file_seeds() {
+        run_seeds(
+            "tsig_key_file",
+            tsig_key_file,
+            &[
+                ("bind-tsig-keygen", "key acme-update hmac-sha256"),
+                (
+                    "bind-ddns-confgen-with-zone",
+                    "key ddns-key.example.org hmac-sha256",
+                ),
+                ("knot-keymgr", "key acme-update hmac-sha256"),
+                ("knot-two-keys", "key acme-update hmac-sha384"),
+                ("knot-two-keys", "several keys"),
+                ("bind-unterminated", "missing `}`"),
+            ],
+        );
+    }
+
+    #[test]
+    fn cli_seeds() {
+        run_seeds(
+            "cli",
+            cli,
+            &[
+                ("want", "settings: state /var/lib/acme"),
+                ("durations", "30s: Some(30s)"),
+                ("acmetool-redirector", "settings: state /var/lib/acme"),
+                ("huge-number", "bad duration"),
+                ("eab-and-bytes", "usage: invalid UTF-8"),
             ],
         );
     }
