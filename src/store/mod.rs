@@ -1019,13 +1019,15 @@ impl Store {
     }
 
     /// The account certificate `id` was obtained with: the target of its `account` link
-    /// relative to `accounts/` (`<urlpart>/<keyid>`), if it has one.
+    /// relative to `accounts/` (`<urlpart>/<keyid>`), if it has one in acmetool's form (a
+    /// link that leads anywhere else names no account).
     pub fn cert_account(&self, id: &str) -> Option<String> {
         let link = self.root.join("certs").join(id).join("account");
         std::fs::read_link(link).ok().and_then(|t| {
             t.strip_prefix("../../accounts")
                 .ok()
                 .map(|r| r.to_string_lossy().into_owned())
+                .filter(|account| check_account_id(account).is_ok())
         })
     }
 
@@ -1732,6 +1734,29 @@ mod hostile_tests {
         let (_lock, store) = open(&root);
         let inv = store.load_inventory().expect("load");
         assert!(inv.warnings.is_empty(), "reported once: {:?}", inv.warnings);
+    }
+
+    #[test]
+    fn account_links_name_an_account_only_in_acmetools_form() {
+        let (_dir, root) = state();
+        let cert = "c".repeat(52);
+        let kid = "k".repeat(52);
+        std::fs::create_dir(root.join("certs").join(&cert)).expect("mkdir");
+        let link = root.join("certs").join(&cert).join("account");
+        let store = Store::open_read_only(&root).expect("open");
+        for (target, want) in [
+            (
+                format!("../../accounts/ca.example%2fdir/{kid}"),
+                Some(format!("ca.example%2fdir/{kid}")),
+            ),
+            ("../../accounts/../../../etc".to_owned(), None),
+            (format!("../../accounts/.deactivated/{kid}"), None),
+            ("/etc/passwd".to_owned(), None),
+        ] {
+            let _ = std::fs::remove_file(&link);
+            symlink(&target, &link).expect("symlink");
+            assert_eq!(store.cert_account(&cert), want, "{target}");
+        }
     }
 
     #[test]
