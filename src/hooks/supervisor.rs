@@ -110,7 +110,12 @@ fn supervise(parent: Pid, program: &OsString, args: &[OsString]) -> ExitCode {
         }
     };
     loop {
-        match watched.wait() {
+        let signal = watched.wait();
+        if signal.is_err() {
+            // Not expected; look at the program now and then instead of spinning.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        match signal {
             Ok(Signal::SIGCHLD) | Err(_) => match child.try_wait() {
                 Ok(Some(status)) => return end_like(status),
                 Ok(None) => {}
