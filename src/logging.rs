@@ -47,6 +47,11 @@ pub fn init(level: Level) {
 /// read more than once by some commands (`want` checks, then reconciles), and a mistake in
 /// them is said once.
 pub fn warn_once(message: String) {
+    // The fuzz targets (fuzz/README.md) pass millions of distinct messages through here: all
+    // remembered, they would grow without bound and slow every later input down.
+    if cfg!(fuzzing) {
+        return;
+    }
     static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
     if !said.contains(&message) {
