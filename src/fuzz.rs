@@ -370,7 +370,6 @@ pub fn tsig_key_file(data: &[u8]) -> String {
 /// parses its own, then resolved into settings; each argument is also read as a duration
 /// (`--wait`, `--ca-timeout`, the redirector's timeouts).
 pub fn cli(data: &[u8]) -> String {
-    use clap::Parser;
     use std::os::unix::ffi::OsStrExt;
 
     let args: Vec<&std::ffi::OsStr> = data
@@ -383,7 +382,20 @@ pub fn cli(data: &[u8]) -> String {
         .map(|a| format!("{a}: {:?}", crate::settings::parse_duration(a).ok()))
         .collect();
     let argv = std::iter::once(std::ffi::OsStr::new("acmekeep")).chain(args.iter().copied());
-    out.push(match crate::cli::Cli::try_parse_from(argv) {
+    // Built (and checked by clap's debug assertions) once: building it for every input made
+    // this target fifty times slower.
+    static COMMAND: std::sync::OnceLock<clap::Command> = std::sync::OnceLock::new();
+    let mut command = COMMAND
+        .get_or_init(|| {
+            let mut c = <crate::cli::Cli as clap::CommandFactory>::command();
+            c.build();
+            c
+        })
+        .clone();
+    let parsed = command
+        .try_get_matches_from_mut(argv)
+        .and_then(|m| <crate::cli::Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    out.push(match parsed {
         Ok(cli) => match crate::settings::Settings::resolve(&cli) {
             Ok(s) => format!("settings: state {}", s.state_dir.display()),
             Err(e) => format!("settings: {e:#}"),
@@ -391,6 +403,50 @@ pub fn cli(data: &[u8]) -> String {
         Err(e) => format!("usage: {}", e.kind()),
     });
     out.join("\n")
+}
+
+/// The headers of a CA's answer: the first line is the URL that was requested, each further
+/// line a header `name: value`. They go through what the HTTP client reads from every answer
+/// (the `Retry-After` bound, the nonce, the content type, the origin) and from a certificate
+/// download (its alternate chains' `Link`s), and the `Retry-After` as the pause table reads
+/// it.
+pub fn ca_headers(data: &[u8]) -> String {
+    let mut lines = data.split(|&b| b == b'\n');
+    let url = String::from_utf8_lossy(lines.next().unwrap_or_default())
+        .trim()
+        .to_owned();
+    let mut headers = http::HeaderMap::new();
+    for line in lines {
+        let Some(i) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(&line[..i]),
+            http::HeaderValue::from_bytes(line[i + 1..].trim_ascii()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    use crate::acme::http as ca;
+    ca::bound_retry_after(&mut headers);
+    let retry_after = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok());
+    let links = ca::alternate_links(
+        headers
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        &url,
+    );
+    format!(
+        "origin {:?}\nnonce {:?}\npem {}\nretry after {:?} = {:?}\nalternates {links:?}",
+        crate::acme::nonces::origin(&url),
+        ca::replay_nonce(&headers),
+        ca::is_pem_chain(&headers),
+        retry_after,
+        retry_after.and_then(|v| crate::acme::pace::parse_retry_after(v, now_system())),
+    )
 }
 
 #[cfg(test)]
@@ -593,6 +649,37 @@ mod tests {
                 ("acmetool-redirector", "settings: state /var/lib/acme"),
                 ("huge-number", "bad duration"),
                 ("eab-and-bytes", "usage: invalid UTF-8"),
+            ],
+        );
+    }
+
+    #[test]
+    fn ca_headers_seeds() {
+        run_seeds(
+            "ca_headers",
+            ca_headers,
+            &[
+                (
+                    "pebble-cert-download",
+                    "alternates [\"https://127.0.0.1:14000/certZ/4f2c9a1b/1\", \"https://127.0.0.1:14000/certZ/4f2c9a1b/2\"]",
+                ),
+                (
+                    "pebble-cert-download",
+                    "nonce Some(\"zgPp5aFu2tHOxrVp9VODyQ\")",
+                ),
+                ("pebble-cert-download", "pem true"),
+                (
+                    "le-rate-limited",
+                    "retry after Some(\"3600\") = Some(3600s)",
+                ),
+                ("ari-http-date", "= Some(21600s)"),
+                ("hostile-links", "retry after Some(\"604800\")"),
+                (
+                    "hostile-links",
+                    "alternates [\"https://ca.example:8443/cert/2\", \"https://ca.example:8443/cert/3\"]",
+                ),
+                ("hostile-links", "nonce None"),
+                ("odd-scheme", "alternates []"),
             ],
         );
     }

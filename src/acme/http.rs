@@ -431,7 +431,7 @@ fn uri_key(url: &str) -> String {
         .map_or_else(|_| url.to_owned(), |u| u.to_string())
 }
 
-fn is_pem_chain(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_pem_chain(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -447,7 +447,7 @@ pub fn is_pem_chain_type(value: &str) -> bool {
 }
 
 /// The `Replay-Nonce` header, when it is a plausible nonce (base64url, bounded).
-fn replay_nonce(headers: &http::HeaderMap) -> Option<String> {
+pub(crate) fn replay_nonce(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get("replay-nonce")?.to_str().ok()?.trim();
     let ok = !v.is_empty()
         && v.len() <= MAX_NONCE
@@ -577,7 +577,7 @@ fn link_param(s: &str) -> (&str, Option<String>, &str) {
 /// instant-acme reads it: it adds the seconds to the clock unchecked (ARI and order polling),
 /// so a CA's `Retry-After: 18446744073709551615` overflowed `SystemTime`, a panic that
 /// aborted the run. An HTTP-date cannot overflow (its year is at most 9999).
-fn bound_retry_after(headers: &mut http::HeaderMap) {
+pub(crate) fn bound_retry_after(headers: &mut http::HeaderMap) {
     let max = super::pace::MAX_RETRY_AFTER.as_secs();
     // As instant-acme reads it: the first value, trimmed, as a u64 (which allows a `+`).
     let too_long = headers
