@@ -353,6 +353,10 @@ pub struct StatusArgs {
     /// Machine-readable output (schema: doc/status-json.md).
     #[arg(long)]
     pub json: bool,
+    /// Everything in full: target file names, all names, certificate ids and account keys
+    /// (the table otherwise keeps to 100 columns).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// An `--eab-*` value: anything, even beginning with '-' (base64url), except what is plainly

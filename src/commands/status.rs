@@ -1,4 +1,4 @@
-//! `acmekeep status [--json]`: read-only, takes no lock, makes no network request.
+//! `acmekeep status [--json|--wide]`: read-only, takes no lock, makes no network request.
 //! The JSON schema is documented in doc/status-json.md and held to it by tests.
 
 use std::io::Write;
@@ -248,14 +248,17 @@ fn short_date(s: &str) -> String {
         .unwrap_or_else(|| s.to_owned())
 }
 
-fn days_left(not_after: &str, now: OffsetDateTime) -> String {
+/// "89d" left, "5h" on the last day, or "expired".
+fn time_left(not_after: &str, now: OffsetDateTime) -> String {
     OffsetDateTime::parse(not_after, &Rfc3339)
         .map(|t| {
-            let d = (t - now).whole_days();
+            let left = t - now;
             if t <= now {
                 "expired".to_owned()
+            } else if left.whole_days() >= 1 {
+                format!("{}d", left.whole_days())
             } else {
-                format!("{d}d")
+                format!("{}h", left.whole_hours())
             }
         })
         .unwrap_or_default()
@@ -272,7 +275,7 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
     } else {
-        print_text(&mut out, &doc, loaded.now)
+        print_text(&mut out, &doc, loaded.now, args.wide)
     };
     tracing::debug!("written");
     match written.and_then(|()| out.flush()) {
@@ -282,92 +285,203 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
     }
 }
 
-/// The table's columns.
+/// The width `status` keeps to unless `--wide`.
+const WIDTH: usize = 100;
+
+/// The table's columns; the certificate id only with `--wide`.
 const HEADER: [&str; 6] = [
     "TARGET",
     "NAMES",
     "STATE",
-    "CERTIFICATE",
     "EXPIRES",
     "RENEWS",
+    "CERTIFICATE",
 ];
 
-/// One row of the table, its cells separated by NUL (which no cell can hold).
-fn row(t: &TargetDoc, now: OffsetDateTime) -> String {
+/// One row of the table: its cells, the names as a list (they are shortened by name).
+fn row(t: &TargetDoc, now: OffsetDateTime, wide: bool) -> [String; 6] {
     let (id, expires) = match &t.certificate {
-        Some(c) => (
-            c.id,
-            format!(
-                "{} ({})",
-                short_date(&c.not_after),
-                days_left(&c.not_after, now)
-            ),
-        ),
-        None => ("-", "-".to_owned()),
+        Some(c) => {
+            let date = if wide {
+                short_date(&c.not_after)
+            } else {
+                c.not_after.get(..10).unwrap_or(&c.not_after).to_owned()
+            };
+            (
+                c.id.to_owned(),
+                format!("{date} ({})", time_left(&c.not_after, now)),
+            )
+        }
+        None => ("-".to_owned(), "-".to_owned()),
     };
     let names = if t.names.is_empty() {
         "-".to_owned()
     } else {
         t.names.join(",")
     };
-    let renews = t.renew_at.as_deref().map(short_date);
     [
-        t.file,
-        &names,
-        t.state,
+        t.file.to_owned(),
+        names,
+        t.state.to_owned(),
+        expires,
+        t.renew_at
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), short_date),
         id,
-        &expires,
-        renews.as_deref().unwrap_or("-"),
     ]
-    .join("\0")
 }
 
-/// The human-readable status: accounts, a table of targets, then last errors and warnings.
-fn print_text(out: &mut dyn Write, doc: &StatusDoc, now: OffsetDateTime) -> std::io::Result<()> {
+/// `s` cut to `width` characters, ending in "…" when cut.
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Comma-separated names in at most `width` characters: as many whole names as fit, then
+/// how many more (`a.example,+3`); the first name cut if even it does not fit.
+fn fit_names(joined: &str, width: usize) -> String {
+    if joined.chars().count() <= width {
+        return joined.to_owned();
+    }
+    let names: Vec<&str> = joined.split(',').collect();
+    for shown in (1..names.len()).rev() {
+        let s = format!("{},+{}", names[..shown].join(","), names.len() - shown);
+        if s.chars().count() <= width {
+            return s;
+        }
+    }
+    let more = if names.len() > 1 {
+        format!(",+{}", names.len() - 1)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", cut(names[0], width.saturating_sub(more.len())))
+}
+
+/// Column widths: each column's widest cell; unless `wide`, the certificate column is left
+/// out and the target and names columns give way, the wider first, until the table fits
+/// [`WIDTH`].
+fn widths(rows: &[[String; 6]], wide: bool) -> Vec<usize> {
+    let columns = if wide { 6 } else { 5 };
+    let mut w: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    if !wide {
+        let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
+        // The file name's random part says least, so the target column gives way first; then
+        // both, the wider first.
+        while total(&w) > WIDTH && w[0] > 24 {
+            w[0] -= 1;
+        }
+        while total(&w) > WIDTH {
+            let i = if w[0] >= w[1] { 0 } else { 1 };
+            if w[i] <= 16 {
+                break;
+            }
+            w[i] -= 1;
+        }
+    }
+    w
+}
+
+/// `text` wrapped at word boundaries to lines of at most `width` characters (longer words
+/// stay whole), each line starting with `indent`.
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty()
+            && indent.len() + line.chars().count() + 1 + word.chars().count() > width
+        {
+            out.push_str(indent);
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(indent);
+    out.push_str(&line);
+    out
+}
+
+/// The human-readable status: accounts, a table of targets, then last errors and warnings;
+/// at most [`WIDTH`] columns wide (long target file names and name lists shortened, the
+/// certificate id and account key left out) unless `wide`.
+fn print_text(
+    out: &mut dyn Write,
+    doc: &StatusDoc,
+    now: OffsetDateTime,
+    wide: bool,
+) -> std::io::Result<()> {
     writeln!(out, "State directory: {}", doc.state_dir)?;
     for a in &doc.accounts {
-        writeln!(out, "Account: {} ({})", a.id, a.directory_url)?;
+        if wide {
+            writeln!(out, "Account: {} ({})", a.id, a.directory_url)?;
+        } else {
+            // The id is the escaped directory URL and the key id: the URL says it.
+            writeln!(out, "Account: {}", a.directory_url)?;
+        }
     }
     // One compact row per target (the widths are known only at the end), and the last
     // errors, which follow the table.
-    let mut rows = vec![HEADER.join("\0")];
+    let mut rows = vec![HEADER.map(str::to_owned)];
     let mut errors = Vec::new();
     for t in doc.targets.0.target_docs() {
-        rows.push(row(&t, now));
+        rows.push(row(&t, now, wide));
         if let Some(e) = t.last_error {
-            errors.push(format!(
-                "Last error of {} ({} failed attempt(s){}){}:\n  {e}",
-                t.file,
-                t.failures.max(1),
-                if t.rate_limited {
-                    ", deferred: the CA asked to slow down"
-                } else {
-                    ""
-                },
-                t.next_attempt
-                    .as_deref()
-                    .map(|n| format!(", next attempt after {}", short_date(n)))
-                    .unwrap_or_default()
-            ));
+            let mut about = vec![format!("{} failed attempt(s)", t.failures.max(1))];
+            if t.rate_limited {
+                about.push("deferred: the CA asked to slow down".to_owned());
+            }
+            if let Some(n) = t.next_attempt.as_deref() {
+                about.push(format!("next attempt after {}", short_date(n)));
+            }
+            let (head, body) = if wide {
+                (
+                    format!("Last error of {} ({}):", t.file, about.join(", ")),
+                    format!("  {e}"),
+                )
+            } else {
+                // One clause per line part, so that none is broken: the header, what the
+                // attempts came to, then the error wrapped at words.
+                let file = cut(t.file, WIDTH - "Last error of :".len());
+                (
+                    format!("Last error of {file}:\n  {}", about.join("; ")),
+                    wrap(&e, "  ", WIDTH),
+                )
+            };
+            errors.push(format!("{head}\n{body}"));
         }
     }
     if rows.len() == 1 {
         writeln!(out, "No targets: add one with `acmekeep want NAME`.")?;
     } else {
-        let mut widths = [0; 6];
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r.split('\0')) {
-                *w = (*w).max(c.chars().count());
-            }
+        let mut widths = widths(&rows, wide);
+        // Shortened name lists may be narrower than their column: the target column takes
+        // what they leave.
+        for r in rows.iter_mut().skip(1) {
+            r[1] = fit_names(&r[1], widths[1]);
         }
+        let names = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
+        let natural = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
+        widths[0] = natural.min(widths[0] + widths[1].saturating_sub(names));
+        widths[1] = names;
         writeln!(out)?;
         for r in &rows {
             let mut line = String::new();
-            for (i, (c, w)) in r.split('\0').zip(widths).enumerate() {
+            for (i, w) in widths.iter().enumerate() {
                 if i > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(&format!("{c:<w$}"));
+                line.push_str(&format!("{:<w$}", cut(&r[i], *w)));
             }
             writeln!(out, "{}", line.trim_end())?;
         }
@@ -386,4 +500,69 @@ fn print_text(out: &mut dyn Write, doc: &StatusDoc, now: OffsetDateTime) -> std:
         writeln!(out, "warning: {w}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_cells_are_shortened_to_fit() {
+        assert_eq!(
+            cut("a.example.org-t7qnaypn5vh3hnv2lmmnk4fdrm", 16),
+            "a.example.org-t…"
+        );
+        assert_eq!(cut("short", 16), "short");
+        assert_eq!(
+            fit_names("a.example.org,www.a.example.org,b.example.org", 20),
+            "a.example.org,+2"
+        );
+        assert_eq!(
+            fit_names("a.example.org,www.a.example.org", 40),
+            "a.example.org,www.a.example.org"
+        );
+        assert_eq!(
+            fit_names("very-long-name.example.org,b.c", 16),
+            "very-long-na…,+1"
+        );
+        assert_eq!(
+            fit_names("very-long-name.example.org", 16),
+            "very-long-name.…"
+        );
+    }
+
+    #[test]
+    fn the_table_fits_unless_wide() {
+        let long = |s: &str| format!("{s}-{}", "x".repeat(26));
+        let mut rows = vec![HEADER.map(str::to_owned)];
+        for i in 0..3 {
+            rows.push([
+                long(&format!("host{i}.department.example.org")),
+                format!("host{i}.department.example.org,www.host{i}.department.example.org"),
+                "valid".to_owned(),
+                "2026-03-01 (89d)".to_owned(),
+                "2026-01-30 10:00".to_owned(),
+                "a".repeat(52),
+            ]);
+        }
+        let w = widths(&rows, false);
+        assert_eq!(w.len(), 5, "no certificate id");
+        assert!(w.iter().sum::<usize>() + 2 * 4 <= WIDTH, "{w:?}");
+        let w = widths(&rows, true);
+        assert_eq!(w[5], 52);
+        assert!(w.iter().sum::<usize>() > WIDTH);
+    }
+
+    #[test]
+    fn errors_wrap_at_words() {
+        let text = "self-test of http://a.example.org/.well-known/acme-challenge/token: connecting to a.example.org: DNS lookup failed: no such host";
+        let wrapped = wrap(text, "  ", 60);
+        assert!(
+            wrapped
+                .lines()
+                .all(|l| l.chars().count() <= 60 || !l.trim().contains(' ')),
+            "{wrapped}"
+        );
+        assert_eq!(wrapped.replace("\n  ", " ").trim_start(), text);
+    }
 }

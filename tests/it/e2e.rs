@@ -365,6 +365,53 @@ fn survives_heavy_nonce_rejection() {
 }
 
 #[test]
+fn status_fits_100_columns_and_wide_shows_everything() {
+    const LONG: &str = "a-rather-long-host-name.some-department.example.org";
+    let (_pebble, state) = setup(PebbleOpts::fast());
+    let names = [
+        LONG.to_owned(),
+        format!("www.{LONG}"),
+        format!("mail.{LONG}"),
+    ];
+    let mut args = vec!["want"];
+    args.extend(names.iter().map(String::as_str));
+    acmekeep(&state, &args).assert_success();
+    // A target that failed, so that its last error is shown too.
+    state.write_desired(
+        "failing-target-with-a-long-file-name.example.org",
+        "satisfy:\n  names: [failing-target-with-a-long-file-name.example.org]\nrequest:\n  provider: https://127.0.0.1:1/dir\n",
+    );
+    acmekeep(&state, &["reconcile"]).assert_code(1);
+    let file = state.desired_file_for(LONG);
+    let id = state.live_cert_id(LONG);
+
+    let text = acmekeep(&state, &["status"]);
+    text.assert_success();
+    for line in text.stdout.lines() {
+        assert!(line.chars().count() <= 100, "{line:?}\n{}", text.describe());
+    }
+    // Long names are cut and the rest counted: "a-rather-long-host-nam…,+2".
+    assert!(text.stdout.contains("…,+2"), "{}", text.describe());
+    assert!(
+        text.stdout.contains("connection refused"),
+        "{}",
+        text.describe()
+    );
+    assert!(!text.stdout.contains(&id) && !text.stdout.contains(&file));
+
+    let wide = acmekeep(&state, &["status", "--wide"]);
+    wide.assert_success();
+    for needle in [&file, &id, &names.join(",")] {
+        assert!(
+            wide.stdout.contains(needle.as_str()),
+            "{needle}\n{}",
+            wide.describe()
+        );
+    }
+    assert!(wide.stdout.lines().any(|l| l.chars().count() > 100));
+}
+
+#[test]
 fn status_reports_names_and_certificate() {
     const NAME: &str = "status.example.org";
     let (pebble, state) = setup(PebbleOpts::fast());
@@ -374,7 +421,8 @@ fn status_reports_names_and_certificate() {
     let text = acmekeep(&state, &["status"]);
     text.assert_success();
     assert!(text.stdout.contains(NAME), "{}", text.describe());
-    assert!(text.stdout.contains(&id), "{}", text.describe());
+    let wide = acmekeep(&state, &["status", "--wide"]);
+    assert!(wide.stdout.contains(&id), "{}", wide.describe());
 
     let json = acmekeep(&state, &["status", "--json"]);
     json.assert_success();
