@@ -97,6 +97,9 @@ pub struct Report {
     /// Targets that failed or were deferred while their certificate is in the last sixth of
     /// its life ([`plan::in_last_sixth`]), by file, with that certificate's end of validity.
     pub expiring: Vec<(String, OffsetDateTime)>,
+    /// Certificates of orders an interrupted run left, downloaded in this run: (id, names,
+    /// end of validity).
+    pub downloaded: Vec<(String, Vec<String>, OffsetDateTime)>,
 }
 
 impl Report {
@@ -567,6 +570,9 @@ async fn download_uncached<C: Connector>(
                     "certs/{}: downloaded the certificate of an earlier order",
                     c.id
                 );
+                report
+                    .downloaded
+                    .push((c.id.clone(), summary.names.clone(), summary.not_after));
                 inv.certs.retain(|r| r.id != c.id);
                 inv.certs.push(complete_record(summary));
             }

@@ -57,6 +57,13 @@ fn how_far(then: OffsetDateTime, now: OffsetDateTime) -> String {
 
 /// Prints the outcome and chooses the exit code.
 pub fn summarise(report: &Report, now: OffsetDateTime) -> ExitCode {
+    for (id, names, not_after) in &report.downloaded {
+        println!(
+            "obtained the certificate of an interrupted earlier order for {} (certs/{id}), valid until {}",
+            names.join(", "),
+            rfc3339(*not_after)
+        );
+    }
     for t in &report.targets {
         let names = || {
             if t.names.is_empty() {

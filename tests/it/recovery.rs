@@ -604,6 +604,28 @@ fn uncached_certificate_is_downloaded_without_a_new_order() {
 
     let run = acmekeep(&state, &["reconcile"]);
     run.assert_success();
+    // The certificate that arrives is one line, as a new one is.
+    let not_after = {
+        let der = pem_certs(&cert_before).remove(0);
+        parse_cert(&der)
+            .validity()
+            .not_after
+            .to_datetime()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("date")
+    };
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        (
+            format!(
+                "obtained the certificate of an interrupted earlier order for {NAME} (certs/{id}), valid until {not_after}\n"
+            )
+            .as_str(),
+            ""
+        ),
+        "{}",
+        run.describe()
+    );
     assert_eq!(
         state.cert_ids(),
         vec![id.clone()],
