@@ -178,7 +178,7 @@ impl Connector for InstantConnector {
                 http
             }
         };
-        Ok(crate::acme::instant::InstantCa::new(directory_url, http))
+        Ok(crate::acme::instant::InstantCa::new(directory_url, http)?)
     }
 }
 

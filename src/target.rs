@@ -473,6 +473,8 @@ pub fn validate_provider(url: &str) -> Result<()> {
     if parsed.host().is_none() {
         bail!("provider {url:?} has no host");
     }
+    // As the request is made from it (a URL the url crate would repair is refused).
+    crate::acme::vet::directory_url(url).with_context(|| format!("provider {url:?}"))?;
     Ok(())
 }
 
@@ -1127,6 +1129,15 @@ mod tests {
             (
                 "satisfy:\n  names: [a.b]\nrequest:\n  challenge:\n    http-ports: ['x:y']\n",
                 "bad port",
+            ),
+            // instant-acme panics on a directory URL it cannot make a request to.
+            (
+                "satisfy:\n  names: [a.b]\nrequest:\n  provider: 'https://ca.example/a b'\n",
+                "a provider URL that is no URI",
+            ),
+            (
+                "satisfy:\n  names: [a.b]\nrequest:\n  provider: 'https://u:p@ca.example/dir'\n",
+                "user information",
             ),
         ] {
             assert!(resolve(yaml, "").is_err(), "{why}");

@@ -1,6 +1,11 @@
 //! The HTTPS client used for the CA: rustls with the system roots (or `SSL_CERT_FILE`) plus
-//! an optional extra bundle, one connection pool for the whole run, a deadline on every
-//! request and a cap on every response body, because the CA is untrusted input.
+//! an optional extra bundle, one connection pool for the whole run, one deadline for every
+//! exchange (connect, send, the answer's head and its whole body) and a cap on every response
+//! body, because the CA is untrusted input: a CA that answers slowly, or never stops
+//! answering, costs one `--ca-timeout` per request, never the run. Every body is read whole
+//! within that deadline before instant-acme sees it, so nothing reads from the CA later
+//! without one. URLs are vetted before any request is made and the directory before
+//! instant-acme reads it ([`super::vet`]).
 //!
 //! Every request instant-acme makes passes through here, which is how acmekeep sees what
 //! instant-acme does not hand out: a certificate download's `Link: rel="alternate"` headers
@@ -27,7 +32,7 @@ use super::jws::ForeignKey;
 
 /// Largest response body accepted from the CA.
 pub const MAX_RESPONSE: usize = 4 * 1024 * 1024;
-/// Deadline for one request (connect, send, receive headers).
+/// Deadline for one exchange (connect, send, receive the head and the whole body).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most alternate chains taken from one certificate download's `Link` headers.
 pub const MAX_ALTERNATES: usize = 8;
@@ -83,6 +88,66 @@ pub struct CaHttp {
     directories: Arc<Mutex<std::collections::HashMap<String, Bytes>>>,
     /// Pauses the CAs asked for (rate limits, overload), waited out by every request.
     pauses: Arc<Mutex<super::pace::Pauses>>,
+    /// The directory of the CA this client talks to ([`CaHttp::for_directory`]): every URL
+    /// requested must be on its origin ([`super::vet::ca_url`]).
+    directory: Option<Arc<url::Url>>,
+}
+
+/// Why an exchange with the CA failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The URL is not one acmekeep requests.
+    #[error(transparent)]
+    Url(#[from] super::vet::UrlRefused),
+    /// The directory document is refused.
+    #[error(transparent)]
+    Directory(#[from] super::vet::DirectoryRefused),
+    /// No complete answer (head and body) within the deadline.
+    #[error("{method} {url} timed out: no complete answer within {timeout:?} (--ca-timeout)")]
+    TimedOut {
+        /// The request method.
+        method: http::Method,
+        /// The URL.
+        url: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The request could not be sent or its answer's head not read.
+    #[error("{method} {url}")]
+    Send {
+        /// The request method.
+        method: http::Method,
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The answer's body is larger than [`MAX_RESPONSE`].
+    #[error("the answer to {method} {url} is larger than {} MiB", MAX_RESPONSE >> 20)]
+    TooLarge {
+        /// The request method.
+        method: http::Method,
+        /// The URL.
+        url: String,
+    },
+    /// The answer's body could not be read.
+    #[error("reading the answer to {method} {url}")]
+    Body {
+        /// The request method.
+        method: http::Method,
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ExchangeError {
+    fn into_acme(self) -> instant_acme::Error {
+        instant_acme::Error::Other(Box::new(self))
+    }
 }
 
 impl std::fmt::Debug for CaHttp {
@@ -161,7 +226,100 @@ impl CaHttp {
             nonces: Arc::default(),
             directories: Arc::default(),
             pauses: Arc::default(),
+            directory: None,
         })
+    }
+
+    /// The same client (same pool, counters and pauses) for the CA whose directory is at
+    /// `directory_url`: it requests nothing off that directory's origin.
+    pub fn for_directory(&self, directory_url: &str) -> Result<Self, super::vet::UrlRefused> {
+        Ok(Self {
+            directory: Some(Arc::new(super::vet::directory_url(directory_url)?)),
+            ..self.clone()
+        })
+    }
+
+    /// Refuses a URL this client must not request (see [`super::vet`]).
+    fn vet(&self, url: &str) -> Result<(), super::vet::UrlRefused> {
+        match &self.directory {
+            Some(d) => super::vet::ca_url(url, d),
+            None => super::vet::directory_url(url).map(drop),
+        }
+    }
+
+    /// Refuses a directory document fetched from `url` that names a URL this client must not
+    /// request, or lacks what instant-acme needs.
+    fn vet_directory(&self, url: &str, body: &Bytes) -> Result<(), ExchangeError> {
+        let base = match &self.directory {
+            Some(d) => d.as_ref().clone(),
+            None => super::vet::directory_url(url)?,
+        };
+        Ok(super::vet::directory(body, &base)?)
+    }
+
+    /// Whether `url` is this client's directory.
+    fn is_directory(&self, url: &str) -> bool {
+        self.directory
+            .as_deref()
+            .is_some_and(|d| url::Url::parse(url).is_ok_and(|u| u == *d))
+    }
+
+    /// One exchange with the CA: the request, the answer's head and its whole body (at most
+    /// [`MAX_RESPONSE`] bytes), within one deadline. The URL is vetted first, and the CA's
+    /// pause, if any, is waited out before the deadline starts. A `Retry-After` in the
+    /// answer is rewritten into bounded delay-seconds ([`super::vet::retry_after`]).
+    async fn exchange(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Result<(http::response::Parts, Bytes), ExchangeError> {
+        let method = req.method().clone();
+        let url = req.uri().to_string();
+        self.vet(&url)?;
+        self.paced(&url).await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let answer = async {
+            let rsp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|source| ExchangeError::Send {
+                    method: method.clone(),
+                    url: url.clone(),
+                    source,
+                })?;
+            let (mut parts, body) = rsp.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|source| {
+                    if source.is::<http_body_util::LengthLimitError>() {
+                        ExchangeError::TooLarge {
+                            method: method.clone(),
+                            url: url.clone(),
+                        }
+                    } else {
+                        ExchangeError::Body {
+                            method: method.clone(),
+                            url: url.clone(),
+                            source,
+                        }
+                    }
+                })?
+                .to_bytes();
+            bound_retry_after(&mut parts.headers);
+            Ok((parts, body))
+        };
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(done) => done,
+            Err(_) => {
+                self.count_timeout(&url);
+                Err(ExchangeError::TimedOut {
+                    method,
+                    url,
+                    timeout: self.timeout,
+                })
+            }
+        }
     }
 
     /// The same client (same pool, same counter) re-signing every JWS it posts with `key`.
@@ -225,12 +383,6 @@ impl CaHttp {
                 .entry(origin)
                 .or_default() += 1;
         }
-    }
-
-    /// Counts a timeout and passes its error on.
-    fn timed_out(&self, url: &str, e: anyhow::Error) -> anyhow::Error {
-        self.count_timeout(url);
-        e
     }
 
     /// Number of requests sent so far.
@@ -299,8 +451,7 @@ impl CaHttp {
         }
     }
 
-    /// A plain GET returning the (bounded) body, for the directory document (fetched once
-    /// per run).
+    /// A plain GET of the directory document (fetched once per run), vetted.
     pub async fn get(&self, url: &str) -> Result<Bytes> {
         if let Some(body) = self.cached_directory(url) {
             return Ok(body);
@@ -308,20 +459,11 @@ impl CaHttp {
         let req = http::Request::get(url)
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
-        self.paced(url).await;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
-            .await
-            .map_err(|_| self.timed_out(url, anyhow!("GET {url} timed out")))?
-            .with_context(|| format!("GET {url}"))?;
-        if !rsp.status().is_success() {
-            return Err(anyhow!("GET {url} returned HTTP {}", rsp.status()));
+        let (parts, body) = self.exchange(req).await?;
+        if !parts.status.is_success() {
+            return Err(anyhow!("GET {url} returned HTTP {}", parts.status));
         }
-        let body = Limited::new(rsp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading {url}: {e}"))?;
-        let body = body.to_bytes();
+        self.vet_directory(url, &body)?;
         self.keep_if_directory(url, &body);
         Ok(body)
     }
@@ -331,13 +473,8 @@ impl CaHttp {
         let req = http::Request::head(url)
             .header(http::header::USER_AGENT, user_agent())
             .body(BodyWrapper::default())?;
-        self.paced(url).await;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
-            .await
-            .map_err(|_| self.timed_out(url, anyhow!("HEAD {url} timed out")))?
-            .with_context(|| format!("HEAD {url}"))?;
-        replay_nonce(rsp.headers()).ok_or_else(|| anyhow!("HEAD {url} returned no Replay-Nonce"))
+        let (parts, _) = self.exchange(req).await?;
+        replay_nonce(&parts.headers).ok_or_else(|| anyhow!("HEAD {url} returned no Replay-Nonce"))
     }
 
     /// POSTs a JWS acmekeep signed itself (`application/jose+json`), as it is: never
@@ -347,20 +484,7 @@ impl CaHttp {
             .header(http::header::USER_AGENT, user_agent())
             .header(http::header::CONTENT_TYPE, "application/jose+json")
             .body(BodyWrapper::from(jws))?;
-        self.paced(url).await;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let rsp = tokio::time::timeout(self.timeout, self.inner.request(req))
-            .await
-            .map_err(|_| self.timed_out(url, anyhow!("POST {url} timed out")))?
-            .with_context(|| format!("POST {url}"))?;
-        let (parts, body) = rsp.into_parts();
-        let body = tokio::time::timeout(self.timeout, Limited::new(body, MAX_RESPONSE).collect())
-            .await
-            .map_err(|_| {
-                self.timed_out(url, anyhow!("reading the answer to POST {url} timed out"))
-            })?
-            .map_err(|e| anyhow!("reading the answer to POST {url}: {e}"))?
-            .to_bytes();
+        let (parts, body) = self.exchange(req).await?;
         let body = if parts.status.is_client_error() || parts.status.is_server_error() {
             self.error_answer(url, &parts, &body)
         } else {
@@ -703,7 +827,6 @@ impl HttpClient for CaHttp {
                 Ok(BytesResponse::from(rsp))
             });
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let req = match me.resigner.clone() {
                 Some(key) if req.method() == http::Method::POST => {
@@ -719,55 +842,44 @@ impl HttpClient for CaHttp {
                 }
                 _ => req,
             };
-            me.paced(&url).await;
-            match tokio::time::timeout(me.timeout, me.inner.request(req)).await {
-                Err(_) => {
-                    me.count_timeout(&url);
-                    Err(instant_acme::Error::Str("request to the CA timed out"))
-                }
-                Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
-                Ok(Ok(rsp)) if is_get && rsp.status().is_success() => {
-                    // Read whole (bounded) so a directory document can be kept.
-                    let (mut parts, body) = rsp.into_parts();
-                    bound_retry_after(&mut parts.headers);
-                    let body = Limited::new(body, MAX_RESPONSE)
-                        .collect()
-                        .await
-                        .map_err(instant_acme::Error::Other)?
-                        .to_bytes();
+            let (parts, body) = me.exchange(req).await.map_err(ExchangeError::into_acme)?;
+            let failed = parts.status.is_client_error() || parts.status.is_server_error();
+            let body = if failed {
+                me.observe(&url, &parts);
+                me.error_answer(&url, &parts, &body)
+            } else if is_get {
+                // The directory (instant-acme reads it first) or renewal information.
+                if me.is_directory(&url) || looks_like_directory(&body) {
+                    me.vet_directory(&url, &body)
+                        .map_err(ExchangeError::into_acme)?;
                     me.keep_if_directory(&url, &body);
-                    Ok(BytesResponse::from(http::Response::from_parts(
-                        parts,
-                        http_body_util::Full::new(body),
-                    )))
                 }
-                Ok(Ok(rsp)) if rsp.status().is_client_error() || rsp.status().is_server_error() => {
-                    let (mut parts, body) = rsp.into_parts();
-                    bound_retry_after(&mut parts.headers);
-                    me.observe(&url, &parts);
-                    let body = Limited::new(body, MAX_RESPONSE)
-                        .collect()
-                        .await
-                        .map_err(instant_acme::Error::Other)?
-                        .to_bytes();
-                    let body = me.error_answer(&url, &parts, &body);
-                    Ok(BytesResponse::from(http::Response::from_parts(
-                        parts,
-                        http_body_util::Full::new(body),
-                    )))
+                body
+            } else {
+                // Order, authorization, account: every URL in it is vetted before
+                // instant-acme follows one.
+                if let Some(d) = &me.directory {
+                    let location = parts
+                        .headers
+                        .get(http::header::LOCATION)
+                        .map(|l| l.to_str().unwrap_or("(not text)"));
+                    super::vet::answer_urls(&body, location, d)
+                        .map_err(|e| ExchangeError::from(e).into_acme())?;
                 }
-                Ok(Ok(rsp)) => {
-                    let (mut parts, body) = rsp.into_parts();
-                    bound_retry_after(&mut parts.headers);
-                    me.observe(&url, &parts);
-                    Ok(BytesResponse::from(http::Response::from_parts(
-                        parts,
-                        Limited::new(body, MAX_RESPONSE),
-                    )))
-                }
-            }
+                me.observe(&url, &parts);
+                body
+            };
+            Ok(BytesResponse::from(http::Response::from_parts(
+                parts,
+                http_body_util::Full::new(body),
+            )))
         })
     }
+}
+
+/// Whether a body names `newNonce`, as a directory document does.
+fn looks_like_directory(body: &Bytes) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.get("newNonce").is_some())
 }
 
 #[cfg(test)]
@@ -935,6 +1047,123 @@ mod tests {
         assert_eq!(http.timeouts(&origin), 3);
         assert_eq!(http.timeouts("https://other.example"), 0);
         drop(silent);
+    }
+
+    /// A plain-HTTP server on loopback that answers every connection with `head`, then
+    /// `body` a chunk at a time, `pause` apart, for as long as the client reads.
+    fn dribbling_server(
+        head: &'static str,
+        chunk: &'static [u8],
+        pause: Duration,
+    ) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        let t = std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for _ in 0..100_000 {
+                if s.write_all(chunk).is_err() {
+                    return;
+                }
+                std::thread::sleep(pause);
+            }
+        });
+        (origin, t)
+    }
+
+    #[test]
+    fn a_body_sent_slowly_times_out_with_its_exchange() {
+        let rt = crate::commands::runtime().expect("runtime");
+        let timeout = Duration::from_millis(600);
+        let http = CaHttp::new(root_store(None).expect("roots"))
+            .expect("client")
+            .with_request_timeout(timeout);
+        // The head at once, then a byte every 200 ms of a 100-byte body: never complete
+        // within the deadline, though the CA is never silent for long.
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+        for how in ["get", "post_jose", "instant-acme"] {
+            let (origin, server) = dribbling_server(head, b" ", Duration::from_millis(200));
+            let url = format!("{origin}/x");
+            let started = std::time::Instant::now();
+            let err = rt.block_on(async {
+                match how {
+                    "get" => http.get(&url).await.map(drop),
+                    "post_jose" => http.post_jose(&url, b"{}".to_vec()).await.map(drop),
+                    _ => {
+                        let req = http::Request::post(&url)
+                            .body(BodyWrapper::from(b"{}".to_vec()))
+                            .expect("request");
+                        match HttpClient::request(&http, req).await {
+                            Ok(mut rsp) => rsp
+                                .body
+                                .into_bytes()
+                                .await
+                                .map(drop)
+                                .map_err(|e| anyhow!(e)),
+                            Err(e) => Err(anyhow!(e)),
+                        }
+                    }
+                }
+            });
+            let took = started.elapsed();
+            let err = format!("{:#}", err.expect_err(how));
+            assert!(err.contains("no complete answer within"), "{how}: {err}");
+            assert!(took < timeout * 3, "{how}: took {took:?}");
+            drop(server);
+        }
+        assert_eq!(http.timeouts("http://127.0.0.1"), 0, "counted by port");
+    }
+
+    #[test]
+    fn an_endless_body_is_cut_at_the_cap() {
+        let rt = crate::commands::runtime().expect("runtime");
+        let http = CaHttp::new(root_store(None).expect("roots"))
+            .expect("client")
+            .with_request_timeout(Duration::from_secs(20));
+        // No length: the body runs until the connection closes, which it never does.
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+        let (origin, server) = dribbling_server(head, &[b'x'; 65536], Duration::ZERO);
+        let err = rt
+            .block_on(http.post_jose(&format!("{origin}/x"), Vec::new()))
+            .expect_err("too large");
+        assert!(format!("{err:#}").contains("larger than 4 MiB"), "{err:#}");
+        drop(server);
+    }
+
+    #[test]
+    fn requests_off_the_directory_origin_are_refused_before_they_are_sent() {
+        let rt = crate::commands::runtime().expect("runtime");
+        let base = CaHttp::new(root_store(None).expect("roots")).expect("client");
+        let http = base
+            .for_directory("https://ca.example/dir")
+            .expect("directory");
+        for url in [
+            "https://elsewhere.example/x",
+            "http://ca.example/x",
+            "http://127.0.0.1:2379/v3/kv/range",
+        ] {
+            let req = http::Request::post(url)
+                .body(BodyWrapper::from(b"{}".to_vec()))
+                .expect("request");
+            let err = rt
+                .block_on(HttpClient::request(&http, req))
+                .err()
+                .expect(url);
+            assert!(
+                err.to_string().contains("not on the origin"),
+                "{url}: {err}"
+            );
+        }
+        assert_eq!(base.request_count(), 0, "nothing was sent");
+        assert!(base.for_directory("ftp://ca.example/dir").is_err());
     }
 
     #[test]

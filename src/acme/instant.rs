@@ -52,12 +52,14 @@ pub struct InstantCa {
 }
 
 impl InstantCa {
-    /// A CA at `directory_url`.
-    pub fn new(directory_url: &str, http: CaHttp) -> Self {
-        Self {
+    /// A CA at `directory_url`, reached through `http`, which will request nothing off that
+    /// directory's origin. A directory URL that is no URL to request is refused here, before
+    /// instant-acme (which panics on one) sees it.
+    pub fn new(directory_url: &str, http: CaHttp) -> Result<Self, super::vet::UrlRefused> {
+        Ok(Self {
             directory_url: directory_url.to_owned(),
-            http,
-        }
+            http: http.for_directory(directory_url)?,
+        })
     }
 
     /// The key instant-acme signs with, the HTTP client to use, and the thumbprint for key

@@ -11,6 +11,7 @@ pub mod instant;
 pub mod jws;
 pub mod nonces;
 pub mod pace;
+pub mod vet;
 
 use std::future::Future;
 

@@ -25,10 +25,10 @@ pub async fn check(name: &str, token: &str, key_authorization: &str) -> Result<(
     let req = http::Request::get(&url)
         .header(http::header::USER_AGENT, crate::acme::http::user_agent())
         .body(Empty::new())?;
-    let rsp = tokio::time::timeout(TIMEOUT, client.request(req))
-        .await
-        .map_err(|_| anyhow!("self-test of {url} timed out (set http-self-test: false if the CA reaches this host differently)"))?
-        .map_err(|e| {
+    // One deadline for the whole exchange: a server that answers the head and then trickles
+    // its body costs TIMEOUT, not more.
+    let exchange = async {
+        let rsp = client.request(req).await.map_err(|e| {
             // The client's own message is "client error (Connect)"; what failed is below.
             let cause = crate::cause::render_dyn(&e);
             let cause = if e.is_connect() {
@@ -38,16 +38,24 @@ pub async fn check(name: &str, token: &str, key_authorization: &str) -> Result<(
             };
             anyhow!("self-test of {url}: {cause} (set http-self-test: false if the CA reaches this host differently)")
         })?;
-    if rsp.status().is_redirection() {
+        if rsp.status().is_redirection() {
+            return Ok(None);
+        }
+        let status = rsp.status();
+        let body = Limited::new(rsp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("self-test of {url}: {e}"))?
+            .to_bytes();
+        anyhow::Ok(Some((status, body)))
+    };
+    let Some((status, body)) = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("self-test of {url} timed out (set http-self-test: false if the CA reaches this host differently)"))??
+    else {
         tracing::info!("self-test of {url}: redirected; leaving the check to the CA");
         return Ok(());
-    }
-    let status = rsp.status();
-    let body = tokio::time::timeout(TIMEOUT, Limited::new(rsp.into_body(), 64 * 1024).collect())
-        .await
-        .map_err(|_| anyhow!("self-test of {url} timed out reading the body"))?
-        .map_err(|e| anyhow!("self-test of {url}: {e}"))?
-        .to_bytes();
+    };
     if !status.is_success() || String::from_utf8_lossy(&body).trim() != key_authorization {
         bail!(
             "self-test of {url} failed: HTTP {status} without the expected response (set http-self-test: false to skip this check)"

@@ -13,6 +13,7 @@ mod dns;
 mod e2e;
 mod eab;
 mod hooks;
+mod hostile;
 mod hostile_hooks;
 mod hostile_state;
 mod import;

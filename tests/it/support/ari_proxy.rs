@@ -17,6 +17,9 @@
 //!   builds its URLs and checks the JWS `url` from it) already speaks in proxy URLs; any
 //!   `https://127.0.0.1:<pebble port>` left in headers or bodies is rewritten anyway.
 //!
+//! - Any kind of exchange can be answered hostilely ([`AriProxy::tamper`], see
+//!   [`super::hostile`]): slowly, endlessly, malformed, with edited JSON, headers or chains.
+//!
 //! One std thread per connection, one request per connection (`Connection: close`).
 
 use std::collections::HashMap;
@@ -33,6 +36,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::Pebble;
+use super::hostile::{self, Exchange, Tamper};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -109,6 +113,7 @@ struct ProxyState {
     rate_limit: Option<RateLimit>,
     attempts: Vec<OrderAttempt>,
     profiles: Option<serde_json::Map<String, serde_json::Value>>,
+    tampers: hostile::Tampers,
 }
 
 struct Shared {
@@ -253,6 +258,22 @@ impl AriProxy {
         self.shared.state().rate_limit = limit;
     }
 
+    /// From now on the exchanges `t` names are answered as it says (the first tamper set
+    /// for a kind of exchange wins).
+    pub fn tamper(&self, t: Tamper) {
+        self.shared.state().tampers.add(t);
+    }
+
+    /// Removes every tamper and forgets their hits.
+    pub fn clear_tampers(&self) {
+        self.shared.state().tampers.clear();
+    }
+
+    /// The exchanges answered by a tamper so far, in order.
+    pub fn tampered(&self) -> Vec<Exchange> {
+        self.shared.state().tampers.hits.clone()
+    }
+
     /// Every new-order request that arrived, in order, with the time it did.
     pub fn order_attempts(&self) -> Vec<OrderAttempt> {
         self.shared.state().attempts.clone()
@@ -355,10 +376,23 @@ fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> 
     let Some(req) = read_request(&mut tls)? else {
         return Ok(());
     };
-    let rsp = handle(&req, shared)?;
+    let mut parts = req.start.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let exchange = Exchange::of(method, path);
+    if exchange == Some(Exchange::Finalize)
+        && let Some(csr) = hostile::finalize_csr(&order_payload(&req.body))
+    {
+        shared.state().tampers.last_csr = Some(csr);
+    }
+    let answer = exchange.and_then(|x| shared.state().tampers.take(x));
+    let mut rsp = handle(&req, shared)?;
+    if let Some(a) = &answer {
+        let csr = shared.state().tampers.last_csr.clone().unwrap_or_default();
+        hostile::edit(a, &mut rsp.headers, &mut rsp.body, &csr);
+    }
     let head_only = req.start.starts_with("HEAD ");
-    let mut out = rsp.start.clone().into_bytes();
-    out.extend_from_slice(b"\r\n");
+    let mut head = rsp.start.clone().into_bytes();
+    head.extend_from_slice(b"\r\n");
     for (k, v) in &rsp.headers {
         if ["content-length", "connection", "transfer-encoding"]
             .iter()
@@ -366,19 +400,14 @@ fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> 
         {
             continue;
         }
-        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
-    out.extend_from_slice(
-        format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            rsp.body.len()
-        )
-        .as_bytes(),
-    );
-    if !head_only {
-        out.extend_from_slice(&rsp.body);
+    // A client that stops reading a hostile answer is what the test wants.
+    let sent = hostile::send(&mut tls, &head, &rsp.body, head_only, answer.as_ref());
+    if answer.is_some() && sent.is_err() {
+        return Ok(());
     }
-    tls.write_all(&out)?;
+    sent?;
     tls.conn.send_close_notify();
     tls.flush()
 }

@@ -14,6 +14,7 @@
 
 mod ari_proxy;
 mod cli;
+pub mod hostile;
 mod http;
 mod knot;
 mod pebble;
@@ -26,6 +27,8 @@ mod webserver;
 pub use ari_proxy::{AriProxy, AriWindow, OrderAttempt, RateLimit, SeenOrder};
 #[allow(unused_imports)]
 pub use cli::{Run, RunOpts, Running, acmekeep, acmekeep_with, spawn_acmekeep};
+#[allow(unused_imports)]
+pub use hostile::{Answer, Exchange, RogueCa, Tamper};
 #[allow(unused_imports)]
 pub use http::{HttpResponse, http_get, http_post, https_get};
 #[allow(unused_imports)]
