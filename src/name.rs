@@ -2,10 +2,16 @@
 //!
 //! Every hostname that reaches the rest of the program (from `want`, a target file, or
 //! anything else untrusted) has passed through [`Hostname::parse`], so later code can join it
-//! into a `live/` path or put it in a CSR without re-checking. The rules are acmetool's
-//! (lowercase, drop a trailing dot, IDNA to ASCII, keep a leading `*.`, labels of
-//! `[a-z0-9_-]`) plus the DNS length limits acmetool forgot: those keep a hostile name from
-//! producing an over-long path or a CSR the CA will reject anyway.
+//! into a `live/` path, put it in a CSR or hand it to a hook as an argument without
+//! re-checking. The rules are acmetool's (lowercase, drop a trailing dot, IDNA to ASCII, keep
+//! a leading `*.`, labels of `[a-z0-9_-]`) plus what acmetool forgot and CAs refuse anyway:
+//! the DNS length limits; no label beginning or ending with `-` (RFC 1123 §2.1 — and a name
+//! beginning with `-` would reach a hook as an option); no reserved label with `--` in third
+//! and fourth place other than a valid `xn--` A-label (RFC 5890 §2.3.1); and nothing an
+//! address parser would read as an IPv4 address: a name whose last label is all digits
+//! (RFC 1123 §2.1, RFC 3696 §2: no TLD is), or one made of one to four numbers in any form
+//! `inet_aton` accepts (`127.1`, `0x7f.0.0.1`, `017700000001`). Let's Encrypt refuses all of
+//! these too. (Underscores stay allowed, as acmetool allows them, for private CAs.)
 
 use std::fmt;
 
@@ -81,6 +87,33 @@ impl Hostname {
             {
                 return Err(err("labels may only contain a-z, 0-9, '-' and '_'"));
             }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("a label may not begin or end with '-'"));
+            }
+            if label.get(2..4) == Some("--") {
+                if !label.starts_with("xn--") {
+                    return Err(err(
+                        "labels with '--' in third and fourth place are reserved (only xn-- is used)",
+                    ));
+                }
+                if !valid_a_label(label) {
+                    return Err(err("an xn-- label that is not valid punycode"));
+                }
+            }
+        }
+        if ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(err(
+                "the last label is all digits (no top-level domain is; an IPv4 address?)",
+            ));
+        }
+        if inet_aton_form(&ascii) {
+            return Err(err(
+                "it reads as an IPv4 address in the forms inet_aton accepts",
+            ));
         }
         let full = if wildcard {
             format!("*.{ascii}")
@@ -107,6 +140,29 @@ impl Hostname {
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         self.0.parse().ok()
     }
+}
+
+/// Whether an `xn--` label is a valid A-label: it decodes, and encodes back to itself.
+fn valid_a_label(label: &str) -> bool {
+    let (unicode, result) = idna::domain_to_unicode(label);
+    result.is_ok()
+        && unicode != label
+        && idna::domain_to_ascii(&unicode).is_ok_and(|back| back == label)
+}
+
+/// Whether `name` is one to four dot-separated numbers as C's `inet_aton` reads them
+/// (decimal, octal with a leading 0, hex with 0x): such a name is an address to much
+/// software, whatever DNS says.
+fn inet_aton_form(name: &str) -> bool {
+    let number = |part: &str| {
+        if let Some(hex) = part.strip_prefix("0x") {
+            hex.bytes().all(|b| b.is_ascii_hexdigit())
+        } else {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit())
+        }
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 4 && parts.iter().all(|p| number(p))
 }
 
 impl fmt::Display for Hostname {
@@ -136,6 +192,12 @@ mod tests {
             ("bücher.example", "xn--bcher-kva.example"),
             ("_dmarc.example.org", "_dmarc.example.org"),
             ("localhost", "localhost"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("a-b--c.example", "a-b--c.example"),
+            ("0x7f.example", "0x7f.example"),
+            ("1.2.3.example", "1.2.3.example"),
+            ("123.example.com4", "123.example.com4"),
+            ("_acme-challenge.a1.example", "_acme-challenge.a1.example"),
         ];
         for (input, want) in ok {
             assert_eq!(
@@ -164,6 +226,25 @@ mod tests {
             "a\0b",
             long_label.as_str(),
             long_name.as_str(),
+            // Option-like, or not a host name (RFC 1123).
+            "-rf.example.org",
+            "a.-b.org",
+            "example-.org",
+            "example.org-",
+            "*.-x.example",
+            // Read as IPv4 addresses by inet_aton, or an all-numeric TLD.
+            "127.1",
+            "0x7f.0.0.1",
+            "0x7f000001",
+            "017700000001",
+            "1.2.3.4.5",
+            "300.1.1.1",
+            "example.123",
+            "10.0.0.0x1",
+            // Reserved LDH labels; xn-- labels must be valid punycode.
+            "ab--cd.example",
+            "xn--.example",
+            "xn--zz-.example",
         ];
         for input in bad {
             assert!(
@@ -192,8 +273,8 @@ mod tests {
                 .is_none()
         );
         assert!(
-            Hostname::parse("300.1.1.1").is_ok(),
-            "not an IP: a (numeric) DNS name"
+            Hostname::parse("300.1.1.1").is_err(),
+            "not an IP, but no DNS name either"
         );
     }
 
