@@ -556,10 +556,15 @@ impl InstantSession {
                             .join(", ")
                     )));
                 };
-                let Some(ch) = authz.challenge(instant_type(kind)) else {
+                let Some(token) = authz
+                    .challenges
+                    .iter()
+                    .find(|c| c.r#type == instant_type(kind))
+                    .map(|c| c.token.clone())
+                else {
                     continue;
                 };
-                if !valid_token(&ch.token) {
+                if !valid_token(&token) {
                     return Err(AcmeError::Ca(format!(
                         "the CA sent a malformed challenge token for {ident}"
                     )));
@@ -568,9 +573,20 @@ impl InstantSession {
                     kind,
                     identifier: ident,
                     wildcard,
-                    token: ch.token.clone(),
-                    key_authorization: format!("{}.{thumb}", ch.token),
+                    key_authorization: format!("{token}.{thumb}"),
+                    token,
                 };
+                if let Err(e) = responder.usable(&challenge) {
+                    // Given up for good, so the next order gets a fresh authorization (and
+                    // token) rather than this one again.
+                    if let Err(d) = authz.deactivate().await {
+                        tracing::debug!(
+                            "deactivating the authorization for {}: {d}",
+                            challenge.identifier
+                        );
+                    }
+                    return Err(AcmeError::Other(e.into()));
+                }
                 chosen.push((url, instant_type(kind), challenge));
             }
             break;
@@ -783,21 +799,37 @@ impl Issuer for InstantSession {
                 )));
             }
         }
-        let mut order = super::ari::new_order(
-            &self.account,
-            (&self.http, &self.directory_url),
-            &identifiers,
-            replaces,
-            profile,
-        )
-        .await?;
-        // Whatever happens while proving control, every response set up is taken down.
-        let mut presented = Vec::new();
-        let proved = self
-            .prove_control(&mut order, responder, &mut presented)
-            .await;
-        responder.cleanup_all(&presented).await;
-        proved?;
+        // A challenge the responder cannot use as the CA sent it (a token a hook would take
+        // for an option) gets one more order, with fresh authorizations.
+        let mut fresh_orders = 1;
+        let mut order = loop {
+            let mut order = super::ari::new_order(
+                &self.account,
+                (&self.http, &self.directory_url),
+                &identifiers,
+                replaces,
+                profile,
+            )
+            .await?;
+            // Whatever happens while proving control, every response set up is taken down.
+            let mut presented = Vec::new();
+            let proved = self
+                .prove_control(&mut order, responder, &mut presented)
+                .await;
+            responder.cleanup_all(&presented).await;
+            match proved {
+                Err(AcmeError::Other(e))
+                    if fresh_orders > 0
+                        && e.downcast_ref::<crate::challenge::UnusableChallenge>()
+                            .is_some() =>
+                {
+                    fresh_orders -= 1;
+                    tracing::info!("{e:#}; ordering again for another challenge");
+                }
+                Err(e) => return Err(e),
+                Ok(()) => break order,
+            }
+        };
         ca_retry!(self, order.finalize_csr(csr_der))
             .map_err(|e| ca_error("finalizing the order", e))?;
         on_finalized(order.url()).map_err(AcmeError::Other)?;

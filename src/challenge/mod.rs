@@ -66,10 +66,20 @@ impl Challenge {
 /// Boxed future, so the trait can be used as `&dyn Responder`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A challenge a responder will not answer as the CA sent it; another order (with another
+/// authorization and token) may do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnusableChallenge(pub String);
+
 /// Sets up and tears down challenge responses.
 pub trait Responder: Send + Sync {
     /// Challenge types this responder answers, in order of preference.
     fn kinds(&self) -> &[ChallengeKind];
+    /// Whether `ch` can be answered as it is, asked before anything is set up.
+    fn usable(&self, _ch: &Challenge) -> Result<(), UnusableChallenge> {
+        Ok(())
+    }
     /// Makes the responses to all of an order's challenges available, at the same time;
     /// fails if any could not be set up (the error names each that could not).
     fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>>;
@@ -270,6 +280,22 @@ fn run_hook(
         ch.key_authorization.as_str(),
     );
     let txt = ch.dns_value();
+    // Never an argument a hook could take for an option (see `TargetResponder::usable`;
+    // hostnames cannot begin with '-', and a target file named so is refused here too).
+    let argument = if ch.kind == ChallengeKind::Dns01 {
+        txt.as_str()
+    } else {
+        token
+    };
+    if let Some(a) = [hostname, target_file, argument]
+        .into_iter()
+        .find(|a| a.starts_with('-'))
+    {
+        tracing::warn!(
+            "challenge hooks not run for {hostname}: the argument {a:?} begins with '-'"
+        );
+        return false;
+    }
     let event = match (ch.kind, start) {
         (ChallengeKind::Http01, true) => Event::ChallengeHttpStart {
             hostname,
@@ -318,6 +344,30 @@ fn run_hook(
 impl Responder for TargetResponder {
     fn kinds(&self) -> &[ChallengeKind] {
         &self.types
+    }
+
+    /// The hook protocol (acmetool's) passes the token, or the dns-01 TXT value, as an
+    /// argument: one beginning with `-` would be read as an option by a hook that hands it
+    /// to a command (`-rf…`, `--output=…`). Both are base64url, so an honest CA produces
+    /// one now and then (1 in 64); a hostile one can choose it. Such a challenge is never
+    /// handed to hooks: when hooks would answer it, it is refused before anything is set
+    /// up, and the issuer orders again for a fresh token.
+    fn usable(&self, ch: &Challenge) -> Result<(), UnusableChallenge> {
+        let (argument, what, hooked) = match ch.kind {
+            ChallengeKind::Http01 => (ch.token.clone(), "token", self.http_hooks),
+            ChallengeKind::Dns01 => (ch.dns_value(), "TXT value", self.dns.hooks),
+            ChallengeKind::TlsAlpn01 => return Ok(()),
+        };
+        let hooks_present = self.hooks.hooks().is_ok_and(|h| !h.is_empty());
+        if hooked && hooks_present && argument.starts_with('-') {
+            return Err(UnusableChallenge(format!(
+                "the {} challenge for {} has a {what} beginning with '-' ({:?}), which a hook would take for an option; it is not handed to the challenge hooks",
+                ch.kind.name(),
+                ch.identifier,
+                argument.chars().take(12).collect::<String>()
+            )));
+        }
+        Ok(())
     }
 
     fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>> {
