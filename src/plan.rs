@@ -128,17 +128,23 @@ impl From<Vec<CertSummary>> for CertSet {
     }
 }
 
-/// The best certificate satisfying `target`: the most recently issued (latest
+/// The best certificate satisfying `target` at `now`: the most recently issued (latest
 /// `not_before`), then the latest `not_after`, ties broken by id so runs are deterministic.
+/// A certificate that is not valid yet (`not_before` after `now`) is never the best: linked,
+/// it would be refused by every client until then, while the one it would replace works.
 ///
 /// Newest first, not longest-lived first: a replacement can expire before the certificate it
 /// replaces (a move to a short-lived profile, a renewal after the CA revoked or asked to
 /// replace a certificate), and it was obtained precisely so that it would be used. (With
 /// one CA and one profile the two orders agree, as acmetool's "latest expiry" did.)
-pub fn best_cert<'a>(target: &Target, certs: &'a CertSet) -> Option<&'a CertSummary> {
+pub fn best_cert<'a>(
+    target: &Target,
+    certs: &'a CertSet,
+    now: OffsetDateTime,
+) -> Option<&'a CertSummary> {
     certs
         .candidates(target)
-        .filter(|c| satisfies(c, target))
+        .filter(|c| c.not_before <= now && satisfies(c, target))
         .max_by(|a, b| newer(a, b))
 }
 
@@ -174,7 +180,7 @@ pub fn plan_target_ari(
     now: OffsetDateTime,
     ari: &BTreeMap<String, crate::ari::AriRecord>,
 ) -> TargetPlan {
-    match best_cert(target, certs) {
+    match best_cert(target, certs, now) {
         Some(best) => {
             let renew_at = crate::ari::due_at(
                 best,
@@ -262,6 +268,27 @@ pub fn next_attempt(
     ca_retry_after.map_or(ours, |ca| ca.min(last + MAX_CA_DEFERRAL).max(ours))
 }
 
+/// How long before a certificate expires its target's next attempt must be allowed for a
+/// deferral to be silent: runs come daily (a cron job at a random time), so the run that may
+/// make the attempt can come up to a day after the time the CA allows.
+pub const DEFERRAL_HEADROOM: Duration = Duration::days(1);
+
+/// Whether a target whose next attempt the CA put off until `next_attempt` (a rate limit, an
+/// overload) fails the run instead of being deferred: its certificate `best` (the one in use)
+/// expires before that attempt can renew it ([`DEFERRAL_HEADROOM`]), or has expired at `now`.
+/// A deferral is silent by design; one that outlives the certificate in use must reach a
+/// person, whatever the CA asked. A target without any certificate is not covered here:
+/// nothing it serves can lapse.
+pub fn deferral_outlives(
+    best: Option<&CertSummary>,
+    next_attempt: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let best = best?;
+    (best.not_after <= now || best.not_after <= next_attempt + DEFERRAL_HEADROOM)
+        .then_some(best.not_after)
+}
+
 /// Finds the time in a CA's "retry after <time>" explanation (Let's Encrypt writes
 /// `retry after 2026-11-23 07:00:00 UTC`; RFC 3339 is accepted too).
 pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
@@ -307,13 +334,14 @@ pub struct Relink {
     pub cert_id: String,
 }
 
-/// The relink pass: map each live name to the first target claiming it, and return the links
-/// whose best certificate differs from what `current` points at. Targets without a
+/// The relink pass at `now`: map each live name to the first target claiming it, and return
+/// the links whose best certificate differs from what `current` points at. Targets without a
 /// satisfying certificate keep their old link (no entry).
 pub fn plan_relinks(
     targets: &[Target],
     certs: &CertSet,
     current: &BTreeMap<String, String>,
+    now: OffsetDateTime,
 ) -> Vec<Relink> {
     let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
     for i in disjunction_order(targets) {
@@ -326,7 +354,7 @@ pub fn plan_relinks(
     for (name, i) in claimed {
         let best = *best_of
             .entry(i)
-            .or_insert_with(|| best_cert(&targets[i], certs));
+            .or_insert_with(|| best_cert(&targets[i], certs, now));
         if let Some(best) = best
             && current.get(&name) != Some(&best.id)
         {
@@ -526,7 +554,12 @@ mod tests {
                     .filter(|c| satisfies(c, &t))
                     .max_by(|x, y| newer(x, y))
                     .map(|c| c.id.clone());
-                assert_eq!(best_cert(&t, &set).map(|c| c.id.clone()), linear, "{a} {b}");
+                let now = T0 + Duration::days(100);
+                assert_eq!(
+                    best_cert(&t, &set, now).map(|c| c.id.clone()),
+                    linear,
+                    "{a} {b}"
+                );
             }
         }
         assert_eq!(set.get("c07").map(|c| c.id.as_str()), Some("c07"));
@@ -546,11 +579,12 @@ mod tests {
         let mut new = cert("new", &["a.b"], T0 + Duration::days(10), 6);
         new.profile = Some("shortlived".into());
         let set = CertSet::from(vec![old, new]);
-        assert_eq!(best_cert(&t, &set).map(|c| c.id.as_str()), Some("new"));
+        let now = T0 + Duration::days(11);
+        assert_eq!(best_cert(&t, &set, now).map(|c| c.id.as_str()), Some("new"));
         let p = plan_target(&t, &set, T0 + Duration::days(11));
         assert_eq!(p.best.as_deref(), Some("new"));
         assert!(!p.needs_request, "{p:?}");
-        let relinks = plan_relinks(std::slice::from_ref(&t), &set, &BTreeMap::new());
+        let relinks = plan_relinks(std::slice::from_ref(&t), &set, &BTreeMap::new(), now);
         assert_eq!(relinks[0].cert_id, "new");
     }
 
@@ -569,6 +603,72 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_not_valid_yet_is_never_the_best() {
+        // The working certificate, and a newer one whose validity starts tomorrow (a CA's
+        // clock, or a hostile CA): the working one stays the best and stays linked.
+        let t = target("t", "satisfy:\n  names: [a.b]\n");
+        let now = T0 + Duration::days(10);
+        let working = cert("working", &["a.b"], T0, 90);
+        let future = cert("future", &["a.b"], now + Duration::days(1), 90);
+        let set = CertSet::from(vec![working, future.clone()]);
+        assert_eq!(
+            best_cert(&t, &set, now).map(|c| c.id.as_str()),
+            Some("working")
+        );
+        let p = plan_target(&t, &set, now);
+        assert_eq!(p.best.as_deref(), Some("working"));
+        let mut current = BTreeMap::new();
+        current.insert("a.b".to_owned(), "future".to_owned());
+        assert_eq!(
+            plan_relinks(std::slice::from_ref(&t), &set, &current, now),
+            [Relink {
+                name: "a.b".into(),
+                cert_id: "working".into()
+            }],
+            "a link to a certificate not valid yet goes back to the working one"
+        );
+        // Alone, it is no certificate at all (a new one is requested), until it is valid.
+        let alone = CertSet::from(vec![future]);
+        assert_eq!(plan_target(&t, &alone, now).best, None);
+        assert!(plan_target(&t, &alone, now).needs_request);
+        let later = now + Duration::days(2);
+        assert_eq!(
+            best_cert(&t, &alone, later).map(|c| c.id.as_str()),
+            Some("future")
+        );
+    }
+
+    #[test]
+    fn a_deferral_that_outlives_the_certificate_fails() {
+        let now = T0 + Duration::days(80);
+        // Expires on day 90.
+        let c = cert("c", &["a.b"], T0, 90);
+        let day = |d: i64| T0 + Duration::days(d);
+        // (next attempt the CA allows, fails?)
+        let table = [
+            (day(81), false),
+            (day(88), false),
+            // A day before expiry: the daily run that makes the attempt may come too late.
+            (day(89), true),
+            (day(95), true),
+            (day(87) + Duration::hours(1), false),
+        ];
+        for (next, fails) in table {
+            assert_eq!(
+                deferral_outlives(Some(&c), next, now).is_some(),
+                fails,
+                "next attempt {next}"
+            );
+        }
+        assert_eq!(deferral_outlives(Some(&c), day(95), now), Some(day(90)));
+        // Already expired: fails whatever the CA's time.
+        assert!(deferral_outlives(Some(&c), day(91), day(91)).is_some());
+        assert!(deferral_outlives(Some(&c), now, day(100)).is_some());
+        // No certificate: nothing can lapse, the deferral stays one.
+        assert_eq!(deferral_outlives(None, day(95), now), None);
+    }
+
+    #[test]
     fn best_is_latest_not_after_with_id_tie_break() {
         let t = target("t", "satisfy:\n  names: [a.b]\n");
         let certs = [
@@ -577,7 +677,8 @@ mod tests {
             cert("z", &["a.b"], T0 - Duration::days(1), 90),
         ];
         assert_eq!(
-            best_cert(&t, &CertSet::from(certs.to_vec())).map(|c| c.id.as_str()),
+            best_cert(&t, &CertSet::from(certs.to_vec()), T0 + Duration::days(1))
+                .map(|c| c.id.as_str()),
             Some("a")
         );
     }
@@ -602,7 +703,12 @@ mod tests {
         let mut current = BTreeMap::new();
         current.insert("g.h".to_owned(), "old".to_owned());
         current.insert("a.b:ecc".to_owned(), "c-small".to_owned());
-        let relinks = plan_relinks(&targets, &CertSet::from(certs), &current);
+        let relinks = plan_relinks(
+            &targets,
+            &CertSet::from(certs),
+            &current,
+            T0 + Duration::days(1),
+        );
         let got: Vec<_> = relinks
             .iter()
             .map(|r| (r.name.as_str(), r.cert_id.as_str()))

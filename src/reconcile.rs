@@ -39,6 +39,11 @@ pub struct Options {
     pub force: bool,
     /// Runs the hooks (`live-updated`, `reconcile-failed`, `challenge-http-*`).
     pub hooks: Arc<HookRunner>,
+    /// The time when a step happens rather than when the run began: a certificate the CA
+    /// just issued is checked for being valid at the time it arrives, and the relink pass
+    /// at the end plans with the time it runs at (a CA may date a certificate from the
+    /// moment it issues it, after the run began).
+    pub clock: fn() -> OffsetDateTime,
 }
 
 /// Outcome for one target.
@@ -260,7 +265,7 @@ pub async fn run<C: Connector>(
             &uncached,
             &targets,
             &mut inv,
-            now,
+            (now, opts.clock),
             &mut report,
         )
         .await;
@@ -295,9 +300,7 @@ pub async fn run<C: Connector>(
         let waiting_until = record
             .next_attempt
             .as_deref()
-            .and_then(|n| {
-                OffsetDateTime::parse(n, &time::format_description::well_known::Rfc3339).ok()
-            })
+            .and_then(parse_rfc3339)
             .filter(|next| *next > now && !opts.force);
         if selected
             && p.needs_request
@@ -317,7 +320,8 @@ pub async fn run<C: Connector>(
                 file: t.file.clone(),
                 names: names_of(t),
                 result: if record.rate_limited {
-                    Outcome::Deferred(text)
+                    let best = p.best.as_deref().and_then(|id| summaries.get(id));
+                    deferral(text, best, Some(next), now)
                 } else {
                     Outcome::Failed(text)
                 },
@@ -355,7 +359,7 @@ pub async fn run<C: Connector>(
 
     // One relink pass over every loadable target.
     tracing::debug!("planned and obtained at {:.0?}", started.elapsed());
-    let relinks = plan::plan_relinks(&targets, &summaries, &inv.live);
+    let relinks = plan::plan_relinks(&targets, &summaries, &inv.live, (opts.clock)());
     for r in relinks {
         match store.relink(&r.name, &r.cert_id) {
             Ok(_) => report.relinked.push(r.name),
@@ -472,7 +476,7 @@ async fn download_uncached<C: Connector>(
     uncached: &[crate::store::CertRecord],
     targets: &[Target],
     inv: &mut Inventory,
-    now: OffsetDateTime,
+    (now, clock): (OffsetDateTime, fn() -> OffsetDateTime),
     report: &mut Report,
 ) {
     type Login<S> = Result<S, (String, plan::DownloadFailure)>;
@@ -549,7 +553,7 @@ async fn download_uncached<C: Connector>(
                         .map(|t| t.preferred_chain.as_slice())
                         .unwrap_or_default();
                     let pem = keep_chain(&format!("certs/{}", c.id), &chains, preferred);
-                    let files = cert::validate_issued(pem, &leaf.key_id, &leaf.names, now)?;
+                    let files = cert::validate_issued(pem, &leaf.key_id, &leaf.names, clock())?;
                     let has_key = inv.key_ids.contains(&leaf.key_id);
                     store.finish_cert(&c.id, has_key.then_some(leaf.key_id.as_str()), &files)?;
                     Ok(files.leaf.into_summary(&c.id, has_key, false, None))
@@ -667,7 +671,7 @@ async fn renewal_windows<C: Connector>(
     type Due = BTreeMap<(String, Option<PathBuf>), Vec<(String, String)>>;
     let mut due = Due::new();
     for t in targets {
-        let Some(best) = plan::best_cert(t, summaries) else {
+        let Some(best) = plan::best_cert(t, summaries, now) else {
             continue;
         };
         if !seen.insert(best.id.as_str()) {
@@ -901,12 +905,12 @@ async fn obtain<C: Connector>(
                 };
                 let msg = crate::cause::render(&e.context(format!("CA {provider}")));
                 for t in group {
+                    let next = record(store, &t.file, now, Some(msg.clone()), how);
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
                         names: names_of(&t),
-                        result: failure(how, &msg),
+                        result: failure(how, &msg, plan::best_cert(&t, summaries, now), next, now),
                     });
-                    record(store, &t.file, now, Some(msg.clone()), how);
                 }
                 continue;
             }
@@ -916,7 +920,7 @@ async fn obtain<C: Connector>(
         for t in group {
             // The certificate this order replaces, named by its ARI id (RFC 9773 §5): only
             // when this CA gave it a window, so it knows the certificate.
-            let replaces = plan::best_cert(&t, summaries)
+            let replaces = plan::best_cert(&t, summaries, now)
                 .and_then(|b| ari.get(&b.id))
                 .map(|r| r.ari_id.clone());
             work.push((t, session.clone(), account_id.clone(), replaces));
@@ -929,6 +933,7 @@ async fn obtain<C: Connector>(
         .map(|t| t.file.as_str())
         .collect();
     // At most `jobs` orders in flight; each task is created when a slot frees up.
+    let clock = opts.clock;
     let tasks = work.into_iter().map(|(t, session, account_id, replaces)| {
         let (store, tokens, hooks, alpn_certs) = (
             store.clone(),
@@ -967,13 +972,15 @@ async fn obtain<C: Connector>(
                 &t,
                 replaces.as_deref(),
                 &responder,
-                now,
+                clock,
             )
             .await
             .map_err(|e| (crate::cause::render(&e), backoff_for(&e)));
             (t.file.clone(), names_of(&t), res)
         }
     });
+    let by_file: std::collections::HashMap<&str, &Target> =
+        todo.iter().map(|t| (t.file.as_str(), t)).collect();
     run_bounded(tasks, opts.jobs, |joined: Result<OrderOutcome, _>| {
         let (file, names, res) = match joined {
             Ok(v) => v,
@@ -996,8 +1003,11 @@ async fn obtain<C: Connector>(
                 Outcome::Issued(issued)
             }
             Err((e, how)) => {
-                record(store, &file, now, Some(e.clone()), how);
-                failure(how, &e)
+                let next = record(store, &file, now, Some(e.clone()), how);
+                let best = by_file
+                    .get(file.as_str())
+                    .and_then(|t| plan::best_cert(t, summaries, now));
+                failure(how, &e, best, next, now)
             }
         };
         report.targets.push(TargetOutcome {
@@ -1032,17 +1042,68 @@ fn backoff_for(e: &anyhow::Error) -> Backoff {
     how
 }
 
-/// The outcome of a target that failed with `e` and backs off as `how`.
-fn failure(how: Backoff, e: &str) -> Outcome {
+/// The outcome of a target that failed with `e` and backs off as `how` until `next`, its
+/// certificate in use being `best`: a refusal for the CA's rate defers it ([`deferral`]).
+fn failure(
+    how: Backoff,
+    e: &str,
+    best: Option<&CertSummary>,
+    next: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Outcome {
     match how {
-        Backoff::RateLimited => Outcome::Deferred(e.to_owned()),
+        Backoff::RateLimited => deferral(e.to_owned(), best, next, now),
         Backoff::No | Backoff::Yes => Outcome::Failed(e.to_owned()),
     }
 }
 
-fn record(store: &Store, file: &str, now: OffsetDateTime, error: Option<String>, backoff: Backoff) {
-    if let Err(e) = store.record_attempt(file, now, error, backoff) {
-        tracing::warn!("cannot record the outcome for desired/{file}: {e:#}");
+/// Records an attempt's outcome for `file`; returns when the next attempt may be made, if
+/// the target now waits.
+fn record(
+    store: &Store,
+    file: &str,
+    now: OffsetDateTime,
+    error: Option<String>,
+    backoff: Backoff,
+) -> Option<OffsetDateTime> {
+    match store.record_attempt(file, now, error, backoff) {
+        Ok(rec) => rec.next_attempt.as_deref().and_then(parse_rfc3339),
+        Err(e) => {
+            tracing::warn!("cannot record the outcome for desired/{file}: {e:#}");
+            None
+        }
+    }
+}
+
+fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// A target deferred by the CA until `next` ([`Outcome::Deferred`] with `text`), unless its
+/// certificate in use expires before then ([`plan::deferral_outlives`]): then it fails the
+/// run, whatever the CA asked, so that the `reconcile-failed` hook tells a person in time.
+fn deferral(
+    text: String,
+    best: Option<&CertSummary>,
+    next: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Outcome {
+    let rfc3339 = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    match next.and_then(|next| plan::deferral_outlives(best, next, now).map(|exp| (exp, next))) {
+        Some((expires, next)) => Outcome::Failed(format!(
+            "{text}; its certificate {} {}, and the CA allows no new attempt before {}",
+            if expires <= now {
+                "expired at"
+            } else {
+                "expires at"
+            },
+            rfc3339(expires),
+            rfc3339(next)
+        )),
+        None => Outcome::Deferred(text),
     }
 }
 
@@ -1301,7 +1362,7 @@ async fn issue_one<I: Issuer>(
     t: &Target,
     replaces: Option<&str>,
     responder: &TargetResponder,
-    now: OffsetDateTime,
+    clock: fn() -> OffsetDateTime,
 ) -> Result<CertSummary> {
     let key = match &t.key_id {
         Some(id) => store
@@ -1333,7 +1394,8 @@ async fn issue_one<I: Issuer>(
         .map_err(|e| anyhow!(e))?;
     let id = crate::store::ids::cert_id(&issued.order_url);
     let pem = keep_chain(&format!("certs/{id}"), &issued.chains, &t.preferred_chain);
-    let files = cert::validate_issued(pem, &key.id, &names, now)?;
+    // Valid at the time it arrives: the CA may date it from the moment it issued it.
+    let files = cert::validate_issued(pem, &key.id, &names, clock())?;
     store.finish_cert(&id, Some(&key.id), &files)?;
     if let Some(p) = &t.profile {
         store.write_cert_profile(&id, p)?;

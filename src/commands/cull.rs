@@ -75,7 +75,7 @@ pub fn execute(settings: &Settings, args: &CullArgs) -> Result<ExitCode> {
     let (targets, _) = store.load_targets(&defaults)?;
     let mut inv = store.load_inventory()?;
     // Relink first (acmetool): a better certificate may free an old one.
-    for r in plan::plan_relinks(&targets, &inv.summaries(), &inv.live) {
+    for r in plan::plan_relinks(&targets, &inv.summaries(), &inv.live, now) {
         if args.simulate {
             println!("would relink live/{} -> certs/{}", r.name, r.cert_id);
         } else {

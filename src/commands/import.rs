@@ -817,7 +817,7 @@ fn join(names: &[Hostname]) -> String {
 }
 
 /// Writes what was read into the store; prints one line per new thing.
-fn apply(store: &Store, cb: &Certbot) -> Result<Tally> {
+fn apply(store: &Store, cb: &Certbot, now: OffsetDateTime) -> Result<Tally> {
     let mut tally = Tally::default();
     let defaults = store.load_defaults().map_err(config_error)?;
     let (targets, _) = store.load_targets(&defaults)?;
@@ -885,7 +885,7 @@ fn apply(store: &Store, cb: &Certbot) -> Result<Tally> {
     // Point live/ at the imported certificates now rather than at the next reconcile.
     let (targets, _) = store.load_targets(&defaults)?;
     let inv = store.load_inventory()?;
-    for r in crate::plan::plan_relinks(&targets, &inv.summaries(), &inv.live) {
+    for r in crate::plan::plan_relinks(&targets, &inv.summaries(), &inv.live, now) {
         store.relink(&r.name, &r.cert_id)?;
         println!("live/{} -> certs/{}", r.name, r.cert_id);
     }
@@ -895,13 +895,14 @@ fn apply(store: &Store, cb: &Certbot) -> Result<Tally> {
 /// `import-le [DIR]`: certbot's accounts, current certificates with their keys, and a target
 /// for each lineage's names. Running it again changes nothing.
 pub fn execute_le(settings: &Settings, args: &ImportLeArgs) -> Result<ExitCode> {
-    let cb = read_certbot(&args.dir, OffsetDateTime::now_utc()).map_err(config_error)?;
+    let now = OffsetDateTime::now_utc();
+    let cb = read_certbot(&args.dir, now).map_err(config_error)?;
     for n in &cb.notes {
         tracing::warn!("{n}");
     }
     let tally = {
         let (_lock, store) = super::lock_and_open(settings)?;
-        apply(&store, &cb)?
+        apply(&store, &cb, now)?
     };
     let from = args.dir.display();
     match (tally.new.total(), tally.present.total()) {

@@ -23,6 +23,7 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
         only: args.targets.clone(),
         force: args.force,
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
+        clock: OffsetDateTime::now_utc,
     };
     let connector = InstantConnector::with_timeout(settings.ca_timeout)
         .with_rate_limit_wait(settings.rate_limit_wait);

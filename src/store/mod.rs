@@ -1281,14 +1281,14 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Records the outcome of an attempt for `file`.
+    /// Records the outcome of an attempt for `file`; returns the record as written.
     pub fn record_attempt(
         &self,
         file: &str,
         now: OffsetDateTime,
         error: Option<String>,
         backoff: Backoff,
-    ) -> Result<()> {
+    ) -> Result<TargetRecord> {
         let rfc3339 = |t: OffsetDateTime| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
@@ -1328,7 +1328,7 @@ impl Store {
             .write_file(&path, &json, FILE_MODE)
             .with_context(|| format!("writing {}", path.display()))?;
         self.listings.written(&path);
-        Ok(())
+        Ok(rec)
     }
 
     /// Points `certs/<cert_id>/account` at `accounts/<account_id>` (a new link renamed over
