@@ -444,7 +444,7 @@ fn expiring(
     unsatisfied
         .into_iter()
         .filter_map(|o| {
-            let best = plan::best_cert(by_file.get(o.file.as_str())?, summaries)?;
+            let best = plan::best_cert(by_file.get(o.file.as_str())?, summaries, now)?;
             plan::in_last_sixth(best, now).then(|| (o.file.clone(), best.not_after))
         })
         .collect()
@@ -929,7 +929,7 @@ async fn obtain<C: Connector>(
     // Targets that have a certificate already: what they get now is a renewal.
     let renewing: std::collections::HashSet<&str> = todo
         .iter()
-        .filter(|t| plan::best_cert(t, summaries).is_some())
+        .filter(|t| plan::best_cert(t, summaries, now).is_some())
         .map(|t| t.file.as_str())
         .collect();
     // At most `jobs` orders in flight; each task is created when a slot frees up.

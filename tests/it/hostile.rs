@@ -482,7 +482,7 @@ fn challenge_tokens_that_hooks_would_take_for_options_never_reach_them() {
         serving_hook(&state, &served, &log);
         let server = ChallengeServer::start(ca.pebble.http_port(), &served).expect("web server");
         ca.proxy.tamper(tamper);
-        let run = acmekeep(&state, &["want", NAME]);
+        let run = acmekeep(&state, &["-v", "want", NAME]);
         drop(server);
         let hooked = std::fs::read_to_string(&log).unwrap_or_default();
         let ctx = || format!("case {case}\n{}\nhook log:\n{hooked}", run.describe());
@@ -607,7 +607,8 @@ fn a_rate_limit_deferral_that_outlives_the_certificate_fails_the_run() {
     // Two days: the certificate expires before the daily run after the CA's time.
     ca.proxy.rate_limit_new_orders(limit("172800"));
     let run = acmekeep(&state, &["reconcile", "--force"]);
-    run.assert_code(1).assert_stderr_contains("expires at");
+    run.assert_code(1)
+        .assert_stderr_contains("the CA allows no new attempt before");
     assert!(failed_hook(), "{}", run.describe());
     assert!(
         std::fs::read_to_string(&log)
@@ -619,7 +620,8 @@ fn a_rate_limit_deferral_that_outlives_the_certificate_fails_the_run() {
     std::fs::remove_file(&log).expect("rm log");
     let attempts = ca.proxy.order_attempts().len();
     let run = acmekeep(&state, &["reconcile"]);
-    run.assert_code(1).assert_stderr_contains("expires at");
+    run.assert_code(1)
+        .assert_stderr_contains("the CA allows no new attempt before");
     assert!(failed_hook(), "{}", run.describe());
     assert_eq!(
         ca.proxy.order_attempts().len(),
