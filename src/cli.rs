@@ -23,8 +23,9 @@ pub struct Cli {
     /// Maximum number of orders in flight at once.
     #[arg(long, global = true, env = "ACMEKEEP_JOBS", default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: u16,
-    /// How long to wait for the CA to answer one request (e.g. 30s, 2m). After two requests
-    /// to a CA go unanswered, no new order is started there for the rest of the run.
+    /// How long to wait for the CA to answer one request, its whole answer included (e.g.
+    /// 30s, 2m). After two requests to a CA go unanswered, no new order is started there for
+    /// the rest of the run.
     #[arg(
         long,
         global = true,

@@ -524,6 +524,12 @@ fn a_retry_after_beyond_any_clock_is_bounded_not_a_panic() {
     acmekeep(&state, &["want", NAME]).assert_success();
     let huge = "18446744073709551615".to_owned();
     // Renewal information: fetched for the certificate just obtained.
+    let now = time::OffsetDateTime::now_utc();
+    ca.proxy.set_default_window(Some(AriWindow {
+        start: now + time::Duration::days(30),
+        end: now + time::Duration::days(31),
+        retry_after: 3600,
+    }));
     ca.proxy.tamper(Tamper::always(
         Exchange::RenewalInfo,
         Answer::Header("Retry-After", huge.clone()),

@@ -384,8 +384,17 @@ fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> 
     {
         shared.state().tampers.last_csr = Some(csr);
     }
-    let answer = exchange.and_then(|x| shared.state().tampers.take(x));
     let mut rsp = handle(&req, shared)?;
+    // Only successful answers are tampered with: Pebble rejects some nonces on purpose, and
+    // a tamper for one exchange must not be spent on such a rejection.
+    let success = rsp
+        .start
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
+    let answer = exchange
+        .filter(|_| success)
+        .and_then(|x| shared.state().tampers.take(x));
     if let Some(a) = &answer {
         let csr = shared.state().tampers.last_csr.clone().unwrap_or_default();
         hostile::edit(a, &mut rsp.headers, &mut rsp.body, &csr);

@@ -5,7 +5,8 @@
 //! stranger intermediate, a leaf minted by the proxy for the CSR's key).
 //!
 //! Pebble 2.4's resource paths tell the exchanges apart (`/nonce-plz`, `/order-plz`,
-//! `/authZ/`, …); a [`Tamper`] applies to the next `times` exchanges of its kind.
+//! `/authZ/`, …); a [`Tamper`] applies to the next `times` successful answers of its kind
+//! (Pebble's error answers, such as its deliberate nonce rejections, pass untouched).
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -180,7 +181,12 @@ pub fn edit(answer: &Answer, headers: &mut Vec<(String, String)>, body: &mut Vec
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
             headers.push(((*name).to_owned(), value.clone()));
         }
-        Answer::Chain(f) => *body = f(&String::from_utf8_lossy(body), csr).into_bytes(),
+        Answer::Chain(f) => {
+            let pem = String::from_utf8_lossy(body).into_owned();
+            if pem.contains("-----BEGIN CERTIFICATE-----") {
+                *body = f(&pem, csr).into_bytes();
+            }
+        }
     }
 }
 
