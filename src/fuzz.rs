@@ -592,7 +592,15 @@ mod tests {
                     "alternate-without-the-leaf",
                     "carries another end-entity certificate",
                 ),
-                ("isrg-roots", "valid, due"),
+                // Two self-signed roots are no chain: the second did not sign the first.
+                (
+                    "isrg-roots",
+                    "invalid: the certificate names another issuer",
+                ),
+                (
+                    "pebble-leaf-only",
+                    "invalid: the CA returned the certificate without its issuer",
+                ),
                 ("ec-private-key-pkcs8", "key Ecdsa"),
                 ("ec-private-key-sec1", "key Ecdsa"),
                 ("truncated-chain", "has no END line"),
