@@ -558,8 +558,8 @@ mod tests {
 echo "$FAKE_TOOL $*" >>"$FAKE_LOG"
 if [ "$FAKE_TOOL" = systemctl ]; then
   action=$1
-  [ "$1" = is-active ] && shift
-  svc=${2%.service}
+  for unit; do :; done
+  svc=${unit%.service}
 else
   svc=$1 action=$2
 fi
@@ -567,7 +567,7 @@ case $action in
 is-active | status)
   case " ${FAKE_ACTIVE:-} " in *" $svc "*) exit 0 ;; esac
   exit 3 ;;
-try-reload-or-restart | reload)
+try-reload-or-restart | force-reload | kill)
   case " ${FAKE_FAIL:-} " in *" $svc "*) echo "fake: $svc failed" >&2; exit 1 ;; esac
   exit 0 ;;
 esac
@@ -677,7 +677,10 @@ exit 99
             .collect()
     }
 
-    const DEFAULT_SERVICES: &str = "httpd apache2 apache nginx tengine lighttpd postfix dovecot exim exim4 haproxy hitch quassel quasselcore opensmtpd freeswitch apache24";
+    /// acmetool's 17 names, then the Debian services doc/hooks.md lists, in the hook's order.
+    const DEFAULT_SERVICES: &str = "httpd apache2 apache nginx tengine lighttpd postfix dovecot exim exim4 haproxy hitch quassel quasselcore opensmtpd freeswitch apache24 \
+        h2o caddy squid nghttpx trafficserver stunnel4 sendmail slapd vsftpd proftpd \
+        prosody ejabberd mosquitto coturn postgresql ocserv strongswan ngircd";
 
     #[test]
     fn reload_ignores_other_events() {
@@ -710,7 +713,7 @@ exit 99
         assert_eq!(stdout(&out), "reloaded nginx\nreloaded postfix\n");
         let log = s.log();
         let checked: Vec<String> = DEFAULT_SERVICES
-            .split(' ')
+            .split_whitespace()
             .map(|svc| format!("systemctl is-active --quiet {svc}.service"))
             .collect();
         let got_checks: Vec<&String> = log.iter().filter(|l| l.contains("is-active")).collect();
@@ -810,7 +813,7 @@ exit 99
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(stdout(&out), "reloaded dovecot\n");
         let log = s.log();
-        assert_eq!(reloads(&log), ["service dovecot reload"]);
+        assert_eq!(reloads(&log), ["service dovecot force-reload"]);
         assert!(log.contains(&"service nginx status".to_owned()), "{log:?}");
         assert!(!log.iter().any(|l| l.starts_with("systemctl")), "{log:?}");
     }
@@ -838,6 +841,74 @@ exit 99
                 .iter()
                 .any(|l| l.contains('*') || l.contains("--all"))
         );
+    }
+
+    #[test]
+    fn reload_covers_the_certificate_using_debian_services() {
+        // The services a Debian machine runs with certificates that acmetool's list missed
+        // (issue: prosody, slapd, vsftpd, postgresql, stunnel4, mosquitto, coturn got no
+        // reload). coturn gets SIGUSR2, which reloads its certificates without a restart.
+        let s = Sandbox::new();
+        s.fake("systemctl", FAKE_MANAGER);
+        let running = "prosody slapd vsftpd postgresql stunnel4 mosquitto coturn";
+        let out = s.run(
+            HookName::Reload,
+            &["live-updated"],
+            "example.com\n",
+            &[("FAKE_ACTIVE", running)],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let expected: Vec<String> = DEFAULT_SERVICES
+            .split_whitespace()
+            .filter(|svc| running.split(' ').any(|r| r == *svc))
+            .map(|svc| format!("reloaded {svc}\n"))
+            .collect();
+        assert_eq!(expected.len(), 7, "{DEFAULT_SERVICES}");
+        assert_eq!(stdout(&out), expected.concat());
+        assert_eq!(
+            reloads(&s.log()),
+            [
+                "systemctl try-reload-or-restart stunnel4.service",
+                "systemctl try-reload-or-restart slapd.service",
+                "systemctl try-reload-or-restart vsftpd.service",
+                "systemctl try-reload-or-restart prosody.service",
+                "systemctl try-reload-or-restart mosquitto.service",
+                "systemctl kill --kill-who=main --signal=SIGUSR2 coturn.service",
+                "systemctl try-reload-or-restart postgresql.service",
+            ]
+        );
+    }
+
+    #[test]
+    fn reload_config_can_skip_default_services() {
+        let s = Sandbox::new();
+        s.fake("systemctl", FAKE_MANAGER);
+        s.config("SKIP_SERVICES='slapd  nginx'\nSERVICES=\"$SERVICES myapp\"\n");
+        let out = s.run(
+            HookName::Reload,
+            &["live-updated"],
+            "",
+            &[("FAKE_ACTIVE", "nginx slapd postfix myapp")],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "reloaded postfix\nreloaded myapp\n");
+        let log = s.log();
+        assert!(
+            !log.iter()
+                .any(|l| l.contains("slapd") || l.contains("nginx")),
+            "skipped services are not even checked: {log:?}"
+        );
+    }
+
+    #[test]
+    fn every_default_reload_service_is_documented() {
+        let doc = include_str!("../doc/hooks.md");
+        for svc in DEFAULT_SERVICES.split_whitespace() {
+            assert!(
+                doc.contains(&format!("`{svc}`")),
+                "doc/hooks.md does not list `{svc}`"
+            );
+        }
     }
 
     /// A state directory laid out like acmekeep's: live/<name> -> ../certs/<id>.
