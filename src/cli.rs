@@ -2,11 +2,52 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// Shown under each command's `--help`, where the global options are not repeated.
+const GLOBAL_OPTIONS_POINTER: &str = "Global options (--state, --batch, --hooks, -v, -q, --wait, ...) \
+     may also be given before or after the command: `acmekeep --help` lists them.";
+
+/// The command line as it is parsed and shown: [`Cli`]'s definition, with the global options
+/// listed once, in `acmekeep --help`. They still work after a command (`acmekeep reconcile
+/// --batch`, as acmetool's cron lines have it), but each command's `--help` lists only its own
+/// options, and a line pointing to the global ones. (Completions use [`Cli::command`], so the
+/// global options complete after a command too.)
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    // clap copies each global option into every subcommand when it builds the command, unless
+    // the subcommand already has it: give each subcommand hidden copies first.
+    cmd.mut_subcommands(|sub| {
+        globals
+            .iter()
+            .fold(sub, |sub, a| sub.arg(a.clone().hide(true)))
+            .after_help(GLOBAL_OPTIONS_POINTER)
+    })
+}
+
+/// Parses the process's arguments with [`command`]; a usage error exits (status 2), as
+/// `Cli::parse` would.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
 
 /// acmekeep: keeps a machine's TLS certificates valid forever (acmetool-compatible).
 #[derive(Debug, Parser)]
-#[command(name = "acmekeep", version, about, long_about = None)]
+#[command(
+    name = "acmekeep",
+    version,
+    about,
+    long_about = None,
+    after_help = "Run `acmekeep COMMAND --help` for a command's own options, and see acmekeep(1) \
+        for the files, the environment and the exit status."
+)]
 pub struct Cli {
     /// State directory.
     #[arg(long, global = true, env = "ACME_STATE_DIR", value_name = "DIR")]
@@ -382,6 +423,87 @@ fn eab_value(s: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    fn parse_with_help_layout(argv: &[&str]) -> Cli {
+        use clap::FromArgMatches;
+        let matches = command().try_get_matches_from(argv).expect("parses");
+        Cli::from_arg_matches(&matches).expect("matches the definition")
+    }
+
+    #[test]
+    fn global_options_are_listed_once() {
+        let mut cmd = command();
+        cmd.build();
+        let top = cmd.render_help().to_string();
+        // How an option's own line in a help text begins (the pointer line names some options
+        // too, followed by "," or ")").
+        let listed = |help: &str, long: &str| {
+            [" ", "[", "..."]
+                .iter()
+                .any(|end| help.contains(&format!("--{long}{end}")))
+        };
+        let globals: Vec<&str> = cmd
+            .get_arguments()
+            .filter(|a| a.is_global_set() && !a.is_hide_set())
+            .filter_map(|a| a.get_long())
+            .collect();
+        assert!(globals.len() >= 13, "{globals:?}");
+        for long in &globals {
+            assert!(listed(&top, long), "acmekeep --help lacks --{long}:\n{top}");
+        }
+        let mut cmd = cmd.clone();
+        for sub in cmd.get_subcommands_mut() {
+            let name = sub.get_name().to_owned();
+            let help = sub.render_help().to_string();
+            for long in &globals {
+                assert!(
+                    !listed(&help, long),
+                    "{name} --help repeats --{long}:\n{help}"
+                );
+            }
+            if name != "help" {
+                assert!(
+                    help.contains("`acmekeep --help` lists them"),
+                    "{name}: {help}"
+                );
+            }
+        }
+        let want = cmd
+            .find_subcommand_mut("want")
+            .expect("want")
+            .render_help()
+            .to_string();
+        assert!(want.contains("--no-reconcile"), "{want}");
+    }
+
+    #[test]
+    fn global_options_still_work_after_the_command() {
+        // acmetool's cron lines put them there: `acmetool --batch reconcile` and
+        // `acmetool reconcile --batch` both work.
+        let cli = parse_with_help_layout(&[
+            "acmekeep",
+            "want",
+            "--batch",
+            "--state",
+            "/srv/acme",
+            "--jobs=3",
+            "-vv",
+            "--hooks",
+            "/h",
+            "a.example",
+        ]);
+        assert!(cli.batch);
+        assert_eq!(cli.state, Some(PathBuf::from("/srv/acme")));
+        assert_eq!((cli.jobs, cli.verbose), (3, 2));
+        assert_eq!(cli.hooks, [PathBuf::from("/h")]);
+        assert!(matches!(cli.command, Some(Command::Want(ref a)) if a.names == ["a.example"]));
+        let before = parse_with_help_layout(&["acmekeep", "--batch", "--jobs=4", "reconcile"]);
+        assert!(before.batch);
+        assert_eq!(before.jobs, 4);
+        // The acmetool flags too.
+        let old = parse_with_help_layout(&["acmekeep", "reconcile", "--xlog.severity=debug"]);
+        assert_eq!(old.acmetool.debug_requested(), Some(true));
+    }
 
     #[test]
     fn eab_values_may_begin_with_a_hyphen() {

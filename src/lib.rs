@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod interact;
 pub mod keys;
 pub mod logging;
+pub mod manual;
 pub mod name;
 pub mod plan;
 pub mod reconcile;

@@ -2,14 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // Started again by ourselves to stand between us and a hook (see hooks::supervisor).
     if let Some(code) = acmekeep::hooks::supervisor::run_if_asked() {
         return code;
     }
-    let cli = acmekeep::cli::Cli::parse();
+    let cli = acmekeep::cli::parse();
     let service = matches!(cli.command, Some(acmekeep::cli::Command::Redirector(_)));
     acmekeep::logging::init(acmekeep::logging::level(
         cli.quiet,

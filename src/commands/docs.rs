@@ -15,8 +15,10 @@ pub fn completions(args: &CompletionsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the man page.
+/// Prints the man page, acmekeep(1) (see [`crate::manual`]).
 pub fn manpage() -> Result<ExitCode> {
-    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    use std::io::Write;
+    let page = crate::manual::render(&crate::cli::command());
+    std::io::stdout().write_all(page.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

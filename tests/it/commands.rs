@@ -197,4 +197,19 @@ fn completions_and_man_page_come_from_the_cli() {
         &man.stdout[..200.min(man.stdout.len())]
     );
     assert!(man.stdout.contains("want"));
+    // A well-formed page: groff reports nothing with every warning on. (groff-base is part of
+    // every Debian system that has man-db; scripts/install-deps installs it otherwise.)
+    let dir = tempfile::tempdir().expect("temp dir");
+    let page = dir.path().join("acmekeep.1");
+    std::fs::write(&page, &man.stdout).expect("write page");
+    let groff = std::process::Command::new("groff")
+        .args(["-man", "-ww", "-z"])
+        .arg(&page)
+        .output()
+        .expect("run groff (Debian package groff-base)");
+    assert!(
+        groff.status.success() && groff.stderr.is_empty(),
+        "groff: {}",
+        String::from_utf8_lossy(&groff.stderr)
+    );
 }
