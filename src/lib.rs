@@ -33,6 +33,9 @@ pub mod store;
 pub mod target;
 pub mod unknown_keys;
 
+#[cfg(test)]
+mod architecture;
+
 use std::process::ExitCode;
 
 /// Runs the parsed command line; the caller prints errors and exits with the code.

@@ -505,6 +505,367 @@ fn print_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Backoff;
+    use crate::store::lock::StateLock;
+    use clap::Parser;
+    use time::macros::datetime;
+
+    /// A certificate for `names` valid from `from` to `until`, signed by a CA whose key
+    /// identifier is fixed (so the ARI id is too), with its key saved in `keys/`; the order
+    /// URL makes the certificate id. Returns the id.
+    fn add_cert(
+        store: &Store,
+        order: &str,
+        names: &[&str],
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> String {
+        use rcgen::{
+            BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair, SerialNumber,
+        };
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_identifier_method = KeyIdMethod::PreSpecified(vec![7; 20]);
+        let ca = Issuer::new(ca, KeyPair::generate().expect("ca key"));
+        let key = crate::keys::PrivateKey::generate(crate::keys::KeySpec::EcdsaP256).expect("key");
+        let mut leaf =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        leaf.not_before = from;
+        leaf.not_after = until;
+        leaf.serial_number = Some(SerialNumber::from_slice(&[1, names.len() as u8]));
+        leaf.use_authority_key_identifier_extension = true;
+        let leaf = leaf.signed_by(&key.pair, &ca).expect("sign");
+        store.save_key(&key).expect("save key");
+        let id = store.begin_cert(order, None).expect("begin");
+        let pem = leaf.pem();
+        let files = crate::store::cert::CertFiles {
+            leaf: crate::store::cert::leaf_info(leaf.der()).expect("leaf"),
+            chain: String::new(),
+            fullchain: pem.clone(),
+            cert: pem,
+        };
+        store
+            .finish_cert(&id, Some(&key.id), &files)
+            .expect("finish");
+        id
+    }
+
+    /// Everything `status` and `status --json` print, byte for byte, for a state directory
+    /// with one target of each kind: valid and linked, with a cached ARI window, broken,
+    /// backing off after a failure, deferred by a rate limit, never obtained; plus an order
+    /// not downloaded yet and a broken certificate directory. Refactoring how status is
+    /// loaded or planned (issue 16) must not change a byte of it.
+    #[test]
+    fn status_text_and_json_are_byte_identical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("state");
+        Store::prepare_root(&root).expect("prepare");
+        let lock = StateLock::acquire(&root).expect("lock");
+        let store = Store::open(&root, &lock).expect("open");
+        std::fs::write(
+            root.join("conf/target"),
+            "request:\n  provider: https://ca.example/dir\n",
+        )
+        .expect("conf/target");
+        let target = |file: &str, yaml: &str| store.write_target(file, yaml).expect("target");
+        target(
+            "a.example",
+            "satisfy:\n  names: [a.example, www.a.example]\n",
+        );
+        target("b.example", "satisfy: [unclosed\n");
+        target("c.example", "satisfy:\n  names: [c.example]\n");
+        target("d.example", "satisfy:\n  names: [d.example]\n");
+        target("e.example", "satisfy:\n  names: [e.example]\n");
+        target("f.example", "satisfy:\n  names: [f.example]\n");
+        let now = datetime!(2027-03-01 12:00 UTC);
+        let a = add_cert(
+            &store,
+            "https://ca.example/order/a",
+            &["a.example", "www.a.example"],
+            datetime!(2027-02-01 00:00 UTC),
+            datetime!(2027-05-02 00:00 UTC),
+        );
+        store.relink("a.example", &a).expect("relink");
+        let e = add_cert(
+            &store,
+            "https://ca.example/order/e",
+            &["e.example"],
+            datetime!(2026-12-20 00:00 UTC),
+            datetime!(2027-03-20 00:00 UTC),
+        );
+        let window = crate::ari::Window {
+            start: datetime!(2027-03-05 00:00 UTC),
+            end: datetime!(2027-03-07 00:00 UTC),
+        };
+        let ari_id = crate::store::cert::leaf_info(
+            &crate::store::cert::split_chain(
+                &std::fs::read_to_string(root.join("certs").join(&e).join("cert")).expect("e"),
+            )
+            .expect("pem")[0],
+        )
+        .expect("leaf")
+        .ari_id
+        .expect("ari id");
+        let rec = crate::ari::AriRecord::new(
+            &ari_id,
+            window,
+            std::time::Duration::from_secs(6 * 3600),
+            now - time::Duration::hours(1),
+        );
+        store.save_ari_record(&e, &rec).expect("ari");
+        store
+            .record_attempt(
+                "c.example",
+                now - time::Duration::minutes(5),
+                Some("ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)".into()),
+                Backoff::Yes,
+            )
+            .expect("record c");
+        store
+            .record_attempt(
+                "d.example",
+                now - time::Duration::minutes(2),
+                Some(
+                    "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)"
+                        .into(),
+                ),
+                Backoff::RateLimited,
+            )
+            .expect("record d");
+        store
+            .begin_cert("https://ca.example/order/uncached", None)
+            .expect("uncached");
+        let broken = store
+            .begin_cert("https://ca.example/order/broken", None)
+            .expect("broken");
+        std::fs::write(root.join("certs").join(&broken).join("cert"), "not a cert")
+            .expect("broken cert");
+        drop(store);
+        drop(lock);
+
+        let cli = crate::cli::Cli::try_parse_from([
+            "acmekeep",
+            "--state",
+            root.to_str().expect("utf-8"),
+            "status",
+        ])
+        .expect("cli");
+        let settings = Settings::resolve(&cli).expect("settings");
+        let loaded = Loaded::load(&settings, now).expect("load");
+        let doc = loaded.doc(&settings);
+        // As `execute` writes it: pretty, with a final newline.
+        let json = serde_json::to_string_pretty(&doc).expect("json") + "\n";
+        let render = |wide| {
+            let mut out = Vec::new();
+            print_text(&mut out, &doc, now, wide).expect("text");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let state = root.display().to_string();
+        let unroot = |s: String| {
+            s.replace(&state, "STATE")
+                .replace(&a, "CERT_A")
+                .replace(&e, "CERT_E")
+                .replace(&broken, "CERT_BROKEN")
+        };
+        let (json, text, wide) = (unroot(json), unroot(render(false)), unroot(render(true)));
+        let uncached = crate::store::ids::cert_id("https://ca.example/order/uncached");
+        let (json, text, wide) = (
+            json.replace(&uncached, "CERT_UNCACHED"),
+            text.replace(&uncached, "CERT_UNCACHED"),
+            wide.replace(&uncached, "CERT_UNCACHED"),
+        );
+        assert_eq!(text, EXPECTED_TEXT, "text:\n{text}");
+        assert_eq!(wide, EXPECTED_WIDE, "wide:\n{wide}");
+        assert_eq!(json, EXPECTED_JSON, "json:\n{json}");
+    }
+
+    const EXPECTED_TEXT: &str = r#"State directory: STATE
+
+TARGET     NAMES                    STATE    EXPIRES           RENEWS
+a.example  a.example,www.a.example  valid    2027-05-02 (61d)  2027-04-02 00:00
+b.example  -                        invalid  -                 -
+c.example  c.example                missing  -                 -
+d.example  d.example                missing  -                 -
+e.example  e.example                valid    2027-03-20 (18d)  2027-03-06 20:15
+f.example  f.example                missing  -                 -
+
+Last error of b.example:
+  1 failed attempt(s)
+  cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected
+  struct RawSatisfy at line 1 column 10
+
+Last error of c.example:
+  1 failed attempt(s); next attempt after 2027-03-01 11:56
+  ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)
+
+Last error of d.example:
+  1 failed attempt(s); deferred: the CA asked to slow down; next attempt after 2027-03-02 00:00
+  ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)
+warning: certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain
+warning: certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it
+"#;
+    const EXPECTED_WIDE: &str = r#"State directory: STATE
+
+TARGET     NAMES                    STATE    EXPIRES                 RENEWS            CERTIFICATE
+a.example  a.example,www.a.example  valid    2027-05-02 00:00 (61d)  2027-04-02 00:00  CERT_A
+b.example  -                        invalid  -                       -                 -
+c.example  c.example                missing  -                       -                 -
+d.example  d.example                missing  -                       -                 -
+e.example  e.example                valid    2027-03-20 00:00 (18d)  2027-03-06 20:15  CERT_E
+f.example  f.example                missing  -                       -                 -
+
+Last error of b.example (1 failed attempt(s)):
+  cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected struct RawSatisfy at line 1 column 10
+
+Last error of c.example (1 failed attempt(s), next attempt after 2027-03-01 11:56):
+  ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)
+
+Last error of d.example (1 failed attempt(s), deferred: the CA asked to slow down, next attempt after 2027-03-02 00:00):
+  ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)
+warning: certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain
+warning: certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it
+"#;
+    const EXPECTED_JSON: &str = r#"{
+  "schema_version": 1,
+  "state_dir": "STATE",
+  "generated_at": "2027-03-01T12:00:00Z",
+  "accounts": [],
+  "targets": [
+    {
+      "file": "a.example",
+      "names": [
+        "a.example",
+        "www.a.example"
+      ],
+      "provider": "https://ca.example/dir",
+      "priority": 0,
+      "label": "",
+      "live": [
+        "a.example"
+      ],
+      "certificate": {
+        "id": "CERT_A",
+        "names": [
+          "a.example",
+          "www.a.example"
+        ],
+        "not_before": "2027-02-01T00:00:00Z",
+        "not_after": "2027-05-02T00:00:00Z",
+        "key_type": "ecdsa"
+      },
+      "renew_at": "2027-04-02T00:00:00Z",
+      "state": "valid",
+      "failures": 0,
+      "last_attempt": null,
+      "last_error": null,
+      "next_attempt": null,
+      "rate_limited": false
+    },
+    {
+      "file": "b.example",
+      "names": [],
+      "provider": null,
+      "priority": 0,
+      "label": "",
+      "live": [],
+      "certificate": null,
+      "renew_at": null,
+      "state": "invalid",
+      "failures": 0,
+      "last_attempt": null,
+      "last_error": "cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected struct RawSatisfy at line 1 column 10",
+      "next_attempt": null,
+      "rate_limited": false
+    },
+    {
+      "file": "c.example",
+      "names": [
+        "c.example"
+      ],
+      "provider": "https://ca.example/dir",
+      "priority": 0,
+      "label": "",
+      "live": [],
+      "certificate": null,
+      "renew_at": null,
+      "state": "missing",
+      "failures": 1,
+      "last_attempt": "2027-03-01T11:55:00Z",
+      "last_error": "ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)",
+      "next_attempt": "2027-03-01T11:56:00Z",
+      "rate_limited": false
+    },
+    {
+      "file": "d.example",
+      "names": [
+        "d.example"
+      ],
+      "provider": "https://ca.example/dir",
+      "priority": 0,
+      "label": "",
+      "live": [],
+      "certificate": null,
+      "renew_at": null,
+      "state": "missing",
+      "failures": 1,
+      "last_attempt": "2027-03-01T11:58:00Z",
+      "last_error": "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)",
+      "next_attempt": "2027-03-02T00:00:00Z",
+      "rate_limited": true
+    },
+    {
+      "file": "e.example",
+      "names": [
+        "e.example"
+      ],
+      "provider": "https://ca.example/dir",
+      "priority": 0,
+      "label": "",
+      "live": [],
+      "certificate": {
+        "id": "CERT_E",
+        "names": [
+          "e.example"
+        ],
+        "not_before": "2026-12-20T00:00:00Z",
+        "not_after": "2027-03-20T00:00:00Z",
+        "key_type": "ecdsa"
+      },
+      "renew_at": "2027-03-06T20:15:22.320786865Z",
+      "state": "valid",
+      "failures": 0,
+      "last_attempt": null,
+      "last_error": null,
+      "next_attempt": null,
+      "rate_limited": false
+    },
+    {
+      "file": "f.example",
+      "names": [
+        "f.example"
+      ],
+      "provider": "https://ca.example/dir",
+      "priority": 0,
+      "label": "",
+      "live": [],
+      "certificate": null,
+      "renew_at": null,
+      "state": "missing",
+      "failures": 0,
+      "last_attempt": null,
+      "last_error": null,
+      "next_attempt": null,
+      "rate_limited": false
+    }
+  ],
+  "uncached_certificates": [],
+  "warnings": [
+    "certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain",
+    "certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it"
+  ]
+}
+"#;
 
     #[test]
     fn long_cells_are_shortened_to_fit() {

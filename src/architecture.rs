@@ -1,0 +1,396 @@
+//! The architecture test: which top-level module may import which, checked on the source.
+//!
+//! The layers, bottom to top (doc/architecture.md draws them): leaves (names, keys, hooks,
+//! exit codes, logging) → the protocol layer `acme` → `challenge` → `target` → certificates
+//! (`cert`, `chain`) → the state directory `store` → the `world` loaded from it → the pure
+//! planner → the executors (`reconcile`, `account`) → the command glue and what installs into
+//! the OS. A module may import from its own layer or below; an import cycle is refused even
+//! inside one layer. The test reads `crate::`/`super::` paths in production code (a file's
+//! first inline `#[cfg(test)] mod` ends it; `#[cfg(test)]` modules in files of their own are
+//! skipped), so an upward import fails CI instead of waiting for a reader to notice.
+//!
+//! `KNOWN` lists the edges that still break the rules, each with the step that removes it;
+//! the test also fails when a listed edge no longer exists, so the list only shrinks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Top-level modules by layer, lowest first. A new module must be placed here.
+const LAYERS: &[&[&str]] = &[
+    &[
+        "name",
+        "clock",
+        "cause",
+        "logging",
+        "unknown_keys",
+        "exit",
+        "files",
+    ],
+    &["keys", "hooks"],
+    &["acme"],
+    &["challenge"],
+    &["target"],
+    &["cert", "chain"],
+    &["store"],
+    &["world", "interact"],
+    &["plan", "ari"],
+    &["reconcile", "account"],
+    &[
+        "settings",
+        "cli",
+        "manual",
+        "commands",
+        "system",
+        "schedule",
+        "default_hooks",
+        "redirector",
+    ],
+    &["fuzz"],
+];
+
+/// Edges that break the rules today: (from, to, why it is still there).
+const KNOWN: &[(&str, &str, &str)] = &[
+    (
+        "acme",
+        "ari",
+        "ari::Window: moves to acme's vocabulary (A4)",
+    ),
+    (
+        "acme",
+        "challenge",
+        "Challenge/Responder: move to acme (A4)",
+    ),
+    ("acme", "plan", "retry_after_in: moves to acme::pace (A4)"),
+    ("acme", "target", "ChallengeKind: moves to acme (A4)"),
+    ("ari", "plan", "CertSummary: moves to cert (A2)"),
+    ("chain", "store", "store::cert: moves to cert (A2)"),
+    ("challenge", "store", "store::fs: moves to files (A8)"),
+    (
+        "challenge",
+        "target",
+        "ChallengeConfig: moves to challenge (A8)",
+    ),
+    (
+        "cli",
+        "commands",
+        "RedirectorArgs: h16sys moves it (cli <-> commands::redirector)",
+    ),
+    ("exit", "store", "LockError: code_for moves up (A8)"),
+    ("keys", "store", "store::ids: moves to keys (A3)"),
+    ("store", "ari", "AriRecord, cert_id_of (A2, C1)"),
+    ("store", "plan", "CertSummary (A2), next_attempt (C1)"),
+    ("target", "store", "store::ids: moves to keys (A3)"),
+];
+
+/// (from, to) top-level module edges of production code, with one place each for messages.
+fn edges() -> BTreeMap<(String, String), String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let test_only = test_only_files(&files);
+    let mut edges = BTreeMap::new();
+    for file in &files {
+        if test_only.contains(file) {
+            continue;
+        }
+        let module = module_path(&src, file);
+        let Some(top) = module.first() else { continue };
+        if top == "architecture" || module.last().is_some_and(|m| m == "tests") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("source file");
+        for (line_no, target) in imports(&text, &module) {
+            if &target != top && known_module(&src, &target) {
+                let rel = file.strip_prefix(&src).unwrap_or(file);
+                let place = format!("src/{}:{line_no}", rel.display());
+                edges.entry((top.clone(), target)).or_insert(place);
+            }
+        }
+    }
+    edges
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("src dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `a/b.rs` and `a/b/mod.rs` → ["a", "b"]; lib.rs and main.rs → [].
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).expect("under src");
+    let mut parts: Vec<String> = rel
+        .with_extension("")
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    if parts == ["lib"] || parts == ["main"] {
+        parts.clear();
+    }
+    parts
+}
+
+fn known_module(src: &Path, name: &str) -> bool {
+    src.join(format!("{name}.rs")).exists() || src.join(name).join("mod.rs").exists()
+}
+
+/// Files of modules declared `#[cfg(test)] mod x;` (fakes and test suites in files).
+fn test_only_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).expect("source file");
+        let dir = if file.ends_with("mod.rs") || file.ends_with("lib.rs") {
+            file.parent().expect("dir").to_path_buf()
+        } else {
+            file.with_extension("")
+        };
+        let mut after_cfg_test = false;
+        for line in text.lines().map(str::trim) {
+            if line == "#[cfg(test)]" {
+                after_cfg_test = true;
+                continue;
+            }
+            if after_cfg_test && let Some(name) = declared_file_module(line) {
+                out.insert(dir.join(format!("{name}.rs")));
+                out.insert(dir.join(name).join("mod.rs"));
+            }
+            after_cfg_test = false;
+        }
+    }
+    out
+}
+
+/// `mod x;` / `pub(crate) mod x;` → x.
+fn declared_file_module(line: &str) -> Option<&str> {
+    let rest = line.strip_suffix(';')?;
+    let rest = rest.rsplit_once("mod ")?.1;
+    rest.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        .then_some(rest)
+}
+
+/// The top-level modules named by `crate::`/`super::` paths in production code, with lines.
+fn imports(text: &str, module: &[String]) -> Vec<(usize, String)> {
+    // `super` of a::b is a, whether a::b lives in a/b.rs or a/b/mod.rs.
+    let parent: Vec<String> = module[..module.len().saturating_sub(1)].to_vec();
+    let mut out = Vec::new();
+    let mut skip_next_use = false;
+    let mut lines = text.lines().enumerate().peekable();
+    while let Some((i, raw)) = lines.next() {
+        let line = raw.trim();
+        if line.starts_with("//") {
+            continue;
+        }
+        if line == "#[cfg(test)]" {
+            match lines.peek().map(|(_, l)| l.trim()) {
+                Some(next) if next.contains("mod ") && next.ends_with('{') => break,
+                Some(next) if next.starts_with("use ") => skip_next_use = true,
+                _ => {}
+            }
+            continue;
+        }
+        if skip_next_use {
+            skip_next_use = false;
+            continue;
+        }
+        let code = line.split(" //").next().unwrap_or(line);
+        // A `use crate::{...}` group may span lines: join until the braces close.
+        let mut joined = code.to_string();
+        while joined.matches('{').count() > joined.matches('}').count()
+            && (joined.contains("crate::{") || joined.contains("super::{"))
+        {
+            match lines.next() {
+                Some((_, more)) => joined.push_str(more.trim()),
+                None => break,
+            }
+        }
+        for target in paths_in(&joined, &parent) {
+            out.push((i + 1, target));
+        }
+    }
+    out
+}
+
+/// Top-level module names of every `crate::`/`super::` path in one (joined) line.
+fn paths_in(code: &str, parent: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (root, base) in [("crate::", Vec::new()), ("super::", parent.to_vec())] {
+        let mut rest = code;
+        while let Some(at) = rest.find(root) {
+            let before = rest[..at].chars().last();
+            rest = &rest[at + root.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let mut base = base.clone();
+            let mut tail = rest;
+            while let Some(t) = tail.strip_prefix("super::") {
+                base.pop();
+                tail = t;
+            }
+            rest = tail;
+            let heads: Vec<&str> = match tail.strip_prefix('{') {
+                Some(group) => split_group(group),
+                None => vec![tail],
+            };
+            for head in heads {
+                let ident: String = head
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let top = base.first().cloned().unwrap_or(ident);
+                if !top.is_empty() {
+                    out.push(top);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The items of a `{a::b, c, d::{e, f}}` group (the text after `{`), first level only.
+fn split_group(group: &str) -> Vec<&str> {
+    let mut depth = 0usize;
+    let mut start = 0;
+    let mut items = Vec::new();
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..i]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    items
+}
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let unplaced: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| module_path(&src, f).first().cloned())
+        .filter(|m| m != "architecture" && layer_of(m).is_none())
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "place these modules in architecture::LAYERS: {unplaced:?}"
+    );
+}
+
+#[test]
+fn imports_point_down_the_layers_and_make_no_cycle() {
+    let edges = edges();
+    let known: BTreeSet<(String, String)> = KNOWN
+        .iter()
+        .map(|(a, b, _)| (a.to_string(), b.to_string()))
+        .collect();
+    let mut broken = Vec::new();
+    for ((from, to), place) in &edges {
+        let (Some(lf), Some(lt)) = (layer_of(from), layer_of(to)) else {
+            continue;
+        };
+        if lt > lf && !known.contains(&(from.clone(), to.clone())) {
+            broken.push(format!("{from} -> {to} points up the layers ({place})"));
+        }
+    }
+    let gone: Vec<_> = known
+        .iter()
+        .filter(|e| !edges.contains_key(*e))
+        .map(|(a, b)| format!("{a} -> {b}"))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "fixed edges still listed in architecture::KNOWN (delete them): {gone:?}"
+    );
+    // Cycles among the rest (same-layer edges included).
+    let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (from, to) in edges.keys() {
+        if !known.contains(&(from.clone(), to.clone())) {
+            graph.entry(from).or_default().push(to);
+        }
+    }
+    if let Some(cycle) = find_cycle(&graph) {
+        let places: Vec<String> = cycle
+            .windows(2)
+            .map(|w| {
+                let key = (w[0].to_string(), w[1].to_string());
+                format!("{} -> {} ({})", w[0], w[1], edges[&key])
+            })
+            .collect();
+        broken.push(format!("import cycle: {}", places.join(", ")));
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// A cycle as a closed walk [a, b, …, a], if the graph has one.
+fn find_cycle<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        node: &'a str,
+        graph: &BTreeMap<&'a str, Vec<&'a str>>,
+        done: &mut BTreeSet<&'a str>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(at) = stack.iter().position(|n| *n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node);
+            return Some(cycle);
+        }
+        if !done.insert(node) {
+            return None;
+        }
+        stack.push(node);
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, done, stack) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(c) = visit(node, graph, &mut done, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_reader_finds_grouped_and_relative_imports() {
+    let module = vec!["acme".to_string(), "instant".to_string()];
+    let text = "use crate::{name::Hostname,\n    target::{A, B}};\nuse super::super::plan::x;\n\
+                // crate::store is a comment\nlet a = crate::keys::f();\n#[cfg(test)]\nuse crate::hooks;\n\
+                #[cfg(test)]\nmod tests {\n use crate::store;\n}\n";
+    let found: Vec<String> = imports(text, &module).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(found, ["name", "target", "plan", "keys"]);
+    assert_eq!(paths_in("super::pace::x", &module[..1]), ["acme"]);
+}
