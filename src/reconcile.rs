@@ -187,6 +187,9 @@ impl Connector for InstantConnector {
     }
 }
 
+/// Why a target at a CA that stopped answering in this run is left to the next run.
+const STOPPED_ANSWERING: &str = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again";
+
 /// acmetool's `listen` addresses: port 80 everywhere.
 const LISTEN_HTTP: [&str; 2] = ["0.0.0.0:80", "[::]:80"];
 /// acmetool's `proxy` addresses: 402 and 4402 on loopback.
@@ -644,6 +647,9 @@ pub async fn login_account<C: Connector>(
         &acct.directory_url,
         bundle_for(&acct.directory_url).as_ref(),
     )?;
+    if ca.unresponsive() {
+        bail!(STOPPED_ANSWERING);
+    }
     let pem = acct.read_key()?;
     ca.login(&pem)
         .await
@@ -735,6 +741,9 @@ async fn fetch_windows<C: Connector>(
     now: OffsetDateTime,
 ) -> Result<Vec<(String, AriRecord)>> {
     let ca = connector.connect(provider, roots)?;
+    if ca.unresponsive() {
+        bail!(STOPPED_ANSWERING);
+    }
     if ca.directory_meta().await?.renewal_info.is_none() {
         if let Err(e) = store.note_provider_lacks_ari(provider, now) {
             tracing::warn!("{e:#}");
@@ -892,6 +901,9 @@ async fn obtain<C: Connector>(
     let mut work = Vec::new();
     for ((provider, roots), group) in groups {
         let session = match connector.connect(&provider, roots.as_ref()) {
+            // Its requests already went unanswered in this run (renewal information,
+            // downloads): asking again would only hold the other CAs' orders up.
+            Ok(ca) if ca.unresponsive() => Err(anyhow!(STOPPED_ANSWERING)),
             Ok(ca) => account_session(store, &ca, &provider, inv, interaction).await,
             Err(e) => Err(e),
         };
@@ -945,7 +957,7 @@ async fn obtain<C: Connector>(
             if session.ca_unresponsive() {
                 // A CA that stopped answering would hold every remaining order for the full
                 // request timeout; leave them to the next run (no backoff: not its answer).
-                let e = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again".to_owned();
+                let e = STOPPED_ANSWERING.to_owned();
                 return (t.file.clone(), names_of(&t), Err((e, Backoff::No)));
             }
             if let Some(until) = session.ca_paused_until() {

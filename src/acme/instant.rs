@@ -367,6 +367,11 @@ const MAX_PROBLEM_TEXT: usize = 1000;
 impl Ca for InstantCa {
     type Session = InstantSession;
 
+    fn unresponsive(&self) -> bool {
+        super::nonces::origin(&self.directory_url)
+            .is_some_and(|o| self.http.timeouts(&o) >= UNRESPONSIVE_AFTER)
+    }
+
     async fn directory_meta(&self) -> Result<DirectoryMeta, AcmeError> {
         let dir = self.directory().await?;
         Ok(DirectoryMeta {

@@ -173,6 +173,11 @@ pub trait Ca: Send + Sync {
     /// Deactivates the account `key_pem` belongs to (RFC 8555 §7.3.6). Irreversible: the CA
     /// refuses every later request signed by the key. Returns the account URL.
     fn deactivate(&self, key_pem: &str) -> impl Future<Output = Result<String, AcmeError>> + Send;
+    /// True once requests to this CA have gone unanswered often enough in this run that
+    /// asking it anything more would only wait on it again (see [`Issuer::ca_unresponsive`]).
+    fn unresponsive(&self) -> bool {
+        false
+    }
 }
 
 /// What to order, besides the names and the CSR.

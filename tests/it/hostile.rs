@@ -662,3 +662,54 @@ fn names_an_address_parser_or_a_hook_would_misread_are_refused() {
     }
     assert!(state.desired_files().is_empty(), "{}", state.tree());
 }
+
+/// A CA that stopped answering is asked no more in the rest of the run: after two requests
+/// to it went unanswered (here: finishing an interrupted download, then its renewal
+/// information), the order its other target needs is not attempted, so a dead CA costs two
+/// `--ca-timeout`s per run, not one per phase and target.
+#[test]
+fn a_ca_that_stopped_answering_is_not_asked_again_in_later_steps_of_the_run() {
+    let ca = Ca::start(PebbleOpts::fast());
+    let state = ca.state();
+    reconcile(&state, &[]).assert_success();
+    // An order whose certificate download did not finish ("uncached").
+    state.write_desired("second", "satisfy:\n  names: [second.example.org]\n");
+    ca.proxy.tamper(Tamper::always(
+        Exchange::Certificate,
+        Answer::SlowBody(Duration::from_millis(700)),
+    ));
+    reconcile(&state, &[]).assert_code(1);
+    ca.proxy.clear_tampers();
+    ca.proxy.tamper(Tamper::always(
+        Exchange::Directory,
+        Answer::SlowBody(Duration::from_millis(700)),
+    ));
+    let run = reconcile(&state, &["-v"]);
+    let asked = ca
+        .proxy
+        .tampered()
+        .iter()
+        .filter(|x| **x == Exchange::Directory)
+        .count();
+    let ctx = || format!("{}\n{}", run.describe(), state.tree());
+    assert_eq!(
+        asked,
+        2,
+        "the dead CA's directory was asked {asked} times: {}",
+        ctx()
+    );
+    assert_eq!(run.code, Some(1), "{}", ctx());
+    assert!(
+        run.stderr.lines().any(|l| l.contains("desired/second")
+            && l.contains("failed")
+            && l.contains("the CA stopped answering")),
+        "{}",
+        ctx()
+    );
+    assert!(run.elapsed < Duration::from_secs(15), "{}", ctx());
+    assert!(
+        state.live_link("healthy.example.org").is_some(),
+        "{}",
+        ctx()
+    );
+}
