@@ -62,8 +62,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     ("acme", "plan", "retry_after_in: moves to acme::pace (A4)"),
     ("acme", "target", "ChallengeKind: moves to acme (A4)"),
-    ("ari", "plan", "CertSummary: moves to cert (A2)"),
-    ("chain", "store", "store::cert: moves to cert (A2)"),
     ("challenge", "store", "store::fs: moves to files (A8)"),
     (
         "challenge",
@@ -76,10 +74,12 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "RedirectorArgs: h16sys moves it (cli <-> commands::redirector)",
     ),
     ("exit", "store", "LockError: code_for moves up (A8)"),
-    ("keys", "store", "store::ids: moves to keys (A3)"),
-    ("store", "ari", "AriRecord, cert_id_of (A2, C1)"),
-    ("store", "plan", "CertSummary (A2), next_attempt (C1)"),
-    ("target", "store", "store::ids: moves to keys (A3)"),
+    ("store", "ari", "AriRecord: moves to the store (C1)"),
+    (
+        "store",
+        "plan",
+        "next_attempt, retry_after_in: the planner decides (C1)",
+    ),
 ];
 
 /// (from, to) top-level module edges of production code, with one place each for messages.

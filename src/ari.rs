@@ -7,12 +7,10 @@
 //! `satisfy.margin` as in acmetool. Nothing here touches the disk, the network or the clock;
 //! the fetch is [`crate::acme::ari`], the cache file is [`crate::store::ari`].
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
-use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-use crate::plan::CertSummary;
+use crate::cert::CertSummary;
 
 /// Shortest and longest wait before asking the CA again, whatever its Retry-After says
 /// (RFC 9773 §4.3.3 lets clients clamp: a CA saying "0" must not make us poll in a loop, and
@@ -131,34 +129,6 @@ pub fn stable_jitter(key: &str) -> f64 {
     first.copy_from_slice(&digest.as_ref()[..8]);
     // 53 bits: exactly representable, strictly below 1.
     (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// The ARI certificate identifier of a DER certificate (RFC 9773 §4.1):
-/// `base64url(AKI keyIdentifier) "." base64url(serial number DER contents)`, unpadded.
-/// Certificates without an Authority Key Identifier cannot be named (Posh-ACME#561): the
-/// caller then uses the local rule only.
-pub fn cert_id(der: &[u8]) -> Result<String> {
-    let (_, cert) = X509Certificate::from_der(der).context("not a valid X.509 certificate")?;
-    cert_id_of(&cert)
-}
-
-/// [`cert_id`] of an already parsed certificate.
-pub fn cert_id_of(cert: &X509Certificate<'_>) -> Result<String> {
-    let aki = cert
-        .iter_extensions()
-        .find_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
-            _ => None,
-        });
-    let Some(aki) = aki else {
-        bail!("the certificate has no Authority Key Identifier, so it has no ARI identifier");
-    };
-    let b64 = data_encoding::BASE64URL_NOPAD;
-    Ok(format!(
-        "{}.{}",
-        b64.encode(aki.0),
-        b64.encode(cert.tbs_certificate.raw_serial())
-    ))
 }
 
 #[cfg(test)]
@@ -286,46 +256,5 @@ mod tests {
             .sum::<f64>()
             / 1000.0;
         assert!((0.4..0.6).contains(&mean), "mean {mean}");
-    }
-
-    /// RFC 9773 §4.1's example: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:
-    /// DE:01:C8:D4 and serial 00:87:65:43:21 make `aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE`.
-    #[test]
-    fn cert_id_matches_the_rfc_example() {
-        use rcgen::{
-            BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair, SerialNumber,
-        };
-        let aki = [
-            0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0,
-            0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
-        ];
-        let mut ca = CertificateParams::default();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_identifier_method = KeyIdMethod::PreSpecified(aki.to_vec());
-        let ca = Issuer::new(ca, KeyPair::generate().expect("key"));
-        let mut leaf = CertificateParams::new(["a.example".to_owned()]).expect("params");
-        leaf.serial_number = Some(SerialNumber::from_slice(&[0x00, 0x87, 0x65, 0x43, 0x21]));
-        leaf.use_authority_key_identifier_extension = true;
-        let leaf = leaf
-            .signed_by(&KeyPair::generate().expect("key"), &ca)
-            .expect("sign");
-        assert_eq!(
-            cert_id(leaf.der()).expect("id"),
-            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
-        );
-    }
-
-    #[test]
-    fn cert_without_aki_has_no_id() {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let c = rcgen::CertificateParams::new(["a.example".to_owned()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("sign");
-        let err = cert_id(c.der()).expect_err("no AKI");
-        assert!(
-            format!("{err}").contains("Authority Key Identifier"),
-            "{err}"
-        );
     }
 }

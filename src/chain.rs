@@ -17,10 +17,7 @@
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::store::cert::{MAX_CHAIN, split_chain};
-
-/// Most certificates a chain may hold to be considered (real chains hold 2 to 4).
-pub const MAX_CHAIN_CERTS: usize = 10;
+use crate::cert::{MAX_CHAIN, MAX_CHAIN_CERTS, split_chain};
 
 /// Longest issuer name quoted in a log line.
 const MAX_LOGGED_NAME: usize = 128;

@@ -263,8 +263,8 @@ pub fn chain(data: &[u8]) -> String {
     let Some((default, alternates)) = sections.split_first() else {
         return out.join("\n");
     };
-    let leaf = match crate::store::cert::split_chain(default)
-        .and_then(|ders| crate::store::cert::leaf_info(ders.first().map_or(&[][..], |d| d)))
+    let leaf = match crate::cert::split_chain(default)
+        .and_then(|ders| crate::cert::leaf_info(ders.first().map_or(&[][..], |d| d)))
     {
         Ok(leaf) => leaf,
         Err(e) => {
@@ -280,7 +280,7 @@ pub fn chain(data: &[u8]) -> String {
         None => default,
     };
     out.push(
-        match crate::store::cert::validate_issued(pem, &leaf.key_id, &leaf.names, now()) {
+        match crate::cert::validate_issued(pem, &leaf.key_id, &leaf.names, now()) {
             Ok(files) => {
                 let jitter = crate::ari::stable_jitter(files.leaf.ari_id.as_deref().unwrap_or(""));
                 let summary = files.leaf.into_summary("fuzz", true, false, None);

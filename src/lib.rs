@@ -10,6 +10,7 @@
 pub mod acme;
 pub mod ari;
 pub mod cause;
+pub mod cert;
 pub mod chain;
 pub mod challenge;
 pub mod cli;

@@ -4,157 +4,12 @@
 //! (acmetool's "satisfies", its renewal span, its relink disjunction) are table-tested below
 //! and the reconciler only carries out what these functions return.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::keys::KeyFamily;
-use crate::name::Hostname;
+use crate::cert::{CertSet, CertSummary, best_cert};
 use crate::target::Target;
-
-/// What the planner needs to know about one certificate directory.
-#[derive(Clone, Debug)]
-pub struct CertSummary {
-    /// Certificate id (directory name under `certs/`).
-    pub id: String,
-    /// dNSName SANs of the leaf (lowercased).
-    pub names: Vec<String>,
-    /// Validity start.
-    pub not_before: OffsetDateTime,
-    /// Validity end.
-    pub not_after: OffsetDateTime,
-    /// Family of the certificate's public key.
-    pub key_family: Option<KeyFamily>,
-    /// Whether `keys/<key id>/privkey` exists for its public key.
-    pub has_private_key: bool,
-    /// Key id of the certificate's public key.
-    pub key_id: String,
-    /// Marked `revoked`.
-    pub revoked: bool,
-    /// The ACME profile it was ordered with, when acmekeep knows it.
-    pub profile: Option<String>,
-    /// Its ARI identifier, when it has one (see [`crate::ari::cert_id`]).
-    pub ari_id: Option<String>,
-}
-
-/// acmetool's "satisfies" (§6.2): not revoked, has its key, covers the names, right key type.
-/// Only downloaded, parseable certificates reach the planner, so those checks are implicit.
-pub fn satisfies(cert: &CertSummary, target: &Target) -> bool {
-    !cert.revoked
-        && cert.has_private_key
-        && target.satisfy_names.iter().all(|n| covers(&cert.names, n))
-        && target
-            .satisfy_key
-            .is_none_or(|fam| cert.key_family == Some(fam))
-}
-
-/// True when `names` contains `name` exactly (wildcards match only the same wildcard, as a
-/// target naming `*.a.b` wants exactly that SAN).
-fn covers(names: &[String], name: &Hostname) -> bool {
-    names.iter().any(|n| n == name.as_str())
-}
-
-/// Every complete certificate the planner may choose from, indexed by SAN so that finding a
-/// target's best certificate looks only at the certificates carrying its first name, not at
-/// all of them (with thousands of targets a linear scan per target is quadratic).
-#[derive(Clone, Debug, Default)]
-pub struct CertSet {
-    certs: Vec<CertSummary>,
-    by_name: HashMap<String, Vec<usize>>,
-    by_id: HashMap<String, usize>,
-}
-
-impl CertSet {
-    /// An empty set with room for `n` certificates.
-    pub fn with_capacity(n: usize) -> Self {
-        Self {
-            certs: Vec::with_capacity(n),
-            by_name: HashMap::with_capacity(n),
-            by_id: HashMap::with_capacity(n),
-        }
-    }
-
-    /// Indexes `certs`.
-    pub fn new(certs: Vec<CertSummary>) -> Self {
-        let mut set = Self::with_capacity(certs.len());
-        for c in certs {
-            set.push(c);
-        }
-        set
-    }
-
-    /// The certificates, in the order given.
-    pub fn iter(&self) -> impl Iterator<Item = &CertSummary> {
-        self.certs.iter()
-    }
-
-    /// The certificate with this id.
-    pub fn get(&self, id: &str) -> Option<&CertSummary> {
-        self.by_id.get(id).map(|&i| &self.certs[i])
-    }
-
-    /// Adds a certificate.
-    pub fn push(&mut self, cert: CertSummary) {
-        let i = self.certs.len();
-        for n in &cert.names {
-            let list = self.by_name.entry(n.clone()).or_default();
-            // A SAN repeated in one certificate is indexed once.
-            if list.last() != Some(&i) {
-                list.push(i);
-            }
-        }
-        self.by_id.insert(cert.id.clone(), i);
-        self.certs.push(cert);
-    }
-
-    /// Certificates that may satisfy `target`: those carrying its first name.
-    fn candidates<'a>(&'a self, target: &Target) -> Box<dyn Iterator<Item = &'a CertSummary> + 'a> {
-        match target.satisfy_names.first() {
-            Some(first) => Box::new(
-                self.by_name
-                    .get(first.as_str())
-                    .into_iter()
-                    .flatten()
-                    .map(|&i| &self.certs[i]),
-            ),
-            None => Box::new(self.certs.iter()),
-        }
-    }
-}
-
-impl From<Vec<CertSummary>> for CertSet {
-    fn from(certs: Vec<CertSummary>) -> Self {
-        Self::new(certs)
-    }
-}
-
-/// The best certificate satisfying `target` at `now`: the most recently issued (latest
-/// `not_before`), then the latest `not_after`, ties broken by id so runs are deterministic.
-/// A certificate that is not valid yet (`not_before` after `now`) is never the best: linked,
-/// it would be refused by every client until then, while the one it would replace works.
-///
-/// Newest first, not longest-lived first: a replacement can expire before the certificate it
-/// replaces (a move to a short-lived profile, a renewal after the CA revoked or asked to
-/// replace a certificate), and it was obtained precisely so that it would be used. (With
-/// one CA and one profile the two orders agree, as acmetool's "latest expiry" did.)
-pub fn best_cert<'a>(
-    target: &Target,
-    certs: &'a CertSet,
-    now: OffsetDateTime,
-) -> Option<&'a CertSummary> {
-    certs
-        .candidates(target)
-        .filter(|c| c.not_before <= now && satisfies(c, target))
-        .max_by(|a, b| newer(a, b))
-}
-
-/// The order [`best_cert`] maximises.
-fn newer(a: &CertSummary, b: &CertSummary) -> std::cmp::Ordering {
-    a.not_before
-        .cmp(&b.not_before)
-        .then_with(|| a.not_after.cmp(&b.not_after))
-        .then_with(|| b.id.cmp(&a.id))
-}
 
 /// The planner's verdict for one target.
 #[derive(Clone, Debug, PartialEq)]
@@ -370,6 +225,8 @@ pub fn plan_relinks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cert::{newer, satisfies};
+    use crate::keys::KeyFamily;
     use crate::target::RawTarget;
     use time::macros::datetime;
 

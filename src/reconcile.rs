@@ -17,14 +17,15 @@ use tokio::task::JoinSet;
 
 use crate::acme::{AcmeError, Ca, Chains, EabCredentials, Issuer, OrderOptions, Registration};
 use crate::ari::{self, AriRecord};
+use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
 use crate::exit::config_error;
 use crate::hooks::{Event, HookRunner};
 use crate::interact::{Interaction, Kind, Question, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
-use crate::plan::{self, CertSummary};
-use crate::store::{AccountRecord, Backoff, CertState, Inventory, Store, cert};
+use crate::plan;
+use crate::store::{AccountRecord, Backoff, CertState, Inventory, Store};
 use crate::target::{ChallengeKind, RawTarget, Target};
 
 /// Settings of one reconcile run.
@@ -432,7 +433,7 @@ pub async fn run_hooks(hooks: &Arc<HookRunner>, event: Event<'_>) {
 fn expiring(
     outcomes: &[TargetOutcome],
     targets: &[Target],
-    summaries: &plan::CertSet,
+    summaries: &cert::CertSet,
     now: OffsetDateTime,
 ) -> Vec<(String, OffsetDateTime)> {
     let unsatisfied: Vec<&TargetOutcome> = outcomes
@@ -447,7 +448,7 @@ fn expiring(
     unsatisfied
         .into_iter()
         .filter_map(|o| {
-            let best = plan::best_cert(by_file.get(o.file.as_str())?, summaries, now)?;
+            let best = cert::best_cert(by_file.get(o.file.as_str())?, summaries, now)?;
             plan::in_last_sixth(best, now).then(|| (o.file.clone(), best.not_after))
         })
         .collect()
@@ -667,7 +668,7 @@ async fn renewal_windows<C: Connector>(
     store: &Store,
     connector: &C,
     targets: &[Target],
-    (summaries, inv): (&plan::CertSet, &Inventory),
+    (summaries, inv): (&cert::CertSet, &Inventory),
     jobs: usize,
     now: OffsetDateTime,
 ) -> BTreeMap<String, AriRecord> {
@@ -677,7 +678,7 @@ async fn renewal_windows<C: Connector>(
     type Due = BTreeMap<(String, Option<PathBuf>), Vec<(String, String)>>;
     let mut due = Due::new();
     for t in targets {
-        let Some(best) = plan::best_cert(t, summaries, now) else {
+        let Some(best) = cert::best_cert(t, summaries, now) else {
             continue;
         };
         if !seen.insert(best.id.as_str()) {
@@ -836,7 +837,7 @@ async fn obtain<C: Connector>(
     opts: &Options,
     now: OffsetDateTime,
     todo: &[Target],
-    (inv, summaries): (&Inventory, &plan::CertSet),
+    (inv, summaries): (&Inventory, &cert::CertSet),
     ari: &BTreeMap<String, AriRecord>,
     report: &mut Report,
 ) -> Vec<CertSummary> {
@@ -921,7 +922,7 @@ async fn obtain<C: Connector>(
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
                         names: names_of(&t),
-                        result: failure(how, &msg, plan::best_cert(&t, summaries, now), next, now),
+                        result: failure(how, &msg, cert::best_cert(&t, summaries, now), next, now),
                     });
                 }
                 continue;
@@ -932,7 +933,7 @@ async fn obtain<C: Connector>(
         for t in group {
             // The certificate this order replaces, named by its ARI id (RFC 9773 §5): only
             // when this CA gave it a window, so it knows the certificate.
-            let replaces = plan::best_cert(&t, summaries, now)
+            let replaces = cert::best_cert(&t, summaries, now)
                 .and_then(|b| ari.get(&b.id))
                 .map(|r| r.ari_id.clone());
             work.push((t, session.clone(), account_id.clone(), replaces));
@@ -941,7 +942,7 @@ async fn obtain<C: Connector>(
     // Targets that have a certificate already: what they get now is a renewal.
     let renewing: std::collections::HashSet<&str> = todo
         .iter()
-        .filter(|t| plan::best_cert(t, summaries, now).is_some())
+        .filter(|t| cert::best_cert(t, summaries, now).is_some())
         .map(|t| t.file.as_str())
         .collect();
     // At most `jobs` orders in flight; each task is created when a slot frees up.
@@ -1018,7 +1019,7 @@ async fn obtain<C: Connector>(
                 let next = record(store, &file, now, Some(e.clone()), how);
                 let best = by_file
                     .get(file.as_str())
-                    .and_then(|t| plan::best_cert(t, summaries, now));
+                    .and_then(|t| cert::best_cert(t, summaries, now));
                 failure(how, &e, best, next, now)
             }
         };
@@ -1404,7 +1405,7 @@ async fn issue_one<I: Issuer>(
         .issue(&t.request_names, &csr, options, responder, &on_finalized)
         .await
         .map_err(|e| anyhow!(e))?;
-    let id = crate::store::ids::cert_id(&issued.order_url);
+    let id = crate::keys::ids::cert_id(&issued.order_url);
     let pem = keep_chain(&format!("certs/{id}"), &issued.chains, &t.preferred_chain);
     // Valid at the time it arrives: the CA may date it from the moment it issued it.
     let files = cert::validate_issued(pem, &key.id, &names, clock())?;

@@ -762,7 +762,7 @@ impl Target {
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty());
         if let Some(id) = &key_id
-            && !crate::store::ids::is_well_formed_id(id)
+            && !crate::keys::ids::is_well_formed_id(id)
         {
             bail!("request.key.id {id:?} is not a 52-character key id");
         }

@@ -108,7 +108,7 @@ pub fn execute(settings: &Settings, args: &CullArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::CertSummary;
+    use crate::cert::CertSummary;
     use crate::store::CertRecord;
     use time::Duration;
     use time::macros::datetime;

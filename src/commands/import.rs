@@ -46,13 +46,14 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::acme::jws::{PublicJwk, b64url_member, curve_len};
+use crate::cert::{self, CertFiles};
 use crate::cli::{ImportAccountArgs, ImportKeyArgs, ImportLeArgs};
 use crate::exit::{self, config_error};
+use crate::keys::ids;
 use crate::keys::{KeyFamily, MAX_KEY_FILE, PrivateKey, first_private_key_der, pem_encode};
 use crate::name::Hostname;
 use crate::settings::Settings;
-use crate::store::cert::{self, CertFiles};
-use crate::store::{Store, fs, ids};
+use crate::store::{Store, fs, layout};
 use crate::target::{
     DEFAULT_PROVIDER, RawChallenge, RawKey, RawRequest, RawSatisfy, RawTarget, new_target_filename,
     validate_provider,
@@ -333,7 +334,7 @@ fn import_account(
 /// Stores an account key unless that account is already there. Returns the account id and
 /// whether it was new.
 fn save_account(store: &Store, url: &str, key: &AccountKey) -> Result<(String, bool)> {
-    let part = ids::account_url_part(url).with_context(|| format!("provider {url:?}"))?;
+    let part = layout::account_url_part(url).with_context(|| format!("provider {url:?}"))?;
     let id = format!("{part}/{}", key.id);
     let existing = store
         .root()

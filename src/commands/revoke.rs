@@ -10,11 +10,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::acme::Issuer;
+use crate::cert;
 use crate::cli::{ReconcileArgs, RevokeArgs};
 use crate::exit::config_error;
+use crate::keys::ids;
 use crate::reconcile::{InstantConnector, bundle_lookup, login_account};
 use crate::settings::Settings;
-use crate::store::{CertState, Inventory, cert, ids};
+use crate::store::{CertState, Inventory};
 
 /// RFC 5280 reason codes a subscriber may give.
 pub fn reason_code(reason: &str) -> Result<u8> {

@@ -11,8 +11,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::cli::StatusArgs;
 use crate::exit::config_error;
-use crate::plan;
 use crate::settings::Settings;
+use crate::{cert, plan};
 use std::collections::BTreeMap;
 
 use crate::store::{CertState, Inventory, Store, TargetError, TargetRecord};
@@ -79,7 +79,7 @@ struct Loaded {
     records: Vec<TargetRecord>,
     broken: Vec<TargetError>,
     inv: Inventory,
-    summaries: plan::CertSet,
+    summaries: cert::CertSet,
     ari: BTreeMap<String, crate::ari::AriRecord>,
     now: OffsetDateTime,
 }
@@ -539,8 +539,8 @@ mod tests {
         store.save_key(&key).expect("save key");
         let id = store.begin_cert(order, None).expect("begin");
         let pem = leaf.pem();
-        let files = crate::store::cert::CertFiles {
-            leaf: crate::store::cert::leaf_info(leaf.der()).expect("leaf"),
+        let files = crate::cert::CertFiles {
+            leaf: crate::cert::leaf_info(leaf.der()).expect("leaf"),
             chain: String::new(),
             fullchain: pem.clone(),
             cert: pem,
@@ -598,8 +598,8 @@ mod tests {
             start: datetime!(2027-03-05 00:00 UTC),
             end: datetime!(2027-03-07 00:00 UTC),
         };
-        let ari_id = crate::store::cert::leaf_info(
-            &crate::store::cert::split_chain(
+        let ari_id = crate::cert::leaf_info(
+            &crate::cert::split_chain(
                 &std::fs::read_to_string(root.join("certs").join(&e).join("cert")).expect("e"),
             )
             .expect("pem")[0],
@@ -669,7 +669,7 @@ mod tests {
                 .replace(&broken, "CERT_BROKEN")
         };
         let (json, text, wide) = (unroot(json), unroot(render(false)), unroot(render(true)));
-        let uncached = crate::store::ids::cert_id("https://ca.example/order/uncached");
+        let uncached = crate::keys::ids::cert_id("https://ca.example/order/uncached");
         let (json, text, wide) = (
             json.replace(&uncached, "CERT_UNCACHED"),
             text.replace(&uncached, "CERT_UNCACHED"),

@@ -28,9 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ids;
+use crate::cert::CertSummary;
 use crate::keys::KeyFamily;
-use crate::plan::CertSummary;
+use crate::keys::ids;
 
 /// The summary cache's file name under `.acmekeep/`.
 pub const SUMMARIES_FILE: &str = "cert-summaries";

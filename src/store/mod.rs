@@ -9,9 +9,8 @@
 
 pub mod ari;
 mod cache;
-pub mod cert;
 pub mod fs;
-pub mod ids;
+pub mod layout;
 pub mod lock;
 pub mod perm;
 
@@ -23,8 +22,10 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
 
+use crate::cert;
+use crate::cert::{CertSet, CertSummary};
+use crate::keys::ids;
 use crate::keys::{MAX_KEY_FILE, PrivateKey};
-use crate::plan::{CertSet, CertSummary};
 use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
 use fs::AtomicFs;
 
@@ -826,7 +827,7 @@ impl Store {
             read_dir_sorted(&acct_dir).with_context(|| format!("listing {}", acct_dir.display()))?
         {
             let part = e.file_name().to_string_lossy().into_owned();
-            let Some(url) = ids::directory_url_from_part(&part) else {
+            let Some(url) = layout::directory_url_from_part(&part) else {
                 inv.warnings.push(format!(
                     "ignoring accounts/{part}: not an escaped directory URL"
                 ));
@@ -1072,7 +1073,7 @@ impl Store {
 
     /// Saves an account key for `directory_url`; returns the account id `<urlpart>/<key id>`.
     pub fn save_account_key(&self, directory_url: &str, key_id: &str, pem: &str) -> Result<String> {
-        let part = ids::account_url_part(directory_url)
+        let part = layout::account_url_part(directory_url)
             .with_context(|| format!("provider {directory_url:?}"))?;
         if !ids::is_well_formed_id(key_id) || part.starts_with('.') {
             bail!("refusing account directory {part}/{key_id}");
@@ -1477,7 +1478,7 @@ fn check_account_id(account_id: &str) -> Result<()> {
     let ok = match account_id.split_once('/') {
         Some((part, kid)) => {
             !part.starts_with('.')
-                && ids::directory_url_from_part(part).is_some()
+                && layout::directory_url_from_part(part).is_some()
                 && ids::is_well_formed_id(kid)
         }
         None => false,

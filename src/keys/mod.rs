@@ -8,7 +8,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use rcgen::{KeyPair, PublicKeyData};
 
-use crate::store::ids;
+pub mod ids;
 
 /// Largest key file we read (a 4096-bit PKCS#1 key is ~3.3 KiB of PEM).
 pub const MAX_KEY_FILE: u64 = 64 * 1024;

@@ -1,19 +1,172 @@
-//! Reading certificates: just enough X.509 to decide (names, validity, public key).
+//! What a certificate is, for deciding: the planner's summary of a certificate directory,
+//! acmetool's "satisfies" and "best" (§6.2) over an indexed set, and just enough X.509 to
+//! fill them (names, validity, public key, ARI identifier).
 //!
 //! Certificates come from the CA or from a state directory someone copied in, so both are
 //! untrusted: sizes are bounded by the caller, every PEM block must parse, and a chain from
-//! the CA is checked against the key and names we asked for before it is written.
+//! the CA is checked against the key and names we asked for before it is written. Nothing
+//! here touches the disk, the network or the clock.
 
-use ::time::OffsetDateTime;
+use std::collections::HashMap;
+
 use anyhow::{Context, Result, bail};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
+use crate::keys::ids;
 use crate::keys::{KeyFamily, pem_blocks, pem_encode};
-use crate::plan::CertSummary;
-use crate::store::ids;
+use crate::name::Hostname;
+use crate::target::Target;
+
+/// What the planner needs to know about one certificate directory.
+#[derive(Clone, Debug)]
+pub struct CertSummary {
+    /// Certificate id (directory name under `certs/`).
+    pub id: String,
+    /// dNSName SANs of the leaf (lowercased).
+    pub names: Vec<String>,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// Family of the certificate's public key.
+    pub key_family: Option<KeyFamily>,
+    /// Whether `keys/<key id>/privkey` exists for its public key.
+    pub has_private_key: bool,
+    /// Key id of the certificate's public key.
+    pub key_id: String,
+    /// Marked `revoked`.
+    pub revoked: bool,
+    /// The ACME profile it was ordered with, when acmekeep knows it.
+    pub profile: Option<String>,
+    /// Its ARI identifier, when it has one (see [`ari_id`]).
+    pub ari_id: Option<String>,
+}
+
+/// acmetool's "satisfies" (§6.2): not revoked, has its key, covers the names, right key type.
+/// Only downloaded, parseable certificates reach the planner, so those checks are implicit.
+pub fn satisfies(cert: &CertSummary, target: &Target) -> bool {
+    !cert.revoked
+        && cert.has_private_key
+        && target.satisfy_names.iter().all(|n| covers(&cert.names, n))
+        && target
+            .satisfy_key
+            .is_none_or(|fam| cert.key_family == Some(fam))
+}
+
+/// True when `names` contains `name` exactly (wildcards match only the same wildcard, as a
+/// target naming `*.a.b` wants exactly that SAN).
+fn covers(names: &[String], name: &Hostname) -> bool {
+    names.iter().any(|n| n == name.as_str())
+}
+
+/// Every complete certificate the planner may choose from, indexed by SAN so that finding a
+/// target's best certificate looks only at the certificates carrying its first name, not at
+/// all of them (with thousands of targets a linear scan per target is quadratic).
+#[derive(Clone, Debug, Default)]
+pub struct CertSet {
+    certs: Vec<CertSummary>,
+    by_name: HashMap<String, Vec<usize>>,
+    by_id: HashMap<String, usize>,
+}
+
+impl CertSet {
+    /// An empty set with room for `n` certificates.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            certs: Vec::with_capacity(n),
+            by_name: HashMap::with_capacity(n),
+            by_id: HashMap::with_capacity(n),
+        }
+    }
+
+    /// Indexes `certs`.
+    pub fn new(certs: Vec<CertSummary>) -> Self {
+        let mut set = Self::with_capacity(certs.len());
+        for c in certs {
+            set.push(c);
+        }
+        set
+    }
+
+    /// The certificates, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &CertSummary> {
+        self.certs.iter()
+    }
+
+    /// The certificate with this id.
+    pub fn get(&self, id: &str) -> Option<&CertSummary> {
+        self.by_id.get(id).map(|&i| &self.certs[i])
+    }
+
+    /// Adds a certificate.
+    pub fn push(&mut self, cert: CertSummary) {
+        let i = self.certs.len();
+        for n in &cert.names {
+            let list = self.by_name.entry(n.clone()).or_default();
+            // A SAN repeated in one certificate is indexed once.
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+        self.by_id.insert(cert.id.clone(), i);
+        self.certs.push(cert);
+    }
+
+    /// Certificates that may satisfy `target`: those carrying its first name.
+    fn candidates<'a>(&'a self, target: &Target) -> Box<dyn Iterator<Item = &'a CertSummary> + 'a> {
+        match target.satisfy_names.first() {
+            Some(first) => Box::new(
+                self.by_name
+                    .get(first.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|&i| &self.certs[i]),
+            ),
+            None => Box::new(self.certs.iter()),
+        }
+    }
+}
+
+impl From<Vec<CertSummary>> for CertSet {
+    fn from(certs: Vec<CertSummary>) -> Self {
+        Self::new(certs)
+    }
+}
+
+/// The best certificate satisfying `target` at `now`: the most recently issued (latest
+/// `not_before`), then the latest `not_after`, ties broken by id so runs are deterministic.
+/// A certificate that is not valid yet (`not_before` after `now`) is never the best: linked,
+/// it would be refused by every client until then, while the one it would replace works.
+///
+/// Newest first, not longest-lived first: a replacement can expire before the certificate it
+/// replaces (a move to a short-lived profile, a renewal after the CA revoked or asked to
+/// replace a certificate), and it was obtained precisely so that it would be used. (With
+/// one CA and one profile the two orders agree, as acmetool's "latest expiry" did.)
+pub fn best_cert<'a>(
+    target: &Target,
+    certs: &'a CertSet,
+    now: OffsetDateTime,
+) -> Option<&'a CertSummary> {
+    certs
+        .candidates(target)
+        .filter(|c| c.not_before <= now && satisfies(c, target))
+        .max_by(|a, b| newer(a, b))
+}
+
+/// The order [`best_cert`] maximises.
+pub(crate) fn newer(a: &CertSummary, b: &CertSummary) -> std::cmp::Ordering {
+    a.not_before
+        .cmp(&b.not_before)
+        .then_with(|| a.not_after.cmp(&b.not_after))
+        .then_with(|| b.id.cmp(&a.id))
+}
 
 /// Largest certificate chain we accept or read.
 pub const MAX_CHAIN: u64 = 1024 * 1024;
+
+/// Most certificates a chain may hold to be considered (real chains hold 2 to 4).
+pub const MAX_CHAIN_CERTS: usize = 10;
 
 /// What we know about a leaf certificate.
 #[derive(Clone, Debug)]
@@ -91,7 +244,7 @@ pub fn leaf_info(der: &[u8]) -> Result<LeafInfo> {
         not_after: cert.validity().not_after.to_datetime(),
         key_id: ids::key_id(spki.raw),
         key_family,
-        ari_id: crate::ari::cert_id_of(&cert).ok(),
+        ari_id: ari_id_of(&cert).ok(),
     })
 }
 
@@ -125,7 +278,7 @@ pub struct CertFiles {
 }
 
 /// Validates a chain from the CA before it may go live: it parses and holds the end-entity
-/// certificate and at least one issuer (at most [`crate::chain::MAX_CHAIN_CERTS`]
+/// certificate and at least one issuer (at most [`MAX_CHAIN_CERTS`]
 /// certificates); each certificate is signed by the next one, which names it as its issuer
 /// and is a CA; the leaf carries our key and every requested name, and is valid at `now`
 /// (neither expired nor not valid yet). Anything else is refused, so a working certificate
@@ -141,11 +294,11 @@ pub fn validate_issued(
     now: OffsetDateTime,
 ) -> Result<CertFiles> {
     let ders = split_chain(pem)?;
-    if ders.len() > crate::chain::MAX_CHAIN_CERTS {
+    if ders.len() > MAX_CHAIN_CERTS {
         bail!(
             "the CA's chain holds {} certificates (at most {} are accepted)",
             ders.len(),
-            crate::chain::MAX_CHAIN_CERTS
+            MAX_CHAIN_CERTS
         );
     }
     let leaf = leaf_info(&ders[0]).context("the CA's leaf certificate")?;
@@ -218,6 +371,34 @@ pub fn validate_issued(
     })
 }
 
+/// The ARI certificate identifier of a DER certificate (RFC 9773 §4.1):
+/// `base64url(AKI keyIdentifier) "." base64url(serial number DER contents)`, unpadded.
+/// Certificates without an Authority Key Identifier cannot be named (Posh-ACME#561): the
+/// caller then uses the local rule only.
+pub fn ari_id(der: &[u8]) -> Result<String> {
+    let (_, cert) = X509Certificate::from_der(der).context("not a valid X.509 certificate")?;
+    ari_id_of(&cert)
+}
+
+/// [`ari_id`] of an already parsed certificate.
+pub fn ari_id_of(cert: &X509Certificate<'_>) -> Result<String> {
+    let aki = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        });
+    let Some(aki) = aki else {
+        bail!("the certificate has no Authority Key Identifier, so it has no ARI identifier");
+    };
+    let b64 = data_encoding::BASE64URL_NOPAD;
+    Ok(format!(
+        "{}.{}",
+        b64.encode(aki.0),
+        b64.encode(cert.tbs_certificate.raw_serial())
+    ))
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&::time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -231,6 +412,47 @@ fn loggable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 9773 §4.1's example: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:
+    /// DE:01:C8:D4 and serial 00:87:65:43:21 make `aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE`.
+    #[test]
+    fn ari_id_matches_the_rfc_example() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair, SerialNumber,
+        };
+        let aki = [
+            0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0,
+            0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
+        ];
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_identifier_method = KeyIdMethod::PreSpecified(aki.to_vec());
+        let ca = Issuer::new(ca, KeyPair::generate().expect("key"));
+        let mut leaf = CertificateParams::new(["a.example".to_owned()]).expect("params");
+        leaf.serial_number = Some(SerialNumber::from_slice(&[0x00, 0x87, 0x65, 0x43, 0x21]));
+        leaf.use_authority_key_identifier_extension = true;
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().expect("key"), &ca)
+            .expect("sign");
+        assert_eq!(
+            ari_id(leaf.der()).expect("id"),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_aki_has_no_ari_id() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let c = rcgen::CertificateParams::new(["a.example".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("sign");
+        let err = ari_id(c.der()).expect_err("no AKI");
+        assert!(
+            format!("{err}").contains("Authority Key Identifier"),
+            "{err}"
+        );
+    }
     use ::time::Duration;
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
