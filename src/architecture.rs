@@ -68,11 +68,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "target",
         "ChallengeConfig: moves to challenge (A8)",
     ),
-    (
-        "cli",
-        "commands",
-        "RedirectorArgs: h16sys moves it (cli <-> commands::redirector)",
-    ),
     ("exit", "store", "LockError: code_for moves up (A8)"),
     ("store", "ari", "AriRecord: moves to the store (C1)"),
     (

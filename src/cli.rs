@@ -1,8 +1,12 @@
 //! Command-line definition (clap types only; resolving them is `settings`'s job).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::redirector::RedirectStatus;
 
 /// Shown under each command's `--help`, where the global options are not repeated.
 const GLOBAL_OPTIONS_POINTER: &str = "Global options (--state, --batch, --hooks, -v, -q, --wait, ...) \
@@ -258,7 +262,7 @@ pub enum Command {
     TestNotify(TestNotifyArgs),
     /// Serve ACME http-01 challenge files on port 80 and redirect everything else to HTTPS
     /// (acmetool's redirector; runs in the foreground, drops root after binding).
-    Redirector(crate::commands::redirector::RedirectorArgs),
+    Redirector(RedirectorArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -401,6 +405,97 @@ pub struct StatusArgs {
     pub wide: bool,
 }
 
+/// `redirector` (acmetool's flags, plus `--user`/`--group` for its `--service.uid`/`.gid`).
+#[derive(Debug, Clone, Args)]
+pub struct RedirectorArgs {
+    /// Challenge directory to serve [default: the first webroot-paths entry of conf/target,
+    /// else /var/run/acme/acme-challenge].
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// Address to listen on: `:PORT` (every address, IPv6 and IPv4), `IP:PORT` or
+    /// `[IPV6]:PORT`. Repeatable.
+    #[arg(long, value_name = "ADDR", default_value = ":80")]
+    pub bind: Vec<String>,
+    /// Redirect status: 301, 302, 303, 307 or 308.
+    #[arg(long, value_name = "CODE", default_value = "308")]
+    pub status_code: RedirectStatus,
+    /// Deadline for a request's headers (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub read_timeout: Duration,
+    /// Deadline for a whole connection, response included (e.g. 20s).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_timeout)]
+    pub write_timeout: Duration,
+    /// When started as root, switch to this user (name or uid) after binding. Required as root.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Group to switch to with --user (name or gid) [default: the user's primary group].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Give this group (name or gid) the challenge directory and make it group-writable, so a
+    /// non-root process in the group can write challenge files. Needs root.
+    #[arg(long, value_name = "GROUP")]
+    pub challenge_gid: Option<String>,
+    /// acmetool's global `--service.uid` (filled in by the dispatcher).
+    #[arg(skip)]
+    pub service_uid: Option<String>,
+    /// acmetool's global `--service.gid` (filled in by the dispatcher).
+    #[arg(skip)]
+    pub service_gid: Option<String>,
+}
+
+impl RedirectorArgs {
+    /// These arguments with acmetool's `--service.uid`/`--service.gid` (global flags) attached.
+    pub fn with_service_ids(mut self, uid: Option<&str>, gid: Option<&str>) -> RedirectorArgs {
+        self.service_uid = uid.map(str::to_owned);
+        self.service_gid = gid.map(str::to_owned);
+        self
+    }
+}
+
+/// A `--read-timeout`/`--write-timeout` value: a duration, never zero.
+fn parse_timeout(s: &str) -> Result<Duration> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        bail!("a timeout of zero would close every connection");
+    }
+    Ok(d)
+}
+
+/// Parses `30s`, `5m`, `2h`, `1h30m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => bail!("bad duration {s:?}: units are s, m, h, d"),
+        };
+        // Checked: `213503982334602d` wrapped around to a few minutes in a release build
+        // (and panicked with overflow checks on).
+        total = n
+            .checked_mul(unit)
+            .and_then(|part| total.checked_add(part))
+            .with_context(|| format!("duration {s:?} is too long"))?;
+    }
+    if !num.is_empty() || total == 0 && s != "0s" {
+        bail!("bad duration {s:?} (examples: 30s, 5m, 1h30m)");
+    }
+    Ok(Duration::from_secs(total))
+}
+
 /// An `--eab-*` value: anything, even beginning with '-' (base64url), except what is plainly
 /// the next option because the value was forgotten (`--eab-kid --eab-hmac-key K`).
 fn eab_value(s: &str) -> Result<String, String> {
@@ -538,5 +633,34 @@ mod tests {
         let cli =
             Cli::try_parse_from(["acmekeep", "--eab-hmac-key", key, "status"]).expect("parses");
         assert_eq!(cli.eab.hmac_key.as_deref(), Some(key));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").expect("ok"), Duration::from_secs(30));
+        assert_eq!(parse_duration("30s").expect("ok"), Duration::from_secs(30));
+        assert_eq!(
+            parse_duration("1h30m").expect("ok"),
+            Duration::from_secs(5400)
+        );
+        for bad in ["", "x", "5y", "m", "10m5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_duration_too_long_for_64_bits_is_refused_instead_of_wrapping() {
+        for long in [
+            "213503982334602d",
+            "18446744073709551615m",
+            "1d18446744073709551615s",
+        ] {
+            let e = parse_duration(long).expect_err(long);
+            assert!(format!("{e:#}").contains("too long"), "{long}: {e:#}");
+        }
+        assert_eq!(
+            parse_duration("213503982334601d").expect("fits").as_secs(),
+            213_503_982_334_601 * 86_400
+        );
     }
 }

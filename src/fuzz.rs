@@ -379,7 +379,7 @@ pub fn cli(data: &[u8]) -> String {
     let mut out: Vec<String> = args
         .iter()
         .filter_map(|a| a.to_str())
-        .map(|a| format!("{a}: {:?}", crate::settings::parse_duration(a).ok()))
+        .map(|a| format!("{a}: {:?}", crate::cli::parse_duration(a).ok()))
         .collect();
     let argv = std::iter::once(std::ffi::OsStr::new("acmekeep")).chain(args.iter().copied());
     // Built (and checked by clap's debug assertions) once: building it for every input made

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, parse_duration};
 use crate::exit::config_error;
 
 /// acmetool's default state directory.
@@ -39,41 +39,6 @@ pub struct Settings {
     pub system_root: Option<PathBuf>,
     /// `--eab-*`: External Account Binding credentials given on the command line.
     pub eab: crate::cli::EabArgs,
-}
-
-/// Parses `30s`, `5m`, `2h`, `1h30m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => bail!("bad duration {s:?}: units are s, m, h, d"),
-        };
-        // Checked: `213503982334602d` wrapped around to a few minutes in a release build
-        // (and panicked with overflow checks on).
-        total = n
-            .checked_mul(unit)
-            .and_then(|part| total.checked_add(part))
-            .with_context(|| format!("duration {s:?} is too long"))?;
-    }
-    if !num.is_empty() || total == 0 && s != "0s" {
-        bail!("bad duration {s:?} (examples: 30s, 5m, 1h30m)");
-    }
-    Ok(Duration::from_secs(total))
 }
 
 /// The duration `value` of option `flag`, which must lie in `range` (`bounds` says so in
@@ -160,35 +125,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30").expect("ok"), Duration::from_secs(30));
-        assert_eq!(parse_duration("30s").expect("ok"), Duration::from_secs(30));
-        assert_eq!(
-            parse_duration("1h30m").expect("ok"),
-            Duration::from_secs(5400)
-        );
-        for bad in ["", "x", "5y", "m", "10m5"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_duration_too_long_for_64_bits_is_refused_instead_of_wrapping() {
-        for long in [
-            "213503982334602d",
-            "18446744073709551615m",
-            "1d18446744073709551615s",
-        ] {
-            let e = parse_duration(long).expect_err(long);
-            assert!(format!("{e:#}").contains("too long"), "{long}: {e:#}");
-        }
-        assert_eq!(
-            parse_duration("213503982334601d").expect("fits").as_secs(),
-            213_503_982_334_601 * 86_400
-        );
-    }
 
     #[test]
     fn ca_timeout_is_bounded() {

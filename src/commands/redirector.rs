@@ -6,70 +6,14 @@
 //! them); `--challenge-gid` is applied while still root; and the async runtime, with its
 //! threads, only starts once the process runs as the unprivileged user.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::cli::RedirectorArgs;
 use crate::exit::config_error;
-use crate::redirector::{self, BindSpec, Config, RedirectStatus};
-use crate::settings::{Settings, parse_duration};
-
-/// `redirector` (acmetool's flags, plus `--user`/`--group` for its `--service.uid`/`.gid`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct RedirectorArgs {
-    /// Challenge directory to serve [default: the first webroot-paths entry of conf/target,
-    /// else /var/run/acme/acme-challenge].
-    #[arg(long, value_name = "DIR")]
-    pub path: Option<PathBuf>,
-    /// Address to listen on: `:PORT` (every address, IPv6 and IPv4), `IP:PORT` or
-    /// `[IPV6]:PORT`. Repeatable.
-    #[arg(long, value_name = "ADDR", default_value = ":80")]
-    pub bind: Vec<String>,
-    /// Redirect status: 301, 302, 303, 307 or 308.
-    #[arg(long, value_name = "CODE", default_value = "308")]
-    pub status_code: RedirectStatus,
-    /// Deadline for a request's headers (e.g. 10s).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
-    pub read_timeout: Duration,
-    /// Deadline for a whole connection, response included (e.g. 20s).
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_timeout)]
-    pub write_timeout: Duration,
-    /// When started as root, switch to this user (name or uid) after binding. Required as root.
-    #[arg(long, value_name = "USER")]
-    pub user: Option<String>,
-    /// Group to switch to with --user (name or gid) [default: the user's primary group].
-    #[arg(long, value_name = "GROUP")]
-    pub group: Option<String>,
-    /// Give this group (name or gid) the challenge directory and make it group-writable, so a
-    /// non-root process in the group can write challenge files. Needs root.
-    #[arg(long, value_name = "GROUP")]
-    pub challenge_gid: Option<String>,
-    /// acmetool's global `--service.uid` (filled in by the dispatcher).
-    #[arg(skip)]
-    pub service_uid: Option<String>,
-    /// acmetool's global `--service.gid` (filled in by the dispatcher).
-    #[arg(skip)]
-    pub service_gid: Option<String>,
-}
-
-impl RedirectorArgs {
-    /// These arguments with acmetool's `--service.uid`/`--service.gid` (global flags) attached.
-    pub fn with_service_ids(mut self, uid: Option<&str>, gid: Option<&str>) -> RedirectorArgs {
-        self.service_uid = uid.map(str::to_owned);
-        self.service_gid = gid.map(str::to_owned);
-        self
-    }
-}
-
-fn parse_timeout(s: &str) -> Result<Duration> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        anyhow::bail!("a timeout of zero would close every connection");
-    }
-    Ok(d)
-}
+use crate::redirector::{self, BindSpec, Config};
+use crate::settings::Settings;
 
 /// One of two spellings of the same setting; both given and different is an error.
 fn either<'a>(
