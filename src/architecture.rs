@@ -41,8 +41,6 @@ const LAYERS: &[&[&str]] = &[
         "manual",
         "commands",
         "system",
-        "schedule",
-        "default_hooks",
         "redirector",
     ],
     &["fuzz"],

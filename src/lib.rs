@@ -15,7 +15,6 @@ pub mod chain;
 pub mod challenge;
 pub mod cli;
 pub mod commands;
-pub mod default_hooks;
 pub mod exit;
 #[doc(hidden)]
 pub mod fuzz;
@@ -28,9 +27,9 @@ pub mod name;
 pub mod plan;
 pub mod reconcile;
 pub mod redirector;
-pub mod schedule;
 pub mod settings;
 pub mod store;
+pub mod system;
 pub mod target;
 pub mod unknown_keys;
 

@@ -12,21 +12,17 @@
 //! `challenge::slots`), request bodies are never read, and there is no keep-alive.
 //!
 //! Running as root is refused unless the caller names an unprivileged user: the process binds
-//! its sockets first ([`bind`]), then [`drop_privileges`] clears the supplementary groups and
-//! sets the group and user, and checks that root cannot be regained. The redirector never takes
-//! the state directory lock and never reads a key: it needs nothing from the state directory
-//! except, when no path is given, the first webroot of `conf/target` ([`default_challenge_dir`]).
-//!
-//! [`unit_text`] renders the systemd unit from `contrib/systemd/acmekeep-redirector.service`.
+//! its sockets first ([`bind`]), then `system::privileges` drops root for good. The redirector
+//! never takes the state directory lock and never reads a key: it needs nothing from the state
+//! directory except, when no path is given, the first webroot of `conf/target`
+//! ([`default_challenge_dir`]). Its systemd unit is rendered by `system::units`.
 
 use std::convert::Infallible;
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,7 +35,6 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use nix::unistd::{Gid, Uid};
 use tokio::net::TcpListener;
 
 use crate::challenge::slots::Slots;
@@ -58,8 +53,6 @@ pub const MAX_CHALLENGE_FILE: u64 = 4096;
 /// Concurrent connections. Over the cap the oldest idle one (no request yet) is closed to
 /// make room; when all are answering a request, new ones are closed as soon as accepted.
 pub const MAX_CONNECTIONS: usize = 512;
-/// The systemd unit's file name.
-pub const UNIT_NAME: &str = "acmekeep-redirector.service";
 /// Tokens are base64url (RFC 8555 §8.3); anything longer than a file name can be is not one.
 const MAX_TOKEN_LEN: usize = 255;
 /// hyper's smallest read buffer, which also bounds the request head.
@@ -68,8 +61,6 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 /// A request line or Host longer than this is logged truncated.
 const MAX_LOGGED_CHARS: usize = 200;
-
-const UNIT_TEMPLATE: &str = include_str!("../contrib/systemd/acmekeep-redirector.service");
 
 /// A redirect status acmetool allows: 301, 302, 303, 307 or 308.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,140 +512,6 @@ fn ipv6_unavailable(e: &io::Error) -> bool {
     )
 }
 
-/// The user and group the daemon switches to when started as root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// For messages.
-    pub name: String,
-    pub uid: Uid,
-    pub gid: Gid,
-}
-
-/// Why an identity is unusable; all are configuration errors.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    #[error("no such user {0:?}")]
-    NoSuchUser(String),
-    #[error("no such group {0:?}")]
-    NoSuchGroup(String),
-    #[error("uid {0} has no passwd entry, so its group is unknown; give --group")]
-    NoPrimaryGroup(u32),
-    #[error("refusing to run as {0}: name an unprivileged user and group")]
-    Privileged(String),
-    #[error("looking up {0:?}: {1}")]
-    Lookup(String, nix::Error),
-}
-
-/// Resolves `--group`/`--challenge-gid`: a name or a number.
-pub fn resolve_group(spec: &str) -> Result<Gid, IdentityError> {
-    if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
-        return spec
-            .parse::<u32>()
-            .map(Gid::from_raw)
-            .map_err(|_| IdentityError::NoSuchGroup(spec.to_owned()));
-    }
-    match nix::unistd::Group::from_name(spec) {
-        Ok(Some(g)) => Ok(g.gid),
-        Ok(None) => Err(IdentityError::NoSuchGroup(spec.to_owned())),
-        Err(e) => Err(IdentityError::Lookup(spec.to_owned(), e)),
-    }
-}
-
-/// Resolves `--user` (name or number) and `--group` (default: the user's primary group).
-/// Root, uid 0 under another name, and group 0 are refused.
-pub fn resolve_identity(user: &str, group: Option<&str>) -> Result<Identity, IdentityError> {
-    let numeric = !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit());
-    let entry = if numeric {
-        let uid = user
-            .parse::<u32>()
-            .map_err(|_| IdentityError::NoSuchUser(user.to_owned()))?;
-        nix::unistd::User::from_uid(Uid::from_raw(uid))
-            .map_err(|e| IdentityError::Lookup(user.to_owned(), e))?
-            .map(|u| (u.name, u.uid, Some(u.gid)))
-            .unwrap_or((user.to_owned(), Uid::from_raw(uid), None))
-    } else {
-        let u = nix::unistd::User::from_name(user)
-            .map_err(|e| IdentityError::Lookup(user.to_owned(), e))?
-            .ok_or_else(|| IdentityError::NoSuchUser(user.to_owned()))?;
-        (u.name, u.uid, Some(u.gid))
-    };
-    let (name, uid, primary) = entry;
-    let gid = match group {
-        Some(g) => resolve_group(g)?,
-        None => primary.ok_or(IdentityError::NoPrimaryGroup(uid.as_raw()))?,
-    };
-    if uid.is_root() {
-        return Err(IdentityError::Privileged(format!("user {name} (uid 0)")));
-    }
-    if gid.as_raw() == 0 {
-        return Err(IdentityError::Privileged("group 0".to_owned()));
-    }
-    Ok(Identity { name, uid, gid })
-}
-
-/// Whether the process runs as root (effective uid 0) and so must drop privileges.
-pub fn running_as_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Switches to `id` for good: no supplementary groups, then real, effective and saved gid,
-/// then uid (in that order: after the uid changes, the gid can no longer be changed). Then
-/// checks the result and that neither uid 0 nor gid 0 can be regained.
-pub fn drop_privileges(id: &Identity) -> Result<()> {
-    use nix::unistd::{
-        getgroups, getresgid, getresuid, setgid, setgroups, setresgid, setresuid, setuid,
-    };
-    setgroups(&[]).context("clearing the supplementary groups")?;
-    setresgid(id.gid, id.gid, id.gid).with_context(|| format!("switching to gid {}", id.gid))?;
-    setresuid(id.uid, id.uid, id.uid)
-        .with_context(|| format!("switching to user {} (uid {})", id.name, id.uid))?;
-    let uids = getresuid().context("reading the uids back")?;
-    let gids = getresgid().context("reading the gids back")?;
-    let groups = getgroups().context("reading the groups back")?;
-    if [uids.real, uids.effective, uids.saved] != [id.uid; 3]
-        || [gids.real, gids.effective, gids.saved] != [id.gid; 3]
-        || groups.iter().any(|g| *g != id.gid)
-    {
-        bail!("privileges were not dropped: uids {uids:?}, gids {gids:?}, groups {groups:?}");
-    }
-    if setuid(Uid::from_raw(0)).is_ok() || setgid(Gid::from_raw(0)).is_ok() {
-        bail!("privileges were not dropped: root could be regained");
-    }
-    Ok(())
-}
-
-/// `--challenge-gid`: gives `gid` the challenge directory and adds group rwx, without
-/// following a symlink (the directory is opened `O_NOFOLLOW`, then changed through the open
-/// descriptor). A missing directory is left alone (reconcile creates it).
-pub fn share_challenge_dir(dir: &Path, gid: Gid) -> Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    let f = match File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY)
-        .open(dir)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            bail!(
-                "{} is a symlink; --challenge-gid does not follow it",
-                dir.display()
-            )
-        }
-        Err(e) => return Err(anyhow!(e).context(format!("opening {}", dir.display()))),
-    };
-    std::os::unix::fs::fchown(&f, None, Some(gid.as_raw()))
-        .with_context(|| format!("changing the group of {} to {gid}", dir.display()))?;
-    let mode = f
-        .metadata()
-        .with_context(|| format!("reading {}", dir.display()))?
-        .permissions()
-        .mode();
-    f.set_permissions(std::fs::Permissions::from_mode((mode & 0o7777) | 0o070))
-        .with_context(|| format!("making {} group-writable", dir.display()))?;
-    Ok(true)
-}
-
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -807,52 +664,6 @@ pub async fn shutdown_signal() -> Result<impl Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     })
-}
-
-/// One word of a systemd command line: bare if it has only inert characters, else
-/// double-quoted with C escapes, and `%` and `$` doubled so systemd substitutes nothing.
-/// Works on bytes, so a non-UTF-8 path survives as `\xNN`.
-fn systemd_word(word: &OsStr) -> String {
-    let bytes = word.as_bytes();
-    let inert = |b: u8| b.is_ascii_alphanumeric() || b"/._-+,=:@".contains(&b);
-    if !bytes.is_empty() && bytes.iter().all(|&b| inert(b)) {
-        return String::from_utf8_lossy(bytes).into_owned();
-    }
-    let mut out = String::from("\"");
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'%' => out.push_str("%%"),
-            b'$' => out.push_str("$$"),
-            b' '..=b'~' => out.push(char::from(b)),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The systemd unit `acmekeep quickstart` installs as [`UNIT_NAME`], from
-/// `contrib/systemd/acmekeep-redirector.service`: `#@` note lines dropped, `@EXEC_START@`
-/// replaced by `<exe> redirector [--path=<path>]`, each word quoted for systemd.
-pub fn unit_text(exe: &Path, path: Option<&Path>) -> String {
-    let mut words = vec![systemd_word(exe.as_os_str()), "redirector".to_owned()];
-    if let Some(p) = path {
-        let mut arg = std::ffi::OsString::from("--path=");
-        arg.push(p.as_os_str());
-        words.push(systemd_word(&arg));
-    }
-    let exec_start = words.join(" ");
-    let mut out = String::with_capacity(UNIT_TEMPLATE.len());
-    for line in UNIT_TEMPLATE.split_inclusive('\n') {
-        if line.starts_with("#@") {
-            continue;
-        }
-        // One placeholder, replaced once: the value is never searched again.
-        out.push_str(&line.replacen("@EXEC_START@", &exec_start, 1));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1298,66 +1109,6 @@ mod tests {
     }
 
     #[test]
-    fn resolves_identities_and_refuses_root() {
-        assert!(matches!(
-            resolve_identity("root", None),
-            Err(IdentityError::Privileged(_))
-        ));
-        assert!(matches!(
-            resolve_identity("0", Some("65534")),
-            Err(IdentityError::Privileged(_))
-        ));
-        assert!(matches!(
-            resolve_identity("65534", Some("0")),
-            Err(IdentityError::Privileged(_))
-        ));
-        assert!(matches!(
-            resolve_identity("no-such-user-acmekeep", None),
-            Err(IdentityError::NoSuchUser(_))
-        ));
-        assert!(matches!(
-            resolve_group("no-such-group-acmekeep"),
-            Err(IdentityError::NoSuchGroup(_))
-        ));
-        assert_eq!(resolve_group("4242").expect("numeric"), Gid::from_raw(4242));
-        // A uid without a passwd entry needs an explicit group.
-        assert!(matches!(
-            resolve_identity("4242424", None),
-            Err(IdentityError::NoPrimaryGroup(4242424))
-        ));
-        let id = resolve_identity("4242424", Some("4242")).expect("numeric ids");
-        assert_eq!((id.uid.as_raw(), id.gid.as_raw()), (4242424, 4242));
-        if let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") {
-            let id = resolve_identity("nobody", None).expect("nobody");
-            assert_eq!((id.uid, id.gid), (nobody.uid, nobody.gid));
-        }
-    }
-
-    #[test]
-    fn share_challenge_dir_refuses_symlinks_and_skips_missing_dirs() {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().expect("tempdir");
-        let real = d.path().join("real");
-        std::fs::create_dir(&real).expect("mkdir");
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let link = d.path().join("link");
-        std::os::unix::fs::symlink(&real, &link).expect("symlink");
-        let gid = nix::unistd::getegid();
-        assert!(!share_challenge_dir(&d.path().join("missing"), gid).expect("missing is fine"));
-        assert!(share_challenge_dir(&link, gid).is_err());
-        assert_eq!(
-            std::fs::metadata(&real).expect("stat").permissions().mode() & 0o777,
-            0o755,
-            "the symlink's target was changed"
-        );
-        assert!(share_challenge_dir(&real, gid).expect("own dir"));
-        assert_eq!(
-            std::fs::metadata(&real).expect("stat").permissions().mode() & 0o777,
-            0o775
-        );
-    }
-
-    #[test]
     fn default_challenge_dir_follows_conf_target() {
         let d = tempfile::tempdir().expect("tempdir");
         assert_eq!(
@@ -1382,46 +1133,5 @@ mod tests {
         );
         write("request: [not, a, map\n");
         assert!(default_challenge_dir(d.path()).is_err());
-    }
-
-    #[test]
-    fn unit_quotes_paths_for_systemd() {
-        let unit = unit_text(Path::new("/usr/bin/acmekeep"), None);
-        assert!(
-            unit.contains("\nExecStart=/usr/bin/acmekeep redirector\n"),
-            "{unit}"
-        );
-        assert!(!unit.contains("#@"));
-        assert!(!unit.contains("@EXEC_START@"));
-        for line in [
-            "Type=simple",
-            "Restart=always",
-            "WantedBy=multi-user.target",
-            "NoNewPrivileges=yes",
-            "ProtectSystem=strict",
-            "PrivateTmp=yes",
-            "MemoryDenyWriteExecute=yes",
-            "RestrictAddressFamilies=AF_INET AF_INET6",
-        ] {
-            assert!(unit.lines().any(|l| l == line), "{line} missing");
-        }
-        let unit = unit_text(
-            Path::new("/opt/my tools/acmekeep"),
-            Some(Path::new("/srv/a%b$c\"d\\e/@EXEC_START@")),
-        );
-        let exec = unit
-            .lines()
-            .find(|l| l.starts_with("ExecStart="))
-            .expect("ExecStart");
-        assert_eq!(
-            exec,
-            r#"ExecStart="/opt/my tools/acmekeep" redirector "--path=/srv/a%%b$$c\"d\\e/@EXEC_START@""#
-        );
-        let odd = std::ffi::OsStr::from_bytes(b"/srv/\xff\n");
-        let unit = unit_text(Path::new("/usr/bin/acmekeep"), Some(Path::new(odd)));
-        assert!(
-            unit.contains(r#"redirector "--path=/srv/\xff\x0a""#),
-            "{unit}"
-        );
     }
 }

@@ -16,15 +16,16 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 
 use crate::cli::QuickstartArgs;
-use crate::default_hooks::{self, HookName, InstallResult};
 use crate::exit::config_error;
 use crate::interact::{Answer, Interaction, Kind, Question};
 use crate::reconcile::{Connector, InstantConnector, account_session};
-use crate::schedule::plan::{self, Ours, Plan, Rights, Wanted};
-use crate::schedule::program::{self, Program};
-use crate::schedule::{self, Root, Scheduler};
 use crate::settings::{DEFAULT_STATE_DIR, Settings};
 use crate::store::Store;
+use crate::system::default_hooks::{self, HookName, InstallResult};
+use crate::system::schedule::decide::{self, Ours, Plan, Rights, Wanted};
+use crate::system::schedule::program::{self, Program};
+use crate::system::schedule::{self, Scheduler};
+use crate::system::{Root, units};
 use crate::target::{
     DEFAULT_PROVIDER, RawChallenge, RawKey, RawRequest, RawTarget, Target, validate_provider,
 };
@@ -137,7 +138,7 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
         eprintln!("{note}");
     }
     if let Some(schedule) = schedule {
-        for line in plan::apply(&root, &schedule)? {
+        for line in decide::apply(&root, &schedule)? {
             eprintln!("{line}");
         }
     }
@@ -487,7 +488,7 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
 /// With the redirector method, as root on a systemd machine, whether to install and start
 /// `acmekeep-redirector.service` (serving the default webroot reconcile writes to).
 fn ask_redirector_unit(io: &Interaction, expert: bool, root: &Root, is_root: bool) -> Result<bool> {
-    if !is_root || !schedule::systemd_booted(root) {
+    if !is_root || !units::systemd_booted(root) {
         return Ok(false);
     }
     confirm(
@@ -512,8 +513,8 @@ fn install_redirector_unit(
         .webroot_paths
         .first()
         .map(PathBuf::as_path);
-    let unit = crate::redirector::unit_text(&program.path, path);
-    let installed = schedule::install_service(root, crate::redirector::UNIT_NAME, &unit)?;
+    let unit = units::redirector_unit(&program.path, path);
+    let installed = units::install_service(root, units::REDIRECTOR_UNIT, &unit)?;
     eprintln!(
         "Installed and started the redirector: {}.",
         installed.display()
@@ -656,7 +657,7 @@ fn plan_schedule(
                 .to_owned(),
         );
     }
-    let crontab = match plan::current_crontab(root, scheduler == Scheduler::UserCrontab) {
+    let crontab = match decide::current_crontab(root, scheduler == Scheduler::UserCrontab) {
         Ok(text) => text,
         Err(e) => {
             notes.push(format!("Cannot use your crontab: {e:#}."));
@@ -669,7 +670,7 @@ fn plan_schedule(
         is_root,
         has_crontab: crontab.is_some(),
     };
-    let situation = plan::classify(found, &settings.state_dir, rights);
+    let situation = decide::classify(found, &settings.state_dir, rights);
     let install = !situation.ours.is_empty()
         || scheduler == Scheduler::None
         || confirm(
@@ -714,7 +715,7 @@ fn plan_schedule(
         .map_err(config_error)?
         .with_webroots(&resolved.challenge.webroot_paths)
         .map_err(config_error)?;
-    let plan = plan::decide(
+    let plan = decide::decide(
         situation,
         &Wanted {
             state_dir: settings.state_dir.clone(),

@@ -14,6 +14,7 @@ use crate::cli::RedirectorArgs;
 use crate::exit::config_error;
 use crate::redirector::{self, BindSpec, Config};
 use crate::settings::Settings;
+use crate::system::privileges;
 
 /// One of two spellings of the same setting; both given and different is an error.
 fn either<'a>(
@@ -34,7 +35,7 @@ fn either<'a>(
 pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
     let user = either(args.user.as_deref(), args.service_uid.as_deref(), "user")?;
     let group = either(args.group.as_deref(), args.service_gid.as_deref(), "group")?;
-    let identity = if redirector::running_as_root() {
+    let identity = if privileges::running_as_root() {
         let Some(user) = user else {
             return Err(config_error(anyhow!(
                 "refusing to run the redirector as root: name an unprivileged user to switch to \
@@ -43,7 +44,7 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
                  AmbientCapabilities=CAP_NET_BIND_SERVICE, as in the shipped unit)"
             )));
         };
-        Some(redirector::resolve_identity(user, group).map_err(config_error)?)
+        Some(privileges::resolve_identity(user, group).map_err(config_error)?)
     } else {
         if let Some(user) = user {
             tracing::warn!("not running as root: --user {user} ignored");
@@ -53,7 +54,7 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
     let challenge_gid = args
         .challenge_gid
         .as_deref()
-        .map(redirector::resolve_group)
+        .map(privileges::resolve_group)
         .transpose()
         .map_err(config_error)?;
     let challenge_dir = match &args.path {
@@ -69,7 +70,7 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
 
     let listeners = redirector::bind(&binds)?;
     if let Some(gid) = challenge_gid {
-        if redirector::share_challenge_dir(&challenge_dir, gid)? {
+        if privileges::share_challenge_dir(&challenge_dir, gid)? {
             tracing::info!("{} now belongs to group {gid}", challenge_dir.display());
         } else {
             tracing::info!(
@@ -79,7 +80,7 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
         }
     }
     if let Some(id) = &identity {
-        redirector::drop_privileges(id)?;
+        privileges::drop_privileges(id)?;
         tracing::debug!("running as {} (uid {}, gid {})", id.name, id.uid, id.gid);
     }
     if !challenge_dir.is_dir() {

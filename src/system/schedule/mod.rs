@@ -6,8 +6,8 @@
 //! Deciding is separate from doing. [`Job`] validates the command once, at the edge, so every
 //! text made from it is safe to hand to cron, sh and systemd. [`survey`] only looks: it finds
 //! every acmekeep and acmetool job, which state directory each one serves, and whether ours is
-//! still exactly as quickstart wrote it. [`plan::decide`] is pure: from that survey and the
-//! answers it makes a [`plan::Plan`]. [`plan::apply`] is the only code that writes, and only
+//! still exactly as quickstart wrote it. [`decide::decide`] is pure: from that survey and the
+//! answers it makes a [`decide::Plan`]. [`decide::apply`] is the only code that writes, and only
 //! under a [`Root`]: `/` in production, a temp dir in tests. Only the production root runs
 //! `systemctl`. [`program`] finds the path the job should run.
 //!
@@ -33,24 +33,16 @@
 //!   where none is, so nothing that appeared meanwhile is overwritten; upgrades replace files
 //!   atomically.
 
-pub mod plan;
+pub mod decide;
 pub mod program;
 pub mod survey;
 
-use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
-
+use super::Root;
+use super::units::{SERVICE_TEMPLATE, TIMER_TEMPLATE, render as render_unit, systemd_booted};
 use crate::settings::DEFAULT_STATE_DIR;
-use crate::store::fs::{AtomicFs, create_dir_all_mode};
 
-/// The unit templates; see the `#@` notes at the top of each.
-const SERVICE_TEMPLATE: &str = include_str!("../../contrib/systemd/acmekeep.service");
-const TIMER_TEMPLATE: &str = include_str!("../../contrib/systemd/acmekeep.timer");
 /// What quickstart wrote before renewal ran twice a day, for recognising (and upgrading) units
 /// nobody has changed since.
 const LEGACY_SERVICE_TEMPLATES: &[&str] = &[include_str!("legacy/v1.service")];
@@ -61,21 +53,12 @@ pub const SERVICE_UNIT: &str = "acmekeep.service";
 /// Name of the timer unit that starts [`SERVICE_UNIT`] twice a day.
 pub const TIMER_UNIT: &str = "acmekeep.timer";
 
-// System paths, relative to the root.
-/// sd_booted(3): this directory exists only when systemd is PID 1.
-const SD_BOOTED_DIR: &str = "run/systemd/system";
-/// Where an administrator's units live (packaged ones live in /usr/lib and are never touched).
-const UNIT_DIR: &str = "etc/systemd/system";
-const TIMERS_WANTS_DIR: &str = "etc/systemd/system/timers.target.wants";
 const ETC_DIR: &str = "etc";
 const CRON_D_DIR: &str = "etc/cron.d";
 /// The name of our cron.d file and the stem of our units; a second state directory's job gets
 /// [`job_name`] when this one is taken.
 const JOB_NAME: &str = "acmekeep";
 
-/// Every file we write is world-readable, like acmetool's cron file.
-const FILE_MODE: u32 = 0o644;
-const DIR_MODE: u32 = 0o755;
 /// The environment lines of the cron.d file, as acmetool writes them.
 const CRON_PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin:/usr/local/sbin";
 /// First line of /etc/cron.d/acmekeep; the daily one is what quickstart wrote before.
@@ -88,81 +71,6 @@ const MAX_COMMAND_LINE: usize = 900;
 /// Always writable: Debian's default webroot is `/var/run/acme/acme-challenge`, and /var/run is
 /// a link to /run.
 const RUN_ACME: &str = "/run/acme";
-
-/// The file system the job is installed into, and the programs that act on it.
-#[derive(Debug, Clone)]
-pub struct Root {
-    dir: PathBuf,
-    /// crontab(1) and the arguments that go before `-l` or `-`, if there is one.
-    crontab: Option<(PathBuf, Vec<OsString>)>,
-    /// Whether this is the running system, so `systemctl` may be told about new units.
-    live: bool,
-}
-
-impl Root {
-    /// The running system: `/`, the `crontab` program found in `path_var` (the value of `PATH`,
-    /// passed in so that nothing here reads the environment), and `systemctl` after units are
-    /// written.
-    pub fn system(path_var: Option<&OsStr>) -> Root {
-        Root {
-            dir: PathBuf::from("/"),
-            crontab: path_var
-                .and_then(|p| find_program(p, "crontab"))
-                .map(|program| (program, Vec::new())),
-            live: true,
-        }
-    }
-
-    /// A tree under `dir` (tests, image builds). Every system path is joined under it, crontab(1)
-    /// is the tree's own `usr/bin/crontab` if it has one (a link to the real program lets a
-    /// test edit a real user's crontab), and `systemctl` is never run.
-    pub fn under(dir: impl Into<PathBuf>) -> Root {
-        let dir = dir.into();
-        let crontab = find_program(dir.join("usr/bin").as_os_str(), "crontab")
-            .map(|program| (program, Vec::new()));
-        Root {
-            dir,
-            crontab,
-            live: false,
-        }
-    }
-
-    /// Uses `program` with `leading_args` as crontab(1). Tests pass `/bin/sh` and a fake script,
-    /// which avoids executing a file that was just written (ETXTBSY under parallel tests).
-    pub fn with_crontab(
-        mut self,
-        program: impl Into<PathBuf>,
-        leading_args: impl IntoIterator<Item = impl Into<OsString>>,
-    ) -> Root {
-        let args = leading_args.into_iter().map(Into::into).collect();
-        self.crontab = Some((program.into(), args));
-        self
-    }
-
-    /// The directory every system path is joined under.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Whether there is a crontab(1) to read and write the user's crontab with.
-    pub fn has_crontab(&self) -> bool {
-        self.crontab.is_some()
-    }
-
-    /// `rel` (a system path without its leading `/`) under this root.
-    fn join(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-
-    /// The path `path` under this root names on the machine the job runs on: the same path
-    /// without the root's directory in front (only tests and image builds have one).
-    fn system_path(&self, path: &Path) -> PathBuf {
-        match path.strip_prefix(&self.dir) {
-            Ok(rel) => Path::new("/").join(rel),
-            Err(_) => path.to_owned(),
-        }
-    }
-}
 
 /// The name for the job of `state_dir` when [`JOB_NAME`] is taken by another state directory's
 /// job: `acmekeep-srv-acme` for `/srv/acme`. Only letters, digits, `_` and `-`, which both
@@ -180,15 +88,6 @@ fn job_name(state_dir: &str) -> String {
         }));
     }
     name
-}
-
-/// The first executable regular file `name` in an absolute directory of `path_var`. Relative
-/// entries (including the empty one, which means the current directory) are skipped.
-fn find_program(path_var: &OsStr, name: &str) -> Option<PathBuf> {
-    std::env::split_paths(path_var)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(name))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Why a [`Job`] could not be made.
@@ -462,6 +361,15 @@ pub fn systemd_units(job: &Job) -> (String, String) {
     )
 }
 
+/// Fills in a unit template for `job`: `vars`, and `@MINUTE@` and (for old templates) `@HOUR@`.
+fn render(template: &str, vars: &[(&str, &str)], job: &Job) -> String {
+    let minute = format!("{:02}", job.minute);
+    let hour = format!("{:02}", job.hour);
+    let mut all: Vec<(&str, &str)> = vars.to_vec();
+    all.extend([("MINUTE", minute.as_str()), ("HOUR", hour.as_str())]);
+    render_unit(template, &all)
+}
+
 fn service_unit(template: &str, job: &Job) -> String {
     render(
         template,
@@ -477,43 +385,6 @@ fn service_unit(template: &str, job: &Job) -> String {
 fn timer_hours(job: &Job) -> String {
     let [a, b] = job.hours();
     format!("{a:02},{b:02}")
-}
-
-/// Fills in a template: drops the `#@` note lines and replaces each `@NAME@` with its value in a
-/// single pass, so a value (a path may contain `@`) is never itself searched for placeholders.
-/// `@MINUTE@` and (for old templates) `@HOUR@` come from `job`.
-fn render(template: &str, vars: &[(&str, &str)], job: &Job) -> String {
-    let minute = format!("{:02}", job.minute);
-    let hour = format!("{:02}", job.hour);
-    let mut all: Vec<(&str, &str)> = vars.to_vec();
-    all.extend([("MINUTE", minute.as_str()), ("HOUR", hour.as_str())]);
-    let mut out = String::with_capacity(template.len() + 256);
-    for line in template.split_inclusive('\n') {
-        if line.starts_with("#@") {
-            continue;
-        }
-        let mut rest = line;
-        while let Some(at) = rest.find('@') {
-            out.push_str(&rest[..at]);
-            let after = &rest[at + 1..];
-            let var = all.iter().find_map(|&(name, value)| {
-                let tail = after.strip_prefix(name)?.strip_prefix('@')?;
-                Some((value, tail))
-            });
-            match var {
-                Some((value, tail)) => {
-                    out.push_str(value);
-                    rest = tail;
-                }
-                None => {
-                    out.push('@');
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
-    }
-    out
 }
 
 /// `/etc/cron.d/acmekeep` as acmetool writes its own file, plus a comment naming its origin.
@@ -592,64 +463,14 @@ pub fn detect(root: &Root, is_root: bool) -> Scheduler {
     }
 }
 
-/// Installs a service unit that runs all the time (the redirector): written atomically to
-/// /etc/systemd/system (mode 0644), enabled for `multi-user.target` with a link as
-/// `systemctl enable` makes, and on the running system reloaded and started. An existing unit
-/// of that name is replaced only if its content differs.
-pub fn install_service(root: &Root, name: &str, text: &str) -> Result<PathBuf> {
-    if name.contains('/') || !name.ends_with(".service") {
-        bail!("{name} is not a service unit name");
-    }
-    let unit_dir = root.join(UNIT_DIR);
-    create_dir_all_mode(&unit_dir, DIR_MODE)
-        .with_context(|| format!("creating {}", unit_dir.display()))?;
-    let path = unit_dir.join(name);
-    if fs::read_to_string(&path).ok().as_deref() != Some(text) {
-        AtomicFs::new(&unit_dir)
-            .write_file(&path, text.as_bytes(), FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    let wants_dir = unit_dir.join("multi-user.target.wants");
-    create_dir_all_mode(&wants_dir, DIR_MODE)
-        .with_context(|| format!("creating {}", wants_dir.display()))?;
-    AtomicFs::new(&wants_dir)
-        .symlink(&Path::new("..").join(name), &wants_dir.join(name))
-        .with_context(|| format!("enabling {name}"))?;
-    if root.live {
-        systemctl(&["daemon-reload"]);
-        systemctl(&["restart", name]);
-    }
-    Ok(path)
-}
-
-/// Whether systemd runs this system (the sd_booted(3) test), under `root`.
-pub fn systemd_booted(root: &Root) -> bool {
-    fs::symlink_metadata(root.join(SD_BOOTED_DIR)).is_ok_and(|m| m.is_dir())
-}
-
-/// Runs `systemctl <args>`, without a shell; a failure is a warning.
-fn systemctl(args: &[&str]) {
-    let shown = format!("systemctl {}", args.join(" "));
-    match Command::new("systemctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => tracing::warn!(
-            "`{shown}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => tracing::warn!("cannot run `{shown}`: {e}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::Permissions;
+    use crate::system::units::SD_BOOTED_DIR;
+    use std::ffi::OsStr;
+    use std::fs;
     use std::os::unix::ffi::OsStrExt;
+    use std::process::Command;
 
     const EXE: &str = "/usr/bin/acmekeep";
 
@@ -859,20 +680,6 @@ mod tests {
         assert_eq!(detect(&root, true), Scheduler::None);
     }
 
-    #[test]
-    fn find_program_searches_absolute_path_entries_for_executables() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (plain, exec) = (dir.path().join("plain"), dir.path().join("exec"));
-        for d in [&plain, &exec] {
-            fs::create_dir(d).expect("mkdir");
-            fs::write(d.join("crontab"), "").expect("write");
-        }
-        fs::set_permissions(exec.join("crontab"), Permissions::from_mode(0o755)).expect("chmod");
-        let path = std::env::join_paths([Path::new("rel"), &plain, &exec]).expect("join");
-        assert_eq!(find_program(&path, "crontab"), Some(exec.join("crontab")));
-        assert_eq!(find_program(OsStr::new("rel:"), "crontab"), None);
-    }
-
     /// `systemd-analyze verify` on the rendered units, when it is installed.
     #[test]
     fn systemd_analyze_accepts_the_units() {
@@ -992,16 +799,6 @@ mod tests {
         assert_eq!(job_name("/srv/acme"), "acmekeep-srv-acme");
         assert_eq!(job_name("/srv/my acme.d/"), "acmekeep-srv-my_acme_d");
         assert_eq!(job_name("/srv/ö"), "acmekeep-srv-_");
-    }
-
-    #[test]
-    fn render_replaces_in_one_pass_and_drops_notes() {
-        let out = render(
-            "#@ a note with @A@\nx=@A@ @B@ @C@ a@b @MINUTE@\n",
-            &[("A", "@B@"), ("B", "b")],
-            &job(),
-        );
-        assert_eq!(out, "x=@B@ b @C@ a@b 07\n");
     }
 
     #[test]

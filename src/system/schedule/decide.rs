@@ -15,10 +15,11 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::survey::{Found, Place, Serves, Tool, Written, is_job_line};
 use super::{
-    CRON_D_DIR, DIR_MODE, FILE_MODE, JOB_NAME, Job, Root, Scheduler, TIMERS_WANTS_DIR, UNIT_DIR,
-    cron_d_file, crontab_line, job_name, systemctl, systemd_units,
+    CRON_D_DIR, JOB_NAME, Job, Scheduler, cron_d_file, crontab_line, job_name, systemd_units,
 };
 use crate::store::fs::{AtomicFs, create_dir_all_mode};
+use crate::system::units::{TIMERS_WANTS_DIR, UNIT_DIR, systemctl};
+use crate::system::{DIR_MODE, FILE_MODE, Root};
 
 /// What the user running quickstart may change.
 #[derive(Debug, Clone, Copy)]
@@ -320,7 +321,7 @@ fn existing(found: Found, w: &Wanted) -> Ours {
                     if s.old {
                         super::LEGACY_SERVICE_TEMPLATES[0]
                     } else {
-                        super::SERVICE_TEMPLATE
+                        crate::system::units::SERVICE_TEMPLATE
                     },
                     &s.job,
                 );
@@ -780,8 +781,8 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::survey::survey;
-    use crate::schedule::{SERVICE_UNIT, TIMER_UNIT};
+    use crate::system::schedule::survey::survey;
+    use crate::system::schedule::{SERVICE_UNIT, TIMER_UNIT};
     use std::os::unix::fs::MetadataExt;
 
     const EXE: &str = "/usr/bin/acmekeep";

@@ -27,11 +27,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{
-    ETC_DIR, JOB_NAME, Job, LEGACY_DAILY_TIMER_TEMPLATES, LEGACY_SERVICE_TEMPLATES, Root,
-    SERVICE_TEMPLATE, TIMER_TEMPLATE, TIMERS_WANTS_DIR, UNIT_DIR, cron_d_text, crontab_text,
-    render, service_unit,
+    ETC_DIR, JOB_NAME, Job, LEGACY_DAILY_TIMER_TEMPLATES, LEGACY_SERVICE_TEMPLATES, cron_d_text,
+    crontab_text, render, service_unit,
 };
 use crate::settings::DEFAULT_STATE_DIR;
+use crate::system::Root;
+use crate::system::units::{SERVICE_TEMPLATE, TIMER_TEMPLATE, TIMERS_WANTS_DIR, UNIT_DIR};
 
 /// Largest cron file, script or unit we read; larger ones are not ours and are not read.
 const MAX_FILE: u64 = 256 * 1024;

@@ -68,8 +68,8 @@ impl HookName {
     /// The script as shipped, before [`STATE_DIR_PLACEHOLDER`] is replaced.
     pub fn script(self) -> &'static str {
         match self {
-            HookName::Reload => include_str!("../contrib/hooks/reload"),
-            HookName::Haproxy => include_str!("../contrib/hooks/haproxy"),
+            HookName::Reload => include_str!("../../contrib/hooks/reload"),
+            HookName::Haproxy => include_str!("../../contrib/hooks/haproxy"),
         }
     }
 }
@@ -902,7 +902,7 @@ exit 99
 
     #[test]
     fn every_default_reload_service_is_documented() {
-        let doc = include_str!("../doc/hooks.md");
+        let doc = include_str!("../../doc/hooks.md");
         for svc in DEFAULT_SERVICES.split_whitespace() {
             assert!(
                 doc.contains(&format!("`{svc}`")),

@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::Root;
+use crate::system::Root;
 
 /// Where an installed acmekeep lives, most preferred first.
 const INSTALLED: &[&str] = &["usr/bin/acmekeep", "usr/local/bin/acmekeep"];
