@@ -789,10 +789,10 @@ fn needs_sudo(hook: &Hook) -> bool {
         .is_ok_and(|()| &magic == b"#!")
 }
 
-/// Whether this process runs as root. `/proc/self` belongs to our (effective) uid. If it cannot
-/// be read we say no: the only consequence is that sudo may be used, which root can do too.
+/// Whether this process runs as root (its effective uid). `hooks` sits below `system`, so it
+/// asks nix itself rather than `system::privileges`.
 fn running_as_root() -> bool {
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    nix::unistd::geteuid().is_root()
 }
 
 /// Looks `program` up in PATH like a shell would, ignoring relative PATH entries.

@@ -332,7 +332,7 @@ impl Store {
     /// empties `tmp/`. The caller must hold the state lock (the argument proves it).
     pub fn open(root: &Path, _lock: &lock::StateLock) -> Result<Store> {
         check_layout(root, true)?;
-        let table = perm::PermTable::load(root, &perm::SystemIds::new())
+        let table = perm::PermTable::load(root, &perm::NssIds)
             .map_err(|e| crate::exit::config_error(anyhow!(e)))?;
         for rel in table.dirs_to_create() {
             let p = root.join(&rel);
@@ -434,7 +434,7 @@ impl Store {
         check_layout(root, false)?;
         // For the modes that loading checks (private keys); a broken conf/perm is the next
         // locked run's error to report.
-        let perm = perm::PermTable::load(root, &perm::SystemIds::new())
+        let perm = perm::PermTable::load(root, &perm::NssIds)
             .unwrap_or_else(|_| perm::PermTable::builtin());
         Ok(Store {
             root: root.to_owned(),

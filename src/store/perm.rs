@@ -23,9 +23,11 @@
 //! - [`conform`] never deletes anything and never fails: broken or escaping symlinks and odd
 //!   file types (acmetool deleted the former and aborted on the latter) are only reported.
 //!
-//! User and group names are resolved once, at parse time, from `/etc/passwd` and
-//! `/etc/group` (we have no `unsafe`, so no getpwnam and no NSS): users from LDAP and the
-//! like must be given by number. `$r` is the running process's uid/gid.
+//! User and group names are resolved once, at parse time, through the system's user database
+//! (getpwnam/getgrnam, as `chown` does: `/etc/passwd` and `/etc/group`, and LDAP, SSSD or
+//! systemd-userdb where `/etc/nsswitch.conf` names them), so a lookup can take as long as the
+//! directory service does; one that fails is a line error naming the cause, never "unknown".
+//! `$r` is the running process's effective uid/gid.
 //!
 //! This module decides and applies modes; it does not write files (see [`super::fs`]).
 
@@ -36,14 +38,12 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::fs::{Links, read_bounded, read_state_file};
+use super::fs::{Links, read_state_file};
 
 /// Largest `conf/perm` we accept, in bytes.
 pub const MAX_PERM_FILE: u64 = 64 * 1024;
 /// Most lines `conf/perm` may have.
 pub const MAX_PERM_LINES: usize = 1000;
-/// Largest `/etc/passwd` or `/etc/group` we read for name lookups.
-const MAX_ID_FILE: u64 = 16 * 1024 * 1024;
 /// The mode bits a rule manages; setuid, setgid and sticky are left as found.
 const PERM_BITS: u32 = 0o777;
 const SPECIAL_BITS: u32 = 0o7000;
@@ -186,12 +186,22 @@ pub enum LineProblem {
     /// `. inherit`.
     #[error("the root `.` has nothing to inherit from; give it modes instead")]
     RootInherit,
-    /// A user name not in the passwd file.
-    #[error("unknown user {0:?} (give users that are not in /etc/passwd by number)")]
+    /// A user name the user database does not know.
+    #[error("unknown user {0:?} (not in the user database; give the uid as a number)")]
     UnknownUser(String),
-    /// A group name not in the group file.
-    #[error("unknown group {0:?} (give groups that are not in /etc/group by number)")]
+    /// A group name the group database does not know.
+    #[error("unknown group {0:?} (not in the group database; give the gid as a number)")]
     UnknownGroup(String),
+    /// The user or group database could not answer (a directory service down, say).
+    #[error("cannot look up {what} {name:?}: {error}")]
+    Lookup {
+        /// `user` or `group`.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// Why.
+        error: String,
+    },
     /// A numeric id out of range.
     #[error("id {0:?} is out of range")]
     BadId(String),
@@ -202,87 +212,51 @@ pub enum LineProblem {
 
 /// Resolves user and group names for `conf/perm`.
 pub trait IdLookup {
-    /// The uid of a user name.
-    fn uid(&self, name: &str) -> Option<u32>;
-    /// The gid of a group name.
-    fn gid(&self, name: &str) -> Option<u32>;
+    /// The uid of a user name; `None` when there is no such user.
+    fn uid(&self, name: &str) -> io::Result<Option<u32>>;
+    /// The gid of a group name; `None` when there is no such group.
+    fn gid(&self, name: &str) -> io::Result<Option<u32>>;
     /// The running process's (uid, gid), for `$r`.
     fn running_ids(&self) -> io::Result<(u32, u32)> {
-        running_process_ids()
+        Ok(running_process_ids())
     }
 }
 
-/// The running process's (uid, gid): the owner of `/proc/self`, which Linux gives the
-/// process's effective ids. (std has no getuid; we have no `unsafe`.)
-pub fn running_process_ids() -> io::Result<(u32, u32)> {
-    let meta = fs::metadata("/proc/self")?;
-    Ok((meta.uid(), meta.gid()))
+/// The running process's effective (uid, gid): the owner new files get.
+pub fn running_process_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
 }
 
-/// Name lookups in the passwd and group files.
-#[derive(Clone, Debug)]
-pub struct SystemIds {
-    passwd: PathBuf,
-    group: PathBuf,
+/// Name lookups in the system's user and group databases (NSS).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NssIds;
+
+/// Whether `name` can be in a user or group database at all: passwd and group lines are
+/// `:`-separated, and a C string ends at NUL. Others are not looked up (nothing to ask a
+/// directory service about).
+fn plausible_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains([':', '\n', '\0'])
 }
 
-impl Default for SystemIds {
-    fn default() -> Self {
-        SystemIds::with_files("/etc/passwd", "/etc/group")
-    }
-}
-
-impl SystemIds {
-    /// Looks names up in `/etc/passwd` and `/etc/group`.
-    pub fn new() -> Self {
-        SystemIds::default()
-    }
-
-    /// Looks names up in the given files (same formats).
-    pub fn with_files(passwd: impl Into<PathBuf>, group: impl Into<PathBuf>) -> Self {
-        SystemIds {
-            passwd: passwd.into(),
-            group: group.into(),
+impl IdLookup for NssIds {
+    fn uid(&self, name: &str) -> io::Result<Option<u32>> {
+        if !plausible_name(name) {
+            return Ok(None);
         }
-    }
-}
-
-impl IdLookup for SystemIds {
-    fn uid(&self, name: &str) -> Option<u32> {
-        lookup_id(&self.passwd, name)
+        let user = nix::unistd::User::from_name(name)?;
+        Ok(user.map(|u| u.uid.as_raw()))
     }
 
-    fn gid(&self, name: &str) -> Option<u32> {
-        lookup_id(&self.group, name)
-    }
-}
-
-/// The id (third field) of `name` in a passwd- or group-format file. The file is read anew
-/// each time; a parse makes a handful of lookups at most.
-fn lookup_id(file: &Path, name: &str) -> Option<u32> {
-    if name.is_empty() || name.contains([':', '\n']) {
-        return None;
-    }
-    match read_bounded(file, MAX_ID_FILE) {
-        Ok(bytes) => find_id(&String::from_utf8_lossy(&bytes), name),
-        Err(e) => {
-            tracing::warn!("cannot look up {name:?} in {}: {e}", file.display());
-            None
+    fn gid(&self, name: &str) -> io::Result<Option<u32>> {
+        if !plausible_name(name) {
+            return Ok(None);
         }
+        let group = nix::unistd::Group::from_name(name)?;
+        Ok(group.map(|g| g.gid.as_raw()))
     }
-}
-
-/// The first well-formed `name:x:<id>:...` line for `name`. NIS `+`/`-` lines and comments
-/// never match, because no name starts with those characters.
-fn find_id(db: &str, name: &str) -> Option<u32> {
-    db.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != name {
-            return None;
-        }
-        fields.next()?;
-        fields.next()?.trim().parse().ok()
-    })
 }
 
 impl PermTable {
@@ -540,16 +514,24 @@ fn parse_owner(
             Ok(id) if id != u32::MAX => Ok(Some(id)),
             _ => Err(LineProblem::BadId(field.to_owned())),
         },
-        _ => match kind {
-            Kind::User => ids
-                .uid(field)
-                .map(Some)
-                .ok_or_else(|| LineProblem::UnknownUser(field.to_owned())),
-            Kind::Group => ids
-                .gid(field)
-                .map(Some)
-                .ok_or_else(|| LineProblem::UnknownGroup(field.to_owned())),
-        },
+        _ => {
+            let (found, what) = match kind {
+                Kind::User => (ids.uid(field), "user"),
+                Kind::Group => (ids.gid(field), "group"),
+            };
+            match found {
+                Ok(Some(id)) => Ok(Some(id)),
+                Ok(None) => Err(match kind {
+                    Kind::User => LineProblem::UnknownUser(field.to_owned()),
+                    Kind::Group => LineProblem::UnknownGroup(field.to_owned()),
+                }),
+                Err(e) => Err(LineProblem::Lookup {
+                    what,
+                    name: field.to_owned(),
+                    error: e.to_string(),
+                }),
+            }
+        }
     }
 }
 
@@ -1079,19 +1061,19 @@ mod tests {
     struct FakeIds;
 
     impl IdLookup for FakeIds {
-        fn uid(&self, name: &str) -> Option<u32> {
-            match name {
+        fn uid(&self, name: &str) -> io::Result<Option<u32>> {
+            Ok(match name {
                 "root" => Some(0),
                 "acme" => Some(990),
                 _ => None,
-            }
+            })
         }
-        fn gid(&self, name: &str) -> Option<u32> {
-            match name {
+        fn gid(&self, name: &str) -> io::Result<Option<u32>> {
+            Ok(match name {
                 "root" => Some(0),
                 "ssl-cert" => Some(111),
                 _ => None,
-            }
+            })
         }
         fn running_ids(&self) -> io::Result<(u32, u32)> {
             Ok((1000, 1001))
@@ -1523,11 +1505,11 @@ mod tests {
     fn running_ids_failure_is_a_line_error() {
         struct NoProc;
         impl IdLookup for NoProc {
-            fn uid(&self, _: &str) -> Option<u32> {
-                None
+            fn uid(&self, _: &str) -> io::Result<Option<u32>> {
+                Ok(None)
             }
-            fn gid(&self, _: &str) -> Option<u32> {
-                None
+            fn gid(&self, _: &str) -> io::Result<Option<u32>> {
+                Ok(None)
             }
             fn running_ids(&self) -> io::Result<(u32, u32)> {
                 Err(io::Error::new(io::ErrorKind::NotFound, "no /proc"))
@@ -1580,49 +1562,65 @@ mod tests {
     }
 
     #[test]
-    fn system_ids_read_passwd_and_group_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let passwd = dir.path().join("passwd");
-        let group = dir.path().join("group");
-        fs::write(
-            &passwd,
-            "# comment\nroot:x:0:0:root:/root:/bin/sh\n+nis::::::\nbroken:x:notanumber:1\n\
-             broken:x:77:1::/:/bin/false\nacme:x:990:990::/var/lib/acme:/usr/sbin/nologin\n\
-             short:x\nacme:x:991:991::/:/bin/false",
-        )
-        .expect("write");
-        fs::write(&group, "root:x:0:\nssl-cert:x:111:acme,www\nlast:x:4242:").expect("write");
-        let ids = SystemIds::with_files(&passwd, &group);
-        assert_eq!(ids.uid("root"), Some(0));
-        assert_eq!(ids.uid("acme"), Some(990), "first entry wins");
-        assert_eq!(ids.uid("broken"), Some(77), "malformed entries are skipped");
-        assert_eq!(ids.uid("short"), None);
-        assert_eq!(ids.uid("nobody"), None);
-        assert_eq!(ids.uid(""), None);
-        assert_eq!(ids.uid("+nis"), None);
-        assert_eq!(ids.uid("root:x"), None);
-        assert_eq!(ids.gid("ssl-cert"), Some(111));
-        assert_eq!(ids.gid("last"), Some(4242));
-        assert_eq!(ids.gid("acme"), None);
-        let t = PermTable::parse("keys 0640 0750 acme ssl-cert\n", "p", &ids).expect("parses");
+    fn nss_resolves_root_and_its_group() {
+        // root is uid 0 and group root gid 0 on every system this runs on.
+        assert_eq!(NssIds.uid("root").expect("lookup"), Some(0));
+        assert_eq!(NssIds.gid("root").expect("lookup"), Some(0));
+        assert_eq!(NssIds.uid("acmekeep-no-such-user").expect("lookup"), None);
+        assert_eq!(NssIds.gid("acmekeep-no-such-group").expect("lookup"), None);
+        // Names no database can hold are not looked up.
+        for name in ["", "root:x", "ro\0ot", "root\n"] {
+            assert_eq!(NssIds.uid(name).expect("no lookup"), None, "{name:?}");
+            assert_eq!(NssIds.gid(name).expect("no lookup"), None, "{name:?}");
+        }
+        let t = PermTable::parse("keys 0640 0750 root root\n", "p", &NssIds).expect("parses");
         let r = t.rule_for(Path::new("keys"));
-        assert_eq!((r.uid, r.gid), (Some(990), Some(111)));
-        // Missing files: nothing resolves, nothing panics.
-        let missing = SystemIds::with_files(dir.path().join("nope"), dir.path().join("nope"));
-        assert_eq!(missing.uid("root"), None);
-        assert_eq!(missing.gid("root"), None);
+        assert_eq!((r.uid, r.gid), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn a_failing_user_database_is_a_line_error_naming_the_cause() {
+        // Before, an unreadable /etc/passwd was a warning and then "unknown user".
+        struct DirectoryDown;
+        impl IdLookup for DirectoryDown {
+            fn uid(&self, _: &str) -> io::Result<Option<u32>> {
+                Err(io::Error::from_raw_os_error(nix::libc::EHOSTUNREACH))
+            }
+            fn gid(&self, _: &str) -> io::Result<Option<u32>> {
+                Ok(Some(111))
+            }
+        }
+        let err = PermTable::parse(
+            "# x\nkeys 0600 0700 www ssl-cert\n",
+            "conf/perm",
+            &DirectoryDown,
+        )
+        .expect_err("fails");
+        let PermError::Line {
+            line: 2,
+            problem: LineProblem::Lookup { what, name, error },
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*what, name.as_str()), ("user", "www"));
+        assert!(error.contains("No route to host"), "{error}");
+        let msg = err.to_string();
+        assert!(msg.contains("cannot look up user \"www\""), "{msg}");
     }
 
     #[test]
     fn running_process_ids_own_new_files() {
-        if !Path::new("/proc/self").exists() {
-            return;
-        }
         let dir = tempfile::tempdir().expect("tempdir");
-        let (uid, _gid) = running_process_ids().expect("ids");
+        let (uid, gid) = running_process_ids();
         let file = dir.path().join("f");
         fs::write(&file, b"").expect("write");
-        assert_eq!(fs::metadata(&file).expect("stat").uid(), uid);
+        let meta = fs::metadata(&file).expect("stat");
+        assert_eq!(meta.uid(), uid);
+        // A setgid directory would give its own group: tempdir's is not setgid.
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(NssIds.running_ids().expect("ids"), (uid, gid));
     }
 
     #[test]
