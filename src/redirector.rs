@@ -4,8 +4,8 @@
 //!
 //! Deciding is separate from doing. [`respond`] maps one request head to one response and reads
 //! nothing itself: challenge files come through a lookup the caller passes in, which in the
-//! daemon is [`read_challenge`] (no symlinks, regular files of at most 4 KiB). [`serve`] is the
-//! server loop, hardened like the built-in listener in `challenge::listener`: request headers
+//! daemon is [`read_challenge`] (no symlinks, regular files of at most 4 KiB). [`serve`] runs
+//! the accept loop it shares with the built-in listeners (`challenge::accept`): request headers
 //! must arrive within the read timeout, each connection has an overall deadline, the number of
 //! connections is capped (over the cap the oldest connection that has sent no request yet is
 //! closed to make room, so idle connections cannot lock real clients out; see
@@ -17,7 +17,6 @@
 //! directory except, when no path is given, the first webroot of `conf/target`
 //! ([`default_challenge_dir`]). Its systemd unit is rendered by `system::units`.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
@@ -34,10 +33,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::challenge::slots::Slots;
+use crate::challenge::accept;
+use crate::challenge::slots::{Slot, Slots};
 use crate::target::DEFAULT_WEBROOT;
 
 /// The challenge path prefix (RFC 8555 §8.3).
@@ -55,10 +54,6 @@ pub const MAX_CHALLENGE_FILE: u64 = 4096;
 pub const MAX_CONNECTIONS: usize = 512;
 /// Tokens are base64url (RFC 8555 §8.3); anything longer than a file name can be is not one.
 const MAX_TOKEN_LEN: usize = 255;
-/// hyper's smallest read buffer, which also bounds the request head.
-const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// Request headers beyond this many fail the request (hyper answers 431).
-const MAX_HEADERS: usize = 64;
 /// A request line or Host longer than this is logged truncated.
 const MAX_LOGGED_CHARS: usize = 200;
 
@@ -545,11 +540,28 @@ pub async fn serve(
 ) -> Result<()> {
     let config = Arc::new(config);
     let limit = Slots::new(config.max_connections);
+    let handle = {
+        let config = config.clone();
+        Arc::new(
+            move |stream: TcpStream, peer: SocketAddr, slot: Arc<Slot>| {
+                let config = config.clone();
+                accept::serve_http1(stream, slot, config.read_timeout, move |req| {
+                    answer(req, peer, config.clone())
+                })
+            },
+        )
+    };
     let mut accept_loops = tokio::task::JoinSet::new();
     for l in listeners {
         l.set_nonblocking(true).context("configuring a listener")?;
         let l = TcpListener::from_std(l).context("registering a listener")?;
-        accept_loops.spawn(accept_loop(l, config.clone(), limit.clone()));
+        accept_loops.spawn(accept::accept_loop(
+            l,
+            limit.clone(),
+            config.write_timeout,
+            "redirector",
+            handle.clone(),
+        ));
     }
     shutdown.await;
     accept_loops.shutdown().await;
@@ -565,50 +577,6 @@ pub async fn serve(
         tracing::debug!("closing connections still open after the write timeout");
     }
     Ok(())
-}
-
-async fn accept_loop(listener: TcpListener, config: Arc<Config>, limit: Arc<Slots>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors or the like: back off instead of spinning.
-                tracing::debug!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some((slot, evicted)) = limit.admit() else {
-            tracing::debug!("{peer}: every connection is answering a request, closing");
-            continue; // dropping the stream closes it
-        };
-        let config = config.clone();
-        tokio::spawn(async move {
-            let (read_timeout, deadline) = (config.read_timeout, config.write_timeout);
-            let answering = slot.clone();
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                answering.busy();
-                let config = config.clone();
-                async move { Ok::<_, Infallible>(answer(req, peer, config).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout)
-                .keep_alive(false)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                served = tokio::time::timeout(deadline, conn) => if served.is_err() {
-                    tracing::debug!("{peer}: connection deadline reached, closing");
-                },
-                () = evicted.wait() => {
-                    tracing::debug!("{peer}: idle, closed to make room for a new connection");
-                }
-            }
-            drop(slot);
-        });
-    }
 }
 
 /// Answers one request. The body is dropped unread; with keep-alive off, hyper then closes

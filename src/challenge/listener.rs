@@ -4,10 +4,9 @@
 //! `GET`/`HEAD /.well-known/acme-challenge/<token>` is answered; everything else is a 404.
 //! Slow or numerous clients cannot pin it: headers must arrive within a deadline, each
 //! connection is bounded in time, and the number of connections is capped, with idle ones
-//! making room for new ones ([`super::slots`]).
+//! making room for new ones (the accept loop shared with the other servers, [`super::accept`]).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,11 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
-use super::slots::Slots;
+use super::accept::{self, Running};
+use super::slots::{Slot, Slots};
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 const MAX_CONNECTIONS: usize = 256;
@@ -58,76 +56,32 @@ impl TokenMap {
 
 /// Running listeners; they stop when this is dropped.
 #[derive(Debug)]
-pub struct Listeners {
-    tasks: Vec<JoinHandle<()>>,
-    bound: Vec<SocketAddr>,
-}
+pub struct Listeners(Running);
 
 impl Listeners {
     /// Binds every address it can. Failures are logged (acmetool ignores them too: port 80
     /// is often taken by a web server that serves the webroot instead).
     pub async fn start(addrs: &[(String, bool)], tokens: Arc<TokenMap>) -> Listeners {
-        let limit = Slots::new(MAX_CONNECTIONS);
-        let mut tasks = Vec::new();
-        let mut bound = Vec::new();
-        for (addr, explicit) in addrs {
-            match TcpListener::bind(addr.as_str()).await {
-                Ok(listener) => {
-                    if let Ok(a) = listener.local_addr() {
-                        bound.push(a);
-                    }
-                    tracing::debug!("http-01 listener on {addr}");
-                    tasks.push(tokio::spawn(serve(listener, tokens.clone(), limit.clone())));
-                }
-                Err(e) if *explicit => tracing::warn!("cannot listen on {addr} for http-01: {e}"),
-                Err(e) => tracing::debug!("cannot listen on {addr} for http-01: {e}"),
-            }
-        }
-        Listeners { tasks, bound }
+        let listeners = accept::bind_all(addrs, "http-01").await;
+        let handle = move |stream: TcpStream, _peer: SocketAddr, slot: Arc<Slot>| {
+            let tokens = tokens.clone();
+            accept::serve_http1(stream, slot, HEADER_TIMEOUT, move |req| {
+                std::future::ready(answer(&req, &tokens))
+            })
+        };
+        let slots = Slots::new(MAX_CONNECTIONS);
+        Listeners(Running::spawn(
+            listeners,
+            &slots,
+            CONNECTION_TIMEOUT,
+            "http-01",
+            handle,
+        ))
     }
 
     /// Addresses actually listening.
     pub fn bound(&self) -> &[SocketAddr] {
-        &self.bound
-    }
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-async fn serve(listener: TcpListener, tokens: Arc<TokenMap>, limit: Arc<Slots>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Some((slot, evicted)) = limit.admit() else {
-            continue; // every slot busy answering: drop the connection
-        };
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let answering = slot.clone();
-            let service = hyper::service::service_fn(move |req| {
-                answering.busy();
-                let tokens = tokens.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &tokens)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
-                () = evicted.wait() => {}
-            }
-            drop(slot);
-        });
+        self.0.bound()
     }
 }
 

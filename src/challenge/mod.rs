@@ -13,6 +13,7 @@
 //! all the order's names run at the same time, and share one deadline (the hook timeout,
 //! counted from the start of the presentation; the same again for the cleanup).
 
+pub mod accept;
 pub mod dns;
 pub mod listener;
 pub mod selftest;

@@ -11,7 +11,8 @@
 //! trickled forever): each connection, handshake and close included, has a deadline, and
 //! the number of connections is capped. Over the cap, the oldest connection that has not sent
 //! its ClientHello yet is closed to make room, and only when every connection is handshaking
-//! is a new one closed at once ([`super::slots`]).
+//! is a new one closed at once (the accept loop shared with the other servers,
+//! [`super::accept`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,9 +25,10 @@ use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::PrivateKeyDer;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
+use super::accept::{self, Running};
+use super::slots::{Slot, Slots};
 use crate::name::Hostname;
 
 /// The ALPN protocol name of RFC 8737 §6.2.
@@ -223,10 +225,7 @@ fn base_config(certs: Arc<AlpnCerts>) -> Result<ServerConfig> {
 
 /// Running tls-alpn-01 listeners; they stop when this is dropped.
 #[derive(Debug)]
-pub struct AlpnListeners {
-    tasks: Vec<JoinHandle<()>>,
-    bound: Vec<SocketAddr>,
-}
+pub struct AlpnListeners(Running);
 
 impl AlpnListeners {
     /// Binds every address it can, with the default [`Limits`]. Failures are logged: port 443
@@ -241,84 +240,36 @@ impl AlpnListeners {
         certs: Arc<AlpnCerts>,
         limits: Limits,
     ) -> AlpnListeners {
-        let mut tasks = Vec::new();
-        let mut bound = Vec::new();
         let config = match base_config(certs.clone()) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::warn!("tls-alpn-01 listener not started: {e:#}");
-                return AlpnListeners { tasks, bound };
+                return AlpnListeners(Running::default());
             }
         };
-        let limit = super::slots::Slots::new(limits.max_connections);
-        for (addr, explicit) in addrs {
-            match TcpListener::bind(addr.as_str()).await {
-                Ok(listener) => {
-                    if let Ok(a) = listener.local_addr() {
-                        bound.push(a);
-                    }
-                    tracing::debug!("tls-alpn-01 listener on {addr}");
-                    tasks.push(tokio::spawn(serve(
-                        listener,
-                        certs.clone(),
-                        config.clone(),
-                        limit.clone(),
-                        limits.handshake_timeout,
-                    )));
+        let listeners = accept::bind_all(addrs, "tls-alpn-01").await;
+        let handle = move |stream: TcpStream, peer: SocketAddr, slot: Arc<Slot>| {
+            let (certs, config) = (certs.clone(), config.clone());
+            async move {
+                match answer(stream, certs, &config, &slot).await {
+                    Ok(()) => tracing::debug!("tls-alpn-01: answered {peer}"),
+                    Err(e) => tracing::debug!("tls-alpn-01: {peer}: {e}"),
                 }
-                Err(e) if *explicit => {
-                    tracing::warn!("cannot listen on {addr} for tls-alpn-01: {e}")
-                }
-                Err(e) => tracing::debug!("cannot listen on {addr} for tls-alpn-01: {e}"),
             }
-        }
-        AlpnListeners { tasks, bound }
+        };
+        let slots = Slots::new(limits.max_connections);
+        AlpnListeners(Running::spawn(
+            listeners,
+            &slots,
+            limits.handshake_timeout,
+            "tls-alpn-01",
+            handle,
+        ))
     }
 
     /// Addresses actually listening.
     pub fn bound(&self) -> &[SocketAddr] {
-        &self.bound
-    }
-}
-
-impl Drop for AlpnListeners {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    certs: Arc<AlpnCerts>,
-    config: Arc<ServerConfig>,
-    limit: Arc<super::slots::Slots>,
-    deadline: Duration,
-) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Some((slot, evicted)) = limit.admit() else {
-            continue; // every slot busy answering: drop the connection
-        };
-        let (certs, config) = (certs.clone(), config.clone());
-        tokio::spawn(async move {
-            let answered = tokio::time::timeout(deadline, answer(stream, certs, &config, &slot));
-            tokio::select! {
-                r = answered => match r {
-                    Ok(Ok(())) => tracing::debug!("tls-alpn-01: answered {peer}"),
-                    Ok(Err(e)) => tracing::debug!("tls-alpn-01: {peer}: {e}"),
-                    Err(_) => tracing::debug!("tls-alpn-01: {peer}: deadline passed"),
-                },
-                () = evicted.wait() => {
-                    tracing::debug!("tls-alpn-01: {peer}: idle, closed to make room");
-                }
-            }
-            drop(slot);
-        });
+        self.0.bound()
     }
 }
 
@@ -329,7 +280,7 @@ async fn answer(
     stream: TcpStream,
     certs: Arc<AlpnCerts>,
     base: &ServerConfig,
-    slot: &super::slots::Slot,
+    slot: &Slot,
 ) -> std::io::Result<()> {
     let local = stream.local_addr()?.ip().to_canonical();
     let hello =
