@@ -6,11 +6,13 @@
 //! double in, touches nothing else.
 
 pub mod ari;
+pub mod dns_account;
 pub mod http;
 pub mod instant;
 pub mod jws;
 pub mod nonces;
 pub mod pace;
+pub mod persist;
 pub mod vet;
 
 use std::future::Future;

@@ -389,3 +389,124 @@ async fn rfc2136_responder_cleanup_removes_records_even_after_a_failure() {
     // A second cleanup has nothing left to do.
     responder.cleanup().await;
 }
+
+/// dns-account-01's record name (`_<account label>._acme-challenge.<name>`) is updated like
+/// dns-01's, CNAME delegation of that exact name included; other names under
+/// `_acme-challenge` are still refused.
+#[tokio::test]
+async fn rfc2136_publishes_at_an_account_label() {
+    let key = KnotKey::random("acme-update.");
+    let zone = format!(
+        "{EXAMPLE_ZONE}_vkbgbqfhr6yv2asd._acme-challenge.del CNAME _acme-challenge.del.delegated.test.\n"
+    );
+    let knot = Knot::start(
+        &key,
+        &[("example.test", &zone), ("delegated.test", DELEGATED_ZONE)],
+    );
+    let cfg = config(&knot, &key);
+    let label = acmekeep::acme::dns_account::account_label("http://localhost:4000/acme/acct/1");
+    assert_eq!(label, "_vkbgbqfhr6yv2asd");
+    let v = value("account");
+    let name = format!("{label}._acme-challenge.acct.example.test");
+    let p = publish(&cfg, &name, &v)
+        .await
+        .expect("publish at the label");
+    assert_eq!(knot.txt(&name), vec![v.clone()]);
+    assert!(knot.txt("_acme-challenge.acct.example.test").is_empty());
+    unpublish(&cfg, &p).await.expect("unpublish");
+    assert!(knot.txt(&name).is_empty());
+
+    let p = publish(
+        &cfg,
+        &format!("{label}._acme-challenge.del.example.test"),
+        &v,
+    )
+    .await
+    .expect("through the CNAME");
+    assert_eq!(p.name.as_str(), "_acme-challenge.del.delegated.test");
+    assert_eq!(
+        knot.txt("_acme-challenge.del.delegated.test"),
+        vec![v.clone()]
+    );
+    unpublish(&cfg, &p).await.expect("unpublish");
+
+    let e = publish(&cfg, "_other._acme-challenge.acct.example.test", &v)
+        .await
+        .expect_err("not an account label");
+    assert!(format!("{e:#}").contains("not a record name"), "{e:#}");
+}
+
+/// The standing dns-persist-01 record: published once, replaced by a newer one of ours
+/// without touching another CA's or account's record at the name, and read back from every
+/// authoritative server.
+#[tokio::test]
+async fn rfc2136_replaces_only_our_persist_record() {
+    use acmekeep::challenge::dns::persist::{replace, txt_authoritative};
+    let key = KnotKey::random("acme-update.");
+    let zone = format!(
+        "{EXAMPLE_ZONE}_validation-persist.p TXT \"other.example; accounturi=https://other.example/acct/9\"\n"
+    );
+    let knot = Knot::start(&key, &[("example.test", &zone)]);
+    let mut cfg = config(&knot, &key);
+    cfg.ttl = 3600;
+    let name = "_validation-persist.p.example.test";
+    let ours_prefix = "ca.example; accounturi=https://ca.example/acct/1";
+    let ours = |v: &str| v.starts_with(ours_prefix);
+    let first = format!("{ours_prefix}; persistUntil=1900000000");
+    let r = replace(&cfg, name, &first, &ours).await.expect("first");
+    assert!(r.removed.is_empty() && !r.unchanged);
+    let again = replace(&cfg, name, &first, &ours).await.expect("again");
+    assert!(again.unchanged, "nothing to send");
+    // A long value (over 255 octets) is split into strings and joined by readers.
+    let second = format!("{ours_prefix}; policy=wildcard; note={}", "n".repeat(300));
+    let r = replace(&cfg, name, &second, &ours).await.expect("second");
+    assert_eq!(r.removed, vec![first.clone()]);
+    let mut want = vec![
+        "other.example; accounturi=https://other.example/acct/9".to_owned(),
+        second.clone(),
+    ];
+    want.sort();
+    assert_eq!(knot.txt(name), want);
+
+    let mut resolver = cfg.resolver.clone();
+    resolver.nameserver_addresses = BTreeMap::from([
+        (
+            Hostname::parse("ns1.example.test").expect("name"),
+            vec![knot.addr()],
+        ),
+        (
+            Hostname::parse("ns2.example.test").expect("name"),
+            vec![knot.addr()],
+        ),
+    ]);
+    let (owner, answers) = txt_authoritative(&resolver, &Hostname::parse(name).expect("name"))
+        .await
+        .expect("lookup");
+    assert_eq!(owner.as_str(), name);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    for a in &answers {
+        let found = a.outcome.as_ref().expect("answered");
+        assert!(!found.nxdomain);
+        assert!(found.values.contains(&second), "{a:?}");
+    }
+    let (_, answers) = txt_authoritative(
+        &resolver,
+        &Hostname::parse("_validation-persist.none.example.test").expect("name"),
+    )
+    .await
+    .expect("lookup");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.outcome.as_ref().is_ok_and(|f| f.nxdomain)),
+        "{answers:?}"
+    );
+
+    let e = replace(&cfg, name, "not a record", &ours)
+        .await
+        .expect_err("not a dns-persist-01 value");
+    assert!(
+        format!("{e:#}").contains("not a dns-persist-01 record"),
+        "{e:#}"
+    );
+}

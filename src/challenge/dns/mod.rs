@@ -25,6 +25,7 @@
 
 mod keyfile;
 mod lookup;
+pub mod persist;
 mod propagation;
 pub mod settings;
 mod update;
@@ -81,6 +82,19 @@ pub fn validate_txt_value(value: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The character-strings of a TXT record holding `value`: at most 255 octets each (RFC 1035
+/// §3.3); a longer value is split, and readers join the strings again.
+pub fn txt_strings(value: &str) -> Vec<String> {
+    if value.is_empty() {
+        return vec![String::new()];
+    }
+    value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
 }
 
 /// A TSIG MAC algorithm (the ones RFC 8945 says to implement, minus SHA-1).
@@ -391,7 +405,13 @@ impl Dns01 {
 
     /// Publishes `value` for `identifier` and waits until it is served everywhere.
     pub async fn present(&self, identifier: &Hostname, value: &str) -> Result<Published> {
-        let name = challenge_name(identifier)?;
+        self.present_at(&challenge_name(identifier)?, value).await
+    }
+
+    /// Publishes `value` at the record name `name` (dns-01's `_acme-challenge.<name>` or
+    /// dns-account-01's `_<label>._acme-challenge.<name>`) and waits until it is served
+    /// everywhere.
+    pub async fn present_at(&self, name: &Hostname, value: &str) -> Result<Published> {
         let p = locate(&self.config, name.as_str(), value).await?;
         // Remembered before the update is sent: if its answer is lost, the record may exist.
         self.published
