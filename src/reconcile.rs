@@ -1207,6 +1207,23 @@ pub async fn account_session<C: Ca>(
     inv: &Inventory,
     interaction: &Interaction,
 ) -> Result<(C::Session, String)> {
+    account_session_consented(store, ca, provider, inv, interaction, None).await
+}
+
+/// [`account_session`], with the answers to the registration questions already collected
+/// when `consented` is given ([`consent`]): quickstart asks them before it changes anything.
+pub async fn account_session_consented<C: Ca>(
+    store: &Store,
+    ca: &C,
+    provider: &str,
+    inv: &Inventory,
+    interaction: &Interaction,
+    consented: Option<Registration>,
+) -> Result<(C::Session, String)> {
+    let agreed = async || match consented {
+        Some(reg) => Ok(reg),
+        None => consent(Some(store), ca, provider, interaction).await,
+    };
     match look_up_account(ca, provider, inv).await? {
         AccountLookup::Registered {
             record, session, ..
@@ -1216,12 +1233,12 @@ pub async fn account_session<C: Ca>(
                 "account {} is not registered at {provider}; registering it",
                 record.id
             );
-            let reg = consent(store, ca, provider, interaction).await?;
+            let reg = agreed().await?;
             let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
             Ok((s, record.id))
         }
         AccountLookup::Missing => {
-            let reg = consent(store, ca, provider, interaction).await?;
+            let reg = agreed().await?;
             let key = tokio::task::spawn_blocking(|| PrivateKey::generate(KeySpec::EcdsaP256))
                 .await
                 .context("key generation task")??;
@@ -1235,8 +1252,10 @@ pub async fn account_session<C: Ca>(
     }
 }
 
-async fn consent<C: Ca>(
-    store: &Store,
+/// The registration questions at `provider`: its terms of service, the e-mail address, and
+/// External Account Binding (from the settings of `store`, when there is one, or the answers).
+pub async fn consent<C: Ca>(
+    store: Option<&Store>,
     ca: &C,
     provider: &str,
     interaction: &Interaction,
@@ -1286,7 +1305,7 @@ pub const EAB_ALGORITHM: &str = "acme-eab-algorithm";
 /// Without a terminal a required binding that is nowhere to be found is a configuration
 /// error that names every place it may be given.
 fn external_account(
-    store: &Store,
+    store: Option<&Store>,
     provider: &str,
     required: bool,
     interaction: &Interaction,
@@ -1322,7 +1341,9 @@ fn external_account(
     if let Some(eab) = from_answers("", "--eab-kid/--eab-hmac-key")? {
         return Ok(Some(eab));
     }
-    if let Some(eab) = configured_eab(store, provider)? {
+    if let Some(store) = store
+        && let Some(eab) = configured_eab(store, provider)?
+    {
         return Ok(Some(eab));
     }
     let suffix = format!(":{provider}");

@@ -6,9 +6,11 @@
 //!
 //! Every question is answered before anything is changed, so a missing answer under `--batch`
 //! (exit 2) leaves the machine exactly as it was, state directory included: the questions
-//! read conf/target without the lock, the CA is asked about the account next (its own
-//! questions come before it registers anything), and only then are conf/target, the webroot,
-//! the redirector unit, the hooks and the renewal job written, in that order.
+//! read conf/target and the accounts without the lock; then, when no account of the state
+//! directory can log in at the CA, the CA's own questions (terms of service, e-mail, EAB) are
+//! asked; only then is the state directory locked (which makes its layout), the account
+//! registered with those answers, and conf/target, the webroot, the redirector unit, the
+//! hooks and the renewal job written, in that order.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,9 +20,11 @@ use anyhow::{Context, Result, anyhow};
 use crate::cli::QuickstartArgs;
 use crate::exit::config_error;
 use crate::interact::{Answer, Interaction, Kind, Question};
-use crate::reconcile::{Connector, InstantConnector, account_session};
+use crate::reconcile::{
+    AccountLookup, Connector, InstantConnector, account_session_consented, consent, look_up_account,
+};
 use crate::settings::{DEFAULT_STATE_DIR, Settings};
-use crate::store::Store;
+use crate::store::{Inventory, Store};
 use crate::system::default_hooks::{self, HookName, InstallResult};
 use crate::system::schedule::decide::{self, Ours, Plan, Rights, Wanted};
 use crate::system::schedule::program::{self, Program};
@@ -106,16 +110,38 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
         program_note = program.problem();
     }
 
-    // 2. The account: found, or registered after its own questions (terms, e-mail, EAB).
-    let (_lock, store) = super::lock_and_open(settings)?;
-    let inv = store.load_inventory()?;
+    // 2. The CA's own questions (terms of service, e-mail, EAB), when no account of this
+    // state directory can log in there: still before anything is written.
     let ca = InstantConnector::with_timeout(settings.ca_timeout)
         .connect(&resolved.provider, resolved.provider_ca_bundle.as_ref())?;
-    let (_, account) =
-        super::runtime()?.block_on(account_session(&store, &ca, &resolved.provider, &inv, &io))?;
+    let runtime = super::runtime()?;
+    let known = match &reader {
+        // Unreadable here: the locked run below reports it, and asks then.
+        Some(store) => store.load_inventory().ok(),
+        None => Some(Inventory::default()),
+    };
+    let consented = match known {
+        Some(inv) => match runtime.block_on(look_up_account(&ca, &resolved.provider, &inv))? {
+            AccountLookup::Registered { .. } => None,
+            _ => Some(runtime.block_on(consent(reader.as_ref(), &ca, &resolved.provider, &io))?),
+        },
+        None => None,
+    };
+
+    // 3. The account: found, or registered with those answers.
+    let (_lock, store) = super::lock_and_open(settings)?;
+    let inv = store.load_inventory()?;
+    let (_, account) = runtime.block_on(account_session_consented(
+        &store,
+        &ca,
+        &resolved.provider,
+        &inv,
+        &io,
+        consented,
+    ))?;
     eprintln!("Account: {account} at {}", resolved.provider);
 
-    // 3. Everything else, as answered.
+    // 4. Everything else, as answered.
     store.write_conf_target(&conf)?;
     if method == "webroot"
         && let Some(path) = resolved.challenge.webroot_paths.first()
