@@ -90,6 +90,15 @@ pub struct Cli {
         value_name = "DURATION"
     )]
     pub rate_limit_wait: String,
+    /// After each run, write Prometheus metrics to this file (node_exporter's textfile
+    /// collector; overrides conf/target's monitor.metrics-file).
+    #[arg(
+        long,
+        global = true,
+        env = "ACMEKEEP_METRICS_FILE",
+        value_name = "FILE"
+    )]
+    pub metrics_file: Option<PathBuf>,
     /// More log output on stderr (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -232,6 +241,9 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Show targets, their live certificates, expiry, renewal time and last error.
     Status(StatusArgs),
+    /// Print Prometheus metrics from the state directory (what each run writes to
+    /// --metrics-file; doc/metrics.md).
+    Metrics,
     /// Remove names from every target (targets left without names are deleted).
     Unwant(UnwantArgs),
     /// Delete certificates no live link uses that are expired, revoked or unreadable, and keys

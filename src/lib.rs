@@ -23,6 +23,7 @@ pub mod interact;
 pub mod keys;
 pub mod logging;
 pub mod manual;
+pub mod monitor;
 pub mod name;
 pub mod plan;
 pub mod reconcile;
@@ -45,6 +46,7 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::Quickstart(a)) => commands::quickstart::execute(&settings, a),
         Some(cli::Command::Want(a)) => commands::want::execute(&settings, a),
         Some(cli::Command::Status(a)) => commands::status::execute(&settings, a),
+        Some(cli::Command::Metrics) => commands::metrics::execute(&settings),
         Some(cli::Command::Reconcile(a)) => commands::reconcile::execute(&settings, a),
         Some(cli::Command::Unwant(a)) => commands::unwant::execute(&settings, a),
         Some(cli::Command::Cull(a)) => commands::cull::execute(&settings, a),

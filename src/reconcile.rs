@@ -106,9 +106,79 @@ pub struct Report {
     /// Certificates of orders an interrupted run left, downloaded in this run: (id, names,
     /// end of validity).
     pub downloaded: Vec<(String, Vec<String>, OffsetDateTime)>,
+    /// Errors of this run by kind, for the run record and metrics.
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// What the run loaded and ended with (moved out at its end, never copied), for what
+    /// reports on the state afterwards (metrics) without loading it again.
+    pub loaded: Loaded,
+}
+
+/// What a run loaded, as it stands at the end of the run.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The usable targets, by file name.
+    pub targets: Vec<Target>,
+    /// The target files that cannot be used, by file name, with why.
+    pub broken: Vec<(String, String)>,
+    /// Every complete certificate, those obtained in the run included.
+    pub summaries: plan::CertSet,
+    /// The CA's renewal windows by certificate id.
+    pub ari: BTreeMap<String, AriRecord>,
+}
+
+/// What kind of error a target (or the run) met, as counted in the run record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The target file cannot be used.
+    InvalidTarget,
+    /// Not attempted: backing off after earlier failures.
+    BackingOff,
+    /// The CA refused (a problem document: validation failed, unauthorized, …).
+    Ca,
+    /// The CA refused for its rate: deferred.
+    RateLimited,
+    /// Anything else: the network, the CA not answering, local problems (challenge set-up,
+    /// files), and errors not tied to one target.
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::InvalidTarget,
+        ErrorKind::BackingOff,
+        ErrorKind::Ca,
+        ErrorKind::RateLimited,
+        ErrorKind::Other,
+    ];
+
+    /// The name in the run record and the metrics' `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidTarget => "invalid_target",
+            ErrorKind::BackingOff => "backing_off",
+            ErrorKind::Ca => "ca",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind of a failed attempt that backs off as `how`.
+    fn of(how: Backoff) -> Self {
+        match how {
+            Backoff::No => ErrorKind::Other,
+            Backoff::Yes => ErrorKind::Ca,
+            Backoff::RateLimited => ErrorKind::RateLimited,
+        }
+    }
 }
 
 impl Report {
+    /// Counts an error of kind `kind`.
+    fn count(&mut self, kind: ErrorKind) {
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
     /// True when every target and step succeeded.
     pub fn all_ok(&self) -> bool {
         self.other_errors.is_empty() && !self.targets.iter().any(|t| t.result.failed())
@@ -158,6 +228,14 @@ impl InstantConnector {
         self.clients
             .lock()
             .map(|c| c.values().map(|h| h.request_count()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Orders the CAs accepted through this connector so far.
+    pub fn orders(&self) -> u64 {
+        self.clients
+            .lock()
+            .map(|c| c.values().map(|h| h.order_count()).sum())
             .unwrap_or(0)
     }
 }
@@ -228,10 +306,13 @@ pub async fn run<C: Connector>(
     }
     let mut report = Report::default();
     for b in broken {
+        let error = crate::cause::render(&b.error);
+        report.loaded.broken.push((b.file.clone(), error.clone()));
+        report.count(ErrorKind::InvalidTarget);
         report.targets.push(TargetOutcome {
             file: b.file,
             names: Vec::new(),
-            result: Outcome::Failed(crate::cause::render(&b.error)),
+            result: Outcome::Failed(error),
         });
     }
 
@@ -320,6 +401,11 @@ pub async fn run<C: Connector>(
                 record.failures,
                 record.last_error.as_deref().unwrap_or("unknown")
             );
+            report.count(if record.rate_limited {
+                ErrorKind::RateLimited
+            } else {
+                ErrorKind::BackingOff
+            });
             report.targets.push(TargetOutcome {
                 file: t.file.clone(),
                 names: names_of(t),
@@ -392,7 +478,13 @@ pub async fn run<C: Connector>(
         })
         .collect();
     run_hooks(&opts.hooks, Event::ReconcileFailed { names: &failed }).await;
+    for _ in 0..report.other_errors.len() {
+        report.count(ErrorKind::Other);
+    }
     tracing::debug!("reconciled in {:.0?}", started.elapsed());
+    report.loaded.targets = targets;
+    report.loaded.summaries = summaries;
+    report.loaded.ari = ari;
     Ok(report)
 }
 
@@ -918,6 +1010,7 @@ async fn obtain<C: Connector>(
                 };
                 let msg = crate::cause::render(&e.context(format!("CA {provider}")));
                 for t in group {
+                    report.count(ErrorKind::of(how));
                     let next = record(store, &t.file, now, Some(msg.clone()), how);
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
@@ -1017,6 +1110,7 @@ async fn obtain<C: Connector>(
             }
             Err((e, how)) => {
                 let next = record(store, &file, now, Some(e.clone()), how);
+                report.count(ErrorKind::of(how));
                 let best = by_file
                     .get(file.as_str())
                     .and_then(|t| cert::best_cert(t, summaries, now));

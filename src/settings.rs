@@ -39,6 +39,22 @@ pub struct Settings {
     pub system_root: Option<PathBuf>,
     /// `--eab-*`: External Account Binding credentials given on the command line.
     pub eab: crate::cli::EabArgs,
+    /// `--metrics-file`: where runs write their metrics (else conf/target says).
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// `path` made absolute against the current directory; an empty path is none.
+fn absolute(path: Option<&std::path::Path>) -> Result<Option<PathBuf>> {
+    match path {
+        Some(p) if p.as_os_str().is_empty() => Ok(None),
+        Some(p) if p.is_absolute() => Ok(Some(p.to_owned())),
+        Some(p) => Ok(Some(
+            std::env::current_dir()
+                .context("finding the current directory")?
+                .join(p),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// The duration `value` of option `flag`, which must lie in `range` (`bounds` says so in
@@ -118,6 +134,7 @@ impl Settings {
             hook_dirs_explicit: !cli.hooks.is_empty() || hooks_env.is_some_and(|v| !v.is_empty()),
             system_root: cli.system_root.clone(),
             eab: cli.eab.clone(),
+            metrics_file: absolute(cli.metrics_file.as_deref())?,
         })
     }
 }

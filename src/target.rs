@@ -46,6 +46,18 @@ pub struct RawTarget {
     /// Legacy top-level provider, used only when `request.provider` is empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// acmekeep extension, read from `conf/target` only: monitoring (metrics, notices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<RawMonitor>,
+}
+
+/// `monitor:` section of `conf/target` (acmekeep extension; acmetool ignores it).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawMonitor {
+    /// Where each run writes its Prometheus metrics (node_exporter's textfile collector).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<String>,
 }
 
 /// `satisfy:` section.
@@ -338,6 +350,8 @@ impl RawTarget {
             label: pick(&self.label, &base.label),
             names: self.names.clone(),
             provider: pick(&self.provider, &base.provider),
+            // Read from conf/target only, never inherited.
+            monitor: self.monitor.clone(),
         }
     }
 }
@@ -675,6 +689,9 @@ impl Target {
     /// Resolves a target file's raw content over the defaults from `conf/target`.
     pub fn resolve(file: &str, raw: &RawTarget, defaults: &RawTarget) -> Result<Target> {
         let mut warnings = Vec::new();
+        if raw.monitor.is_some() {
+            warnings.push("`monitor` is read from conf/target only (ignored here)".to_owned());
+        }
         // conf/target's names are cleared before it becomes the base (acmetool).
         let mut base = defaults.clone();
         base.names = None;

@@ -95,7 +95,10 @@ pub async fn new_order(
     let (mut attempt, mut waits) = (1, 0);
     loop {
         match account.new_order(&base(with_replaces)).await {
-            Ok(order) => return Ok(order),
+            Ok(order) => {
+                http.count_order();
+                return Ok(order);
+            }
             Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => attempt += 1,
             Err(e) if let Some(pause) = rate_limit_pause(http, directory_url, &e, &mut waits) => {
                 tokio::time::sleep(pause).await;

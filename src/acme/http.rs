@@ -76,6 +76,8 @@ pub struct CaHttp {
     /// Deadline for one request ([`REQUEST_TIMEOUT`] unless a test shortens it).
     timeout: Duration,
     requests: Arc<AtomicU64>,
+    /// Orders the CAs accepted (newOrder answered with an order).
+    orders: Arc<AtomicU64>,
     /// Requests that got no answer within [`REQUEST_TIMEOUT`], by origin (CAs reached with
     /// the same trusted roots share this client).
     timeouts: Arc<Mutex<std::collections::HashMap<String, u64>>>,
@@ -220,6 +222,7 @@ impl CaHttp {
             inner,
             timeout: REQUEST_TIMEOUT,
             requests: Arc::new(AtomicU64::new(0)),
+            orders: Arc::default(),
             timeouts: Arc::default(),
             resigner: None,
             downloads: Arc::new(Mutex::new(VecDeque::new())),
@@ -388,6 +391,16 @@ impl CaHttp {
     /// Number of requests sent so far.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts an order the CA accepted.
+    pub fn count_order(&self) {
+        self.orders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of orders the CAs accepted so far.
+    pub fn order_count(&self) -> u64 {
+        self.orders.load(Ordering::Relaxed)
     }
 
     /// How long the next request to the CA at `url` waits because the CA asked this run to

@@ -6,6 +6,7 @@ pub mod account_url;
 pub mod cull;
 pub mod docs;
 pub mod import;
+pub mod metrics;
 pub mod notify;
 pub mod quickstart;
 pub mod reconcile;

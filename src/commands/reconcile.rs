@@ -8,8 +8,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::cli::ReconcileArgs;
 use crate::exit;
-use crate::reconcile::{InstantConnector, Options, Outcome, Report, run};
+use crate::reconcile::{ErrorKind, InstantConnector, Options, Outcome, Report, run};
 use crate::settings::Settings;
+use crate::store::run::RunCounts;
 
 /// Runs a reconcile and reports what needs saying: one line on stdout per certificate
 /// obtained or renewed, and on stderr one line per target that failed or was deferred, with a
@@ -28,9 +29,47 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
     let connector = InstantConnector::with_timeout(settings.ca_timeout)
         .with_rate_limit_wait(settings.rate_limit_wait);
     let now = OffsetDateTime::now_utc();
-    let report = super::runtime()?.block_on(run(store, &connector, &interaction, &opts, now))?;
+    let started = std::time::Instant::now();
+    let result =
+        super::runtime()?.block_on(run(store.clone(), &connector, &interaction, &opts, now));
     tracing::debug!("{} request(s) sent to the CA", connector.requests());
-    Ok(summarise(&report, now))
+    let mut counts = RunCounts {
+        orders: connector.orders(),
+        ca_requests: connector.requests(),
+        ..RunCounts::default()
+    };
+    let (code, loaded) = match result {
+        Ok(mut report) => {
+            counts.certificates = report
+                .targets
+                .iter()
+                .filter(|t| matches!(t.result, Outcome::Issued(_)))
+                .count() as u64;
+            for (kind, n) in &report.errors {
+                counts.errors.insert(kind.as_str().to_owned(), *n);
+            }
+            (
+                Ok(summarise(&report, now)),
+                Some(std::mem::take(&mut report.loaded)),
+            )
+        }
+        Err(e) => {
+            counts
+                .errors
+                .insert(ErrorKind::Other.as_str().to_owned(), 1);
+            (Err(e), None)
+        }
+    };
+    let success = matches!(&code, Ok(c) if *c == ExitCode::from(exit::OK));
+    let end = super::metrics::RunEnd {
+        started_at: now,
+        duration: started.elapsed(),
+        success,
+        counts,
+        loaded,
+    };
+    super::metrics::after_run(settings, &store, end);
+    code
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

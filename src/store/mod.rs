@@ -13,6 +13,7 @@ pub mod fs;
 pub mod layout;
 pub mod lock;
 pub mod perm;
+pub mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -251,6 +252,13 @@ pub struct TargetRecord {
     /// `next_attempt`, not failing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rate_limited: bool,
+    /// When the failures counted in `failures` began: the first failed attempt after a
+    /// success (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// When an attempt last succeeded (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
 }
 
 /// Whether a failed attempt makes the target wait before the next one.
@@ -1298,6 +1306,9 @@ impl Store {
         rec.last_attempt = rfc3339(now);
         match error {
             Some(e) => {
+                if rec.failures == 0 || rec.failing_since.is_none() {
+                    rec.failing_since = rec.last_attempt.clone();
+                }
                 rec.failures = rec.failures.saturating_add(1);
                 // Back off only when the CA answered (failed validation, rate limits): a local
                 // mistake can be fixed and retried at once.
@@ -1315,6 +1326,8 @@ impl Store {
             }
             None => {
                 rec.failures = 0;
+                rec.failing_since = None;
+                rec.last_success = rec.last_attempt.clone();
                 rec.last_error = None;
                 rec.next_attempt = None;
                 rec.rate_limited = false;

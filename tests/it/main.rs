@@ -18,6 +18,7 @@ mod hostile_hooks;
 mod hostile_state;
 mod import;
 mod migration;
+mod monitor;
 mod package;
 mod perm;
 mod quickstart;

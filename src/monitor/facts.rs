@@ -1,0 +1,300 @@
+//! The facts every report is made of: for each target its state, its certificate in use, when
+//! that is due for renewal and what its last attempts came to; and what the last run did.
+//!
+//! This is the one place monitoring learns about the state directory. It asks the planner
+//! exactly what `status` asks ([`plan::plan_target_ari`] over the certificate summaries and
+//! the cached renewal windows) and reads the run records the reconcile writes, so that a
+//! report can never disagree with `status` or with what the next run will do. Facts come
+//! either from the run that just ended ([`Facts::after_run`], nothing loaded twice) or from
+//! the state directory alone ([`Facts::load`]: no lock, no network, any user who can read
+//! `live/`). Targets are made one at a time ([`Facts::targets`]), so that ten thousand of
+//! them are never all held at once.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::plan::{self, CertSummary};
+use crate::reconcile::Loaded;
+use crate::store::run::RunRecord;
+use crate::store::{Store, TargetRecord};
+use crate::target::Target;
+
+/// Where a target stands, in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetState {
+    /// Its certificate is valid and not due for renewal.
+    Valid,
+    /// Its certificate is due for renewal, and no attempt has failed yet.
+    Due,
+    /// It needs a certificate and its last attempt failed.
+    Failing,
+    /// It needs a certificate and the CA put it off for its rate (a rate limit): not failing.
+    Deferred,
+    /// It has never had a certificate, and no attempt has failed yet.
+    Missing,
+    /// Its file under `desired/` cannot be used.
+    Invalid,
+}
+
+impl TargetState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [TargetState; 6] = [
+        TargetState::Valid,
+        TargetState::Due,
+        TargetState::Failing,
+        TargetState::Deferred,
+        TargetState::Missing,
+        TargetState::Invalid,
+    ];
+
+    /// The word `status`, `check` and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Valid => "valid",
+            TargetState::Due => "due",
+            TargetState::Failing => "failing",
+            TargetState::Deferred => "deferred",
+            TargetState::Missing => "missing",
+            TargetState::Invalid => "invalid",
+        }
+    }
+}
+
+/// The state of a loadable target: whether it has a satisfying certificate, whether the
+/// planner says it needs a new one now, and its run record. An old failure of a target that
+/// needs nothing now (a window moved, another certificate satisfies it) is not failing.
+pub fn target_state(has_cert: bool, needs_request: bool, record: &TargetRecord) -> TargetState {
+    match (needs_request, record.failures > 0, record.rate_limited) {
+        (false, _, _) if has_cert => TargetState::Valid,
+        (_, true, true) => TargetState::Deferred,
+        (_, true, false) => TargetState::Failing,
+        _ if has_cert => TargetState::Due,
+        _ => TargetState::Missing,
+    }
+}
+
+/// Counts of targets by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts(BTreeMap<TargetState, u64>);
+
+impl Counts {
+    /// Counts one more target in `state`.
+    pub fn add(&mut self, state: TargetState) {
+        *self.0.entry(state).or_default() += 1;
+    }
+
+    /// Targets in `state`.
+    pub fn get(&self, state: TargetState) -> u64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+
+    /// Targets in all.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// `(state, count)` for every state, in [`TargetState::ALL`] order, zeros included.
+    pub fn all(&self) -> impl Iterator<Item = (TargetState, u64)> + '_ {
+        TargetState::ALL.into_iter().map(|s| (s, self.get(s)))
+    }
+}
+
+/// One target as reports see it.
+#[derive(Debug)]
+pub struct TargetFacts<'a> {
+    /// File name under `desired/`.
+    pub file: &'a str,
+    /// The target, `None` when its file cannot be used.
+    pub target: Option<&'a Target>,
+    /// Why the file cannot be used.
+    pub error: Option<&'a str>,
+    /// The certificate in use (the best satisfying one), if any.
+    pub cert: Option<&'a CertSummary>,
+    /// When that certificate becomes due for renewal.
+    pub renew_at: Option<OffsetDateTime>,
+    /// Where the target stands.
+    pub state: TargetState,
+    /// What its attempts came to.
+    pub record: TargetRecord,
+}
+
+impl TargetFacts<'_> {
+    /// The target's first name (its file name when it has none: an invalid file).
+    pub fn name(&self) -> String {
+        self.target
+            .and_then(|t| t.satisfy_names.first())
+            .map_or_else(|| self.file.to_owned(), |n| n.to_string())
+    }
+
+    /// Its names, comma-separated.
+    pub fn names(&self) -> String {
+        self.target.map_or_else(String::new, |t| {
+            t.satisfy_names
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
+    /// A time of its run record.
+    pub fn record_time(field: &Option<String>) -> Option<OffsetDateTime> {
+        field
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    }
+}
+
+/// Everything reports are made of.
+pub struct Facts<'s> {
+    store: &'s Store,
+    /// The time the facts are for.
+    pub now: OffsetDateTime,
+    loaded: Loaded,
+    /// The record of the last run, if any.
+    pub last_run: Option<RunRecord>,
+}
+
+impl<'s> Facts<'s> {
+    /// The facts at `now` from what the run that just ended loaded and did (run records are
+    /// read from `store` as the targets are made).
+    pub fn after_run(store: &'s Store, loaded: Loaded, now: OffsetDateTime) -> Facts<'s> {
+        Facts {
+            store,
+            now,
+            loaded,
+            last_run: store.last_run(),
+        }
+    }
+
+    /// The facts at `now` from the state directory alone: what `status` reads (no lock, no
+    /// network; cached renewal windows only).
+    pub fn load(store: &'s Store, now: OffsetDateTime) -> Result<Facts<'s>> {
+        let defaults = store.load_defaults()?;
+        let (targets, broken, mut inv) = store.load_all(&defaults)?;
+        let summaries = inv.take_summaries();
+        let ari = summaries
+            .iter()
+            .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
+            .collect();
+        let broken = broken
+            .into_iter()
+            .map(|b| (b.file, crate::cause::render(&b.error)))
+            .collect();
+        Ok(Facts::after_run(
+            store,
+            Loaded {
+                targets,
+                broken,
+                summaries,
+                ari,
+            },
+            now,
+        ))
+    }
+
+    /// Every target, loadable or not, in file-name order, made one at a time.
+    pub fn targets(&self) -> impl Iterator<Item = TargetFacts<'_>> + '_ {
+        let mut good = self.loaded.targets.iter().peekable();
+        let mut bad = self.loaded.broken.iter().peekable();
+        std::iter::from_fn(move || match (good.peek(), bad.peek()) {
+            (Some(t), Some((file, _))) if *file < t.file => bad.next().map(broken),
+            (Some(_), _) => good.next().map(|t| self.target(t)),
+            (None, _) => bad.next().map(broken),
+        })
+    }
+
+    /// Targets in all.
+    pub fn target_count(&self) -> usize {
+        self.loaded.targets.len() + self.loaded.broken.len()
+    }
+
+    fn target<'a>(&'a self, t: &'a Target) -> TargetFacts<'a> {
+        let p = plan::plan_target_ari(t, &self.loaded.summaries, self.now, &self.loaded.ari);
+        let cert = p
+            .best
+            .as_deref()
+            .and_then(|id| self.loaded.summaries.get(id));
+        let record = self.store.target_record(&t.file);
+        TargetFacts {
+            file: &t.file,
+            target: Some(t),
+            error: None,
+            cert,
+            renew_at: p.renew_at,
+            state: target_state(cert.is_some(), p.needs_request, &record),
+            record,
+        }
+    }
+}
+
+fn broken((file, error): &(String, String)) -> TargetFacts<'_> {
+    TargetFacts {
+        file,
+        target: None,
+        error: Some(error),
+        cert: None,
+        renew_at: None,
+        state: TargetState::Invalid,
+        record: TargetRecord::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_of_a_target() {
+        let rec = |failures: u32, rate_limited: bool| TargetRecord {
+            failures,
+            rate_limited,
+            ..TargetRecord::default()
+        };
+        use TargetState::*;
+        // (has a certificate, needs a request, failures, rate limited) -> state
+        let table = [
+            (true, false, 0, false, Valid),
+            // An old failure of a target that needs nothing now is history.
+            (true, false, 3, false, Valid),
+            (true, false, 1, true, Valid),
+            (true, true, 0, false, Due),
+            (true, true, 2, false, Failing),
+            (true, true, 1, true, Deferred),
+            (false, true, 0, false, Missing),
+            (false, true, 1, false, Failing),
+            (false, true, 1, true, Deferred),
+        ];
+        for (has_cert, needs, failures, limited, want) in table {
+            assert_eq!(
+                target_state(has_cert, needs, &rec(failures, limited)),
+                want,
+                "{has_cert} {needs} {failures} {limited}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_list_every_state_in_order() {
+        let mut c = Counts::default();
+        c.add(TargetState::Failing);
+        c.add(TargetState::Valid);
+        c.add(TargetState::Valid);
+        let all: Vec<_> = c.all().map(|(s, n)| (s.as_str(), n)).collect();
+        assert_eq!(
+            all,
+            [
+                ("valid", 2),
+                ("due", 0),
+                ("failing", 1),
+                ("deferred", 0),
+                ("missing", 0),
+                ("invalid", 0)
+            ]
+        );
+        assert_eq!(c.total(), 3);
+    }
+}

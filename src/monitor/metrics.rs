@@ -1,0 +1,520 @@
+//! Prometheus metrics in the text exposition format, for node_exporter's textfile collector
+//! (written after every run, atomically: [`write_textfile`]) and `acmekeep metrics`.
+//!
+//! Names follow Prometheus's conventions: `acmekeep_` prefix, base units (`_seconds`),
+//! `_timestamp_seconds` for points in time, `_total` for counters, `_info` for labels carried
+//! by a constant 1; every family has HELP and TYPE. One series per target (labels `target`,
+//! the file under `desired/`, and `name`, its first name) and per certificate in use, never
+//! one per name or per error message, so ten thousand targets stay ten thousand series per
+//! family. Label values are escaped as the format asks (`\\`, `\"`, `\n`).
+//!
+//! The text is streamed: a family's series must be contiguous, so each target is first
+//! reduced to a small [`Row`] of numbers and borrowed names (no run record text is kept), and
+//! each family is then written from the rows. Nothing here reads a certificate: the facts come
+//! from the summaries the run already holds.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::monitor::facts::{Facts, TargetFacts, TargetState};
+use crate::plan::CertSummary;
+use crate::target::Target;
+
+/// Mode of the textfile: node_exporter runs as another user.
+pub const TEXTFILE_MODE: u32 = 0o644;
+
+/// What the metrics say of one target.
+struct Row<'a> {
+    file: &'a str,
+    target: Option<&'a Target>,
+    cert: Option<&'a CertSummary>,
+    renew_at: Option<i64>,
+    state: TargetState,
+    failures: u32,
+    last_attempt: Option<i64>,
+    last_success: Option<i64>,
+    failing_since: Option<i64>,
+    next_attempt: Option<i64>,
+}
+
+impl<'a> Row<'a> {
+    fn of(t: TargetFacts<'a>) -> Self {
+        let at = |f: &Option<String>| TargetFacts::record_time(f).map(|t| t.unix_timestamp());
+        let r = &t.record;
+        let needs = matches!(t.state, TargetState::Failing | TargetState::Deferred);
+        Row {
+            file: t.file,
+            target: t.target,
+            cert: t.cert,
+            renew_at: t.renew_at.map(|t| t.unix_timestamp()),
+            state: t.state,
+            failures: if needs { r.failures } else { 0 },
+            last_attempt: at(&r.last_attempt),
+            last_success: at(&r.last_success),
+            failing_since: if needs { at(&r.failing_since) } else { None },
+            next_attempt: if needs { at(&r.next_attempt) } else { None },
+        }
+    }
+
+    fn name(&self) -> &'a str {
+        self.target
+            .and_then(|t| t.satisfy_names.first())
+            .map_or(self.file, |n| n.as_str())
+    }
+}
+
+/// Writes `value` as a label value: `\`, `"` and newlines escaped.
+fn escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
+    let mut rest = value;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.write_all(&rest.as_bytes()[..i])?;
+        out.write_all(match rest.as_bytes()[i] {
+            b'\\' => b"\\\\",
+            b'"' => b"\\\"",
+            _ => b"\\n",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_all(rest.as_bytes())
+}
+
+/// Writes one series: `name{k="v",…} value`.
+fn series(
+    out: &mut impl Write,
+    name: &str,
+    labels: &[(&str, &str)],
+    value: impl std::fmt::Display,
+) -> io::Result<()> {
+    out.write_all(name.as_bytes())?;
+    if !labels.is_empty() {
+        out.write_all(b"{")?;
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            write!(out, "{k}=\"")?;
+            escaped(out, v)?;
+            out.write_all(b"\"")?;
+        }
+        out.write_all(b"}")?;
+    }
+    writeln!(out, " {value}")
+}
+
+/// Writes a family's HELP and TYPE lines.
+fn family(out: &mut impl Write, name: &str, kind: &str, help: &str) -> io::Result<()> {
+    writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}")
+}
+
+/// A per-target gauge: one series for each row `value` gives a number for.
+fn per_target<T: std::fmt::Display>(
+    out: &mut impl Write,
+    rows: &[Row],
+    (name, help): (&str, &str),
+    value: impl Fn(&Row) -> Option<T>,
+) -> io::Result<()> {
+    family(out, name, "gauge", help)?;
+    for r in rows {
+        if let Some(v) = value(r) {
+            series(out, name, &[("target", r.file), ("name", r.name())], v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the metrics of `facts`.
+pub fn write(out: &mut impl Write, facts: &Facts) -> io::Result<()> {
+    let rows: Vec<Row> = facts.targets().map(Row::of).collect();
+    let cert = |f: fn(&CertSummary) -> i64| move |r: &Row| r.cert.map(f);
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_certificate_not_before_timestamp_seconds",
+            "Start of validity of the certificate each target uses.",
+        ),
+        cert(|c| c.not_before.unix_timestamp()),
+    )?;
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_certificate_not_after_timestamp_seconds",
+            "End of validity of the certificate each target uses.",
+        ),
+        cert(|c| c.not_after.unix_timestamp()),
+    )?;
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_certificate_renewal_timestamp_seconds",
+            "When the certificate each target uses is due for renewal (the CA's renewal window, else a third of its lifetime before its end).",
+        ),
+        |r| r.renew_at,
+    )?;
+    let info = "acmekeep_certificate_info";
+    family(
+        out,
+        info,
+        "gauge",
+        "The certificate each target uses: its id under certs/, the CA the target orders from, the ACME profile and the key type (1).",
+    )?;
+    for r in &rows {
+        if let (Some(c), Some(t)) = (r.cert, r.target) {
+            let key_type = match c.key_family {
+                Some(crate::keys::KeyFamily::Rsa) => "rsa",
+                Some(crate::keys::KeyFamily::Ecdsa) => "ecdsa",
+                None => "",
+            };
+            series(
+                out,
+                info,
+                &[
+                    ("target", r.file),
+                    ("name", r.name()),
+                    ("certificate", &c.id),
+                    ("ca", &t.provider),
+                    ("profile", c.profile.as_deref().unwrap_or("")),
+                    ("key_type", key_type),
+                ],
+                1,
+            )?;
+        }
+    }
+    let state = "acmekeep_target_state";
+    family(
+        out,
+        state,
+        "gauge",
+        "Where each target stands (1, in the state label): valid, due, failing, deferred (the CA asked to wait), missing (never obtained) or invalid (its file cannot be used).",
+    )?;
+    for r in &rows {
+        series(
+            out,
+            state,
+            &[
+                ("target", r.file),
+                ("name", r.name()),
+                ("state", r.state.as_str()),
+            ],
+            1,
+        )?;
+    }
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_target_consecutive_failures",
+            "Failed attempts in a row of each target that needs a certificate.",
+        ),
+        |r| Some(r.failures),
+    )?;
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_target_failing_since_timestamp_seconds",
+            "When the failures of each failing or deferred target began.",
+        ),
+        |r| r.failing_since,
+    )?;
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_target_next_attempt_timestamp_seconds",
+            "Not tried again before this time: each failing or deferred target backing off.",
+        ),
+        |r| r.next_attempt,
+    )?;
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_target_last_attempt_timestamp_seconds",
+            "When each target's last attempt to obtain a certificate ended.",
+        ),
+        |r| r.last_attempt,
+    )?;
+    per_target(
+        out,
+        &rows,
+        (
+            "acmekeep_target_last_success_timestamp_seconds",
+            "When each target last obtained a certificate.",
+        ),
+        |r| r.last_success,
+    )?;
+    let mut counts = crate::monitor::facts::Counts::default();
+    for r in &rows {
+        counts.add(r.state);
+    }
+    drop(rows);
+    let targets = "acmekeep_targets";
+    family(out, targets, "gauge", "Targets in each state.")?;
+    for (s, n) in counts.all() {
+        series(out, targets, &[("state", s.as_str())], n)?;
+    }
+    write_run(out, facts)
+}
+
+/// The families of the last run and of all runs.
+fn write_run(out: &mut impl Write, facts: &Facts) -> io::Result<()> {
+    let Some(run) = &facts.last_run else {
+        return Ok(());
+    };
+    let gauge = |out: &mut _, name: &str, help: &str, v: &dyn std::fmt::Display| {
+        family(out, name, "gauge", help).and_then(|()| series(out, name, &[], v))
+    };
+    if let Some(start) = run.started_at {
+        gauge(
+            out,
+            "acmekeep_last_run_start_timestamp_seconds",
+            "When the last reconcile run started.",
+            &start.unix_timestamp(),
+        )?;
+    }
+    gauge(
+        out,
+        "acmekeep_last_run_duration_seconds",
+        "How long the last reconcile run took.",
+        &format_args!("{:.3}", run.duration_seconds),
+    )?;
+    gauge(
+        out,
+        "acmekeep_last_run_success",
+        "Whether the last reconcile run left every target satisfied or deferred (1) or not (0).",
+        &u8::from(run.success),
+    )?;
+    let c = &run.counts;
+    gauge(
+        out,
+        "acmekeep_last_run_orders",
+        "Orders the CAs accepted in the last run.",
+        &c.orders,
+    )?;
+    gauge(
+        out,
+        "acmekeep_last_run_ca_requests",
+        "Requests the last run sent to CAs.",
+        &c.ca_requests,
+    )?;
+    gauge(
+        out,
+        "acmekeep_last_run_certificates",
+        "Certificates the last run obtained.",
+        &c.certificates,
+    )?;
+    errors(
+        out,
+        ("acmekeep_last_run_errors", "gauge"),
+        "Errors of the last run by kind: invalid_target, backing_off (not retried yet after failures), ca (the CA refused), rate_limited, other (network, local).",
+        &c.errors,
+    )?;
+    let t = &run.totals;
+    let counter = |out: &mut _, name: &str, help: &str, v: u64| {
+        family(out, name, "counter", help).and_then(|()| series(out, name, &[], v))
+    };
+    counter(
+        out,
+        "acmekeep_runs_total",
+        "Reconcile runs recorded.",
+        t.runs,
+    )?;
+    counter(
+        out,
+        "acmekeep_orders_total",
+        "Orders the CAs accepted, over all runs.",
+        t.counts.orders,
+    )?;
+    counter(
+        out,
+        "acmekeep_ca_requests_total",
+        "Requests sent to CAs, over all runs.",
+        t.counts.ca_requests,
+    )?;
+    counter(
+        out,
+        "acmekeep_certificates_obtained_total",
+        "Certificates obtained, over all runs.",
+        t.counts.certificates,
+    )?;
+    errors(
+        out,
+        ("acmekeep_errors_total", "counter"),
+        "Errors by kind, over all runs.",
+        &t.counts.errors,
+    )
+}
+
+/// An errors-by-kind family: every kind, zeros included, so a rate or a comparison never
+/// meets a missing series.
+fn errors(
+    out: &mut impl Write,
+    (name, kind): (&str, &str),
+    help: &str,
+    counts: &std::collections::BTreeMap<String, u64>,
+) -> io::Result<()> {
+    family(out, name, kind, help)?;
+    let known = crate::reconcile::ErrorKind::ALL.map(|k| k.as_str());
+    for k in known {
+        series(
+            out,
+            name,
+            &[("kind", k)],
+            counts.get(k).copied().unwrap_or(0),
+        )?;
+    }
+    // Kinds a newer version recorded.
+    for (k, n) in counts.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+        series(out, name, &[("kind", k)], n)?;
+    }
+    Ok(())
+}
+
+/// Writes the metrics to the file at `path` atomically: a hidden temp file in the same
+/// directory (mode 0644 from its first byte, never through a link), fsynced, renamed over
+/// `path`, the directory fsynced. node_exporter reads only `*.prom` files, so it never sees
+/// the temp file; a reader sees the old text or the new, never part of one. Temp files that
+/// an interrupted write left are removed first.
+pub fn write_textfile(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the metrics file path names no file",
+        ));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    remove_leftovers(dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(TEXTFILE_MODE)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = file
+        .set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))
+        .and_then(|()| {
+            let mut w = io::BufWriter::with_capacity(64 * 1024, &file);
+            fill(&mut w)?;
+            w.flush()
+        })
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    crate::store::fs::sync_dir(dir)
+}
+
+/// Removes the temp files (`.<name>.<pid>.tmp`) earlier writes were interrupted in, and
+/// anything but a directory planted under such a name (unlinking never follows a link): one
+/// writer at a time writes a file (the state directory's lock).
+fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let leftover = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if leftover && e.file_type().is_ok_and(|t| !t.is_dir()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(value: &str) -> String {
+        let mut out = Vec::new();
+        escaped(&mut out, value).expect("write");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("plain.example.org"), "plain.example.org");
+        assert_eq!(label(r#"a"b"#), r#"a\"b"#);
+        assert_eq!(label(r"a\b"), r"a\\b");
+        assert_eq!(label("a\nb"), r"a\nb");
+        assert_eq!(label("\\\"\n"), r#"\\\"\n"#);
+        assert_eq!(label("ünïcode"), "ünïcode");
+    }
+
+    #[test]
+    fn a_series_line() {
+        let mut out = Vec::new();
+        series(&mut out, "m", &[("a", "x\"y"), ("b", "")], 1.5).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "m{a=\"x\\\"y\",b=\"\"} 1.5\n"
+        );
+        let mut out = Vec::new();
+        series(&mut out, "m", &[], 7).expect("write");
+        assert_eq!(String::from_utf8(out).expect("utf-8"), "m 7\n");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("acmekeep.prom");
+        write_textfile(&path, |w| w.write_all(b"old 1\n")).expect("first write");
+        // A write that fails half-way (a full disk, a killed writer's last act).
+        let failed = write_textfile(&path, |w| {
+            w.write_all(b"new 1\npartial")?;
+            Err(io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "old 1\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["acmekeep.prom"], "no temp file left");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_write_are_removed_and_links_never_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("acmekeep.prom");
+        // A killed writer's temp file, and a link someone planted at our temp name.
+        std::fs::write(dir.path().join(".acmekeep.prom.4242.tmp"), "partial").expect("write");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").expect("write");
+        let ours = dir
+            .path()
+            .join(format!(".acmekeep.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &ours).expect("symlink");
+        write_textfile(&path, |w| w.write_all(b"m 1\n")).expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "m 1\n");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["acmekeep.prom", "victim"]);
+    }
+}
