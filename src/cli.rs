@@ -242,7 +242,7 @@ pub enum Command {
     /// Show targets, their live certificates, expiry, renewal time and last error.
     Status(StatusArgs),
     /// Print Prometheus metrics from the state directory (what each run writes to
-    /// --metrics-file; doc/metrics.md).
+    /// --metrics-file; doc/monitoring.md).
     Metrics,
     /// Remove names from every target (targets left without names are deleted).
     Unwant(UnwantArgs),
