@@ -124,6 +124,9 @@ pub struct Loaded {
     pub summaries: plan::CertSet,
     /// The CA's renewal windows by certificate id.
     pub ari: BTreeMap<String, AriRecord>,
+    /// conf/target's `monitor` section, as the run read it (so that what comes after the
+    /// run does not read conf/target again).
+    pub monitor: Option<crate::target::RawMonitor>,
 }
 
 /// What kind of error a target (or the run) met, as counted in the run record.
@@ -283,6 +286,8 @@ pub async fn run<C: Connector>(
     now: OffsetDateTime,
 ) -> Result<Report> {
     let defaults = store.load_defaults().map_err(crate::exit::config_error)?;
+    let mut report = Report::default();
+    report.loaded.monitor = defaults.monitor.clone();
     let started = std::time::Instant::now();
     let (targets, broken, mut inv) = store.load_all(&defaults)?;
     tracing::debug!(
@@ -304,7 +309,6 @@ pub async fn run<C: Connector>(
             tracing::warn!("desired/{}: {w}", t.file);
         }
     }
-    let mut report = Report::default();
     for b in broken {
         let error = crate::cause::render(&b.error);
         report.loaded.broken.push((b.file.clone(), error.clone()));

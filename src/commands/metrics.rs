@@ -56,7 +56,8 @@ pub fn after_run(settings: &Settings, store: &Store, end: RunEnd) {
     if let Err(e) = recorded {
         eprintln!("acmekeep: warning: cannot record the run: {e:#}");
     }
-    let path = match textfile_path(settings, store) {
+    let read = end.loaded.as_ref().map(|l| l.monitor.clone());
+    let path = match textfile_path(settings, store, read) {
         Ok(Some(path)) => path,
         Ok(None) => return,
         Err(e) => {
@@ -87,14 +88,21 @@ pub fn after_run(settings: &Settings, store: &Store, end: RunEnd) {
     }
 }
 
-/// The configured textfile: `--metrics-file`, else conf/target's `monitor.metrics-file`.
-fn textfile_path(settings: &Settings, store: &Store) -> Result<Option<PathBuf>> {
+/// The configured textfile: `--metrics-file`, else conf/target's `monitor.metrics-file`
+/// (`monitor`: that section as the run read it; `None`: conf/target is read now).
+fn textfile_path(
+    settings: &Settings,
+    store: &Store,
+    monitor: Option<Option<crate::target::RawMonitor>>,
+) -> Result<Option<PathBuf>> {
     if let Some(p) = &settings.metrics_file {
         return Ok(Some(p.clone()));
     }
-    let conf = store.raw_conf_target()?;
-    let Some(text) = conf
-        .monitor
+    let monitor = match monitor {
+        Some(m) => m,
+        None => store.raw_conf_target()?.monitor,
+    };
+    let Some(text) = monitor
         .and_then(|m| m.metrics_file)
         .filter(|p| !p.trim().is_empty())
     else {

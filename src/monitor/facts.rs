@@ -191,6 +191,7 @@ impl<'s> Facts<'s> {
                 broken,
                 summaries,
                 ari,
+                monitor: defaults.monitor,
             },
             now,
         ))
