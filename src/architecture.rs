@@ -34,7 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["world", "interact"],
     &["plan", "ari"],
-    &["reconcile", "account"],
+    &["reconcile", "account", "monitor"],
     &[
         "settings",
         "cli",

@@ -121,7 +121,7 @@ pub struct Loaded {
     /// The target files that cannot be used, by file name, with why.
     pub broken: Vec<(String, String)>,
     /// Every complete certificate, those obtained in the run included.
-    pub summaries: plan::CertSet,
+    pub summaries: crate::cert::CertSet,
     /// The CA's renewal windows by certificate id.
     pub ari: BTreeMap<String, AriRecord>,
     /// conf/target's `monitor` section, as the run read it (so that what comes after the

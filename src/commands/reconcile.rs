@@ -259,6 +259,7 @@ mod tests {
                 vec!["f.example".into(), "www.f.example".into()],
                 datetime!(2027-05-01 00:00 UTC),
             )],
+            ..Report::default()
         };
         let expected = [
             Line::Out("obtained the certificate of an interrupted earlier order for f.example, www.f.example (certs/w), valid until 2027-05-01T00:00:00Z".into()),

@@ -16,7 +16,8 @@ use anyhow::Result;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::plan::{self, CertSummary};
+use crate::cert::CertSummary;
+use crate::plan;
 use crate::reconcile::Loaded;
 use crate::store::run::RunRecord;
 use crate::store::{Store, TargetRecord};

@@ -16,8 +16,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::cert::CertSummary;
 use crate::monitor::facts::{Facts, TargetFacts, TargetState};
-use crate::plan::CertSummary;
 use crate::target::Target;
 
 /// Mode of the textfile: node_exporter runs as another user.
