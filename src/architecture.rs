@@ -35,14 +35,7 @@ const LAYERS: &[&[&str]] = &[
     &["world", "interact"],
     &["plan", "ari"],
     &["reconcile", "account", "monitor"],
-    &[
-        "settings",
-        "cli",
-        "manual",
-        "commands",
-        "system",
-        "redirector",
-    ],
+    &["settings", "cli", "manual", "commands", "system"],
     &["fuzz"],
 ];
 

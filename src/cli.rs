@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::redirector::RedirectStatus;
+use crate::challenge::redirector::RedirectStatus;
 
 /// Shown under each command's `--help`, where the global options are not repeated.
 const GLOBAL_OPTIONS_POINTER: &str = "Global options (--state, --batch, --hooks, -v, -q, --wait, ...) \

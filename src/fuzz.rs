@@ -333,11 +333,13 @@ pub fn redirector(data: &[u8]) -> String {
     };
     let mut out = Vec::new();
     for code in [301, 302, 307, 308] {
-        let Some(status) = crate::redirector::RedirectStatus::new(code) else {
+        let Some(status) = crate::challenge::redirector::RedirectStatus::new(code) else {
             continue;
         };
-        let rsp = crate::redirector::respond(&req, status, |token| {
-            crate::redirector::Lookup::Found(bytes::Bytes::from(format!("{token}.thumbprint")))
+        let rsp = crate::challenge::redirector::respond(&req, status, |token| {
+            crate::challenge::redirector::Lookup::Found(bytes::Bytes::from(format!(
+                "{token}.thumbprint"
+            )))
         });
         out.push(format!(
             "{} {:?}",

@@ -27,7 +27,6 @@ pub mod monitor;
 pub mod name;
 pub mod plan;
 pub mod reconcile;
-pub mod redirector;
 pub mod settings;
 pub mod store;
 pub mod system;

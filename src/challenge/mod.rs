@@ -12,10 +12,15 @@
 //! waits for propagation made a three-name order take three times as long. Here the hooks of
 //! all the order's names run at the same time, and share one deadline (the hook timeout,
 //! counted from the start of the presentation; the same again for the cleanup).
+//!
+//! The servers strangers connect to live here too: the built-in http-01 [`listener`], the
+//! [`tlsalpn`] responder and the port-80 [`redirector`] daemon. They share one hardened
+//! accept loop ([`accept`]) and its connection [`slots`].
 
 pub mod accept;
 pub mod dns;
 pub mod listener;
+pub mod redirector;
 pub mod selftest;
 pub mod slots;
 pub mod tlsalpn;

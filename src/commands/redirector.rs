@@ -1,20 +1,23 @@
 //! `acmekeep redirector`: the port-80 daemon of acmetool's redirector method (see
-//! `crate::redirector`). Resolves the flags, binds, drops root, serves until SIGTERM/SIGINT.
+//! `crate::challenge::redirector`). Resolves the flags (the challenge directory from
+//! `conf/target` when `--path` is not given), binds, drops root, serves until SIGTERM/SIGINT.
 //!
 //! The order matters: everything that can be a configuration error (exit 2) is checked before
 //! any socket is bound; the sockets are bound before privileges are dropped (port 80 needs
 //! them); `--challenge-gid` is applied while still root; and the async runtime, with its
 //! threads, only starts once the process runs as the unprivileged user.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::challenge::redirector::{self, BindSpec, Config};
 use crate::cli::RedirectorArgs;
 use crate::exit::config_error;
-use crate::redirector::{self, BindSpec, Config};
 use crate::settings::Settings;
 use crate::system::privileges;
+use crate::target::DEFAULT_WEBROOT;
 
 /// One of two spellings of the same setting; both given and different is an error.
 fn either<'a>(
@@ -59,7 +62,7 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
         .map_err(config_error)?;
     let challenge_dir = match &args.path {
         Some(p) => p.clone(),
-        None => redirector::default_challenge_dir(&settings.state_dir).map_err(config_error)?,
+        None => default_challenge_dir(&settings.state_dir).map_err(config_error)?,
     };
     let binds = args
         .bind
@@ -118,4 +121,66 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
         redirector::serve(listeners, config, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The challenge directory when `--path` is not given: the first `webroot-paths` entry of
+/// `conf/target`, else its `default-webroot` (acmekeep's replacement for the fixed directory),
+/// else `/var/run/acme/acme-challenge`. A missing state directory gives the default. Only
+/// `conf/target` (and acmetool's legacy `conf/webroot-path`) is read: no lock, no keys.
+pub fn default_challenge_dir(state_dir: &Path) -> Result<PathBuf> {
+    if !state_dir.is_dir() {
+        return Ok(PathBuf::from(DEFAULT_WEBROOT));
+    }
+    let store = crate::store::Store::open_read_only(state_dir)?;
+    let defaults = store
+        .load_defaults()
+        .with_context(|| format!("reading {}", state_dir.join("conf/target").display()))?;
+    let challenge = defaults.request.and_then(|r| r.challenge);
+    let webroot = challenge.as_ref().and_then(|c| {
+        c.webroot_paths
+            .iter()
+            .flatten()
+            .find(|p| !p.trim().is_empty())
+            .cloned()
+            .or_else(|| c.default_webroot.clone().filter(|p| !p.is_empty()))
+    });
+    Ok(match webroot {
+        Some(p) => {
+            let trimmed = p.trim_end_matches('/');
+            PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed })
+        }
+        None => PathBuf::from(DEFAULT_WEBROOT),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_challenge_dir_follows_conf_target() {
+        let d = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            default_challenge_dir(&d.path().join("no-state")).expect("ok"),
+            Path::new(DEFAULT_WEBROOT)
+        );
+        std::fs::create_dir(d.path().join("conf")).expect("mkdir");
+        assert_eq!(
+            default_challenge_dir(d.path()).expect("ok"),
+            Path::new(DEFAULT_WEBROOT)
+        );
+        let write = |yaml: &str| std::fs::write(d.path().join("conf/target"), yaml).expect("write");
+        write("request:\n  challenge:\n    webroot-paths: [/srv/www/acme/, /b]\n");
+        assert_eq!(
+            default_challenge_dir(d.path()).expect("ok"),
+            Path::new("/srv/www/acme")
+        );
+        write("request:\n  challenge:\n    default-webroot: /run/x\n");
+        assert_eq!(
+            default_challenge_dir(d.path()).expect("ok"),
+            Path::new("/run/x")
+        );
+        write("request: [not, a, map\n");
+        assert!(default_challenge_dir(d.path()).is_err());
+    }
 }

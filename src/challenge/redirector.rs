@@ -14,8 +14,8 @@
 //! Running as root is refused unless the caller names an unprivileged user: the process binds
 //! its sockets first ([`bind`]), then `system::privileges` drops root for good. The redirector
 //! never takes the state directory lock and never reads a key: it needs nothing from the state
-//! directory except, when no path is given, the first webroot of `conf/target`
-//! ([`default_challenge_dir`]). Its systemd unit is rendered by `system::units`.
+//! directory except, when no path is given, the first webroot of `conf/target` (read by the
+//! command, `commands::redirector`). Its systemd unit is rendered by `system::units`.
 
 use std::fmt;
 use std::fs::File;
@@ -37,7 +37,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::challenge::accept;
 use crate::challenge::slots::{Slot, Slots};
-use crate::target::DEFAULT_WEBROOT;
 
 /// The challenge path prefix (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -394,36 +393,6 @@ pub fn read_challenge(dir: &Path, token: &str) -> Result<Lookup, ChallengeFileEr
         return Err(ChallengeFileError::TooLarge(path));
     }
     Ok(Lookup::Found(Bytes::from(buf)))
-}
-
-/// The challenge directory when `--path` is not given: the first `webroot-paths` entry of
-/// `conf/target`, else its `default-webroot` (acmekeep's replacement for the fixed directory),
-/// else `/var/run/acme/acme-challenge`. A missing state directory gives the default. Only
-/// `conf/target` (and acmetool's legacy `conf/webroot-path`) is read: no lock, no keys.
-pub fn default_challenge_dir(state_dir: &Path) -> Result<PathBuf> {
-    if !state_dir.is_dir() {
-        return Ok(PathBuf::from(DEFAULT_WEBROOT));
-    }
-    let store = crate::store::Store::open_read_only(state_dir)?;
-    let defaults = store
-        .load_defaults()
-        .with_context(|| format!("reading {}", state_dir.join("conf/target").display()))?;
-    let challenge = defaults.request.and_then(|r| r.challenge);
-    let webroot = challenge.as_ref().and_then(|c| {
-        c.webroot_paths
-            .iter()
-            .flatten()
-            .find(|p| !p.trim().is_empty())
-            .cloned()
-            .or_else(|| c.default_webroot.clone().filter(|p| !p.is_empty()))
-    });
-    Ok(match webroot {
-        Some(p) => {
-            let trimmed = p.trim_end_matches('/');
-            PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed })
-        }
-        None => PathBuf::from(DEFAULT_WEBROOT),
-    })
 }
 
 /// One `--bind` value.
@@ -1074,32 +1043,5 @@ mod tests {
         let listeners = bind(&[BindSpec::Any(port)]).expect("bind :port");
         assert!(!listeners.is_empty());
         std::net::TcpStream::connect(("127.0.0.1", port)).expect("IPv4 reachable");
-    }
-
-    #[test]
-    fn default_challenge_dir_follows_conf_target() {
-        let d = tempfile::tempdir().expect("tempdir");
-        assert_eq!(
-            default_challenge_dir(&d.path().join("no-state")).expect("ok"),
-            Path::new(DEFAULT_WEBROOT)
-        );
-        std::fs::create_dir(d.path().join("conf")).expect("mkdir");
-        assert_eq!(
-            default_challenge_dir(d.path()).expect("ok"),
-            Path::new(DEFAULT_WEBROOT)
-        );
-        let write = |yaml: &str| std::fs::write(d.path().join("conf/target"), yaml).expect("write");
-        write("request:\n  challenge:\n    webroot-paths: [/srv/www/acme/, /b]\n");
-        assert_eq!(
-            default_challenge_dir(d.path()).expect("ok"),
-            Path::new("/srv/www/acme")
-        );
-        write("request:\n  challenge:\n    default-webroot: /run/x\n");
-        assert_eq!(
-            default_challenge_dir(d.path()).expect("ok"),
-            Path::new("/run/x")
-        );
-        write("request: [not, a, map\n");
-        assert!(default_challenge_dir(d.path()).is_err());
     }
 }
