@@ -604,8 +604,10 @@ fn plan_hooks(
     if !is_root && !writable(&dir) {
         return Ok(HooksPlan::Skip { dir });
     }
-    let haproxy = !dir.join(HookName::Haproxy.file_name()).exists()
-        && confirm(
+    // A haproxy hook that exists is kept up to date like the reload hook (replaced when it
+    // carries the managed marker, acmetool's own included); the question is for a new one.
+    let haproxy = dir.join(HookName::Haproxy.file_name()).exists()
+        || confirm(
             io,
             expert,
             "acmetool-quickstart-install-haproxy-script",

@@ -345,6 +345,39 @@ fn batch_quickstart_changes_nothing_until_every_question_has_an_answer() {
 }
 
 #[test]
+fn quickstart_replaces_acmetools_managed_haproxy_hook_and_keeps_an_edited_one() {
+    // A machine acmetool set up: its managed reload and haproxy hooks. Both are replaced (the
+    // Debian package's postinst tells the administrator quickstart will), whatever the
+    // haproxy question says, which is only about installing a missing hook.
+    let acmetools =
+        "#!/bin/sh\n## This file was installed by acmetool.\n##!acmetool-managed!##\nexit 42\n";
+    for (existing, replaced) in [(acmetools, true), ("#!/bin/sh\n# mine\nexit 42\n", false)] {
+        let s = setup();
+        std::fs::create_dir_all(s.state.hooks_dir()).expect("mkdir");
+        for hook in ["reload", "haproxy"] {
+            std::fs::write(s.state.hooks_dir().join(hook), acmetools).expect("hook");
+        }
+        std::fs::write(s.state.hooks_dir().join("haproxy"), existing).expect("hook");
+        s.state.write(
+            "conf/responses",
+            responses(&s, "acmetool-quickstart-install-haproxy-script: false\n"),
+        );
+        let run = quickstart(&s);
+        run.assert_success();
+        let haproxy = std::fs::read_to_string(s.state.hooks_dir().join("haproxy")).expect("hook");
+        let reload = std::fs::read_to_string(s.state.hooks_dir().join("reload")).expect("hook");
+        assert!(reload.contains("acmekeep"), "{reload}");
+        if replaced {
+            assert!(haproxy.contains("acmekeep"), "{haproxy}");
+            run.assert_stderr_contains("Updated the haproxy hook");
+        } else {
+            assert_eq!(haproxy, existing);
+            run.assert_stderr_contains("Kept");
+        }
+    }
+}
+
+#[test]
 fn quickstart_leaves_an_acmetool_job_for_another_state_dir_and_names_it() {
     let s = setup();
     std::fs::create_dir_all(s.root.join("etc/cron.d")).expect("mkdir");
