@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use crate::acme::Window;
 use crate::cert::CertSummary;
 
 /// Shortest and longest wait before asking the CA again, whatever its Retry-After says
@@ -18,17 +19,6 @@ use crate::cert::CertSummary;
 pub const MIN_RECHECK: Duration = Duration::minutes(1);
 /// See [`MIN_RECHECK`]. Let's Encrypt asks clients to look at least twice a day.
 pub const MAX_RECHECK: Duration = Duration::hours(12);
-
-/// A suggested renewal window (`suggestedWindow`), both ends inclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    /// Start of the window.
-    #[serde(with = "time::serde::rfc3339")]
-    pub start: OffsetDateTime,
-    /// End of the window.
-    #[serde(with = "time::serde::rfc3339")]
-    pub end: OffsetDateTime,
-}
 
 /// What the CA last said about one certificate, kept in `.acmekeep/ari/<cert id>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -219,7 +219,7 @@ pub fn problem(data: &[u8]) -> String {
             let bad_nonce = crate::acme::instant::is_bad_nonce(&e);
             let err = crate::acme::instant::ca_error("fuzz", e);
             let text = err.to_string();
-            let retry = crate::plan::retry_after_in(&text);
+            let retry = crate::acme::pace::retry_after_in(&text);
             out.push(format!(
                 "limited={limited} bad_nonce={bad_nonce} retry={retry:?} {text}"
             ));

@@ -4,7 +4,7 @@
 //! Design overview: parse the command line into [`settings::Settings`]; the [`commands`] glue opens the
 //! [`store`] (under its crash-proof lock), loads [`target`]s and the inventory once, asks the
 //! pure [`plan`]ner what to do at `now`, and [`reconcile`] carries it out through the
-//! [`acme::Issuer`] and [`challenge::Responder`] seams. Nothing below `commands` reads the
+//! [`acme::Issuer`] and [`acme::Responder`] seams. Nothing below `commands` reads the
 //! clock or the environment or prints to stdout.
 
 pub mod acme;

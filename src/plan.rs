@@ -144,28 +144,6 @@ pub fn deferral_outlives(
         .then_some(best.not_after)
 }
 
-/// Finds the time in a CA's "retry after <time>" explanation (Let's Encrypt writes
-/// `retry after 2026-11-23 07:00:00 UTC`; RFC 3339 is accepted too).
-pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
-    let lower = text.to_ascii_lowercase();
-    let at = lower.find("retry after ")? + "retry after ".len();
-    let rest = text.get(at..)?;
-    let rfc3339: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ';' | ')'))
-        .collect();
-    let rfc3339 = rfc3339.trim_end_matches('.');
-    if let Ok(t) = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
-        return Some(t);
-    }
-    let le = rest.get(..23)?; // "2026-11-23 07:00:00 UTC"
-    let fmt =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    time::PrimitiveDateTime::parse(le, &fmt)
-        .ok()
-        .map(|t| t.assume_utc())
-}
-
 /// Orders targets for the disjunction: priority (high first), then number of names (more
 /// first), then file name, so equal targets are resolved the same way every run.
 pub fn disjunction_order(targets: &[Target]) -> Vec<usize> {
@@ -309,7 +287,7 @@ mod tests {
     fn ari_window_outranks_local_rule() {
         let t = target("t", "satisfy:\n  names: [a.b]\n");
         let c = cert("c", &["a.b"], T0, 90);
-        let window = |s: i64, e: i64| crate::ari::Window {
+        let window = |s: i64, e: i64| crate::acme::Window {
             start: T0 + Duration::days(s),
             end: T0 + Duration::days(e),
         };
@@ -598,17 +576,6 @@ mod tests {
             T0 + MAX_CA_DEFERRAL,
             "a CA's time years ahead is not believed"
         );
-    }
-
-    #[test]
-    fn retry_after_explanations() {
-        let le = "rateLimited: too many certificates (5) already issued for this exact set of domains in the last 168h0m0s, retry after 2026-11-23 07:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/";
-        assert_eq!(retry_after_in(le), Some(datetime!(2026-11-23 07:00 UTC)));
-        assert_eq!(
-            retry_after_in("rateLimited: retry after 2026-11-23T07:00:00Z."),
-            Some(datetime!(2026-11-23 07:00 UTC))
-        );
-        assert_eq!(retry_after_in("rateLimited: slow down"), None);
     }
 
     #[test]

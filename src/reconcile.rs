@@ -15,6 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
+use crate::acme::ChallengeKind;
 use crate::acme::{AcmeError, Ca, Chains, EabCredentials, Issuer, OrderOptions, Registration};
 use crate::ari::{self, AriRecord};
 use crate::cert::{self, CertSummary};
@@ -26,7 +27,7 @@ use crate::interact::{Interaction, Kind, Question, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
 use crate::plan;
 use crate::store::{AccountRecord, Backoff, CertState, Inventory, Store};
-use crate::target::{ChallengeKind, RawTarget, Target};
+use crate::target::{RawTarget, Target};
 
 /// Settings of one reconcile run.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::acme::EabCredentials;
+use crate::acme::{ChallengeKind, EabCredentials};
 use crate::challenge::dns::settings::RawDns01;
 use crate::keys::{KeyFamily, KeySpec};
 use crate::name::Hostname;
@@ -352,28 +352,6 @@ impl RawTarget {
             provider: pick(&self.provider, &base.provider),
             // Read from conf/target only, never inherited.
             monitor: self.monitor.clone(),
-        }
-    }
-}
-
-/// A challenge type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ChallengeKind {
-    /// http-01 (RFC 8555 §8.3).
-    Http01,
-    /// dns-01 (RFC 8555 §8.4).
-    Dns01,
-    /// tls-alpn-01 (RFC 8737).
-    TlsAlpn01,
-}
-
-impl ChallengeKind {
-    /// The RFC name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ChallengeKind::Http01 => "http-01",
-            ChallengeKind::Dns01 => "dns-01",
-            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
         }
     }
 }

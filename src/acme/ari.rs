@@ -13,9 +13,9 @@ use std::time::Duration;
 use instant_acme::{Account, CertificateIdentifier, Identifier, NewOrder, Order};
 
 use super::AcmeError;
+use super::Window;
 use super::http::CaHttp;
 use super::instant::{NONCE_ATTEMPTS, ca_error, is_bad_nonce, rate_limit_pause};
-use crate::ari::Window;
 
 /// instant-acme's form of an ARI id (`<AKI>.<serial>`, both already base64url).
 fn identifier(ari_id: &str) -> Option<CertificateIdentifier<'static>> {

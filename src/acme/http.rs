@@ -783,7 +783,7 @@ fn problem_document(
     doc.entry("status").or_insert(status.as_u16().into());
     if let Some(at) = retry_at {
         let detail = doc.get("detail").and_then(|d| d.as_str()).unwrap_or("");
-        if crate::plan::retry_after_in(detail).is_none() {
+        if super::pace::retry_after_in(detail).is_none() {
             // Whole seconds, rounded up: never earlier than the CA's time.
             let at = time::OffsetDateTime::from(at);
             let at = match at.replace_nanosecond(0) {
@@ -1020,7 +1020,7 @@ mod tests {
             "too many new orders (retry after 2026-11-23T12:00:31Z)"
         );
         assert_eq!(
-            crate::plan::retry_after_in(&detail(limited)),
+            crate::acme::pace::retry_after_in(&detail(limited)),
             Some(time::macros::datetime!(2026-11-23 12:00:31 UTC))
         );
         assert_eq!(

@@ -28,10 +28,9 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use super::http::CaHttp;
 use super::jws::{AccountSigner, ForeignKey};
 use super::{AcmeError, Ca, Chains, DirectoryMeta, Issued, Issuer, OrderOptions, Registration};
-use crate::challenge::{Challenge, Responder};
+use super::{Challenge, ChallengeKind, Responder};
 use crate::keys::first_private_key_der;
 use crate::name::Hostname;
-use crate::target::ChallengeKind;
 
 /// How long to wait for the CA to validate and to issue. Polling starts after 10 ms and
 /// doubles (10, 20, 40 … ms: seven polls in the first 1.3 s, one fewer than starting at 25 ms
@@ -318,7 +317,7 @@ pub(crate) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
             let text = format!("{context}: {}", describe_problem(&p));
             // An overloaded CA (503) counts only when it said when to come back.
             let limited = super::pace::asks_to_slow_down(p.status, p.r#type.as_deref())
-                && (p.status != Some(503) || crate::plan::retry_after_in(&text).is_some());
+                && (p.status != Some(503) || super::pace::retry_after_in(&text).is_some());
             if limited {
                 AcmeError::RateLimited(text)
             } else {
@@ -825,8 +824,7 @@ impl Issuer for InstantSession {
             match proved {
                 Err(AcmeError::Other(e))
                     if fresh_orders > 0
-                        && e.downcast_ref::<crate::challenge::UnusableChallenge>()
-                            .is_some() =>
+                        && e.downcast_ref::<super::UnusableChallenge>().is_some() =>
                 {
                     fresh_orders -= 1;
                     tracing::info!("{e:#}; ordering again for another challenge");
@@ -872,7 +870,7 @@ impl Issuer for InstantSession {
     async fn renewal_info(
         &self,
         ari_id: &str,
-    ) -> Result<Option<(crate::ari::Window, Duration)>, AcmeError> {
+    ) -> Result<Option<(super::Window, Duration)>, AcmeError> {
         super::ari::renewal_info(&self.account, ari_id).await
     }
 

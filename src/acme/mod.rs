@@ -13,11 +13,13 @@ pub mod jws;
 pub mod nonces;
 pub mod pace;
 pub mod persist;
+pub mod types;
 pub mod vet;
+
+pub use types::{BoxFuture, Challenge, ChallengeKind, Responder, UnusableChallenge, Window};
 
 use std::future::Future;
 
-use crate::challenge::Responder;
 use crate::name::Hostname;
 
 /// What the directory tells us before we have an account.
@@ -244,7 +246,7 @@ pub trait Issuer: Send + Sync {
     fn renewal_info(
         &self,
         ari_id: &str,
-    ) -> impl Future<Output = Result<Option<(crate::ari::Window, std::time::Duration)>, AcmeError>> + Send;
+    ) -> impl Future<Output = Result<Option<(Window, std::time::Duration)>, AcmeError>> + Send;
 
     /// RFC 7638 thumbprint of the account key.
     fn thumbprint(&self) -> String;

@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use time::OffsetDateTime;
+
 /// Longest pause waited out within a run (Let's Encrypt's new-order limit refills one order
 /// every 36 seconds).
 pub const MAX_IN_RUN_WAIT: Duration = Duration::from_secs(60);
@@ -66,7 +68,7 @@ pub fn slow_down_until(
         .and_then(|v| parse_retry_after(v, now))
         .or_else(|| {
             let detail = problem.get("detail")?.as_str()?;
-            let at = crate::plan::retry_after_in(detail)?;
+            let at = retry_after_in(detail)?;
             Some(
                 SystemTime::from(at)
                     .duration_since(now)
@@ -146,9 +148,43 @@ impl Pauses {
     }
 }
 
+/// Finds the time in a CA's "retry after <time>" explanation (Let's Encrypt writes
+/// `retry after 2026-11-23 07:00:00 UTC`; RFC 3339 is accepted too).
+pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("retry after ")? + "retry after ".len();
+    let rest = text.get(at..)?;
+    let rfc3339: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ';' | ')'))
+        .collect();
+    let rfc3339 = rfc3339.trim_end_matches('.');
+    if let Ok(t) = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        return Some(t);
+    }
+    let le = rest.get(..23)?; // "2026-11-23 07:00:00 UTC"
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::PrimitiveDateTime::parse(le, &fmt)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn retry_after_explanations() {
+        let le = "rateLimited: too many certificates (5) already issued for this exact set of domains in the last 168h0m0s, retry after 2026-11-23 07:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/";
+        assert_eq!(retry_after_in(le), Some(datetime!(2026-11-23 07:00 UTC)));
+        assert_eq!(
+            retry_after_in("rateLimited: retry after 2026-11-23T07:00:00Z."),
+            Some(datetime!(2026-11-23 07:00 UTC))
+        );
+        assert_eq!(retry_after_in("rateLimited: slow down"), None);
+    }
 
     fn t0() -> SystemTime {
         // 2026-11-23T12:00:00Z

@@ -263,8 +263,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::acme::Responder;
     use crate::acme::{Chains, DirectoryMeta, Issued, Issuer, OrderOptions, Registration};
-    use crate::challenge::Responder;
     use crate::name::Hostname;
     use crate::store::lock::StateLock;
 
@@ -335,7 +335,7 @@ mod tests {
         async fn renewal_info(
             &self,
             _: &str,
-        ) -> Result<Option<(crate::ari::Window, std::time::Duration)>, AcmeError> {
+        ) -> Result<Option<(crate::acme::Window, std::time::Duration)>, AcmeError> {
             Ok(None)
         }
         async fn fetch_order_certificate(

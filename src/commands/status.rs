@@ -594,7 +594,7 @@ mod tests {
             datetime!(2026-12-20 00:00 UTC),
             datetime!(2027-03-20 00:00 UTC),
         );
-        let window = crate::ari::Window {
+        let window = crate::acme::Window {
             start: datetime!(2027-03-05 00:00 UTC),
             end: datetime!(2027-03-07 00:00 UTC),
         };

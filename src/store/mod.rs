@@ -1318,7 +1318,7 @@ impl Store {
                         crate::plan::next_attempt(
                             now,
                             rec.failures,
-                            crate::plan::retry_after_in(&e),
+                            crate::acme::pace::retry_after_in(&e),
                         )
                     })
                     .and_then(rfc3339);

@@ -1,0 +1,99 @@
+//! The protocol's vocabulary, shared by the layers above: the challenge types and one
+//! challenge to answer (RFC 8555 §8), the [`Responder`] seam that answers them, and a
+//! renewal window (RFC 9773). It lives here, at the bottom, so that `challenge/`, `target`
+//! and the planner depend on the protocol layer and never the other way round.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A challenge type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChallengeKind {
+    /// http-01 (RFC 8555 §8.3).
+    Http01,
+    /// dns-01 (RFC 8555 §8.4).
+    Dns01,
+    /// tls-alpn-01 (RFC 8737).
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// The RFC name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// One challenge to answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// Its type.
+    pub kind: ChallengeKind,
+    /// The authorization's identifier (for a wildcard order, the base name without `*.`).
+    pub identifier: String,
+    /// Whether the authorization is for a wildcard name.
+    pub wildcard: bool,
+    /// The challenge token (validated base64url).
+    pub token: String,
+    /// `token.thumbprint`.
+    pub key_authorization: String,
+}
+
+impl Challenge {
+    /// The dns-01 TXT value: base64url(SHA-256(key authorization)).
+    pub fn dns_value(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            self.key_authorization.as_bytes(),
+        );
+        data_encoding::BASE64URL_NOPAD.encode(digest.as_ref())
+    }
+
+    /// The dns-01 record name.
+    pub fn dns_name(&self) -> String {
+        format!("_acme-challenge.{}", self.identifier)
+    }
+}
+
+/// Boxed future, so the trait can be used as `&dyn Responder`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A challenge a responder will not answer as the CA sent it; another order (with another
+/// authorization and token) may do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnusableChallenge(pub String);
+
+/// Sets up and tears down challenge responses.
+pub trait Responder: Send + Sync {
+    /// Challenge types this responder answers, in order of preference.
+    fn kinds(&self) -> &[ChallengeKind];
+    /// Whether `ch` can be answered as it is, asked before anything is set up.
+    fn usable(&self, _ch: &Challenge) -> Result<(), UnusableChallenge> {
+        Ok(())
+    }
+    /// Makes the responses to all of an order's challenges available, at the same time;
+    /// fails if any could not be set up (the error names each that could not).
+    fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>>;
+    /// Removes the responses, at the same time. Never fails: leftovers are logged.
+    fn cleanup_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, ()>;
+}
+
+/// A suggested renewal window (`suggestedWindow`), both ends inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start of the window.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// End of the window.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+}
