@@ -41,13 +41,6 @@ const LAYERS: &[&[&str]] = &[
 
 /// Edges that break the rules today: (from, to, why it is still there).
 const KNOWN: &[(&str, &str, &str)] = &[
-    ("challenge", "store", "store::fs: moves to files (A8)"),
-    (
-        "challenge",
-        "target",
-        "ChallengeConfig: moves to challenge (A8)",
-    ),
-    ("exit", "store", "LockError: code_for moves up (A8)"),
     ("store", "ari", "AriRecord: moves to the store (C1)"),
     (
         "store",

@@ -3,8 +3,6 @@
 //! 0: everything succeeded. 1: some target failed, or a run-time error. 2: usage or
 //! configuration error. 75 (EX_TEMPFAIL): another process holds the state directory lock.
 
-use std::process::ExitCode;
-
 /// Everything succeeded.
 pub const OK: u8 = 0;
 /// Some target failed, or a run-time error.
@@ -22,24 +20,4 @@ pub struct ConfigError(pub anyhow::Error);
 /// Wraps `e` as a configuration error.
 pub fn config_error(e: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(ConfigError(e.into()))
-}
-
-/// The exit code for a failed command.
-pub fn code_for(err: &anyhow::Error) -> ExitCode {
-    if err
-        .downcast_ref::<crate::store::lock::LockError>()
-        .is_some_and(|e| {
-            matches!(
-                e,
-                crate::store::lock::LockError::Busy { .. }
-                    | crate::store::lock::LockError::Timeout { .. }
-            )
-        })
-    {
-        ExitCode::from(LOCKED)
-    } else if err.downcast_ref::<ConfigError>().is_some() {
-        ExitCode::from(CONFIG)
-    } else {
-        ExitCode::from(FAILED)
-    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::store::fs::Links;
+use crate::files::Links;
 
 /// Largest response file we read.
 const MAX_RESPONSES: u64 = 256 * 1024;
@@ -93,7 +93,7 @@ impl Interaction {
     }
 
     fn load_with(path: Option<&Path>, interactive: bool, links: Links) -> Result<Self> {
-        use crate::store::fs::{read_bounded, read_state_file};
+        use crate::files::{read_bounded, read_state_file};
         let mut me = Interaction {
             interactive,
             ..Default::default()

@@ -16,6 +16,7 @@ pub mod challenge;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hooks;
@@ -77,5 +78,24 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::Completions(a)) => commands::docs::completions(a),
         Some(cli::Command::Manpage) => commands::docs::manpage(),
         None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),
+    }
+}
+
+/// The exit code for a failed command.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    if err
+        .downcast_ref::<store::lock::LockError>()
+        .is_some_and(|e| {
+            matches!(
+                e,
+                store::lock::LockError::Busy { .. } | store::lock::LockError::Timeout { .. }
+            )
+        })
+    {
+        ExitCode::from(exit::LOCKED)
+    } else if err.downcast_ref::<exit::ConfigError>().is_some() {
+        ExitCode::from(exit::CONFIG)
+    } else {
+        ExitCode::from(exit::FAILED)
     }
 }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("acmekeep: {}", acmekeep::cause::render(&e));
-            acmekeep::exit::code_for(&e)
+            acmekeep::exit_code_for(&e)
         }
     }
 }

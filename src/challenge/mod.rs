@@ -18,6 +18,7 @@
 //! accept loop ([`accept`]) and its connection [`slots`].
 
 pub mod accept;
+pub mod config;
 pub mod dns;
 pub mod listener;
 pub mod redirector;
@@ -34,7 +35,7 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::acme::{BoxFuture, Challenge, ChallengeKind, Responder, UnusableChallenge};
 use crate::hooks::{Event, HookRunner};
-use crate::target::{ChallengeConfig, DnsConfig};
+use config::{ChallengeConfig, DnsConfig};
 use listener::TokenMap;
 
 /// The responder for one target: its challenge settings, the run's shared listeners, hooks.

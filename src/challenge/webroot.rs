@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::store::fs::create_dir_all_mode;
+use crate::files::create_dir_all_mode;
 
 /// Writes `<dir>/<token>` (mode 0644, the key authorization with no newline), creating
 /// `dir` with mode 0755. The file is created with O_EXCL after removing any leftover, so a

@@ -146,7 +146,7 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     if method == "webroot"
         && let Some(path) = resolved.challenge.webroot_paths.first()
     {
-        crate::store::fs::create_dir_all_mode(path, 0o755)
+        crate::files::create_dir_all_mode(path, 0o755)
             .with_context(|| format!("creating the webroot {}", path.display()))?;
     }
     if redirector_unit {

@@ -12,12 +12,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::challenge::config::DEFAULT_WEBROOT;
 use crate::challenge::redirector::{self, BindSpec, Config};
 use crate::cli::RedirectorArgs;
 use crate::exit::config_error;
 use crate::settings::Settings;
 use crate::system::privileges;
-use crate::target::DEFAULT_WEBROOT;
 
 /// One of two spellings of the same setting; both given and different is an error.
 fn either<'a>(

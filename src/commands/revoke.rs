@@ -104,10 +104,10 @@ pub fn execute(settings: &Settings, args: &RevokeArgs) -> Result<ExitCode> {
                     "certs/{id} has no account link, so the account that obtained it is unknown"
                 )
             })?;
-            let pem = crate::store::fs::read_state_file(
+            let pem = crate::files::read_state_file(
                 &store.root().join("certs").join(&id).join("cert"),
                 cert::MAX_CHAIN,
-                crate::store::fs::Links::Refuse,
+                crate::files::Links::Refuse,
             )
             .with_context(|| format!("reading certs/{id}/cert"))?;
             let pem = String::from_utf8(pem).map_err(|_| anyhow!("certs/{id}/cert is not PEM"))?;

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::acme::ChallengeKind;
+use crate::challenge::config::ChallengeConfig;
 use crate::cli::{ReconcileArgs, WantArgs};
 use crate::exit::config_error;
 use crate::name::Hostname;
 use crate::settings::Settings;
-use crate::target::{ChallengeConfig, new_target_filename, new_target_yaml};
+use crate::target::{new_target_filename, new_target_yaml};
 
 /// Adds a target for `names` unless one covers them, then reconciles.
 pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {

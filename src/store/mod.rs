@@ -9,11 +9,13 @@
 
 pub mod ari;
 mod cache;
-pub mod fs;
 pub mod layout;
 pub mod lock;
 pub mod perm;
 pub mod run;
+
+/// Atomic, mode-correct file operations, at their old path (see [`crate::files`]).
+pub use crate::files as fs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -549,7 +551,7 @@ impl Store {
         let mut broken = Vec::new();
         // Targets nearly always inherit the same challenge settings: share one copy
         // instead of holding ten thousand equal ones.
-        let mut challenge: Option<std::sync::Arc<crate::target::ChallengeConfig>> = None;
+        let mut challenge: Option<std::sync::Arc<crate::challenge::config::ChallengeConfig>> = None;
         loop {
             let claimed = chunks.lock().unwrap_or_else(|p| p.into_inner()).next();
             let Some((n, chunk)) = claimed else {
