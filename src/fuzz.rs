@@ -282,9 +282,10 @@ pub fn chain(data: &[u8]) -> String {
     out.push(
         match crate::cert::validate_issued(pem, &leaf.key_id, &leaf.names, now()) {
             Ok(files) => {
-                let jitter = crate::ari::stable_jitter(files.leaf.ari_id.as_deref().unwrap_or(""));
+                let jitter =
+                    crate::plan::ari::stable_jitter(files.leaf.ari_id.as_deref().unwrap_or(""));
                 let summary = files.leaf.into_summary("fuzz", true, false, None);
-                let due = crate::ari::due_at(&summary, 30, None, jitter);
+                let due = crate::plan::ari::due_at(&summary, 30, None, jitter);
                 format!("valid, due {due}")
             }
             Err(e) => format!("invalid: {e:#}"),

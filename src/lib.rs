@@ -8,7 +8,6 @@
 //! clock or the environment or prints to stdout.
 
 pub mod acme;
-pub mod ari;
 pub mod cause;
 pub mod cert;
 pub mod chain;

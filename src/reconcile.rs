@@ -17,7 +17,6 @@ use tokio::task::JoinSet;
 
 use crate::acme::ChallengeKind;
 use crate::acme::{AcmeError, Ca, Chains, EabCredentials, Issuer, OrderOptions, Registration};
-use crate::ari::{self, AriRecord};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
@@ -26,6 +25,7 @@ use crate::hooks::{Event, HookRunner};
 use crate::interact::{Interaction, Kind, Question, plausible_email};
 use crate::keys::{KeySpec, PrivateKey};
 use crate::plan;
+use crate::plan::ari::{self, AriRecord};
 use crate::store::{AccountRecord, Backoff, CertState, Inventory, Store};
 use crate::target::{RawTarget, Target};
 

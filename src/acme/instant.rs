@@ -807,7 +807,7 @@ impl Issuer for InstantSession {
         // for an option) gets one more order, with fresh authorizations.
         let mut fresh_orders = 1;
         let mut order = loop {
-            let mut order = super::ari::new_order(
+            let mut order = super::renewal::new_order(
                 &self.account,
                 (&self.http, &self.directory_url),
                 &identifiers,
@@ -871,7 +871,7 @@ impl Issuer for InstantSession {
         &self,
         ari_id: &str,
     ) -> Result<Option<(super::Window, Duration)>, AcmeError> {
-        super::ari::renewal_info(&self.account, ari_id).await
+        super::renewal::renewal_info(&self.account, ari_id).await
     }
 
     fn thumbprint(&self) -> String {

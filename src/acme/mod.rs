@@ -5,7 +5,6 @@
 //! implementation lives in [`instant`]; swapping the protocol crate, or putting a test
 //! double in, touches nothing else.
 
-pub mod ari;
 pub mod dns_account;
 pub mod http;
 pub mod instant;
@@ -13,6 +12,7 @@ pub mod jws;
 pub mod nonces;
 pub mod pace;
 pub mod persist;
+pub mod renewal;
 pub mod types;
 pub mod vet;
 

@@ -80,7 +80,7 @@ struct Loaded {
     broken: Vec<TargetError>,
     inv: Inventory,
     summaries: cert::CertSet,
-    ari: BTreeMap<String, crate::ari::AriRecord>,
+    ari: BTreeMap<String, crate::plan::ari::AriRecord>,
     now: OffsetDateTime,
 }
 
@@ -607,7 +607,7 @@ mod tests {
         .expect("leaf")
         .ari_id
         .expect("ari id");
-        let rec = crate::ari::AriRecord::new(
+        let rec = crate::plan::ari::AriRecord::new(
             &ari_id,
             window,
             std::time::Duration::from_secs(6 * 3600),

@@ -7,11 +7,11 @@
 //! and `.acmekeep/` for per-target run records. Nothing here decides anything; the planner
 //! does, from the inventory this module loads.
 
-pub mod ari;
 mod cache;
 pub mod layout;
 pub mod lock;
 pub mod perm;
+pub mod renewal_cache;
 pub mod run;
 
 /// Atomic, mode-correct file operations, at their old path (see [`crate::files`]).

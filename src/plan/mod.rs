@@ -4,6 +4,8 @@
 //! (acmetool's "satisfies", its renewal span, its relink disjunction) are table-tested below
 //! and the reconciler only carries out what these functions return.
 
+pub mod ari;
+
 use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime};
@@ -28,20 +30,20 @@ pub fn plan_target(target: &Target, certs: &CertSet, now: OffsetDateTime) -> Tar
 }
 
 /// Decides whether `target` needs a new certificate at `now`; `ari` holds the CA's renewal
-/// windows by certificate id, which outrank the local rule ([`crate::ari::due_at`]).
+/// windows by certificate id, which outrank the local rule ([`ari::due_at`]).
 pub fn plan_target_ari(
     target: &Target,
     certs: &CertSet,
     now: OffsetDateTime,
-    ari: &BTreeMap<String, crate::ari::AriRecord>,
+    ari: &BTreeMap<String, ari::AriRecord>,
 ) -> TargetPlan {
     match best_cert(target, certs, now) {
         Some(best) => {
-            let renew_at = crate::ari::due_at(
+            let renew_at = ari::due_at(
                 best,
                 target.margin_days,
                 ari.get(&best.id),
-                crate::ari::stable_jitter(&best.id),
+                ari::stable_jitter(&best.id),
             );
             // A certificate from another profile than the target asks for is due now.
             let wrong_profile = target.profile.is_some() && best.profile != target.profile;
@@ -291,7 +293,7 @@ mod tests {
             start: T0 + Duration::days(s),
             end: T0 + Duration::days(e),
         };
-        let rec = |w| crate::ari::AriRecord::new("x.y", w, std::time::Duration::ZERO, T0);
+        let rec = |w| ari::AriRecord::new("x.y", w, std::time::Duration::ZERO, T0);
         // (window, day of the run, due?)
         let table = [
             (window(1, 2), 10, true),    // window in the past (revocation): at once

@@ -5,7 +5,7 @@
 //! every local rule. Without a window the local rule is Let's Encrypt's backstop — renew at
 //! 1/3 of the lifetime remaining, 1/2 for certificates shorter than 10 days — capped by
 //! `satisfy.margin` as in acmetool. Nothing here touches the disk, the network or the clock;
-//! the fetch is [`crate::acme::ari`], the cache file is [`crate::store::ari`].
+//! the fetch is [`crate::acme::renewal`], the cache file is [`crate::store::renewal_cache`].
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};

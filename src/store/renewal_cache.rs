@@ -11,8 +11,8 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, fs, optional_text};
-use crate::ari::AriRecord;
 use crate::keys::ids;
+use crate::plan::ari::AriRecord;
 
 /// Largest record read back (a record is a few hundred bytes).
 const MAX_RECORD: u64 = 64 * 1024;
