@@ -256,6 +256,9 @@ pub enum Command {
     AccountThumbprint,
     /// Print the account URL at the default provider (registering the account if needed).
     AccountUrl,
+    /// Print the standing dns-persist-01 TXT record each name needs at its CA (zone-file
+    /// line, tinydns-data line, plain value); --publish puts it into DNS by RFC 2136.
+    PersistRecord(PersistRecordArgs),
     /// Replace the account's key at the CA with a new ECDSA P-256 key (RFC 8555 key
     /// rollover); certificates stay with the account and the old key is deleted.
     AccountRollover(AccountRolloverArgs),
@@ -319,6 +322,35 @@ pub struct RevokeArgs {
     /// RFC 5280 reason: unspecified, key-compromise, superseded, cessation-of-operation.
     #[arg(long, default_value = "unspecified")]
     pub reason: String,
+}
+
+/// `persist-record`.
+#[derive(Debug, Args)]
+pub struct PersistRecordArgs {
+    /// Names the records are for (`*.NAME` means NAME with --wildcard).
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Add policy=wildcard: the record then also covers *.NAME (and subdomains, where the CA
+    /// allows it). Implied when the target covering NAME asks for *.NAME.
+    #[arg(long)]
+    pub wildcard: bool,
+    /// persistUntil: the CA stops accepting the record after this date (2027-12-31, midnight
+    /// UTC), RFC 3339 time or Unix seconds; `none` for no end (the default).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// Issuer domain name to write (default: the CA's first listed issuer).
+    #[arg(long, value_name = "DOMAIN")]
+    pub issuer: Option<String>,
+    /// TTL of the printed and published record.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub ttl: u32,
+    /// What to print: all (zone-file line, tinydns-data line, value), zone, tinydns or plain.
+    #[arg(long, default_value = "all", value_parser = ["all", "zone", "tinydns", "plain"])]
+    pub format: String,
+    /// Publish the record by RFC 2136 (request.challenge.dns-01 settings), replacing an older
+    /// record of this account for this CA; other records at the name stay.
+    #[arg(long)]
+    pub publish: bool,
 }
 
 /// `account-rollover`.

@@ -154,11 +154,18 @@ pub enum Event<'a> {
     /// `challenge-dns-start <hostname> <target file> <txt value> <wildcard flag>`; stdin is
     /// empty. `hostname` is the bare authorization identifier; the flag is `wildcard` or empty.
     /// At least one hook must succeed for the challenge to go ahead.
+    ///
+    /// With `record_name` (dns-account-01) the event is `challenge-dns-account-start`, and the
+    /// record name `_<account label>._acme-challenge.<hostname>` is a fifth argument: a new
+    /// event rather than an extra argument, because an existing hook would publish the value
+    /// at `_acme-challenge.<hostname>` and fail the authorization; an acmetool-style hook
+    /// exits 42 for an event it does not know.
     ChallengeDnsStart {
         hostname: &'a str,
         target_file: &'a str,
         txt_value: &'a str,
         wildcard: bool,
+        record_name: Option<&'a str>,
         env: &'a BTreeMap<String, String>,
     },
     /// `challenge-dns-stop`, with the same arguments as the start.
@@ -167,6 +174,7 @@ pub enum Event<'a> {
         target_file: &'a str,
         txt_value: &'a str,
         wildcard: bool,
+        record_name: Option<&'a str>,
         env: &'a BTreeMap<String, String>,
     },
     /// `reconcile-failed` (acmekeep only): these targets could not be satisfied. No arguments;
@@ -181,8 +189,14 @@ impl Event<'_> {
             Event::LiveUpdated { .. } => "live-updated",
             Event::ChallengeHttpStart { .. } => "challenge-http-start",
             Event::ChallengeHttpStop { .. } => "challenge-http-stop",
-            Event::ChallengeDnsStart { .. } => "challenge-dns-start",
-            Event::ChallengeDnsStop { .. } => "challenge-dns-stop",
+            Event::ChallengeDnsStart {
+                record_name: None, ..
+            } => "challenge-dns-start",
+            Event::ChallengeDnsStop {
+                record_name: None, ..
+            } => "challenge-dns-stop",
+            Event::ChallengeDnsStart { .. } => "challenge-dns-account-start",
+            Event::ChallengeDnsStop { .. } => "challenge-dns-account-stop",
             Event::ReconcileFailed { .. } => "reconcile-failed",
         }
     }
@@ -208,6 +222,7 @@ impl Event<'_> {
                 target_file,
                 txt_value,
                 wildcard,
+                record_name,
                 ..
             }
             | Event::ChallengeDnsStop {
@@ -215,6 +230,7 @@ impl Event<'_> {
                 target_file,
                 txt_value,
                 wildcard,
+                record_name,
                 ..
             } => {
                 // acmetool takes a `*.` off the hostname and sets the flag instead.
@@ -223,7 +239,9 @@ impl Event<'_> {
                     None => (hostname, wildcard),
                 };
                 let flag = if wildcard { "wildcard" } else { "" };
-                vec![hostname, target_file, txt_value, flag]
+                let mut args = vec![hostname, target_file, txt_value, flag];
+                args.extend(record_name);
+                args
             }
         }
     }
@@ -1290,6 +1308,7 @@ mod tests {
                 target_file: "t",
                 txt_value: "v",
                 wildcard: false,
+                record_name: None,
                 env: &env,
             })
             .expect_err("must refuse");
@@ -1404,6 +1423,7 @@ cat > '{out}.stdin'
                 target_file: "t",
                 txt_value: "txt",
                 wildcard: true,
+                record_name: None,
                 env: &env,
             },
             "[challenge-dns-start]\n[a.example]\n[t]\n[txt]\n[wildcard]\n",
@@ -1416,9 +1436,38 @@ cat > '{out}.stdin'
                 target_file: "t",
                 txt_value: "txt",
                 wildcard: false,
+                record_name: None,
                 env: &env,
             },
             "[challenge-dns-stop]\n[a.example]\n[t]\n[txt]\n[]\n",
+            "",
+            "t v",
+        );
+        check(
+            Event::ChallengeDnsStart {
+                hostname: "a.example",
+                target_file: "t",
+                txt_value: "txt",
+                wildcard: true,
+                record_name: Some("_ujmmovf2vn55tgye._acme-challenge.a.example"),
+                env: &env,
+            },
+            "[challenge-dns-account-start]\n[a.example]\n[t]\n[txt]\n[wildcard]\n\
+             [_ujmmovf2vn55tgye._acme-challenge.a.example]\n",
+            "",
+            "t v",
+        );
+        check(
+            Event::ChallengeDnsStop {
+                hostname: "a.example",
+                target_file: "t",
+                txt_value: "txt",
+                wildcard: false,
+                record_name: Some("_ujmmovf2vn55tgye._acme-challenge.a.example"),
+                env: &env,
+            },
+            "[challenge-dns-account-stop]\n[a.example]\n[t]\n[txt]\n[]\n\
+             [_ujmmovf2vn55tgye._acme-challenge.a.example]\n",
             "",
             "t v",
         );
@@ -1494,6 +1543,7 @@ cat > '{out}.stdin'
             target_file: "a.example",
             txt_value: "v",
             wildcard: false,
+            record_name: None,
             env: &env,
         };
         let r = runner(&[&dir], tmp.path());
@@ -1515,6 +1565,7 @@ cat > '{out}.stdin'
             target_file: "t",
             txt_value: "v",
             wildcard: false,
+            record_name: None,
             env: &env,
         };
         assert_eq!(event.args(), vec!["a.example", "t", "v", "wildcard"]);
@@ -1693,6 +1744,7 @@ cat > '{out}.stdin'
                 target_file: "t",
                 txt_value: "v",
                 wildcard: false,
+                record_name: None,
                 env: &bad_env,
             })
             .expect_err("must refuse");

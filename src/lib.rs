@@ -60,6 +60,7 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         }
         Some(cli::Command::ImportLe(a)) => commands::import::execute_le(&settings, a),
         Some(cli::Command::AccountUrl) => commands::account_url::execute(&settings),
+        Some(cli::Command::PersistRecord(a)) => commands::persist_record::execute(&settings, a),
         Some(cli::Command::AccountRollover(a)) => {
             commands::account_ops::execute_rollover(&settings, a)
         }

@@ -596,7 +596,11 @@ fn challenge_types(list: Option<&[String]>) -> Result<Vec<ChallengeKind>> {
             "http-01" => ChallengeKind::Http01,
             "dns-01" => ChallengeKind::Dns01,
             "tls-alpn-01" => ChallengeKind::TlsAlpn01,
-            other => bail!("challenge type {other:?} must be http-01, dns-01 or tls-alpn-01"),
+            "dns-account-01" => ChallengeKind::DnsAccount01,
+            "dns-persist-01" => ChallengeKind::DnsPersist01,
+            other => bail!(
+                "challenge type {other:?} must be http-01, dns-01, dns-account-01, dns-persist-01 or tls-alpn-01"
+            ),
         };
         if !out.contains(&k) {
             out.push(k);

@@ -139,6 +139,9 @@ struct Meta {
     terms_of_service: Option<String>,
     #[serde(default)]
     external_account_required: bool,
+    /// Everything else, read leniently (see [`super::persist::PersistMeta::from_meta`]).
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A JWS body rewriter; see [`Intercept`].
@@ -377,6 +380,9 @@ impl Ca for InstantCa {
             terms_of_service: dir.meta.terms_of_service,
             renewal_info: dir.renewal_info,
             external_account_required: dir.meta.external_account_required,
+            persist: super::persist::PersistMeta::from_meta(&serde_json::Value::Object(
+                dir.meta.other,
+            )),
         })
     }
 
@@ -536,49 +542,75 @@ impl InstantSession {
                         )));
                     }
                 }
-                let offered: Vec<ChallengeType> =
-                    authz.challenges.iter().map(|c| c.r#type.clone()).collect();
-                let Some(kind) = responder
-                    .kinds()
-                    .iter()
-                    .copied()
-                    .find(|k| offered.contains(&instant_type(*k)))
-                else {
-                    return Err(AcmeError::Ca(format!(
-                        "the CA offers no challenge type this target may use for {}{ident} (offered: {}; allowed: {})",
-                        if wildcard { "*." } else { "" },
-                        offered
-                            .iter()
-                            .map(|t| format!("{t:?}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        responder
-                            .kinds()
-                            .iter()
-                            .map(|k| k.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                };
-                let Some(token) = authz
-                    .challenges
-                    .iter()
-                    .find(|c| c.r#type == instant_type(kind))
-                    .map(|c| c.token.clone())
-                else {
-                    continue;
-                };
-                if !valid_token(&token) {
-                    return Err(AcmeError::Ca(format!(
-                        "the CA sent a malformed challenge token for {ident}"
-                    )));
-                }
-                let challenge = Challenge {
-                    kind,
-                    identifier: ident,
-                    wildcard,
-                    key_authorization: format!("{token}.{thumb}"),
-                    token,
+                let which = format!("{}{ident}", if wildcard { "*." } else { "" });
+                // Types given up on for this authorization (a dns-persist-01 offer that is
+                // malformed, or a standing record the CA would refuse).
+                let mut excluded: Vec<ChallengeKind> = Vec::new();
+                let mut reasons: Vec<String> = Vec::new();
+                let challenge = loop {
+                    let allowed: Vec<ChallengeKind> = responder
+                        .kinds()
+                        .iter()
+                        .copied()
+                        .filter(|k| !excluded.contains(k))
+                        .collect();
+                    let pick = match pick_challenge(&allowed, &authz.challenges) {
+                        Ok(pick) => pick,
+                        Err(why) if reasons.is_empty() => {
+                            return Err(AcmeError::Ca(format!("{why} for {which}")));
+                        }
+                        // Nothing else to try: why the types were given up is what counts.
+                        Err(_) => return Err(AcmeError::Other(anyhow!("{}", reasons.join("; ")))),
+                    };
+                    for why in reasons
+                        .drain(..)
+                        .chain(pick.passed_over.iter().map(|w| format!("{which}: {w}")))
+                    {
+                        tracing::warn!("{why}; using {} instead", pick.kind.name());
+                    }
+                    let (kind, token) = (pick.kind, pick.token);
+                    let persist = if kind == ChallengeKind::DnsPersist01 {
+                        match self.persist_wanted(&url, &ident).await {
+                            Ok(w) => Some(w),
+                            Err(e) => {
+                                excluded.push(kind);
+                                reasons.push(format!(
+                                    "{which}: the CA's dns-persist-01 challenge cannot be used: {e:#}"
+                                ));
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let record_name = match kind {
+                        ChallengeKind::Dns01 => format!("_acme-challenge.{ident}"),
+                        ChallengeKind::DnsAccount01 => {
+                            super::dns_account::record_name(self.account.id(), &ident)
+                        }
+                        ChallengeKind::DnsPersist01 => super::persist::record_name(&ident),
+                        _ => String::new(),
+                    };
+                    let challenge = Challenge {
+                        kind,
+                        identifier: ident.clone(),
+                        wildcard,
+                        key_authorization: if token.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{token}.{thumb}")
+                        },
+                        token,
+                        record_name,
+                        persist,
+                    };
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    if let Err(e) = responder.precheck(&challenge, now).await {
+                        excluded.push(kind);
+                        reasons.push(e.0);
+                        continue;
+                    }
+                    break challenge;
                 };
                 if let Err(e) = responder.usable(&challenge) {
                     // Given up for good, so the next order gets a fresh authorization (and
@@ -591,7 +623,7 @@ impl InstantSession {
                     }
                     return Err(AcmeError::Other(e.into()));
                 }
-                chosen.push((url, instant_type(kind), challenge));
+                chosen.push((url, instant_type(challenge.kind), challenge));
             }
             break;
         }
@@ -692,6 +724,16 @@ impl InstantSession {
     /// account key, using `nonce` (or a fresh one) and leaving the next one in it. Stale
     /// nonces are retried as instant-acme's requests are.
     async fn post_as_get(&self, url: &str, nonce: &mut Option<String>) -> anyhow::Result<String> {
+        self.post_as_get_of(url, nonce, false).await
+    }
+
+    /// [`post_as_get`](Self::post_as_get) of a JSON resource (`json`) or a chain.
+    async fn post_as_get_of(
+        &self,
+        url: &str,
+        nonce: &mut Option<String>,
+        json: bool,
+    ) -> anyhow::Result<String> {
         let mut attempt = 1;
         loop {
             let fresh = match nonce.take() {
@@ -703,6 +745,16 @@ impl InstantSession {
             nonce.clone_from(&rsp.nonce);
             if rsp.status.is_success() {
                 let kind = rsp.content_type.as_deref().unwrap_or("no content type");
+                if json {
+                    if !kind.starts_with("application/json") {
+                        return Err(anyhow!(
+                            "the CA answered with {:?}, not JSON",
+                            kind.chars().take(100).collect::<String>()
+                        ));
+                    }
+                    return String::from_utf8(rsp.body.to_vec())
+                        .map_err(|_| anyhow!("the answer is not UTF-8 text"));
+                }
                 if !super::http::is_pem_chain_type(kind) {
                     return Err(anyhow!(
                         "the CA answered with {:?}, not a certificate chain",
@@ -726,6 +778,41 @@ impl InstantSession {
                 None => anyhow!("HTTP {} without a problem document", rsp.status),
             });
         }
+    }
+
+    /// What the dns-persist-01 challenge of the authorization at `authz_url` asks of the
+    /// record for `identifier`. instant-acme drops the fields it does not know (the issuer
+    /// domain names, the account URI), so the authorization is fetched once more here and
+    /// read as JSON; the directory is read too when the challenge names no account URI
+    /// (draft -02's hashed form needs its `accountHashPrefix`).
+    async fn persist_wanted(
+        &self,
+        authz_url: &str,
+        identifier: &str,
+    ) -> anyhow::Result<super::PersistWanted> {
+        use super::persist;
+        let mut nonce = None;
+        let body = self.post_as_get_of(authz_url, &mut nonce, true).await?;
+        let authz: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| anyhow!("the authorization is not valid JSON: {e}"))?;
+        let challenge = authz["challenges"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["type"] == "dns-persist-01"))
+            .ok_or_else(|| anyhow!("the authorization has no dns-persist-01 challenge"))?;
+        let meta = if challenge.get("accounturi").is_some() {
+            persist::PersistMeta::default()
+        } else {
+            let dir = self.http.get(&self.directory_url).await?;
+            let dir: serde_json::Value = serde_json::from_slice(&dir).with_context(|| {
+                format!("the directory at {} is not valid JSON", self.directory_url)
+            })?;
+            persist::PersistMeta::from_meta(&dir["meta"])
+        };
+        let offer = persist::offer(challenge, &meta).map_err(|e| anyhow!("{e}"))?;
+        Ok(super::PersistWanted {
+            account_uris: offer.account_uris(identifier, &self.thumbprint, self.account.id()),
+            issuers: offer.issuers,
+        })
     }
 
     /// A nonce from the CA's newNonce resource, for when the last response carried none.
@@ -755,7 +842,90 @@ fn instant_type(kind: ChallengeKind) -> ChallengeType {
         ChallengeKind::Http01 => ChallengeType::Http01,
         ChallengeKind::Dns01 => ChallengeType::Dns01,
         ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        ChallengeKind::DnsAccount01 => ChallengeType::Unknown("dns-account-01".to_owned()),
+        ChallengeKind::DnsPersist01 => ChallengeType::Unknown("dns-persist-01".to_owned()),
     }
+}
+
+/// The challenge type chosen for one authorization, with its token.
+#[derive(Debug, PartialEq, Eq)]
+struct Pick {
+    kind: ChallengeKind,
+    token: String,
+    /// Why each allowed type before it was passed over (the CA sent it unusable).
+    passed_over: Vec<String>,
+}
+
+/// The name the CA gave a challenge type.
+fn type_name(t: &ChallengeType) -> &str {
+    match t {
+        ChallengeType::Http01 => "http-01",
+        ChallengeType::Dns01 => "dns-01",
+        ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        ChallengeType::DeviceAttest01 => "device-attest-01",
+        ChallengeType::Unknown(name) => name,
+        _ => "an unnamed type",
+    }
+}
+
+/// Chooses, for one authorization, the first allowed type (in the target's order) the CA
+/// offers usably. The CA's list is read as untrusted and open-ended: types acmekeep does not
+/// know and challenges without a token are simply not chosen (CAs began offering token-less
+/// types such as dns-persist-01 to every client, and clients that choked on them broke), and
+/// an allowed type whose token is malformed gives way to the next allowed type the CA offers.
+/// The error says what was offered and what was allowed.
+fn pick_challenge(
+    allowed: &[ChallengeKind],
+    offered: &[instant_acme::Challenge],
+) -> Result<Pick, String> {
+    let mut passed_over = Vec::new();
+    for &kind in allowed {
+        let Some(ch) = offered.iter().find(|c| c.r#type == instant_type(kind)) else {
+            continue;
+        };
+        // dns-persist-01 has no token: the standing record is the proof.
+        if kind == ChallengeKind::DnsPersist01 {
+            return Ok(Pick {
+                kind,
+                token: String::new(),
+                passed_over,
+            });
+        }
+        if !valid_token(&ch.token) {
+            passed_over.push(if ch.token.is_empty() {
+                format!("the CA sent no token in its {} challenge", kind.name())
+            } else {
+                format!(
+                    "the CA sent a malformed challenge token in its {} challenge",
+                    kind.name()
+                )
+            });
+            continue;
+        }
+        return Ok(Pick {
+            kind,
+            token: ch.token.clone(),
+            passed_over,
+        });
+    }
+    if !passed_over.is_empty() {
+        return Err(passed_over.join("; "));
+    }
+    let mut names: Vec<&str> = offered.iter().map(|c| type_name(&c.r#type)).collect();
+    names.dedup();
+    Err(format!(
+        "the CA offers no challenge type this target may use (offered: {}; allowed: {})",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        },
+        allowed
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// A token is used as a file name and URL path segment: it must be base64url (RFC 8555 §8.1).
@@ -787,22 +957,29 @@ impl Issuer for InstantSession {
                 None => Identifier::Dns(n.to_string()),
             })
             .collect();
-        if let Some(p) = profile {
-            let mut offered: Vec<String> =
-                self.account.profiles().map(|m| m.name.to_owned()).collect();
-            // instant-acme keeps them in a hash map: name them in a stable order.
-            offered.sort();
-            if !offered.iter().any(|o| o == p) {
-                return Err(AcmeError::Other(anyhow!(
-                    "request.profile {p:?} is not offered by this CA (its directory offers: {})",
+        // A profile the CA no longer lists (CAs retire profiles) is not worth failing the
+        // target over: the certificate comes from the CA's default profile instead, and the
+        // planner, which compares the target's profile with the one asked for, does not
+        // order again on every run because of it.
+        let profile = match profile {
+            Some(p) if !self.account.profiles().any(|m| m.name == p) => {
+                let mut offered: Vec<String> =
+                    self.account.profiles().map(|m| m.name.to_owned()).collect();
+                // instant-acme keeps them in a hash map: name them in a stable order.
+                offered.sort();
+                tracing::warn!(
+                    "request.profile {p:?} is not offered by {} (its directory offers: {}); ordering with the CA's default profile",
+                    self.directory_url,
                     if offered.is_empty() {
                         "no profiles".to_owned()
                     } else {
                         offered.join(", ")
                     }
-                )));
+                );
+                None
             }
-        }
+            other => other,
+        };
         // A challenge the responder cannot use as the CA sent it (a token a hook would take
         // for an option) gets one more order, with fresh authorizations.
         let mut fresh_orders = 1;
@@ -944,7 +1121,91 @@ async fn failed_validation(order: &mut instant_acme::Order) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_PROBLEM_TEXT, describe_problem, valid_token};
+    use super::{MAX_PROBLEM_TEXT, Pick, describe_problem, pick_challenge, valid_token};
+    use crate::acme::ChallengeKind::{self, Dns01, Http01, TlsAlpn01};
+
+    /// A pending authorization as Pebble 2.10.1 answered it (recorded): five types in a
+    /// shuffled order, dns-persist-01 without a token but with fields of its own; plus a
+    /// made-up type with an unknown object inside, as a future CA might send.
+    fn recorded_authz() -> instant_acme::AuthorizationState {
+        serde_json::from_value(serde_json::json!({
+            "status": "pending",
+            "identifier": {"type": "dns", "value": "all-581468.example.test"},
+            "challenges": [
+                {"type": "dns-account-01", "url": "https://127.0.0.1:14400/chalZ/LwJt",
+                 "token": "8s6KWlAoiM5DY6nt04Rxfx9ATIvOA43Q3wLiLN2QAHU", "status": "pending"},
+                {"type": "tls-alpn-01", "url": "https://127.0.0.1:14400/chalZ/JwQe",
+                 "token": "5158cYiPuSaTbYeqxABGrmH1duMY9-YiRMiR3oGRCi4", "status": "pending"},
+                {"type": "dns-01", "url": "https://127.0.0.1:14400/chalZ/PbCW",
+                 "token": "ivJ1Hq5q-FBWpPCujWLCbolIxpki5mr1HFirp_axwGk", "status": "pending"},
+                {"type": "dns-persist-01", "url": "https://127.0.0.1:14400/chalZ/mjpq",
+                 "status": "pending",
+                 "accounturi": "https://127.0.0.1:14400/my-account/454a292520429d7f",
+                 "issuer-domain-names": ["pebble.letsencrypt.org", "ca.pebble.example"]},
+                {"type": "foo-99", "url": "https://127.0.0.1:14400/chalZ/foo",
+                 "status": "pending", "weird": {"a": [1, {"b": null}]}},
+                {"type": "http-01", "url": "https://127.0.0.1:14400/chalZ/TrUe",
+                 "token": "hWuIA5iL3XYdCfSFGatUjkhx2u1o9mKktE49WO9lv_8", "status": "pending"}
+            ],
+            "expires": "2026-12-06T19:24:28Z",
+            "futureField": {"x": 1}
+        }))
+        .expect("a recorded authorization deserializes")
+    }
+
+    fn pick(allowed: &[ChallengeKind], authz: &instant_acme::AuthorizationState) -> Pick {
+        pick_challenge(allowed, &authz.challenges).expect("a challenge is chosen")
+    }
+
+    #[test]
+    fn unknown_and_tokenless_challenge_types_leave_an_authorization_answerable() {
+        let authz = recorded_authz();
+        let p = pick(&[Http01, Dns01], &authz);
+        assert_eq!(p.kind, Http01);
+        assert_eq!(p.token, "hWuIA5iL3XYdCfSFGatUjkhx2u1o9mKktE49WO9lv_8");
+        assert!(p.passed_over.is_empty());
+        assert_eq!(pick(&[Dns01, Http01], &authz).kind, Dns01);
+        assert_eq!(pick(&[TlsAlpn01], &authz).kind, TlsAlpn01);
+    }
+
+    #[test]
+    fn an_allowed_type_sent_unusable_gives_way_to_the_next_allowed_one() {
+        let mut authz = recorded_authz();
+        for c in &mut authz.challenges {
+            if c.r#type == instant_acme::ChallengeType::Http01 {
+                c.token = "../../etc/passwd-aaaaaaaaaaa".into();
+            }
+        }
+        let p = pick(&[Http01, Dns01], &authz);
+        assert_eq!(p.kind, Dns01);
+        assert_eq!(
+            p.passed_over,
+            ["the CA sent a malformed challenge token in its http-01 challenge"]
+        );
+        for c in &mut authz.challenges {
+            c.token.clear();
+        }
+        let err = pick_challenge(&[Http01, Dns01], &authz.challenges).expect_err("no token");
+        assert_eq!(
+            err,
+            "the CA sent no token in its http-01 challenge; \
+             the CA sent no token in its dns-01 challenge"
+        );
+    }
+
+    #[test]
+    fn no_allowed_type_offered_names_what_was_offered() {
+        let mut authz = recorded_authz();
+        authz
+            .challenges
+            .retain(|c| c.r#type != instant_acme::ChallengeType::TlsAlpn01);
+        let err = pick_challenge(&[TlsAlpn01], &authz.challenges).expect_err("none allowed");
+        assert_eq!(
+            err,
+            "the CA offers no challenge type this target may use (offered: dns-account-01, \
+             dns-01, dns-persist-01, foo-99, http-01; allowed: tls-alpn-01)"
+        );
+    }
 
     #[test]
     fn a_long_problem_detail_in_another_script_is_cut_between_characters() {

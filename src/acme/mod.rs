@@ -16,7 +16,9 @@ pub mod renewal;
 pub mod types;
 pub mod vet;
 
-pub use types::{BoxFuture, Challenge, ChallengeKind, Responder, UnusableChallenge, Window};
+pub use types::{
+    BoxFuture, Challenge, ChallengeKind, PersistWanted, Responder, UnusableChallenge, Window,
+};
 
 use std::future::Future;
 
@@ -31,6 +33,9 @@ pub struct DirectoryMeta {
     pub renewal_info: Option<String>,
     /// `meta.externalAccountRequired`: new accounts must carry an External Account Binding.
     pub external_account_required: bool,
+    /// The fields that concern dns-persist-01 (`caaIdentities`, draft -02's
+    /// `issuerDomainNames` and `accountHashPrefix`).
+    pub persist: persist::PersistMeta,
 }
 
 /// How a new account is registered.

@@ -70,8 +70,16 @@ fn replaces_refused(e: &instant_acme::Error) -> bool {
     }
 }
 
+/// Whether the CA refused the order for the profile it names (`invalidProfile`, as in
+/// draft-ietf-acme-profiles): the CA dropped a profile it listed before.
+fn profile_refused(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:invalidProfile"))
+}
+
 /// Creates the order for `identifiers`, naming `replaces` (an ARI id) when given; refused
-/// `replaces` are dropped and the order sent again. badNonce rejections are retried, and so
+/// `replaces` are dropped and the order sent again, and so is a `profile` the CA refuses
+/// (the certificate then comes from its default profile, with a warning). badNonce rejections are retried, and so
 /// are rate-limit refusals the CA asked this run to wait out (`http`, `directory_url`: the
 /// client and the CA the account is at).
 pub async fn new_order(
@@ -81,20 +89,21 @@ pub async fn new_order(
     replaces: Option<&str>,
     profile: Option<&str>,
 ) -> Result<Order, AcmeError> {
-    let base = |with_replaces: bool| {
+    let base = |with_replaces: bool, with_profile: bool| {
         let mut o = NewOrder::new(identifiers);
         if let Some(id) = replaces.filter(|_| with_replaces).and_then(identifier) {
             o = o.replaces(id);
         }
-        if let Some(p) = profile {
+        if let Some(p) = profile.filter(|_| with_profile) {
             o = o.profile(p);
         }
         o
     };
     let mut with_replaces = replaces.is_some();
+    let mut with_profile = profile.is_some();
     let (mut attempt, mut waits) = (1, 0);
     loop {
-        match account.new_order(&base(with_replaces)).await {
+        match account.new_order(&base(with_replaces, with_profile)).await {
             Ok(order) => {
                 http.count_order();
                 return Ok(order);
@@ -102,6 +111,14 @@ pub async fn new_order(
             Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => attempt += 1,
             Err(e) if let Some(pause) = rate_limit_pause(http, directory_url, &e, &mut waits) => {
                 tokio::time::sleep(pause).await;
+            }
+            Err(e) if with_profile && profile_refused(&e) => {
+                tracing::warn!(
+                    "the CA refused profile {:?} ({}); ordering with its default profile",
+                    profile.unwrap_or_default(),
+                    ca_error("new order", e)
+                );
+                with_profile = false;
             }
             Err(e) if with_replaces && replaces_refused(&e) => {
                 tracing::warn!(
@@ -127,6 +144,16 @@ mod tests {
         }))
         .expect("problem");
         instant_acme::Error::Api(p)
+    }
+
+    #[test]
+    fn only_invalid_profile_drops_the_profile() {
+        assert!(profile_refused(&problem(
+            "invalidProfile",
+            "Order includes unrecognized profile name \"classic90\""
+        )));
+        assert!(!profile_refused(&problem("malformed", "profile")));
+        assert!(!profile_refused(&problem("rateLimited", "x")));
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub enum ChallengeKind {
     Dns01,
     /// tls-alpn-01 (RFC 8737).
     TlsAlpn01,
+    /// dns-account-01 (draft-ietf-acme-dns-account-label): dns-01 at a per-account name.
+    DnsAccount01,
+    /// dns-persist-01 (draft-ietf-acme-dns-persist): a standing TXT record at
+    /// `_validation-persist.<name>`, no DNS change per order.
+    DnsPersist01,
 }
 
 impl ChallengeKind {
@@ -28,6 +33,8 @@ impl ChallengeKind {
             ChallengeKind::Http01 => "http-01",
             ChallengeKind::Dns01 => "dns-01",
             ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+            ChallengeKind::DnsAccount01 => "dns-account-01",
+            ChallengeKind::DnsPersist01 => "dns-persist-01",
         }
     }
 }
@@ -45,6 +52,21 @@ pub struct Challenge {
     pub token: String,
     /// `token.thumbprint`.
     pub key_authorization: String,
+    /// The TXT record name for dns-01 (`_acme-challenge.<identifier>`), dns-account-01
+    /// (`_<account label>._acme-challenge.<identifier>`) and dns-persist-01
+    /// (`_validation-persist.<identifier>`); empty for the other types.
+    pub record_name: String,
+    /// dns-persist-01 only: what the CA asks of the standing record.
+    pub persist: Option<PersistWanted>,
+}
+
+/// What a dns-persist-01 challenge asks of the record at `_validation-persist.<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistWanted {
+    /// The issuer domain names the CA accepts.
+    pub issuers: Vec<String>,
+    /// The `accounturi` values that name this account (the first is the one to publish).
+    pub account_uris: Vec<String>,
 }
 
 impl Challenge {
@@ -57,9 +79,13 @@ impl Challenge {
         data_encoding::BASE64URL_NOPAD.encode(digest.as_ref())
     }
 
-    /// The dns-01 record name.
+    /// The TXT record name (dns-01 and dns-account-01).
     pub fn dns_name(&self) -> String {
-        format!("_acme-challenge.{}", self.identifier)
+        if self.record_name.is_empty() {
+            format!("_acme-challenge.{}", self.identifier)
+        } else {
+            self.record_name.clone()
+        }
     }
 }
 
@@ -79,6 +105,17 @@ pub trait Responder: Send + Sync {
     /// Whether `ch` can be answered as it is, asked before anything is set up.
     fn usable(&self, _ch: &Challenge) -> Result<(), UnusableChallenge> {
         Ok(())
+    }
+    /// Whether `ch` can succeed as things stand, found out without changing anything (for
+    /// dns-persist-01: the standing record read from DNS and judged as the CA will), asked
+    /// before the type is settled on, so that another allowed type can be used instead and
+    /// the CA is not asked to validate what would fail. `now` is Unix seconds.
+    fn precheck<'a>(
+        &'a self,
+        _ch: &'a Challenge,
+        _now: i64,
+    ) -> BoxFuture<'a, Result<(), UnusableChallenge>> {
+        Box::pin(async { Ok(()) })
     }
     /// Makes the responses to all of an order's challenges available, at the same time;
     /// fails if any could not be set up (the error names each that could not).

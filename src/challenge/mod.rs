@@ -38,6 +38,22 @@ use crate::hooks::{Event, HookRunner};
 use config::{ChallengeConfig, DnsConfig};
 use listener::TokenMap;
 
+/// The target's types in the order they are tried: as listed, except that dns-account-01
+/// goes before dns-01 when both are allowed (it lets several machines validate one name at
+/// the same time, and a CA that offers it offers dns-01 too).
+pub fn preference(types: &[ChallengeKind]) -> Vec<ChallengeKind> {
+    let mut out = types.to_vec();
+    if let (Some(dns), Some(account)) = (
+        out.iter().position(|k| *k == ChallengeKind::Dns01),
+        out.iter().position(|k| *k == ChallengeKind::DnsAccount01),
+    ) && account > dns
+    {
+        let k = out.remove(account);
+        out.insert(dns, k);
+    }
+    out
+}
+
 /// The responder for one target: its challenge settings, the run's shared listeners, hooks.
 #[derive(Debug)]
 pub struct TargetResponder {
@@ -66,7 +82,7 @@ impl TargetResponder {
         hooks: Arc<HookRunner>,
     ) -> Self {
         Self {
-            types: config.types.clone(),
+            types: preference(&config.types),
             webroots: config.webroot_paths.clone(),
             tokens,
             listening,
@@ -105,7 +121,11 @@ impl TargetResponder {
     async fn present(&self, ch: &Challenge, deadline: Instant) -> Result<()> {
         match ch.kind {
             ChallengeKind::Http01 => self.present_http(ch, deadline).await,
-            ChallengeKind::Dns01 => self.present_dns(ch, deadline).await,
+            ChallengeKind::Dns01 | ChallengeKind::DnsAccount01 => {
+                self.present_dns(ch, deadline).await
+            }
+            // The record stands in DNS already (checked by `precheck`); nothing to set up.
+            ChallengeKind::DnsPersist01 => Ok(()),
             ChallengeKind::TlsAlpn01 if ch.wildcard => {
                 bail!(
                     "tls-alpn-01 cannot answer for the wildcard *.{}",
@@ -134,7 +154,7 @@ impl TargetResponder {
                     webroot::remove(dir, &ch.token);
                 }
             }
-            ChallengeKind::Dns01 => {
+            ChallengeKind::Dns01 | ChallengeKind::DnsAccount01 => {
                 if self.dns.hooks {
                     self.run_hooks(ch, false, deadline).await;
                 }
@@ -144,6 +164,7 @@ impl TargetResponder {
                     certs.remove(&ch.identifier);
                 }
             }
+            ChallengeKind::DnsPersist01 => {}
         }
     }
 
@@ -186,8 +207,8 @@ impl TargetResponder {
         // then the hooks; either one is enough.
         let mut failures = Vec::new();
         if let Some(updater) = &self.rfc2136 {
-            let name = crate::name::Hostname::parse(&ch.identifier)?;
-            match updater.present(&name, &value).await {
+            let name = crate::name::Hostname::parse(&ch.dns_name())?;
+            match updater.present_at(&name, &value).await {
                 Ok(_) => return Ok(()),
                 Err(e) => failures.push(format!("RFC 2136 update: {e:#}")),
             }
@@ -196,7 +217,14 @@ impl TargetResponder {
             if self.run_hooks(ch, true, deadline).await {
                 return Ok(());
             }
-            failures.push("no challenge-dns-start hook exited 0".to_owned());
+            failures.push(format!(
+                "no {} hook exited 0",
+                if ch.kind == ChallengeKind::DnsAccount01 {
+                    "challenge-dns-account-start"
+                } else {
+                    "challenge-dns-start"
+                }
+            ));
         }
         if failures.is_empty() {
             failures.push(
@@ -205,7 +233,8 @@ impl TargetResponder {
             );
         }
         bail!(
-            "no dns-01 method published {}: {}",
+            "no {} method published {}: {}",
+            ch.kind.name(),
             ch.dns_name(),
             failures.join("; ")
         )
@@ -233,7 +262,7 @@ fn run_hook(
     let txt = ch.dns_value();
     // Never an argument a hook could take for an option (see `TargetResponder::usable`;
     // hostnames cannot begin with '-', and a target file named so is refused here too).
-    let argument = if ch.kind == ChallengeKind::Dns01 {
+    let argument = if matches!(ch.kind, ChallengeKind::Dns01 | ChallengeKind::DnsAccount01) {
         txt.as_str()
     } else {
         token
@@ -247,6 +276,7 @@ fn run_hook(
         );
         return false;
     }
+    let record_name = (ch.kind == ChallengeKind::DnsAccount01).then_some(ch.record_name.as_str());
     let event = match (ch.kind, start) {
         (ChallengeKind::Http01, true) => Event::ChallengeHttpStart {
             hostname,
@@ -262,21 +292,23 @@ fn run_hook(
             key_authorization,
             env,
         },
-        (ChallengeKind::Dns01, true) => Event::ChallengeDnsStart {
+        (ChallengeKind::Dns01 | ChallengeKind::DnsAccount01, true) => Event::ChallengeDnsStart {
             hostname,
             target_file,
             txt_value: &txt,
             wildcard: ch.wildcard,
+            record_name,
             env,
         },
-        (ChallengeKind::Dns01, false) => Event::ChallengeDnsStop {
+        (ChallengeKind::Dns01 | ChallengeKind::DnsAccount01, false) => Event::ChallengeDnsStop {
             hostname,
             target_file,
             txt_value: &txt,
             wildcard: ch.wildcard,
+            record_name,
             env,
         },
-        (ChallengeKind::TlsAlpn01, _) => return false,
+        (ChallengeKind::TlsAlpn01 | ChallengeKind::DnsPersist01, _) => return false,
     };
     match hooks.run_until(&event, Some(deadline)) {
         Ok(report) => {
@@ -306,8 +338,10 @@ impl Responder for TargetResponder {
     fn usable(&self, ch: &Challenge) -> Result<(), UnusableChallenge> {
         let (argument, what, hooked) = match ch.kind {
             ChallengeKind::Http01 => (ch.token.clone(), "token", self.http_hooks),
-            ChallengeKind::Dns01 => (ch.dns_value(), "TXT value", self.dns.hooks),
-            ChallengeKind::TlsAlpn01 => return Ok(()),
+            ChallengeKind::Dns01 | ChallengeKind::DnsAccount01 => {
+                (ch.dns_value(), "TXT value", self.dns.hooks)
+            }
+            ChallengeKind::TlsAlpn01 | ChallengeKind::DnsPersist01 => return Ok(()),
         };
         let hooks_present = self.hooks.hooks().is_ok_and(|h| !h.is_empty());
         if hooked && hooks_present && argument.starts_with('-') {
@@ -319,6 +353,27 @@ impl Responder for TargetResponder {
             )));
         }
         Ok(())
+    }
+
+    fn precheck<'a>(
+        &'a self,
+        ch: &'a Challenge,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), UnusableChallenge>> {
+        Box::pin(async move {
+            let Some(wanted) = ch.persist.as_ref() else {
+                return Ok(());
+            };
+            let resolver = self
+                .dns
+                .rfc2136
+                .as_ref()
+                .map(|d| d.rfc2136.resolver.clone())
+                .unwrap_or_default();
+            dns::persist::precheck(&resolver, ch, wanted, now)
+                .await
+                .map_err(UnusableChallenge)
+        })
     }
 
     fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>> {
@@ -353,7 +408,9 @@ impl Responder for TargetResponder {
             let deadline = Instant::now() + self.hooks.timeout();
             futures_util::future::join_all(chs.iter().map(|ch| self.cleanup(ch, deadline))).await;
             // Every record this target published, whatever challenge it was for.
-            if chs.iter().any(|ch| ch.kind == ChallengeKind::Dns01)
+            if chs
+                .iter()
+                .any(|ch| matches!(ch.kind, ChallengeKind::Dns01 | ChallengeKind::DnsAccount01))
                 && let Some(updater) = &self.rfc2136
             {
                 updater.cleanup().await;

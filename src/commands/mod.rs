@@ -8,6 +8,7 @@ pub mod docs;
 pub mod import;
 pub mod metrics;
 pub mod notify;
+pub mod persist_record;
 pub mod quickstart;
 pub mod reconcile;
 pub mod redirector;

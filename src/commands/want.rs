@@ -74,7 +74,12 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
 /// CA offers for a wildcard name (RFC 8555 §7.1.3); `None` when it can. `hook_found` says
 /// whether a `challenge-dns-start` hook is installed (asked only when it matters).
 fn no_dns01(c: &ChallengeConfig, hook_found: impl FnOnce() -> bool) -> Option<String> {
-    if !c.types.contains(&ChallengeKind::Dns01) {
+    // A standing dns-persist-01 record needs no method here (it is checked before ordering);
+    // dns-account-01 goes through the dns-01 back ends checked below.
+    if c.types.contains(&ChallengeKind::DnsPersist01) {
+        return None;
+    }
+    if !c.types.contains(&ChallengeKind::Dns01) && !c.types.contains(&ChallengeKind::DnsAccount01) {
         let types: Vec<&str> = c.types.iter().map(|k| k.name()).collect();
         return Some(format!(
             "request.challenge.types is [{}], without dns-01",

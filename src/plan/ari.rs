@@ -157,11 +157,14 @@ mod tests {
     fn fallback_rule_table() {
         // (lifetime days, margin days, due this many days after issuance)
         let table = [
-            (90.0, 30, 60.0), // 1/3 = 30 = margin
-            (90.0, 10, 80.0), // margin caps the span
-            (90.0, 60, 60.0), // margin can't exceed 1/3
-            (45.0, 30, 30.0), // 45 days: 15 left
-            (6.0, 30, 3.0),   // under 10 days: half
+            (90.0, 30, 60.0),                // 1/3 = 30 = margin
+            (90.0, 10, 80.0),                // margin caps the span
+            (90.0, 60, 60.0),                // margin can't exceed 1/3
+            (45.0, 30, 30.0),                // 45 days: 15 left
+            (64.0, 30, 64.0 * 2.0 / 3.0),    // 64 days: a third left, under the margin
+            (160.0 / 24.0, 30, 80.0 / 24.0), // 160 hours: half
+            (6.0, 400, 3.0),                 // a margin longer than the lifetime changes nothing
+            (6.0, 30, 3.0),                  // under 10 days: half
             (9.0, 30, 4.5),
             (10.0, 30, 10.0 - 10.0 / 3.0), // exactly 10 days: a third
             (90.0, 0, 90.0),               // margin 0: only at expiry
@@ -178,6 +181,71 @@ mod tests {
                 "life={life} margin={margin}: {got} != {want}"
             );
             assert_eq!(due_at(&c, margin, None, 0.5), got);
+        }
+    }
+
+    /// The lifetimes CAs issue or have announced: 6-day (160 h, `shortlived`), 45-day
+    /// (`tlsserver`, and the default from 2028), 64-day (the default from 2027), 90-day.
+    /// Simulated runs twice a day for a year, with the default margin and one far larger than
+    /// the lifetime (the loop lego and NginxProxyManager users hit with fixed day counts): each
+    /// certificate is renewed exactly once, at its share of its own lifetime (to within one
+    /// run), never after it expired, and its replacement is never due at once.
+    #[test]
+    fn each_lifetime_renews_once_per_cycle_at_its_own_share() {
+        let hours = Duration::hours;
+        // (lifetime, margin days, due this long after issuance)
+        let table = [
+            (hours(160), 30, hours(80)),
+            (hours(160), 400, hours(80)),
+            (Duration::days(45), 30, Duration::days(30)),
+            (Duration::days(45), 400, Duration::days(30)),
+            (Duration::days(64), 30, Duration::days(64) * 2_i32 / 3_i32),
+            (Duration::days(64), 400, Duration::days(64) * 2_i32 / 3_i32),
+            (Duration::days(64), 10, Duration::days(54)),
+            (Duration::days(90), 30, Duration::days(60)),
+            (Duration::days(90), 400, Duration::days(60)),
+        ];
+        let step = hours(12);
+        for (life, margin, due_after) in table {
+            let mut issued = T0;
+            let mut renewals = 0;
+            let mut t = T0;
+            while t < T0 + Duration::days(365) {
+                let c = CertSummary {
+                    not_before: issued,
+                    not_after: issued + life,
+                    ..cert(0)
+                };
+                assert!(
+                    t < c.not_after,
+                    "life={life} margin={margin}: expired at {t}"
+                );
+                if due_at(&c, margin, None, 0.5) <= t {
+                    let age = t - issued;
+                    assert!(
+                        age >= due_after && age < due_after + step,
+                        "life={life} margin={margin}: renewed at age {age}, want {due_after}"
+                    );
+                    issued = t;
+                    renewals += 1;
+                    let next = CertSummary {
+                        not_before: t,
+                        not_after: t + life,
+                        ..cert(0)
+                    };
+                    assert!(due_at(&next, margin, None, 0.5) > t, "renewal loop");
+                }
+                t += step;
+            }
+            // Runs fall on a 12-hour grid from the first issuance: the renewal comes at the
+            // first run at or after the due time.
+            let runs =
+                (due_after.whole_seconds() + step.whole_seconds() - 1) / step.whole_seconds();
+            let cycles = Duration::days(365).whole_seconds() / (runs * step.whole_seconds());
+            assert!(
+                (cycles - 1..=cycles).contains(&renewals),
+                "life={life} margin={margin}: {renewals} renewals, want about {cycles}"
+            );
         }
     }
 

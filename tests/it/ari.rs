@@ -191,7 +191,8 @@ fn refused_replaces_is_dropped_and_the_order_sent_again() {
 
 /// ACME profiles: the target's `request.profile` is checked against the directory's
 /// `meta.profiles`, sent with the order, remembered with the certificate, and a change of
-/// profile gets a new certificate once (no loop).
+/// profile gets a new certificate once (no loop); a profile the CA does not list is ordered
+/// without, once.
 #[test]
 fn profile_is_validated_sent_and_a_change_reissues() {
     let (_pebble, proxy, state) = setup();
@@ -241,17 +242,24 @@ fn profile_is_validated_sent_and_a_change_reissues() {
     acmekeep(&state, &["reconcile"]).assert_success();
     assert_eq!(state.live_cert_id(NAME), second);
 
-    // A profile the CA does not offer: a clear error listing what it offers.
+    // A profile the CA does not offer (it dropped it, or a typo): the certificate comes
+    // from the CA's default profile with a warning naming what it offers, and the next
+    // run orders nothing (the certificate is remembered with the profile asked for).
     with_profile("tlsclient");
+    let orders = proxy.orders().len();
     let run = acmekeep(&state, &["reconcile"]);
-    run.assert_code(1);
-    run.assert_stderr_contains("tlsclient");
-    run.assert_stderr_contains("shortlived");
-    assert_eq!(
-        state.live_cert_id(NAME),
-        second,
-        "the working certificate stays"
-    );
+    run.assert_success();
+    run.assert_stderr_contains("request.profile \"tlsclient\" is not offered by");
+    run.assert_stderr_contains("classic, shortlived); ordering with the CA's default profile");
+    let third = state.live_cert_id(NAME);
+    assert_ne!(third, second);
+    assert_eq!(proxy.orders().len(), orders + 1);
+    assert_eq!(proxy.orders().last().and_then(|o| o.profile.clone()), None);
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(run.stderr, "", "no warning without an order");
+    assert_eq!(proxy.orders().len(), orders + 1, "no renewal loop");
+    assert_eq!(state.live_cert_id(NAME), third);
 }
 
 /// A CA that stops answering mid-run (the test double holds every new-order request): after

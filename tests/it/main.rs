@@ -10,6 +10,7 @@ mod challenges;
 mod commands;
 mod contrib_hooks;
 mod dns;
+mod dns_drafts;
 mod e2e;
 mod eab;
 mod hooks;

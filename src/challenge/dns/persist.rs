@@ -196,6 +196,99 @@ fn read_txt(
     })
 }
 
+/// How long before the CA looks a record must still be good (the CA may validate a little
+/// after we ask).
+const VALIDATION_SLACK: i64 = 600;
+/// A `persistUntil` closer than this is warned about when the record is used.
+pub const WARN_BEFORE: i64 = 30 * 86_400;
+
+/// Reads the standing record for `ch` (a dns-persist-01 challenge) from every authoritative
+/// server of its zone and judges it as the CA will, at `now` (Unix seconds). `Err` is one
+/// line naming a definite problem (no record, another issuer or account, no
+/// `policy=wildcard`, `persistUntil` past, malformed) as a server serves it, and how to fix
+/// it. A lookup that cannot be made at all is logged as a warning and is no reason to hold
+/// the order back: the CA may see what we cannot.
+pub async fn precheck(
+    resolver: &ResolverConfig,
+    ch: &crate::acme::Challenge,
+    wanted: &crate::acme::PersistWanted,
+    now: i64,
+) -> std::result::Result<(), String> {
+    use crate::acme::persist::{Wanted, judge};
+    let which = format!("{}{}", if ch.wildcard { "*." } else { "" }, ch.identifier);
+    let hint = format!("'acmekeep persist-record {which}' prints the record to publish",);
+    let name = match Hostname::parse(&ch.record_name) {
+        Ok(n) => n,
+        Err(e) => return Err(format!("{which}: {} is no DNS name: {e}", ch.record_name)),
+    };
+    let answers = match txt_authoritative(resolver, &name).await {
+        Ok((_, a)) => a,
+        Err(e) => {
+            tracing::warn!(
+                "{which}: the dns-persist-01 record {name} could not be looked up ({e:#}); asking the CA anyway"
+            );
+            return Ok(());
+        }
+    };
+    let w = Wanted {
+        issuers: &wanted.issuers,
+        account_uris: &wanted.account_uris,
+        wildcard: ch.wildcard,
+        at: now + VALIDATION_SLACK,
+    };
+    let mut problems = Vec::new();
+    let mut silent = Vec::new();
+    let mut until: Option<Option<i64>> = None;
+    for a in &answers {
+        match &a.outcome {
+            Err(e) => silent.push(format!("{} {e}", a.server)),
+            Ok(found) => match judge(&found.values, found.nxdomain, w) {
+                Ok(u) => {
+                    until = Some(match (until, u) {
+                        (Some(Some(a)), Some(b)) => Some(a.min(b)),
+                        (Some(Some(a)), None) => Some(a),
+                        (_, u) => u,
+                    });
+                }
+                Err(p) => problems.push((a.server.clone(), p)),
+            },
+        }
+    }
+    if let Some((server, p)) = problems.first() {
+        let more = match problems.len() {
+            1 => String::new(),
+            n => format!(" and {} more server{}", n - 1, if n > 2 { "s" } else { "" }),
+        };
+        return Err(format!(
+            "{which}: the dns-persist-01 record {name} is not usable: {p} (as {server}{more} serve{} it); {hint}",
+            if more.is_empty() { "s" } else { "" }
+        ));
+    }
+    if until.is_none() {
+        tracing::warn!(
+            "{which}: the dns-persist-01 record {name} could not be read from any authoritative server ({}); asking the CA anyway",
+            silent.join("; ")
+        );
+        return Ok(());
+    }
+    if !silent.is_empty() {
+        tracing::warn!(
+            "{which}: some authoritative servers did not answer about {name} ({})",
+            silent.join("; ")
+        );
+    }
+    if let Some(Some(u)) = until
+        && u - now < WARN_BEFORE
+    {
+        let days = (u - now).max(0) / 86_400;
+        tracing::warn!(
+            "{which}: the dns-persist-01 record {name} stops being accepted in {days} day{} (persistUntil {u}); {hint}",
+            if days == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
 /// What [`replace`] did.
 #[derive(Clone, Debug)]
 pub struct Replaced {

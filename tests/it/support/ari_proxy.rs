@@ -17,6 +17,8 @@
 //!   builds its URLs and checks the JWS `url` from it) already speaks in proxy URLs; any
 //!   `https://127.0.0.1:<pebble port>` left in headers or bodies is rewritten anyway.
 //!
+//! - Challenge types Pebble 2.4 lacks (dns-account-01, dns-persist-01) can be offered
+//!   ([`AriProxy::offer_challenges`], see [`super::challenge_double`]).
 //! - Any kind of exchange can be answered hostilely ([`AriProxy::tamper`], see
 //!   [`super::hostile`]): slowly, endlessly, malformed, with edited JSON, headers or chains.
 //!
@@ -36,6 +38,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::Pebble;
+use super::challenge_double::{self, ChallengeOffer, DoubleState, Validation};
 use super::hostile::{self, Exchange, Tamper};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +117,7 @@ struct ProxyState {
     attempts: Vec<OrderAttempt>,
     profiles: Option<serde_json::Map<String, serde_json::Value>>,
     tampers: hostile::Tampers,
+    double: DoubleState,
 }
 
 struct Shared {
@@ -121,6 +125,8 @@ struct Shared {
     pebble_port: u16,
     pebble_ca: Vec<u8>,
     new_order_path: String,
+    new_account_path: String,
+    challtestsrv_url: String,
     proxy_base: String,
     pebble_base: String,
 }
@@ -179,11 +185,21 @@ impl AriProxy {
             .expect("newOrder URL")
             .path()
             .to_owned();
+        let new_account_path = url::Url::parse(
+            pebble.directory()["newAccount"]
+                .as_str()
+                .expect("newAccount URL"),
+        )
+        .expect("newAccount URL")
+        .path()
+        .to_owned();
         let shared = Arc::new(Shared {
             state: Mutex::new(ProxyState::default()),
             pebble_port: pebble.acme_port(),
             pebble_ca: pebble.ca_der().to_vec(),
             new_order_path,
+            new_account_path,
+            challtestsrv_url: pebble.challtestsrv_url(),
             proxy_base: format!("https://127.0.0.1:{port}"),
             pebble_base: format!("https://127.0.0.1:{}", pebble.acme_port()),
         });
@@ -287,6 +303,16 @@ impl AriProxy {
     /// Every new-order request seen, in order.
     pub fn orders(&self) -> Vec<SeenOrder> {
         self.shared.state().orders.clone()
+    }
+
+    /// From now on authorizations also offer what `offer` says.
+    pub fn offer_challenges(&self, offer: ChallengeOffer) {
+        self.shared.state().double.offer = offer;
+    }
+
+    /// The validations of offered challenge types made so far, in order.
+    pub fn validations(&self) -> Vec<Validation> {
+        self.shared.state().double.validations.clone()
     }
 }
 
@@ -522,6 +548,32 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
         }
         seen = Some(order);
     }
+    let kid = challenge_double::jws_protected(&req.body)["kid"]
+        .as_str()
+        .map(str::to_owned);
+    if method == "POST"
+        && let Some(kid) = &kid
+    {
+        let copy = challenge_double::before_challenge_post(&mut shared.state().double, path, kid);
+        let offer = shared.state().double.offer.clone();
+        for (name, values) in copy.into_iter() {
+            for value in values {
+                if let (Some(key), Some(server)) = (&offer.pebble_dns_key, offer.client_dns) {
+                    challenge_double::publish_in_knot(
+                        server,
+                        key,
+                        &format!("_acme-challenge.{name}"),
+                        &value,
+                    )?;
+                    continue;
+                }
+                let url = format!("{}/set-txt", shared.challtestsrv_url);
+                let body =
+                    serde_json::json!({"host": format!("_acme-challenge.{name}."), "value": value});
+                super::http::http_post(&url, &body.to_string())?;
+            }
+        }
+    }
 
     let mut rsp = forward(req, shared)?;
     // Only orders Pebble created count (a badNonce rejection is retried by the client).
@@ -534,6 +586,15 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
     for (_, v) in rsp.headers.iter_mut() {
         *v = rewrite(v);
     }
+    if method == "POST"
+        && path == shared.new_account_path
+        && let Some(loc) = rsp.header("location")
+        && let Some(thumb) =
+            challenge_double::thumbprint(&challenge_double::jws_protected(&req.body)["jwk"])
+    {
+        let loc = loc.to_owned();
+        shared.state().double.thumbprints.insert(loc, thumb);
+    }
     rsp.body = rewrite(&String::from_utf8_lossy(&rsp.body)).into_bytes();
 
     let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&rsp.body) else {
@@ -544,6 +605,17 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
         if let Some(p) = shared.state().profiles.clone() {
             json["meta"]["profiles"] = p.into();
         }
+        let issuers = shared.state().double.offer.persist_issuers.clone();
+        if !issuers.is_empty() {
+            json["meta"]["caaIdentities"] = issuers.into();
+        }
+    } else if json.get("challenges").is_some() {
+        let mut st = shared.state();
+        let offer = &st.double.offer;
+        if !offer.dns_account && offer.persist_issuers.is_empty() {
+            return Ok(rsp);
+        }
+        challenge_double::relabel_authz(&mut st.double, &mut json, kid.as_deref());
     } else if json.get("finalize").is_some() {
         // An order object: echo what its new-order carried.
         let id_of = |url: &str| url.rsplit('/').next().unwrap_or_default().to_owned();

@@ -1,0 +1,316 @@
+//! dns-account-01 and dns-persist-01 end to end: Pebble 2.4 behind the ARI proxy, whose
+//! challenge double offers both types and validates them against the Knot acmekeep updates
+//! (see `support/challenge_double.rs`); Pebble's own dns-01 validation decides.
+
+use crate::support::*;
+
+const ZONE: &str = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\n";
+
+/// Knot for acmekeep's updates and Pebble's lookups, Pebble behind the proxy, which offers
+/// what `offer` says and reads records from that Knot.
+fn setup(offer: ChallengeOffer) -> (Knot, KnotKey, Pebble, AriProxy) {
+    let key = KnotKey::random("acme-update");
+    let knot = Knot::start(&key, &[("example.test", ZONE)]);
+    // Knot is Pebble's DNS too: the double copies validated values to `_acme-challenge`
+    // there, where several can stand at once.
+    let pebble = Pebble::start(PebbleOpts {
+        dns_server: Some(knot.addr()),
+        ..PebbleOpts::fast()
+    });
+    let proxy = AriProxy::start(&pebble);
+    proxy.offer_challenges(ChallengeOffer {
+        client_dns: Some(knot.addr()),
+        pebble_dns_key: Some(key.clone()),
+        ..offer
+    });
+    (knot, key, pebble, proxy)
+}
+
+/// A state directory at the proxy with RFC 2136 updates to `knot` and these `types`.
+fn state_for(
+    pebble: &Pebble,
+    proxy: &AriProxy,
+    knot: &Knot,
+    key: &KnotKey,
+    types: &str,
+) -> StateDir {
+    let state = StateDir::new();
+    let addr = knot.addr().to_string();
+    let conf = standard_conf_target(pebble)
+        .replace(
+            &serde_json::to_string(&pebble.directory_url()).expect("JSON"),
+            &serde_json::to_string(&proxy.directory_url()).expect("JSON"),
+        )
+        .replace(
+            "    http-self-test: false\n",
+            &format!(
+                "    http-self-test: false\n    types: {types}\n    dns-01:\n      hooks: false\n      server: \"{addr}\"\n      key-name: {}\n      algorithm: {}\n      secret: \"{}\"\n      resolvers: [\"{addr}\"]\n      nameservers: {{ns1.example.test: [\"{addr}\"]}}\n      propagation-timeout: 30\n",
+                key.name, key.algorithm, key.secret
+            ),
+        );
+    assert!(conf.contains(&proxy.directory_url()), "{conf}");
+    state.write_conf_target(&conf);
+    state.write_standard_responses();
+    state
+}
+
+/// The label of the state directory's account (its URL from `account-url`).
+fn label_of(state: &StateDir) -> String {
+    let run = acmekeep(state, &["account-url"]);
+    run.assert_success();
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, run.stdout.as_bytes());
+    format!(
+        "_{}",
+        data_encoding::BASE32
+            .encode(&d.as_ref()[..10])
+            .to_ascii_lowercase()
+    )
+}
+
+/// dns-01 listed first, dns-account-01 second, both offered: dns-account-01 is used (it is
+/// preferred), the value goes to `_<account label>._acme-challenge.<name>` by RFC 2136, the
+/// CA validates it there, and it is removed afterwards.
+#[test]
+fn dns_account_01_is_preferred_published_at_the_account_label_and_removed() {
+    let (knot, key, pebble, proxy) = setup(ChallengeOffer {
+        dns_account: true,
+        ..ChallengeOffer::default()
+    });
+    let state = state_for(&pebble, &proxy, &knot, &key, "[dns-01, dns-account-01]");
+    let label = label_of(&state);
+    const NAME: &str = "acct.example.test";
+    acmekeep(&state, &["want", NAME]).assert_success();
+    assert!(state.live_names().contains(&NAME.to_owned()));
+    let v = proxy.validations();
+    let record = format!("{label}._acme-challenge.{NAME}");
+    assert!(
+        !v.is_empty()
+            && v.iter()
+                .all(|v| v.kind == "dns-account-01" && v.record == record),
+        "{v:?}"
+    );
+    assert!(knot.txt(&record).is_empty(), "cleaned up");
+}
+
+/// Two machines (two state directories, two accounts) renew one name at the same time with
+/// dns-account-01 against one DNS server: each publishes at its own label, neither removes
+/// the other's record, both get a certificate.
+#[test]
+fn two_accounts_validate_one_name_at_once_with_dns_account_01() {
+    let (knot, key, pebble, proxy) = setup(ChallengeOffer {
+        dns_account: true,
+        only_added: true,
+        ..ChallengeOffer::default()
+    });
+    let a = state_for(&pebble, &proxy, &knot, &key, "[dns-account-01]");
+    let b = state_for(&pebble, &proxy, &knot, &key, "[dns-account-01]");
+    let (la, lb) = (label_of(&a), label_of(&b));
+    assert_ne!(la, lb);
+    const NAME: &str = "shared.example.test";
+    let opts = RunOpts::default();
+    let ra = spawn_acmekeep(&a, &["want", NAME], &opts);
+    let rb = spawn_acmekeep(&b, &["want", NAME], &opts);
+    ra.wait().assert_success();
+    rb.wait().assert_success();
+    let mut labels: Vec<String> = proxy
+        .validations()
+        .iter()
+        .filter(|v| v.kind == "dns-account-01")
+        .map(|v| v.record.clone())
+        .collect();
+    labels.sort();
+    let mut want = vec![
+        format!("{la}._acme-challenge.{NAME}"),
+        format!("{lb}._acme-challenge.{NAME}"),
+    ];
+    want.sort();
+    assert_eq!(labels, want);
+    for s in [&a, &b] {
+        assert!(s.live_names().contains(&NAME.to_owned()));
+    }
+    for l in [&la, &lb] {
+        let left = knot.txt(&format!("{l}._acme-challenge.{NAME}"));
+        assert!(left.is_empty(), "{l}: {left:?}\n{}", knot.logs());
+    }
+}
+
+const ISSUER: &str = "pebble.letsencrypt.org";
+
+/// dns-persist-01 from the first step: `persist-record --publish` puts the standing record
+/// into DNS (a record of another CA at the name stays), an order then needs no DNS change,
+/// one record with policy=wildcard serves a name and its wildcard, and a second run of
+/// `persist-record --until` replaces only our record.
+#[test]
+fn dns_persist_01_record_published_once_then_orders_need_no_dns_change() {
+    let zone = format!(
+        "{ZONE}_validation-persist.p TXT \"other-ca.example; accounturi=https://other-ca.example/acct/1\"\n"
+    );
+    let key = KnotKey::random("acme-update");
+    let knot = Knot::start(&key, &[("example.test", &zone)]);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let proxy = AriProxy::start(&pebble);
+    proxy.offer_challenges(ChallengeOffer {
+        client_dns: Some(knot.addr()),
+        persist_issuers: vec![ISSUER.to_owned(), "ca.pebble.example".to_owned()],
+        ..ChallengeOffer::default()
+    });
+    let state = state_for(&pebble, &proxy, &knot, &key, "[dns-persist-01]");
+    let account = {
+        let run = acmekeep(&state, &["account-url"]);
+        run.assert_success();
+        run.stdout.clone()
+    };
+    const NAME: &str = "p.example.test";
+    let run = acmekeep(&state, &["persist-record", "*.p.example.test", "--publish"]);
+    run.assert_success();
+    let value = format!("{ISSUER}; accounturi={account}; policy=wildcard");
+    assert_eq!(
+        run.stdout,
+        format!(
+            "; _validation-persist.{NAME} for {} (account {account}, draft -01)\n_validation-persist.{NAME}. 3600 IN TXT \"{value}\"\n'_validation-persist.{NAME}:{}:3600\n{value}\n",
+            proxy.directory_url(),
+            value.replace(':', "\\072")
+        )
+    );
+    let record = format!("_validation-persist.{NAME}");
+    assert_eq!(knot.txt(&record).len(), 2, "{:?}", knot.txt(&record));
+    assert!(knot.txt(&record).contains(&value));
+
+    acmekeep(&state, &["want", "*.p.example.test", NAME]).assert_success();
+    let v = proxy.validations();
+    assert!(
+        !v.is_empty() && v.iter().all(|v| v.kind == "dns-persist-01" && v.usable),
+        "{v:?}"
+    );
+    assert!(state.live_names().contains(&NAME.to_owned()));
+    assert_eq!(
+        knot.txt(&record).len(),
+        2,
+        "nothing added or removed by the order"
+    );
+
+    // A newer record of ours replaces the older one; the other CA's stays.
+    let run = acmekeep(
+        &state,
+        &[
+            "persist-record",
+            NAME,
+            "--wildcard",
+            "--until",
+            "2099-01-01",
+            "--publish",
+            "--format",
+            "plain",
+        ],
+    );
+    run.assert_success();
+    let newer = format!("{value}; persistUntil=4070908800");
+    assert!(
+        run.stdout.ends_with(&format!("{newer}\n")),
+        "{}",
+        run.stdout
+    );
+    let now = knot.txt(&record);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.contains(&newer) && now.iter().any(|v| v.starts_with("other-ca.example;")));
+}
+
+/// Before ordering, the record is read and judged: a missing record, one for another
+/// account, one without policy=wildcard for a wildcard, and one past its persistUntil are
+/// each named precisely and nothing is asked of the CA (no validation); with another allowed
+/// type offered, that type is used instead, with a warning.
+#[test]
+fn dns_persist_01_precheck_names_what_is_wrong_before_the_ca_is_asked() {
+    let zone = format!(
+        "{ZONE}_validation-persist.other TXT \"{ISSUER}; accounturi=https://elsewhere.example/acct/9\"\n"
+    );
+    let key = KnotKey::random("acme-update");
+    let knot = Knot::start(&key, &[("example.test", &zone)]);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let proxy = AriProxy::start(&pebble);
+    proxy.offer_challenges(ChallengeOffer {
+        client_dns: Some(knot.addr()),
+        persist_issuers: vec![ISSUER.to_owned()],
+        dns_account: true,
+        ..ChallengeOffer::default()
+    });
+    let state = state_for(&pebble, &proxy, &knot, &key, "[dns-persist-01]");
+
+    let run = acmekeep(&state, &["want", "missing.example.test"]);
+    run.assert_code(1);
+    run.assert_stderr_contains(
+        "missing.example.test: the dns-persist-01 record _validation-persist.missing.example.test is not usable: the name does not exist",
+    );
+    run.assert_stderr_contains(
+        "'acmekeep persist-record missing.example.test' prints the record to publish",
+    );
+
+    let run = acmekeep(&state, &["want", "other.example.test"]);
+    run.assert_code(1);
+    run.assert_stderr_contains(
+        "its accounturi is https://elsewhere.example/acct/9 but this account is https://",
+    );
+
+    // Ours without the policy, asked for a wildcard.
+    acmekeep(
+        &state,
+        &["persist-record", "nopol.example.test", "--publish"],
+    )
+    .assert_success();
+    let run = acmekeep(&state, &["want", "*.nopol.example.test"]);
+    run.assert_code(1);
+    run.assert_stderr_contains("it has no policy=wildcard, which a wildcard certificate needs");
+    assert!(
+        proxy.validations().is_empty(),
+        "the CA was asked: {:?}",
+        proxy.validations()
+    );
+
+    // Another allowed type offered: used instead, with a warning.
+    let conf = state
+        .read_string("conf/target")
+        .replace("[dns-persist-01]", "[dns-persist-01, dns-account-01]");
+    state.write_conf_target(&conf);
+    let run = acmekeep(&state, &["want", "fallback.example.test"]);
+    run.assert_success();
+    run.assert_stderr_contains("the dns-persist-01 record _validation-persist.fallback.example.test is not usable: the name does not exist");
+    run.assert_stderr_contains("; using dns-account-01 instead");
+    // (The targets that failed before are retried by the same run, the same way.)
+    let v: Vec<_> = proxy
+        .validations()
+        .into_iter()
+        .filter(|v| v.name == "fallback.example.test")
+        .collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].kind, "dns-account-01");
+}
+
+/// A record whose persistUntil is near is used, with a warning naming the days left.
+#[test]
+fn dns_persist_01_warns_before_persist_until() {
+    let (knot, key, pebble, proxy) = setup(ChallengeOffer {
+        persist_issuers: vec![ISSUER.to_owned()],
+        ..ChallengeOffer::default()
+    });
+    let state = state_for(&pebble, &proxy, &knot, &key, "[dns-persist-01]");
+    let soon =
+        (time::OffsetDateTime::now_utc() + time::Duration::days(20) + time::Duration::hours(1))
+            .unix_timestamp()
+            .to_string();
+    acmekeep(
+        &state,
+        &[
+            "persist-record",
+            "soon.example.test",
+            "--until",
+            &soon,
+            "--publish",
+        ],
+    )
+    .assert_success();
+    let run = acmekeep(&state, &["want", "soon.example.test"]);
+    run.assert_success();
+    run.assert_stderr_contains(&format!(
+        "soon.example.test: the dns-persist-01 record _validation-persist.soon.example.test stops being accepted in 20 days (persistUntil {soon})"
+    ));
+}
