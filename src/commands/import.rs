@@ -40,6 +40,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rsa::{KeyPairComponents, PublicKeyComponents};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, RsaKeyPair};
 use rustls_pki_types::PrivateKeyDer;
 use serde_json::Value;
@@ -135,49 +136,6 @@ fn account_key_from_der(der: &PrivateKeyDer<'_>) -> Result<AccountKey> {
     })
 }
 
-/// Appends a DER length.
-fn der_len(len: usize, out: &mut Vec<u8>) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
-/// Appends a DER INTEGER holding the unsigned big-endian `value`: leading zeros dropped, one
-/// zero put back when the high bit is set (else it would read as negative).
-fn der_uint(value: &[u8], out: &mut Vec<u8>) {
-    let start = value.iter().position(|&b| b != 0).unwrap_or(value.len());
-    let v = if start == value.len() {
-        &[0u8][..]
-    } else {
-        &value[start..]
-    };
-    let pad = v[0] & 0x80 != 0;
-    out.push(0x02);
-    der_len(v.len() + usize::from(pad), out);
-    if pad {
-        out.push(0);
-    }
-    out.extend_from_slice(v);
-}
-
-/// RFC 8017 A.1.2 `RSAPrivateKey` (two primes, version 0) from n, e, d, p, q, dp, dq, qi.
-fn rsa_pkcs1_der(parts: &[Vec<u8>; 8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    der_uint(&[0], &mut body);
-    for p in parts {
-        der_uint(p, &mut body);
-    }
-    let mut out = vec![0x30];
-    der_len(body.len(), &mut out);
-    out.extend_from_slice(&body);
-    out
-}
-
 /// A private JWK (RFC 7518 §6.3.2 RSA, §6.2.2 EC) as a private key, after checking that its
 /// private half belongs to the public half it names.
 pub fn jwk_to_private_key(jwk: &Value) -> Result<PrivateKeyDer<'static>> {
@@ -195,24 +153,25 @@ pub fn jwk_to_private_key(jwk: &Value) -> Result<PrivateKeyDer<'static>> {
                 }
                 b64url_member(jwk, name)
             };
-            let parts = [
-                n.clone(),
-                e.clone(),
-                member("d")?,
-                member("p")?,
-                member("q")?,
-                member("dp")?,
-                member("dq")?,
-                member("qi")?,
-            ];
-            let pkcs1 = rsa_pkcs1_der(&parts);
+            let components = KeyPairComponents {
+                public_key: PublicKeyComponents { n, e },
+                d: member("d")?,
+                p: member("p")?,
+                q: member("q")?,
+                dP: member("dp")?,
+                dQ: member("dq")?,
+                qInv: member("qi")?,
+            };
             // aws-lc checks the private values against each other and the modulus.
-            let pair = RsaKeyPair::from_der(&pkcs1).map_err(|e| {
+            let pair = RsaKeyPair::from_components(&components).map_err(|e| {
                 anyhow!(
                     "the JWK's RSA values (n, e, d, p, q, dp, dq, qi) do not form a valid key: {e}"
                 )
             })?;
-            let der = PrivateKeyDer::Pkcs1(pkcs1.into());
+            let pkcs8: Pkcs8V1Der<'static> = pair
+                .as_der()
+                .map_err(|_| anyhow!("cannot encode the RSA key"))?;
+            let der = PrivateKeyDer::Pkcs8(pkcs8.as_ref().to_vec().into());
             check_signs(&pair, &der, &public)?;
             Ok(der)
         }
@@ -997,36 +956,18 @@ mod tests {
     }
 
     #[test]
-    fn der_integers_follow_the_leading_zero_rule() {
-        let enc = |v: &[u8]| {
-            let mut out = Vec::new();
-            der_uint(v, &mut out);
-            out
-        };
-        assert_eq!(enc(&[]), [2, 1, 0]);
-        assert_eq!(enc(&[0, 0]), [2, 1, 0]);
-        assert_eq!(enc(&[0x7f]), [2, 1, 0x7f]);
-        assert_eq!(enc(&[0x80]), [2, 2, 0, 0x80]);
-        assert_eq!(enc(&[0, 0, 1, 0]), [2, 2, 1, 0]);
-        let len = |n: usize| {
-            let mut out = Vec::new();
-            der_len(n, &mut out);
-            out
-        };
-        assert_eq!(len(127), [127]);
-        assert_eq!(len(128), [0x81, 128]);
-        assert_eq!(len(300), [0x82, 1, 44]);
-    }
-
-    #[test]
-    fn rsa_jwk_becomes_the_same_pkcs1_key_byte_for_byte() {
+    fn rsa_jwk_becomes_the_same_key_byte_for_byte() {
         let (pkcs1, jwk) = rsa_jwk();
         let der = jwk_to_private_key(&jwk).expect("converts");
-        let PrivateKeyDer::Pkcs1(ours) = &der else {
-            panic!("expected PKCS#1")
-        };
-        assert_eq!(ours.secret_pkcs1_der(), pkcs1.as_slice());
         let original = PrivateKeyDer::Pkcs1(pkcs1.into());
+        // The PKCS#8 the store writes is the one the original key gives, to the byte.
+        let PrivateKeyDer::Pkcs8(ours) = &der else {
+            panic!("expected PKCS#8")
+        };
+        assert_eq!(
+            ours.secret_pkcs8_der(),
+            to_pkcs8(&original).expect("pkcs8").as_slice()
+        );
         assert_eq!(key_id_of(&der), key_id_of(&original));
         let account = account_key_from_der(&der).expect("account key");
         assert!(account.pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
