@@ -378,6 +378,33 @@ fn quickstart_replaces_acmetools_managed_haproxy_hook_and_keeps_an_edited_one() 
 }
 
 #[test]
+fn a_backup_copy_of_a_cron_job_is_not_a_job() {
+    // Debian's cron skips /etc/cron.d files with a dot in their name: a copy the administrator
+    // kept of acmekeep's job is not acmekeep's job (renewal would go unscheduled), and one of
+    // acmetool's is not acmetool's job to replace (it is left as it is).
+    let s = setup();
+    let cron_d = s.root.join("etc/cron.d");
+    std::fs::create_dir_all(&cron_d).expect("mkdir");
+    s.state.write("conf/responses", responses(&s, ""));
+    quickstart(&s).assert_success();
+    std::fs::rename(cron_d.join("acmekeep"), cron_d.join("acmekeep.bak")).expect("rename");
+    let acmetools = format!(
+        "12 3 * * * root /usr/bin/acmetool --batch --state={} reconcile\n",
+        s.state.path().display()
+    );
+    std::fs::write(cron_d.join("acmetool.disabled"), &acmetools).expect("write");
+    let run = quickstart(&s);
+    run.assert_success();
+    assert!(cron_d.join("acmekeep").exists(), "{}", run.stderr);
+    assert!(cron_d.join("acmekeep.bak").exists());
+    assert_eq!(
+        std::fs::read_to_string(cron_d.join("acmetool.disabled")).expect("read"),
+        acmetools
+    );
+    assert!(!run.stderr.contains("acmetool.disabled"), "{}", run.stderr);
+}
+
+#[test]
 fn quickstart_leaves_an_acmetool_job_for_another_state_dir_and_names_it() {
     let s = setup();
     std::fs::create_dir_all(s.root.join("etc/cron.d")).expect("mkdir");

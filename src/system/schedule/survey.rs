@@ -378,12 +378,17 @@ fn split_commands(command: &str) -> Vec<&str> {
     out.into_iter().filter(|c| !c.trim().is_empty()).collect()
 }
 
-/// Names that cron and run-parts skip: hidden files and the backups editors and package managers
-/// leave. Counting `/etc/cron.d/acmetool.dpkg-old` as a job would block replacement forever.
+/// Names that Debian's cron (in /etc/cron.d) and run-parts (in /etc/cron.daily and the like)
+/// skip: any with a character other than letters, digits, `_` and `-`, so hidden files and
+/// the backups editors, package managers and administrators leave (`acmetool.dpkg-old`,
+/// `acmekeep~`, `acmekeep.bak`). Counting `/etc/cron.d/acmetool.dpkg-old` as a job would block
+/// replacement forever, and `/etc/cron.d/acmekeep.bak` as acmekeep's job would leave renewal
+/// unscheduled.
 pub(super) fn cron_skips(name: &str) -> bool {
-    name.starts_with('.')
-        || name.ends_with('~')
-        || [".dpkg-", ".rpm", ".ucf-"].iter().any(|s| name.contains(s))
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A file's text, if it is a readable UTF-8 file of a sane size.
@@ -1058,6 +1063,17 @@ mod tests {
             "1 1 * * * root acmetool\n",
         );
         write(&root, "etc/cron.d/.acmetool.swp", "");
+        write(
+            &root,
+            "etc/cron.d/acmekeep.bak",
+            "1 1 * * * root acmekeep\n",
+        );
+        write(&root, "etc/cron.d/acmetool~", "1 1 * * * root acmetool\n");
+        write(
+            &root,
+            "etc/cron.daily/acmetool.disabled",
+            "#!/bin/sh\nexec acmetool --batch reconcile\n",
+        );
         write(&root, "etc/cron.allow", "root\n");
         write(&root, "etc/cron.d/backup", "1 1 * * * root tar\n");
         assert!(
