@@ -348,6 +348,66 @@ fn find_cycle<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str
     None
 }
 
+/// Production files that read the wall clock directly, and why that is right for them.
+const CLOCK_READERS: &[(&str, &str)] = &[
+    ("clock.rs", "the clock itself"),
+    (
+        "files.rs",
+        "temp-file names: the time only makes names unique, nothing is decided from it",
+    ),
+    (
+        "challenge/dns/wire.rs",
+        "TSIG time-signed: the DNS server checks it against its own clock",
+    ),
+];
+
+/// Below the commands the wall clock is read through [`crate::clock::Clock`] (or the `now`
+/// the command passed down), so that every decision about time can be tested at any time.
+#[test]
+fn the_wall_clock_is_read_only_through_clock() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let test_only = test_only_files(&files);
+    let mut found = Vec::new();
+    for file in &files {
+        let rel = file
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .into_owned();
+        let top = module_path(&src, file).first().cloned().unwrap_or_default();
+        if test_only.contains(file)
+            || matches!(top.as_str(), "commands" | "architecture" | "")
+            || CLOCK_READERS.iter().any(|(f, _)| *f == rel)
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("source file");
+        let mut lines = text.lines().enumerate().peekable();
+        while let Some((i, line)) = lines.next() {
+            let line = line.trim();
+            if line == "#[cfg(test)]"
+                && lines
+                    .peek()
+                    .is_some_and(|(_, l)| l.contains("mod ") && l.trim_end().ends_with('{'))
+            {
+                break;
+            }
+            if line.starts_with("//") {
+                continue;
+            }
+            if line.contains("SystemTime::now()") || line.contains("OffsetDateTime::now_utc()") {
+                found.push(format!("src/{rel}:{}", i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the wall clock is read below the commands (use crate::clock::Clock, or the `now` passed in): {found:?}"
+    );
+}
+
 #[test]
 fn the_reader_finds_grouped_and_relative_imports() {
     let module = vec!["acme".to_string(), "instant".to_string()];

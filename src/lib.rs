@@ -13,6 +13,7 @@ pub mod cert;
 pub mod chain;
 pub mod challenge;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod exit;
 pub mod files;

@@ -11,6 +11,7 @@
 //! instant-acme does not hand out: a certificate download's `Link: rel="alternate"` headers
 //! (RFC 8555 §7.4.2) and its fresh nonce are remembered for [`CaHttp::take_download`].
 
+use crate::clock::{Clock, SystemClock};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::pin::Pin;
@@ -93,6 +94,8 @@ pub struct CaHttp {
     /// The directory of the CA this client talks to ([`CaHttp::for_directory`]): every URL
     /// requested must be on its origin ([`super::vet::ca_url`]).
     directory: Option<Arc<url::Url>>,
+    /// The wall clock the pauses are measured against.
+    clock: Arc<dyn Clock>,
 }
 
 /// Why an exchange with the CA failed.
@@ -230,7 +233,18 @@ impl CaHttp {
             directories: Arc::default(),
             pauses: Arc::default(),
             directory: None,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// The same client, reading the time from `clock` (tests set it).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// The clock this client reads the time from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The same client (same pool, counters and pauses) for the CA whose directory is at
@@ -363,7 +377,7 @@ impl CaHttp {
     ) -> Option<T> {
         let origin = super::nonces::origin(url)?;
         let pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
-        ask(&pauses, &origin, std::time::SystemTime::now())
+        ask(&pauses, &origin, self.clock.now())
     }
 
     /// Number of requests to `origin` (`scheme://host:port`) that timed out so far.
@@ -420,7 +434,7 @@ impl CaHttp {
     /// Reads an error answer from `url`: a pause it asks for is recorded, and its body is
     /// returned as a problem document naming the status (and the time to retry after).
     fn error_answer(&self, url: &str, parts: &http::response::Parts, body: &Bytes) -> Bytes {
-        let now = std::time::SystemTime::now();
+        let now = self.clock.now();
         let retry_after = parts
             .headers
             .get(http::header::RETRY_AFTER)
@@ -936,6 +950,34 @@ mod tests {
         assert_eq!(p.status, Some(503), "the CA's own status is kept");
         let p = parse(500, &"x".repeat(10_000));
         assert!(p.detail.is_some_and(|d| d.len() < 300));
+    }
+
+    /// A pause the CA asks for is measured on the client's clock: it lasts until the clock
+    /// reaches the CA's time, not a moment longer, whatever the machine's clock says.
+    #[test]
+    fn pauses_follow_the_clock() {
+        let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let clock = Arc::new(crate::clock::FakeClock::at(start));
+        let http = CaHttp::new(rustls::RootCertStore::empty())
+            .expect("client")
+            .with_clock(clock.clone());
+        let url = "https://ca.example/acme/new-order";
+        assert_eq!(http.pause(url), None);
+        let (parts, ()) = http::Response::builder()
+            .status(429)
+            .header(http::header::RETRY_AFTER, "50")
+            .body(())
+            .expect("response")
+            .into_parts();
+        let body = Bytes::from_static(
+            br#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow down"}"#,
+        );
+        http.error_answer(url, &parts, &body);
+        assert_eq!(http.pause(url), Some(Duration::from_secs(50)));
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(http.pause(url), Some(Duration::from_secs(20)));
+        clock.advance(Duration::from_secs(21));
+        assert_eq!(http.pause(url), None);
     }
 
     #[test]

@@ -604,7 +604,7 @@ impl InstantSession {
                         record_name,
                         persist,
                     };
-                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    let now = time::OffsetDateTime::from(self.http.clock().now()).unix_timestamp();
                     if let Err(e) = responder.precheck(&challenge, now).await {
                         excluded.push(kind);
                         reasons.push(e.0);

@@ -17,6 +17,9 @@ pub mod run;
 /// Atomic, mode-correct file operations, at their old path (see [`crate::files`]).
 pub use crate::files as fs;
 
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,8 @@ pub struct Store {
     listings: Listings,
     /// Opened with the lock, so caches may be written.
     writable: bool,
+    /// The wall clock cache stamps are compared with.
+    clock: Arc<dyn Clock>,
 }
 
 /// The names in the run-record directories (`.acmekeep/targets`, `.acmekeep/ari`), listed
@@ -358,6 +363,7 @@ impl Store {
             perm: table,
             listings: Listings::default(),
             writable: true,
+            clock: Arc::new(SystemClock),
         };
         store.conform_if_perm_changed()?;
         Ok(store)
@@ -452,6 +458,7 @@ impl Store {
             perm,
             listings: Listings::default(),
             writable: false,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -464,6 +471,11 @@ impl Store {
     /// The state directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The same store, reading the time from `clock` (tests set it).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     /// `conf/target` with acmetool's legacy fallbacks applied.
@@ -826,7 +838,7 @@ impl Store {
             stamps.push(stamp);
         }
         if self.writable {
-            let written = std::time::SystemTime::now();
+            let written = self.clock.now();
             if cache.stale() || newly_read.iter().any(|s| s.settled(written)) {
                 self.save_summaries(&cache_path, &inv.certs, &stamps, written);
             }
@@ -905,7 +917,7 @@ impl Store {
         }
         let clean = inv.warnings.len() == warnings_before;
         if let (true, true, Some(stamp)) = (self.writable, clean, stamp)
-            && let Some(data) = cache::render_live(stamp, &inv.live, std::time::SystemTime::now())
+            && let Some(data) = cache::render_live(stamp, &inv.live, self.clock.now())
         {
             self.save_cache(&cache_path, |file| io::Write::write_all(file, &data));
         }
