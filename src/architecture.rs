@@ -34,7 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["world", "interact"],
     &["plan"],
-    &["reconcile", "account", "monitor"],
+    &["reconcile", "account", "monitor", "cluster"],
     &["settings", "cli", "manual", "commands", "system"],
     &["fuzz"],
 ];

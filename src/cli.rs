@@ -278,6 +278,12 @@ pub enum Command {
     /// Serve ACME http-01 challenge files on port 80 and redirect everything else to HTTPS
     /// (acmetool's redirector; runs in the foreground, drops root after binding).
     Redirector(RedirectorArgs),
+    /// Show the fleet (conf/cluster): etcd members, nodes, locks held, failing targets,
+    /// sealed secrets. Read-only; exit 69 when the cluster is unavailable.
+    ClusterStatus(ClusterStatusArgs),
+    /// Make a new cluster secret key (`cluster-key new` prints a line for the secret key
+    /// file).
+    ClusterKey(ClusterKeyArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -405,6 +411,29 @@ pub struct TestNotifyArgs {
     /// Live names to announce (nothing happens without names, as in acmetool).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
+}
+
+/// `cluster-status`.
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cluster-key`.
+#[derive(Debug, Args)]
+pub struct ClusterKeyArgs {
+    /// What to do: `new` prints a new key.
+    #[arg(value_enum)]
+    pub action: ClusterKeyAction,
+}
+
+/// What `cluster-key` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ClusterKeyAction {
+    /// Print a new random key (base64 of 32 bytes), a line for the secret key file.
+    New,
 }
 
 /// `completions`.

@@ -1,7 +1,10 @@
 //! Exit codes, deliberate and documented (doc/exit-codes in the README).
 //!
 //! 0: everything succeeded. 1: some target failed, or a run-time error. 2: usage or
-//! configuration error. 75 (EX_TEMPFAIL): another process holds the state directory lock.
+//! configuration error. 69 (EX_UNAVAILABLE): the fleet's etcd cluster is unavailable, so
+//! nothing was ordered. 75 (EX_TEMPFAIL): another process holds the state directory lock.
+//! When several apply: 2 and 75 (decided before anything is done) first, then 1 if a target
+//! failed, then 69.
 
 /// Everything succeeded.
 pub const OK: u8 = 0;
@@ -9,8 +12,15 @@ pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 /// Usage or configuration error.
 pub const CONFIG: u8 = 2;
+/// The fleet's etcd cluster is unavailable: nothing was ordered (sysexits EX_UNAVAILABLE).
+pub const UNAVAILABLE: u8 = 69;
 /// The state directory is locked by another process (sysexits EX_TEMPFAIL).
 pub const LOCKED: u8 = 75;
+
+/// The fleet's etcd cluster cannot be used (no member answers, or none has a leader): exit 69.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster unavailable ({0})")]
+pub struct Unavailable(pub String);
 
 /// Marks an error as a configuration error (exit 2).
 #[derive(Debug, thiserror::Error)]

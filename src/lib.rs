@@ -14,6 +14,7 @@ pub mod chain;
 pub mod challenge;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod commands;
 pub mod exit;
 pub mod files;
@@ -76,6 +77,8 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
                 cli.acmetool.service_gid.as_deref(),
             ),
         ),
+        Some(cli::Command::ClusterStatus(a)) => commands::cluster::status(&settings, a),
+        Some(cli::Command::ClusterKey(a)) => commands::cluster::key(a),
         Some(cli::Command::Completions(a)) => commands::docs::completions(a),
         Some(cli::Command::Manpage) => commands::docs::manpage(),
         None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),
@@ -96,6 +99,10 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(exit::LOCKED)
     } else if err.downcast_ref::<exit::ConfigError>().is_some() {
         ExitCode::from(exit::CONFIG)
+    } else if err.downcast_ref::<exit::Unavailable>().is_some()
+        || err.chain().any(|c| c.is::<exit::Unavailable>())
+    {
+        ExitCode::from(exit::UNAVAILABLE)
     } else {
         ExitCode::from(exit::FAILED)
     }

@@ -11,6 +11,8 @@ use crate::exit::config_error;
 
 /// acmetool's default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/acme";
+/// Names another `conf/cluster` (tests, containers).
+pub const CLUSTER_CONF_ENV: &str = "ACMEKEEP_CLUSTER_CONF";
 
 /// Everything a command needs to know about how it was invoked.
 #[derive(Debug, Clone)]
@@ -41,6 +43,9 @@ pub struct Settings {
     pub eab: crate::cli::EabArgs,
     /// `--metrics-file`: where runs write their metrics (else conf/target says).
     pub metrics_file: Option<PathBuf>,
+    /// Where a fleet node's `conf/cluster` is (`ACMEKEEP_CLUSTER_CONF`, else in the state
+    /// directory); a state directory without it is no fleet node.
+    pub cluster_conf: PathBuf,
 }
 
 /// `path` made absolute against the current directory; an empty path is none.
@@ -121,6 +126,10 @@ impl Settings {
             None => (state_dir.join("conf/responses"), false),
         };
         let hooks_env = std::env::var_os(crate::hooks::HOOKS_DIR_ENV);
+        let cluster_conf = std::env::var_os(CLUSTER_CONF_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| state_dir.join("conf").join(crate::cluster::config::FILE));
         Ok(Settings {
             state_dir,
             batch: cli.batch,
@@ -135,6 +144,7 @@ impl Settings {
             system_root: cli.system_root.clone(),
             eab: cli.eab.clone(),
             metrics_file: absolute(cli.metrics_file.as_deref())?,
+            cluster_conf,
         })
     }
 }

@@ -7,6 +7,7 @@ mod acmetool;
 mod ari;
 mod chain;
 mod challenges;
+mod cluster;
 mod commands;
 mod contrib_hooks;
 mod dns;

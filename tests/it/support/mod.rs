@@ -15,6 +15,7 @@
 mod ari_proxy;
 mod challenge_double;
 mod cli;
+mod etcd;
 pub mod hostile;
 mod http;
 mod knot;
@@ -29,6 +30,8 @@ pub use ari_proxy::{AriProxy, AriWindow, OrderAttempt, RateLimit, SeenOrder};
 pub use challenge_double::ChallengeOffer;
 #[allow(unused_imports)]
 pub use cli::{Run, RunOpts, Running, acmekeep, acmekeep_with, spawn_acmekeep};
+#[allow(unused_imports)]
+pub use etcd::{Etcd, EtcdPki};
 #[allow(unused_imports)]
 pub use hostile::{Answer, Exchange, RogueCa, Tamper};
 #[allow(unused_imports)]
