@@ -281,6 +281,10 @@ pub enum Command {
     /// Show the fleet (conf/cluster): etcd members, nodes, locks held, failing targets,
     /// sealed secrets. Read-only; exit 69 when the cluster is unavailable.
     ClusterStatus(ClusterStatusArgs),
+    /// Make this node's state the first of a fleet (conf/cluster): its targets, account and
+    /// certificates go to etcd (private keys sealed). Other nodes join with their
+    /// conf/cluster alone.
+    ClusterInit,
     /// Make a new cluster secret key (`cluster-key new` prints a line for the secret key
     /// file).
     ClusterKey(ClusterKeyArgs),

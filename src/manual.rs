@@ -24,6 +24,10 @@ const OTHER_ENVIRONMENT: &[(&str, &str)] = &[
          never see it; they get ACME_STATE_DIR, set to the state directory.",
     ),
     (
+        "ACMEKEEP_CLUSTER_CONF",
+        "Another file to read instead of the state directory's conf/cluster (containers).",
+    ),
+    (
         "SSL_CERT_FILE, SSL_CERT_DIR",
         "The CA certificates that make the ACME server's TLS certificate trusted, instead of \
          the system's (a target's request.provider-ca-bundle adds to them).",
@@ -51,6 +55,11 @@ const FILES: &[(&str, &str)] = &[
         "/var/lib/acme/conf/perm",
         "Owners and modes for the files acmekeep writes (for example to let a service's group \
          read its keys).",
+    ),
+    (
+        "/var/lib/acme/conf/cluster",
+        "Makes the machine a node of a fleet sharing its certificates through etcd \
+         (endpoints, credentials, secret key file; see the cluster documentation).",
     ),
     (
         "/var/lib/acme/desired/",
@@ -99,7 +108,7 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 /// The exit codes, as the README documents them.
-fn exit_statuses() -> [(u8, &'static str); 4] {
+fn exit_statuses() -> [(u8, &'static str); 5] {
     [
         (
             exit::OK,
@@ -115,6 +124,12 @@ fn exit_statuses() -> [(u8, &'static str); 4] {
             exit::CONFIG,
             "Usage or configuration error; the message names the file and line, the value or \
              the response-file key.",
+        ),
+        (
+            exit::UNAVAILABLE,
+            "A fleet node (conf/cluster) could not use its etcd cluster (no member reachable, \
+             or no quorum): nothing was ordered and the live certificates were kept; one line \
+             on stderr says why.",
         ),
         (
             exit::LOCKED,
@@ -460,7 +475,13 @@ mod tests {
         }
         // The test-only variable stays out.
         assert!(!page.contains("ACMEKEEP_SYSTEM_ROOT"), "{page}");
-        for code in [exit::OK, exit::FAILED, exit::CONFIG, exit::LOCKED] {
+        for code in [
+            exit::OK,
+            exit::FAILED,
+            exit::CONFIG,
+            exit::UNAVAILABLE,
+            exit::LOCKED,
+        ] {
             assert!(page.contains(&format!(".TP\n\\fB{code}\\fR\n")), "{code}");
         }
     }

@@ -46,6 +46,26 @@ pub struct Options {
     /// at the end plans with the time it runs at (a CA may date a certificate from the
     /// moment it issues it, after the run began).
     pub clock: fn() -> OffsetDateTime,
+    /// On a fleet node (doc/cluster.md), the fleet's say over each order; `None` on a
+    /// machine of its own.
+    pub gate: Option<Arc<dyn OrderGate>>,
+}
+
+/// The fleet's say over this node's orders (doc/cluster.md), asked before each order and
+/// told after it, so the executor knows nothing of etcd.
+pub trait OrderGate: Send + Sync + std::fmt::Debug {
+    /// Whether this node may order for target `file` now. `false` leaves the target
+    /// unchanged in this run: another node has it (or just obtained its certificate), or
+    /// the fleet cannot be used; the gate keeps why.
+    fn claim<'a>(&'a self, file: &'a str) -> futures_util::future::BoxFuture<'a, bool>;
+    /// The claimed attempt for `file` ended: `Ok(id)` with certificate `id` stored in the
+    /// state directory, or the failure (its text and how the target backs off). An error:
+    /// the fleet did not take the certificate, and the target fails with it.
+    fn finish<'a>(
+        &'a self,
+        file: &'a str,
+        result: Result<&'a str, (&'a str, Backoff)>,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>>;
 }
 
 /// Outcome for one target.
@@ -1046,11 +1066,12 @@ async fn obtain<C: Connector>(
     // At most `jobs` orders in flight; each task is created when a slot frees up.
     let clock = opts.clock;
     let tasks = work.into_iter().map(|(t, session, account_id, replaces)| {
-        let (store, tokens, hooks, alpn_certs) = (
+        let (store, tokens, hooks, alpn_certs, gate) = (
             store.clone(),
             tokens.clone(),
             opts.hooks.clone(),
             alpn_certs.clone(),
+            opts.gate.clone(),
         );
         async move {
             if session.ca_unresponsive() {
@@ -1067,6 +1088,12 @@ async fn obtain<C: Connector>(
                     .unwrap_or_default();
                 let e = format!("not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {until}");
                 return (t.file.clone(), names_of(&t), Err((e, Backoff::RateLimited)));
+            }
+            if let Some(gate) = &gate
+                && !gate.claim(&t.file).await
+            {
+                // The fleet's: another node orders it, or already has.
+                return (t.file.clone(), names_of(&t), Ok(None));
             }
             let listens = listening
                 && (t.challenge.listen_http
@@ -1087,6 +1114,18 @@ async fn obtain<C: Connector>(
             )
             .await
             .map_err(|e| (crate::cause::render(&e), backoff_for(&e)));
+            let res = match (&gate, res) {
+                (None, res) => res.map(Some),
+                (Some(g), Ok(s)) => match g.finish(&t.file, Ok(&s.id)).await {
+                    Ok(()) => Ok(Some(s)),
+                    Err(e) => Err((crate::cause::render(&e), Backoff::No)),
+                },
+                (Some(g), Err((e, how))) => {
+                    // The failure is the target's either way; the fleet's record is best effort.
+                    let _ = g.finish(&t.file, Err((&e, how))).await;
+                    Err((e, how))
+                }
+            };
             (t.file.clone(), names_of(&t), res)
         }
     });
@@ -1103,7 +1142,8 @@ async fn obtain<C: Connector>(
             }
         };
         let result = match res {
-            Ok(summary) => {
+            Ok(None) => Outcome::Unchanged,
+            Ok(Some(summary)) => {
                 record(store, &file, now, None, Backoff::No);
                 let issued = Issued {
                     id: summary.id.clone(),
@@ -1135,9 +1175,13 @@ async fn obtain<C: Connector>(
     new_certs
 }
 
-/// One order task's result: target file, names, and the certificate or (error, how the
-/// target backs off).
-type OrderOutcome = (String, Vec<String>, Result<CertSummary, (String, Backoff)>);
+/// One order task's result: target file, names, and the certificate (none: the fleet's
+/// gate kept the order to another node) or (error, how the target backs off).
+type OrderOutcome = (
+    String,
+    Vec<String>,
+    Result<Option<CertSummary>, (String, Backoff)>,
+);
 
 /// How a target that failed with `e` backs off: not at all after a local mistake or a network
 /// error (a fix can be retried at once), after the CA's answer (validation failed, refused),

@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod fleet;
 pub mod kv;
 pub mod layout;
+pub mod node;
 pub mod report;
 pub mod seal;
 

@@ -1,5 +1,5 @@
-//! The fleet commands: `cluster-status`, `cluster-key new`, and (with the sync)
-//! `cluster-init`, `cluster-join`, `cluster-rekey`.
+//! The fleet commands (`cluster-status`, `cluster-key new`, `cluster-init`) and the fleet's
+//! side of `reconcile`, `want` and `unwant` on a node (doc/cluster.md).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -234,4 +234,193 @@ fn print_text(
             secrets.join(", ")
         }
     )
+}
+
+/// How many sync-and-reconcile passes a run makes at most: the first, then one after each
+/// wait for targets other nodes held.
+const MAX_PASSES: usize = 4;
+
+/// `reconcile` on a fleet node (doc/cluster.md): sync the mirror, reconcile with the fleet's
+/// gate on every order, wait for the targets other nodes hold and link what they obtained.
+/// When the cluster cannot be used: nothing ordered, live certificates kept, one line on
+/// stderr, exit 69 (1 if a target failed as well).
+pub fn reconcile(
+    settings: &Settings,
+    args: &crate::cli::ReconcileArgs,
+    lock: &crate::store::lock::StateLock,
+    conf: ClusterConf,
+) -> Result<ExitCode> {
+    use crate::cluster::node::{self, NodeGate};
+    let interaction = super::interaction(settings)?;
+    let connector = crate::reconcile::InstantConnector::with_timeout(settings.ca_timeout)
+        .with_rate_limit_wait(settings.rate_limit_wait);
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let unavailable = |why: &str| {
+            eprintln!(
+                "acmekeep: cluster unavailable ({why}): nothing ordered, live certificates kept"
+            );
+        };
+        let connected = async {
+            let f = cluster::connect(conf).await?;
+            f.check_initialised().await?;
+            Ok::<_, anyhow::Error>(f)
+        };
+        let fleet = match connected.await {
+            Ok(f) => std::sync::Arc::new(f),
+            Err(e) if cluster::is_unavailable(&e) => {
+                unavailable(&why_unavailable(&e));
+                return Ok(ExitCode::from(exit::UNAVAILABLE));
+            }
+            Err(e) => return Err(e),
+        };
+        let gate = std::sync::Arc::new(NodeGate::new(
+            fleet.clone(),
+            OffsetDateTime::now_utc,
+            args.force,
+        ));
+        let mut opts = super::reconcile::options(settings, args);
+        opts.gate = Some(gate.clone());
+        let deadline = tokio::time::Instant::now() + fleet.conf().wait;
+        let mut all_ok = true;
+        let mut revision = 0;
+        let mut lost: Option<String> = None;
+        for _ in 0..MAX_PASSES {
+            let store = std::sync::Arc::new(crate::store::Store::open(&settings.state_dir, lock)?);
+            let now = OffsetDateTime::now_utc();
+            let synced = match node::sync(&fleet, &store, now).await {
+                Ok(s) => s,
+                Err(e) if cluster::is_unavailable(&e) => {
+                    lost = Some(why_unavailable(&e));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            revision = synced.revision;
+            for f in &synced.pushed {
+                tracing::info!("desired/{f}: shared with the fleet");
+            }
+            for f in &synced.pulled {
+                tracing::info!("desired/{f}: from the fleet");
+            }
+            for f in &synced.removed {
+                tracing::info!("desired/{f}: removed, the fleet no longer wants it");
+            }
+            gate.begin_pass(synced.heads, store.clone());
+            let report =
+                crate::reconcile::run(store, &connector, &interaction, &opts, now).await?;
+            super::reconcile::summarise(&report, now);
+            all_ok &= report.all_ok();
+            if gate.unavailable().is_some() {
+                break;
+            }
+            let elsewhere = gate.take_elsewhere();
+            if elsewhere.is_empty() {
+                break;
+            }
+            match node::wait_released(&fleet, &elsewhere, deadline).await {
+                Ok(still) if still.is_empty() => {}
+                Ok(still) => {
+                    for (f, n) in still {
+                        tracing::info!(
+                            "desired/{f}: node {n} still holds it; its certificate arrives with a later run"
+                        );
+                    }
+                    break;
+                }
+                Err(e) if cluster::is_unavailable(&e) => {
+                    lost = Some(why_unavailable(&e));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        gate.end().await;
+        let lost = lost.or_else(|| gate.unavailable());
+        let outcome = match (&lost, all_ok) {
+            (_, false) => "failed",
+            (Some(_), true) => "cluster unavailable",
+            (None, true) => "ok",
+        };
+        if lost.is_none()
+            && let Err(e) =
+                node::record_node(&fleet, revision, outcome, OffsetDateTime::now_utc()).await
+        {
+            tracing::debug!("recording this node's run in the fleet: {e:#}");
+        }
+        if let Some(why) = &lost {
+            unavailable(why);
+        }
+        Ok(ExitCode::from(match (all_ok, lost) {
+            (false, _) => exit::FAILED,
+            (true, Some(_)) => exit::UNAVAILABLE,
+            (true, None) => exit::OK,
+        }))
+    })
+}
+
+/// `cluster-init`: makes the prefix of conf/cluster a fleet and shares this node's targets,
+/// accounts and certificates.
+pub fn init(settings: &Settings) -> Result<ExitCode> {
+    let conf = required_conf(settings)?;
+    let (lock, store) = super::lock_and_open(settings)?;
+    let _lock = lock;
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let fleet = cluster::connect(conf).await?;
+        let now = OffsetDateTime::now_utc();
+        let (synced, heads) = crate::cluster::node::init(&fleet, &store, now)
+            .await
+            .map_err(cluster::mark_unavailable)?;
+        crate::cluster::node::record_node(&fleet, synced.revision, "init", now).await?;
+        println!(
+            "fleet {} created by node {}: {} target(s), {} certificate(s) shared; every node with the same conf/cluster endpoints and secret key file joins it at its next run",
+            fleet.layout().prefix(),
+            fleet.node(),
+            synced.pushed.len(),
+            heads
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `conf/cluster` if this state directory is a fleet node.
+pub fn node_conf(settings: &Settings) -> Result<Option<ClusterConf>> {
+    cluster::load_conf(&settings.cluster_conf, &settings.state_dir.join("conf"))
+}
+
+/// After `want --no-reconcile` or `unwant` on a fleet node: the fleet learns of the change
+/// now (a sync). When the cluster cannot be used the change stays here, is shared by the
+/// next run that reaches it, and the command exits 69 saying so.
+pub fn share_edits(settings: &Settings) -> Result<ExitCode> {
+    let Some(conf) = node_conf(settings)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (_lock, store) = super::lock_and_open(settings)?;
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let shared = async {
+            let fleet = cluster::connect(conf).await?;
+            fleet.check_initialised().await?;
+            crate::cluster::node::sync(&fleet, &store, OffsetDateTime::now_utc()).await
+        };
+        match shared.await {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(e) if cluster::is_unavailable(&e) => {
+                eprintln!(
+                    "acmekeep: cluster unavailable ({}): the change is kept here and shared with the fleet by the next run that reaches it",
+                    why_unavailable(&e)
+                );
+                Ok(ExitCode::from(exit::UNAVAILABLE))
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// The reason inside an unavailability error.
+fn why_unavailable(e: &anyhow::Error) -> String {
+    e.downcast_ref::<cluster::Unavailable>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(|| crate::cause::render(e))
 }

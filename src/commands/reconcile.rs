@@ -17,15 +17,14 @@ use crate::store::run::RunCounts;
 /// warning for those whose certificate is close to its end. A run that changed nothing and
 /// needs nobody prints nothing (everything else is behind `-v`).
 pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
-    let (_lock, store) = super::lock_and_open(settings)?;
+    let (lock, store) = super::lock_and_open(settings)?;
+    if let Some(conf) = super::cluster::node_conf(settings)? {
+        // A fleet node (doc/cluster.md).
+        drop(store);
+        return super::cluster::reconcile(settings, args, &lock, conf);
+    }
     let interaction = super::interaction(settings)?;
-    let opts = Options {
-        jobs: settings.jobs,
-        only: args.targets.clone(),
-        force: args.force,
-        hooks: std::sync::Arc::new(super::hook_runner(settings)),
-        clock: OffsetDateTime::now_utc,
-    };
+    let opts = options(settings, args);
     let connector = InstantConnector::with_timeout(settings.ca_timeout)
         .with_rate_limit_wait(settings.rate_limit_wait);
     let now = OffsetDateTime::now_utc();
@@ -70,6 +69,18 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
     };
     super::metrics::after_run(settings, &store, end);
     code
+}
+
+/// The executor's options for `args`.
+pub fn options(settings: &Settings, args: &ReconcileArgs) -> Options {
+    Options {
+        jobs: settings.jobs,
+        only: args.targets.clone(),
+        force: args.force,
+        hooks: std::sync::Arc::new(super::hook_runner(settings)),
+        clock: OffsetDateTime::now_utc,
+        gate: None,
+    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -71,7 +71,7 @@ pub fn execute(settings: &Settings, args: &UnwantArgs) -> Result<ExitCode> {
         .iter()
         .map(|n| Hostname::parse(n).map_err(config_error))
         .collect::<Result<Vec<_>>>()?;
-    let (_lock, store) = super::lock_and_open(settings)?;
+    let (lock, store) = super::lock_and_open(settings)?;
     for file in store.target_files()? {
         let raw = match store.raw_target(&file) {
             Ok(r) => r,
@@ -93,7 +93,9 @@ pub fn execute(settings: &Settings, args: &UnwantArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    drop((store, lock));
+    // On a fleet node, the fleet learns it now.
+    super::cluster::share_edits(settings)
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
         }
     }
     if args.no_reconcile {
-        return Ok(ExitCode::SUCCESS);
+        // On a fleet node, the fleet learns it now.
+        return super::cluster::share_edits(settings);
     }
     super::reconcile::execute(settings, &ReconcileArgs::default())
 }

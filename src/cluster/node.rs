@@ -1,0 +1,782 @@
+//! A node's side of the fleet: the mirror (fleet → state directory and back), and the gate
+//! the executor asks before each order.
+//!
+//! **Sync.** The mirror is an ordinary state directory in acmetool's layout. Before a run
+//! plans anything, the fleet's data is copied into it: targets into `desired/`, account keys
+//! and the private keys of certificates (opened from their sealed form, written 0600 the
+//! usual atomic way), certificates into `certs/<id>/`. What changed locally since the last
+//! sync goes the other way: `want`/`unwant` (or a hand edit) change `desired/`, and the sync
+//! tells them apart from changes made by other nodes by the revision each target file had
+//! at the last sync (`.acmekeep/cluster/mirror.json`): a local change to a file the fleet
+//! did not change since is pushed (the push compares that revision, so a concurrent change
+//! by another node wins); a file the fleet changed replaces the local one; a file the fleet
+//! removed is removed. Certificates, keys and accounts are only ever added.
+//!
+//! **Gate.** The executor asks [`NodeGate`] before ordering a target
+//! ([`crate::reconcile::OrderGate`]): the gate takes the target's lock in the fleet (bound to
+//! the run's lease) and, in the same transaction, looks at the target's head and run record.
+//! A head that moved since the sync means another node just obtained a certificate: no
+//! order; the run syncs again and links it. A run record that says to wait (another node
+//! failed it a moment ago) is obeyed fleet-wide. After the attempt the certificate, its
+//! sealed key and the new head are recorded in one transaction fenced by the lock, or the
+//! failure in the shared run record; then the lock is released.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, anyhow};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::fleet::{Fleet, Held, Lock, RunLease};
+use super::kv::{Cmp, Entry, Kv, Op, Range, range_all};
+use super::layout::{self, CertEntry, DataKey, Head, NodeInfo};
+use crate::keys::PrivateKey;
+use crate::store::{Backoff, Store, TargetRecord};
+
+/// Where the mirror remembers what it last synced.
+const MIRROR_FILE: &str = ".acmekeep/cluster/mirror.json";
+/// Largest target file, certificate or key file read for the fleet.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// What the mirror remembers between runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MirrorState {
+    /// Target files as last synced, with the fleet revision of each.
+    targets: BTreeMap<String, i64>,
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// The fleet's revision it read.
+    pub revision: i64,
+    /// Each target's certificate in the fleet (`d/heads/`).
+    pub heads: BTreeMap<String, String>,
+    /// Target files this node pushed to the fleet.
+    pub pushed: Vec<String>,
+    /// Target files removed from the fleet (unwanted here).
+    pub withdrawn: Vec<String>,
+    /// Target files written into `desired/` from the fleet.
+    pub pulled: Vec<String>,
+    /// Target files removed from `desired/` (unwanted elsewhere).
+    pub removed: Vec<String>,
+    /// Certificates copied into `certs/`.
+    pub certificates: Vec<String>,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn read_local(root: &Path, rel: &Path) -> Option<Vec<u8>> {
+    crate::store::fs::read_bounded(&root.join(rel), MAX_FILE).ok()
+}
+
+fn load_mirror(root: &Path) -> MirrorState {
+    read_local(root, Path::new(MIRROR_FILE))
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_mirror(root: &Path, state: &MirrorState) -> Result<()> {
+    let dir = root.join(".acmekeep/cluster");
+    crate::store::fs::create_dir_all_mode(&dir, 0o700)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let path = root.join(MIRROR_FILE);
+    crate::store::fs::AtomicFs::new(root.join("tmp"))
+        .write_file(&path, &serde_json::to_vec_pretty(state)?, 0o600)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Copies the fleet into the mirror and this node's target changes into the fleet.
+pub async fn sync<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    now: OffsetDateTime,
+) -> Result<Synced> {
+    let root = store.root().to_owned();
+    let l = fleet.layout();
+    let data = range_all(fleet.kv().as_ref(), Range::prefix(l.data()), 256).await?;
+    let mut out = Synced {
+        revision: data.revision,
+        ..Synced::default()
+    };
+    let mut targets: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut accounts = Vec::new();
+    let mut keys: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut certs = Vec::new();
+    for e in data.entries {
+        match l.parse_data(&e.key) {
+            Some(DataKey::Target(f)) => {
+                targets.insert(f, e);
+            }
+            Some(DataKey::Head(f)) => {
+                if let Ok(h) = layout::decode::<Head>(&e.key, &e.value) {
+                    out.heads.insert(f, h.cert);
+                }
+            }
+            Some(DataKey::Account(a)) => accounts.push((a, e)),
+            Some(DataKey::Key(id)) => {
+                keys.insert(id, e);
+            }
+            Some(DataKey::Cert(id)) => certs.push((id, e)),
+            _ => {}
+        }
+    }
+
+    // Accounts first (a certificate's account link points at one), then keys with their
+    // certificates, then targets.
+    let mut local_accounts = local_accounts(&root);
+    for (account, e) in &accounts {
+        if local_accounts.remove(account) {
+            continue;
+        }
+        let pem = fleet.open(&e.key, &layout::account_slot(account), &e.value)?;
+        let (part, key_id) = account
+            .split_once('/')
+            .ok_or_else(|| anyhow!("{}: not an account id", e.key))?;
+        let url = crate::store::layout::directory_url_from_part(part)
+            .ok_or_else(|| anyhow!("{}: not an escaped directory URL", e.key))?;
+        store.save_account_key(&url, key_id, &pem)?;
+    }
+    // Accounts only this node has (registered here): the fleet gets them, unless another
+    // node put one in the same place meanwhile.
+    for account in local_accounts {
+        let rel = Path::new("accounts").join(&account).join("privkey");
+        let Some(pem) = read_local(&root, &rel) else {
+            continue;
+        };
+        let pem = zeroize::Zeroizing::new(String::from_utf8_lossy(&pem).into_owned());
+        let sealed = fleet.seal_account(&account, &pem)?;
+        let key = l.account(&account);
+        fleet
+            .kv()
+            .txn(
+                vec![Cmp::Created(key.clone(), 0)],
+                vec![Op::put(key, sealed)],
+                vec![],
+            )
+            .await?;
+    }
+
+    for (id, e) in &certs {
+        if root.join("certs").join(id).join("cert").is_file() {
+            continue;
+        }
+        match mirror_cert(fleet, store, id, e, &keys, now) {
+            Ok(true) => out.certificates.push(id.clone()),
+            Ok(false) => {}
+            Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
+        }
+    }
+
+    let mut mirror = load_mirror(&root);
+    let local: Vec<String> = store.target_files().unwrap_or_default();
+    let mut next = BTreeMap::new();
+    for (file, e) in &targets {
+        let rel = Path::new("desired").join(file);
+        let mine = read_local(&root, &rel);
+        let unchanged_since_sync = mirror.targets.get(file) == Some(&e.mod_revision);
+        match mine {
+            Some(b) if b == e.value => {
+                next.insert(file.clone(), e.mod_revision);
+            }
+            Some(b) if unchanged_since_sync => {
+                // Edited here (want, or by hand): the fleet takes it unless another node
+                // changed it meanwhile.
+                let key = l.target(file);
+                let r = fleet
+                    .kv()
+                    .txn(
+                        vec![Cmp::Modified(key.clone(), e.mod_revision)],
+                        vec![Op::put(key, b)],
+                        vec![],
+                    )
+                    .await?;
+                if r.succeeded {
+                    out.pushed.push(file.clone());
+                    next.insert(file.clone(), r.revision);
+                } else {
+                    write_target(store, file, &e.value, &mut out)?;
+                    next.insert(file.clone(), e.mod_revision);
+                }
+            }
+            None if unchanged_since_sync => {
+                // Unwanted here: gone from the fleet too.
+                let key = l.target(file);
+                let r = fleet
+                    .kv()
+                    .txn(
+                        vec![Cmp::Modified(key.clone(), e.mod_revision)],
+                        vec![Op::Delete(key)],
+                        vec![],
+                    )
+                    .await?;
+                if r.succeeded {
+                    out.withdrawn.push(file.clone());
+                } else {
+                    write_target(store, file, &e.value, &mut out)?;
+                    next.insert(file.clone(), e.mod_revision);
+                }
+            }
+            _ => {
+                write_target(store, file, &e.value, &mut out)?;
+                next.insert(file.clone(), e.mod_revision);
+            }
+        }
+    }
+    for file in local {
+        if targets.contains_key(&file) || !layout::valid_target_file(&file) {
+            continue;
+        }
+        if mirror.targets.contains_key(&file) {
+            // The fleet dropped it (unwanted on another node).
+            store.remove_target(&file)?;
+            out.removed.push(file);
+            continue;
+        }
+        let Some(b) = read_local(&root, &Path::new("desired").join(&file)) else {
+            continue;
+        };
+        let key = l.target(&file);
+        let r = fleet
+            .kv()
+            .txn(
+                vec![Cmp::Created(key.clone(), 0)],
+                vec![Op::put(key.clone(), b)],
+                vec![Op::Get(key)],
+            )
+            .await?;
+        if r.succeeded {
+            out.pushed.push(file.clone());
+            next.insert(file, r.revision);
+        } else if let Some(Some(e)) = r.got.first() {
+            // Another node created the same file a moment ago: it wins.
+            write_target(store, &file, &e.value, &mut out)?;
+            next.insert(file, e.mod_revision);
+        }
+    }
+    mirror.targets = next;
+    save_mirror(&root, &mirror)?;
+    Ok(out)
+}
+
+fn write_target(store: &Store, file: &str, yaml: &[u8], out: &mut Synced) -> Result<()> {
+    let path = store.root().join("desired").join(file);
+    // A target another node wrote is checked like a file read from disk before it is
+    // written here.
+    if let Err(e) = crate::target::parse_file(&path, yaml) {
+        tracing::warn!("desired/{file} of the fleet is not a valid target, not mirrored: {e:#}");
+        return Ok(());
+    }
+    let text = std::str::from_utf8(yaml).map_err(|_| anyhow!("desired/{file}: not UTF-8"))?;
+    store.write_target(file, text)?;
+    out.pulled.push(file.to_owned());
+    Ok(())
+}
+
+/// `accounts/<urlpart>/<key id>` directories holding a key.
+fn local_accounts(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(parts) = std::fs::read_dir(root.join("accounts")) else {
+        return out;
+    };
+    for part in parts.flatten() {
+        let p = part.file_name().to_string_lossy().into_owned();
+        let Ok(ids) = std::fs::read_dir(part.path()) else {
+            continue;
+        };
+        for id in ids.flatten() {
+            let id = id.file_name().to_string_lossy().into_owned();
+            if crate::keys::ids::is_well_formed_id(&id)
+                && root
+                    .join("accounts")
+                    .join(&p)
+                    .join(&id)
+                    .join("privkey")
+                    .is_file()
+            {
+                out.insert(format!("{p}/{id}"));
+            }
+        }
+    }
+    out
+}
+
+/// Writes the fleet's certificate `id` (and its key) into the mirror. `false`: not usable
+/// here (expired, its key missing).
+fn mirror_cert<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    id: &str,
+    e: &Entry,
+    keys: &BTreeMap<String, Entry>,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let entry: CertEntry = layout::decode(&e.key, &e.value)?;
+    if crate::keys::ids::cert_id(&entry.url) != id {
+        return Err(anyhow!("{}: its order URL does not give this id", e.key));
+    }
+    let Some(k) = keys.get(&entry.key) else {
+        return Ok(false);
+    };
+    let files = match crate::cert::validate_issued(&entry.fullchain, &entry.key, &[], now) {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::debug!("certificate {id} of the fleet not mirrored: {err:#}");
+            return Ok(false);
+        }
+    };
+    let pem = fleet.open(&k.key, &layout::key_slot(&entry.key), &k.value)?;
+    let key = PrivateKey::from_pem(&pem).with_context(|| k.key.clone())?;
+    if key.id != entry.key {
+        return Err(anyhow!(
+            "{}: holds key {}, not {}",
+            k.key,
+            key.id,
+            entry.key
+        ));
+    }
+    store.save_key(&key)?;
+    store.begin_cert(&entry.url, entry.account.as_deref())?;
+    store.finish_cert(id, Some(&entry.key), &files)?;
+    if let Some(p) = &entry.profile {
+        store.write_cert_profile(id, p)?;
+    }
+    if entry.revoked {
+        store.mark_revoked(id)?;
+    }
+    Ok(true)
+}
+
+/// The fleet's record of certificate `id`, read from the state directory it was stored in.
+fn cert_entry(
+    root: &Path,
+    store: &Store,
+    id: &str,
+    file: &str,
+    node: &str,
+    now: OffsetDateTime,
+) -> Result<(CertEntry, String)> {
+    let dir = PathBuf::from("certs").join(id);
+    let text = |f: &str| -> Result<String> {
+        let b = read_local(root, &dir.join(f)).ok_or_else(|| anyhow!("reading certs/{id}/{f}"))?;
+        String::from_utf8(b).map_err(|_| anyhow!("certs/{id}/{f} is not text"))
+    };
+    let key = store
+        .privkey_link_id(id)
+        .ok_or_else(|| anyhow!("certs/{id} has no private key link"))?;
+    let key_pem = read_local(root, &Path::new("keys").join(&key).join("privkey"))
+        .ok_or_else(|| anyhow!("reading keys/{key}/privkey"))?;
+    let key_pem = zeroize::Zeroizing::new(
+        String::from_utf8(key_pem).map_err(|_| anyhow!("keys/{key}/privkey is not text"))?,
+    );
+    let profile = read_local(root, &dir.join(".profile"))
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|p| !p.is_empty());
+    Ok((
+        CertEntry {
+            url: text("url")?.trim().to_owned(),
+            account: store.cert_account(id),
+            key,
+            target: file.to_owned(),
+            node: node.to_owned(),
+            issued: rfc3339(now),
+            fullchain: text("fullchain")?,
+            profile,
+            revoked: false,
+        },
+        key_pem.to_string(),
+    ))
+}
+
+/// The ops recording certificate `id` (and its sealed key) as the head of `file`.
+fn record_ops<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    file: &str,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<Op>> {
+    let l = fleet.layout();
+    let (entry, key_pem) = cert_entry(store.root(), store, id, file, fleet.node(), now)?;
+    let key_pem = zeroize::Zeroizing::new(key_pem);
+    let sealed = fleet.seal_key(&entry.key, &key_pem)?;
+    let head = Head {
+        cert: id.to_owned(),
+        at: rfc3339(now),
+        node: fleet.node().to_owned(),
+    };
+    Ok(vec![
+        Op::put(l.private_key(&entry.key), sealed),
+        Op::put(l.cert(id), layout::encode(&entry)),
+        Op::put(l.head(file), layout::encode(&head)),
+        Op::Delete(l.run(file)),
+        Op::Delete(l.order(file)),
+    ])
+}
+
+/// The shared run record after a failed attempt: [`Store::record_attempt`]'s rule, on the
+/// fleet's record.
+pub fn after_failure(
+    mut rec: TargetRecord,
+    now: OffsetDateTime,
+    error: &str,
+    backoff: Backoff,
+) -> TargetRecord {
+    rec.last_attempt = Some(rfc3339(now));
+    rec.failures = rec.failures.saturating_add(1);
+    rec.rate_limited = backoff == Backoff::RateLimited;
+    rec.next_attempt = (backoff != Backoff::No)
+        .then(|| {
+            crate::plan::next_attempt(now, rec.failures, crate::acme::pace::retry_after_in(error))
+        })
+        .map(rfc3339);
+    rec.last_error = Some(error.to_owned());
+    rec
+}
+
+/// Why the gate kept this node from ordering a target.
+#[derive(Debug, Default)]
+struct GateState {
+    /// Each target's head as the last sync saw it.
+    heads: BTreeMap<String, String>,
+    /// Locks this run holds.
+    held: BTreeMap<String, Held>,
+    /// Targets another node holds (or just finished), with that node.
+    elsewhere: BTreeMap<String, String>,
+    /// The fleet could not be used (why).
+    unavailable: Option<String>,
+    /// The run's store (reopened for each pass).
+    store: Option<Arc<Store>>,
+}
+
+/// The gate of one run of a node: see the module's preamble.
+pub struct NodeGate<K> {
+    fleet: Arc<Fleet<K>>,
+    clock: fn() -> OffsetDateTime,
+    force: bool,
+    lease: tokio::sync::OnceCell<RunLease>,
+    state: Mutex<GateState>,
+}
+
+impl<K> std::fmt::Debug for NodeGate<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeGate").finish_non_exhaustive()
+    }
+}
+
+impl<K: Kv + 'static> NodeGate<K> {
+    /// A gate for one run; `force` ignores the fleet's backoff as `reconcile --force` does.
+    pub fn new(fleet: Arc<Fleet<K>>, clock: fn() -> OffsetDateTime, force: bool) -> Self {
+        NodeGate {
+            fleet,
+            clock,
+            force,
+            lease: tokio::sync::OnceCell::new(),
+            state: Mutex::new(GateState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Before a pass: the heads the sync saw and the pass's store.
+    pub fn begin_pass(&self, heads: BTreeMap<String, String>, store: Arc<Store>) {
+        let mut s = self.state();
+        s.heads = heads;
+        s.store = Some(store);
+    }
+
+    /// Targets other nodes held in the pass (taken: the next pass starts empty).
+    pub fn take_elsewhere(&self) -> BTreeMap<String, String> {
+        std::mem::take(&mut self.state().elsewhere)
+    }
+
+    /// Why the fleet could not be used in this run, if it could not.
+    pub fn unavailable(&self) -> Option<String> {
+        self.state().unavailable.clone()
+    }
+
+    /// Marks the fleet unavailable, if `e` says so; logs anything else.
+    fn note(&self, what: &str, e: &anyhow::Error) {
+        if super::is_unavailable(e) {
+            let mut s = self.state();
+            if s.unavailable.is_none() {
+                s.unavailable = Some(crate::cause::render(e));
+            }
+        } else {
+            tracing::warn!("{what}: {}", crate::cause::render(e));
+        }
+    }
+
+    /// Ends the run's lease (every lock still held goes with it).
+    pub async fn end(&self) {
+        if let Some(lease) = self.lease.get()
+            && let Err(e) = self.fleet.kv().revoke(lease.id()).await
+        {
+            tracing::debug!("revoking the run's lease: {e} (it runs out by itself)");
+        }
+    }
+
+    async fn claim_inner(&self, file: &str) -> Result<bool> {
+        let ttl = self.fleet.conf().lock_ttl;
+        let lease = self
+            .lease
+            .get_or_try_init(|| RunLease::grant(self.fleet.kv(), ttl))
+            .await?;
+        if lease.lost() {
+            return Err(anyhow::Error::new(super::Unavailable(
+                "the run's lease expired: etcd did not answer its keep-alives".into(),
+            )));
+        }
+        let now = (self.clock)();
+        let held = match self.fleet.try_lock(file, lease.id(), now).await? {
+            Lock::Elsewhere(info) => {
+                tracing::debug!("desired/{file}: node {} is on it", info.node);
+                self.state().elsewhere.insert(file.to_owned(), info.node);
+                return Ok(false);
+            }
+            Lock::Held(h) => *h,
+        };
+        let synced = self.state().heads.get(file).cloned();
+        if held.head.as_ref().map(|h| &h.cert) != synced.as_ref() {
+            // Another node obtained a certificate since the sync: sync again, link it.
+            let by = held
+                .head
+                .as_ref()
+                .map(|h| h.node.clone())
+                .unwrap_or_default();
+            self.fleet.release(&held).await;
+            tracing::debug!("desired/{file}: node {by} obtained a certificate meanwhile");
+            self.state().elsewhere.insert(file.to_owned(), by);
+            return Ok(false);
+        }
+        let waiting = held
+            .run
+            .as_ref()
+            .and_then(|r| r.next_attempt.as_deref())
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+            .filter(|next| *next > now && !self.force);
+        if let Some(next) = waiting {
+            tracing::debug!(
+                "desired/{file}: the fleet waits until {} after a failed attempt",
+                rfc3339(next)
+            );
+            self.fleet.release(&held).await;
+            return Ok(false);
+        }
+        self.state().held.insert(file.to_owned(), held);
+        Ok(true)
+    }
+
+    async fn finish_inner(&self, file: &str, result: Result<&str, (&str, Backoff)>) -> Result<()> {
+        let (held, store) = {
+            let mut s = self.state();
+            (s.held.remove(file), s.store.clone())
+        };
+        let Some(held) = held else {
+            return Ok(());
+        };
+        let now = (self.clock)();
+        let outcome = match result {
+            Ok(id) => {
+                let store = store.ok_or_else(|| anyhow!("no state directory for the fleet"))?;
+                match record_ops(&self.fleet, &store, file, id, now) {
+                    Ok(ops) => {
+                        let r = self
+                            .fleet
+                            .fenced_or_lost(&held, ops, &format!("certificate {id}"))
+                            .await;
+                        if r.is_ok() {
+                            self.state().heads.insert(file.to_owned(), id.to_owned());
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err((error, backoff)) => {
+                let rec = after_failure(held.run.clone().unwrap_or_default(), now, error, backoff);
+                let op = Op::put(self.fleet.layout().run(file), layout::encode(&rec));
+                if let Err(e) = self.fleet.fenced(&held, vec![op]).await {
+                    tracing::debug!("desired/{file}: recording the failure in the fleet: {e}");
+                }
+                Ok(())
+            }
+        };
+        self.fleet.release(&held).await;
+        outcome
+    }
+}
+
+impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
+    fn claim<'a>(&'a self, file: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            if self.unavailable().is_some() {
+                return false;
+            }
+            match self.claim_inner(file).await {
+                Ok(ours) => ours,
+                Err(e) => {
+                    self.note(&format!("locking desired/{file} in the fleet"), &e);
+                    false
+                }
+            }
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        file: &'a str,
+        result: Result<&'a str, (&'a str, Backoff)>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let r = self.finish_inner(file, result).await;
+            if let Err(e) = &r
+                && super::is_unavailable(e)
+            {
+                self.note("recording in the fleet", e);
+            }
+            r
+        })
+    }
+}
+
+/// Waits until none of `files` is locked in the fleet, at most until `deadline`; the files
+/// still locked then, with their holders.
+pub async fn wait_released<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    files: &BTreeMap<String, String>,
+    deadline: tokio::time::Instant,
+) -> Result<BTreeMap<String, String>> {
+    let names: Vec<String> = files.keys().cloned().collect();
+    loop {
+        let holders = fleet.holders(&names).await?;
+        let still: BTreeMap<String, String> = names
+            .iter()
+            .zip(holders)
+            .filter_map(|(f, h)| h.map(|h| (f.clone(), h.node)))
+            .collect();
+        if still.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(still);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Records what this node last did (`x/nodes/<node>`), for `cluster-status`.
+pub async fn record_node<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    revision: i64,
+    outcome: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let info = NodeInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        synced_revision: revision,
+        synced_at: rfc3339(now),
+        last_run: Some(rfc3339(now)),
+        last_outcome: Some(outcome.to_owned()),
+        key_ids: fleet.keys().ids(),
+        subscribe: fleet.conf().subscribe.clone(),
+    };
+    fleet
+        .kv()
+        .txn(
+            vec![],
+            vec![Op::put(
+                fleet.layout().node(fleet.node()),
+                layout::encode(&info),
+            )],
+            vec![],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `cluster-init`: makes the prefix a fleet (`P/v`) and puts this node's state into it: its
+/// targets and accounts (by the first sync), and the certificate each target uses now with
+/// its sealed key, as the target's head. Refuses a prefix that already holds a fleet.
+pub async fn init<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    now: OffsetDateTime,
+) -> Result<(Synced, usize)> {
+    let l = fleet.layout();
+    let v = l.version();
+    let r = fleet
+        .kv()
+        .txn(
+            vec![Cmp::Created(v.clone(), 0)],
+            vec![Op::put(v, layout::VERSION)],
+            vec![],
+        )
+        .await?;
+    if !r.succeeded {
+        return Err(crate::exit::config_error(anyhow!(
+            "{} already holds a fleet: a node joins it with its conf/cluster alone (its next run syncs)",
+            l.prefix()
+        )));
+    }
+    let defaults = store.load_defaults()?;
+    let (targets, _broken, mut inv) = store.load_all(&defaults)?;
+    let summaries = inv.take_summaries();
+    let mut heads = 0;
+    for t in &targets {
+        let Some(best) = crate::cert::best_cert(t, &summaries, now) else {
+            continue;
+        };
+        let mut ops = match record_ops(fleet, store, &t.file, &best.id, now) {
+            Ok(ops) => ops,
+            Err(e) => {
+                tracing::warn!(
+                    "desired/{}: certificate {} not shared: {e:#}",
+                    t.file,
+                    best.id
+                );
+                continue;
+            }
+        };
+        ops.truncate(3);
+        let head = l.head(&t.file);
+        fleet
+            .kv()
+            .txn(vec![Cmp::Created(head, 0)], ops, vec![])
+            .await?;
+        heads += 1;
+    }
+    let synced = sync(fleet, store, now).await?;
+    Ok((synced, heads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_failure_the_ca_answered_backs_off_fleet_wide_and_a_local_one_does_not() {
+        let now = datetime!(2026-12-01 04:00 UTC);
+        let rec = after_failure(
+            TargetRecord::default(),
+            now,
+            "validation failed",
+            Backoff::Yes,
+        );
+        assert_eq!(rec.failures, 1);
+        assert_eq!(rec.last_error.as_deref(), Some("validation failed"));
+        let next = OffsetDateTime::parse(rec.next_attempt.as_deref().expect("next"), &Rfc3339)
+            .expect("time");
+        assert!(next > now);
+        let again = after_failure(rec, now, "hook missing", Backoff::No);
+        assert_eq!(again.failures, 2);
+        assert_eq!(again.next_attempt, None);
+        assert!(!again.rate_limited);
+    }
+}
