@@ -209,86 +209,8 @@ impl Report {
     }
 }
 
-/// Connects to the CA of a provider; the seam tests and other protocol crates plug into.
-pub trait Connector: Send + Sync {
-    /// CA type.
-    type Ca: Ca + 'static;
-    /// A CA handle for `directory_url`, trusting `extra_roots` in addition to the system's.
-    fn connect(&self, directory_url: &str, extra_roots: Option<&PathBuf>) -> Result<Self::Ca>;
-}
-
-/// The real connector: instant-acme over our HTTPS client. One client (one connection pool,
-/// roots loaded once) per set of trusted roots for the whole run, so every step of a run
-/// reuses the same connections to a CA.
-#[derive(Debug, Default)]
-pub struct InstantConnector {
-    clients: std::sync::Mutex<BTreeMap<Option<PathBuf>, crate::acme::http::CaHttp>>,
-    /// Deadline for one request, when not the default.
-    timeout: Option<std::time::Duration>,
-    /// Most time a run waits for one CA's pauses, when not the default.
-    rate_limit_wait: Option<std::time::Duration>,
-}
-
-impl InstantConnector {
-    /// A connector whose requests wait at most `timeout` for the CA.
-    pub fn with_timeout(timeout: std::time::Duration) -> Self {
-        Self {
-            timeout: Some(timeout),
-            ..Self::default()
-        }
-    }
-
-    /// The same connector, waiting at most `budget` per CA in this run when the CA asks to
-    /// slow down (see [`crate::acme::pace`]).
-    pub fn with_rate_limit_wait(self, budget: std::time::Duration) -> Self {
-        Self {
-            rate_limit_wait: Some(budget),
-            ..self
-        }
-    }
-
-    /// Requests sent to CAs through this connector so far.
-    pub fn requests(&self) -> u64 {
-        self.clients
-            .lock()
-            .map(|c| c.values().map(|h| h.request_count()).sum())
-            .unwrap_or(0)
-    }
-
-    /// Orders the CAs accepted through this connector so far.
-    pub fn orders(&self) -> u64 {
-        self.clients
-            .lock()
-            .map(|c| c.values().map(|h| h.order_count()).sum())
-            .unwrap_or(0)
-    }
-}
-
-impl Connector for InstantConnector {
-    type Ca = crate::acme::instant::InstantCa;
-    fn connect(&self, directory_url: &str, extra_roots: Option<&PathBuf>) -> Result<Self::Ca> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| anyhow!("the CA client cache is poisoned"))?;
-        let http = match clients.get(&extra_roots.cloned()) {
-            Some(http) => http.clone(),
-            None => {
-                let roots = crate::acme::http::root_store(extra_roots.map(|p| p.as_path()))?;
-                let mut http = crate::acme::http::CaHttp::new(roots)?;
-                if let Some(t) = self.timeout {
-                    http = http.with_request_timeout(t);
-                }
-                if let Some(b) = self.rate_limit_wait {
-                    http = http.with_rate_limit_wait(b);
-                }
-                clients.insert(extra_roots.cloned(), http.clone());
-                http
-            }
-        };
-        Ok(crate::acme::instant::InstantCa::new(directory_url, http)?)
-    }
-}
+pub use crate::acme::Connector;
+pub use crate::acme::connect::InstantConnector;
 
 /// Why a target at a CA that stopped answering in this run is left to the next run.
 const STOPPED_ANSWERING: &str = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again";

@@ -5,6 +5,7 @@
 //! implementation lives in [`instant`]; swapping the protocol crate, or putting a test
 //! double in, touches nothing else.
 
+pub mod connect;
 pub mod dns_account;
 pub mod http;
 pub mod instant;
@@ -277,6 +278,18 @@ pub trait Issuer: Send + Sync {
         cert_der: &[u8],
         reason: u8,
     ) -> impl Future<Output = Result<(), AcmeError>> + Send;
+}
+
+/// Connects to the CA of a provider; the seam tests and other protocol crates plug into.
+pub trait Connector: Send + Sync {
+    /// CA type.
+    type Ca: Ca + 'static;
+    /// A CA handle for `directory_url`, trusting `extra_roots` in addition to the system's.
+    fn connect(
+        &self,
+        directory_url: &str,
+        extra_roots: Option<&std::path::PathBuf>,
+    ) -> anyhow::Result<Self::Ca>;
 }
 
 #[cfg(test)]
