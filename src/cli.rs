@@ -285,6 +285,9 @@ pub enum Command {
     /// certificates go to etcd (private keys sealed). Other nodes join with their
     /// conf/cluster alone.
     ClusterInit,
+    /// Serve the fleet's http-01 challenges on this node (a daemon: its listener on
+    /// conf/target's http-ports, and files in its webroots) so the CA may reach any node.
+    ClusterAgent,
     /// Make a new cluster secret key (`cluster-key new` prints a line for the secret key
     /// file).
     ClusterKey(ClusterKeyArgs),

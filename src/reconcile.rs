@@ -49,6 +49,8 @@ pub struct Options {
     /// On a fleet node (doc/cluster.md), the fleet's say over each order; `None` on a
     /// machine of its own.
     pub gate: Option<Arc<dyn OrderGate>>,
+    /// On a fleet node, where http-01 tokens are published for the other nodes.
+    pub share: Option<Arc<dyn crate::challenge::TokenShare>>,
 }
 
 /// The fleet's say over this node's orders (doc/cluster.md), asked before each order and
@@ -988,12 +990,13 @@ async fn obtain<C: Connector>(
     // At most `jobs` orders in flight; each task is created when a slot frees up.
     let clock = opts.clock;
     let tasks = work.into_iter().map(|(t, session, account_id, replaces)| {
-        let (store, tokens, hooks, alpn_certs, gate) = (
+        let (store, tokens, hooks, alpn_certs, gate, share) = (
             store.clone(),
             tokens.clone(),
             opts.hooks.clone(),
             alpn_certs.clone(),
             opts.gate.clone(),
+            opts.share.clone(),
         );
         async move {
             if session.ca_unresponsive() {
@@ -1024,6 +1027,9 @@ async fn obtain<C: Connector>(
             let mut responder = TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
             if alpn_listening {
                 responder = responder.with_tls_alpn(alpn_certs);
+            }
+            if let Some(share) = share {
+                responder = responder.with_share(share);
             }
             let res = issue_one(
                 &store,

@@ -54,6 +54,21 @@ pub fn preference(types: &[ChallengeKind]) -> Vec<ChallengeKind> {
     out
 }
 
+/// Where http-01 tokens are also published so that other machines answer them (a fleet's
+/// agents, doc/cluster.md). `publish` returns once the others serve the token (or a bounded
+/// wait ran out): `true` if some other machine serves it; an error means the token could
+/// not be published at all.
+pub trait TokenShare: Send + Sync + std::fmt::Debug {
+    /// Publishes `token` with its key authorization.
+    fn publish<'a>(
+        &'a self,
+        token: &'a str,
+        key_authorization: &'a str,
+    ) -> BoxFuture<'a, Result<bool>>;
+    /// Withdraws a published token.
+    fn withdraw<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()>;
+}
+
 /// The responder for one target: its challenge settings, the run's shared listeners, hooks.
 #[derive(Debug)]
 pub struct TargetResponder {
@@ -69,6 +84,7 @@ pub struct TargetResponder {
     target_file: String,
     alpn: Option<Arc<tlsalpn::AlpnCerts>>,
     rfc2136: Option<dns::Dns01>,
+    share: Option<Arc<dyn TokenShare>>,
 }
 
 impl TargetResponder {
@@ -94,7 +110,14 @@ impl TargetResponder {
             target_file: target_file.to_owned(),
             alpn: None,
             rfc2136: config.dns.rfc2136.as_ref().map(|d| d.responder()),
+            share: None,
         }
+    }
+
+    /// Also publishes http-01 tokens through `share` (a fleet node).
+    pub fn with_share(mut self, share: Arc<dyn TokenShare>) -> Self {
+        self.share = Some(share);
+        self
     }
 
     /// Answers tls-alpn-01 through the run's listeners, which serve `certs`.
@@ -153,6 +176,9 @@ impl TargetResponder {
                 for dir in &self.webroots {
                     webroot::remove(dir, &ch.token);
                 }
+                if let Some(share) = &self.share {
+                    share.withdraw(&ch.token).await;
+                }
             }
             ChallengeKind::Dns01 | ChallengeKind::DnsAccount01 => {
                 if self.dns.hooks {
@@ -183,8 +209,15 @@ impl TargetResponder {
                 }
             }
         }
+        let mut shared = false;
+        if let Some(share) = &self.share {
+            match share.publish(&ch.token, &ch.key_authorization).await {
+                Ok(served) => shared = served,
+                Err(e) => failures.push(format!("the fleet: {e:#}")),
+            }
+        }
         let hooked = self.http_hooks && self.run_hooks(ch, true, deadline).await;
-        if written == 0 && !self.listening && !hooked {
+        if written == 0 && !self.listening && !hooked && !shared {
             bail!(
                 "no http-01 method is available for {}: no listener could bind its address, no webroot was writable ({}), and no hook handled it",
                 ch.identifier,

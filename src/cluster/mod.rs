@@ -19,6 +19,7 @@
 //! [`kv`] (the seam: the etcd calls we make; [`etcd`] is the real one), [`fleet`] (locks,
 //! fencing, leases, tokens).
 
+pub mod agent;
 pub mod config;
 #[cfg(feature = "cluster")]
 pub mod etcd;

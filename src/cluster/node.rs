@@ -755,6 +755,46 @@ pub async fn init<K: Kv + 'static>(
     Ok((synced, heads))
 }
 
+impl<K: Kv + 'static> crate::challenge::TokenShare for NodeGate<K> {
+    fn publish<'a>(
+        &'a self,
+        token: &'a str,
+        key_authorization: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let agents = self.fleet.agents().await?;
+            if agents.is_empty() {
+                // No agent runs anywhere: this node answers alone, as on one machine.
+                return Ok(false);
+            }
+            let ttl = self.fleet.conf().lock_ttl;
+            let lease = self
+                .lease
+                .get_or_try_init(|| RunLease::grant(self.fleet.kv(), ttl))
+                .await?;
+            self.fleet
+                .publish_token(lease.id(), token, key_authorization)
+                .await?;
+            let missing = self
+                .fleet
+                .wait_acks(token, &agents, self.fleet.conf().ack_wait)
+                .await;
+            if !missing.is_empty() {
+                tracing::warn!(
+                    "the cluster agents of {} did not confirm http-01 token {token} within {}s: validation through those machines may fail",
+                    missing.join(", "),
+                    self.fleet.conf().ack_wait.as_secs()
+                );
+            }
+            Ok(missing.len() < agents.len())
+        })
+    }
+
+    fn withdraw<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.fleet.withdraw_token(token))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,7 +252,7 @@ pub fn reconcile(
 ) -> Result<ExitCode> {
     use crate::cluster::node::{self, NodeGate};
     let interaction = super::interaction(settings)?;
-    let connector = crate::reconcile::InstantConnector::with_timeout(settings.ca_timeout)
+    let connector = crate::acme::connect::InstantConnector::with_timeout(settings.ca_timeout)
         .with_rate_limit_wait(settings.rate_limit_wait);
     let rt = super::runtime()?;
     rt.block_on(async {
@@ -281,6 +281,7 @@ pub fn reconcile(
         ));
         let mut opts = super::reconcile::options(settings, args);
         opts.gate = Some(gate.clone());
+        opts.share = Some(gate.clone());
         let deadline = tokio::time::Instant::now() + fleet.conf().wait;
         let mut all_ok = true;
         let mut revision = 0;
@@ -423,4 +424,37 @@ fn why_unavailable(e: &anyhow::Error) -> String {
     e.downcast_ref::<cluster::Unavailable>()
         .map(|u| u.0.clone())
         .unwrap_or_else(|| crate::cause::render(e))
+}
+
+/// `cluster-agent`: serves the fleet's http-01 tokens on this node until stopped (SIGTERM).
+/// What it serves comes from this node's conf/target: its webroots and its http-ports (and
+/// port 80 when the default listeners are on and the port is free).
+pub fn agent(settings: &Settings) -> Result<ExitCode> {
+    let conf = required_conf(settings)?;
+    let store = crate::store::Store::open_read_only(&settings.state_dir)?;
+    let defaults = store.load_defaults().map_err(exit::config_error)?;
+    // conf/target's settings as a target would get them.
+    let probe = crate::target::RawTarget::parse("names: [cluster-agent.invalid]\n")?;
+    let t = crate::target::Target::resolve("cluster-agent", &probe, &defaults)
+        .map_err(exit::config_error)?;
+    let mut listen = t.challenge.http_ports.clone();
+    if t.challenge.listen_http {
+        listen.extend(["0.0.0.0:80".to_owned(), "[::]:80".to_owned()]);
+    }
+    let serves = crate::cluster::agent::Serves {
+        webroots: t.challenge.webroot_paths.clone(),
+        listen,
+    };
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let fleet = cluster::connect(conf).await?;
+        fleet.check_initialised().await?;
+        crate::cluster::agent::run(
+            std::sync::Arc::new(fleet),
+            serves,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

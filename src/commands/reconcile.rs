@@ -80,6 +80,7 @@ pub fn options(settings: &Settings, args: &ReconcileArgs) -> Options {
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
         clock: OffsetDateTime::now_utc,
         gate: None,
+        share: None,
     }
 }
 

@@ -280,7 +280,13 @@ fn cluster_three_nodes_reconcile_at_once_and_each_target_is_ordered_once() {
     use crate::support::{ChallengeServer, Pebble, PebbleOpts, RunOpts, acmekeep, spawn_acmekeep};
     const N: usize = 30;
     let mut etcd = Etcd::start(3);
-    let pebble = Pebble::start(PebbleOpts::default());
+    // Pebble's realism, except that a fresh order gets fresh authorizations: acmekeep orders
+    // again when a token begins with '-' (issue 15), and a reused pending authorization
+    // would bring the same token back.
+    let pebble = Pebble::start(PebbleOpts {
+        authz_reuse_percent: Some(0),
+        ..PebbleOpts::default()
+    });
     let scratch = tempfile::tempdir().expect("tempdir");
     let webroot = scratch.path().join("webroot");
     std::fs::create_dir_all(&webroot).expect("webroot");
@@ -414,4 +420,68 @@ fn cluster_three_nodes_reconcile_at_once_and_each_target_is_ordered_once() {
         nodes[1].live_cert_id("late.fleet.test"),
         a.live_cert_id("late.fleet.test")
     );
+}
+
+/// Issue 19's http-01 test: Pebble's http-01 port belongs to node b, where only b's
+/// `cluster-agent` listens; node a orders with its own listener on a port Pebble never
+/// asks. The token a publishes is served by b's agent, a waits for b's acknowledgement,
+/// and validation succeeds; b then links the certificate a obtained.
+#[test]
+fn cluster_http01_is_answered_by_another_nodes_agent() {
+    use crate::support::{
+        Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, free_port, spawn_acmekeep,
+        standard_conf_target,
+    };
+    let etcd = Etcd::start(3);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let key = ClusterKeys::new_line().expect("key");
+    let eps = etcd.endpoints();
+    let (a, b) = (StateDir::new(), StateDir::new());
+    let pebbles_port = format!("127.0.0.1:{}", pebble.http_port());
+    a.write_conf_target(
+        &standard_conf_target(&pebble)
+            .replace(&pebbles_port, &format!("127.0.0.1:{}", free_port())),
+    );
+    b.write_conf_target(&standard_conf_target(&pebble));
+    for s in [&a, &b] {
+        s.write_standard_responses();
+    }
+    join(&a, &eps, "a", &key);
+    join(&b, &eps, "b", &key);
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    let agent = spawn_acmekeep(
+        &b,
+        &["cluster-agent", "-v"],
+        &RunOpts {
+            timeout: Duration::from_secs(100),
+            ..RunOpts::default()
+        },
+    );
+    let started = Instant::now();
+    while etcd.dump("/acmekeep/x/agents/").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = acmekeep(&a, &["want", "agent.fleet.test"]);
+    run.assert_success();
+    let id = a.live_cert_id("agent.fleet.test");
+    std::process::Command::new("kill")
+        .arg(agent.id().to_string())
+        .status()
+        .expect("kill");
+    let agent = agent.wait();
+    assert!(
+        agent.stderr.contains("serving http-01 token"),
+        "{}",
+        agent.describe()
+    );
+    assert!(
+        etcd.dump("/acmekeep/x/agents/").is_empty(),
+        "the agent's lease was revoked"
+    );
+    acmekeep(&b, &["reconcile"]).assert_success();
+    assert_eq!(b.live_cert_id("agent.fleet.test"), id);
 }
