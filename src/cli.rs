@@ -244,6 +244,9 @@ pub enum Command {
     /// Print Prometheus metrics from the state directory (what each run writes to
     /// --metrics-file; doc/monitoring.md).
     Metrics,
+    /// Monitoring plugin (Nagios/Icinga): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, one
+    /// status line with performance data (doc/monitoring.md).
+    Check(CheckArgs),
     /// Remove names from every target (targets left without names are deleted).
     Unwant(UnwantArgs),
     /// Delete certificates no live link uses that are expired, revoked or unreadable, and keys
@@ -473,6 +476,25 @@ pub struct ReconcileArgs {
     pub targets: Vec<String>,
 }
 
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Machine-readable output (schema: doc/monitoring.md).
+    #[arg(long)]
+    pub json: bool,
+    /// WARNING below this much of a certificate's lifetime left (1/4, 0.25, 25%) or this much
+    /// time left (20d, 36h).
+    #[arg(short, long, value_name = "LEFT")]
+    pub warning: Option<String>,
+    /// CRITICAL below this (default 1/6).
+    #[arg(short, long, value_name = "LEFT")]
+    pub critical: Option<String>,
+    /// Check only these targets: file names under desired/ or hostnames (default: all, and
+    /// whether runs happen).
+    #[arg(value_name = "TARGET|NAME")]
+    pub targets: Vec<String>,
+}
+
 /// `status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -483,6 +505,10 @@ pub struct StatusArgs {
     /// (the table otherwise keeps to 100 columns).
     #[arg(long)]
     pub wide: bool,
+    /// Only the targets whose certificate expires within DURATION (30d, 12h), or that have
+    /// none.
+    #[arg(long, value_name = "DURATION")]
+    pub expiring: Option<String>,
 }
 
 /// `redirector` (acmetool's flags, plus `--user`/`--group` for its `--service.uid`/`.gid`).

@@ -180,6 +180,10 @@ pub enum Event<'a> {
     /// `reconcile-failed` (acmekeep only): these targets could not be satisfied. No arguments;
     /// stdin is each name followed by `\n`. Not fired without names.
     ReconcileFailed { names: &'a [String] },
+    /// `certificate-expiring` (acmekeep only): the certificates these names use will expire
+    /// before the next attempt may renew them. No arguments; stdin is each name followed by
+    /// `\n`. Not fired without names.
+    CertificateExpiring { names: &'a [String] },
 }
 
 impl Event<'_> {
@@ -198,13 +202,16 @@ impl Event<'_> {
             Event::ChallengeDnsStart { .. } => "challenge-dns-account-start",
             Event::ChallengeDnsStop { .. } => "challenge-dns-account-stop",
             Event::ReconcileFailed { .. } => "reconcile-failed",
+            Event::CertificateExpiring { .. } => "certificate-expiring",
         }
     }
 
     /// The arguments after the event name.
     fn args(&self) -> Vec<&str> {
         match *self {
-            Event::LiveUpdated { .. } | Event::ReconcileFailed { .. } => Vec::new(),
+            Event::LiveUpdated { .. }
+            | Event::ReconcileFailed { .. }
+            | Event::CertificateExpiring { .. } => Vec::new(),
             Event::ChallengeHttpStart {
                 hostname,
                 target_file,
@@ -249,7 +256,9 @@ impl Event<'_> {
     /// The names of a list event, which go on stdin one per line.
     fn names(&self) -> Option<&[String]> {
         match *self {
-            Event::LiveUpdated { names } | Event::ReconcileFailed { names } => Some(names),
+            Event::LiveUpdated { names }
+            | Event::ReconcileFailed { names }
+            | Event::CertificateExpiring { names } => Some(names),
             _ => None,
         }
     }
@@ -282,7 +291,9 @@ impl Event<'_> {
             | Event::ChallengeHttpStop { env, .. }
             | Event::ChallengeDnsStart { env, .. }
             | Event::ChallengeDnsStop { env, .. } => Some(env),
-            Event::LiveUpdated { .. } | Event::ReconcileFailed { .. } => None,
+            Event::LiveUpdated { .. }
+            | Event::ReconcileFailed { .. }
+            | Event::CertificateExpiring { .. } => None,
         }
     }
 

@@ -48,6 +48,7 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::Want(a)) => commands::want::execute(&settings, a),
         Some(cli::Command::Status(a)) => commands::status::execute(&settings, a),
         Some(cli::Command::Metrics) => commands::metrics::execute(&settings),
+        Some(cli::Command::Check(a)) => commands::check::execute(&settings, a),
         Some(cli::Command::Reconcile(a)) => commands::reconcile::execute(&settings, a),
         Some(cli::Command::Unwant(a)) => commands::unwant::execute(&settings, a),
         Some(cli::Command::Cull(a)) => commands::cull::execute(&settings, a),

@@ -427,6 +427,8 @@ pub async fn run<C: Connector>(
         })
         .collect();
     run_hooks(&opts.hooks, Event::ReconcileFailed { names: &failed }).await;
+    let lapsing = lapsing(&store, &report.targets, &targets, &summaries, now);
+    run_hooks(&opts.hooks, Event::CertificateExpiring { names: &lapsing }).await;
     for _ in 0..report.other_errors.len() {
         report.count(ErrorKind::Other);
     }
@@ -441,19 +443,21 @@ pub async fn run<C: Connector>(
 /// (acmetool ignores these results too).
 pub async fn run_hooks(hooks: &Arc<HookRunner>, event: Event<'_>) {
     let names: Vec<String> = match event {
-        Event::LiveUpdated { names } | Event::ReconcileFailed { names } => names.to_vec(),
+        Event::LiveUpdated { names }
+        | Event::ReconcileFailed { names }
+        | Event::CertificateExpiring { names } => names.to_vec(),
         _ => Vec::new(),
     };
     if names.is_empty() {
         return;
     }
-    let live = matches!(event, Event::LiveUpdated { .. });
+    let kind = event.name();
     let hooks = hooks.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let event = if live {
-            Event::LiveUpdated { names: &names }
-        } else {
-            Event::ReconcileFailed { names: &names }
+        let event = match kind {
+            "live-updated" => Event::LiveUpdated { names: &names },
+            "reconcile-failed" => Event::ReconcileFailed { names: &names },
+            _ => Event::CertificateExpiring { names: &names },
         };
         hooks.run(&event).map(|r| (event.name(), r))
     })
@@ -492,6 +496,37 @@ fn expiring(
             let best = cert::best_cert(by_file.get(o.file.as_str())?, summaries, now)?;
             plan::in_last_sixth(best, now).then(|| (o.file.clone(), best.not_after))
         })
+        .collect()
+}
+
+/// The names of the targets of `outcomes` not satisfied in this run (failed, or deferred by
+/// the CA) whose certificate in use ends before the next attempt may renew it
+/// ([`plan::deferral_outlives`] at the time their run record allows, or now): the
+/// `certificate-expiring` event.
+fn lapsing(
+    store: &Store,
+    outcomes: &[TargetOutcome],
+    targets: &[Target],
+    summaries: &crate::cert::CertSet,
+    now: OffsetDateTime,
+) -> Vec<String> {
+    let by_file: std::collections::HashMap<&str, &Target> =
+        targets.iter().map(|t| (t.file.as_str(), t)).collect();
+    outcomes
+        .iter()
+        .filter(|o| matches!(o.result, Outcome::Failed(_) | Outcome::Deferred(_)))
+        .filter_map(|o| {
+            let t = by_file.get(o.file.as_str())?;
+            let best = crate::cert::best_cert(t, summaries, now);
+            let next = store
+                .target_record(&o.file)
+                .next_attempt
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .map_or(now, |n| n.max(now));
+            plan::deferral_outlives(best, next, now).map(|_| names_of(t))
+        })
+        .flatten()
         .collect()
 }
 

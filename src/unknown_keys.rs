@@ -39,6 +39,7 @@ pub const PROMPT_IDS: &[&str] = &[
     "acme-eab-hmac-key",
     "acme-eab-algorithm",
     "acmekeep-quickstart-profile",
+    "acmekeep-quickstart-metrics",
     "acmekeep-quickstart-replace-acmetool-job",
     "acmekeep-quickstart-accept-program-path",
 ];

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod account_ops;
 pub mod account_url;
+pub mod check;
 pub mod cluster;
 pub mod cull;
 pub mod docs;

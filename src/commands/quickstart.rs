@@ -67,6 +67,7 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     choose_key(&io, expert, &mut conf)?;
     choose_profile(&io, expert, &mut conf)?;
     let method = choose_method(&io, expert, &mut conf)?;
+    let metrics_dir = choose_metrics(&io, expert, &root, &mut conf)?;
     let defaults = match &reader {
         Some(store) => store.defaults_from(conf.clone()),
         None => crate::target::check_defaults(&settings.state_dir.join("conf/target"), &conf)
@@ -85,7 +86,16 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     let ScheduleStep {
         plan: mut schedule,
         notes: schedule_notes,
-    } = plan_schedule(settings, &io, expert, &root, is_root, &resolved, &program)?;
+    } = plan_schedule(
+        settings,
+        &io,
+        expert,
+        &root,
+        is_root,
+        &resolved,
+        &program,
+        metrics_dir.as_deref(),
+    )?;
     let new_job = schedule.as_ref().is_some_and(Plan::installs_new_job);
     let mut program_note = None;
     if (new_job || redirector_unit) && !accept_program(&io, expert, &program)? {
@@ -157,6 +167,12 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
         );
     }
     install_hooks(&store, hooks)?;
+    if let Some(dir) = &metrics_dir {
+        eprintln!(
+            "Prometheus metrics: every run writes {}/acmekeep.prom (monitor.metrics-file in conf/target).",
+            dir.display()
+        );
+    }
     if let Some(note) = program_note {
         eprintln!("{note}");
     }
@@ -667,7 +683,53 @@ fn install_hooks(store: &Store, plan: HooksPlan) -> Result<()> {
     Ok(())
 }
 
+/// Where node_exporter's textfile collector reads (Debian's prometheus-node-exporter).
+const NODE_EXPORTER_DIR: &str = "var/lib/prometheus/node-exporter";
+
+/// Offers the Prometheus metrics file when node_exporter's textfile directory exists and
+/// conf/target names none yet; returns the directory the renewal unit must be able to write.
+/// Implicit (asked with `--expert`): yes by default, as the metrics cost a run little.
+fn choose_metrics(
+    io: &Interaction,
+    expert: bool,
+    root: &Root,
+    conf: &mut RawTarget,
+) -> Result<Option<PathBuf>> {
+    let dir = root.dir().join(NODE_EXPORTER_DIR);
+    let configured = conf
+        .monitor
+        .as_ref()
+        .and_then(|m| m.metrics_file.as_deref())
+        .is_some_and(|p| !p.trim().is_empty());
+    if configured || !dir.is_dir() {
+        return Ok(None);
+    }
+    let file = dir.join("acmekeep.prom");
+    let yes = confirm(
+        io,
+        expert,
+        "acmekeep-quickstart-metrics",
+        &format!(
+            "Write Prometheus metrics for node_exporter after each run ({})?",
+            file.display()
+        ),
+        "node_exporter's textfile collector exports them; doc/monitoring.md has alerting rules.",
+        true,
+    )?;
+    if !yes {
+        return Ok(None);
+    }
+    conf.monitor
+        .get_or_insert_with(Default::default)
+        .metrics_file = Some(file.to_string_lossy().into_owned());
+    Ok(Some(dir))
+}
+
 /// Looks at the renewal jobs already there, asks what to do about them, and plans.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the answers so far, each used once; a struct would only rename them"
+)]
 fn plan_schedule(
     settings: &Settings,
     io: &Interaction,
@@ -676,6 +738,7 @@ fn plan_schedule(
     is_root: bool,
     resolved: &Target,
     program: &Program,
+    metrics_dir: Option<&Path>,
 ) -> Result<ScheduleStep> {
     let mut scheduler = schedule::detect(root, is_root);
     let mut notes = Vec::new();
@@ -742,6 +805,7 @@ fn plan_schedule(
     let job = schedule::Job::random(&program.path, state, hooks, random)
         .map_err(config_error)?
         .with_webroots(&resolved.challenge.webroot_paths)
+        .and_then(|job| job.with_webroots(metrics_dir.map(Path::to_path_buf).as_slice()))
         .map_err(config_error)?;
     let plan = decide::decide(
         situation,

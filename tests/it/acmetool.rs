@@ -251,7 +251,7 @@ fn account_key(state: &StateDir) -> (String, String, Vec<u8>) {
     (accounts[0].clone(), label, der)
 }
 
-/// `acmekeep status --json` (schema_version 1, see src/commands/status.rs) succeeds and
+/// `acmekeep status --json` (schema_version 2, see src/commands/status.rs) succeeds and
 /// shows what acmetool left: the account, one entry per `desired/` file, each `valid` with
 /// the certificate its `live/` links point at, every `live/` name, and no warnings.
 #[track_caller]
@@ -261,7 +261,7 @@ fn assert_acmekeep_status_lists(state: &StateDir, account_id: &str) {
     let doc: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("status --json: stdout is not JSON: {e}\n{}", run.describe()));
     let ctx = || format!("{}\n{}", run.describe(), state.tree());
-    assert_eq!(doc["schema_version"], 1, "{}", ctx());
+    assert_eq!(doc["schema_version"], 2, "{}", ctx());
     let accounts: Vec<&str> = doc["accounts"]
         .as_array()
         .unwrap_or_else(|| panic!("no accounts array\n{}", ctx()))

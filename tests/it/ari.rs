@@ -418,7 +418,7 @@ fn a_long_rate_limit_defers_only_its_targets_and_the_run_succeeds() {
             "next attempt {next}, CA's time {retry_at}"
         );
         let t = target_status(&doc, &state.desired_file_for(n));
-        assert_eq!(t["state"], "missing", "{t:#}");
+        assert_eq!(t["state"], "deferred", "{t:#}");
         assert_eq!(t["rate_limited"], true, "{t:#}");
     }
     let text = acmekeep(&state, &["status"]);

@@ -333,3 +333,355 @@ fn the_metrics_file_is_a_conf_target_setting() {
             "acmekeep: warning: cannot write the metrics file /proc/acmekeep.prom: ",
         );
 }
+
+/// The first line of `acmekeep check`'s output and the rest.
+fn check_lines(run: &Run) -> (String, String) {
+    let (first, rest) = run.stdout.split_once('\n').unwrap_or((&run.stdout, ""));
+    (first.to_owned(), rest.to_owned())
+}
+
+#[test]
+fn check_follows_the_plugin_conventions_on_a_real_state_directory() {
+    const OK: &str = "ok.check.example.org";
+    const BAD: &str = "bad.check.example.org";
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    acmekeep(&state, &["want", OK]).assert_success();
+
+    // OK: one status line with performance data; nothing else.
+    let ok = acmekeep(&state, &["check"]);
+    ok.assert_code(0);
+    let (line, rest) = check_lines(&ok);
+    assert!(
+        line.starts_with("ACMEKEEP OK - 1 target(s), none needs attention; soonest expiry in "),
+        "{line}"
+    );
+    assert!(
+        line.contains(
+            " | targets=1 valid=1 due=0 failing=0 deferred=0 missing=0 invalid=0 min_time_left="
+        ),
+        "{line}"
+    );
+    assert_eq!(rest, "");
+    // Thresholds: a fraction of the lifetime (the whole of it: a warning at once), or a time
+    // left.
+    acmekeep(&state, &["check", "--warning", "1"]).assert_code(1);
+    acmekeep(&state, &["check", "--warning", "100%", "--critical", "99%"]).assert_code(1);
+    let crit = acmekeep(&state, &["check", "--critical", "100000d"]);
+    crit.assert_code(2);
+    let (line, rest) = check_lines(&crit);
+    assert!(
+        line.starts_with(
+            "ACMEKEEP CRITICAL - 1 critical of 1 target(s): ok.check.example.org expires in "
+        ),
+        "{line}"
+    );
+    assert!(
+        rest.starts_with(&format!(
+            "CRITICAL: {OK} (desired/{})",
+            state.desired_file_for(OK)
+        )),
+        "{rest}"
+    );
+
+    // A target the CA refuses, which has never had a certificate: CRITICAL, with the cause
+    // and the command that retries it.
+    pebble.dns_set_servfail(BAD);
+    acmekeep(&state, &["want", "--no-reconcile", BAD]).assert_success();
+    let bad_file = state.desired_file_for(BAD);
+    acmekeep(&state, &["reconcile"]).assert_code(1);
+    let bad = acmekeep(&state, &["check"]);
+    bad.assert_code(2);
+    let (line, rest) = check_lines(&bad);
+    assert!(
+        line.starts_with(&format!(
+            "ACMEKEEP CRITICAL - 1 critical of 2 target(s): {BAD} no certificate, failing for "
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(" | targets=2 valid=1 due=0 failing=1 "),
+        "{line}"
+    );
+    let lines: Vec<&str> = rest.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "CRITICAL: {BAD} (desired/{bad_file}): no certificate, failing for "
+        )),
+        "{rest}"
+    );
+    assert!(
+        lines[1].starts_with("  last error: ") && lines[1].contains("could not resolve"),
+        "{rest}"
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "  retry: acmekeep --state {} reconcile --force {bad_file}",
+            state.path().display()
+        )
+    );
+    // Only some targets, by name or file, each reported.
+    let one = acmekeep(&state, &["check", OK]);
+    one.assert_code(0);
+    let (line, rest) = check_lines(&one);
+    assert!(
+        line.starts_with("ACMEKEEP OK - 1 target(s), none needs attention"),
+        "{line}"
+    );
+    assert!(
+        rest.starts_with(&format!(
+            "OK: {OK} (desired/{}): expires in ",
+            state.desired_file_for(OK)
+        )),
+        "{rest}"
+    );
+    acmekeep(&state, &["check", &bad_file]).assert_code(2);
+    // The same as JSON.
+    let json = acmekeep(&state, &["check", "--json"]);
+    json.assert_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["status"], "CRITICAL");
+    assert_eq!(doc["exit_code"], 2);
+    assert_eq!(doc["counts"]["failing"], 1);
+    assert_eq!(doc["counts"]["targets"], 2);
+    assert_eq!(doc["targets"][0]["file"], bad_file.as_str());
+    assert_eq!(doc["targets"][0]["level"], "CRITICAL");
+    assert!(doc["targets"][1].is_null(), "{doc}");
+
+    // UNKNOWN: what cannot be told.
+    let unknown = acmekeep(&state, &["check", "nosuch.example.org"]);
+    unknown.assert_code(3);
+    assert_eq!(
+        unknown.stdout,
+        "ACMEKEEP UNKNOWN - no such target in desired/: nosuch.example.org\n"
+    );
+    acmekeep(&state, &["check", "--warning", "soon"]).assert_code(3);
+    let gone = StateDir::new();
+    std::fs::remove_dir_all(gone.path()).expect("remove");
+    let unreadable = acmekeep(&gone, &["check"]);
+    unreadable.assert_code(3);
+    assert!(
+        unreadable.stdout.starts_with("ACMEKEEP UNKNOWN - "),
+        "{}",
+        unreadable.describe()
+    );
+
+    // `status`: the same states, a summary line scripts can rely on, and --expiring.
+    let status = acmekeep(&state, &["status"]);
+    status.assert_success();
+    assert!(
+        status.stdout.ends_with(
+            "\nSummary: 2 targets: 1 valid, 0 due, 1 failing, 0 deferred, 0 missing, 0 invalid\n"
+        ),
+        "{}",
+        status.stdout
+    );
+    let soon = acmekeep(&state, &["status", "--expiring", "30d"]);
+    soon.assert_success();
+    assert!(soon.stdout.contains(&bad_file), "no certificate: listed");
+    assert!(!soon.stdout.contains(OK), "{}", soon.stdout);
+    assert!(
+        soon.stdout.ends_with(
+            "\nSummary: 1 targets: 0 valid, 0 due, 1 failing, 0 deferred, 0 missing, 0 invalid\n"
+        ),
+        "{}",
+        soon.stdout
+    );
+    let all = acmekeep(&state, &["status", "--expiring", "100000d", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&all.stdout).expect("JSON");
+    assert_eq!(doc["schema_version"], 2);
+    assert_eq!(doc["summary"]["targets"], 2);
+    assert_eq!(doc["summary"]["valid"], 1);
+    assert_eq!(doc["summary"]["failing"], 1);
+    assert_eq!(target_status(&doc, &bad_file)["state"], "failing");
+    assert!(target_status(&doc, &bad_file)["failing_since"].is_string());
+    assert!(target_status(&doc, &state.desired_file_for(OK))["last_success"].is_string());
+    acmekeep(&state, &["status", "--expiring", "soon"]).assert_code(2);
+}
+
+/// The mails a fake sendmail received, in order: its arguments, then the message.
+fn mails(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("list mails")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|n| n.trim_start_matches("mail.").parse::<u32>().unwrap_or(0));
+    names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(n)).expect("read mail"))
+        .collect()
+}
+
+#[test]
+fn the_notify_hook_mails_the_cause_and_the_retry_at_most_once_a_day() {
+    use std::os::unix::fs::PermissionsExt;
+    const OK: &str = "ok.notify.example.org";
+    const BAD: &str = "bad.notify.example.org";
+    // Certificates live 30 s: renewal is due after 15 s.
+    let pebble = Pebble::start(PebbleOpts {
+        cert_validity_secs: Some(30),
+        ..PebbleOpts::fast()
+    });
+    let state = StateDir::standard(&pebble);
+    // The CA bundle outlives Pebble (the last run below finds the CA gone).
+    let bundle = state.scratch_dir("ca").join("ca.pem");
+    std::fs::copy(pebble.ca_bundle_path(), &bundle).expect("copy the CA bundle");
+    let conf = std::fs::read_to_string(state.join("conf/target")).expect("conf/target");
+    let json = |s: &str| serde_json::to_string(s).expect("JSON");
+    state.write_conf_target(&conf.replace(
+        &json(&pebble.ca_bundle_path().to_string_lossy()),
+        &json(&bundle.to_string_lossy()),
+    ));
+
+    // The hook as shipped, configured to mail through a fake sendmail.
+    let hooks = state.hooks_dir();
+    std::fs::create_dir_all(&hooks).expect("hooks dir");
+    let hook = hooks.join("notify");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/hooks/notify"),
+        &hook,
+    )
+    .expect("install the hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let outbox = state.scratch_dir("outbox");
+    let sendmail = state.scratch_dir("bin").join("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\nn=$(ls {0} | wc -l)\n{{ printf '%s\\n' \"$*\"; cat; }} > {0}/mail.$n\n",
+            outbox.display()
+        ),
+    )
+    .expect("fake sendmail");
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let conf_dir = state.scratch_dir("default");
+    std::fs::write(
+        conf_dir.join("acme-notify"),
+        format!(
+            "NOTIFY_TO=ops@example.org\nSENDMAIL={}\n",
+            sendmail.display()
+        ),
+    )
+    .expect("acme-notify");
+    let bin = Path::new(env!("CARGO_BIN_EXE_acmekeep"))
+        .parent()
+        .expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let opts = RunOpts {
+        env: vec![
+            (
+                "ACME_NOTIFY_CONFIG_DIRS".into(),
+                conf_dir.display().to_string(),
+            ),
+            ("PATH".into(), path),
+        ],
+        ..RunOpts::default()
+    };
+    let run = |args: &[&str]| acmekeep_with(&state, args, &opts);
+
+    run(&["want", OK]).assert_success();
+    let ok_file = state.desired_file_for(OK);
+    assert_eq!(mails(&outbox), Vec::<String>::new(), "nothing failed");
+
+    // A target the CA refuses: one mail with the cause and the command that retries.
+    pebble.dns_set_servfail(BAD);
+    run(&["want", "--no-reconcile", BAD]).assert_success();
+    let bad_file = state.desired_file_for(BAD);
+    run(&["reconcile"]).assert_code(1);
+    let sent = mails(&outbox);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let mail = &sent[0];
+    assert!(
+        mail.starts_with("-i -- ops@example.org\nTo: ops@example.org\nSubject: acmekeep on "),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!(": no certificate for {BAD}\n")),
+        "{mail}"
+    );
+    assert!(mail.contains(&format!("\n  {BAD}\n")), "{mail}");
+    assert!(
+        mail.contains(&format!(
+            "CRITICAL: {BAD} (desired/{bad_file}): no certificate, failing"
+        )),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("  last error: ") && mail.contains("could not resolve"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!(
+            "  retry: acmekeep --state {} reconcile --force {bad_file}\n",
+            state.path().display()
+        )),
+        "{mail}"
+    );
+
+    // Failing again the same day: no second mail.
+    run(&["reconcile", "--force"]).assert_code(1);
+    assert_eq!(mails(&outbox).len(), 1);
+    // A day later: the next one.
+    let stamp = state.join(format!(".acmekeep/notified/reconcile-failed:{BAD}"));
+    let day_ago = std::process::Command::new("touch")
+        .args(["-d", "25 hours ago"])
+        .arg(&stamp)
+        .status()
+        .expect("touch");
+    assert!(day_ago.success());
+    run(&["reconcile", "--force"]).assert_code(1);
+    assert_eq!(mails(&outbox).len(), 2);
+
+    // A certificate due for renewal whose CA is gone: it expires before the next attempt may
+    // renew it, the new event.
+    let (not_before, not_after) = live_validity(&state, OK);
+    drop(pebble);
+    let due = not_before + (not_after - not_before) / 2 + time::Duration::seconds(1);
+    let wait: time::Duration = due - OffsetDateTime::now_utc();
+    if wait.is_positive() {
+        std::thread::sleep(std::time::Duration::try_from(wait).expect("positive"));
+    }
+    run(&["reconcile"]).assert_code(1);
+    let sent = mails(&outbox);
+    assert_eq!(sent.len(), 4, "{sent:#?}");
+    assert!(
+        sent[2].contains(&format!(": no certificate for {OK}\n")),
+        "{}",
+        sent[2]
+    );
+    assert!(
+        !sent[2].contains(&format!("\n  {BAD}\n")),
+        "mailed about today: {}",
+        sent[2]
+    );
+    let expiring = &sent[3];
+    assert!(
+        expiring.contains(&format!(
+            ": certificate for {OK} expires before it can be renewed\n"
+        )),
+        "{expiring}"
+    );
+    assert!(
+        expiring.contains(&format!("(desired/{ok_file}): expires in ")),
+        "{expiring}"
+    );
+    assert!(
+        expiring.contains(&format!(
+            "  retry: acmekeep --state {} reconcile --force {ok_file}\n",
+            state.path().display()
+        )),
+        "{expiring}"
+    );
+
+    // Not configured: no mail, no complaint.
+    std::fs::remove_file(conf_dir.join("acme-notify")).expect("unconfigure");
+    std::fs::remove_dir_all(state.join(".acmekeep/notified")).expect("forget");
+    run(&["reconcile", "--force"]).assert_code(1);
+    assert_eq!(mails(&outbox).len(), 4);
+}

@@ -857,3 +857,51 @@ fn quickstart_as_a_user_skips_what_needs_root_and_uses_its_crontab() {
         assert_eq!(user.crontab(), crontab, "{label}: second run");
     }
 }
+
+#[test]
+fn quickstart_offers_the_metrics_file_when_node_exporter_reads_textfiles() {
+    const NAME: &str = "metrics.quickstart.example.org";
+    let s = setup();
+    std::fs::create_dir_all(s.root.join("run/systemd/system")).expect("mkdir");
+    let node = s.root.join("var/lib/prometheus/node-exporter");
+    std::fs::create_dir_all(&node).expect("mkdir");
+    let prom = node.join("acmekeep.prom");
+    // No answer in the file: yes by default.
+    s.state.write("conf/responses", responses(&s, ""));
+    let run = quickstart(&s);
+    run.assert_success();
+    run.assert_stderr_contains(&format!(
+        "Prometheus metrics: every run writes {} (monitor.metrics-file in conf/target).",
+        prom.display()
+    ));
+    let conf = s.state.read_string("conf/target");
+    assert!(
+        conf.contains(&format!("metrics-file: {}", prom.display())),
+        "{conf}"
+    );
+    let service = std::fs::read_to_string(s.root.join("etc/systemd/system/acmekeep.service"))
+        .expect("service");
+    let rw = service
+        .lines()
+        .find(|l| l.starts_with("ReadWritePaths="))
+        .unwrap_or_else(|| panic!("{service}"));
+    assert!(rw.contains(&format!(" -{}", node.display())), "{rw}");
+    // The next run writes the file.
+    acmekeep(&s.state, &["want", NAME]).assert_success();
+    let text = std::fs::read_to_string(&prom).expect("the metrics file");
+    assert!(
+        text.contains(&format!("name=\"{NAME}\",state=\"valid\"}} 1\n")),
+        "{text}"
+    );
+
+    // Answered no: conf/target names no file (and a second quickstart asks again).
+    let s = setup();
+    std::fs::create_dir_all(s.root.join("var/lib/prometheus/node-exporter")).expect("mkdir");
+    s.state.write(
+        "conf/responses",
+        responses(&s, "acmekeep-quickstart-metrics: false\n"),
+    );
+    quickstart(&s).assert_success();
+    let conf = s.state.read_string("conf/target");
+    assert!(!conf.contains("metrics-file"), "{conf}");
+}

@@ -388,7 +388,7 @@ fn failed_renewal_keeps_the_working_live_certificate() {
         let doc = status_json(&state);
         let t = target_status(&doc, &file);
         assert_eq!(
-            t["state"], "missing",
+            t["state"], "failing",
             "no certificate satisfies the target: {doc:#}"
         );
         assert!(t["certificate"].is_null(), "{doc:#}");
