@@ -179,15 +179,7 @@ fn read_txt(
         .answers
         .iter()
         .filter(|r| !authoritative || &r.name == qname)
-        .filter_map(|r| match &r.data {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
+        .filter_map(|r| super::propagation::txt_value(&r.data))
         .take(MAX_VALUES)
         .collect();
     Ok(TxtFound {

@@ -193,15 +193,7 @@ pub(super) fn judge(m: &Message, qname: &Name, value: &str) -> Outcome {
         .answers
         .iter()
         .filter(|r| &r.name == qname)
-        .filter_map(|r| match &r.data {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
+        .filter_map(|r| txt_value(&r.data))
         .collect();
     if values.iter().any(|v| v == value) {
         return Outcome::Serves;
@@ -218,4 +210,18 @@ pub(super) fn judge(m: &Message, qname: &Name, value: &str) -> Outcome {
         shown.push(format!("and {} more", values.len() - SHOWN_VALUES));
     }
     Outcome::Lags(format!("serves other TXT values: {}", shown.join(", ")))
+}
+
+/// A TXT record's value as the CA reads it: its character-strings joined, bytes that are not
+/// UTF-8 replaced. `None` for any other record type.
+pub(super) fn txt_value(data: &RData) -> Option<String> {
+    match data {
+        RData::TXT(t) => Some(
+            t.txt_data
+                .iter()
+                .map(|s| String::from_utf8_lossy(s))
+                .collect::<String>(),
+        ),
+        _ => None,
+    }
 }
