@@ -7,6 +7,7 @@
 //! [`acme::Issuer`] and [`acme::Responder`] seams. Nothing below `commands` reads the
 //! clock or the environment or prints to stdout.
 
+pub mod account;
 pub mod acme;
 pub mod cause;
 pub mod cert;

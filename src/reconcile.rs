@@ -15,19 +15,20 @@ use anyhow::{Context, Result, anyhow, bail};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
+use crate::account::{STOPPED_ANSWERING, account_session, bundle_lookup, login_account};
 use crate::acme::ChallengeKind;
-use crate::acme::{AcmeError, Ca, Chains, EabCredentials, Issuer, OrderOptions, Registration};
+use crate::acme::{AcmeError, Ca, Chains, Connector, Issuer, OrderOptions};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
-use crate::exit::config_error;
 use crate::hooks::{Event, HookRunner};
-use crate::interact::{Interaction, Kind, Question, plausible_email};
-use crate::keys::{KeySpec, PrivateKey};
+use crate::interact::Interaction;
+use crate::keys::PrivateKey;
 use crate::plan;
 use crate::plan::ari::{self, AriRecord};
-use crate::store::{AccountRecord, Backoff, CertState, Inventory, Store};
-use crate::target::{RawTarget, Target};
+use crate::store::run::ErrorKind;
+use crate::store::{Backoff, CertState, Inventory, Store};
+use crate::target::Target;
 
 /// Settings of one reconcile run.
 #[derive(Debug, Clone)]
@@ -152,50 +153,12 @@ pub struct Loaded {
     pub monitor: Option<crate::target::RawMonitor>,
 }
 
-/// What kind of error a target (or the run) met, as counted in the run record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ErrorKind {
-    /// The target file cannot be used.
-    InvalidTarget,
-    /// Not attempted: backing off after earlier failures.
-    BackingOff,
-    /// The CA refused (a problem document: validation failed, unauthorized, …).
-    Ca,
-    /// The CA refused for its rate: deferred.
-    RateLimited,
-    /// Anything else: the network, the CA not answering, local problems (challenge set-up,
-    /// files), and errors not tied to one target.
-    Other,
-}
-
-impl ErrorKind {
-    /// Every kind.
-    pub const ALL: [ErrorKind; 5] = [
-        ErrorKind::InvalidTarget,
-        ErrorKind::BackingOff,
-        ErrorKind::Ca,
-        ErrorKind::RateLimited,
-        ErrorKind::Other,
-    ];
-
-    /// The name in the run record and the metrics' `kind` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidTarget => "invalid_target",
-            ErrorKind::BackingOff => "backing_off",
-            ErrorKind::Ca => "ca",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Other => "other",
-        }
-    }
-
-    /// The kind of a failed attempt that backs off as `how`.
-    fn of(how: Backoff) -> Self {
-        match how {
-            Backoff::No => ErrorKind::Other,
-            Backoff::Yes => ErrorKind::Ca,
-            Backoff::RateLimited => ErrorKind::RateLimited,
-        }
+/// The kind of error, as counted in the run record, of a failed attempt that backs off as `how`.
+fn kind_of(how: Backoff) -> ErrorKind {
+    match how {
+        Backoff::No => ErrorKind::Other,
+        Backoff::Yes => ErrorKind::Ca,
+        Backoff::RateLimited => ErrorKind::RateLimited,
     }
 }
 
@@ -210,12 +173,6 @@ impl Report {
         self.other_errors.is_empty() && !self.targets.iter().any(|t| t.result.failed())
     }
 }
-
-pub use crate::acme::Connector;
-pub use crate::acme::connect::InstantConnector;
-
-/// Why a target at a CA that stopped answering in this run is left to the next run.
-const STOPPED_ANSWERING: &str = "not attempted in this run: the CA stopped answering (requests to it timed out); the next run tries again";
 
 /// acmetool's `listen` addresses: port 80 everywhere.
 const LISTEN_HTTP: [&str; 2] = ["0.0.0.0:80", "[::]:80"];
@@ -694,45 +651,6 @@ fn download_failed(
     }
 }
 
-/// Finds the extra CA bundle for a provider: from a target using it, else the default.
-pub fn bundle_lookup(
-    targets: &[Target],
-    default: Option<PathBuf>,
-) -> impl Fn(&str) -> Option<PathBuf> + '_ {
-    move |provider| {
-        targets
-            .iter()
-            .find(|t| t.provider == provider)
-            .and_then(|t| t.provider_ca_bundle.clone())
-            .or_else(|| default.clone())
-    }
-}
-
-/// Logs in with the account `account_id` (`<urlpart>/<key id>`) at its own CA.
-pub async fn login_account<C: Connector>(
-    connector: &C,
-    inv: &Inventory,
-    account_id: &str,
-    bundle_for: &dyn Fn(&str) -> Option<PathBuf>,
-) -> Result<<C::Ca as Ca>::Session> {
-    let acct = inv
-        .accounts
-        .iter()
-        .find(|a| a.id == account_id)
-        .ok_or_else(|| anyhow!("account {account_id} is not in accounts/"))?;
-    let ca = connector.connect(
-        &acct.directory_url,
-        bundle_for(&acct.directory_url).as_ref(),
-    )?;
-    if ca.unresponsive() {
-        bail!(STOPPED_ANSWERING);
-    }
-    let pem = acct.read_key()?;
-    ca.login(&pem)
-        .await
-        .map_err(|e| anyhow!(e).context(format!("logging in as {account_id}")))
-}
-
 /// ARI (RFC 9773): the CA's renewal window of each target's best certificate, by
 /// certificate id. Cached windows are used as they are until their Retry-After passes; then
 /// the CA is asked again (one login per provider, only if its directory offers
@@ -994,7 +912,7 @@ async fn obtain<C: Connector>(
                 };
                 let msg = crate::cause::render(&e.context(format!("CA {provider}")));
                 for t in group {
-                    report.count(ErrorKind::of(how));
+                    report.count(kind_of(how));
                     let next = record(store, &t.file, now, Some(msg.clone()), how);
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
@@ -1118,7 +1036,7 @@ async fn obtain<C: Connector>(
             }
             Err((e, how)) => {
                 let next = record(store, &file, now, Some(e.clone()), how);
-                report.count(ErrorKind::of(how));
+                report.count(kind_of(how));
                 let best = by_file
                     .get(file.as_str())
                     .and_then(|t| cert::best_cert(t, summaries, now));
@@ -1226,274 +1144,6 @@ fn deferral(
     }
 }
 
-/// The account keys that may belong to `provider`, in the order they are tried: those of the
-/// exact directory URL (acmetool), then, for Let's Encrypt's v2 directory, an ACMEv1 Let's
-/// Encrypt account (acmetool 0.2 reuses it: Let's Encrypt knows the same key there).
-pub fn accounts_for<'a>(inv: &'a Inventory, provider: &str) -> Vec<&'a AccountRecord> {
-    let mut out: Vec<&AccountRecord> = inv
-        .accounts
-        .iter()
-        .filter(|a| a.directory_url == provider)
-        .collect();
-    if provider == crate::target::DEFAULT_PROVIDER {
-        out.extend(
-            inv.accounts
-                .iter()
-                .filter(|a| a.directory_url == crate::target::LE_V1_PROVIDER),
-        );
-    }
-    out
-}
-
-/// What [`look_up_account`] found.
-#[derive(Debug)]
-pub enum AccountLookup<S> {
-    /// An account key the CA knows, logged in.
-    Registered {
-        /// Its directory in `accounts/`.
-        record: AccountRecord,
-        /// Its PEM.
-        pem: String,
-        /// The session.
-        session: S,
-    },
-    /// Account keys exist, but the CA knows none of them; this is the first.
-    Unregistered {
-        /// Its directory in `accounts/`.
-        record: AccountRecord,
-        /// Its PEM.
-        pem: String,
-    },
-    /// No account key for the provider.
-    Missing,
-}
-
-/// Finds the account key of `provider` that the CA knows (newAccount with onlyReturnExisting)
-/// among [`accounts_for`]. Usually there is one key; when there are several (an interrupted
-/// key rollover leaves the new key next to the old one, an interrupted registration an
-/// unregistered key), the one the CA knows wins.
-pub async fn look_up_account<C: Ca>(
-    ca: &C,
-    provider: &str,
-    inv: &Inventory,
-) -> Result<AccountLookup<C::Session>> {
-    let mut unregistered = None;
-    for acct in accounts_for(inv, provider) {
-        let pem = acct.read_key()?;
-        match ca.login(&pem).await {
-            Ok(session) => {
-                return Ok(AccountLookup::Registered {
-                    record: acct.clone(),
-                    pem,
-                    session,
-                });
-            }
-            Err(AcmeError::AccountDoesNotExist) => {
-                unregistered.get_or_insert((acct, pem));
-            }
-            Err(e) => return Err(anyhow!(e).context(format!("using account {}", acct.id))),
-        }
-    }
-    Ok(match unregistered {
-        Some((record, pem)) => AccountLookup::Unregistered {
-            record: record.clone(),
-            pem,
-        },
-        None => AccountLookup::Missing,
-    })
-}
-
-/// Finds the account for `provider` (by exact directory URL, as acmetool does) and logs in;
-/// registers a new one when there is none, after the terms of service are agreed to (and
-/// with External Account Binding where the CA requires it or it is configured).
-pub async fn account_session<C: Ca>(
-    store: &Store,
-    ca: &C,
-    provider: &str,
-    inv: &Inventory,
-    interaction: &Interaction,
-) -> Result<(C::Session, String)> {
-    account_session_consented(store, ca, provider, inv, interaction, None).await
-}
-
-/// [`account_session`], with the answers to the registration questions already collected
-/// when `consented` is given ([`consent`]): quickstart asks them before it changes anything.
-pub async fn account_session_consented<C: Ca>(
-    store: &Store,
-    ca: &C,
-    provider: &str,
-    inv: &Inventory,
-    interaction: &Interaction,
-    consented: Option<Registration>,
-) -> Result<(C::Session, String)> {
-    let agreed = async || match consented {
-        Some(reg) => Ok(reg),
-        None => consent(Some(store), ca, provider, interaction).await,
-    };
-    match look_up_account(ca, provider, inv).await? {
-        AccountLookup::Registered {
-            record, session, ..
-        } => Ok((session, record.id)),
-        AccountLookup::Unregistered { record, pem } => {
-            tracing::info!(
-                "account {} is not registered at {provider}; registering it",
-                record.id
-            );
-            let reg = agreed().await?;
-            let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
-            Ok((s, record.id))
-        }
-        AccountLookup::Missing => {
-            let reg = agreed().await?;
-            let key = tokio::task::spawn_blocking(|| PrivateKey::generate(KeySpec::EcdsaP256))
-                .await
-                .context("key generation task")??;
-            let pem = key.to_pem();
-            // Saved before the CA hears of it, so a registered account never lacks its key.
-            let id = store.save_account_key(provider, &key.id, &pem)?;
-            tracing::info!("registering a new account {id} at {provider}");
-            let s = ca.register(&pem, &reg).await.map_err(|e| anyhow!(e))?;
-            Ok((s, id))
-        }
-    }
-}
-
-/// The registration questions at `provider`: its terms of service, the e-mail address, and
-/// External Account Binding (from the settings of `store`, when there is one, or the answers).
-pub async fn consent<C: Ca>(
-    store: Option<&Store>,
-    ca: &C,
-    provider: &str,
-    interaction: &Interaction,
-) -> Result<Registration> {
-    let meta = ca.directory_meta().await.map_err(|e| anyhow!(e))?;
-    if let Some(tos) = meta.terms_of_service.as_deref() {
-        let id = format!("acme-agreement:{tos}");
-        if !interaction.yes_no(
-            &id,
-            &format!("Do you agree to the CA's terms of service at {tos}?"),
-        )? {
-            bail!("the terms of service at {tos} were not agreed to ({id:?} is not true)");
-        }
-    }
-    let email = interaction.text(
-        "acme-enter-email",
-        "E-mail address for the CA's notices (empty for none):",
-    )?;
-    let email = email.trim().to_owned();
-    let email = if email.is_empty() {
-        None
-    } else if plausible_email(&email) {
-        Some(email)
-    } else {
-        tracing::warn!(
-            "ignoring implausible e-mail address {email:?}; registering without contact"
-        );
-        None
-    };
-    let eab = external_account(store, provider, meta.external_account_required, interaction)?;
-    Ok(Registration { email, eab })
-}
-
-/// Response-file key (and, without the `:<url>` part, command-line flag) for the EAB key
-/// identifier.
-pub const EAB_KID: &str = "acme-eab-kid";
-/// The same for the EAB MAC key.
-pub const EAB_HMAC_KEY: &str = "acme-eab-hmac-key";
-/// The same for the EAB MAC algorithm.
-pub const EAB_ALGORITHM: &str = "acme-eab-algorithm";
-
-/// The External Account Binding credentials for registering at `provider`, from the first
-/// place that has them: the command line (`--eab-kid`, `--eab-hmac-key`, `--eab-algorithm`:
-/// the response-file keys without a URL), the settings (`request.eab` of conf/target, or of a
-/// target using this provider), the response-file keys `acme-eab-kid:<provider>` and
-/// `acme-eab-hmac-key:<provider>`, and, only when the CA requires a binding, the terminal.
-/// Without a terminal a required binding that is nowhere to be found is a configuration
-/// error that names every place it may be given.
-fn external_account(
-    store: Option<&Store>,
-    provider: &str,
-    required: bool,
-    interaction: &Interaction,
-) -> Result<Option<EabCredentials>> {
-    // An implicit question never prompts: the response file's answer or "".
-    let answer = |id: &str| -> Result<String> {
-        let q = Question {
-            id,
-            title: id,
-            body: "",
-            kind: Kind::Text { default: "" },
-            implicit: true,
-        };
-        Ok(interaction.ask(&q, false)?.text().trim().to_owned())
-    };
-    let from_answers = |suffix: &str, origin: &str| -> Result<Option<EabCredentials>> {
-        let kid = answer(&format!("{EAB_KID}{suffix}"))?;
-        let key = answer(&format!("{EAB_HMAC_KEY}{suffix}"))?;
-        let alg = answer(&format!("{EAB_ALGORITHM}{suffix}"))?;
-        match (kid.is_empty(), key.is_empty()) {
-            (true, true) => Ok(None),
-            (false, true) => Err(config_error(anyhow!(
-                "{origin} gives an EAB key identifier but no MAC key"
-            ))),
-            (true, false) => Err(config_error(anyhow!(
-                "{origin} gives an EAB MAC key but no key identifier"
-            ))),
-            (false, false) => EabCredentials::parse(&kid, &key, Some(&alg))
-                .map(Some)
-                .map_err(|e| config_error(e.context(format!("in {origin}")))),
-        }
-    };
-    if let Some(eab) = from_answers("", "--eab-kid/--eab-hmac-key")? {
-        return Ok(Some(eab));
-    }
-    if let Some(store) = store
-        && let Some(eab) = configured_eab(store, provider)?
-    {
-        return Ok(Some(eab));
-    }
-    let suffix = format!(":{provider}");
-    if let Some(eab) = from_answers(&suffix, "the response file")? {
-        return Ok(Some(eab));
-    }
-    if !required {
-        return Ok(None);
-    }
-    let (kid_id, key_id) = (
-        format!("{EAB_KID}{suffix}"),
-        format!("{EAB_HMAC_KEY}{suffix}"),
-    );
-    if interaction.is_interactive() {
-        eprintln!(
-            "The CA at {provider} requires External Account Binding: enter the key identifier and MAC key it gave you."
-        );
-        let kid = interaction.text(&kid_id, "EAB key identifier (kid):")?;
-        let key = interaction.text(&key_id, "EAB MAC key (base64url):")?;
-        return EabCredentials::parse(&kid, &key, None)
-            .map(Some)
-            .map_err(config_error);
-    }
-    Err(config_error(anyhow!(
-        "the CA at {provider} requires External Account Binding for new accounts (meta.externalAccountRequired) and no EAB credentials are configured: get a key identifier and MAC key from the CA and give them as --eab-kid KID --eab-hmac-key KEY, or as request.eab.kid and request.eab.hmac-key in conf/target, or as the response-file keys {kid_id:?} and {key_id:?}"
-    )))
-}
-
-/// `request.eab` for `provider`: conf/target's when `provider` is its provider, else that of the
-/// first target in desired/ using `provider` that has one.
-fn configured_eab(store: &Store, provider: &str) -> Result<Option<EabCredentials>> {
-    let defaults = store.load_defaults().map_err(config_error)?;
-    let base = Target::resolve("default", &RawTarget::default(), &defaults)
-        .map_err(|e| config_error(e.context("in conf/target")))?;
-    if base.provider == provider && base.eab.is_some() {
-        return Ok(base.eab);
-    }
-    let (targets, _) = store.load_targets(&defaults)?;
-    Ok(targets
-        .into_iter()
-        .filter(|t| t.provider == provider)
-        .find_map(|t| t.eab))
-}
-
 /// Everything for one target: key, CSR, order, validation of the result, cert directory.
 async fn issue_one<I: Issuer>(
     store: &Store,
@@ -1595,6 +1245,7 @@ fn build_csr(t: &Target, key: &PrivateKey) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeySpec;
     use crate::target::RawTarget;
 
     fn csr_for(yaml: &str) -> Vec<u8> {

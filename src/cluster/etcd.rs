@@ -52,13 +52,13 @@ impl EtcdKv {
             let mut t = TlsOptions::new();
             t = match &tls.ca {
                 Some(ca) => t.ca_certificate(Certificate::from_pem(
-                    crate::store::fs::read_bounded(ca, 1024 * 1024)
+                    crate::files::read_bounded(ca, 1024 * 1024)
                         .with_context(|| format!("reading tls.ca {}", ca.display()))?,
                 )),
                 None => t.with_native_roots(),
             };
             if let Some((cert, key)) = &tls.identity {
-                let cert_pem = crate::store::fs::read_bounded(cert, 1024 * 1024)
+                let cert_pem = crate::files::read_bounded(cert, 1024 * 1024)
                     .with_context(|| format!("reading tls.cert {}", cert.display()))?;
                 let key_pem = super::seal::read_secret_file(key, 64 * 1024).context("tls.key")?;
                 t = t.identity(Identity::from_pem(cert_pem, key_pem.as_bytes()));

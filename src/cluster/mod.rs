@@ -78,7 +78,7 @@ pub struct MemberStatus {
 /// this one open). Relative paths in it are relative to `conf_dir`. Errors are
 /// configuration errors naming the file and line.
 pub fn load_conf(path: &Path, conf_dir: &Path) -> Result<Option<ClusterConf>> {
-    let bytes = match crate::store::fs::read_bounded(path, config::MAX_FILE) {
+    let bytes = match crate::files::read_bounded(path, config::MAX_FILE) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {

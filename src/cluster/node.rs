@@ -73,7 +73,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 fn read_local(root: &Path, rel: &Path) -> Option<Vec<u8>> {
-    crate::store::fs::read_bounded(&root.join(rel), MAX_FILE).ok()
+    crate::files::read_bounded(&root.join(rel), MAX_FILE).ok()
 }
 
 fn load_mirror(root: &Path) -> MirrorState {
@@ -84,10 +84,10 @@ fn load_mirror(root: &Path) -> MirrorState {
 
 fn save_mirror(root: &Path, state: &MirrorState) -> Result<()> {
     let dir = root.join(".acmekeep/cluster");
-    crate::store::fs::create_dir_all_mode(&dir, 0o700)
+    crate::files::create_dir_all_mode(&dir, 0o700)
         .with_context(|| format!("creating {}", dir.display()))?;
     let path = root.join(MIRROR_FILE);
-    crate::store::fs::AtomicFs::new(root.join("tmp"))
+    crate::files::AtomicFs::new(root.join("tmp"))
         .write_file(&path, &serde_json::to_vec_pretty(state)?, 0o600)
         .with_context(|| format!("writing {}", path.display()))
 }

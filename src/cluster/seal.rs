@@ -197,7 +197,7 @@ pub enum OpenError {
 /// this user and readable by nobody else, at most `limit` bytes of UTF-8.
 pub fn read_secret_file(path: &Path, limit: u64) -> Result<Zeroizing<String>> {
     use std::os::unix::fs::MetadataExt;
-    let file = crate::store::fs::open_regular(path, crate::store::fs::Links::Follow)
+    let file = crate::files::open_regular(path, crate::files::Links::Follow)
         .with_context(|| format!("reading {}", path.display()))?;
     let meta = file
         .metadata()

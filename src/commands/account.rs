@@ -12,15 +12,16 @@ use rustls_pki_types::PrivateKeyDer;
 
 use crate::acme::jws::PublicJwk;
 use crate::exit::{self, config_error};
+use crate::files;
 use crate::keys::{MAX_KEY_FILE, first_private_key_der};
 use crate::settings::Settings;
-use crate::store::{AccountRecord, Store, fs};
+use crate::store::{AccountRecord, Store};
 
 /// RFC 7638 thumbprint of an account key file (RSA, ECDSA P-256 or P-384; PKCS#1, SEC1 or
 /// PKCS#8 PEM).
 pub fn key_file_thumbprint(account: &AccountRecord) -> Result<String> {
     let path = &account.key_path;
-    let bytes = fs::read_state_file(path, MAX_KEY_FILE, fs::Links::Refuse)
+    let bytes = files::read_state_file(path, MAX_KEY_FILE, files::Links::Refuse)
         .with_context(|| format!("reading {}", path.display()))?;
     let pem = String::from_utf8(bytes).map_err(|_| anyhow!("{} is not PEM", path.display()))?;
     let der = first_private_key_der(&pem).with_context(|| format!("in {}", path.display()))?;

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
 
+use crate::account::account_session;
+use crate::acme::Connector;
 use crate::acme::Issuer;
+use crate::acme::connect::InstantConnector;
 use crate::exit::config_error;
-use crate::reconcile::{Connector, InstantConnector, account_session};
 use crate::settings::Settings;
 use crate::target::{RawTarget, Target};
 

@@ -50,11 +50,12 @@ use crate::acme::jws::{PublicJwk, b64url_member, curve_len};
 use crate::cert::{self, CertFiles};
 use crate::cli::{ImportAccountArgs, ImportKeyArgs, ImportLeArgs};
 use crate::exit::{self, config_error};
+use crate::files;
 use crate::keys::ids;
 use crate::keys::{KeyFamily, MAX_KEY_FILE, PrivateKey, first_private_key_der, pem_encode};
 use crate::name::Hostname;
 use crate::settings::Settings;
-use crate::store::{Store, fs, layout};
+use crate::store::{Store, layout};
 use crate::target::{
     DEFAULT_PROVIDER, RawChallenge, RawKey, RawRequest, RawSatisfy, RawTarget, new_target_filename,
     validate_provider,
@@ -229,7 +230,7 @@ fn check_signs(pair: &RsaKeyPair, der: &PrivateKeyDer<'_>, public: &PublicJwk) -
 // Input files
 
 fn read_input(path: &Path, limit: u64) -> Result<String> {
-    let bytes = fs::read_bounded(path, limit).map_err(|e| match e.kind() {
+    let bytes = files::read_bounded(path, limit).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidData => anyhow!("{e}"),
         _ => anyhow!("cannot read {}: {e}", path.display()),
     })?;

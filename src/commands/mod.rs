@@ -40,9 +40,9 @@ pub fn lock_and_open(settings: &Settings) -> Result<(StateLock, Arc<Store>)> {
 }
 
 /// The response file and terminal policy, with the answers the command line gives: the
-/// `--eab-*` flags are the URL-less `acme-eab-*` keys (see `reconcile::account_session`).
+/// `--eab-*` flags are the URL-less `acme-eab-*` keys (see `account::eab`).
 pub fn interaction(settings: &Settings) -> Result<Interaction> {
-    use crate::reconcile::{EAB_ALGORITHM, EAB_HMAC_KEY, EAB_KID};
+    use crate::account::eab::{EAB_ALGORITHM, EAB_HMAC_KEY, EAB_KID};
     let eab = &settings.eab;
     let flags = [
         (EAB_KID, &eab.kid),

@@ -13,13 +13,15 @@ use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
 
+use crate::account::account_session;
+use crate::acme::Connector;
+use crate::acme::connect::InstantConnector;
 use crate::acme::persist::{self, Record};
 use crate::acme::{Ca, Issuer};
 use crate::challenge::dns::persist::{replace, tinydns_line, zone_line};
 use crate::cli::PersistRecordArgs;
 use crate::exit::config_error;
 use crate::name::Hostname;
-use crate::reconcile::{Connector, InstantConnector, account_session};
 use crate::settings::Settings;
 use crate::target::{RawTarget, Target};
 

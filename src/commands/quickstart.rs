@@ -17,12 +17,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::account::{AccountLookup, account_session_consented, consent, look_up_account};
+use crate::acme::Connector;
+use crate::acme::connect::InstantConnector;
 use crate::cli::QuickstartArgs;
 use crate::exit::config_error;
 use crate::interact::{Answer, Interaction, Kind, Question};
-use crate::reconcile::{
-    AccountLookup, Connector, InstantConnector, account_session_consented, consent, look_up_account,
-};
 use crate::settings::{DEFAULT_STATE_DIR, Settings};
 use crate::store::{Inventory, Store};
 use crate::system::default_hooks::{self, HookName, InstallResult};

@@ -6,10 +6,12 @@ use anyhow::Result;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::acme::connect::InstantConnector;
 use crate::cli::ReconcileArgs;
 use crate::exit;
-use crate::reconcile::{ErrorKind, InstantConnector, Options, Outcome, Report, run};
+use crate::reconcile::{Options, Outcome, Report, run};
 use crate::settings::Settings;
+use crate::store::run::ErrorKind;
 use crate::store::run::RunCounts;
 
 /// Runs a reconcile and reports what needs saying: one line on stdout per certificate

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::account::{bundle_lookup, login_account};
 use crate::acme::Issuer;
+use crate::acme::connect::InstantConnector;
 use crate::cert;
 use crate::cli::{ReconcileArgs, RevokeArgs};
 use crate::exit::config_error;
 use crate::keys::ids;
-use crate::reconcile::{InstantConnector, bundle_lookup, login_account};
 use crate::settings::Settings;
 use crate::store::{CertState, Inventory};
 

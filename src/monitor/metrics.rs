@@ -357,7 +357,7 @@ fn errors(
     counts: &std::collections::BTreeMap<String, u64>,
 ) -> io::Result<()> {
     family(out, name, kind, help)?;
-    let known = crate::reconcile::ErrorKind::ALL.map(|k| k.as_str());
+    let known = crate::store::run::ErrorKind::ALL.map(|k| k.as_str());
     for k in known {
         series(
             out,
@@ -417,7 +417,7 @@ pub fn write_textfile(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    crate::store::fs::sync_dir(dir)
+    crate::files::sync_dir(dir)
 }
 
 /// Removes the temp files (`.<name>.<pid>.tmp`) earlier writes were interrupted in, and

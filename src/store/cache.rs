@@ -172,7 +172,7 @@ impl Reader {
     /// Opens the cache at `path`; a missing or foreign file reads as empty.
     pub fn open(path: &Path) -> Reader {
         let mut reader = Reader {
-            lines: super::fs::open_regular(path, super::fs::Links::Refuse)
+            lines: crate::files::open_regular(path, crate::files::Links::Refuse)
                 .ok()
                 .map(BufReader::new),
             buf: Vec::new(),
@@ -297,7 +297,8 @@ pub fn write<'a>(
 /// The `live/` links (name → certificate id) recorded in the live-link cache at `path`, if
 /// it was written when `live/` had the identity `live_dir` has now.
 pub fn read_live(path: &Path, live_dir: Stamp) -> Option<BTreeMap<String, String>> {
-    let data = super::fs::read_state_file(path, MAX_LIVE_FILE, super::fs::Links::Refuse).ok()?;
+    let data =
+        crate::files::read_state_file(path, MAX_LIVE_FILE, crate::files::Links::Refuse).ok()?;
     let text = std::str::from_utf8(&data).ok()?;
     let mut lines = text.lines();
     if lines.next()? != LIVE_HEADER {

@@ -15,7 +15,7 @@
 //!   "busy" error message, never to decide anything. It may be the PID of an earlier holder
 //!   during the moment between acquiring and writing.
 //! - Commands that change the state directory take the lock. Read-only commands (status, listing)
-//!   don't take it. Every write is atomic (see [`super::fs`]), so readers are always consistent.
+//!   don't take it. Every write is atomic (see [`crate::files`]), so readers are always consistent.
 //! - std opens files with `O_CLOEXEC`, so hooks and other child processes we spawn do not
 //!   inherit the descriptor and cannot keep the lock alive after we exit.
 //! - flock locks belong to an open file description, not to a process. Two `StateLock::acquire`

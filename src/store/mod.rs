@@ -15,8 +15,6 @@ pub mod renewal_cache;
 pub mod run;
 
 /// Atomic, mode-correct file operations, at their old path (see [`crate::files`]).
-pub use crate::files as fs;
-
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
@@ -30,10 +28,10 @@ use time::OffsetDateTime;
 
 use crate::cert;
 use crate::cert::{CertSet, CertSummary};
+use crate::files::{self, AtomicFs};
 use crate::keys::ids;
 use crate::keys::{MAX_KEY_FILE, PrivateKey};
 use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
-use fs::AtomicFs;
 
 /// In a certificate directory: the ACME profile it was ordered with.
 const PROFILE_FILE: &str = ".profile";
@@ -324,14 +322,14 @@ fn assemble_targets(
 /// Reads a file of the state directory as text: a regular file (never a symlink, FIFO or
 /// device), at most `limit` bytes.
 fn read_text(path: &Path, limit: u64) -> Result<String> {
-    let bytes = fs::read_state_file(path, limit, fs::Links::Refuse)
+    let bytes = files::read_state_file(path, limit, files::Links::Refuse)
         .with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
 }
 
 /// [`read_text`], with a missing file as `None`.
 fn optional_text(path: &Path, limit: u64) -> Result<Option<String>> {
-    match fs::read_state_file(path, limit, fs::Links::Refuse) {
+    match files::read_state_file(path, limit, files::Links::Refuse) {
         Ok(bytes) => {
             Ok(Some(String::from_utf8(bytes).map_err(|_| {
                 anyhow!("{} is not UTF-8 text", path.display())
@@ -352,11 +350,11 @@ impl Store {
         for rel in table.dirs_to_create() {
             let p = root.join(&rel);
             let mode = table.rule_for(&rel).dir_mode;
-            fs::create_dir_all_mode(&p, mode)
+            files::create_dir_all_mode(&p, mode)
                 .with_context(|| format!("creating {}", p.display()))?;
         }
         let tmp = root.join("tmp");
-        fs::clear_dir(&tmp).with_context(|| format!("clearing {}", tmp.display()))?;
+        files::clear_dir(&tmp).with_context(|| format!("clearing {}", tmp.display()))?;
         let store = Store {
             root: root.to_owned(),
             fs: AtomicFs::new(tmp),
@@ -388,7 +386,7 @@ impl Store {
         }
         report.log();
         let dir = self.root.join(RUN_DIR);
-        fs::create_dir_all_mode(&dir, DIR_MODE)
+        files::create_dir_all_mode(&dir, DIR_MODE)
             .with_context(|| format!("creating {}", dir.display()))?;
         self.fs
             .write_file(&stamp, fingerprint.as_bytes(), FILE_MODE)
@@ -411,7 +409,7 @@ impl Store {
     fn mkdir(&self, rel: &Path) -> Result<bool> {
         let rule = self.perm.rule_for(rel);
         let path = self.root.join(rel);
-        match fs::create_dir_mode(&path, rule.dir_mode) {
+        match files::create_dir_mode(&path, rule.dir_mode) {
             Ok(()) => {
                 self.own(&path, rule.uid, rule.gid);
                 Ok(true)
@@ -425,7 +423,7 @@ impl Store {
                     bail!(
                         "{} is a {}, not a directory; refusing to write below it",
                         path.display(),
-                        fs::kind_name(file_type)
+                        files::kind_name(file_type)
                     );
                 }
                 Ok(false)
@@ -464,7 +462,7 @@ impl Store {
 
     /// Creates the state directory itself (with the lock file's parent) before locking.
     pub fn prepare_root(root: &Path) -> Result<()> {
-        fs::create_dir_all_mode(root, DIR_MODE)
+        files::create_dir_all_mode(root, DIR_MODE)
             .with_context(|| format!("creating state directory {}", root.display()))
     }
 
@@ -699,7 +697,7 @@ impl Store {
             warnings.push(format!(
                 "ignoring {}: it is a {}, not a regular file",
                 path.display(),
-                fs::kind_name(meta.file_type())
+                files::kind_name(meta.file_type())
             ));
             return false;
         }
@@ -717,7 +715,7 @@ impl Store {
         }
         // fchmod on the file opened without following links: never the mode of something
         // a link swapped in meanwhile points at.
-        let narrowed = fs::open_regular(&path, fs::Links::Refuse).and_then(|f| {
+        let narrowed = files::open_regular(&path, files::Links::Refuse).and_then(|f| {
             f.set_permissions(std::fs::Permissions::from_mode(
                 (meta.mode() & 0o7000) | want,
             ))
@@ -785,7 +783,7 @@ impl Store {
             Ok(target) => Some(Some(format!("a link to {}", target.display()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
             Err(_) => Some(Some(match std::fs::symlink_metadata(&link) {
-                Ok(meta) => format!("a {}", fs::kind_name(meta.file_type())),
+                Ok(meta) => format!("a {}", files::kind_name(meta.file_type())),
                 Err(e) => format!("unreadable ({e})"),
             })),
         }
@@ -951,7 +949,7 @@ impl Store {
 
     /// Writes a cache file under `.acmekeep/` by way of `fill`; a failure is only logged.
     fn save_cache(&self, path: &Path, fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>) {
-        let saved = fs::create_dir_all_mode(&self.root.join(RUN_DIR), DIR_MODE)
+        let saved = files::create_dir_all_mode(&self.root.join(RUN_DIR), DIR_MODE)
             .and_then(|()| self.fs.write_file_with(path, FILE_MODE, fill));
         if let Err(e) = saved {
             tracing::warn!("cannot write {}: {e}", path.display());
@@ -1131,7 +1129,7 @@ impl Store {
         // never leaves a certificate directory without its url or account link.
         let staging = self.root.join("tmp").join(format!("order.{id}"));
         let _ = std::fs::remove_dir_all(&staging);
-        fs::create_dir_mode(&staging, self.perm.rule_for(&rel).dir_mode)
+        files::create_dir_mode(&staging, self.perm.rule_for(&rel).dir_mode)
             .with_context(|| format!("creating {}", staging.display()))?;
         if let Some(target) = &account_target {
             self.fs
@@ -1141,7 +1139,7 @@ impl Store {
         self.write(&staging.join("url"), &rel.join("url"), order_url.as_bytes())?;
         std::fs::rename(&staging, &dir)
             .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
-        fs::sync_dir(&self.root.join("certs"))
+        files::sync_dir(&self.root.join("certs"))
             .with_context(|| format!("syncing {}", self.root.join("certs").display()))?;
         Ok(id)
     }
@@ -1348,7 +1346,7 @@ impl Store {
             }
         }
         let dir = self.root.join(RUN_DIR).join("targets");
-        fs::create_dir_all_mode(&dir, DIR_MODE)
+        files::create_dir_all_mode(&dir, DIR_MODE)
             .with_context(|| format!("creating {}", dir.display()))?;
         let json = serde_json::to_vec_pretty(&rec)?;
         let path = self.record_path(file);
@@ -1402,7 +1400,7 @@ impl Store {
         }
         std::fs::rename(&from, &to)
             .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
-        fs::sync_dir(&self.root.join("accounts").join(part))
+        files::sync_dir(&self.root.join("accounts").join(part))
             .with_context(|| format!("syncing accounts/{part}"))?;
         Ok(rel)
     }
@@ -1427,7 +1425,7 @@ impl Store {
         }
         let dir = self.root.join("certs").join(cert_id);
         match std::fs::remove_file(dir.join("account")) {
-            Ok(()) => fs::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display())),
+            Ok(()) => files::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}/account", dir.display())),
         }
@@ -1476,7 +1474,7 @@ fn check_layout(root: &Path, repair: bool) -> Result<()> {
         }
         let what = match std::fs::read_link(&path) {
             Ok(target) => format!("a symbolic link to {}", target.display()),
-            Err(_) => format!("a {}", fs::kind_name(file_type)),
+            Err(_) => format!("a {}", files::kind_name(file_type)),
         };
         if is_ours(name) {
             if repair {

@@ -29,7 +29,7 @@
 //! directory service does; one that fails is a line error naming the cause, never "unknown".
 //! `$r` is the running process's effective uid/gid.
 //!
-//! This module decides and applies modes; it does not write files (see [`super::fs`]).
+//! This module decides and applies modes; it does not write files (see [`crate::files`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,7 +38,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::fs::{Links, read_state_file};
+use crate::files::{Links, read_state_file};
 
 /// Largest `conf/perm` we accept, in bytes.
 pub const MAX_PERM_FILE: u64 = 64 * 1024;

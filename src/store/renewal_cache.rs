@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, fs, optional_text};
+use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, optional_text};
+use crate::files;
 use crate::keys::ids;
 use crate::plan::ari::AriRecord;
 
@@ -59,7 +60,7 @@ impl Store {
     /// Remembers that the directory at `provider` offered no `renewalInfo` at `now`.
     pub fn note_provider_lacks_ari(&self, provider: &str, now: OffsetDateTime) -> Result<()> {
         let dir = self.ari_dir();
-        fs::create_dir_all_mode(&dir, DIR_MODE)
+        files::create_dir_all_mode(&dir, DIR_MODE)
             .with_context(|| format!("creating {}", dir.display()))?;
         let path = self.no_ari_path(provider);
         let text = now.format(&Rfc3339)?;
@@ -74,7 +75,7 @@ impl Store {
             bail!("{cert_id:?} is not a certificate id");
         }
         let dir = self.ari_dir();
-        fs::create_dir_all_mode(&dir, DIR_MODE)
+        files::create_dir_all_mode(&dir, DIR_MODE)
             .with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{cert_id}.json"));
         let json = serde_json::to_vec_pretty(rec)?;

@@ -12,7 +12,46 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, fs, optional_text};
+use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, optional_text};
+use crate::files;
+
+/// What kind of error a target (or the run) met, as counted in the run record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The target file cannot be used.
+    InvalidTarget,
+    /// Not attempted: backing off after earlier failures.
+    BackingOff,
+    /// The CA refused (a problem document: validation failed, unauthorized, …).
+    Ca,
+    /// The CA refused for its rate: deferred.
+    RateLimited,
+    /// Anything else: the network, the CA not answering, local problems (challenge set-up,
+    /// files), and errors not tied to one target.
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::InvalidTarget,
+        ErrorKind::BackingOff,
+        ErrorKind::Ca,
+        ErrorKind::RateLimited,
+        ErrorKind::Other,
+    ];
+
+    /// The name in the run record and the metrics' `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidTarget => "invalid_target",
+            ErrorKind::BackingOff => "backing_off",
+            ErrorKind::Ca => "ca",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Other => "other",
+        }
+    }
+}
 
 /// File name under `.acmekeep/`.
 const FILE: &str = "last-run.json";
@@ -47,7 +86,7 @@ pub struct RunCounts {
     pub ca_requests: u64,
     /// Certificates obtained.
     pub certificates: u64,
-    /// Errors by kind (see `reconcile::ErrorKind`).
+    /// Errors by kind (the names of [`ErrorKind`]).
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -106,7 +145,7 @@ impl Store {
             totals,
         };
         let dir = self.root.join(RUN_DIR);
-        fs::create_dir_all_mode(&dir, DIR_MODE)
+        files::create_dir_all_mode(&dir, DIR_MODE)
             .with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(FILE);
         let json = serde_json::to_vec_pretty(&record)?;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::store::fs::{AtomicFs, create_dir_all_mode};
+use crate::files::{AtomicFs, create_dir_all_mode};
 
 /// A hook file containing this string in its first [`MARKER_WINDOW`] bytes belongs to us (or to
 /// acmetool) and may be replaced by a newer version.

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::{DIR_MODE, FILE_MODE, Root};
-use crate::store::fs::{AtomicFs, create_dir_all_mode};
+use crate::files::{AtomicFs, create_dir_all_mode};
 
 /// The renewal job's unit templates; see the `#@` notes at the top of each.
 pub(super) const SERVICE_TEMPLATE: &str = include_str!("../../contrib/systemd/acmekeep.service");

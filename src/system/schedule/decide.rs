@@ -17,7 +17,7 @@ use super::survey::{Found, Place, Serves, Tool, Written, is_job_line};
 use super::{
     CRON_D_DIR, JOB_NAME, Job, Scheduler, cron_d_file, crontab_line, job_name, systemd_units,
 };
-use crate::store::fs::{AtomicFs, create_dir_all_mode};
+use crate::files::{AtomicFs, create_dir_all_mode};
 use crate::system::units::{TIMERS_WANTS_DIR, UNIT_DIR, systemctl};
 use crate::system::{DIR_MODE, FILE_MODE, Root};
 

@@ -393,7 +393,7 @@ pub(super) fn cron_skips(name: &str) -> bool {
 
 /// A file's text, if it is a readable UTF-8 file of a sane size.
 fn read_text(path: &Path) -> Option<String> {
-    match crate::store::fs::read_bounded(path, MAX_FILE) {
+    match crate::files::read_bounded(path, MAX_FILE) {
         Ok(bytes) => String::from_utf8(bytes).ok(),
         Err(e) => {
             if e.kind() != io::ErrorKind::NotFound {
