@@ -9,8 +9,9 @@
 //! first inline `#[cfg(test)] mod` ends it; `#[cfg(test)]` modules in files of their own are
 //! skipped), so an upward import fails CI instead of waiting for a reader to notice.
 //!
-//! `KNOWN` lists the edges that still break the rules, each with the step that removes it;
-//! the test also fails when a listed edge no longer exists, so the list only shrinks.
+//! There are no exceptions: the last upward edge (the store computing backoff with the
+//! planner's arithmetic) went when the planner took that decision (issue 16 C1), so every
+//! edge must follow the rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -38,13 +39,6 @@ const LAYERS: &[&[&str]] = &[
     &["settings", "cli", "manual", "commands", "system"],
     &["fuzz"],
 ];
-
-/// Edges that break the rules today: (from, to, why it is still there).
-const KNOWN: &[(&str, &str, &str)] = &[(
-    "store",
-    "plan",
-    "next_attempt, AriRecord: the planner decides backoff (C1)",
-)];
 
 /// (from, to) top-level module edges of production code, with one place each for messages.
 fn edges() -> BTreeMap<(String, String), String> {
@@ -272,34 +266,19 @@ fn every_module_has_a_layer() {
 #[test]
 fn imports_point_down_the_layers_and_make_no_cycle() {
     let edges = edges();
-    let known: BTreeSet<(String, String)> = KNOWN
-        .iter()
-        .map(|(a, b, _)| (a.to_string(), b.to_string()))
-        .collect();
     let mut broken = Vec::new();
     for ((from, to), place) in &edges {
         let (Some(lf), Some(lt)) = (layer_of(from), layer_of(to)) else {
             continue;
         };
-        if lt > lf && !known.contains(&(from.clone(), to.clone())) {
+        if lt > lf {
             broken.push(format!("{from} -> {to} points up the layers ({place})"));
         }
     }
-    let gone: Vec<_> = known
-        .iter()
-        .filter(|e| !edges.contains_key(*e))
-        .map(|(a, b)| format!("{a} -> {b}"))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "fixed edges still listed in architecture::KNOWN (delete them): {gone:?}"
-    );
-    // Cycles among the rest (same-layer edges included).
+    // Cycles (same-layer edges included).
     let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (from, to) in edges.keys() {
-        if !known.contains(&(from.clone(), to.clone())) {
-            graph.entry(from).or_default().push(to);
-        }
+        graph.entry(from).or_default().push(to);
     }
     if let Some(cycle) = find_cycle(&graph) {
         let places: Vec<String> = cycle

@@ -26,8 +26,9 @@ use crate::interact::Interaction;
 use crate::keys::PrivateKey;
 use crate::plan;
 use crate::plan::ari::{self, AriRecord};
+use crate::plan::backoff::{self, Attempt, Backoff};
 use crate::store::run::ErrorKind;
-use crate::store::{Backoff, CertState, Inventory, Store};
+use crate::store::{CertState, Inventory, Store};
 use crate::target::Target;
 
 /// Settings of one reconcile run.
@@ -288,26 +289,14 @@ pub async fn run<C: Connector>(
         } else {
             Default::default()
         };
-        let waiting_until = record
-            .next_attempt
-            .as_deref()
-            .and_then(parse_rfc3339)
-            .filter(|next| *next > now && !opts.force);
         if selected
             && p.needs_request
-            && let Some(next) = waiting_until
+            && let Some(waiting) = backoff::gate(&record, now, opts.force)
         {
             // Backing off after failures (1 min, 10 min, 100 min, then daily; never before
             // the CA's retry time): the CA is not asked again. Still a failing target, unless
             // the CA refused it for its rate: then it is only deferred.
-            let text = format!(
-                "not retried before {} after {} failed attempt(s) (use `reconcile --force` to retry now); last error: {}",
-                next.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                record.failures,
-                record.last_error.as_deref().unwrap_or("unknown")
-            );
-            report.count(if record.rate_limited {
+            report.count(if waiting.rate_limited {
                 ErrorKind::RateLimited
             } else {
                 ErrorKind::BackingOff
@@ -315,11 +304,11 @@ pub async fn run<C: Connector>(
             report.targets.push(TargetOutcome {
                 file: t.file.clone(),
                 names: names_of(t),
-                result: if record.rate_limited {
+                result: if waiting.rate_limited {
                     let best = p.best.as_deref().and_then(|id| summaries.get(id));
-                    deferral(text, best, Some(next), now)
+                    deferral(waiting.to_string(), best, Some(waiting.until), now)
                 } else {
-                    Outcome::Failed(text)
+                    Outcome::Failed(waiting.to_string())
                 },
             });
         } else if selected && p.needs_request {
@@ -478,8 +467,6 @@ fn lapsing(
             let next = store
                 .target_record(&o.file)
                 .next_attempt
-                .as_deref()
-                .and_then(parse_rfc3339)
                 .map_or(now, |n| n.max(now));
             plan::deferral_outlives(best, next, now).map(|_| names_of(t))
         })
@@ -913,7 +900,7 @@ async fn obtain<C: Connector>(
                 let msg = crate::cause::render(&e.context(format!("CA {provider}")));
                 for t in group {
                     report.count(kind_of(how));
-                    let next = record(store, &t.file, now, Some(msg.clone()), how);
+                    let next = record(store, &t.file, now, Some(&msg), how);
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
                         names: names_of(&t),
@@ -1035,7 +1022,7 @@ async fn obtain<C: Connector>(
                 Outcome::Issued(issued)
             }
             Err((e, how)) => {
-                let next = record(store, &file, now, Some(e.clone()), how);
+                let next = record(store, &file, now, Some(&e), how);
                 report.count(kind_of(how));
                 let best = by_file
                     .get(file.as_str())
@@ -1094,26 +1081,33 @@ fn failure(
     }
 }
 
-/// Records an attempt's outcome for `file`; returns when the next attempt may be made, if
-/// the target now waits.
+/// Records an attempt's outcome for `file` (`error`: it failed, backing off as `backoff`);
+/// returns when the next attempt may be made, if the target now waits.
 fn record(
     store: &Store,
     file: &str,
     now: OffsetDateTime,
-    error: Option<String>,
+    error: Option<&str>,
     backoff: Backoff,
 ) -> Option<OffsetDateTime> {
-    match store.record_attempt(file, now, error, backoff) {
-        Ok(rec) => rec.next_attempt.as_deref().and_then(parse_rfc3339),
+    let attempt = match error {
+        // The CA's retry time still travels in the rendered error (issue 16 B2 makes it a
+        // value of the error).
+        Some(error) => Attempt::Failed {
+            error,
+            backoff,
+            retry_at: crate::acme::pace::retry_after_in(error),
+        },
+        None => Attempt::Obtained,
+    };
+    let rec = backoff::after_attempt(store.target_record(file), attempt, now);
+    match store.write_target_record(file, &rec) {
+        Ok(()) => rec.next_attempt,
         Err(e) => {
             tracing::warn!("cannot record the outcome for desired/{file}: {e:#}");
             None
         }
     }
-}
-
-fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// A target deferred by the CA until `next` ([`Outcome::Deferred`] with `text`), unless its

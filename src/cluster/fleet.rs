@@ -564,7 +564,7 @@ mod tests {
         };
         let run = TargetRecord {
             failures: 2,
-            next_attempt: Some("2026-12-01T05:00:00Z".into()),
+            next_attempt: Some(time::macros::datetime!(2026-12-01 05:00 UTC)),
             ..TargetRecord::default()
         };
         kv.txn(

@@ -35,7 +35,8 @@ use super::fleet::{Fleet, Held, Lock, RunLease};
 use super::kv::{Cmp, Entry, Kv, Op, Range, range_all};
 use super::layout::{self, CertEntry, DataKey, Head, NodeInfo};
 use crate::keys::PrivateKey;
-use crate::store::{Backoff, Store, TargetRecord};
+use crate::plan::backoff::{self, Attempt, Backoff};
+use crate::store::{Store, TargetRecord};
 
 /// Where the mirror remembers what it last synced.
 const MIRROR_FILE: &str = ".acmekeep/cluster/mirror.json";
@@ -420,24 +421,20 @@ fn record_ops<K: Kv + 'static>(
     ])
 }
 
-/// The shared run record after a failed attempt: [`Store::record_attempt`]'s rule, on the
-/// fleet's record.
+/// The shared run record after a failed attempt: the planner's rule
+/// ([`backoff::after_attempt`]), on the fleet's record.
 pub fn after_failure(
-    mut rec: TargetRecord,
+    rec: TargetRecord,
     now: OffsetDateTime,
     error: &str,
     backoff: Backoff,
 ) -> TargetRecord {
-    rec.last_attempt = Some(rfc3339(now));
-    rec.failures = rec.failures.saturating_add(1);
-    rec.rate_limited = backoff == Backoff::RateLimited;
-    rec.next_attempt = (backoff != Backoff::No)
-        .then(|| {
-            crate::plan::next_attempt(now, rec.failures, crate::acme::pace::retry_after_in(error))
-        })
-        .map(rfc3339);
-    rec.last_error = Some(error.to_owned());
-    rec
+    let attempt = Attempt::Failed {
+        error,
+        backoff,
+        retry_at: crate::acme::pace::retry_after_in(error),
+    };
+    backoff::after_attempt(rec, attempt, now)
 }
 
 /// Why the gate kept this node from ordering a target.
@@ -560,10 +557,8 @@ impl<K: Kv + 'static> NodeGate<K> {
         let waiting = held
             .run
             .as_ref()
-            .and_then(|r| r.next_attempt.as_deref())
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-            .filter(|next| *next > now && !self.force);
-        if let Some(next) = waiting {
+            .and_then(|r| backoff::gate(r, now, self.force));
+        if let Some(next) = waiting.map(|w| w.until) {
             tracing::debug!(
                 "desired/{file}: the fleet waits until {} after a failed attempt",
                 rfc3339(next)
@@ -811,8 +806,7 @@ mod tests {
         );
         assert_eq!(rec.failures, 1);
         assert_eq!(rec.last_error.as_deref(), Some("validation failed"));
-        let next = OffsetDateTime::parse(rec.next_attempt.as_deref().expect("next"), &Rfc3339)
-            .expect("time");
+        let next = rec.next_attempt.expect("next");
         assert!(next > now);
         let again = after_failure(rec, now, "hook missing", Backoff::No);
         assert_eq!(again.failures, 2);

@@ -122,12 +122,11 @@ fn report(settings: &Settings, args: &CheckArgs, now: OffsetDateTime) -> Result<
             continue;
         }
         counts.add(t.state);
-        let at = |f: &Option<String>| TargetFacts::record_time(f);
         let subject = Subject {
             state: t.state,
             validity: t.cert.map(|c| (c.not_before, c.not_after)),
-            failing_since: at(&t.record.failing_since),
-            next_attempt: at(&t.record.next_attempt),
+            failing_since: t.record.failing_since,
+            next_attempt: t.record.next_attempt,
         };
         if let Some(c) = t.cert
             && soonest.as_ref().is_none_or(|(s, _)| c.not_after < *s)

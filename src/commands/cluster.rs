@@ -205,6 +205,7 @@ fn print_text(
             f.record.failures,
             f.record
                 .next_attempt
+                .and_then(|t| t.format(&Rfc3339).ok())
                 .as_deref()
                 .unwrap_or("at the next run"),
             f.record.last_error.as_deref().unwrap_or("")

@@ -200,11 +200,11 @@ impl Loaded {
             renew_at: p.renew_at.map(rfc3339),
             state: state.as_str(),
             failures: rec.failures,
-            failing_since: rec.failing_since,
-            last_attempt: rec.last_attempt,
-            last_success: rec.last_success,
+            failing_since: rec.failing_since.map(rfc3339),
+            last_attempt: rec.last_attempt.map(rfc3339),
+            last_success: rec.last_success.map(rfc3339),
             last_error: rec.last_error,
-            next_attempt: rec.next_attempt,
+            next_attempt: rec.next_attempt.map(rfc3339),
             rate_limited: rec.rate_limited,
         }
     }
@@ -594,7 +594,7 @@ fn print_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Backoff;
+    use crate::plan::backoff::{Attempt, Backoff, after_attempt};
     use crate::store::lock::StateLock;
     use clap::Parser;
     use time::macros::datetime;
@@ -705,25 +705,27 @@ mod tests {
             now - time::Duration::hours(1),
         );
         store.save_ari_record(&e, &rec).expect("ari");
-        store
-            .record_attempt(
-                "c.example",
-                now - time::Duration::minutes(5),
-                Some("ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)".into()),
-                Backoff::Yes,
-            )
-            .expect("record c");
-        store
-            .record_attempt(
-                "d.example",
-                now - time::Duration::minutes(2),
-                Some(
-                    "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)"
-                        .into(),
-                ),
-                Backoff::RateLimited,
-            )
-            .expect("record d");
+        let record = |file: &str, at: OffsetDateTime, error: &str, backoff: Backoff| {
+            let attempt = Attempt::Failed {
+                error,
+                backoff,
+                retry_at: crate::acme::pace::retry_after_in(error),
+            };
+            let rec = after_attempt(TargetRecord::default(), attempt, at);
+            store.write_target_record(file, &rec).expect("record");
+        };
+        record(
+            "c.example",
+            now - time::Duration::minutes(5),
+            "ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)",
+            Backoff::Yes,
+        );
+        record(
+            "d.example",
+            now - time::Duration::minutes(2),
+            "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)",
+            Backoff::RateLimited,
+        );
         store
             .begin_cert("https://ca.example/order/uncached", None)
             .expect("uncached");

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::cert::CertSummary;
 use crate::plan;
@@ -139,13 +138,6 @@ impl TargetFacts<'_> {
                 .collect::<Vec<_>>()
                 .join(",")
         })
-    }
-
-    /// A time of its run record.
-    pub fn record_time(field: &Option<String>) -> Option<OffsetDateTime> {
-        field
-            .as_deref()
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
     }
 }
 

@@ -39,7 +39,7 @@ struct Row<'a> {
 
 impl<'a> Row<'a> {
     fn of(t: TargetFacts<'a>) -> Self {
-        let at = |f: &Option<String>| TargetFacts::record_time(f).map(|t| t.unix_timestamp());
+        let at = |f: &Option<time::OffsetDateTime>| f.map(|t| t.unix_timestamp());
         let r = &t.record;
         let needs = matches!(t.state, TargetState::Failing | TargetState::Deferred);
         Row {

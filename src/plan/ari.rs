@@ -7,11 +7,11 @@
 //! `satisfy.margin` as in acmetool. Nothing here touches the disk, the network or the clock;
 //! the fetch is [`crate::acme::renewal`], the cache file is [`crate::store::renewal_cache`].
 
-use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::acme::Window;
 use crate::cert::CertSummary;
+pub use crate::store::renewal_cache::AriRecord;
 
 /// Shortest and longest wait before asking the CA again, whatever its Retry-After says
 /// (RFC 9773 §4.3.3 lets clients clamp: a CA saying "0" must not make us poll in a loop, and
@@ -20,22 +20,7 @@ pub const MIN_RECHECK: Duration = Duration::minutes(1);
 /// See [`MIN_RECHECK`]. Let's Encrypt asks clients to look at least twice a day.
 pub const MAX_RECHECK: Duration = Duration::hours(12);
 
-/// What the CA last said about one certificate, kept in `.acmekeep/ari/<cert id>.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AriRecord {
-    /// The certificate's ARI identifier (`<AKI>.<serial>`), so a record copied next to the
-    /// wrong certificate is recognised and ignored.
-    pub ari_id: String,
-    /// The suggested window.
-    pub window: Window,
-    /// Not to be asked again before this time (the clamped Retry-After).
-    #[serde(with = "time::serde::rfc3339")]
-    pub retry_after_until: OffsetDateTime,
-    /// When the window was fetched.
-    #[serde(with = "time::serde::rfc3339")]
-    pub fetched_at: OffsetDateTime,
-}
-
+/// The clamping of the CA's Retry-After is the planner's rule, so the constructor lives here.
 impl AriRecord {
     /// A record for a window fetched at `now` with the CA's `retry_after` delay.
     pub fn new(

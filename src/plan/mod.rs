@@ -5,6 +5,7 @@
 //! and the reconciler only carries out what these functions return.
 
 pub mod ari;
+pub mod backoff;
 
 use std::collections::BTreeMap;
 
@@ -74,18 +75,6 @@ pub fn in_last_sixth(cert: &CertSummary, now: OffsetDateTime) -> bool {
     now >= cert.not_after - lifetime / 6
 }
 
-/// How long to wait after `failures` consecutive failed attempts before the next one: about
-/// 1 minute, 10 minutes, 100 minutes, then once a day (Let's Encrypt's integration guide).
-pub fn backoff(failures: u32) -> Duration {
-    match failures {
-        0 => Duration::ZERO,
-        1 => Duration::minutes(1),
-        2 => Duration::minutes(10),
-        3 => Duration::minutes(100),
-        _ => Duration::days(1),
-    }
-}
-
 /// How long an order whose certificate cannot be downloaded is retried before it is given up
 /// (CAs let unfinished orders expire after about a week).
 pub const ORDER_GIVE_UP: Duration = Duration::days(7);
@@ -107,22 +96,6 @@ pub fn give_up_order(
     now: OffsetDateTime,
 ) -> bool {
     failure == DownloadFailure::Refused || now - recorded > ORDER_GIVE_UP
-}
-
-/// Longest a CA's "retry after" time defers a target (the CA is untrusted input: a time
-/// years ahead would stop renewals for good; Let's Encrypt's limits refill within a week).
-pub const MAX_CA_DEFERRAL: Duration = Duration::days(7);
-
-/// When a target that failed `failures` times in a row, last at `last`, may be tried again:
-/// after the backoff, and never before a time the CA asked for (Retry-After, rate limits),
-/// unless that time is more than [`MAX_CA_DEFERRAL`] away.
-pub fn next_attempt(
-    last: OffsetDateTime,
-    failures: u32,
-    ca_retry_after: Option<OffsetDateTime>,
-) -> OffsetDateTime {
-    let ours = last + backoff(failures);
-    ca_retry_after.map_or(ours, |ca| ca.min(last + MAX_CA_DEFERRAL).max(ours))
 }
 
 /// How long before a certificate expires its target's next attempt must be allowed for a
@@ -555,29 +528,6 @@ mod tests {
         // e.f -> tie1 (file-name order); both have the same best cert anyway.
         // g.h keeps its old link (no satisfying cert); a.b:ecc already correct.
         assert_eq!(got, [("a.b", "c-big"), ("c.d", "c-big"), ("e.f", "c-e1")]);
-    }
-
-    #[test]
-    fn backoff_table() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        assert_eq!(backoff(1), Duration::minutes(1));
-        assert_eq!(backoff(2), Duration::minutes(10));
-        assert_eq!(backoff(3), Duration::minutes(100));
-        assert_eq!(backoff(4), Duration::days(1));
-        assert_eq!(backoff(400), Duration::days(1));
-        let later = T0 + Duration::hours(5);
-        assert_eq!(next_attempt(T0, 2, None), T0 + Duration::minutes(10));
-        assert_eq!(
-            next_attempt(T0, 2, Some(later)),
-            later,
-            "the CA's time wins when later"
-        );
-        assert_eq!(next_attempt(T0, 4, Some(later)), T0 + Duration::days(1));
-        assert_eq!(
-            next_attempt(T0, 1, Some(T0 + Duration::days(3650))),
-            T0 + MAX_CA_DEFERRAL,
-            "a CA's time years ahead is not believed"
-        );
     }
 
     #[test]

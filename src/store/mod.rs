@@ -11,10 +11,12 @@ mod cache;
 pub mod layout;
 pub mod lock;
 pub mod perm;
+mod records;
 pub mod renewal_cache;
 pub mod run;
 
-/// Atomic, mode-correct file operations, at their old path (see [`crate::files`]).
+pub use records::TargetRecord;
+
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
@@ -239,42 +241,6 @@ pub struct TargetError {
     pub file: String,
     /// What went wrong (names the file and, for YAML errors, the line).
     pub error: anyhow::Error,
-}
-
-/// Per-target record of the last run, kept in `.acmekeep/targets/<file>.json`.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct TargetRecord {
-    /// When the last attempt to obtain a certificate ended (RFC 3339).
-    pub last_attempt: Option<String>,
-    /// Error of the last attempt, if it failed.
-    pub last_error: Option<String>,
-    /// Consecutive failed attempts.
-    pub failures: u32,
-    /// Not to be tried again before this time (RFC 3339), after a failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt: Option<String>,
-    /// The last failure was the CA refusing for its rate: the target is deferred until
-    /// `next_attempt`, not failing.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rate_limited: bool,
-    /// When the failures counted in `failures` began: the first failed attempt after a
-    /// success (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failing_since: Option<String>,
-    /// When an attempt last succeeded (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_success: Option<String>,
-}
-
-/// Whether a failed attempt makes the target wait before the next one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backoff {
-    /// No: a local mistake, which can be fixed and retried at once.
-    No,
-    /// Yes: the CA answered (see [`crate::plan::next_attempt`]).
-    Yes,
-    /// Yes, and the CA refused for its rate: the target is deferred, not failing.
-    RateLimited,
 }
 
 fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
@@ -1282,81 +1248,6 @@ impl Store {
         std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))
     }
 
-    fn record_path(&self, file: &str) -> PathBuf {
-        self.root
-            .join(RUN_DIR)
-            .join("targets")
-            .join(format!("{file}.json"))
-    }
-
-    /// Reads the run record of a target (missing or unreadable → default).
-    pub fn target_record(&self, file: &str) -> TargetRecord {
-        let path = self.record_path(file);
-        if !self.listings.may_exist(&path) {
-            return TargetRecord::default();
-        }
-        optional_text(&path, 64 * 1024)
-            .ok()
-            .flatten()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
-    }
-
-    /// Records the outcome of an attempt for `file`; returns the record as written.
-    pub fn record_attempt(
-        &self,
-        file: &str,
-        now: OffsetDateTime,
-        error: Option<String>,
-        backoff: Backoff,
-    ) -> Result<TargetRecord> {
-        let rfc3339 = |t: OffsetDateTime| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        };
-        let mut rec = self.target_record(file);
-        rec.last_attempt = rfc3339(now);
-        match error {
-            Some(e) => {
-                if rec.failures == 0 || rec.failing_since.is_none() {
-                    rec.failing_since = rec.last_attempt.clone();
-                }
-                rec.failures = rec.failures.saturating_add(1);
-                // Back off only when the CA answered (failed validation, rate limits): a local
-                // mistake can be fixed and retried at once.
-                rec.rate_limited = backoff == Backoff::RateLimited;
-                rec.next_attempt = (backoff != Backoff::No)
-                    .then(|| {
-                        crate::plan::next_attempt(
-                            now,
-                            rec.failures,
-                            crate::acme::pace::retry_after_in(&e),
-                        )
-                    })
-                    .and_then(rfc3339);
-                rec.last_error = Some(e);
-            }
-            None => {
-                rec.failures = 0;
-                rec.failing_since = None;
-                rec.last_success = rec.last_attempt.clone();
-                rec.last_error = None;
-                rec.next_attempt = None;
-                rec.rate_limited = false;
-            }
-        }
-        let dir = self.root.join(RUN_DIR).join("targets");
-        files::create_dir_all_mode(&dir, DIR_MODE)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let json = serde_json::to_vec_pretty(&rec)?;
-        let path = self.record_path(file);
-        self.fs
-            .write_file(&path, &json, FILE_MODE)
-            .with_context(|| format!("writing {}", path.display()))?;
-        self.listings.written(&path);
-        Ok(rec)
-    }
-
     /// Points `certs/<cert_id>/account` at `accounts/<account_id>` (a new link renamed over
     /// the old one, so a reader sees one or the other). `Ok(false)` if it pointed there.
     pub fn relink_cert_account(&self, cert_id: &str, account_id: &str) -> Result<bool> {
@@ -1641,7 +1532,7 @@ mod hostile_tests {
         symlink(&elsewhere, root.join(RUN_DIR)).expect("symlink");
         let (_lock, store) = open(&root);
         store
-            .record_attempt("t", OffsetDateTime::UNIX_EPOCH, None, Backoff::No)
+            .write_target_record("t", &TargetRecord::default())
             .expect("record");
         assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
         assert!(root.join(RUN_DIR).join("targets/t.json").is_file());

@@ -7,13 +7,30 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, optional_text};
+use crate::acme::Window;
 use crate::files;
 use crate::keys::ids;
-use crate::plan::ari::AriRecord;
+
+/// What the CA last said about one certificate, kept in `.acmekeep/ari/<cert id>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AriRecord {
+    /// The certificate's ARI identifier (`<AKI>.<serial>`), so a record copied next to the
+    /// wrong certificate is recognised and ignored.
+    pub ari_id: String,
+    /// The suggested window.
+    pub window: Window,
+    /// Not to be asked again before this time (the clamped Retry-After).
+    #[serde(with = "time::serde::rfc3339")]
+    pub retry_after_until: OffsetDateTime,
+    /// When the window was fetched.
+    #[serde(with = "time::serde::rfc3339")]
+    pub fetched_at: OffsetDateTime,
+}
 
 /// Largest record read back (a record is a few hundred bytes).
 const MAX_RECORD: u64 = 64 * 1024;
