@@ -29,6 +29,10 @@ struct StatusDoc<'a> {
     state_dir: String,
     generated_at: String,
     accounts: Vec<AccountDoc<'a>>,
+    /// The private directories (`accounts`, `keys`) this user may not read; absent when
+    /// there are none.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    unreadable: &'a [&'static str],
     /// Made one at a time while being written.
     targets: TargetDocs<'a>,
     uncached_certificates: Vec<&'a str>,
@@ -291,6 +295,7 @@ impl Loaded {
                     directory_url: &a.directory_url,
                 })
                 .collect(),
+            unreadable: &self.inv.unreadable,
             targets: TargetDocs(self),
             uncached_certificates: self
                 .inv
@@ -515,6 +520,12 @@ fn print_text(
             // The id is the escaped directory URL and the key id: the URL says it.
             writeln!(out, "Account: {}", a.directory_url)?;
         }
+    }
+    if doc.unreadable.contains(&"accounts") {
+        writeln!(
+            out,
+            "Accounts: not readable as this user (accounts/ is root's)"
+        )?;
     }
     // One compact row per target (the widths are known only at the end), and the last
     // errors, which follow the table.

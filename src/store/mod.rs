@@ -165,6 +165,12 @@ pub struct Inventory {
     pub accounts: Vec<AccountRecord>,
     /// Problems found while loading (logged, never fatal).
     pub warnings: Vec<String>,
+    /// The private directories (`accounts`, `keys`) this user may not list: a read-only
+    /// load by a user who can read `live/` but not root's 0700 directories. `accounts` is
+    /// then empty, and without `keys/` a certificate counts as having its key when its
+    /// `privkey` link names it (the next locked run looks at the keys themselves). A locked
+    /// load fails instead.
+    pub unreadable: Vec<&'static str>,
 }
 
 impl Inventory {
@@ -197,15 +203,27 @@ impl Inventory {
         set
     }
 
-    /// Records which keys exist (from [`Store::load_keys`]): sets each certificate's
-    /// `has_private_key`, and puts the warnings about `keys/` first.
-    fn add_keys(&mut self, (key_ids, mut warnings): (BTreeSet<String>, Vec<String>)) {
+    /// Records which keys exist (from [`Store::load_keys`]; `None`: `keys/` could not be
+    /// listed, and `linked(cert id, key id)` tells whether a certificate's `privkey` link
+    /// names its key): sets each certificate's `has_private_key`, and puts the warnings about
+    /// `keys/` first.
+    fn add_keys(
+        &mut self,
+        (key_ids, mut warnings): KeysFound,
+        linked: impl Fn(&str, &str) -> bool,
+    ) {
         for c in &mut self.certs {
             if let CertState::Complete(s) = &mut c.state {
-                s.has_private_key = key_ids.contains(&s.key_id);
+                s.has_private_key = match &key_ids {
+                    Some(ids) => ids.contains(&s.key_id),
+                    None => linked(&c.id, &s.key_id),
+                };
             }
         }
-        self.key_ids = key_ids;
+        match key_ids {
+            Some(ids) => self.key_ids = ids,
+            None => self.unreadable.push("keys"),
+        }
         warnings.append(&mut self.warnings);
         self.warnings = warnings;
     }
@@ -215,6 +233,10 @@ impl Inventory {
         self.certs.iter().find(|c| c.id == id)
     }
 }
+
+/// What [`Store::load_keys`] found: the ids under `keys/` that hold a `privkey` (`None` when
+/// a read-only store may not list `keys/`), and warnings about anything else there.
+type KeysFound = (Option<BTreeSet<String>>, Vec<String>);
 
 /// Which kind of id-named directory [`Store::remove_entry`] removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -600,8 +622,7 @@ impl Store {
         });
         let (targets, broken) = assemble_targets(slots, broken);
         let (mut inventory, links) = inventory?;
-        inventory.add_keys(keys?);
-        self.check_privkey_links(&mut inventory, links);
+        self.add_keys(&mut inventory, keys?, links);
         Ok((targets, broken, inventory))
     }
 
@@ -609,18 +630,48 @@ impl Store {
     pub fn load_inventory(&self) -> Result<Inventory> {
         let keys = self.load_keys()?;
         let (mut inv, links) = self.load_certs_and_links()?;
-        inv.add_keys(keys);
-        self.check_privkey_links(&mut inv, links);
+        self.add_keys(&mut inv, keys, links);
         Ok(inv)
     }
 
-    /// The ids under `keys/` that hold a `privkey`, and warnings about anything else there.
-    fn load_keys(&self) -> Result<(BTreeSet<String>, Vec<String>)> {
+    /// Adds what [`Store::load_keys`] found to `inv`, then checks the `privkey` links found
+    /// wrong (not when `keys/` could not be listed: the next locked run does).
+    fn add_keys(&self, inv: &mut Inventory, keys: KeysFound, links: Vec<PrivkeyLink>) {
+        let listed = keys.0.is_some();
+        inv.add_keys(keys, |id, key_id| {
+            self.privkey_link_problem(id, key_id).is_none()
+        });
+        if listed {
+            self.check_privkey_links(inv, links);
+        }
+    }
+
+    /// Lists `accounts/` or `keys/`, root's alone (mode 0700): `None` when a read-only store
+    /// may not (a user who can read `live/`, running `status`, `check` or `metrics`); a
+    /// locked store must read them.
+    fn list_private(&self, name: &'static str) -> Result<Option<Vec<std::fs::DirEntry>>> {
+        let dir = self.root.join(name);
+        match read_dir_sorted(&dir) {
+            Ok(entries) => Ok(Some(entries)),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !self.writable => {
+                tracing::info!(
+                    "not reading {}: {e} (root's alone; what it holds is left out)",
+                    dir.display()
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e).with_context(|| format!("listing {}", dir.display())),
+        }
+    }
+
+    /// The ids under `keys/` that hold a `privkey` (`None` when a read-only store may not
+    /// list `keys/`), and warnings about anything else there.
+    fn load_keys(&self) -> Result<KeysFound> {
         let (mut key_ids, mut warnings) = (BTreeSet::new(), Vec::new());
-        let keys_dir = self.root.join("keys");
-        for e in
-            read_dir_sorted(&keys_dir).with_context(|| format!("listing {}", keys_dir.display()))?
-        {
+        let Some(entries) = self.list_private("keys")? else {
+            return Ok((None, warnings));
+        };
+        for e in entries {
             let id = e.file_name().to_string_lossy().into_owned();
             // The directory entry's type (no stat): a symlink to a directory is not followed.
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
@@ -636,7 +687,7 @@ impl Store {
                 key_ids.insert(id);
             }
         }
-        Ok((key_ids, warnings))
+        Ok((Some(key_ids), warnings))
     }
 
     /// Whether `rel` (relative to the state directory) is a private key file: a regular file,
@@ -808,10 +859,11 @@ impl Store {
             }
         }
         self.load_live(&mut inv)?;
-        let acct_dir = self.root.join("accounts");
-        for e in
-            read_dir_sorted(&acct_dir).with_context(|| format!("listing {}", acct_dir.display()))?
-        {
+        let accounts = self.list_private("accounts")?;
+        if accounts.is_none() {
+            inv.unreadable.push("accounts");
+        }
+        for e in accounts.into_iter().flatten() {
             let part = e.file_name().to_string_lossy().into_owned();
             let Some(url) = layout::directory_url_from_part(&part) else {
                 inv.warnings.push(format!(

@@ -685,3 +685,159 @@ fn the_notify_hook_mails_the_cause_and_the_retry_at_most_once_a_day() {
     run(&["reconcile", "--force"]).assert_code(1);
     assert_eq!(mails(&outbox).len(), 4);
 }
+
+/// `acmekeep --state <state> --batch <args>` run as `nobody` (uid and gid 65534, no
+/// supplementary groups) through `setpriv`, from a hard link (or copy) of the binary beside
+/// the state directory, so that the user needs no access to the build tree. `None` when the
+/// test cannot switch users (not root, or no setpriv).
+fn as_nobody(state: &StateDir, args: &[&str]) -> Option<Run> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("running as another user needs root and /usr/bin/setpriv; skipping");
+        return None;
+    }
+    // The temporary directory holding the state directory is root's 0700.
+    let top = state.path().parent().expect("state has a parent");
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = top.join("acmekeep");
+    if !bin.exists() {
+        let built = env!("CARGO_BIN_EXE_acmekeep");
+        std::fs::hard_link(built, &bin)
+            .or_else(|_| std::fs::copy(built, &bin).map(drop))
+            .expect("the binary beside the state directory");
+    }
+    let started = std::time::Instant::now();
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(&bin)
+        .arg("--state")
+        .arg(state.path())
+        .arg("--batch")
+        .args(args)
+        .env_remove("ACME_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run setpriv");
+    Some(Run {
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        status: Some(out.status),
+        code: out.status.code(),
+        timed_out: out.status.code() == Some(124),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `text` with every number replaced by `N`: the time left and the time failing change
+/// between two runs a second apart.
+fn digits_out(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_number = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            out.push(c);
+            in_number = false;
+        }
+    }
+    out
+}
+
+#[test]
+fn check_metrics_and_status_work_as_a_user_who_can_read_live_but_not_the_keys() {
+    const OK: &str = "ok.nonroot.example.org";
+    const BAD: &str = "bad.nonroot.example.org";
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    acmekeep(&state, &["want", OK]).assert_success();
+    pebble.dns_set_servfail(BAD);
+    acmekeep(&state, &["want", "--no-reconcile", BAD]).assert_success();
+    acmekeep(&state, &["reconcile"]).assert_code(1);
+    // acmetool's modes: accounts/ and keys/ are root's alone.
+    assert_eq!(state.mode("accounts"), 0o700);
+    assert_eq!(state.mode("keys"), 0o700);
+    let root_check = acmekeep(&state, &["check"]);
+    root_check.assert_code(2);
+    let root_metrics = acmekeep(&state, &["metrics"]);
+    root_metrics.assert_success();
+    let root_status = acmekeep(&state, &["status"]);
+    root_status.assert_success();
+    let before = state.tree();
+
+    // Twice: with the certificate summaries cached (what a run leaves), and without them
+    // (every certificate read from its files; nothing can be cached as this user).
+    for cached in [true, false] {
+        if !cached {
+            std::fs::remove_file(state.join(".acmekeep/cert-summaries")).expect("rm cache");
+        }
+        let Some(check) = as_nobody(&state, &["check"]) else {
+            return;
+        };
+        // The same verdict as root's, and nothing on stderr about what it could not read.
+        check.assert_code(2);
+        assert_eq!(
+            digits_out(&check.stdout),
+            digits_out(&root_check.stdout),
+            "cached: {cached}"
+        );
+        assert_eq!(check.stderr, "", "{}", check.describe());
+
+        let metrics = as_nobody(&state, &["metrics"]).expect("as nobody");
+        metrics.assert_success();
+        assert_eq!(metrics.stdout, root_metrics.stdout, "cached: {cached}");
+        assert_eq!(metrics.stderr, "", "{}", metrics.describe());
+
+        let status = as_nobody(&state, &["status"]).expect("as nobody");
+        status.assert_success();
+        assert_eq!(status.stderr, "", "{}", status.describe());
+        // The same table, without the accounts (which it says it cannot read).
+        let root_body = root_status.stdout.split_once("\n\n").expect("a table").1;
+        let (head, body) = status.stdout.split_once("\n\n").expect("a table");
+        assert_eq!(digits_out(body), digits_out(root_body));
+        assert!(
+            head.ends_with("\nAccounts: not readable as this user (accounts/ is root's)"),
+            "{head}"
+        );
+        let json = as_nobody(&state, &["status", "--json"]).expect("as nobody");
+        json.assert_success();
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+        assert_eq!(doc["unreadable"], serde_json::json!(["accounts", "keys"]));
+        assert_eq!(doc["accounts"], serde_json::json!([]));
+        assert_eq!(doc["summary"]["valid"], 1);
+        assert_eq!(doc["summary"]["failing"], 1);
+    }
+    // -v says what was left out.
+    let verbose = as_nobody(&state, &["-v", "check"]).expect("as nobody");
+    verbose.assert_code(2);
+    assert!(
+        verbose.stderr.contains("accounts: Permission denied")
+            && verbose.stderr.contains("keys: Permission denied"),
+        "{}",
+        verbose.describe()
+    );
+    // Nothing written (the summary cache removed above stays removed).
+    let after = state.tree();
+    let without_cache = |t: &str| {
+        t.lines()
+            .filter(|l| !l.contains("cert-summaries"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(without_cache(&after), without_cache(&before));
+    assert!(!after.contains("cert-summaries"), "{after}");
+}
