@@ -35,11 +35,59 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses the process's arguments with [`command`]; a usage error exits (status 2), as
-/// `Cli::parse` would.
+/// `Cli::parse` would, except under `check` (see [`usage_error_code`]).
 pub fn parse() -> Cli {
     use clap::FromArgMatches;
-    let matches = command().get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = command();
+    let parsed = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    parsed.unwrap_or_else(|e| {
+        if e.use_stderr() {
+            let _ = e.print();
+            std::process::exit(usage_error_code(&cmd, &args));
+        }
+        // --help, --version: printed on stdout, exit 0.
+        e.exit()
+    })
+}
+
+/// The exit status of a usage error in `args` (the program name first): 2, as for any
+/// configuration error, but 3 under `check`, a monitoring plugin, to which 2 means CRITICAL
+/// and 3 UNKNOWN (a check that could not run says nothing about the certificates).
+pub fn usage_error_code(cmd: &clap::Command, args: &[std::ffi::OsString]) -> i32 {
+    /// Nagios's UNKNOWN.
+    const UNKNOWN: i32 = 3;
+    let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            // A global option before the command; its value may be the next word.
+            let takes_next = !long.contains('=')
+                && cmd.get_arguments().any(|a| {
+                    a.get_long() == Some(long)
+                        && a.get_action().takes_values()
+                        && !a.is_require_equals_set()
+                });
+            if takes_next {
+                words.next();
+            }
+            continue;
+        }
+        if word.starts_with('-') && word.len() > 1 {
+            // -v, -q: the global short options take no value.
+            continue;
+        }
+        return match cmd.find_subcommand(&*word) {
+            Some(sub) if sub.get_name() == "check" => UNKNOWN,
+            _ => i32::from(crate::exit::CONFIG),
+        };
+    }
+    i32::from(crate::exit::CONFIG)
 }
 
 /// acmekeep: keeps a machine's TLS certificates valid forever (acmetool-compatible).
@@ -624,6 +672,35 @@ fn eab_value(s: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    /// A usage error under `check` told Nagios CRITICAL (exit 2) about certificates it had
+    /// not looked at: it is UNKNOWN (3); any other command's stays 2.
+    #[test]
+    fn usage_errors_under_check_are_unknown() {
+        let cmd = command();
+        let table: [(&[&str], i32); 9] = [
+            (&["check", "--bogus"], 3),
+            (&["check", "--warning"], 3),
+            (&["--state", "/x", "check", "--bogus"], 3),
+            (&["--state=/x", "-v", "check", "a", "--nope"], 3),
+            (&["--wait", "check", "--bogus"], 3),
+            (&["--jobs", "check"], 2),
+            (&["status", "--bogus"], 2),
+            (&["--bogus"], 2),
+            (&["nosuchcommand", "check"], 2),
+        ];
+        for (argv, want) in table {
+            let args: Vec<std::ffi::OsString> = std::iter::once("acmekeep")
+                .chain(argv.iter().copied())
+                .map(Into::into)
+                .collect();
+            assert!(
+                cmd.clone().try_get_matches_from(&args).is_err(),
+                "{argv:?} is a usage error"
+            );
+            assert_eq!(usage_error_code(&cmd, &args), want, "{argv:?}");
+        }
+    }
 
     fn parse_with_help_layout(argv: &[&str]) -> Cli {
         use clap::FromArgMatches;

@@ -4,7 +4,8 @@
 //! configuration error. 69 (EX_UNAVAILABLE): the fleet's etcd cluster is unavailable, so
 //! nothing was ordered. 75 (EX_TEMPFAIL): another process holds the state directory lock.
 //! When several apply: 2 and 75 (decided before anything is done) first, then 1 if a target
-//! failed, then 69.
+//! failed, then 69. `check`, a monitoring plugin, has the Nagios codes instead (3 for a
+//! usage error: [`crate::cli::usage_error_code`]).
 
 /// Everything succeeded.
 pub const OK: u8 = 0;

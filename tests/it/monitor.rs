@@ -458,6 +458,13 @@ fn check_follows_the_plugin_conventions_on_a_real_state_directory() {
         "ACMEKEEP UNKNOWN - no such target in desired/: nosuch.example.org\n"
     );
     acmekeep(&state, &["check", "--warning", "soon"]).assert_code(3);
+    // A usage error too (clap's own exit code, 2, is CRITICAL to Nagios), wherever the
+    // global options are.
+    let usage = acmekeep(&state, &["check", "--no-such-option"]);
+    usage.assert_code(3);
+    usage.assert_stderr_contains("unexpected argument '--no-such-option'");
+    acmekeep(&state, &["-v", "check", "--warning"]).assert_code(3);
+    acmekeep(&state, &["status", "--no-such-option"]).assert_code(2);
     let gone = StateDir::new();
     std::fs::remove_dir_all(gone.path()).expect("remove");
     let unreadable = acmekeep(&gone, &["check"]);
