@@ -1180,6 +1180,8 @@ async fn issue_one<I: Issuer>(
     let pem = keep_chain(&format!("certs/{id}"), &issued.chains, &t.preferred_chain);
     // Valid at the time it arrives: the CA may date it from the moment it issued it.
     let files = cert::validate_issued(pem, &key.id, &names, clock())?;
+    // Before `cert`, which makes the directory complete.
+    store.write_cert_validations(&id, &responder.validations())?;
     store.finish_cert(&id, Some(&key.id), &files)?;
     if let Some(p) = &t.profile {
         store.write_cert_profile(&id, p)?;

@@ -556,15 +556,20 @@ impl InstantSession {
                         .collect();
                     let pick = match pick_challenge(&allowed, &authz.challenges) {
                         Ok(pick) => pick,
-                        Err(why) if reasons.is_empty() => {
+                        // (An empty reason is a type given up quietly, as expected.)
+                        Err(why) if reasons.iter().all(String::is_empty) => {
                             return Err(AcmeError::Ca(format!("{why} for {which}")));
                         }
                         // Nothing else to try: why the types were given up is what counts.
-                        Err(_) => return Err(AcmeError::Other(anyhow!("{}", reasons.join("; ")))),
+                        Err(_) => {
+                            reasons.retain(|r| !r.is_empty());
+                            return Err(AcmeError::Other(anyhow!("{}", reasons.join("; "))));
+                        }
                     };
                     for why in reasons
                         .drain(..)
                         .chain(pick.passed_over.iter().map(|w| format!("{which}: {w}")))
+                        .filter(|w| !w.is_empty())
                     {
                         tracing::warn!("{why}; using {} instead", pick.kind.name());
                     }

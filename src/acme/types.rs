@@ -93,7 +93,8 @@ impl Challenge {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A challenge a responder will not answer as the CA sent it; another order (with another
-/// authorization and token) may do.
+/// authorization and token) may do. An empty text means the type is given up quietly: another allowed type is the expected
+/// answer (a hook-only site without a dns-account-01 hook uses dns-01, as it always did).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UnusableChallenge(pub String);

@@ -27,8 +27,8 @@ pub mod slots;
 pub mod tlsalpn;
 pub mod webroot;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
@@ -52,6 +52,24 @@ pub fn preference(types: &[ChallengeKind]) -> Vec<ChallengeKind> {
         out.insert(dns, k);
     }
     out
+}
+
+/// How one name of a certificate was validated, kept with the certificate when it is
+/// something to show later (`status` asks no DNS server): the dns-account-01 record (its
+/// label is the account's) or the standing dns-persist-01 record that the next renewal relies
+/// on too, with the `persistUntil` it was read with before the order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validation {
+    /// The name as ordered (`*.a.example` for a wildcard).
+    pub name: String,
+    /// The challenge type (`dns-account-01`, `dns-persist-01`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The TXT record's owner name.
+    pub record: String,
+    /// dns-persist-01: the record's `persistUntil` (Unix seconds) as read before the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist_until: Option<i64>,
 }
 
 /// Where http-01 tokens are also published so that other machines answer them (a fleet's
@@ -85,6 +103,13 @@ pub struct TargetResponder {
     alpn: Option<Arc<tlsalpn::AlpnCerts>>,
     rfc2136: Option<dns::Dns01>,
     share: Option<Arc<dyn TokenShare>>,
+    /// dns-persist-01: the `persistUntil` each record (by owner name) was read with.
+    persist_until: Mutex<HashMap<String, Option<i64>>>,
+    /// dns-account-01 challenges a hook published already while the type was being chosen
+    /// (see `hook_account_early`).
+    hooked_early: Mutex<Vec<Challenge>>,
+    /// What the last presented order's challenges are worth keeping ([`Validation`]).
+    validations: Mutex<Vec<Validation>>,
 }
 
 impl TargetResponder {
@@ -111,7 +136,16 @@ impl TargetResponder {
             alpn: None,
             rfc2136: config.dns.rfc2136.as_ref().map(|d| d.responder()),
             share: None,
+            persist_until: Mutex::default(),
+            hooked_early: Mutex::default(),
+            validations: Mutex::default(),
         }
+    }
+
+    /// How the names of the order presented last were validated, where that is worth
+    /// keeping with the certificate (dns-account-01, dns-persist-01).
+    pub fn validations(&self) -> Vec<Validation> {
+        lock(&self.validations).clone()
     }
 
     /// Also publishes http-01 tokens through `share` (a fleet node).
@@ -138,6 +172,31 @@ impl TargetResponder {
         tokio::task::spawn_blocking(move || run_hook(&hooks, &file, &env, &ch, start, deadline))
             .await
             .unwrap_or(false)
+    }
+
+    /// A site that publishes DNS records only through hooks may have hooks written before
+    /// dns-account-01 existed, which exit 42 ("not handled") for its event. Whether one
+    /// handles it is known only by running it, so the start hook runs while the type is
+    /// still being chosen, before the CA is told anything: handled, the record stands and
+    /// `present` leaves it be; not handled, the authorization is answered with dns-01 as such
+    /// a site always did (quietly: nothing is wrong), or, when the target does not allow
+    /// dns-01, the reason is the error.
+    async fn hook_account_early(&self, ch: &Challenge) -> Result<(), UnusableChallenge> {
+        let deadline = Instant::now() + self.hooks.timeout();
+        if self.run_hooks(ch, true, deadline).await {
+            lock(&self.hooked_early).push(ch.clone());
+            return Ok(());
+        }
+        let why = format!(
+            "no challenge-dns-account-start hook published {} for {} (and no RFC 2136 server is configured)",
+            ch.dns_name(),
+            ch.identifier
+        );
+        if self.types.contains(&ChallengeKind::Dns01) {
+            tracing::debug!("{why}; using dns-01");
+            return Err(UnusableChallenge(String::new()));
+        }
+        Err(UnusableChallenge(why))
     }
 
     /// Presents one challenge, its hooks stopped at `deadline`.
@@ -236,6 +295,9 @@ impl TargetResponder {
 
     async fn present_dns(&self, ch: &Challenge, deadline: Instant) -> Result<()> {
         let value = ch.dns_value();
+        if lock(&self.hooked_early).iter().any(|e| same_record(e, ch)) {
+            return Ok(());
+        }
         // RFC 2136 first (it also waits until every authoritative server serves the record),
         // then the hooks; either one is enough.
         let mut failures = Vec::new();
@@ -272,6 +334,17 @@ impl TargetResponder {
             failures.join("; ")
         )
     }
+}
+
+/// The mutex's value; a panic elsewhere while it was held leaves nothing half-done in these
+/// plain collections.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether two DNS challenges publish the same record (owner and value).
+fn same_record(a: &Challenge, b: &Challenge) -> bool {
+    a.kind == b.kind && a.dns_name() == b.dns_name() && a.dns_value() == b.dns_value()
 }
 
 /// Runs `challenge-*-start` or `-stop` for `ch`, every hook stopped at `deadline`; true if a
@@ -394,23 +467,52 @@ impl Responder for TargetResponder {
         now: i64,
     ) -> BoxFuture<'a, Result<(), UnusableChallenge>> {
         Box::pin(async move {
-            let Some(wanted) = ch.persist.as_ref() else {
-                return Ok(());
-            };
-            let resolver = self
-                .dns
-                .rfc2136
-                .as_ref()
-                .map(|d| d.rfc2136.resolver.clone())
-                .unwrap_or_default();
-            dns::persist::precheck(&resolver, ch, wanted, now)
-                .await
-                .map_err(UnusableChallenge)
+            match ch.kind {
+                ChallengeKind::DnsPersist01 => {
+                    let Some(wanted) = ch.persist.as_ref() else {
+                        return Ok(());
+                    };
+                    let resolver = self
+                        .dns
+                        .rfc2136
+                        .as_ref()
+                        .map(|d| d.rfc2136.resolver.clone())
+                        .unwrap_or_default();
+                    let until = dns::persist::precheck(&resolver, ch, wanted, now)
+                        .await
+                        .map_err(UnusableChallenge)?;
+                    lock(&self.persist_until).insert(ch.record_name.clone(), until);
+                    Ok(())
+                }
+                ChallengeKind::DnsAccount01 if self.rfc2136.is_none() && self.dns.hooks => {
+                    self.hook_account_early(ch).await
+                }
+                _ => Ok(()),
+            }
         })
     }
 
     fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            let kept = chs
+                .iter()
+                .filter(|ch| {
+                    matches!(
+                        ch.kind,
+                        ChallengeKind::DnsAccount01 | ChallengeKind::DnsPersist01
+                    )
+                })
+                .map(|ch| Validation {
+                    name: format!("{}{}", if ch.wildcard { "*." } else { "" }, ch.identifier),
+                    kind: ch.kind.name().to_owned(),
+                    record: ch.record_name.clone(),
+                    persist_until: lock(&self.persist_until)
+                        .get(&ch.record_name)
+                        .copied()
+                        .flatten(),
+                })
+                .collect();
+            *lock(&self.validations) = kept;
             let deadline = Instant::now() + self.hooks.timeout();
             let results =
                 futures_util::future::join_all(chs.iter().map(|ch| self.present(ch, deadline)))
@@ -439,7 +541,18 @@ impl Responder for TargetResponder {
     fn cleanup_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let deadline = Instant::now() + self.hooks.timeout();
-            futures_util::future::join_all(chs.iter().map(|ch| self.cleanup(ch, deadline))).await;
+            // Records a hook published while the type was chosen, for an order that then
+            // never got as far as presenting them.
+            let early: Vec<Challenge> = std::mem::take(&mut *lock(&self.hooked_early))
+                .into_iter()
+                .filter(|e| !chs.iter().any(|ch| same_record(e, ch)))
+                .collect();
+            futures_util::future::join_all(
+                chs.iter()
+                    .chain(&early)
+                    .map(|ch| self.cleanup(ch, deadline)),
+            )
+            .await;
             // Every record this target published, whatever challenge it was for.
             if chs
                 .iter()
@@ -449,5 +562,122 @@ impl Responder for TargetResponder {
                 updater.cleanup().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A responder for a hook-only site (no RFC 2136 server) allowing `types`, whose one
+    /// hook handles `challenge-dns-start` and, if `account`, `challenge-dns-account-start`
+    /// (each logged), and exits 42 for every other event, as acmetool hooks do.
+    fn hooked(types: &[ChallengeKind], account: bool) -> (tempfile::TempDir, TargetResponder) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooks = dir.path().join("hooks");
+        std::fs::create_dir(&hooks).expect("hooks");
+        let log = dir.path().join("log");
+        let handled = if account {
+            "challenge-dns-start|challenge-dns-stop|challenge-dns-account-start|challenge-dns-account-stop"
+        } else {
+            "challenge-dns-start|challenge-dns-stop"
+        };
+        let hook = hooks.join("dns");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in {handled}) echo \"$1\" >> '{}'; exit 0;; esac\nexit 42\n",
+                log.display()
+            ),
+        )
+        .expect("hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let config = ChallengeConfig {
+            types: types.to_vec(),
+            webroot_paths: Vec::new(),
+            http_ports: Vec::new(),
+            listen_http: false,
+            listen_proxy: false,
+            http_hooks: false,
+            tls_alpn_addrs: Vec::new(),
+            dns: DnsConfig {
+                hooks: true,
+                rfc2136: None,
+            },
+            self_test: false,
+            env: BTreeMap::new(),
+        };
+        let runner = Arc::new(HookRunner::new(vec![hooks], dir.path().to_owned()));
+        let responder =
+            TargetResponder::new("t", &config, Arc::new(TokenMap::default()), false, runner);
+        (dir, responder)
+    }
+
+    fn account_challenge() -> Challenge {
+        Challenge {
+            kind: ChallengeKind::DnsAccount01,
+            identifier: "a.example".to_owned(),
+            wildcard: false,
+            token: "tok".to_owned(),
+            key_authorization: "tok.thumb".to_owned(),
+            record_name: "_k62qhz3q6bfbgyss._acme-challenge.a.example".to_owned(),
+            persist: None,
+        }
+    }
+
+    fn log(dir: &tempfile::TempDir) -> String {
+        std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_hook_only_site_without_a_dns_account_01_hook_uses_dns_01_quietly() {
+        let (dir, r) = hooked(&[ChallengeKind::DnsAccount01, ChallengeKind::Dns01], false);
+        let e = r
+            .precheck(&account_challenge(), 0)
+            .await
+            .expect_err("not handled");
+        assert_eq!(e.0, "", "quiet: dns-01 is the expected answer");
+        assert_eq!(log(&dir), "");
+        // Without dns-01 to fall back on, the reason is the error.
+        let (_dir, r) = hooked(&[ChallengeKind::DnsAccount01], false);
+        let e = r.precheck(&account_challenge(), 0).await.expect_err("no");
+        assert!(
+            e.0.contains("no challenge-dns-account-start hook published _k62qhz3q6bfbgyss._acme-challenge.a.example"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dns_account_01_hook_runs_once_while_the_type_is_chosen_and_is_cleaned_up() {
+        let (dir, r) = hooked(&[ChallengeKind::DnsAccount01, ChallengeKind::Dns01], true);
+        let ch = account_challenge();
+        r.precheck(&ch, 0).await.expect("handled");
+        r.present_all(std::slice::from_ref(&ch))
+            .await
+            .expect("present");
+        assert_eq!(log(&dir), "challenge-dns-account-start\n", "not run twice");
+        assert_eq!(
+            r.validations(),
+            [Validation {
+                name: "a.example".to_owned(),
+                kind: "dns-account-01".to_owned(),
+                record: ch.record_name.clone(),
+                persist_until: None,
+            }]
+        );
+        r.cleanup_all(std::slice::from_ref(&ch)).await;
+        assert_eq!(
+            log(&dir),
+            "challenge-dns-account-start\nchallenge-dns-account-stop\n"
+        );
+        // Published while choosing, but the order never got to presenting it: still removed.
+        let (dir, r) = hooked(&[ChallengeKind::DnsAccount01, ChallengeKind::Dns01], true);
+        r.precheck(&ch, 0).await.expect("handled");
+        r.cleanup_all(&[]).await;
+        assert_eq!(
+            log(&dir),
+            "challenge-dns-account-start\nchallenge-dns-account-stop\n"
+        );
     }
 }

@@ -100,6 +100,87 @@ struct CertDoc<'a> {
     not_before: String,
     not_after: String,
     key_type: Option<crate::keys::KeyFamily>,
+    /// The directory URL of the CA it was ordered from (that of the account it was ordered
+    /// with); none when unknown (imported without its account).
+    provider: Option<String>,
+    /// Its names validated by dns-account-01 or a standing dns-persist-01 record, as the
+    /// issuing run recorded (status asks no DNS server).
+    validations: Vec<ValidationDoc>,
+}
+
+#[derive(Serialize)]
+struct ValidationDoc {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    /// The TXT record's owner name.
+    record: String,
+    /// dns-account-01: the account's label (the record's first label).
+    label: Option<String>,
+    /// dns-persist-01: the record's `persistUntil`, as read before the order.
+    persist_until: Option<String>,
+    /// dns-persist-01: the record stops being accepted within [`PERSIST_WARN_DAYS`] days, or
+    /// has stopped.
+    warning: Option<String>,
+}
+
+/// How long before a standing record's `persistUntil` status warns.
+const PERSIST_WARN_DAYS: i64 = 30;
+
+/// The document of one recorded validation, warning about a `persistUntil` within
+/// [`PERSIST_WARN_DAYS`] of `now` or past.
+fn validation_doc(v: crate::challenge::Validation, now: OffsetDateTime) -> ValidationDoc {
+    let label = (v.kind == "dns-account-01")
+        .then(|| v.record.split('.').next().unwrap_or_default().to_owned());
+    let until = v
+        .persist_until
+        .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok());
+    let warning = until.and_then(|u| {
+        let hint = format!(
+            "`acmekeep persist-record {}` prints the record to publish",
+            v.name
+        );
+        let date = rfc3339(u);
+        if u <= now {
+            Some(format!(
+                "{}: the dns-persist-01 record {} stopped being accepted at {} (persistUntil); renewals will fail until it is replaced: {hint}",
+                v.name,
+                v.record,
+                short_date(&date)
+            ))
+        } else if u - now < time::Duration::days(PERSIST_WARN_DAYS) {
+            Some(format!(
+                "{}: the dns-persist-01 record {} stops being accepted at {} (persistUntil, in {}): {hint}",
+                v.name,
+                v.record,
+                short_date(&date),
+                time_left(&date, now)
+            ))
+        } else {
+            None
+        }
+    });
+    ValidationDoc {
+        name: v.name,
+        kind: v.kind,
+        record: v.record,
+        label,
+        persist_until: until.map(rfc3339),
+        warning,
+    }
+}
+
+/// The host of a directory URL (what the CA column shows), or the URL itself.
+fn ca_host(directory_url: &str) -> String {
+    url::Url::parse(directory_url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| directory_url.to_owned())
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -109,6 +190,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// What `status` reports, loaded once; the per-target documents are made from it one at a
 /// time, so that with thousands of targets they are never all held at once.
 struct Loaded {
+    /// Read from for each shown certificate's CA and validations.
+    store: Store,
     targets: Vec<Target>,
     /// The run record of each target, in the same order.
     records: Vec<TargetRecord>,
@@ -158,6 +241,7 @@ impl Loaded {
             started.elapsed()
         );
         Ok(Loaded {
+            store,
             records,
             targets,
             broken,
@@ -192,6 +276,13 @@ impl Loaded {
             not_before: rfc3339(s.not_before),
             not_after: rfc3339(s.not_after),
             key_type: s.key_family,
+            provider: self.store.cert_provider(&s.id),
+            validations: self
+                .store
+                .cert_validations(&s.id)
+                .into_iter()
+                .map(|v| validation_doc(v, self.now))
+                .collect(),
         });
         TargetDoc {
             names: t.satisfy_names.iter().map(|n| n.to_string()).collect(),
@@ -380,17 +471,23 @@ pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
 const WIDTH: usize = 100;
 
 /// The table's columns; the certificate id only with `--wide`.
-const HEADER: [&str; 6] = [
+const HEADER: [&str; 7] = [
     "TARGET",
     "NAMES",
     "STATE",
     "EXPIRES",
     "RENEWS",
+    "CA",
     "CERTIFICATE",
 ];
 
 /// One row of the table: its cells, the names as a list (they are shortened by name).
-fn row(t: &TargetDoc, now: OffsetDateTime, wide: bool) -> [String; 6] {
+fn row(t: &TargetDoc, now: OffsetDateTime, wide: bool) -> [String; 7] {
+    let ca = t
+        .certificate
+        .as_ref()
+        .and_then(|c| c.provider.as_deref())
+        .map_or_else(|| "-".to_owned(), ca_host);
     let (id, expires) = match &t.certificate {
         Some(c) => {
             let date = if wide {
@@ -418,6 +515,7 @@ fn row(t: &TargetDoc, now: OffsetDateTime, wide: bool) -> [String; 6] {
         t.renew_at
             .as_deref()
             .map_or_else(|| "-".to_owned(), short_date),
+        ca,
         id,
     ]
 }
@@ -456,8 +554,8 @@ fn fit_names(joined: &str, width: usize) -> String {
 /// Column widths: each column's widest cell; unless `wide`, the certificate column is left
 /// out and the target and names columns give way, the wider first, until the table fits
 /// [`WIDTH`].
-fn widths(rows: &[[String; 6]], wide: bool) -> Vec<usize> {
-    let columns = if wide { 6 } else { 5 };
+fn widths(rows: &[[String; 7]], wide: bool) -> Vec<usize> {
+    let columns = if wide { 7 } else { 6 };
     let mut w: Vec<usize> = (0..columns)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
@@ -475,8 +573,24 @@ fn widths(rows: &[[String; 6]], wide: bool) -> Vec<usize> {
             }
             w[i] -= 1;
         }
+        // Then the CA's host, whose end says most (see `cut_left`).
+        while total(&w) > WIDTH && w[5] > 12 {
+            w[5] -= 1;
+        }
     }
     w
+}
+
+/// `s` cut to its last `width` characters, starting with "…" when cut (a host's end names
+/// the CA: `…letsencrypt.org`).
+fn cut_left(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_owned();
+    }
+    let mut out = "…".to_owned();
+    out.extend(s.chars().skip(n + 1 - width.max(1)));
+    out
 }
 
 /// `text` wrapped at word boundaries to lines of at most `width` characters (longer words
@@ -531,8 +645,38 @@ fn print_text(
     // errors, which follow the table.
     let mut rows = vec![HEADER.map(str::to_owned)];
     let mut errors = Vec::new();
+    // How names were validated where it matters later (a label, a standing record), and
+    // standing records about to stop being accepted.
+    let mut validated = Vec::new();
+    let mut persist_warnings = Vec::new();
     for t in doc.targets.0.target_docs() {
         rows.push(row(&t, now, wide));
+        let vs = t
+            .certificate
+            .as_ref()
+            .map_or(&[][..], |c| &c.validations[..]);
+        if let Some(label) = vs.iter().find_map(|v| v.label.as_deref()) {
+            let names = fit_names(&t.names.join(","), 40);
+            validated.push(format!("  {names}: dns-account-01 label {label}"));
+        }
+        let mut records: Vec<&str> = Vec::new();
+        for v in vs.iter().filter(|v| v.kind == "dns-persist-01") {
+            persist_warnings.extend(v.warning.clone());
+            // A base name and its wildcard rely on one record.
+            if records.contains(&v.record.as_str()) {
+                continue;
+            }
+            records.push(&v.record);
+            let until = v
+                .persist_until
+                .as_deref()
+                .map(|u| format!(", until {}", short_date(u)))
+                .unwrap_or_default();
+            validated.push(format!(
+                "  {}: dns-persist-01 standing record{until}",
+                v.record
+            ));
+        }
         if let Some(e) = t.last_error {
             let mut about = vec![format!("{} failed attempt(s)", t.failures.max(1))];
             if t.rate_limited {
@@ -580,9 +724,20 @@ fn print_text(
                 if i > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(&format!("{:<w$}", cut(&r[i], *w)));
+                let cell = if i == 5 {
+                    cut_left(&r[i], *w)
+                } else {
+                    cut(&r[i], *w)
+                };
+                line.push_str(&format!("{cell:<w$}"));
             }
             writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    if !validated.is_empty() {
+        writeln!(out, "\nDNS validation:")?;
+        for v in &validated {
+            writeln!(out, "{}", if wide { v.clone() } else { cut(v, WIDTH) })?;
         }
     }
     for e in errors {
@@ -595,7 +750,7 @@ fn print_text(
             doc.uncached_certificates.join(", ")
         )?;
     }
-    for w in &doc.warnings {
+    for w in doc.warnings.iter().chain(&persist_warnings) {
         writeln!(out, "warning: {w}")?;
     }
     writeln!(out, "\n{}", doc.summary.line())?;
@@ -657,7 +812,8 @@ mod tests {
     /// not downloaded yet and a broken certificate directory. Refactoring how status is
     /// loaded or planned (issue 16) must not change a byte of it. (Issue 18 changed it on
     /// purpose: schema 2, the failing and deferred states, failing_since, last_success and
-    /// the summary.)
+    /// the summary; issue 17: the CA of each certificate, its dns-account-01 label and
+    /// standing dns-persist-01 record, the warning before persistUntil.)
     #[test]
     fn status_text_and_json_are_byte_identical() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -689,6 +845,46 @@ mod tests {
             datetime!(2027-05-02 00:00 UTC),
         );
         store.relink("a.example", &a).expect("relink");
+        // Ordered with an account at ca.example, validated by dns-account-01.
+        let account_key =
+            crate::keys::PrivateKey::generate(crate::keys::KeySpec::EcdsaP256).expect("key");
+        let account = store
+            .save_account_key(
+                "https://ca.example/dir",
+                &account_key.id,
+                &account_key.to_pem(),
+            )
+            .expect("account");
+        store
+            .begin_cert("https://ca.example/order/a", Some(&account))
+            .expect("account link");
+        let validation = |name: &str, kind: &str, record: &str, until: Option<i64>| {
+            crate::challenge::Validation {
+                name: name.to_owned(),
+                kind: kind.to_owned(),
+                record: record.to_owned(),
+                persist_until: until,
+            }
+        };
+        store
+            .write_cert_validations(
+                &a,
+                &[
+                    validation(
+                        "a.example",
+                        "dns-account-01",
+                        "_k62qhz3q6bfbgyss._acme-challenge.a.example",
+                        None,
+                    ),
+                    validation(
+                        "www.a.example",
+                        "dns-account-01",
+                        "_k62qhz3q6bfbgyss._acme-challenge.www.a.example",
+                        None,
+                    ),
+                ],
+            )
+            .expect("validations a");
         let e = add_cert(
             &store,
             "https://ca.example/order/e",
@@ -696,6 +892,18 @@ mod tests {
             datetime!(2026-12-20 00:00 UTC),
             datetime!(2027-03-20 00:00 UTC),
         );
+        // Validated by a standing record that stops being accepted in 12 days.
+        store
+            .write_cert_validations(
+                &e,
+                &[validation(
+                    "e.example",
+                    "dns-persist-01",
+                    "_validation-persist.e.example",
+                    Some((now + time::Duration::days(12)).unix_timestamp()),
+                )],
+            )
+            .expect("validations e");
         let window = crate::acme::Window {
             start: datetime!(2027-03-05 00:00 UTC),
             end: datetime!(2027-03-07 00:00 UTC),
@@ -768,6 +976,7 @@ mod tests {
         let state = root.display().to_string();
         let unroot = |s: String| {
             s.replace(&state, "STATE")
+                .replace(&account_key.id, "ACCOUNT_KEY")
                 .replace(&a, "CERT_A")
                 .replace(&e, "CERT_E")
                 .replace(&broken, "CERT_BROKEN")
@@ -785,14 +994,19 @@ mod tests {
     }
 
     const EXPECTED_TEXT: &str = r#"State directory: STATE
+Account: https://ca.example/dir
 
-TARGET     NAMES                    STATE     EXPIRES           RENEWS
-a.example  a.example,www.a.example  valid     2027-05-02 (61d)  2027-04-02 00:00
-b.example  -                        invalid   -                 -
-c.example  c.example                failing   -                 -
-d.example  d.example                deferred  -                 -
-e.example  e.example                valid     2027-03-20 (18d)  2027-03-06 20:15
-f.example  f.example                missing   -                 -
+TARGET     NAMES                    STATE     EXPIRES           RENEWS            CA
+a.example  a.example,www.a.example  valid     2027-05-02 (61d)  2027-04-02 00:00  ca.example
+b.example  -                        invalid   -                 -                 -
+c.example  c.example                failing   -                 -                 -
+d.example  d.example                deferred  -                 -                 -
+e.example  e.example                valid     2027-03-20 (18d)  2027-03-06 20:15  -
+f.example  f.example                missing   -                 -                 -
+
+DNS validation:
+  a.example,www.a.example: dns-account-01 label _k62qhz3q6bfbgyss
+  _validation-persist.e.example: dns-persist-01 standing record, until 2027-03-13 12:00
 
 Last error of b.example:
   1 failed attempt(s)
@@ -808,18 +1022,24 @@ Last error of d.example:
   ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)
 warning: certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain
 warning: certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it
+warning: e.example: the dns-persist-01 record _validation-persist.e.example stops being accepted at 2027-03-13 12:00 (persistUntil, in 12d): `acmekeep persist-record e.example` prints the record to publish
 
 Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
 "#;
     const EXPECTED_WIDE: &str = r#"State directory: STATE
+Account: ca.example%2fdir/ACCOUNT_KEY (https://ca.example/dir)
 
-TARGET     NAMES                    STATE     EXPIRES                 RENEWS            CERTIFICATE
-a.example  a.example,www.a.example  valid     2027-05-02 00:00 (61d)  2027-04-02 00:00  CERT_A
-b.example  -                        invalid   -                       -                 -
-c.example  c.example                failing   -                       -                 -
-d.example  d.example                deferred  -                       -                 -
-e.example  e.example                valid     2027-03-20 00:00 (18d)  2027-03-06 20:15  CERT_E
-f.example  f.example                missing   -                       -                 -
+TARGET     NAMES                    STATE     EXPIRES                 RENEWS            CA          CERTIFICATE
+a.example  a.example,www.a.example  valid     2027-05-02 00:00 (61d)  2027-04-02 00:00  ca.example  CERT_A
+b.example  -                        invalid   -                       -                 -           -
+c.example  c.example                failing   -                       -                 -           -
+d.example  d.example                deferred  -                       -                 -           -
+e.example  e.example                valid     2027-03-20 00:00 (18d)  2027-03-06 20:15  -           CERT_E
+f.example  f.example                missing   -                       -                 -           -
+
+DNS validation:
+  a.example,www.a.example: dns-account-01 label _k62qhz3q6bfbgyss
+  _validation-persist.e.example: dns-persist-01 standing record, until 2027-03-13 12:00
 
 Last error of b.example (1 failed attempt(s)):
   cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected struct RawSatisfy at line 1 column 10
@@ -831,6 +1051,7 @@ Last error of d.example (1 failed attempt(s), deferred: the CA asked to slow dow
   ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)
 warning: certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain
 warning: certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it
+warning: e.example: the dns-persist-01 record _validation-persist.e.example stops being accepted at 2027-03-13 12:00 (persistUntil, in 12d): `acmekeep persist-record e.example` prints the record to publish
 
 Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
 "#;
@@ -838,7 +1059,12 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
   "schema_version": 2,
   "state_dir": "STATE",
   "generated_at": "2027-03-01T12:00:00Z",
-  "accounts": [],
+  "accounts": [
+    {
+      "id": "ca.example%2fdir/ACCOUNT_KEY",
+      "directory_url": "https://ca.example/dir"
+    }
+  ],
   "targets": [
     {
       "file": "a.example",
@@ -860,7 +1086,26 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
         ],
         "not_before": "2027-02-01T00:00:00Z",
         "not_after": "2027-05-02T00:00:00Z",
-        "key_type": "ecdsa"
+        "key_type": "ecdsa",
+        "provider": "https://ca.example/dir",
+        "validations": [
+          {
+            "name": "a.example",
+            "type": "dns-account-01",
+            "record": "_k62qhz3q6bfbgyss._acme-challenge.a.example",
+            "label": "_k62qhz3q6bfbgyss",
+            "persist_until": null,
+            "warning": null
+          },
+          {
+            "name": "www.a.example",
+            "type": "dns-account-01",
+            "record": "_k62qhz3q6bfbgyss._acme-challenge.www.a.example",
+            "label": "_k62qhz3q6bfbgyss",
+            "persist_until": null,
+            "warning": null
+          }
+        ]
       },
       "renew_at": "2027-04-02T00:00:00Z",
       "state": "valid",
@@ -946,7 +1191,18 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
         ],
         "not_before": "2026-12-20T00:00:00Z",
         "not_after": "2027-03-20T00:00:00Z",
-        "key_type": "ecdsa"
+        "key_type": "ecdsa",
+        "provider": null,
+        "validations": [
+          {
+            "name": "e.example",
+            "type": "dns-persist-01",
+            "record": "_validation-persist.e.example",
+            "label": null,
+            "persist_until": "2027-03-13T12:00:00Z",
+            "warning": "e.example: the dns-persist-01 record _validation-persist.e.example stops being accepted at 2027-03-13 12:00 (persistUntil, in 12d): `acmekeep persist-record e.example` prints the record to publish"
+          }
+        ]
       },
       "renew_at": "2027-03-06T20:15:22.320786865Z",
       "state": "valid",
@@ -1032,14 +1288,20 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
                 "valid".to_owned(),
                 "2026-03-01 (89d)".to_owned(),
                 "2026-01-30 10:00".to_owned(),
+                "acme-v02.api.letsencrypt.org".to_owned(),
                 "a".repeat(52),
             ]);
         }
         let w = widths(&rows, false);
-        assert_eq!(w.len(), 5, "no certificate id");
-        assert!(w.iter().sum::<usize>() + 2 * 4 <= WIDTH, "{w:?}");
+        assert_eq!(w.len(), 6, "no certificate id");
+        assert!(w.iter().sum::<usize>() + 2 * 5 <= WIDTH, "{w:?}");
+        assert_eq!(
+            cut_left("acme-v02.api.letsencrypt.org", 16),
+            "…letsencrypt.org"
+        );
+        assert_eq!(cut_left("ca.example", 16), "ca.example");
         let w = widths(&rows, true);
-        assert_eq!(w[5], 52);
+        assert_eq!(w[6], 52);
         assert!(w.iter().sum::<usize>() > WIDTH);
     }
 

@@ -37,6 +37,11 @@ use crate::target::{MAX_TARGET_FILE, RawTarget, Target};
 
 /// In a certificate directory: the ACME profile it was ordered with.
 const PROFILE_FILE: &str = ".profile";
+/// How the certificate's names were validated, where `status` shows it (dns-account-01,
+/// dns-persist-01): JSON, hidden (acmetool skips dot names).
+const VALIDATIONS_FILE: &str = ".validations";
+/// Largest validations file read back (a certificate has at most 100 names).
+const MAX_VALIDATIONS_FILE: u64 = 256 * 1024;
 /// In a certificate directory whose order was given up: why.
 const ABANDONED_FILE: &str = ".abandoned";
 /// Mode of files acmekeep keeps for itself under `.acmekeep/` (not subject to conf/perm).
@@ -1070,6 +1075,14 @@ impl Store {
         })
     }
 
+    /// The directory URL of the CA certificate `id` was ordered from: that of the account it
+    /// was ordered with ([`Store::cert_account`]), when it has one.
+    pub fn cert_provider(&self, id: &str) -> Option<String> {
+        let account = self.cert_account(id)?;
+        let (part, _key) = account.rsplit_once('/')?;
+        layout::directory_url_from_part(part)
+    }
+
     /// Writes a new target file under `desired/`.
     pub fn write_target(&self, file: &str, yaml: &str) -> Result<()> {
         let path = self.desired_path(file)?;
@@ -1251,6 +1264,40 @@ impl Store {
         }
         let rel = Path::new("certs").join(id).join(PROFILE_FILE);
         self.write(&self.root.join(&rel), &rel, profile.as_bytes())
+    }
+
+    /// Records how the certificate's names were validated (only what `status` shows; nothing
+    /// written when that is nothing).
+    pub fn write_cert_validations(
+        &self,
+        id: &str,
+        validations: &[crate::challenge::Validation],
+    ) -> Result<()> {
+        if validations.is_empty() {
+            return Ok(());
+        }
+        if !ids::is_well_formed_id(id) {
+            bail!("{id:?} is not a certificate id");
+        }
+        let rel = Path::new("certs").join(id).join(VALIDATIONS_FILE);
+        let json = serde_json::to_vec_pretty(validations).context("encoding validations")?;
+        self.write(&self.root.join(&rel), &rel, &json)
+    }
+
+    /// What [`Store::write_cert_validations`] recorded for certificate `id`; nothing when
+    /// there is no such record or it cannot be read (it only informs).
+    pub fn cert_validations(&self, id: &str) -> Vec<crate::challenge::Validation> {
+        if !ids::is_well_formed_id(id) {
+            return Vec::new();
+        }
+        let path = self.root.join("certs").join(id).join(VALIDATIONS_FILE);
+        match optional_text(&path, MAX_VALIDATIONS_FILE) {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::debug!("{}: {e}", path.display());
+                Vec::new()
+            }),
+            _ => Vec::new(),
+        }
     }
 
     /// Gives up on downloading the certificate of the order recorded in `certs/<id>`: an

@@ -90,6 +90,98 @@ fn dns_account_01_is_preferred_published_at_the_account_label_and_removed() {
         "{v:?}"
     );
     assert!(knot.txt(&record).is_empty(), "cleaned up");
+    // status names the label and the CA, from what the run recorded.
+    let status = acmekeep(&state, &["status"]);
+    status.assert_success();
+    assert!(
+        status
+            .stdout
+            .contains(&format!("dns-account-01 label {label}")),
+        "{}",
+        status.stdout
+    );
+    let host = url::Url::parse(&proxy.directory_url())
+        .expect("url")
+        .port()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .expect("port");
+    assert!(status.stdout.contains(&host), "{}", status.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&acmekeep(&state, &["status", "--json"]).stdout).expect("json");
+    let cert = &json["targets"][0]["certificate"];
+    assert_eq!(cert["provider"], proxy.directory_url().as_str(), "{cert}");
+    assert_eq!(cert["validations"][0]["label"], label.as_str(), "{cert}");
+    assert_eq!(cert["validations"][0]["record"], record.as_str(), "{cert}");
+}
+
+/// A site that publishes DNS records only through hooks, whose hook predates dns-account-01
+/// (the contrib nsupdate hook exits 42 for its events): with both types allowed and offered,
+/// the name is validated with dns-01 through the hook, quietly, instead of the target failing.
+#[test]
+fn hooks_only_site_without_a_dns_account_01_hook_falls_back_to_dns_01() {
+    let (knot, key, pebble, proxy) = setup(ChallengeOffer {
+        dns_account: true,
+        ..ChallengeOffer::default()
+    });
+    let state = StateDir::new();
+    let dir = state.scratch_dir("nsupdate");
+    let key_file = dir.join("tsig.key");
+    std::fs::write(&key_file, key.bind_format()).expect("key file");
+    let port = knot.port();
+    let config = dir.join("acme-dns");
+    std::fs::write(
+        &config,
+        format!(
+            "NSUPDATE_SERVER=127.0.0.1\nNSUPDATE_PORT={port}\nNSUPDATE_KEY='{}'\nDNS_SYNC_TIMEOUT=20\nDNS_SYNC_SERVERS='127.0.0.1#{port}'\n",
+            key_file.display()
+        ),
+    )
+    .expect("hook config");
+    let hooks = state.hooks_dir();
+    std::fs::create_dir_all(&hooks).expect("hooks dir");
+    let hook = hooks.join("nsupdate");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/hooks/nsupdate"),
+        &hook,
+    )
+    .expect("copy hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let conf = standard_conf_target(&pebble)
+        .replace(
+            &serde_json::to_string(&pebble.directory_url()).expect("JSON"),
+            &serde_json::to_string(&proxy.directory_url()).expect("JSON"),
+        )
+        .replace(
+            "    http-self-test: false\n",
+            &format!(
+                "    http-self-test: false\n    types: [dns-account-01, dns-01]\n    env:\n      ACME_DNS_CONFIG: \"{}\"\n",
+                config.display()
+            ),
+        );
+    state.write_conf_target(&conf);
+    state.write_standard_responses();
+    const NAME: &str = "hooked.example.test";
+    let run = acmekeep(&state, &["want", NAME]);
+    run.assert_success();
+    assert!(
+        !run.stderr.contains("dns-account"),
+        "no warning: {}",
+        run.stderr
+    );
+    assert!(state.live_names().contains(&NAME.to_owned()));
+    assert!(
+        proxy
+            .validations()
+            .iter()
+            .all(|v| v.kind != "dns-account-01"),
+        "{:?}",
+        proxy.validations()
+    );
+    assert!(
+        knot.txt(&format!("_acme-challenge.{NAME}")).is_empty(),
+        "the hook removed its record"
+    );
 }
 
 /// Two machines (two state directories, two accounts) renew one name at the same time with
@@ -313,4 +405,18 @@ fn dns_persist_01_warns_before_persist_until() {
     run.assert_stderr_contains(&format!(
         "soon.example.test: the dns-persist-01 record _validation-persist.soon.example.test stops being accepted in 20 days (persistUntil {soon})"
     ));
+    // status says so too, from what the order recorded (it asks no DNS server).
+    let status = acmekeep(&state, &["status"]);
+    status.assert_success();
+    for needle in [
+        "_validation-persist.soon.example.test: dns-persist-01 standing record, until ",
+        "warning: soon.example.test: the dns-persist-01 record _validation-persist.soon.example.test stops being accepted at ",
+        "(persistUntil, in 20d)",
+    ] {
+        assert!(
+            status.stdout.contains(needle),
+            "{needle}:\n{}",
+            status.stdout
+        );
+    }
 }

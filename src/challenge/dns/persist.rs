@@ -199,13 +199,15 @@ pub const WARN_BEFORE: i64 = 30 * 86_400;
 /// line naming a definite problem (no record, another issuer or account, no
 /// `policy=wildcard`, `persistUntil` past, malformed) as a server serves it, and how to fix
 /// it. A lookup that cannot be made at all is logged as a warning and is no reason to hold
-/// the order back: the CA may see what we cannot.
+/// the order back: the CA may see what we cannot. `Ok` carries the earliest `persistUntil`
+/// the servers serve (none: no limit, or the record could not be read), which `status`
+/// shows later from the certificate's record (it asks no DNS server itself).
 pub async fn precheck(
     resolver: &ResolverConfig,
     ch: &crate::acme::Challenge,
     wanted: &crate::acme::PersistWanted,
     now: i64,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Option<i64>, String> {
     use crate::acme::persist::{Wanted, judge};
     let which = format!("{}{}", if ch.wildcard { "*." } else { "" }, ch.identifier);
     let hint = format!("'acmekeep persist-record {which}' prints the record to publish",);
@@ -219,7 +221,7 @@ pub async fn precheck(
             tracing::warn!(
                 "{which}: the dns-persist-01 record {name} could not be looked up ({e:#}); asking the CA anyway"
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     let w = Wanted {
@@ -261,7 +263,7 @@ pub async fn precheck(
             "{which}: the dns-persist-01 record {name} could not be read from any authoritative server ({}); asking the CA anyway",
             silent.join("; ")
         );
-        return Ok(());
+        return Ok(None);
     }
     if !silent.is_empty() {
         tracing::warn!(
@@ -278,7 +280,7 @@ pub async fn precheck(
             if days == 1 { "" } else { "s" }
         );
     }
-    Ok(())
+    Ok(until.flatten())
 }
 
 /// What [`replace`] did.
