@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::account::{STOPPED_ANSWERING, account_session, bundle_lookup, login_account};
 use crate::acme::ChallengeKind;
+use crate::acme::Responder;
 use crate::acme::{AcmeError, Ca, Chains, Connector, Issuer, OrderOptions};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
@@ -58,10 +59,19 @@ pub struct Options {
 /// The fleet's say over this node's orders (doc/cluster.md), asked before each order and
 /// told after it, so the executor knows nothing of etcd.
 pub trait OrderGate: Send + Sync + std::fmt::Debug {
-    /// Whether this node may order for target `file` now. `false` leaves the target
+    /// Whether this node may order for target `file` now. [`Claim::No`] leaves the target
     /// unchanged in this run: another node has it (or just obtained its certificate), or
     /// the fleet cannot be used; the gate keeps why.
-    fn claim<'a>(&'a self, file: &'a str) -> futures_util::future::BoxFuture<'a, bool>;
+    fn claim<'a>(&'a self, file: &'a str) -> futures_util::future::BoxFuture<'a, Claim>;
+    /// The order for `file` at `order_url`, for certificate key `key_id` of account
+    /// `account`, is about to be finalized. An error abandons the order before finalize.
+    fn finalizing<'a>(
+        &'a self,
+        file: &'a str,
+        order_url: &'a str,
+        key_id: &'a str,
+        account: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>>;
     /// The claimed attempt for `file` ended: `Ok(id)` with certificate `id` stored in the
     /// state directory, or the failure (its text and how the target backs off). An error:
     /// the fleet did not take the certificate, and the target fails with it.
@@ -70,6 +80,31 @@ pub trait OrderGate: Send + Sync + std::fmt::Debug {
         file: &'a str,
         result: Result<&'a str, (&'a str, Backoff)>,
     ) -> futures_util::future::BoxFuture<'a, Result<()>>;
+}
+
+/// What the fleet lets this node do for a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing in this run.
+    No,
+    /// Order a certificate.
+    Order,
+    /// Finish an order that was finalized (or about to be) by a process that no longer holds
+    /// the target: never order anew for it, it may already have a certificate.
+    Finish(Finishing),
+}
+
+/// An order recorded as finalizing, with what it takes to finish it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finishing {
+    /// The order URL.
+    pub url: String,
+    /// The certificate key's id (the gate put the key in `keys/`).
+    pub key_id: String,
+    /// The account that placed the order.
+    pub account: String,
+    /// The node that placed it.
+    pub node: String,
 }
 
 /// Outcome for one target.
@@ -954,9 +989,11 @@ async fn obtain<C: Connector>(
                 let e = format!("not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {until}");
                 return (t.file.clone(), names_of(&t), Err((e, Backoff::RateLimited)));
             }
-            if let Some(gate) = &gate
-                && !gate.claim(&t.file).await
-            {
+            let claim = match &gate {
+                Some(gate) => gate.claim(&t.file).await,
+                None => Claim::Order,
+            };
+            if claim == Claim::No {
                 // The fleet's: another node orders it, or already has.
                 return (t.file.clone(), names_of(&t), Ok(None));
             }
@@ -971,16 +1008,23 @@ async fn obtain<C: Connector>(
             if let Some(share) = share {
                 responder = responder.with_share(share);
             }
-            let res = issue_one(
-                &store,
-                &*session,
-                &account_id,
-                &t,
-                replaces.as_deref(),
-                &responder,
-                clock,
-            )
-            .await
+            let res = match claim {
+                Claim::Finish(f) if f.account == *account_id => {
+                    finish_one(&store, &*session, &account_id, &t, &f, clock).await
+                }
+                _ => {
+                    issue_one(
+                        &store,
+                        &*session,
+                        &account_id,
+                        &t,
+                        replaces.as_deref(),
+                        (&responder, gate.as_deref()),
+                        clock,
+                    )
+                    .await
+                }
+            }
             .map_err(|e| (crate::cause::render(&e), backoff_for(&e)));
             let res = match (&gate, res) {
                 (None, res) => res.map(Some),
@@ -1139,13 +1183,14 @@ fn deferral(
 }
 
 /// Everything for one target: key, CSR, order, validation of the result, cert directory.
+/// On a fleet node the order is recorded with the `gate` before it is finalized.
 async fn issue_one<I: Issuer>(
     store: &Store,
     session: &I,
     account_id: &str,
     t: &Target,
     replaces: Option<&str>,
-    responder: &TargetResponder,
+    (responder, gate): (&TargetResponder, Option<&dyn OrderGate>),
     clock: fn() -> OffsetDateTime,
 ) -> Result<CertSummary> {
     let key = match &t.key_id {
@@ -1172,8 +1217,22 @@ async fn issue_one<I: Issuer>(
         profile: t.profile.as_deref(),
         alternate_chains: !t.preferred_chain.is_empty(),
     };
+    let recorded;
+    let ordering: &dyn Responder = match gate {
+        Some(gate) => {
+            recorded = Recorded {
+                inner: responder,
+                gate,
+                file: &t.file,
+                key_id: &key.id,
+                account: account_id,
+            };
+            &recorded
+        }
+        None => responder,
+    };
     let issued = session
-        .issue(&t.request_names, &csr, options, responder, &on_finalized)
+        .issue(&t.request_names, &csr, options, ordering, &on_finalized)
         .await
         .map_err(|e| anyhow!(e))?;
     let id = crate::keys::ids::cert_id(&issued.order_url);
@@ -1188,6 +1247,92 @@ async fn issue_one<I: Issuer>(
     }
     tracing::info!("obtained certificate {id} for {}", names.join(", "));
     Ok(files.leaf.into_summary(&id, true, false, t.profile.clone()))
+}
+
+/// Finishes the order `f` that a process which no longer holds the target recorded as
+/// finalizing (a fleet node, doc/cluster.md): its certificate is downloaded (the order
+/// finalized first if the CA still waits for that), never a second one ordered.
+async fn finish_one<I: Issuer>(
+    store: &Store,
+    session: &I,
+    account_id: &str,
+    t: &Target,
+    f: &Finishing,
+    clock: fn() -> OffsetDateTime,
+) -> Result<CertSummary> {
+    let key = store
+        .load_key(&f.key_id)
+        .with_context(|| format!("the key of order {} (placed by node {})", f.url, f.node))?;
+    let csr = build_csr(t, &key)?;
+    let names: Vec<String> = t.request_names.iter().map(|n| n.to_string()).collect();
+    let chains = session
+        .finish_order(&f.url, &csr, !t.preferred_chain.is_empty())
+        .await
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("finishing order {} placed by node {}", f.url, f.node))?
+        .ok_or_else(|| {
+            anyhow!(
+                "the CA is still processing order {} (placed by node {}); trying next run",
+                f.url,
+                f.node
+            )
+        })?;
+    store.begin_cert(&f.url, Some(account_id))?;
+    let id = crate::keys::ids::cert_id(&f.url);
+    let pem = keep_chain(&format!("certs/{id}"), &chains, &t.preferred_chain);
+    let files = cert::validate_issued(pem, &key.id, &names, clock())?;
+    store.finish_cert(&id, Some(&key.id), &files)?;
+    if let Some(p) = &t.profile {
+        store.write_cert_profile(&id, p)?;
+    }
+    tracing::info!(
+        "obtained certificate {id} for {} from the order node {} finalized",
+        names.join(", "),
+        f.node
+    );
+    Ok(files.leaf.into_summary(&id, true, false, t.profile.clone()))
+}
+
+/// A target's responder that also records the order with the fleet's gate before it is
+/// finalized ([`Responder::finalizing`]).
+struct Recorded<'a> {
+    inner: &'a TargetResponder,
+    gate: &'a dyn OrderGate,
+    file: &'a str,
+    key_id: &'a str,
+    account: &'a str,
+}
+
+impl Responder for Recorded<'_> {
+    fn kinds(&self) -> &[crate::acme::ChallengeKind] {
+        self.inner.kinds()
+    }
+    fn usable(&self, ch: &crate::acme::Challenge) -> Result<(), crate::acme::UnusableChallenge> {
+        self.inner.usable(ch)
+    }
+    fn precheck<'a>(
+        &'a self,
+        ch: &'a crate::acme::Challenge,
+        now: i64,
+    ) -> crate::acme::BoxFuture<'a, Result<(), crate::acme::UnusableChallenge>> {
+        self.inner.precheck(ch, now)
+    }
+    fn present_all<'a>(
+        &'a self,
+        chs: &'a [crate::acme::Challenge],
+    ) -> crate::acme::BoxFuture<'a, Result<()>> {
+        self.inner.present_all(chs)
+    }
+    fn cleanup_all<'a>(
+        &'a self,
+        chs: &'a [crate::acme::Challenge],
+    ) -> crate::acme::BoxFuture<'a, ()> {
+        self.inner.cleanup_all(chs)
+    }
+    fn finalizing<'a>(&'a self, order_url: &'a str) -> crate::acme::BoxFuture<'a, Result<()>> {
+        self.gate
+            .finalizing(self.file, order_url, self.key_id, self.account)
+    }
 }
 
 /// The chain to store among those the CA offered, by `preferred` issuer names (see

@@ -1015,6 +1015,10 @@ impl Issuer for InstantSession {
                 Ok(()) => break order,
             }
         };
+        responder
+            .finalizing(order.url())
+            .await
+            .map_err(AcmeError::Other)?;
         ca_retry!(self, order.finalize_csr(csr_der))
             .map_err(|e| ca_error("finalizing the order", e))?;
         on_finalized(order.url()).map_err(AcmeError::Other)?;
@@ -1042,6 +1046,45 @@ impl Issuer for InstantSession {
         else {
             return Ok(None);
         };
+        let cert_url = order.state().certificate.clone();
+        Ok(Some(
+            self.chains(chain_pem, cert_url.as_deref(), alternate_chains)
+                .await,
+        ))
+    }
+
+    async fn finish_order(
+        &self,
+        order_url: &str,
+        csr_der: &[u8],
+        alternate_chains: bool,
+    ) -> Result<Option<Chains>, AcmeError> {
+        let mut order = ca_retry!(self, self.account.order(order_url.to_owned()))
+            .map_err(|e| fetch_error("fetching the order", e))?;
+        if order.state().status == OrderStatus::Ready {
+            // Its holder was stopped before its finalize reached the CA. Should that finalize
+            // arrive after ours, the CA refuses it (orderNotReady): still one certificate.
+            if let Err(e) = ca_retry!(self, order.finalize_csr(csr_der)) {
+                let not_ready = matches!(&e, instant_acme::Error::Api(p)
+                    if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:orderNotReady"));
+                if !not_ready {
+                    return Err(ca_error("finalizing the order", e));
+                }
+                ca_retry!(self, order.refresh())
+                    .map_err(|e| fetch_error("fetching the order", e))?;
+            }
+        }
+        match order.state().status {
+            OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
+            other => {
+                return Err(AcmeError::Gone(format!(
+                    "order {order_url} is {} at the CA: it will not give a certificate",
+                    format!("{other:?}").to_lowercase()
+                )));
+            }
+        }
+        let chain_pem = ca_retry!(self, order.poll_certificate(&retry_policy()))
+            .map_err(|e| fetch_error("downloading the certificate", e))?;
         let cert_url = order.state().certificate.clone();
         Ok(Some(
             self.chains(chain_pem, cert_url.as_deref(), alternate_chains)

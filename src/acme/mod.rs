@@ -246,6 +246,21 @@ pub trait Issuer: Send + Sync {
         alternate_chains: bool,
     ) -> impl Future<Output = Result<Option<Chains>, AcmeError>> + Send;
 
+    /// Finishes an order another process recorded as finalizing and may not have finalized
+    /// (a fleet node that died or lost its lock, doc/cluster.md): finalizes it with `csr_der`
+    /// if the CA still waits for that, waits while the CA processes it, and downloads its
+    /// certificate. `Ok(None)`: still processing. An order the CA gave up (invalid, gone) is
+    /// an [`AcmeError::Gone`]. The default only downloads (an order already finalized).
+    fn finish_order(
+        &self,
+        order_url: &str,
+        csr_der: &[u8],
+        alternate_chains: bool,
+    ) -> impl Future<Output = Result<Option<Chains>, AcmeError>> + Send {
+        let _ = csr_der;
+        self.fetch_order_certificate(order_url, alternate_chains)
+    }
+
     /// The CA's suggested renewal window for the certificate with ARI id `ari_id`
     /// (`<AKI>.<serial>`, RFC 9773 §4.1) and how long to wait before asking again; `Ok(None)`
     /// when the CA has no ARI.

@@ -123,6 +123,13 @@ pub trait Responder: Send + Sync {
     fn present_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, Result<()>>;
     /// Removes the responses, at the same time. Never fails: leftovers are logged.
     fn cleanup_all<'a>(&'a self, chs: &'a [Challenge]) -> BoxFuture<'a, ()>;
+    /// Control is proved and the order at `order_url` is about to be finalized: the last
+    /// moment at which no certificate can exist for it. A fleet node records the order here
+    /// (doc/cluster.md), so that a node taking over never orders the same certificate again;
+    /// an error abandons the order before finalize.
+    fn finalizing<'a>(&'a self, _order_url: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A suggested renewal window (`suggestedWindow`), both ends inclusive.

@@ -17,9 +17,12 @@
 //! the run's lease) and, in the same transaction, looks at the target's head and run record.
 //! A head that moved since the sync means another node just obtained a certificate: no
 //! order; the run syncs again and links it. A run record that says to wait (another node
-//! failed it a moment ago) is obeyed fleet-wide. After the attempt the certificate, its
-//! sealed key and the new head are recorded in one transaction fenced by the lock, or the
-//! failure in the shared run record; then the lock is released.
+//! failed it a moment ago) is obeyed fleet-wide. Before the order is finalized (the moment
+//! a certificate can come to exist) it is recorded as finalizing, fenced: a node that takes
+//! the lock later and finds that record finishes that order ([`Claim::Finish`]) and never
+//! orders the same certificate again. After the attempt the certificate, its sealed key and
+//! the new head are recorded in one transaction fenced by the lock, or the failure in the
+//! shared run record; then the lock is released.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,9 +36,10 @@ use time::format_description::well_known::Rfc3339;
 
 use super::fleet::{Fleet, Held, Lock, RunLease};
 use super::kv::{Cmp, Entry, Kv, Op, Range, range_all};
-use super::layout::{self, CertEntry, DataKey, Head, NodeInfo};
+use super::layout::{self, CertEntry, DataKey, Head, NodeInfo, OrderRecord, OrderState};
 use crate::keys::PrivateKey;
 use crate::plan::backoff::{self, Attempt, Backoff};
+use crate::reconcile::{Claim, Finishing};
 use crate::store::{Store, TargetRecord};
 
 /// Where the mirror remembers what it last synced.
@@ -446,6 +450,9 @@ struct GateState {
     held: BTreeMap<String, Held>,
     /// Targets another node holds (or just finished), with that node.
     elsewhere: BTreeMap<String, String>,
+    /// Targets whose order this run recorded as finalizing, or took over as such: a
+    /// certificate may exist for it, so its record outlives a failure that may pass.
+    finalizing: std::collections::BTreeSet<String>,
     /// The fleet could not be used (why).
     unavailable: Option<String>,
     /// The run's store (reopened for each pass).
@@ -521,7 +528,7 @@ impl<K: Kv + 'static> NodeGate<K> {
         }
     }
 
-    async fn claim_inner(&self, file: &str) -> Result<bool> {
+    async fn claim_inner(&self, file: &str) -> Result<Claim> {
         let ttl = self.fleet.conf().lock_ttl;
         let lease = self
             .lease
@@ -537,7 +544,7 @@ impl<K: Kv + 'static> NodeGate<K> {
             Lock::Elsewhere(info) => {
                 tracing::debug!("desired/{file}: node {} is on it", info.node);
                 self.state().elsewhere.insert(file.to_owned(), info.node);
-                return Ok(false);
+                return Ok(Claim::No);
             }
             Lock::Held(h) => *h,
         };
@@ -552,7 +559,22 @@ impl<K: Kv + 'static> NodeGate<K> {
             self.fleet.release(&held).await;
             tracing::debug!("desired/{file}: node {by} obtained a certificate meanwhile");
             self.state().elsewhere.insert(file.to_owned(), by);
-            return Ok(false);
+            return Ok(Claim::No);
+        }
+        if let Some(f) = finishing(held.order.as_ref()) {
+            // A holder that died or lost the lock may have finalized this order: it is
+            // finished, never ordered again.
+            if let Err(e) = self.take_order_key(&f.key_id).await {
+                self.fleet.release(&held).await;
+                return Err(e.context(format!(
+                    "desired/{file}: the key of order {} placed by node {}",
+                    f.url, f.node
+                )));
+            }
+            let mut s = self.state();
+            s.finalizing.insert(file.to_owned());
+            s.held.insert(file.to_owned(), held);
+            return Ok(Claim::Finish(f));
         }
         let waiting = held
             .run
@@ -564,16 +586,76 @@ impl<K: Kv + 'static> NodeGate<K> {
                 rfc3339(next)
             );
             self.fleet.release(&held).await;
-            return Ok(false);
+            return Ok(Claim::No);
         }
         self.state().held.insert(file.to_owned(), held);
-        Ok(true)
+        Ok(Claim::Order)
+    }
+
+    /// Puts the fleet's private key `id` into the mirror's `keys/` (an order's key that only
+    /// the node that placed it had).
+    async fn take_order_key(&self, id: &str) -> Result<()> {
+        let store = self
+            .state()
+            .store
+            .clone()
+            .ok_or_else(|| anyhow!("no state directory for the fleet"))?;
+        let pem = self
+            .fleet
+            .private_key(id)
+            .await?
+            .ok_or_else(|| anyhow!("{} is missing", self.fleet.layout().private_key(id)))?;
+        let key = PrivateKey::from_pem(&pem)?;
+        if key.id != id {
+            return Err(anyhow!("the fleet's key {id} holds key {}", key.id));
+        }
+        store.save_key(&key)
+    }
+
+    async fn finalizing_inner(
+        &self,
+        file: &str,
+        order_url: &str,
+        key_id: &str,
+        account: &str,
+    ) -> Result<()> {
+        let (held, store) = {
+            let s = self.state();
+            (s.held.get(file).cloned(), s.store.clone())
+        };
+        let held = held.ok_or_else(|| anyhow!("desired/{file}: not locked in the fleet"))?;
+        let store = store.ok_or_else(|| anyhow!("no state directory for the fleet"))?;
+        let key = store.load_key(key_id)?;
+        let pem = zeroize::Zeroizing::new(key.to_pem());
+        let l = self.fleet.layout();
+        let record = OrderRecord {
+            state: OrderState::Finalizing,
+            url: Some(order_url.to_owned()),
+            account: account.to_owned(),
+            key: key_id.to_owned(),
+            node: self.fleet.node().to_owned(),
+            since: rfc3339((self.clock)()),
+        };
+        let ops = vec![
+            Op::put(l.private_key(key_id), self.fleet.seal_key(key_id, &pem)?),
+            Op::put(l.order(file), layout::encode(&record)),
+        ];
+        self.fleet
+            .fenced_or_lost(
+                &held,
+                ops,
+                &format!("order {order_url} before finalizing it"),
+            )
+            .await?;
+        self.state().finalizing.insert(file.to_owned());
+        Ok(())
     }
 
     async fn finish_inner(&self, file: &str, result: Result<&str, (&str, Backoff)>) -> Result<()> {
-        let (held, store) = {
+        let (held, store, finalizing) = {
             let mut s = self.state();
-            (s.held.remove(file), s.store.clone())
+            let finalizing = s.finalizing.remove(file);
+            (s.held.remove(file), s.store.clone(), finalizing)
         };
         let Some(held) = held else {
             return Ok(());
@@ -598,8 +680,14 @@ impl<K: Kv + 'static> NodeGate<K> {
             }
             Err((error, backoff)) => {
                 let rec = after_failure(held.run.clone().unwrap_or_default(), now, error, backoff);
-                let op = Op::put(self.fleet.layout().run(file), layout::encode(&rec));
-                if let Err(e) = self.fleet.fenced(&held, vec![op]).await {
+                let mut ops = vec![Op::put(self.fleet.layout().run(file), layout::encode(&rec))];
+                if finalizing && !keeps_order_record(backoff) {
+                    tracing::info!(
+                        "desired/{file}: the CA refused the order recorded as finalizing; the next attempt orders anew"
+                    );
+                    ops.push(Op::Delete(self.fleet.layout().order(file)));
+                }
+                if let Err(e) = self.fleet.fenced(&held, ops).await {
                     tracing::debug!("desired/{file}: recording the failure in the fleet: {e}");
                 }
                 Ok(())
@@ -610,19 +698,59 @@ impl<K: Kv + 'static> NodeGate<K> {
     }
 }
 
+/// The order a previous holder of the lock left recorded as finalizing, if any: a
+/// certificate may exist for it.
+fn finishing(order: Option<&OrderRecord>) -> Option<Finishing> {
+    let o = order.filter(|o| o.state == OrderState::Finalizing)?;
+    Some(Finishing {
+        url: o.url.clone()?,
+        key_id: o.key.clone(),
+        account: o.account.clone(),
+        node: o.node.clone(),
+    })
+}
+
+/// Whether an order recorded as finalizing stays recorded after an attempt that failed so:
+/// unless the CA answered (it refused the order, or says it is invalid or gone), the
+/// certificate may exist or come, and the next holder must finish that order rather than
+/// order anew.
+fn keeps_order_record(backoff: Backoff) -> bool {
+    backoff != Backoff::Yes
+}
+
 impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
-    fn claim<'a>(&'a self, file: &'a str) -> BoxFuture<'a, bool> {
+    fn claim<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Claim> {
         Box::pin(async move {
             if self.unavailable().is_some() {
-                return false;
+                return Claim::No;
             }
             match self.claim_inner(file).await {
-                Ok(ours) => ours,
+                Ok(claim) => claim,
                 Err(e) => {
                     self.note(&format!("locking desired/{file} in the fleet"), &e);
-                    false
+                    Claim::No
                 }
             }
+        })
+    }
+
+    fn finalizing<'a>(
+        &'a self,
+        file: &'a str,
+        order_url: &'a str,
+        key_id: &'a str,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let r = self
+                .finalizing_inner(file, order_url, key_id, account)
+                .await;
+            if let Err(e) = &r
+                && super::is_unavailable(e)
+            {
+                self.note("recording an order in the fleet", e);
+            }
+            r
         })
     }
 
@@ -794,6 +922,39 @@ impl<K: Kv + 'static> crate::challenge::TokenShare for NodeGate<K> {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn only_an_order_recorded_as_finalizing_is_finished_instead_of_ordered_again() {
+        let rec = |state, url: Option<&str>| OrderRecord {
+            state,
+            url: url.map(str::to_owned),
+            account: "acct".into(),
+            key: "k".repeat(52),
+            node: "a".into(),
+            since: "2026-12-01T04:00:00Z".into(),
+        };
+        assert_eq!(finishing(None), None);
+        // Before finalize no certificate can exist: a fresh order is safe.
+        assert_eq!(finishing(Some(&rec(OrderState::Ordering, None))), None);
+        assert_eq!(
+            finishing(Some(&rec(OrderState::Ordered, Some("https://ca/o/1")))),
+            None
+        );
+        assert_eq!(
+            finishing(Some(&rec(OrderState::Finalizing, Some("https://ca/o/1")))),
+            Some(Finishing {
+                url: "https://ca/o/1".into(),
+                key_id: "k".repeat(52),
+                account: "acct".into(),
+                node: "a".into(),
+            })
+        );
+        // The record outlives failures that may pass (the certificate may exist), not a CA
+        // that refused the order.
+        assert!(keeps_order_record(Backoff::No));
+        assert!(keeps_order_record(Backoff::RateLimited));
+        assert!(!keeps_order_record(Backoff::Yes));
+    }
 
     #[test]
     fn a_failure_the_ca_answered_backs_off_fleet_wide_and_a_local_one_does_not() {

@@ -168,12 +168,23 @@ fn one_member_down_works_two_down_is_unavailable_at_once_and_it_recovers() {
 /// Makes `state` a node of the fleet in `etcd` (its conf/cluster and secret key file);
 /// `key` is the secret key line every node shares.
 fn join(state: &crate::support::StateDir, endpoints: &[String], node: &str, key: &str) {
+    join_with(state, endpoints, node, key, "lock-ttl: 10s\n");
+}
+
+/// [`join`] with `extra` lines in conf/cluster.
+fn join_with(
+    state: &crate::support::StateDir,
+    endpoints: &[String],
+    node: &str,
+    key: &str,
+    extra: &str,
+) {
     use std::os::unix::fs::PermissionsExt;
     let list: String = endpoints.iter().map(|e| format!("  - {e}\n")).collect();
     state.write(
         "conf/cluster",
         format!(
-            "endpoints:\n{list}node: {node}\nsecret-key-file: cluster.key\nlock-ttl: 10s\ntimeout: 3s\n"
+            "endpoints:\n{list}node: {node}\nsecret-key-file: cluster.key\ntimeout: 3s\n{extra}"
         ),
     );
     let path = state.join("conf/cluster.key");
@@ -484,4 +495,171 @@ fn cluster_http01_is_answered_by_another_nodes_agent() {
     );
     acmekeep(&b, &["reconcile"]).assert_success();
     assert_eq!(b.live_cert_id("agent.fleet.test"), id);
+}
+
+/// Two nodes at one Pebble behind the proxy (which can hold a finalize answer), sharing an
+/// account: node a had one certificate and made the fleet. Lock TTL 2 s.
+struct Takeover {
+    etcd: Etcd,
+    pebble: crate::support::Pebble,
+    proxy: crate::support::AriProxy,
+    a: crate::support::StateDir,
+    b: crate::support::StateDir,
+}
+
+impl Takeover {
+    fn start() -> Takeover {
+        use crate::support::{
+            AriProxy, Pebble, PebbleOpts, StateDir, acmekeep, standard_conf_target,
+        };
+        let etcd = Etcd::start(3);
+        // No reused authorizations: node b must never validate anything to finish a's order.
+        let pebble = Pebble::start(PebbleOpts {
+            authz_reuse_percent: Some(0),
+            ..PebbleOpts::fast()
+        });
+        let proxy = AriProxy::start(&pebble);
+        let conf = standard_conf_target(&pebble).replace(
+            &serde_json::to_string(&pebble.directory_url()).expect("JSON"),
+            &serde_json::to_string(&proxy.directory_url()).expect("JSON"),
+        );
+        let (a, b) = (StateDir::new(), StateDir::new());
+        for s in [&a, &b] {
+            s.write_conf_target(&conf);
+            s.write_standard_responses();
+        }
+        acmekeep(&a, &["want", "warm.fleet.test"]).assert_success();
+        let key = ClusterKeys::new_line().expect("key");
+        let eps = etcd.endpoints();
+        join_with(&a, &eps, "a", &key, "lock-ttl: 2s\n");
+        join_with(&b, &eps, "b", &key, "lock-ttl: 2s\n");
+        acmekeep(&a, &["cluster-init"]).assert_success();
+        Takeover {
+            etcd,
+            pebble,
+            proxy,
+            a,
+            b,
+        }
+    }
+
+    fn issued(&self) -> usize {
+        count(&self.pebble.pebble_log(), "Issued certificate serial")
+    }
+
+    /// Node a orders `name`; returns it running once its finalize reached Pebble (the
+    /// answer is held back: a byte every 10 ms), with the order recorded as finalizing.
+    fn a_finalizing(&self, name: &str) -> crate::support::Running {
+        use crate::support::{Answer, Exchange, RunOpts, Tamper, acmekeep, spawn_acmekeep};
+        acmekeep(&self.a, &["want", "--no-reconcile", name]).assert_success();
+        self.proxy.tamper(Tamper {
+            exchange: Exchange::Finalize,
+            answer: Answer::SlowBody(Duration::from_millis(10)),
+            times: Some(1),
+        });
+        let run = spawn_acmekeep(&self.a, &["reconcile", "-v"], &RunOpts::default());
+        let started = Instant::now();
+        while !self.proxy.tampered().contains(&Exchange::Finalize) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "node a never finalized"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let order = self.etcd.dump(&format!("/acmekeep/x/orders/{name}"));
+        assert_eq!(order.len(), 1, "no order record before finalize");
+        let order = String::from_utf8_lossy(&order[0].1).into_owned();
+        assert!(order.contains("\"finalizing\""), "{order}");
+        run
+    }
+
+    /// Waits until node a's lock on `name` is gone (its lease ran out).
+    fn lock_expires(&self, name: &str) {
+        let started = Instant::now();
+        while !self
+            .etcd
+            .dump(&format!("/acmekeep/x/locks/{name}"))
+            .is_empty()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "node a's lock outlived its lease"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Node b reconciles and finishes a's order: no new order, the certificate of a's.
+    fn b_finishes(&self, name: &str) {
+        use crate::support::acmekeep;
+        let orders = self.proxy.order_attempts().len();
+        let run = acmekeep(&self.b, &["reconcile", "-v"]);
+        run.assert_success();
+        assert!(
+            run.stderr.contains("from the order node a finalized"),
+            "{}",
+            run.describe()
+        );
+        assert_eq!(self.proxy.order_attempts().len(), orders, "b ordered anew");
+        assert!(!self.b.live_cert_id(name).is_empty());
+        assert!(
+            self.etcd
+                .dump(&format!("/acmekeep/x/orders/{name}"))
+                .is_empty()
+        );
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Issue 19: the node holding a target's lock is killed (-9) after its finalize reached the
+/// CA. Once its lease runs out another node takes the target, finds the order recorded as
+/// finalizing and downloads that order's certificate: Pebble issues no second certificate.
+#[test]
+fn cluster_holder_killed_after_finalize_and_the_next_node_finishes_its_order() {
+    let t = Takeover::start();
+    assert_eq!(t.issued(), 1);
+    let a = t.a_finalizing("kill.fleet.test");
+    signal(a.id(), "-KILL");
+    let a = a.wait();
+    assert_eq!(a.code, None, "{}", a.describe());
+    t.lock_expires("kill.fleet.test");
+    t.b_finishes("kill.fleet.test");
+    assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
+}
+
+/// Issue 19: the lock holder is paused (SIGSTOP) after its finalize reached the CA, for
+/// longer than its lease. Another node finishes the order and records it; the paused node,
+/// resumed, cannot overwrite that record: its write is refused and it says so.
+#[test]
+fn cluster_holder_paused_past_its_lease_cannot_overwrite_the_next_holder() {
+    let t = Takeover::start();
+    let a = t.a_finalizing("pause.fleet.test");
+    signal(a.id(), "-STOP");
+    t.lock_expires("pause.fleet.test");
+    t.b_finishes("pause.fleet.test");
+    let head = t.etcd.dump("/acmekeep/d/heads/pause.fleet.test");
+    assert_eq!(head.len(), 1);
+    assert!(String::from_utf8_lossy(&head[0].1).contains("\"node\":\"b\""));
+    signal(a.id(), "-CONT");
+    let a = a.wait();
+    assert!(
+        a.stderr
+            .contains("lost the lock on desired/pause.fleet.test-")
+            && a.stderr.contains("before recording certificate"),
+        "{}",
+        a.describe()
+    );
+    assert_eq!(
+        t.etcd.dump("/acmekeep/d/heads/pause.fleet.test"),
+        head,
+        "the paused node overwrote the head"
+    );
+    assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
 }
