@@ -342,6 +342,9 @@ pub enum Command {
     /// Make a new cluster secret key (`cluster-key new` prints a line for the secret key
     /// file).
     ClusterKey(ClusterKeyArgs),
+    /// Seal every secret of the fleet (private keys, account keys) again under the first key
+    /// of the secret key file: the step of a key rotation that lets the old key go.
+    ClusterRekey,
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).

@@ -83,6 +83,7 @@ pub fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         Some(cli::Command::ClusterKey(a)) => commands::cluster::key(a),
         Some(cli::Command::ClusterInit) => commands::cluster::init(&settings),
         Some(cli::Command::ClusterAgent) => commands::cluster::agent(&settings),
+        Some(cli::Command::ClusterRekey) => commands::cluster::rekey(&settings),
         Some(cli::Command::Completions(a)) => commands::docs::completions(a),
         Some(cli::Command::Manpage) => commands::docs::manpage(),
         None => commands::reconcile::execute(&settings, &cli::ReconcileArgs::default()),

@@ -48,6 +48,10 @@ pub struct RawTarget {
     /// acmekeep extension, read from `conf/target` only: monitoring (metrics, notices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<RawMonitor>,
+    /// acmekeep extension (doc/cluster.md): the fleet labels of a target file; a node that
+    /// subscribes to labels keeps only the targets with one of them, or with none.
+    #[serde(rename = "cluster-labels", skip_serializing_if = "Option::is_none")]
+    pub cluster_labels: Option<Vec<String>>,
 }
 
 /// `monitor:` section of `conf/target` (acmekeep extension; acmetool ignores it).
@@ -351,6 +355,8 @@ impl RawTarget {
             provider: pick(&self.provider, &base.provider),
             // Read from conf/target only, never inherited.
             monitor: self.monitor.clone(),
+            // A target file's own, never inherited.
+            cluster_labels: self.cluster_labels.clone(),
         }
     }
 }

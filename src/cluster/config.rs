@@ -109,164 +109,60 @@ fn parse_duration(v: &str) -> Option<Duration> {
     n.checked_mul(scale).map(Duration::from_secs)
 }
 
-/// Parses `text`, the contents of `path`; relative file names are relative to `conf_dir`,
-/// and the node name defaults to `host_name`.
-pub fn parse(path: &Path, text: &str, conf_dir: &Path, host_name: &str) -> Result<ClusterConf> {
-    let at = |what: &str| format!("{}: {what}", path.display());
-    let raw: RawConf = if text.trim().is_empty() {
-        RawConf::default()
-    } else {
-        serde_yaml_ng::from_str(text)
-            .map_err(crate::target::yaml_error)
-            .with_context(|| format!("cannot parse {}", path.display()))?
-    };
-    // The line of a key, for the errors about its value.
-    let line_of = |key: &str| -> String {
-        text.lines()
+/// Where a value comes from, for errors naming the file and the key's line, and for
+/// file names relative to `conf/`.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    conf_dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn at(&self, what: &str) -> String {
+        format!("{}: {what}", self.path.display())
+    }
+
+    /// The line of a key, for the errors about its value.
+    fn line_of(&self, key: &str) -> String {
+        self.text
+            .lines()
             .position(|l| {
                 let l = l.trim_start();
                 l.strip_prefix(key).is_some_and(|r| r.starts_with(':'))
             })
             .map(|n| format!("line {}: ", n + 1))
             .unwrap_or_default()
-    };
-    let err = |key: &str, what: String| anyhow!("{}", at(&format!("{}{what}", line_of(key))));
+    }
 
-    let endpoints = raw.endpoints.unwrap_or_default();
-    if endpoints.is_empty() {
-        bail!(
-            "{}",
-            at("`endpoints` is missing: list the etcd members' client URLs (https://host:2379)")
-        );
+    fn err(&self, key: &str, what: String) -> anyhow::Error {
+        anyhow!("{}", self.at(&format!("{}{what}", self.line_of(key))))
     }
-    if endpoints.len() > MAX_ENDPOINTS {
-        return Err(err(
-            "endpoints",
-            format!("at most {MAX_ENDPOINTS} endpoints, not {}", endpoints.len()),
-        ));
-    }
-    let mut checked = Vec::with_capacity(endpoints.len());
-    for e in &endpoints {
-        checked.push(endpoint(e).map_err(|why| err("endpoints", why))?);
-    }
-    let any_https = checked.iter().any(|e| e.starts_with("https://"));
 
-    let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-    if !valid_prefix(&prefix) {
-        return Err(err(
-            "prefix",
-            format!(
-                "prefix {prefix:?} must begin and end with '/' and hold only letters, digits and . _ - / (at most 128 characters)"
-            ),
-        ));
-    }
-    let node = match raw.node {
-        Some(n) => n,
-        None => host_name.to_owned(),
-    };
-    if !valid_name(&node) {
-        return Err(err(
-            "node",
-            format!(
-                "node name {node:?} must be 1-64 letters, digits, '.', '_' or '-'{}",
-                if line_of("node").is_empty() {
-                    " (it defaults to the host name: set `node:`)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
-    let file = |v: &str| -> PathBuf {
+    fn file(&self, v: &str) -> PathBuf {
         let p = Path::new(v);
         if p.is_absolute() {
             p.to_owned()
         } else {
-            conf_dir.join(p)
+            self.conf_dir.join(p)
         }
-    };
-    let tls = match raw.tls {
-        None => None,
-        Some(t) => {
-            let identity = match (t.cert, t.key) {
-                (Some(c), Some(k)) => Some((file(&c), file(&k))),
-                (None, None) => None,
-                (Some(_), None) => {
-                    return Err(err("tls", "tls.cert is given without tls.key".into()));
-                }
-                (None, Some(_)) => {
-                    return Err(err("tls", "tls.key is given without tls.cert".into()));
-                }
-            };
-            Some(Tls {
-                ca: t.ca.as_deref().map(file),
-                identity,
-            })
-        }
-    };
-    if tls.is_some() && !any_https {
-        return Err(err(
-            "tls",
-            "`tls` is set but every endpoint is http://: use https:// endpoints".into(),
-        ));
     }
-    let user = match (raw.user, raw.password_file) {
-        (Some(u), Some(p)) => {
-            if u.is_empty() || u.len() > 128 || u.chars().any(|c| c.is_control()) {
-                return Err(err("user", format!("user name {u:?} is not usable")));
-            }
-            Some((u, file(&p)))
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(err(
-                "user",
-                "`user` is given without `password-file`".into(),
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(err(
-                "password-file",
-                "`password-file` is given without `user`".into(),
-            ));
-        }
-    };
-    let Some(secret) = raw.secret_key_file else {
-        bail!(
-            "{}",
-            at(
-                "`secret-key-file` is missing: name the file of cluster secret keys (`acmekeep cluster-key new` makes one line; every node needs the same file)"
-            )
-        );
-    };
-    let subscribe = match raw.subscribe {
-        None => None,
-        Some(labels) => {
-            for l in &labels {
-                if !valid_name(l) {
-                    return Err(err(
-                        "subscribe",
-                        format!("label {l:?} must be 1-64 letters, digits, '.', '_' or '-'"),
-                    ));
-                }
-            }
-            Some(labels)
-        }
-    };
-    let duration = |key: &str,
-                    v: Option<String>,
-                    default: Duration,
-                    (min, max): (Duration, Duration)|
-     -> Result<Duration> {
+
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<String>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+    ) -> Result<Duration> {
         let Some(v) = v else { return Ok(default) };
         let d = parse_duration(&v).ok_or_else(|| {
-            err(
+            self.err(
                 key,
                 format!("{key} {v:?} is not a duration (examples: 15s, 10m, 1h)"),
             )
         })?;
         if d < min || d > max {
-            return Err(err(
+            return Err(self.err(
                 key,
                 format!(
                     "{key} {v:?} is out of range ({} to {})",
@@ -276,17 +172,154 @@ pub fn parse(path: &Path, text: &str, conf_dir: &Path, host_name: &str) -> Resul
             ));
         }
         Ok(d)
+    }
+
+    fn endpoints(&self, endpoints: Option<Vec<String>>) -> Result<Vec<String>> {
+        let endpoints = endpoints.unwrap_or_default();
+        if endpoints.is_empty() {
+            bail!(
+                "{}",
+                self.at(
+                    "`endpoints` is missing: list the etcd members' client URLs (https://host:2379)"
+                )
+            );
+        }
+        if endpoints.len() > MAX_ENDPOINTS {
+            return Err(self.err(
+                "endpoints",
+                format!("at most {MAX_ENDPOINTS} endpoints, not {}", endpoints.len()),
+            ));
+        }
+        endpoints
+            .iter()
+            .map(|e| endpoint(e).map_err(|why| self.err("endpoints", why)))
+            .collect()
+    }
+
+    fn node(&self, node: Option<String>, host_name: &str) -> Result<String> {
+        let node = node.unwrap_or_else(|| host_name.to_owned());
+        if !valid_name(&node) {
+            return Err(self.err(
+                "node",
+                format!(
+                    "node name {node:?} must be 1-64 letters, digits, '.', '_' or '-'{}",
+                    if self.line_of("node").is_empty() {
+                        " (it defaults to the host name: set `node:`)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok(node)
+    }
+
+    fn tls(&self, tls: Option<RawTls>, any_https: bool) -> Result<Option<Tls>> {
+        let Some(t) = tls else { return Ok(None) };
+        let identity = match (t.cert, t.key) {
+            (Some(c), Some(k)) => Some((self.file(&c), self.file(&k))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err("tls", "tls.cert is given without tls.key".into()));
+            }
+            (None, Some(_)) => {
+                return Err(self.err("tls", "tls.key is given without tls.cert".into()));
+            }
+        };
+        if !any_https {
+            return Err(self.err(
+                "tls",
+                "`tls` is set but every endpoint is http://: use https:// endpoints".into(),
+            ));
+        }
+        Ok(Some(Tls {
+            ca: t.ca.as_deref().map(|c| self.file(c)),
+            identity,
+        }))
+    }
+
+    fn user(
+        &self,
+        user: Option<String>,
+        password_file: Option<String>,
+    ) -> Result<Option<(String, PathBuf)>> {
+        match (user, password_file) {
+            (Some(u), Some(p)) => {
+                if u.is_empty() || u.len() > 128 || u.chars().any(|c| c.is_control()) {
+                    return Err(self.err("user", format!("user name {u:?} is not usable")));
+                }
+                Ok(Some((u, self.file(&p))))
+            }
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                Err(self.err("user", "`user` is given without `password-file`".into()))
+            }
+            (None, Some(_)) => Err(self.err(
+                "password-file",
+                "`password-file` is given without `user`".into(),
+            )),
+        }
+    }
+
+    fn subscribe(&self, labels: Option<Vec<String>>) -> Result<Option<Vec<String>>> {
+        if let Some(bad) = labels.iter().flatten().find(|l| !valid_name(l)) {
+            return Err(self.err(
+                "subscribe",
+                format!("label {bad:?} must be 1-64 letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        Ok(labels)
+    }
+}
+
+/// Parses `text`, the contents of `path`; relative file names are relative to `conf_dir`,
+/// and the node name defaults to `host_name`.
+pub fn parse(path: &Path, text: &str, conf_dir: &Path, host_name: &str) -> Result<ClusterConf> {
+    let raw: RawConf = if text.trim().is_empty() {
+        RawConf::default()
+    } else {
+        serde_yaml_ng::from_str(text)
+            .map_err(crate::target::yaml_error)
+            .with_context(|| format!("cannot parse {}", path.display()))?
     };
+    let cx = Ctx {
+        path,
+        text,
+        conf_dir,
+    };
+    let endpoints = cx.endpoints(raw.endpoints)?;
+    let any_https = endpoints.iter().any(|e| e.starts_with("https://"));
+    let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+    if !valid_prefix(&prefix) {
+        return Err(cx.err(
+            "prefix",
+            format!(
+                "prefix {prefix:?} must begin and end with '/' and hold only letters, digits and . _ - / (at most 128 characters)"
+            ),
+        ));
+    }
+    let node = cx.node(raw.node, host_name)?;
+    let tls = cx.tls(raw.tls, any_https)?;
+    let user = cx.user(raw.user, raw.password_file)?;
+    let Some(secret) = raw.secret_key_file else {
+        bail!(
+            "{}",
+            cx.at(
+                "`secret-key-file` is missing: name the file of cluster secret keys (`acmekeep cluster-key new` makes one line; every node needs the same file)"
+            )
+        );
+    };
+    let subscribe = cx.subscribe(raw.subscribe)?;
     let secs = Duration::from_secs;
-    let lock_ttl = duration(
+    let lock_ttl = cx.duration(
         "lock-ttl",
         raw.lock_ttl,
         DEFAULT_LOCK_TTL,
         (secs(2), secs(300)),
     )?;
-    let timeout = duration("timeout", raw.timeout, DEFAULT_TIMEOUT, (secs(1), secs(60)))?;
-    let wait = duration("wait", raw.wait, DEFAULT_WAIT, (secs(0), secs(86400)))?;
-    let ack_wait = duration(
+    let timeout = cx.duration("timeout", raw.timeout, DEFAULT_TIMEOUT, (secs(1), secs(60)))?;
+    let wait = cx.duration("wait", raw.wait, DEFAULT_WAIT, (secs(0), secs(86400)))?;
+    let ack_wait = cx.duration(
         "ack-wait",
         raw.ack_wait,
         DEFAULT_ACK_WAIT,
@@ -294,12 +327,12 @@ pub fn parse(path: &Path, text: &str, conf_dir: &Path, host_name: &str) -> Resul
     )?;
     Ok(ClusterConf {
         path: path.to_owned(),
-        endpoints: checked,
+        endpoints,
         prefix,
         node,
         tls,
         user,
-        secret_key_file: file(&secret),
+        secret_key_file: cx.file(&secret),
         subscribe,
         lock_ttl,
         timeout,

@@ -29,6 +29,8 @@ pub struct EtcdKv {
     options: ConnectOptions,
     timeout: Duration,
     current: Mutex<Option<(String, Client)>>,
+    /// Whether conf/cluster gives a client certificate.
+    identity: bool,
 }
 
 impl std::fmt::Debug for EtcdKv {
@@ -75,6 +77,7 @@ impl EtcdKv {
             options,
             timeout: conf.timeout,
             current: Mutex::new(None),
+            identity: conf.tls.as_ref().is_some_and(|t| t.identity.is_some()),
         })
     }
 
@@ -102,7 +105,7 @@ impl EtcdKv {
                     match tokio::time::timeout(timeout + Duration::from_secs(1), attempt).await {
                         Ok(Ok((s, c))) if s.leader != 0 => (Ok(s), Some(c)),
                         Ok(Ok(_)) => (Err("no leader".to_owned()), None),
-                        Ok(Err(e)) => (Err(e), None),
+                        Ok(Err(e)) => (Err(self.hint(ep, e)), None),
                         Err(_) => (
                             Err(format!("no answer within {}s", timeout.as_secs())),
                             None,
@@ -118,6 +121,22 @@ impl EtcdKv {
             }
         });
         futures_util::future::join_all(probes).await
+    }
+
+    /// `why` an https endpoint failed, with a hint when the member may have hung up on a
+    /// TLS handshake without a client certificate (a TLS 1.3 server's alert can arrive as a
+    /// closed connection).
+    fn hint(&self, ep: &str, why: String) -> String {
+        let closed = ["connection closed", "broken pipe", "connection reset"]
+            .iter()
+            .any(|p| why.contains(p));
+        if ep.starts_with("https://") && !self.identity && closed {
+            format!(
+                "{why} (if the members require client certificates, conf/cluster needs tls.cert and tls.key)"
+            )
+        } else {
+            why
+        }
     }
 
     /// Chooses an endpoint: the first (in the configured order) whose member has a leader.
@@ -218,7 +237,12 @@ fn describe(e: &etcd_client::Error) -> String {
         etcd_client::Error::GRpcStatus(st) => st.message().to_owned(),
         other => other.to_string(),
     };
-    let mut src = std::error::Error::source(e);
+    // A status made from a transport failure (a TLS alert: no client certificate, an
+    // unknown CA) carries that failure as its own source, not the error's.
+    let mut src = match e {
+        etcd_client::Error::GRpcStatus(st) => std::error::Error::source(st),
+        other => std::error::Error::source(other),
+    };
     while let Some(c) = src {
         let t = c.to_string();
         if !s.contains(&t) {

@@ -21,12 +21,14 @@
 
 pub mod agent;
 pub mod config;
+pub mod defaults;
 #[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod fleet;
 pub mod kv;
 pub mod layout;
 pub mod node;
+pub mod rekey;
 pub mod report;
 pub mod seal;
 

@@ -52,6 +52,9 @@ const MAX_FILE: u64 = 64 * 1024;
 struct MirrorState {
     /// Target files as last synced, with the fleet revision of each.
     targets: BTreeMap<String, i64>,
+    /// The fleet revision of its conf/target as last synced.
+    #[serde(default)]
+    conf_target: Option<i64>,
 }
 
 /// What a sync did.
@@ -69,6 +72,11 @@ pub struct Synced {
     pub pulled: Vec<String>,
     /// Target files removed from `desired/` (unwanted elsewhere).
     pub removed: Vec<String>,
+    /// Target files removed from (or kept out of) `desired/`: none of this node's labels.
+    pub unsubscribed: Vec<String>,
+    /// conf/target's shared settings: `Some(true)` this node's went to the fleet,
+    /// `Some(false)` the fleet's were written here.
+    pub defaults: Option<bool>,
     /// Certificates copied into `certs/`.
     pub certificates: Vec<String>,
 }
@@ -97,46 +105,180 @@ fn save_mirror(root: &Path, state: &MirrorState) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Copies the fleet into the mirror and this node's target changes into the fleet.
-pub async fn sync<K: Kv + 'static>(
-    fleet: &Fleet<K>,
-    store: &Store,
-    now: OffsetDateTime,
-) -> Result<Synced> {
-    let root = store.root().to_owned();
+/// What the fleet holds under `d/`, as one paged range read it.
+#[derive(Default)]
+struct FleetData {
+    revision: i64,
+    conf_target: Option<Entry>,
+    targets: BTreeMap<String, Entry>,
+    heads: BTreeMap<String, String>,
+    accounts: Vec<(String, Entry)>,
+    keys: BTreeMap<String, Entry>,
+    certs: Vec<(String, Entry)>,
+}
+
+async fn read_fleet<K: Kv + 'static>(fleet: &Fleet<K>) -> Result<FleetData> {
     let l = fleet.layout();
     let data = range_all(fleet.kv().as_ref(), Range::prefix(l.data()), 256).await?;
-    let mut out = Synced {
+    let mut out = FleetData {
         revision: data.revision,
-        ..Synced::default()
+        ..FleetData::default()
     };
-    let mut targets: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut accounts = Vec::new();
-    let mut keys: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut certs = Vec::new();
     for e in data.entries {
         match l.parse_data(&e.key) {
             Some(DataKey::Target(f)) => {
-                targets.insert(f, e);
+                out.targets.insert(f, e);
             }
+            Some(DataKey::ConfTarget) => out.conf_target = Some(e),
             Some(DataKey::Head(f)) => {
                 if let Ok(h) = layout::decode::<Head>(&e.key, &e.value) {
                     out.heads.insert(f, h.cert);
                 }
             }
-            Some(DataKey::Account(a)) => accounts.push((a, e)),
+            Some(DataKey::Account(a)) => out.accounts.push((a, e)),
             Some(DataKey::Key(id)) => {
-                keys.insert(id, e);
+                out.keys.insert(id, e);
             }
-            Some(DataKey::Cert(id)) => certs.push((id, e)),
+            Some(DataKey::Cert(id)) => out.certs.push((id, e)),
             _ => {}
         }
     }
+    Ok(out)
+}
 
+/// Copies the fleet into the mirror and this node's target changes into the fleet. A node
+/// that subscribes to labels (`subscribe:` in conf/cluster) keeps only the targets with one
+/// of its labels or with none, and the certificates of those.
+pub async fn sync<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    now: OffsetDateTime,
+) -> Result<Synced> {
+    let data = read_fleet(fleet).await?;
+    let mut out = Synced {
+        revision: data.revision,
+        heads: data.heads,
+        ..Synced::default()
+    };
     // Accounts first (a certificate's account link points at one), then keys with their
     // certificates, then targets.
-    let mut local_accounts = local_accounts(&root);
-    for (account, e) in &accounts {
+    sync_accounts(fleet, store, &data.accounts).await?;
+    let subscribe = fleet.conf().subscribe.as_deref();
+    let kept: std::collections::BTreeSet<&str> = data
+        .targets
+        .iter()
+        .filter(|(_, e)| keeps(subscribe, &e.value))
+        .map(|(f, _)| f.as_str())
+        .collect();
+    for (id, e) in &data.certs {
+        if store.root().join("certs").join(id).join("cert").is_file() {
+            continue;
+        }
+        let wanted = |target: &str| subscribe.is_none() || kept.contains(target);
+        match mirror_cert(fleet, store, (id, e), &data.keys, wanted, now) {
+            Ok(true) => out.certificates.push(id.clone()),
+            Ok(false) => {}
+            Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
+        }
+    }
+    let mut mirror = load_mirror(store.root());
+    sync_defaults(
+        fleet,
+        store,
+        data.conf_target.as_ref(),
+        &mut mirror,
+        &mut out,
+    )
+    .await?;
+    sync_targets(fleet, store, &data.targets, &mut mirror, &mut out).await?;
+    save_mirror(store.root(), &mirror)?;
+    Ok(out)
+}
+
+/// conf/target's shared settings both ways ([`super::defaults`]).
+async fn sync_defaults<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    theirs: Option<&Entry>,
+    mirror: &mut MirrorState,
+    out: &mut Synced,
+) -> Result<()> {
+    let root = store.root();
+    let mine_text = read_local(root, Path::new("conf/target"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mine = match super::defaults::shared_part(&mine_text) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("conf/target is not shared with the fleet: {e:#}");
+            return Ok(());
+        }
+    };
+    let key = fleet.layout().conf_target();
+    let Some(e) = theirs else {
+        // A fleet made before conf/target was shared: the first node to sync gives its own.
+        let cmp = vec![Cmp::Created(key.clone(), 0)];
+        let r = fleet
+            .kv()
+            .txn(cmp, vec![Op::put(key, mine)], vec![])
+            .await?;
+        if r.succeeded {
+            mirror.conf_target = Some(r.revision);
+            out.defaults = Some(true);
+        }
+        return Ok(());
+    };
+    let theirs_text = String::from_utf8_lossy(&e.value).into_owned();
+    let theirs = super::defaults::shared_part(&theirs_text)
+        .with_context(|| format!("{} of the fleet", e.key))?;
+    let unchanged = mirror.conf_target == Some(e.mod_revision);
+    match target_sync(Some(mine.as_bytes()), theirs.as_bytes(), unchanged) {
+        TargetSync::Same => mirror.conf_target = Some(e.mod_revision),
+        TargetSync::Push => {
+            let cmp = vec![Cmp::Modified(key.clone(), e.mod_revision)];
+            let r = fleet
+                .kv()
+                .txn(cmp, vec![Op::put(key, mine)], vec![])
+                .await?;
+            if r.succeeded {
+                mirror.conf_target = Some(r.revision);
+                out.defaults = Some(true);
+            }
+            // Refused: another node changed it meanwhile; the next sync brings theirs.
+        }
+        TargetSync::Pull | TargetSync::Withdraw => {
+            let merged = super::defaults::merge(&theirs, &mine_text)?;
+            let path = root.join("conf/target");
+            // Checked like conf/target read from disk before it replaces this node's.
+            let raw = crate::target::RawTarget::parse(&merged)
+                .map_err(|e| anyhow!("{e}"))
+                .and_then(|r| crate::target::check_defaults(&path, &r));
+            if let Err(err) = raw {
+                tracing::warn!(
+                    "the fleet's conf/target does not work on this node, not taken: {err:#}"
+                );
+                return Ok(());
+            }
+            crate::files::AtomicFs::new(root.join("tmp"))
+                .write_file(&path, merged.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+            mirror.conf_target = Some(e.mod_revision);
+            out.defaults = Some(false);
+        }
+    }
+    Ok(())
+}
+
+/// The fleet's accounts into the mirror; accounts only this node has (registered here
+/// before it joined) into the fleet, unless another node put one in the same place.
+async fn sync_accounts<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    accounts: &[(String, Entry)],
+) -> Result<()> {
+    let root = store.root();
+    let mut local_accounts = local_accounts(root);
+    for (account, e) in accounts {
         if local_accounts.remove(account) {
             continue;
         }
@@ -148,16 +290,14 @@ pub async fn sync<K: Kv + 'static>(
             .ok_or_else(|| anyhow!("{}: not an escaped directory URL", e.key))?;
         store.save_account_key(&url, key_id, &pem)?;
     }
-    // Accounts only this node has (registered here): the fleet gets them, unless another
-    // node put one in the same place meanwhile.
     for account in local_accounts {
         let rel = Path::new("accounts").join(&account).join("privkey");
-        let Some(pem) = read_local(&root, &rel) else {
+        let Some(pem) = read_local(root, &rel) else {
             continue;
         };
         let pem = zeroize::Zeroizing::new(String::from_utf8_lossy(&pem).into_owned());
         let sealed = fleet.seal_account(&account, &pem)?;
-        let key = l.account(&account);
+        let key = fleet.layout().account(&account);
         fleet
             .kv()
             .txn(
@@ -167,74 +307,68 @@ pub async fn sync<K: Kv + 'static>(
             )
             .await?;
     }
+    Ok(())
+}
 
-    for (id, e) in &certs {
-        if root.join("certs").join(id).join("cert").is_file() {
-            continue;
-        }
-        match mirror_cert(fleet, store, id, e, &keys, now) {
-            Ok(true) => out.certificates.push(id.clone()),
-            Ok(false) => {}
-            Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
-        }
-    }
+/// Whether a node subscribed to `subscribe` keeps the target file `yaml` (its
+/// `cluster-labels`; a file that does not parse is kept, and refused where it is written).
+fn keeps(subscribe: Option<&[String]>, yaml: &[u8]) -> bool {
+    let labels = std::str::from_utf8(yaml)
+        .ok()
+        .and_then(|t| crate::target::RawTarget::parse(t).ok())
+        .and_then(|r| r.cluster_labels)
+        .unwrap_or_default();
+    layout::subscribed(subscribe, &labels)
+}
 
-    let mut mirror = load_mirror(&root);
-    let local: Vec<String> = store.target_files().unwrap_or_default();
-    let mut next = BTreeMap::new();
-    for (file, e) in &targets {
-        let rel = Path::new("desired").join(file);
-        let mine = read_local(&root, &rel);
-        let unchanged_since_sync = mirror.targets.get(file) == Some(&e.mod_revision);
-        match mine {
-            Some(b) if b == e.value => {
-                next.insert(file.clone(), e.mod_revision);
-            }
-            Some(b) if unchanged_since_sync => {
-                // Edited here (want, or by hand): the fleet takes it unless another node
-                // changed it meanwhile.
-                let key = l.target(file);
-                let r = fleet
-                    .kv()
-                    .txn(
-                        vec![Cmp::Modified(key.clone(), e.mod_revision)],
-                        vec![Op::put(key, b)],
-                        vec![],
-                    )
-                    .await?;
-                if r.succeeded {
-                    out.pushed.push(file.clone());
-                    next.insert(file.clone(), r.revision);
-                } else {
-                    write_target(store, file, &e.value, &mut out)?;
-                    next.insert(file.clone(), e.mod_revision);
-                }
-            }
-            None if unchanged_since_sync => {
-                // Unwanted here: gone from the fleet too.
-                let key = l.target(file);
-                let r = fleet
-                    .kv()
-                    .txn(
-                        vec![Cmp::Modified(key.clone(), e.mod_revision)],
-                        vec![Op::Delete(key)],
-                        vec![],
-                    )
-                    .await?;
-                if r.succeeded {
-                    out.withdrawn.push(file.clone());
-                } else {
-                    write_target(store, file, &e.value, &mut out)?;
-                    next.insert(file.clone(), e.mod_revision);
-                }
-            }
-            _ => {
-                write_target(store, file, &e.value, &mut out)?;
-                next.insert(file.clone(), e.mod_revision);
-            }
-        }
+/// What the sync does with a target file the fleet has.
+#[derive(Debug, PartialEq, Eq)]
+enum TargetSync {
+    /// The mirror has the fleet's version.
+    Same,
+    /// Changed here since the last sync, not in the fleet: the fleet takes this version
+    /// (unless another node changed it meanwhile).
+    Push,
+    /// Removed here since the last sync: the fleet drops it too (the same proviso).
+    Withdraw,
+    /// The mirror takes the fleet's version.
+    Pull,
+}
+
+/// The 3-way decision for one target file: `mine` (the mirror's `desired/` file),
+/// `fleet` (the fleet's version) and whether the fleet's version is the one the last
+/// sync saw (then a difference was made here).
+fn target_sync(mine: Option<&[u8]>, fleet: &[u8], unchanged_since_sync: bool) -> TargetSync {
+    match mine {
+        Some(b) if b == fleet => TargetSync::Same,
+        Some(_) if unchanged_since_sync => TargetSync::Push,
+        None if unchanged_since_sync => TargetSync::Withdraw,
+        _ => TargetSync::Pull,
     }
-    for file in local {
+}
+
+/// A target file's version after the sync's exchange with the fleet: its YAML and fleet
+/// revision (`None`: gone from the fleet), and whether it is to be written here.
+type Settled = (String, Option<(Vec<u8>, i64)>, bool);
+
+/// Targets both ways (see the module's preamble), then the mirror's memory of them.
+async fn sync_targets<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    targets: &BTreeMap<String, Entry>,
+    mirror: &mut MirrorState,
+    out: &mut Synced,
+) -> Result<()> {
+    let root = store.root();
+    let mut settled: Vec<Settled> = Vec::new();
+    for (file, e) in targets {
+        let mine = read_local(root, &Path::new("desired").join(file));
+        let unchanged = mirror.targets.get(file) == Some(&e.mod_revision);
+        let decision = target_sync(mine.as_deref(), &e.value, unchanged);
+        let (version, write) = exchange(fleet, (file, e), decision, mine, out).await?;
+        settled.push((file.clone(), version, write));
+    }
+    for file in store.target_files().unwrap_or_default() {
         if targets.contains_key(&file) || !layout::valid_target_file(&file) {
             continue;
         }
@@ -244,44 +378,130 @@ pub async fn sync<K: Kv + 'static>(
             out.removed.push(file);
             continue;
         }
-        let Some(b) = read_local(&root, &Path::new("desired").join(&file)) else {
-            continue;
-        };
-        let key = l.target(&file);
-        let r = fleet
-            .kv()
-            .txn(
-                vec![Cmp::Created(key.clone(), 0)],
-                vec![Op::put(key.clone(), b)],
-                vec![Op::Get(key)],
-            )
-            .await?;
-        if r.succeeded {
-            out.pushed.push(file.clone());
-            next.insert(file, r.revision);
-        } else if let Some(Some(e)) = r.got.first() {
-            // Another node created the same file a moment ago: it wins.
-            write_target(store, &file, &e.value, &mut out)?;
-            next.insert(file, e.mod_revision);
+        if let Some(s) = push_new(fleet, root, file, out).await? {
+            settled.push(s);
         }
     }
-    mirror.targets = next;
-    save_mirror(&root, &mirror)?;
-    Ok(out)
+    mirror.targets = settle(store, fleet.conf().subscribe.as_deref(), settled, out)?;
+    Ok(())
 }
 
-fn write_target(store: &Store, file: &str, yaml: &[u8], out: &mut Synced) -> Result<()> {
+/// Carries out the decision for a target file the fleet has.
+async fn exchange<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    (file, e): (&str, &Entry),
+    decision: TargetSync,
+    mine: Option<Vec<u8>>,
+    out: &mut Synced,
+) -> Result<(Option<(Vec<u8>, i64)>, bool)> {
+    let fleets = Some((e.value.clone(), e.mod_revision));
+    let key = fleet.layout().target(file);
+    let cmp = vec![Cmp::Modified(key.clone(), e.mod_revision)];
+    Ok(match decision {
+        TargetSync::Same => (fleets, false),
+        TargetSync::Pull => (fleets, true),
+        TargetSync::Push => {
+            let b = mine.unwrap_or_default();
+            let r = fleet
+                .kv()
+                .txn(cmp, vec![Op::put(key, b.clone())], vec![])
+                .await?;
+            if r.succeeded {
+                out.pushed.push(file.to_owned());
+                (Some((b, r.revision)), false)
+            } else {
+                // Another node changed it meanwhile: it wins.
+                (fleets, true)
+            }
+        }
+        TargetSync::Withdraw => {
+            let r = fleet.kv().txn(cmp, vec![Op::Delete(key)], vec![]).await?;
+            if r.succeeded {
+                out.withdrawn.push(file.to_owned());
+                (None, false)
+            } else {
+                (fleets, true)
+            }
+        }
+    })
+}
+
+/// A target file only this node has (wanted here): the fleet gets it, unless another node
+/// created the same file a moment ago (then that one wins).
+async fn push_new<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    root: &Path,
+    file: String,
+    out: &mut Synced,
+) -> Result<Option<Settled>> {
+    let Some(b) = read_local(root, &Path::new("desired").join(&file)) else {
+        return Ok(None);
+    };
+    let key = fleet.layout().target(&file);
+    let r = fleet
+        .kv()
+        .txn(
+            vec![Cmp::Created(key.clone(), 0)],
+            vec![Op::put(key.clone(), b.clone())],
+            vec![Op::Get(key)],
+        )
+        .await?;
+    if r.succeeded {
+        out.pushed.push(file.clone());
+        return Ok(Some((file, Some((b, r.revision)), false)));
+    }
+    Ok(r.got
+        .into_iter()
+        .next()
+        .flatten()
+        .map(|e| (file, Some((e.value, e.mod_revision)), true)))
+}
+
+/// Writes what the exchange settled into `desired/`, keeping only this node's labels;
+/// returns the mirror's memory of the files it holds.
+fn settle(
+    store: &Store,
+    subscribe: Option<&[String]>,
+    settled: Vec<Settled>,
+    out: &mut Synced,
+) -> Result<BTreeMap<String, i64>> {
+    let mut next = BTreeMap::new();
+    for (file, version, write) in settled {
+        let Some((yaml, revision)) = version else {
+            continue;
+        };
+        if !keeps(subscribe, &yaml) {
+            // Not this node's labels: the fleet keeps it, this node neither holds nor
+            // orders it.
+            if store.root().join("desired").join(&file).exists() {
+                store.remove_target(&file)?;
+                out.unsubscribed.push(file);
+            }
+            continue;
+        }
+        // A file not written here (it does not parse) is not remembered either: were it
+        // remembered, its absence would read as an unwant at the next sync.
+        if !write || write_target(store, &file, &yaml, out)? {
+            next.insert(file, revision);
+        }
+    }
+    Ok(next)
+}
+
+/// Writes the fleet's version of a target file into `desired/`; `false` if it is not a
+/// valid target file (then it is not written).
+fn write_target(store: &Store, file: &str, yaml: &[u8], out: &mut Synced) -> Result<bool> {
     let path = store.root().join("desired").join(file);
     // A target another node wrote is checked like a file read from disk before it is
     // written here.
     if let Err(e) = crate::target::parse_file(&path, yaml) {
         tracing::warn!("desired/{file} of the fleet is not a valid target, not mirrored: {e:#}");
-        return Ok(());
+        return Ok(false);
     }
     let text = std::str::from_utf8(yaml).map_err(|_| anyhow!("desired/{file}: not UTF-8"))?;
     store.write_target(file, text)?;
     out.pulled.push(file.to_owned());
-    Ok(())
+    Ok(true)
 }
 
 /// `accounts/<urlpart>/<key id>` directories holding a key.
@@ -312,19 +532,23 @@ fn local_accounts(root: &Path) -> std::collections::BTreeSet<String> {
     out
 }
 
-/// Writes the fleet's certificate `id` (and its key) into the mirror. `false`: not usable
-/// here (expired, its key missing).
+/// Writes the fleet's certificate `id` (and its key) into the mirror, if it is for a target
+/// file this node keeps (`wanted`). `false`: not usable or not wanted here (expired, its key
+/// missing, another label's).
 fn mirror_cert<K: Kv + 'static>(
     fleet: &Fleet<K>,
     store: &Store,
-    id: &str,
-    e: &Entry,
+    (id, e): (&str, &Entry),
     keys: &BTreeMap<String, Entry>,
+    wanted: impl Fn(&str) -> bool,
     now: OffsetDateTime,
 ) -> Result<bool> {
     let entry: CertEntry = layout::decode(&e.key, &e.value)?;
     if crate::keys::ids::cert_id(&entry.url) != id {
         return Err(anyhow!("{}: its order URL does not give this id", e.key));
+    }
+    if !wanted(&entry.target) {
+        return Ok(false);
     }
     let Some(k) = keys.get(&entry.key) else {
         return Ok(false);
@@ -528,7 +752,8 @@ impl<K: Kv + 'static> NodeGate<K> {
         }
     }
 
-    async fn claim_inner(&self, file: &str) -> Result<Claim> {
+    /// The run's lease, granted the first time something needs it.
+    async fn lease(&self) -> Result<&RunLease> {
         let ttl = self.fleet.conf().lock_ttl;
         let lease = self
             .lease
@@ -539,6 +764,101 @@ impl<K: Kv + 'static> NodeGate<K> {
                 "the run's lease expired: etcd did not answer its keep-alives".into(),
             )));
         }
+        Ok(lease)
+    }
+
+    /// Before a pass orders anything: every CA that a target uses and this node has no
+    /// account for gets one account key for the whole fleet, chosen under a fleet lock
+    /// (`x/locks/.account/<escaped URL>`): the first node generates it and shares it (sealed,
+    /// fenced) before the CA hears of it; a node that comes second, or finds one in the
+    /// fleet, takes that key. Every node then registers or logs in with the same key, which
+    /// the CA knows as one account: two nodes never register two accounts.
+    pub async fn prepare_accounts(&self, store: &Store) -> Result<()> {
+        let defaults = store.load_defaults()?;
+        let (targets, _) = store.load_targets(&defaults)?;
+        let local = local_accounts(store.root());
+        for provider in without_account(targets.iter().map(|t| t.provider.as_str()), &local) {
+            self.account_key_for(store, &provider)
+                .await
+                .with_context(|| format!("choosing the fleet's account at {provider}"))?;
+        }
+        Ok(())
+    }
+
+    async fn account_key_for(&self, store: &Store, provider: &str) -> Result<()> {
+        let part = crate::store::layout::account_url_part(provider)?;
+        let lock = format!(".account/{part}");
+        let lease = self.lease().await?.id();
+        let deadline = tokio::time::Instant::now() + self.fleet.conf().wait;
+        let held = loop {
+            match self.fleet.try_lock(&lock, lease, (self.clock)()).await? {
+                Lock::Held(h) => break *h,
+                Lock::Elsewhere(info) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("node {} is choosing the account at {provider}", info.node);
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Lock::Elsewhere(info) => {
+                    return Err(anyhow!(
+                        "node {} held the fleet's account lock longer than `wait`",
+                        info.node
+                    ));
+                }
+            }
+        };
+        let r = self.account_key_locked(store, provider, &part, &held).await;
+        self.fleet.release(&held).await;
+        r
+    }
+
+    async fn account_key_locked(
+        &self,
+        store: &Store,
+        provider: &str,
+        part: &str,
+        held: &Held,
+    ) -> Result<()> {
+        let l = self.fleet.layout();
+        let shared = self
+            .fleet
+            .kv()
+            .range(Range::prefix(l.account(&format!("{part}/"))))
+            .await?;
+        if let Some(e) = shared.entries.first() {
+            // Another node chose it a moment ago.
+            let account = e
+                .key
+                .strip_prefix(&l.account(""))
+                .ok_or_else(|| anyhow!("{}: not an account key", e.key))?;
+            let key_id = account
+                .rsplit_once('/')
+                .map(|(_, id)| id)
+                .ok_or_else(|| anyhow!("{}: not an account key", e.key))?;
+            let pem = self
+                .fleet
+                .open(&e.key, &layout::account_slot(account), &e.value)?;
+            store.save_account_key(provider, key_id, &pem)?;
+            return Ok(());
+        }
+        let key =
+            tokio::task::spawn_blocking(|| PrivateKey::generate(crate::keys::KeySpec::EcdsaP256))
+                .await
+                .context("key generation task")??;
+        let pem = zeroize::Zeroizing::new(key.to_pem());
+        let id = store.save_account_key(provider, &key.id, &pem)?;
+        let sealed = self.fleet.seal_account(&id, &pem)?;
+        self.fleet
+            .fenced_or_lost(
+                held,
+                vec![Op::put(l.account(&id), sealed)],
+                "a new account key",
+            )
+            .await?;
+        tracing::info!("account key {id} chosen for the fleet at {provider}");
+        Ok(())
+    }
+
+    async fn claim_inner(&self, file: &str) -> Result<Claim> {
+        let lease = self.lease().await?;
         let now = (self.clock)();
         let held = match self.fleet.try_lock(file, lease.id(), now).await? {
             Lock::Elsewhere(info) => {
@@ -696,6 +1016,29 @@ impl<K: Kv + 'static> NodeGate<K> {
         self.fleet.release(&held).await;
         outcome
     }
+}
+
+/// The CAs among `providers` that none of `local` (`<escaped URL>/<key id>` of the
+/// accounts this node has) is an account at, each once. acmetool's Let's Encrypt v1
+/// accounts count for the default provider, as the account lookup has it.
+fn without_account<'a>(
+    providers: impl Iterator<Item = &'a str>,
+    local: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let has = |provider: &str| {
+        crate::store::layout::account_url_part(provider).is_ok_and(|part| {
+            local
+                .iter()
+                .any(|a| a.split_once('/').is_some_and(|(p, _)| p == part))
+        })
+    };
+    providers
+        .filter(|p| {
+            let v1 = *p == crate::target::DEFAULT_PROVIDER && has(crate::target::LE_V1_PROVIDER);
+            !(has(p) || v1)
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The order a previous holder of the lock left recorded as finalizing, if any: a
@@ -922,6 +1265,60 @@ impl<K: Kv + 'static> crate::challenge::TokenShare for NodeGate<K> {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_target_changed_here_goes_to_the_fleet_and_one_changed_there_comes_here() {
+        use TargetSync::*;
+        let (old, new) = (b"a".as_slice(), b"b".as_slice());
+        assert_eq!(target_sync(Some(old), old, true), Same);
+        assert_eq!(target_sync(Some(old), old, false), Same);
+        // Edited here since the sync: the fleet takes it.
+        assert_eq!(target_sync(Some(new), old, true), Push);
+        // Removed here since the sync: the fleet drops it.
+        assert_eq!(target_sync(None, old, true), Withdraw);
+        // Changed in the fleet (by another node): it wins over a local edit.
+        assert_eq!(target_sync(Some(new), old, false), Pull);
+        assert_eq!(target_sync(None, old, false), Pull);
+    }
+
+    #[test]
+    fn a_node_keeps_the_targets_of_its_labels_and_those_without_labels() {
+        let web = ["web".to_owned()];
+        let labelled = b"satisfy:\n  names: [a.test]\ncluster-labels: [mail, web]\n";
+        let mail = b"satisfy:\n  names: [a.test]\ncluster-labels: [mail]\n";
+        let none = b"satisfy:\n  names: [a.test]\n";
+        assert!(keeps(Some(&web), labelled));
+        assert!(!keeps(Some(&web), mail));
+        assert!(keeps(Some(&web), none));
+        assert!(keeps(None, mail));
+        // Unreadable: kept here, and refused where it is written.
+        assert!(keeps(Some(&web), b"\xff: ["));
+    }
+
+    #[test]
+    fn a_ca_gets_a_fleet_account_key_only_when_this_node_has_none_there() {
+        let part = |u: &str| crate::store::layout::account_url_part(u).expect("url");
+        let id = "a".repeat(52);
+        let local: std::collections::BTreeSet<String> = [
+            format!("{}/{id}", part("https://ca.example/dir")),
+            format!("{}/{id}", part(crate::target::LE_V1_PROVIDER)),
+        ]
+        .into();
+        let providers = [
+            "https://ca.example/dir",
+            "https://other.example/dir",
+            "https://other.example/dir",
+            crate::target::DEFAULT_PROVIDER,
+        ];
+        assert_eq!(
+            without_account(providers.into_iter(), &local),
+            ["https://other.example/dir".to_owned()].into()
+        );
+        assert_eq!(
+            without_account(providers.into_iter(), &Default::default()).len(),
+            3
+        );
+    }
 
     #[test]
     fn only_an_order_recorded_as_finalizing_is_finished_instead_of_ordered_again() {

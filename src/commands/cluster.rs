@@ -97,6 +97,29 @@ fn print_text(
     available: bool,
     now: OffsetDateTime,
 ) -> std::io::Result<()> {
+    print_endpoints(out, doc, available)?;
+    if !available {
+        return Ok(());
+    }
+    if !doc.initialised {
+        writeln!(
+            out,
+            "no fleet under {} yet: run `acmekeep cluster-init` on the first node",
+            doc.prefix
+        )?;
+        return Ok(());
+    }
+    print_nodes(out, doc, now)?;
+    print_targets(out, doc, now)?;
+    print_secrets(out, doc)
+}
+
+/// The cluster's line and one line per endpoint.
+fn print_endpoints(
+    out: &mut impl Write,
+    doc: &FleetReport,
+    available: bool,
+) -> std::io::Result<()> {
     let version = doc
         .endpoints
         .iter()
@@ -136,17 +159,15 @@ fn print_text(
             Some(why) => writeln!(out, "  {name:<8} {}  unusable: {why}", e.endpoint)?,
         }
     }
-    if !available {
-        return Ok(());
-    }
-    if !doc.initialised {
-        writeln!(
-            out,
-            "no fleet under {} yet: run `acmekeep cluster-init` on the first node",
-            doc.prefix
-        )?;
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// One line per node: its last sync and run, its agent, its sealing key.
+fn print_nodes(
+    out: &mut impl Write,
+    doc: &FleetReport,
+    now: OffsetDateTime,
+) -> std::io::Result<()> {
     writeln!(out, "nodes")?;
     if doc.nodes.is_empty() {
         writeln!(out, "  (none has run yet)")?;
@@ -182,6 +203,15 @@ fn print_text(
             if n.agent { "up" } else { "down" }
         )?;
     }
+    Ok(())
+}
+
+/// The targets: how many, the locks held now, those that keep failing.
+fn print_targets(
+    out: &mut impl Write,
+    doc: &FleetReport,
+    now: OffsetDateTime,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "targets: {} ({} with a certificate)",
@@ -211,6 +241,11 @@ fn print_text(
             f.record.last_error.as_deref().unwrap_or("")
         )?;
     }
+    Ok(())
+}
+
+/// The sealed secrets by key id, and whether this node holds each key.
+fn print_secrets(out: &mut impl Write, doc: &FleetReport) -> std::io::Result<()> {
     let mine = doc.key_ids.first().cloned().unwrap_or_default();
     let secrets: Vec<String> = doc
         .secrets
@@ -283,60 +318,13 @@ pub fn reconcile(
         let mut opts = super::reconcile::options(settings, args);
         opts.gate = Some(gate.clone());
         opts.share = Some(gate.clone());
-        let deadline = tokio::time::Instant::now() + fleet.conf().wait;
-        let mut all_ok = true;
-        let mut revision = 0;
-        let mut lost: Option<String> = None;
-        for _ in 0..MAX_PASSES {
-            let store = std::sync::Arc::new(crate::store::Store::open(&settings.state_dir, lock)?);
-            let now = OffsetDateTime::now_utc();
-            let synced = match node::sync(&fleet, &store, now).await {
-                Ok(s) => s,
-                Err(e) if cluster::is_unavailable(&e) => {
-                    lost = Some(why_unavailable(&e));
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            revision = synced.revision;
-            for f in &synced.pushed {
-                tracing::info!("desired/{f}: shared with the fleet");
-            }
-            for f in &synced.pulled {
-                tracing::info!("desired/{f}: from the fleet");
-            }
-            for f in &synced.removed {
-                tracing::info!("desired/{f}: removed, the fleet no longer wants it");
-            }
-            gate.begin_pass(synced.heads, store.clone());
-            let report =
-                crate::reconcile::run(store, &connector, &interaction, &opts, now).await?;
-            super::reconcile::summarise(&report, now);
-            all_ok &= report.all_ok();
-            if gate.unavailable().is_some() {
-                break;
-            }
-            let elsewhere = gate.take_elsewhere();
-            if elsewhere.is_empty() {
-                break;
-            }
-            match node::wait_released(&fleet, &elsewhere, deadline).await {
-                Ok(still) if still.is_empty() => {}
-                Ok(still) => {
-                    for (f, n) in still {
-                        tracing::info!(
-                            "desired/{f}: node {n} still holds it; its certificate arrives with a later run"
-                        );
-                    }
-                    break;
-                }
-                Err(e) if cluster::is_unavailable(&e) => {
-                    lost = Some(why_unavailable(&e));
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let p = passes(
+            (&fleet, &gate),
+            (settings, lock),
+            (&connector, &interaction, &opts),
+        )
+        .await?;
+        let (all_ok, revision, lost) = (p.all_ok, p.revision, p.lost);
         gate.end().await;
         let lost = lost.or_else(|| gate.unavailable());
         let outcome = match (&lost, all_ok) {
@@ -361,6 +349,113 @@ pub fn reconcile(
     })
 }
 
+/// What the passes of a run on a fleet node came to.
+struct Passes {
+    /// No target failed.
+    all_ok: bool,
+    /// The fleet's revision at the last sync.
+    revision: i64,
+    /// Why the cluster became unusable midway, if it did.
+    lost: Option<String>,
+}
+
+/// The passes of a run on a fleet node: sync, reconcile with the fleet's gate, and again
+/// after waiting for the targets other nodes held (at most `wait`, [`MAX_PASSES`]).
+async fn passes(
+    (fleet, gate): (
+        &std::sync::Arc<cluster::Node>,
+        &std::sync::Arc<crate::cluster::node::NodeGate<cluster::ActiveKv>>,
+    ),
+    (settings, lock): (&Settings, &crate::store::lock::StateLock),
+    (connector, interaction, opts): (
+        &crate::acme::connect::InstantConnector,
+        &crate::interact::Interaction,
+        &crate::reconcile::Options,
+    ),
+) -> Result<Passes> {
+    use crate::cluster::node;
+    let deadline = tokio::time::Instant::now() + fleet.conf().wait;
+    let mut p = Passes {
+        all_ok: true,
+        revision: 0,
+        lost: None,
+    };
+    for _ in 0..MAX_PASSES {
+        let store = std::sync::Arc::new(crate::store::Store::open(&settings.state_dir, lock)?);
+        let now = OffsetDateTime::now_utc();
+        let synced = match node::sync(fleet, &store, now).await {
+            Ok(s) => s,
+            Err(e) if cluster::is_unavailable(&e) => {
+                p.lost = Some(why_unavailable(&e));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        p.revision = synced.revision;
+        log_sync(&synced);
+        gate.begin_pass(synced.heads, store.clone());
+        if let Err(e) = gate.prepare_accounts(&store).await {
+            if cluster::is_unavailable(&e) {
+                p.lost = Some(why_unavailable(&e));
+                break;
+            }
+            // Said, and the run goes on: a node that cannot agree on an account with the
+            // fleet registers its own, as on one machine (and shares it at the next sync).
+            tracing::warn!("{}", crate::cause::render(&e));
+        }
+        let report = crate::reconcile::run(store, connector, interaction, opts, now).await?;
+        super::reconcile::summarise(&report, now);
+        p.all_ok &= report.all_ok();
+        if gate.unavailable().is_some() {
+            break;
+        }
+        let elsewhere = gate.take_elsewhere();
+        if elsewhere.is_empty() {
+            break;
+        }
+        match node::wait_released(fleet, &elsewhere, deadline).await {
+            Ok(still) if still.is_empty() => {}
+            Ok(still) => {
+                for (f, n) in still {
+                    tracing::info!(
+                        "desired/{f}: node {n} still holds it; its certificate arrives with a later run"
+                    );
+                }
+                break;
+            }
+            Err(e) if cluster::is_unavailable(&e) => {
+                p.lost = Some(why_unavailable(&e));
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(p)
+}
+
+/// What a sync changed, at -v.
+fn log_sync(synced: &crate::cluster::node::Synced) {
+    for f in &synced.pushed {
+        tracing::info!("desired/{f}: shared with the fleet");
+    }
+    for f in &synced.pulled {
+        tracing::info!("desired/{f}: from the fleet");
+    }
+    for f in &synced.removed {
+        tracing::info!("desired/{f}: removed, the fleet no longer wants it");
+    }
+    match synced.defaults {
+        Some(true) => tracing::info!("conf/target: its shared settings went to the fleet"),
+        Some(false) => tracing::info!("conf/target: the fleet's settings taken"),
+        None => {}
+    }
+    for f in &synced.unsubscribed {
+        tracing::info!(
+            "desired/{f}: left to the nodes subscribed to its cluster-labels (not this node's)"
+        );
+    }
+}
+
 /// `cluster-init`: makes the prefix of conf/cluster a fleet and shares this node's targets,
 /// accounts and certificates.
 pub fn init(settings: &Settings) -> Result<ExitCode> {
@@ -383,6 +478,35 @@ pub fn init(settings: &Settings) -> Result<ExitCode> {
             heads
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `cluster-rekey`: seals every secret of the fleet again under the first key of the secret
+/// key file. Exit 1 when some secret could not be opened here (each is named).
+pub fn rekey(settings: &Settings) -> Result<ExitCode> {
+    let conf = required_conf(settings)?;
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let fleet = cluster::connect(conf).await?;
+        fleet.check_initialised().await?;
+        let done = crate::cluster::rekey::rekey(&fleet)
+            .await
+            .map_err(cluster::mark_unavailable)?;
+        println!(
+            "{} secret(s) sealed again under cluster key {} ({} already were)",
+            done.resealed, done.key, done.already
+        );
+        if done.failed.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        for why in &done.failed {
+            eprintln!("acmekeep: not sealed again: {why}");
+        }
+        eprintln!(
+            "acmekeep: {} secret(s) still need their old key: keep it in the secret key file",
+            done.failed.len()
+        );
+        Ok(ExitCode::from(exit::FAILED))
     })
 }
 

@@ -663,3 +663,364 @@ fn cluster_holder_paused_past_its_lease_cannot_overwrite_the_next_holder() {
     );
     assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
 }
+
+/// `accounts/<escaped URL>/<key id>` of a state directory.
+fn account_ids(state: &crate::support::StateDir) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in std::fs::read_dir(state.join("accounts"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for id in std::fs::read_dir(part.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(format!(
+                "{}/{}",
+                part.file_name().to_string_lossy(),
+                id.file_name().to_string_lossy()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 19: two nodes of a fleet that has no account yet reconcile at the same moment. The
+/// account key is chosen once, under the fleet's account lock, and both nodes use it: one
+/// account in etcd and on each node, and each node's certificate ordered with it.
+#[test]
+fn cluster_two_new_nodes_register_one_account() {
+    use crate::support::{Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, spawn_acmekeep};
+    let etcd = Etcd::start(3);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let webroot = scratch.path().join("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let _server =
+        crate::support::ChallengeServer::start(pebble.http_port(), &webroot).expect("web server");
+    let key = ClusterKeys::new_line().expect("key");
+    let eps = etcd.endpoints();
+    let (a, b): (StateDir, StateDir) =
+        (fleet_node(&pebble, &webroot), fleet_node(&pebble, &webroot));
+    join(&a, &eps, "a", &key);
+    join(&b, &eps, "b", &key);
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    acmekeep(&a, &["want", "--no-reconcile", "one.fleet.test"]).assert_success();
+    acmekeep(&b, &["want", "--no-reconcile", "two.fleet.test"]).assert_success();
+    assert!(account_ids(&a).is_empty() && account_ids(&b).is_empty());
+    let running: Vec<_> = [&a, &b]
+        .iter()
+        .map(|n| spawn_acmekeep(n, &["reconcile", "-v"], &RunOpts::default()))
+        .collect();
+    for r in running {
+        r.wait().assert_success();
+    }
+    let shared = etcd.dump("/acmekeep/d/accounts/");
+    assert_eq!(
+        shared.len(),
+        1,
+        "{:?}",
+        shared.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    assert_eq!(account_ids(&a).len(), 1, "{}", a.tree());
+    assert_eq!(account_ids(&a), account_ids(&b));
+    assert!(shared[0].0.ends_with(&account_ids(&a)[0]));
+    for n in [&a, &b] {
+        for name in ["one.fleet.test", "two.fleet.test"] {
+            assert!(!n.live_cert_id(name).is_empty());
+        }
+    }
+}
+
+/// Issue 19: subscriptions by label. Node a (every target) shares three targets: one
+/// labelled `web`, one `mail`, one without labels. Node b subscribes to `web`, node c to
+/// `mail`; b and c reconcile at once, then a. Each target is ordered once; b holds, links
+/// and runs hooks for the `web` and unlabelled targets only, c for `mail` and unlabelled,
+/// a for all three; neither b nor c stores the other's certificate or key.
+#[test]
+fn cluster_nodes_keep_only_the_targets_of_their_labels() {
+    use crate::support::{Pebble, PebbleOpts, RunOpts, acmekeep, spawn_acmekeep};
+    let etcd = Etcd::start(3);
+    let pebble = Pebble::start(PebbleOpts {
+        authz_reuse_percent: Some(0),
+        ..PebbleOpts::fast()
+    });
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let webroot = scratch.path().join("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let _server =
+        crate::support::ChallengeServer::start(pebble.http_port(), &webroot).expect("web server");
+    let key = ClusterKeys::new_line().expect("key");
+    let eps = etcd.endpoints();
+    let nodes: Vec<_> = (0..3).map(|_| fleet_node(&pebble, &webroot)).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    for (name, labels) in [("w", "[web]"), ("m", "[mail]"), ("u", "[]")] {
+        a.write(
+            format!("desired/{name}.fleet.test"),
+            format!("satisfy:\n  names:\n  - {name}.fleet.test\ncluster-labels: {labels}\n"),
+        );
+    }
+    join(a, &eps, "a", &key);
+    join_with(b, &eps, "b", &key, "subscribe: [web]\n");
+    join_with(c, &eps, "c", &key, "subscribe: [mail]\n");
+    acmekeep(a, &["cluster-init"]).assert_success();
+    let running: Vec<_> = [b, c]
+        .iter()
+        .map(|n| spawn_acmekeep(n, &["reconcile"], &RunOpts::default()))
+        .collect();
+    for r in running {
+        r.wait().assert_success();
+    }
+    acmekeep(a, &["reconcile"]).assert_success();
+    assert_eq!(
+        count(&pebble.pebble_log(), "Issued certificate serial"),
+        3,
+        "one order per target"
+    );
+    let names = |n: &crate::support::StateDir| {
+        let mut v = n.live_names();
+        v.sort();
+        v
+    };
+    assert_eq!(names(a), ["m.fleet.test", "u.fleet.test", "w.fleet.test"]);
+    assert_eq!(names(b), ["u.fleet.test", "w.fleet.test"], "{}", b.tree());
+    assert_eq!(names(c), ["m.fleet.test", "u.fleet.test"], "{}", c.tree());
+    assert_eq!(b.desired_files().len(), 2, "{:?}", b.desired_files());
+    assert_eq!(c.desired_files().len(), 2, "{:?}", c.desired_files());
+    assert_eq!(hook_log(b), ["u.fleet.test", "w.fleet.test"]);
+    assert_eq!(hook_log(c), ["m.fleet.test", "u.fleet.test"]);
+    for (n, other) in [(b, "m.fleet.test"), (c, "w.fleet.test")] {
+        let cert = a.live_cert_id(other);
+        assert!(!n.join(format!("certs/{cert}")).exists(), "{}", n.tree());
+        let key = std::fs::read_link(a.join(format!("certs/{cert}/privkey"))).expect("key link");
+        let key_dir = key.parent().and_then(|p| p.file_name()).expect("key id");
+        assert!(
+            !n.join("keys").join(key_dir).exists(),
+            "{} holds the key of another label's certificate",
+            n.tree()
+        );
+    }
+    assert_eq!(
+        b.live_cert_id("u.fleet.test"),
+        c.live_cert_id("u.fleet.test")
+    );
+    // The fleet still has all three targets: nobody's sync withdrew another label's.
+    assert_eq!(etcd.dump("/acmekeep/d/targets/").len(), 3);
+}
+
+/// Issue 19: the credentials conf/cluster offers, against a real etcd with auth enabled.
+/// Client certificates (the CN is the etcd user, allowed `/acmekeep/` only): a node makes
+/// the fleet and orders through it; no client certificate, or a prefix the user may not
+/// write, fails with the cause named. User and password: the same, and a wrong password
+/// is refused naming the reason.
+#[test]
+fn cluster_tls_client_certificates_and_passwords_work_and_bad_credentials_say_why() {
+    use crate::support::{Pebble, PebbleOpts, StateDir, acmekeep, standard_conf_target};
+    use std::os::unix::fs::PermissionsExt;
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let key = ClusterKeys::new_line().expect("key");
+    let node = |eps: &[String], creds: &str| {
+        let s = StateDir::new();
+        s.write_conf_target(&standard_conf_target(&pebble));
+        s.write_standard_responses();
+        join_with(&s, eps, "a", &key, creds);
+        s
+    };
+    let private = |path: &Path| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod")
+    };
+
+    let tls = Etcd::start_tls(3);
+    tls.enable_auth();
+    let pki = tls.pki().expect("pki").clone();
+    let eps = tls.endpoints();
+    let with_cert = format!(
+        "tls:\n  ca: {}\n  cert: {}\n  key: {}\n",
+        pki.ca.display(),
+        pki.client.0.display(),
+        pki.client.1.display()
+    );
+    let a = node(&eps, &with_cert);
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    acmekeep(&a, &["want", "tls.fleet.test"]).assert_success();
+    assert!(!a.live_cert_id("tls.fleet.test").is_empty());
+    assert_eq!(tls.dump("/acmekeep/d/heads/").len(), 1);
+    acmekeep(&a, &["cluster-status"]).assert_success();
+    // The members' CA but no client certificate: the members hang up, which is said with
+    // what to check.
+    let no_cert = node(&eps, &format!("tls:\n  ca: {}\n", pki.ca.display()));
+    let run = acmekeep(&no_cert, &["cluster-status"]);
+    run.assert_code(69);
+    assert!(
+        run.stdout
+            .contains("conf/cluster needs tls.cert and tls.key"),
+        "{}",
+        run.describe()
+    );
+    // A prefix the etcd user may not write.
+    let other = node(&eps, &format!("{with_cert}prefix: /other/\n"));
+    let run = acmekeep(&other, &["cluster-init"]);
+    assert_ne!(run.code, Some(0), "{}", run.describe());
+    assert!(
+        run.stderr.contains("permission denied"),
+        "{}",
+        run.describe()
+    );
+
+    let plain = Etcd::start(3);
+    plain.enable_auth();
+    let eps = plain.endpoints();
+    let b = node(&eps, "user: acmekeep\npassword-file: password\n");
+    b.write("conf/password", "acmekeeppw\n");
+    private(&b.join("conf/password"));
+    acmekeep(&b, &["cluster-init"]).assert_success();
+    acmekeep(&b, &["want", "password.fleet.test"]).assert_success();
+    assert!(!b.live_cert_id("password.fleet.test").is_empty());
+    b.write("conf/password", "wrong\n");
+    private(&b.join("conf/password"));
+    let run = acmekeep(&b, &["reconcile"]);
+    assert_ne!(run.code, Some(0), "{}", run.describe());
+    assert!(
+        run.stderr.contains("authentication failed"),
+        "{}",
+        run.describe()
+    );
+}
+
+/// Issue 19: the agent's webroot path. Node b's agent has no listener, only a webroot, which
+/// a web server on Pebble's http-01 port serves (as nginx would serve it on each machine
+/// behind the load balancer); node a orders with its own listener on a port Pebble never
+/// asks. The token a publishes is written by b's agent into b's webroot, validation
+/// succeeds through it, and the file is gone once a's run ends.
+#[test]
+fn cluster_agent_serves_tokens_through_its_webroot() {
+    use crate::support::{
+        ChallengeServer, Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, free_port,
+        spawn_acmekeep, standard_conf_target, webroot_conf_target,
+    };
+    let etcd = Etcd::start(3);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let key = ClusterKeys::new_line().expect("key");
+    let eps = etcd.endpoints();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let webroot = scratch.path().join("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let _server = ChallengeServer::start(pebble.http_port(), &webroot).expect("web server");
+    let (a, b) = (StateDir::new(), StateDir::new());
+    a.write_conf_target(&standard_conf_target(&pebble).replace(
+        &format!("127.0.0.1:{}", pebble.http_port()),
+        &format!("127.0.0.1:{}", free_port()),
+    ));
+    b.write_conf_target(&webroot_conf_target(&pebble, &webroot));
+    for s in [&a, &b] {
+        s.write_standard_responses();
+    }
+    join(&a, &eps, "a", &key);
+    join(&b, &eps, "b", &key);
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    let agent = spawn_acmekeep(
+        &b,
+        &["cluster-agent", "-v"],
+        &RunOpts {
+            timeout: Duration::from_secs(100),
+            ..RunOpts::default()
+        },
+    );
+    let started = Instant::now();
+    while etcd.dump("/acmekeep/x/agents/").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = acmekeep(&a, &["want", "webroot.fleet.test"]);
+    run.assert_success();
+    assert!(!a.live_cert_id("webroot.fleet.test").is_empty());
+    // The token file is removed when a's run withdraws the token (its lease is revoked).
+    let started = Instant::now();
+    while std::fs::read_dir(&webroot)
+        .expect("webroot")
+        .next()
+        .is_some()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent left a token file in its webroot"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::process::Command::new("kill")
+        .arg(agent.id().to_string())
+        .status()
+        .expect("kill");
+    let agent = agent.wait();
+    assert!(
+        agent.stderr.contains("serving http-01 token") && agent.stderr.contains("1 webroot(s)"),
+        "{}",
+        agent.describe()
+    );
+}
+
+/// Issue 19: rotating the cluster secret key. A fleet's certificate key and account key are
+/// sealed under the old key; with a new key as the first line, `cluster-rekey` seals both
+/// again under it. A node whose file holds only the new key then joins and links the
+/// certificate; a second cluster-rekey has nothing to do.
+#[test]
+fn cluster_rekey_seals_every_secret_under_the_new_key() {
+    use crate::support::{Pebble, PebbleOpts, StateDir, acmekeep, standard_conf_target};
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = Etcd::start(3);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let (old, new) = (
+        ClusterKeys::new_line().expect("key"),
+        ClusterKeys::new_line().expect("key"),
+    );
+    let new_id = ClusterKeys::parse(&new).expect("key").sealing_id();
+    let eps = etcd.endpoints();
+    let (a, b) = (StateDir::new(), StateDir::new());
+    for s in [&a, &b] {
+        s.write_conf_target(&standard_conf_target(&pebble));
+        s.write_standard_responses();
+    }
+    acmekeep(&a, &["want", "rekey.fleet.test"]).assert_success();
+    join(&a, &eps, "a", &old);
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    let secrets = |etcd: &Etcd| {
+        let mut all = etcd.dump("/acmekeep/d/keys/");
+        all.extend(etcd.dump("/acmekeep/d/accounts/"));
+        all
+    };
+    assert_eq!(secrets(&etcd).len(), 2);
+    let key_file = a.join("conf/cluster.key");
+    std::fs::write(&key_file, format!("{new}\n{old}\n")).expect("key file");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = acmekeep(&a, &["cluster-rekey"]);
+    run.assert_success();
+    assert!(
+        run.stdout.contains(&format!(
+            "2 secret(s) sealed again under cluster key {new_id} (0 already were)"
+        )),
+        "{}",
+        run.describe()
+    );
+    for (k, v) in secrets(&etcd) {
+        assert_eq!(ClusterKeys::sealed_by(&v), Some(new_id.clone()), "{k}");
+    }
+    join(&b, &eps, "b", &new);
+    acmekeep(&b, &["reconcile"]).assert_success();
+    assert_eq!(
+        b.live_cert_id("rekey.fleet.test"),
+        a.live_cert_id("rekey.fleet.test")
+    );
+    let again = acmekeep(&a, &["cluster-rekey"]);
+    again.assert_success();
+    assert!(
+        again.stdout.contains("0 secret(s) sealed again"),
+        "{}",
+        again.describe()
+    );
+}

@@ -23,10 +23,11 @@ const BIN: &str = "/usr/bin/acmekeep";
 const STATE: &str = "/var/lib/acme";
 const HOOKS: &str = "/etc/acme/hooks";
 const SHIPPED_HOOKS: &str = "/usr/share/acmekeep/hooks";
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "/lib/systemd/system/acmekeep.service",
     "/lib/systemd/system/acmekeep.timer",
     "/lib/systemd/system/acmekeep-redirector.service",
+    "/lib/systemd/system/acmekeep-cluster-agent.service",
 ];
 const COMPLETIONS: [&str; 3] = [
     "/usr/share/bash-completion/completions/acmekeep",
@@ -314,6 +315,7 @@ fn debian_package_installs_beside_acmetool_sets_up_like_acmetool_and_purges_clea
     for wants in [
         "/etc/systemd/system/timers.target.wants/acmekeep.timer",
         "/etc/systemd/system/multi-user.target.wants/acmekeep-redirector.service",
+        "/etc/systemd/system/multi-user.target.wants/acmekeep-cluster-agent.service",
     ] {
         assert!(
             !exists(Path::new(wants)),
