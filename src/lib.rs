@@ -35,6 +35,7 @@ pub mod store;
 pub mod system;
 pub mod target;
 pub mod unknown_keys;
+pub mod world;
 
 #[cfg(test)]
 mod architecture;

@@ -31,6 +31,7 @@ use crate::plan::backoff::{self, Attempt, Backoff};
 use crate::store::run::ErrorKind;
 use crate::store::{CertState, Inventory, Store};
 use crate::target::Target;
+use crate::world::{Scope, World};
 
 /// Settings of one reconcile run.
 #[derive(Debug, Clone)]
@@ -215,7 +216,7 @@ const LISTEN_HTTP: [&str; 2] = ["0.0.0.0:80", "[::]:80"];
 /// acmetool's `proxy` addresses: 402 and 4402 on loopback.
 const LISTEN_PROXY: [&str; 4] = ["127.0.0.1:402", "[::1]:402", "127.0.0.1:4402", "[::1]:4402"];
 
-/// Runs a reconcile over `store`.
+/// Runs a reconcile over `store`, loading its world first.
 pub async fn run<C: Connector>(
     store: Arc<Store>,
     connector: &C,
@@ -223,17 +224,31 @@ pub async fn run<C: Connector>(
     opts: &Options,
     now: OffsetDateTime,
 ) -> Result<Report> {
-    let defaults = store.load_defaults().map_err(crate::exit::config_error)?;
+    let world = World::load(&store, Scope::RECONCILE)?;
+    run_world(store, world, connector, interaction, opts, now).await
+}
+
+/// Runs a reconcile over `store`, whose world (loaded under the same lock, with at least
+/// [`Scope::RECONCILE`]) is `world`.
+pub async fn run_world<C: Connector>(
+    store: Arc<Store>,
+    world: World,
+    connector: &C,
+    interaction: &Interaction,
+    opts: &Options,
+    now: OffsetDateTime,
+) -> Result<Report> {
+    let World {
+        defaults,
+        targets,
+        broken,
+        mut inv,
+        certs: mut summaries,
+        ..
+    } = world;
+    let started = std::time::Instant::now();
     let mut report = Report::default();
     report.loaded.monitor = defaults.monitor.clone();
-    let started = std::time::Instant::now();
-    let (targets, broken, mut inv) = store.load_all(&defaults)?;
-    tracing::debug!(
-        "loaded {} target(s) and {} certificate(s) in {:.0?}",
-        targets.len(),
-        inv.certs.len(),
-        started.elapsed()
-    );
     for w in &inv.warnings {
         tracing::warn!("{w}");
     }
@@ -291,15 +306,12 @@ pub async fn run<C: Connector>(
             connector,
             &uncached,
             &targets,
-            &mut inv,
+            (&mut inv, &mut summaries),
             (now, opts.clock),
             &mut report,
         )
         .await;
     }
-
-    // The planner's view of every complete certificate, built once for the whole run.
-    let mut summaries = inv.take_summaries();
 
     // The CA's renewal windows (ARI), refreshed where its Retry-After has passed.
     let ari = renewal_windows(
@@ -513,15 +525,6 @@ fn names_of(t: &Target) -> Vec<String> {
     t.satisfy_names.iter().map(|n| n.to_string()).collect()
 }
 
-fn complete_record(summary: CertSummary) -> crate::store::CertRecord {
-    crate::store::CertRecord {
-        id: summary.id.clone(),
-        url: None,
-        account: None,
-        state: CertState::Complete(summary),
-    }
-}
-
 /// Downloads the certificates of finished orders recorded by an earlier, interrupted run
 /// (acmetool's "uncached" certificate directories). Failures are reported, never fatal: the
 /// directory stays and the next run tries again.
@@ -534,7 +537,7 @@ async fn download_uncached<C: Connector>(
     connector: &C,
     uncached: &[crate::store::CertRecord],
     targets: &[Target],
-    inv: &mut Inventory,
+    (inv, summaries): (&mut Inventory, &mut crate::cert::CertSet),
     (now, clock): (OffsetDateTime, fn() -> OffsetDateTime),
     report: &mut Report,
 ) {
@@ -637,7 +640,7 @@ async fn download_uncached<C: Connector>(
                     .downloaded
                     .push((c.id.clone(), summary.names.clone(), summary.not_after));
                 inv.certs.retain(|r| r.id != c.id);
-                inv.certs.push(complete_record(summary));
+                summaries.push(summary);
             }
             Err(e) => download_failed(
                 store,

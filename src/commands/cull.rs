@@ -10,11 +10,10 @@ use anyhow::Result;
 use time::OffsetDateTime;
 
 use crate::cli::CullArgs;
-use crate::exit::config_error;
 use crate::plan;
 use crate::settings::Settings;
-use crate::store::{CertState, EntryKind, Inventory};
-use crate::target::Target;
+use crate::store::{CertState, EntryKind};
+use crate::world::{Scope, World};
 
 /// What cull deletes.
 #[derive(Debug, Default, PartialEq)]
@@ -28,40 +27,46 @@ pub struct CullPlan {
 /// Decides what to delete (pure): certificate directories that no live link points at and
 /// that are revoked, expired at `now` or unreadable (directories still waiting for their
 /// download are kept); then keys that no remaining certificate or target (`request.key.id`)
-/// refers to. `key_of_cert` gives the key an incomplete certificate directory links to.
-pub fn plan_cull(
-    inv: &Inventory,
-    key_of_cert: &dyn Fn(&str) -> Option<String>,
-    targets: &[Target],
-    now: OffsetDateTime,
-) -> CullPlan {
-    let live: BTreeSet<&str> = inv.live.values().map(String::as_str).collect();
-    let mut certs = Vec::new();
-    for c in &inv.certs {
-        if live.contains(c.id.as_str()) {
-            continue;
-        }
+/// refers to (an incomplete directory's key is the one its `privkey` link names). Both lists
+/// in id order.
+pub fn plan_cull(world: &World, now: OffsetDateTime) -> CullPlan {
+    let live: BTreeSet<&str> = world.inv.live.values().map(String::as_str).collect();
+    // Every directory with whether it is dead and the key it uses.
+    let complete = world.certs.iter().map(|s| {
+        (
+            s.id.as_str(),
+            s.revoked || s.not_after <= now,
+            Some(&s.key_id),
+        )
+    });
+    let incomplete = world.inv.certs.iter().map(|c| {
         let dead = match &c.state {
             CertState::Complete(s) => s.revoked || s.not_after <= now,
             CertState::Broken(_) => true,
             CertState::Uncached => false,
         };
-        if dead {
-            certs.push(c.id.clone());
+        (c.id.as_str(), dead, world.privkey_links.get(&c.id))
+    });
+    let mut dirs: Vec<_> = complete.chain(incomplete).collect();
+    dirs.sort_unstable_by_key(|(id, ..)| *id);
+    let mut certs = Vec::new();
+    let mut used: BTreeSet<&String> = world
+        .targets
+        .iter()
+        .filter_map(|t| t.key_id.as_ref())
+        .collect();
+    for (id, dead, key) in dirs {
+        if dead && !live.contains(id) {
+            certs.push(id.to_owned());
+        } else {
+            used.extend(key);
         }
     }
-    let mut used: BTreeSet<String> = targets.iter().filter_map(|t| t.key_id.clone()).collect();
-    for c in inv.certs.iter().filter(|c| !certs.contains(&c.id)) {
-        let key = match &c.state {
-            CertState::Complete(s) => Some(s.key_id.clone()),
-            _ => key_of_cert(&c.id),
-        };
-        used.extend(key);
-    }
-    let keys = inv
+    let keys = world
+        .inv
         .key_ids
         .iter()
-        .filter(|k| !used.contains(*k))
+        .filter(|k| !used.contains(k))
         .cloned()
         .collect();
     CullPlan { certs, keys }
@@ -71,20 +76,17 @@ pub fn plan_cull(
 pub fn execute(settings: &Settings, args: &CullArgs) -> Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
     let (_lock, store) = super::lock_and_open(settings)?;
-    let defaults = store.load_defaults().map_err(config_error)?;
-    let (targets, _) = store.load_targets(&defaults)?;
-    let mut inv = store.load_inventory()?;
+    let mut world = World::load(&store, Scope::CULL)?;
     // Relink first (acmetool): a better certificate may free an old one.
-    for r in plan::plan_relinks(&targets, &inv.summaries(), &inv.live, now) {
+    for r in plan::plan_relinks(&world.targets, &world.certs, &world.inv.live, now) {
         if args.simulate {
             println!("would relink live/{} -> certs/{}", r.name, r.cert_id);
         } else {
             store.relink(&r.name, &r.cert_id)?;
         }
-        inv.live.insert(r.name, r.cert_id);
+        world.inv.live.insert(r.name, r.cert_id);
     }
-    let key_of = |id: &str| store.privkey_link_id(id);
-    let plan = plan_cull(&inv, &key_of, &targets, now);
+    let plan = plan_cull(&world, now);
     let verb = if args.simulate {
         "would delete"
     } else {
@@ -109,7 +111,7 @@ pub fn execute(settings: &Settings, args: &CullArgs) -> Result<ExitCode> {
 mod tests {
     use super::*;
     use crate::cert::CertSummary;
-    use crate::store::CertRecord;
+    use crate::store::{CertRecord, Inventory};
     use time::Duration;
     use time::macros::datetime;
 
@@ -167,9 +169,14 @@ mod tests {
             ..Inventory::default()
         };
         inv.live.insert("a.b".into(), id('a'));
+        let mut world = World {
+            certs: inv.take_summaries(),
+            inv,
+            ..World::default()
+        };
         // The uncached directory links key 'o'; 'p' is nobody's.
-        let key_of = |c: &str| (c == id('e')).then(|| id('o'));
-        let plan = plan_cull(&inv, &key_of, &[], NOW);
+        world.privkey_links.insert(id('e'), id('o'));
+        let plan = plan_cull(&world, NOW);
         assert_eq!(plan.certs, vec![id('b'), id('c'), id('f')]);
         assert_eq!(plan.keys, vec![id('l'), id('m'), id('p'), id('q')]);
     }

@@ -27,6 +27,26 @@ use crate::interact::{Answer, Interaction};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::lock::StateLock;
+use crate::world::{Scope, World};
+
+/// A command's hold on the state directory: the lock, the store opened under it, and the
+/// world loaded under it once, which the command decides from (and hands on: `want` to the
+/// reconcile that follows).
+pub struct Session {
+    /// The state lock, held until the session is dropped.
+    pub lock: StateLock,
+    /// The store, opened for writing.
+    pub store: Arc<Store>,
+    /// What was loaded, with `scope`.
+    pub world: World,
+}
+
+/// Takes the state lock, opens the store and loads the world with `scope`.
+pub fn open_session(settings: &Settings, scope: Scope) -> Result<Session> {
+    let (lock, store) = lock_and_open(settings)?;
+    let world = World::load(&store, scope)?;
+    Ok(Session { lock, store, world })
+}
 
 /// Takes the state lock (fail fast, or wait as configured) and opens the store for writing.
 pub fn lock_and_open(settings: &Settings) -> Result<(StateLock, Arc<Store>)> {

@@ -9,7 +9,14 @@ use time::format_description::well_known::Rfc3339;
 use crate::acme::connect::InstantConnector;
 use crate::cli::ReconcileArgs;
 use crate::exit;
-use crate::reconcile::{Options, Outcome, Report, run};
+use std::sync::Arc;
+
+use crate::reconcile::{Options, Outcome, Report, run_world};
+use crate::store::Store;
+use crate::store::lock::StateLock;
+use crate::world::{Scope, World};
+
+use super::Session;
 use crate::settings::Settings;
 use crate::store::run::ErrorKind;
 use crate::store::run::RunCounts;
@@ -20,9 +27,27 @@ use crate::store::run::RunCounts;
 /// needs nobody prints nothing (everything else is behind `-v`).
 pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
     let (lock, store) = super::lock_and_open(settings)?;
+    execute_locked(settings, args, lock, store, None)
+}
+
+/// [`execute`] in a command's session: under its lock, over the world it loaded (with at least
+/// [`Scope::RECONCILE`]) and changed (`want` adds its target).
+pub fn execute_in(settings: &Settings, args: &ReconcileArgs, s: Session) -> Result<ExitCode> {
+    execute_locked(settings, args, s.lock, s.store, Some(s.world))
+}
+
+/// [`execute`] with the lock taken and the store open; the world is loaded here unless given.
+fn execute_locked(
+    settings: &Settings,
+    args: &ReconcileArgs,
+    lock: StateLock,
+    store: Arc<Store>,
+    world: Option<World>,
+) -> Result<ExitCode> {
     if let Some(conf) = super::cluster::node_conf(settings)? {
-        // A fleet node (doc/cluster.md).
-        drop(store);
+        // A fleet node (doc/cluster.md): the fleet is synced into the state directory first,
+        // so the run loads its own world.
+        drop((world, store));
         return super::cluster::reconcile(settings, args, &lock, conf);
     }
     let interaction = super::interaction(settings)?;
@@ -31,8 +56,21 @@ pub fn execute(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode> {
         .with_rate_limit_wait(settings.rate_limit_wait);
     let now = OffsetDateTime::now_utc();
     let started = std::time::Instant::now();
-    let result =
-        super::runtime()?.block_on(run(store.clone(), &connector, &interaction, &opts, now));
+    let world = match world {
+        Some(w) => Ok(w),
+        None => World::load(&store, Scope::RECONCILE),
+    };
+    let result = match world {
+        Ok(world) => super::runtime()?.block_on(run_world(
+            store.clone(),
+            world,
+            &connector,
+            &interaction,
+            &opts,
+            now,
+        )),
+        Err(e) => Err(e),
+    };
     tracing::debug!("{} request(s) sent to the CA", connector.requests());
     let mut counts = RunCounts {
         orders: connector.orders(),

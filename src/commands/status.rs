@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::store::{CertState, Inventory, Store, TargetError, TargetRecord};
 use crate::target::Target;
+use crate::world::{Scope, World};
 
 /// Version of the JSON document; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -210,36 +211,16 @@ impl Loaded {
         now: OffsetDateTime,
         until: Option<OffsetDateTime>,
     ) -> Result<Loaded> {
-        let started = std::time::Instant::now();
         let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
-        let defaults = store.load_defaults().map_err(config_error)?;
-        let (targets, broken, mut inv) = store.load_all(&defaults)?;
-        tracing::debug!("loaded in {:.0?}", started.elapsed());
-        let summaries = inv.take_summaries();
-        // Cached ARI windows only: status never asks the CA.
-        let ari = summaries
-            .iter()
-            .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
-            .collect();
-        // Each target's run record, read on two threads (ten thousand small files).
-        let read = |ts: &[Target]| -> Vec<TargetRecord> {
-            ts.iter().map(|t| store.target_record(&t.file)).collect()
-        };
-        let (first, second) = targets.split_at(targets.len() / 2);
-        let records = std::thread::scope(|scope| {
-            let second = scope.spawn(|| read(second));
-            let mut records = read(first);
-            records.extend(
-                second
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
-            records
-        });
-        tracing::debug!(
-            "renewal windows and run records read at {:.0?}",
-            started.elapsed()
-        );
+        let World {
+            targets,
+            broken,
+            inv,
+            certs: summaries,
+            ari,
+            records,
+            ..
+        } = World::load(&store, Scope::STATUS)?;
         Ok(Loaded {
             store,
             records,

@@ -12,6 +12,7 @@ use crate::exit::config_error;
 use crate::name::Hostname;
 use crate::settings::Settings;
 use crate::target::{new_target_filename, new_target_yaml};
+use crate::world::Scope;
 
 /// Adds a target for `names` unless one covers them, then reconciles.
 pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
@@ -22,53 +23,60 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
             names.push(h);
         }
     }
-    {
-        let (_lock, store) = super::lock_and_open(settings)?;
-        let defaults = store.load_defaults().map_err(config_error)?;
-        let (targets, broken) = store.load_targets(&defaults)?;
-        for b in &broken {
-            tracing::warn!("skipping desired/{}: {:#}", b.file, b.error);
-        }
-        let covered = targets
-            .iter()
-            .any(|t| names.iter().all(|n| t.satisfy_names.contains(n)));
-        if covered {
-            tracing::info!("a target already covers {}", join(&names));
-        } else {
-            if let Some(wild) = names.iter().find(|n| n.is_wildcard()) {
-                // The target as it would be saved: its names over conf/target's settings.
-                let probe = crate::target::RawTarget::parse(&new_target_yaml(&names)?)?;
-                let t = crate::target::Target::resolve("new", &probe, &defaults)
-                    .map_err(config_error)?;
-                let hooks = super::hook_runner(settings);
-                if let Some(why) = no_dns01(&t.challenge, || dns_hook_found(&hooks)) {
-                    return Err(config_error(wildcard_refused(
-                        wild,
-                        &why,
-                        &settings.hook_dirs,
-                    )));
-                }
+    // One lock and one load for the whole command: the reconcile that follows runs on the
+    // world the coverage was checked in, with the new target added.
+    let scope = if args.no_reconcile {
+        Scope::TARGETS
+    } else {
+        Scope::RECONCILE
+    };
+    let mut session = super::open_session(settings, scope)?;
+    let (store, world) = (&session.store, &mut session.world);
+    for b in &world.broken {
+        tracing::warn!("skipping desired/{}: {:#}", b.file, b.error);
+    }
+    let covered = world
+        .targets
+        .iter()
+        .any(|t| names.iter().all(|n| t.satisfy_names.contains(n)));
+    if covered {
+        tracing::info!("a target already covers {}", join(&names));
+    } else {
+        if let Some(wild) = names.iter().find(|n| n.is_wildcard()) {
+            // The target as it would be saved: its names over conf/target's settings.
+            let probe = crate::target::RawTarget::parse(&new_target_yaml(&names)?)?;
+            let t = crate::target::Target::resolve("new", &probe, &world.defaults)
+                .map_err(config_error)?;
+            let hooks = super::hook_runner(settings);
+            if let Some(why) = no_dns01(&t.challenge, || dns_hook_found(&hooks)) {
+                return Err(config_error(wildcard_refused(
+                    wild,
+                    &why,
+                    &settings.hook_dirs,
+                )));
             }
-            // The file name's random part needs no crypto library: seeding aws-lc's generator
-            // costs tens of milliseconds of CPU (jitter entropy) in every `want`.
-            let mut random = [0u8; 16];
-            std::io::Read::read_exact(
-                &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
-                &mut random,
-            )
-            .context("reading /dev/urandom")?;
-            let file = new_target_filename(&names[0], random);
-            store
-                .write_target(&file, &new_target_yaml(&names)?)
-                .context("saving the new target")?;
-            tracing::info!("added target desired/{file} for {}", join(&names));
         }
+        // The file name's random part needs no crypto library: seeding aws-lc's generator
+        // costs tens of milliseconds of CPU (jitter entropy) in every `want`.
+        let mut random = [0u8; 16];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+            &mut random,
+        )
+        .context("reading /dev/urandom")?;
+        let file = new_target_filename(&names[0], random);
+        store
+            .write_target(&file, &new_target_yaml(&names)?)
+            .context("saving the new target")?;
+        world.add_target(store, &file);
+        tracing::info!("added target desired/{file} for {}", join(&names));
     }
     if args.no_reconcile {
         // On a fleet node, the fleet learns it now.
+        drop(session);
         return super::cluster::share_edits(settings);
     }
-    super::reconcile::execute(settings, &ReconcileArgs::default())
+    super::reconcile::execute_in(settings, &ReconcileArgs::default(), session)
 }
 
 /// Why a target with these challenge settings cannot answer dns-01, the only challenge a

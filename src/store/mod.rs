@@ -270,6 +270,29 @@ pub struct TargetError {
     pub error: anyhow::Error,
 }
 
+/// Reads and resolves the target file at `path` (named `file` in `desired/`) over `defaults`,
+/// as every load does: the settings nobody reads come first among its warnings, and an error
+/// names the file (and those settings, which may explain it).
+fn resolve_target_file(path: &Path, file: &str, defaults: &RawTarget) -> Result<Target> {
+    read_text(path, MAX_TARGET_FILE)
+        .and_then(|text| crate::target::parse_file_checked(path, text.as_bytes()))
+        .and_then(
+            |(raw, unknown)| match Target::resolve(file, &raw, defaults) {
+                Ok(mut t) => {
+                    // Settings nobody reads first: they may explain the rest.
+                    t.warnings.splice(0..0, unknown);
+                    Ok(t)
+                }
+                Err(e) if unknown.is_empty() => Err(e.context(format!("in {}", path.display()))),
+                Err(e) => Err(e.context(format!(
+                    "in {} (which also has {})",
+                    path.display(),
+                    unknown.join("; ")
+                ))),
+            },
+        )
+}
+
 fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
     let mut entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd.collect::<io::Result<Vec<_>>>()?,
@@ -564,26 +587,7 @@ impl Store {
             for (i, slot) in (start..).zip(chunk.iter_mut()) {
                 let entry = &entries[i];
                 let file = entry.file_name().to_string_lossy().into_owned();
-                let path = entry.path();
-                let loaded = read_text(&path, MAX_TARGET_FILE)
-                    .and_then(|text| crate::target::parse_file_checked(&path, text.as_bytes()))
-                    .and_then(
-                        |(raw, unknown)| match Target::resolve(&file, &raw, defaults) {
-                            Ok(mut t) => {
-                                // Settings nobody reads first: they may explain the rest.
-                                t.warnings.splice(0..0, unknown);
-                                Ok(t)
-                            }
-                            Err(e) if unknown.is_empty() => {
-                                Err(e.context(format!("in {}", path.display())))
-                            }
-                            Err(e) => Err(e.context(format!(
-                                "in {} (which also has {})",
-                                path.display(),
-                                unknown.join("; ")
-                            ))),
-                        },
-                    );
+                let loaded = resolve_target_file(&entry.path(), &file, defaults);
                 match loaded {
                     Ok(mut t) => {
                         match &challenge {
@@ -596,6 +600,16 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The target file `desired/<file>` (just written, say), read and resolved over
+    /// `defaults` exactly as [`Store::load_targets`] resolves each file.
+    pub fn load_target(&self, file: &str, defaults: &RawTarget) -> Result<Target, TargetError> {
+        let path = self.root.join("desired").join(file);
+        resolve_target_file(&path, file, defaults).map_err(|error| TargetError {
+            file: file.to_owned(),
+            error,
+        })
     }
 
     /// [`Store::load_targets`] and [`Store::load_inventory`] at once, on two threads: one

@@ -1,0 +1,234 @@
+//! The world: everything a command decides from, read from the state directory once.
+//!
+//! A command opens the store (under the state lock when it writes), loads one [`World`] with
+//! the [`Scope`] it needs, and from then on decides from that value: the planner reads a
+//! world and never the disk, so what `status` shows and what `cull` or `reconcile` does are
+//! decided from the same inputs, and nothing is loaded twice in one command (`want` adds its
+//! new target to the world it checked coverage in, then reconciles that world).
+//!
+//! Loading is I/O; everything that reads a World is pure. Summaries of the complete
+//! certificates are moved out of the inventory into [`World::certs`], never copied: at ten
+//! thousand targets the world is the command's largest value.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::cert::CertSet;
+use crate::exit::config_error;
+use crate::store::renewal_cache::AriRecord;
+use crate::store::{CertState, Inventory, Store, TargetError, TargetRecord};
+use crate::target::{RawTarget, Target};
+
+/// What a command needs loaded besides `conf/target` and the targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Certificates, keys, accounts and live links ([`World::inv`], [`World::certs`]).
+    pub inventory: bool,
+    /// The cached renewal information of every complete certificate ([`World::ari`]).
+    pub ari: bool,
+    /// Every target's run record ([`World::records`]).
+    pub records: bool,
+    /// The key each incomplete certificate directory links to ([`World::privkey_links`]).
+    pub privkey_links: bool,
+}
+
+impl Scope {
+    /// `want --no-reconcile`: the targets alone (is a name covered already?).
+    pub const TARGETS: Scope = Scope {
+        inventory: false,
+        ari: false,
+        records: false,
+        privkey_links: false,
+    };
+    /// `reconcile` (and `want` before it): targets and inventory; the run reads the renewal
+    /// information and the run records of the few targets that are due itself.
+    pub const RECONCILE: Scope = Scope {
+        inventory: true,
+        ..Scope::TARGETS
+    };
+    /// `status`: all of it but the key links (no lock, no network).
+    pub const STATUS: Scope = Scope {
+        inventory: true,
+        ari: true,
+        records: true,
+        privkey_links: false,
+    };
+    /// `cull`: what deciding which directories to delete needs.
+    pub const CULL: Scope = Scope {
+        inventory: true,
+        privkey_links: true,
+        ..Scope::TARGETS
+    };
+}
+
+/// Everything a command decides from.
+#[derive(Debug, Default)]
+pub struct World {
+    /// `conf/target` with acmetool's legacy fallbacks.
+    pub defaults: RawTarget,
+    /// The loadable `desired/` files, by file name.
+    pub targets: Vec<Target>,
+    /// The unloadable ones, by file name, with why.
+    pub broken: Vec<TargetError>,
+    /// Certificate directories that are not complete (waiting for their download, or
+    /// unreadable), keys, accounts, live links and the warnings of loading.
+    pub inv: Inventory,
+    /// The complete certificates (moved out of the inventory).
+    pub certs: CertSet,
+    /// Cached renewal information by certificate id (with [`Scope::ari`]).
+    pub ari: BTreeMap<String, AriRecord>,
+    /// The run record of each target, in the order of `targets` (with [`Scope::records`];
+    /// else empty).
+    pub records: Vec<TargetRecord>,
+    /// Incomplete certificate directory id → the key id its `privkey` link names (with
+    /// [`Scope::privkey_links`]).
+    pub privkey_links: BTreeMap<String, String>,
+    /// What was loaded.
+    pub scope: Scope,
+}
+
+impl World {
+    /// Loads what `scope` asks for from `store`. A broken `conf/target` is a configuration
+    /// error; broken target files and certificate directories are part of the world.
+    pub fn load(store: &Store, scope: Scope) -> Result<World> {
+        let started = std::time::Instant::now();
+        let defaults = store.load_defaults().map_err(config_error)?;
+        let (targets, broken, mut inv) = if scope.inventory {
+            store.load_all(&defaults)?
+        } else {
+            let (targets, broken) = store.load_targets(&defaults)?;
+            (targets, broken, Inventory::default())
+        };
+        let certs = inv.take_summaries();
+        tracing::debug!(
+            "loaded {} target(s) and {} certificate(s) in {:.0?}",
+            targets.len(),
+            certs.iter().count() + inv.certs.len(),
+            started.elapsed()
+        );
+        let mut world = World {
+            defaults,
+            targets,
+            broken,
+            inv,
+            certs,
+            scope,
+            ..World::default()
+        };
+        if scope.ari {
+            // Cached windows only: loading never asks the CA.
+            world.ari = world
+                .certs
+                .iter()
+                .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
+                .collect();
+        }
+        if scope.records {
+            world.records = read_records(store, &world.targets);
+        }
+        if scope.privkey_links {
+            world.privkey_links = world
+                .inv
+                .certs
+                .iter()
+                .filter(|c| !matches!(c.state, CertState::Complete(_)))
+                .filter_map(|c| store.privkey_link_id(&c.id).map(|k| (c.id.clone(), k)))
+                .collect();
+        }
+        if scope.ari || scope.records {
+            tracing::debug!(
+                "renewal windows and run records read at {:.0?}",
+                started.elapsed()
+            );
+        }
+        Ok(world)
+    }
+
+    /// Adds `desired/<file>`, just written, resolved exactly as a load resolves it: into
+    /// `targets` in file order (with its run record, if records are loaded), or into `broken`.
+    pub fn add_target(&mut self, store: &Store, file: &str) {
+        let with_records = self.scope.records;
+        if let Ok(i) = self.targets.binary_search_by(|t| t.file.as_str().cmp(file)) {
+            self.targets.remove(i);
+            if with_records {
+                self.records.remove(i);
+            }
+        }
+        self.broken.retain(|b| b.file != file);
+        match store.load_target(file, &self.defaults) {
+            Ok(t) => {
+                let i = self.targets.partition_point(|x| x.file.as_str() < file);
+                self.targets.insert(i, t);
+                if with_records {
+                    self.records.insert(i, store.target_record(file));
+                }
+            }
+            Err(e) => {
+                let i = self.broken.partition_point(|b| b.file.as_str() < file);
+                self.broken.insert(i, e);
+            }
+        }
+    }
+}
+
+/// Each target's run record, read on two threads (ten thousand small files).
+fn read_records(store: &Store, targets: &[Target]) -> Vec<TargetRecord> {
+    let read = |ts: &[Target]| -> Vec<TargetRecord> {
+        ts.iter().map(|t| store.target_record(&t.file)).collect()
+    };
+    let (first, second) = targets.split_at(targets.len() / 2);
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| read(second));
+        let mut records = read(first);
+        records.extend(
+            second
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        );
+        records
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::lock::StateLock;
+
+    #[test]
+    fn a_target_added_after_loading_is_resolved_and_placed_as_a_load_would() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Store::prepare_root(dir.path()).expect("root");
+        let lock = StateLock::acquire(dir.path()).expect("lock");
+        let store = Store::open(dir.path(), &lock).expect("open");
+        store
+            .write_target("b.example", "satisfy: {names: [b.example]}\n")
+            .expect("write");
+        store
+            .write_target("d.example", "satisfy: {names: [d.example]}\n")
+            .expect("write");
+        let mut world = World::load(&store, Scope::STATUS).expect("load");
+        assert_eq!(world.records.len(), 2);
+        store
+            .write_target("c.example", "satisfy: {names: [c.example]}\n")
+            .expect("write");
+        world.add_target(&store, "c.example");
+        store
+            .write_target("a.example", "satisfy: [\n")
+            .expect("write");
+        world.add_target(&store, "a.example");
+        let files: Vec<&str> = world.targets.iter().map(|t| t.file.as_str()).collect();
+        assert_eq!(files, ["b.example", "c.example", "d.example"]);
+        assert_eq!(world.records.len(), 3);
+        let broken: Vec<&str> = world.broken.iter().map(|b| b.file.as_str()).collect();
+        assert_eq!(broken, ["a.example"]);
+        // The same as loading again.
+        let again = World::load(&store, Scope::STATUS).expect("reload");
+        let files_again: Vec<&str> = again.targets.iter().map(|t| t.file.as_str()).collect();
+        assert_eq!(files, files_again);
+        assert_eq!(
+            format!("{:#}", world.broken[0].error),
+            format!("{:#}", again.broken[0].error)
+        );
+    }
+}
