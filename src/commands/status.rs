@@ -13,9 +13,9 @@ use time::format_description::well_known::Rfc3339;
 use crate::cli::StatusArgs;
 use crate::exit::config_error;
 use crate::monitor::facts::{self, Counts, TargetState};
+use crate::plan::{Policy, TargetPlan};
 use crate::settings::Settings;
 use crate::{cert, plan};
-use std::collections::BTreeMap;
 
 use crate::store::{CertState, Inventory, Store, TargetError, TargetRecord};
 use crate::target::Target;
@@ -199,7 +199,9 @@ struct Loaded {
     broken: Vec<TargetError>,
     inv: Inventory,
     summaries: cert::CertSet,
-    ari: BTreeMap<String, crate::plan::ari::AriRecord>,
+    /// The planner's verdict on each target, in the same order ([`plan::plan`], as a run
+    /// decides it).
+    plans: Vec<TargetPlan>,
     now: OffsetDateTime,
     /// `--expiring`: only targets whose certificate ends before this (or that have none).
     until: Option<OffsetDateTime>,
@@ -212,15 +214,16 @@ impl Loaded {
         until: Option<OffsetDateTime>,
     ) -> Result<Loaded> {
         let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
+        let world = World::load(&store, Scope::STATUS)?;
+        let plans = plan::plan(&world, now, &Policy::default()).targets;
         let World {
             targets,
             broken,
             inv,
             certs: summaries,
-            ari,
             records,
             ..
-        } = World::load(&store, Scope::STATUS)?;
+        } = world;
         Ok(Loaded {
             store,
             records,
@@ -228,7 +231,7 @@ impl Loaded {
             broken,
             inv,
             summaries,
-            ari,
+            plans,
             now,
             until,
         })
@@ -242,8 +245,12 @@ impl Loaded {
         }
     }
 
-    fn target_doc<'a>(&'a self, t: &'a Target, rec: &TargetRecord) -> TargetDoc<'a> {
-        let p = plan::plan_target_ari(t, &self.summaries, self.now, &self.ari);
+    fn target_doc<'a>(
+        &'a self,
+        t: &'a Target,
+        rec: &TargetRecord,
+        p: &TargetPlan,
+    ) -> TargetDoc<'a> {
         let rec = rec.clone();
         let live: Vec<String> = t
             .live_names()
@@ -313,30 +320,27 @@ impl Loaded {
             .targets
             .iter()
             .zip(&self.records)
-            .filter(|(t, _)| self.listed(self.best(t)))
+            .zip(&self.plans)
+            .filter(|(_, p)| self.listed(self.best(p)))
             .peekable();
         let mut bad = self.broken.iter().peekable();
         std::iter::from_fn(move || match (good.peek(), bad.peek()) {
-            (Some((t, _)), Some(b)) if b.file < t.file => bad.next().map(Self::broken_doc),
-            (Some(_), _) => good.next().map(|(t, r)| self.target_doc(t, r)),
+            (Some(((t, _), _)), Some(b)) if b.file < t.file => bad.next().map(Self::broken_doc),
+            (Some(_), _) => good.next().map(|((t, r), p)| self.target_doc(t, r, p)),
             (None, _) => bad.next().map(Self::broken_doc),
         })
     }
 
-    /// The certificate `t` uses, if any.
-    fn best(&self, t: &Target) -> Option<&cert::CertSummary> {
-        plan::plan_target_ari(t, &self.summaries, self.now, &self.ari)
-            .best
-            .and_then(|id| self.summaries.get(&id))
+    /// The certificate a target whose verdict is `p` uses, if any.
+    fn best(&self, p: &TargetPlan) -> Option<&cert::CertSummary> {
+        p.best.as_deref().and_then(|id| self.summaries.get(id))
     }
 
-    /// The listed targets by state (the planner asked once more for each: cheap next to
-    /// writing their documents).
+    /// The listed targets by state.
     fn summary(&self) -> Summary {
         let mut counts = Counts::default();
-        for (t, rec) in self.targets.iter().zip(&self.records) {
-            let p = plan::plan_target_ari(t, &self.summaries, self.now, &self.ari);
-            let best = p.best.as_deref().and_then(|id| self.summaries.get(id));
+        for (rec, p) in self.records.iter().zip(&self.plans) {
+            let best = self.best(p);
             if self.listed(best) {
                 counts.add(facts::target_state(best.is_some(), p.needs_request, rec));
             }

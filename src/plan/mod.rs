@@ -2,10 +2,13 @@
 //!
 //! Nothing here touches the disk, the network or the clock: `now` is passed in, so the rules
 //! (acmetool's "satisfies", its renewal span, its relink disjunction) are table-tested below
-//! and the reconciler only carries out what these functions return.
+//! and the reconciler only carries out what these functions return. [`plan`] decides all of
+//! it for one [`World`] at once, so every command that shows or does something (status,
+//! cull) shows or does what the same decision said.
 
 pub mod ari;
 pub mod backoff;
+pub mod cull;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +16,65 @@ use time::{Duration, OffsetDateTime};
 
 use crate::cert::{CertSet, CertSummary, best_cert};
 use crate::target::Target;
+use crate::world::World;
+
+/// What a command asks of the planner besides the world and the time.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// `reconcile --force`: a target backing off after failures is due anyway.
+    pub force: bool,
+    /// Decide what `cull` deletes ([`Plan::cull`]).
+    pub cull: bool,
+}
+
+/// Everything decided from one world at one time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The time it was decided for.
+    pub at: OffsetDateTime,
+    /// One verdict per target of the world, in the same order.
+    pub targets: Vec<TargetPlan>,
+    /// The `live/` links to change, on the world as it is.
+    pub relinks: Vec<Relink>,
+    /// With [`Policy::cull`]: what to delete once the relinks are made.
+    pub cull: Option<cull::CullPlan>,
+}
+
+/// Decides, for `world` at `now`, each target's certificate, renewal time and next due time,
+/// the relinks and (if asked) the cull. One pass over the targets; pure.
+pub fn plan(world: &World, now: OffsetDateTime, policy: &Policy) -> Plan {
+    let targets = world
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut p = plan_target_ari(t, &world.certs, now, &world.ari);
+            if p.needs_request {
+                // Due: asked as soon as its backoff allows (known when the records are loaded).
+                let waiting = world
+                    .records
+                    .get(i)
+                    .and_then(|r| backoff::gate(r, now, policy.force));
+                p.next_due = Some(waiting.map_or(now, |w| w.until));
+            }
+            p
+        })
+        .collect();
+    let relinks = plan_relinks(&world.targets, &world.certs, &world.inv.live, now);
+    let cull = policy.cull.then(|| {
+        let mut live = world.inv.live.clone();
+        for r in &relinks {
+            live.insert(r.name.clone(), r.cert_id.clone());
+        }
+        cull::plan_cull(world, &live, now)
+    });
+    Plan {
+        at: now,
+        targets,
+        relinks,
+        cull,
+    }
+}
 
 /// The planner's verdict for one target.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +85,9 @@ pub struct TargetPlan {
     pub renew_at: Option<OffsetDateTime>,
     /// A new certificate must be requested now.
     pub needs_request: bool,
+    /// When the target is next due: `renew_at` while its certificate is good, else when a
+    /// request may be made (now, or when its backoff ends; see [`plan`]).
+    pub next_due: Option<OffsetDateTime>,
 }
 
 /// Decides whether `target` needs a new certificate at `now`, by the local rule alone.
@@ -53,16 +118,19 @@ pub fn plan_target_ari(
             } else {
                 renew_at
             };
+            let needs_request = now >= renew_at;
             TargetPlan {
                 best: Some(best.id.clone()),
                 renew_at: Some(renew_at),
-                needs_request: now >= renew_at,
+                needs_request,
+                next_due: Some(if needs_request { now } else { renew_at }),
             }
         }
         None => TargetPlan {
             best: None,
             renew_at: None,
             needs_request: true,
+            next_due: Some(now),
         },
     }
 }
@@ -304,7 +372,8 @@ mod tests {
             TargetPlan {
                 best: None,
                 renew_at: None,
-                needs_request: true
+                needs_request: true,
+                next_due: Some(T0),
             }
         );
     }
@@ -396,6 +465,77 @@ mod tests {
         assert!(!p.needs_request, "{p:?}");
         let relinks = plan_relinks(std::slice::from_ref(&t), &set, &BTreeMap::new(), now);
         assert_eq!(relinks[0].cert_id, "new");
+    }
+
+    /// `plan` says per target what `plan_target_ari` says, with the backoff in `next_due`;
+    /// its relinks are `plan_relinks`'s and its cull is decided on the links after them.
+    #[test]
+    fn one_plan_agrees_with_the_rules_it_is_made_of() {
+        use crate::plan::backoff::{Attempt, Backoff, after_attempt};
+        use crate::store::TargetRecord;
+        let now = T0 + Duration::days(80);
+        let mut world = World {
+            targets: vec![
+                target("a", "satisfy:\n  names: [a.b]\n"),
+                target("c", "satisfy:\n  names: [c.d]\n"),
+                target("e", "satisfy:\n  names: [e.f]\n"),
+            ],
+            certs: CertSet::new(vec![
+                cert("old-a", &["a.b"], T0 - Duration::days(100), 90),
+                cert("new-a", &["a.b"], T0 + Duration::days(60), 90),
+                cert("c1", &["c.d"], T0, 90),
+            ]),
+            ..World::default()
+        };
+        world.inv.live.insert("a.b".into(), "old-a".into());
+        world.inv.live.insert("c.d".into(), "c1".into());
+        let failed = Attempt::Failed {
+            error: "refused",
+            backoff: Backoff::Yes,
+            retry_at: None,
+        };
+        let backing_off = after_attempt(TargetRecord::default(), failed, now);
+        world.records = vec![
+            TargetRecord::default(),
+            TargetRecord::default(),
+            backing_off,
+        ];
+        let p = plan(&world, now, &Policy::default());
+        for (t, got) in world.targets.iter().zip(&p.targets) {
+            let rule = plan_target_ari(t, &world.certs, now, &world.ari);
+            assert_eq!(got.best, rule.best, "{}", t.file);
+            assert_eq!(got.needs_request, rule.needs_request, "{}", t.file);
+        }
+        // a: renews in the future; c: 80 days into 90, due now; e: no certificate, waits
+        // for its backoff (one minute after its failure).
+        assert_eq!(p.targets[0].next_due, p.targets[0].renew_at);
+        assert_eq!(p.targets[1].next_due, Some(now));
+        assert_eq!(p.targets[2].next_due, Some(now + Duration::minutes(1)));
+        let forced = plan(
+            &world,
+            now,
+            &Policy {
+                force: true,
+                ..Policy::default()
+            },
+        );
+        assert_eq!(forced.targets[2].next_due, Some(now));
+        assert_eq!(
+            p.relinks,
+            plan_relinks(&world.targets, &world.certs, &world.inv.live, now)
+        );
+        assert_eq!(p.cull, None);
+        // The cull sees a.b already on new-a: the expired old-a is no longer linked.
+        let culled = plan(
+            &world,
+            now,
+            &Policy {
+                cull: true,
+                ..Policy::default()
+            },
+        );
+        let cull = culled.cull.expect("asked for");
+        assert_eq!(cull.certs, ["old-a"]);
     }
 
     #[test]
