@@ -511,6 +511,10 @@ pub struct WantArgs {
     /// Only write the target; do not reconcile.
     #[arg(long)]
     pub no_reconcile: bool,
+    /// On a fleet node (doc/cluster.md): a cluster label of the new target (repeatable);
+    /// only nodes subscribed to one of its labels keep and order it.
+    #[arg(long = "cluster-label", value_name = "LABEL")]
+    pub cluster_labels: Vec<String>,
     /// Hostnames (the first is the target's file-name stem).
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,

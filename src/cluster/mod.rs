@@ -3,9 +3,10 @@
 //!
 //! A `conf/cluster` file turns a state directory into a fleet node; without it nothing here
 //! runs (a run pays one `stat`). What is shared lives in etcd under a prefix (targets, the
-//! fleet's conf/target without its `request.challenge` section, accounts and private keys
-//! sealed under the cluster secret key, certificates, which certificate each target has, the
-//! targets' run records); each node keeps a mirror of it in its own state directory, in
+//! fleet's conf/target without its `request.challenge` and `monitor` sections
+//! ([`defaults`]), accounts and private keys sealed under the cluster secret key,
+//! certificates, which certificate each target has, the targets' run records); each node
+//! keeps a mirror of it in its own state directory, in
 //! acmetool's layout, so hooks, `live/` and the services reading them work as on one
 //! machine. Before ordering, a node locks the target with an etcd lease that dies with it,
 //! re-checks the target in the same transaction, and records every step in transactions
@@ -17,7 +18,9 @@
 //!
 //! Layers: [`config`] (the file), [`layout`] (keys and values), [`seal`] (keys at rest),
 //! [`kv`] (the seam: the etcd calls we make; [`etcd`] is the real one), [`fleet`] (locks,
-//! fencing, leases, tokens).
+//! fencing, leases, tokens), [`node`] (the mirror's sync, the executor's gate, the account
+//! lock), [`agent`] (http-01 on every node), [`rekey`] (key rotation), [`report`]
+//! (`cluster-status`).
 
 pub mod agent;
 pub mod config;

@@ -130,30 +130,20 @@ pub fn endpoints(probes: &[Probe], members: &[(u64, String)]) -> Vec<EndpointDoc
         .collect()
 }
 
-/// Reads the fleet's side of the report.
-pub async fn gather<K: Kv + 'static>(
-    fleet: &Fleet<K>,
-    report: &mut FleetReport,
-) -> Result<(), KvError> {
+/// Every node that ran or whose agent runs, by name.
+async fn nodes<K: Kv + 'static>(fleet: &Fleet<K>) -> Result<Vec<NodeDoc>, KvError> {
     let l = fleet.layout();
-    report.prefix = l.prefix().to_owned();
-    report.node = fleet.node().to_owned();
-    report.key_ids = fleet.keys().ids();
-    report.initialised = fleet.version().await?.is_some();
-    let keys_only = |prefix: String| Range {
-        keys_only: true,
-        ..Range::prefix(prefix)
-    };
     let kv = fleet.kv().as_ref();
-    let targets = range_all(kv, keys_only(l.targets()), 10_000).await?;
-    report.revision = targets.revision;
-    report.targets = targets.entries.len();
-    report.with_certificate = range_all(kv, keys_only(l.heads()), 10_000)
-        .await?
-        .entries
-        .len();
     let nodes = range_all(kv, Range::prefix(l.nodes()), 1000).await?;
-    let agents = range_all(kv, keys_only(l.agents()), 1000).await?;
+    let agents = range_all(
+        kv,
+        Range {
+            keys_only: true,
+            ..Range::prefix(l.agents())
+        },
+        1000,
+    )
+    .await?;
     let mut by_name: BTreeMap<String, NodeDoc> = BTreeMap::new();
     for e in &nodes.entries {
         if let Some(name) = l.name_under(&l.nodes(), &e.key) {
@@ -179,7 +169,32 @@ pub async fn gather<K: Kv + 'static>(
                 .agent = true;
         }
     }
-    report.nodes = by_name.into_values().collect();
+    Ok(by_name.into_values().collect())
+}
+
+/// Reads the fleet's side of the report.
+pub async fn gather<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    report: &mut FleetReport,
+) -> Result<(), KvError> {
+    let l = fleet.layout();
+    report.prefix = l.prefix().to_owned();
+    report.node = fleet.node().to_owned();
+    report.key_ids = fleet.keys().ids();
+    report.initialised = fleet.version().await?.is_some();
+    let keys_only = |prefix: String| Range {
+        keys_only: true,
+        ..Range::prefix(prefix)
+    };
+    let kv = fleet.kv().as_ref();
+    let targets = range_all(kv, keys_only(l.targets()), 10_000).await?;
+    report.revision = targets.revision;
+    report.targets = targets.entries.len();
+    report.with_certificate = range_all(kv, keys_only(l.heads()), 10_000)
+        .await?
+        .entries
+        .len();
+    report.nodes = nodes(fleet).await?;
     let locks = range_all(kv, Range::prefix(l.locks()), 1000).await?;
     report.locks = locks
         .entries

@@ -23,6 +23,25 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
             names.push(h);
         }
     }
+    if let Some(bad) = args
+        .cluster_labels
+        .iter()
+        .find(|l| !crate::cluster::config::valid_name(l))
+    {
+        return Err(config_error(anyhow::anyhow!(
+            "cluster label {bad:?} must be 1-64 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    let yaml = |names: &[Hostname]| -> Result<String> {
+        let mut y = new_target_yaml(names)?;
+        if !args.cluster_labels.is_empty() {
+            y.push_str(&format!(
+                "cluster-labels: [{}]\n",
+                args.cluster_labels.join(", ")
+            ));
+        }
+        Ok(y)
+    };
     // One lock and one load for the whole command: the reconcile that follows runs on the
     // world the coverage was checked in, with the new target added.
     let scope = if args.no_reconcile {
@@ -41,10 +60,16 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
         .any(|t| names.iter().all(|n| t.satisfy_names.contains(n)));
     if covered {
         tracing::info!("a target already covers {}", join(&names));
+        if !args.cluster_labels.is_empty() {
+            tracing::warn!(
+                "a target already covers {}: its cluster labels are not changed (edit its file in desired/)",
+                join(&names)
+            );
+        }
     } else {
         if let Some(wild) = names.iter().find(|n| n.is_wildcard()) {
             // The target as it would be saved: its names over conf/target's settings.
-            let probe = crate::target::RawTarget::parse(&new_target_yaml(&names)?)?;
+            let probe = crate::target::RawTarget::parse(&yaml(&names)?)?;
             let t = crate::target::Target::resolve("new", &probe, &world.defaults)
                 .map_err(config_error)?;
             let hooks = super::hook_runner(settings);
@@ -66,7 +91,7 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
         .context("reading /dev/urandom")?;
         let file = new_target_filename(&names[0], random);
         store
-            .write_target(&file, &new_target_yaml(&names)?)
+            .write_target(&file, &yaml(&names)?)
             .context("saving the new target")?;
         world.add_target(store, &file);
         tracing::info!("added target desired/{file} for {}", join(&names));

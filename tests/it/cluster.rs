@@ -809,6 +809,34 @@ fn cluster_nodes_keep_only_the_targets_of_their_labels() {
     );
     // The fleet still has all three targets: nobody's sync withdrew another label's.
     assert_eq!(etcd.dump("/acmekeep/d/targets/").len(), 3);
+    // want on a node without the new target's label: the fleet gets it, that node does not
+    // keep it, and a node with the label orders it.
+    acmekeep(
+        c,
+        &[
+            "want",
+            "--no-reconcile",
+            "--cluster-label",
+            "web",
+            "late.fleet.test",
+        ],
+    )
+    .assert_success();
+    assert!(
+        !c.desired_files()
+            .iter()
+            .any(|f| f.starts_with("late.fleet.test")),
+        "{:?}",
+        c.desired_files()
+    );
+    let shared = etcd.dump("/acmekeep/d/targets/late.fleet.test");
+    assert_eq!(shared.len(), 1);
+    assert!(String::from_utf8_lossy(&shared[0].1).contains("cluster-labels: [web]"));
+    acmekeep(b, &["reconcile"]).assert_success();
+    assert!(!b.live_cert_id("late.fleet.test").is_empty());
+    acmekeep(c, &["reconcile"]).assert_success();
+    assert!(c.live_link("late.fleet.test").is_none());
+    assert_eq!(count(&pebble.pebble_log(), "Issued certificate serial"), 4);
 }
 
 /// Issue 19: the credentials conf/cluster offers, against a real etcd with auth enabled.
