@@ -848,3 +848,56 @@ fn check_metrics_and_status_work_as_a_user_who_can_read_live_but_not_the_keys() 
     assert_eq!(without_cache(&after), without_cache(&before));
     assert!(!after.contains("cert-summaries"), "{after}");
 }
+
+/// The `OnFailure=` wiring shipped in contrib/systemd (on-failure.conf, a drop-in for
+/// acmekeep.service, and acmekeep-failed.service) passes `systemd-analyze verify` beside the
+/// service quickstart installs (its template, rendered as quickstart renders it).
+#[test]
+fn the_on_failure_units_pass_systemd_analyze_verify() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed (scripts/install-deps installs it); skipping");
+        return;
+    };
+    assert!(version.status.success());
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let read = |name: &str| std::fs::read_to_string(contrib.join(name)).expect(name);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service: String = read("acmekeep.service")
+        .lines()
+        .filter(|l| !l.starts_with("#@"))
+        .map(|l| {
+            l.replace("@COMMAND@", "/bin/true --batch reconcile")
+                .replace("@READ_WRITE_PATHS@", "-/var/lib/acme")
+                + "\n"
+        })
+        .collect();
+    std::fs::write(dir.path().join("acmekeep.service"), service).expect("write");
+    let drop_in = dir.path().join("acmekeep.service.d");
+    std::fs::create_dir(&drop_in).expect("mkdir");
+    let wiring = read("on-failure.conf");
+    assert!(
+        wiring.contains("\nOnFailure=acmekeep-failed.service\n"),
+        "{wiring}"
+    );
+    std::fs::write(drop_in.join("on-failure.conf"), wiring).expect("write");
+    std::fs::write(
+        dir.path().join("acmekeep-failed.service"),
+        read("acmekeep-failed.service"),
+    )
+    .expect("write");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("acmekeep.service"))
+        .arg(dir.path().join("acmekeep-failed.service"))
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines about other units on the host are not ours; the drop-in's are (an unknown key
+    // there is only a warning, so the exit status alone would not tell).
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("acmekeep") || l.contains("on-failure"))
+        .collect();
+    assert!(out.status.success() && ours.is_empty(), "{stderr}");
+}
