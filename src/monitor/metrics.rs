@@ -3,38 +3,48 @@
 //!
 //! Names follow Prometheus's conventions: `acmekeep_` prefix, base units (`_seconds`),
 //! `_timestamp_seconds` for points in time, `_total` for counters, `_info` for labels carried
-//! by a constant 1; every family has HELP and TYPE. One series per target (labels `target`,
-//! the file under `desired/`, and `name`, its first name) and per certificate in use, never
-//! one per name or per error message, so ten thousand targets stay ten thousand series per
-//! family. Label values are escaped as the format asks (`\\`, `\"`, `\n`).
+//! by a constant 1; every family has HELP and TYPE. Per target, one info series carries every
+//! label (its file under `desired/` as `target`, its first name, its state, its CA, its
+//! certificate's profile and key type) and the few numeric series carry `target` alone (a
+//! query joins them to the info series `on(target)`), never one series per name or per error
+//! message: ten thousand targets stay ten thousand series per family, and each label set is
+//! written once (the file is read by node_exporter on every scrape; with every label on
+//! every series it was about 1 KB per target, measured). Label values are escaped as the
+//! format asks (`\\`, `\"`, `\n`).
 //!
 //! The text is streamed: a family's series must be contiguous, so each target is first
 //! reduced to a small [`Row`] of numbers and borrowed names (no run record text is kept), and
-//! each family is then written from the rows. Nothing here reads a certificate: the facts come
-//! from the summaries the run already holds.
+//! each family is then written from the rows, through one buffer, integers without the
+//! formatting machinery. Nothing here reads a certificate: the facts come from the summaries
+//! the run already holds.
 
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::cert::CertSummary;
 use crate::monitor::facts::{Facts, TargetFacts, TargetState};
-use crate::target::Target;
 
 /// Mode of the textfile: node_exporter runs as another user.
 pub const TEXTFILE_MODE: u32 = 0o644;
 
-/// What the metrics say of one target.
+/// What the metrics say of one target: numbers and borrowed names only.
 struct Row<'a> {
     file: &'a str,
-    target: Option<&'a Target>,
-    cert: Option<&'a CertSummary>,
-    renew_at: Option<i64>,
+    name: &'a str,
     state: TargetState,
-    failures: u32,
-    last_attempt: Option<i64>,
-    last_success: Option<i64>,
+    /// The CA the target orders from (`""` for a file that cannot be used).
+    ca: &'a str,
+    /// The certificate in use: its profile and key type, validity and renewal time.
+    profile: &'a str,
+    key_type: &'static str,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+    renew_at: Option<i64>,
+    /// Failing and deferred targets only.
+    failures: Option<i64>,
     failing_since: Option<i64>,
     next_attempt: Option<i64>,
+    last_attempt: Option<i64>,
+    last_success: Option<i64>,
 }
 
 impl<'a> Row<'a> {
@@ -42,31 +52,37 @@ impl<'a> Row<'a> {
         let at = |f: &Option<time::OffsetDateTime>| f.map(|t| t.unix_timestamp());
         let r = &t.record;
         let needs = matches!(t.state, TargetState::Failing | TargetState::Deferred);
+        let name = t
+            .target
+            .and_then(|t| t.satisfy_names.first())
+            .map_or(t.file, |n| n.as_str());
         Row {
             file: t.file,
-            target: t.target,
-            cert: t.cert,
-            renew_at: t.renew_at.map(|t| t.unix_timestamp()),
+            name,
             state: t.state,
-            failures: if needs { r.failures } else { 0 },
-            last_attempt: at(&r.last_attempt),
-            last_success: at(&r.last_success),
+            ca: t.target.map_or("", |t| t.provider.as_str()),
+            profile: t.cert.and_then(|c| c.profile.as_deref()).unwrap_or(""),
+            key_type: match t.cert.and_then(|c| c.key_family) {
+                Some(crate::keys::KeyFamily::Rsa) => "rsa",
+                Some(crate::keys::KeyFamily::Ecdsa) => "ecdsa",
+                None => "",
+            },
+            not_before: t.cert.map(|c| c.not_before.unix_timestamp()),
+            not_after: t.cert.map(|c| c.not_after.unix_timestamp()),
+            renew_at: t.renew_at.map(|t| t.unix_timestamp()),
+            failures: needs.then_some(i64::from(r.failures)),
             failing_since: if needs { at(&r.failing_since) } else { None },
             next_attempt: if needs { at(&r.next_attempt) } else { None },
+            last_attempt: at(&r.last_attempt),
+            last_success: at(&r.last_success),
         }
-    }
-
-    fn name(&self) -> &'a str {
-        self.target
-            .and_then(|t| t.satisfy_names.first())
-            .map_or(self.file, |n| n.as_str())
     }
 }
 
 /// Writes `value` as a label value: `\`, `"` and newlines escaped.
 fn escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
     let mut rest = value;
-    while let Some(i) = rest.find(['\\', '"', '\n']) {
+    while let Some(i) = rest.bytes().position(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.write_all(&rest.as_bytes()[..i])?;
         out.write_all(match rest.as_bytes()[i] {
             b'\\' => b"\\\\",
@@ -76,6 +92,26 @@ fn escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
         rest = &rest[i + 1..];
     }
     out.write_all(rest.as_bytes())
+}
+
+/// Writes an integer in decimal, without the formatting machinery (ten thousand targets
+/// make tens of thousands of them).
+fn int(out: &mut impl Write, value: i64) -> io::Result<()> {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.write_all(b"-")?;
+    }
+    out.write_all(&digits[at..])
 }
 
 /// Writes one series: `name{k="v",…} value`.
@@ -92,7 +128,8 @@ fn series(
             if i > 0 {
                 out.write_all(b",")?;
             }
-            write!(out, "{k}=\"")?;
+            out.write_all(k.as_bytes())?;
+            out.write_all(b"=\"")?;
             escaped(out, v)?;
             out.write_all(b"\"")?;
         }
@@ -106,146 +143,92 @@ fn family(out: &mut impl Write, name: &str, kind: &str, help: &str) -> io::Resul
     writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}")
 }
 
-/// A per-target gauge: one series for each row `value` gives a number for.
-fn per_target<T: std::fmt::Display>(
-    out: &mut impl Write,
-    rows: &[Row],
-    (name, help): (&str, &str),
-    value: impl Fn(&Row) -> Option<T>,
-) -> io::Result<()> {
-    family(out, name, "gauge", help)?;
-    for r in rows {
-        if let Some(v) = value(r) {
-            series(out, name, &[("target", r.file), ("name", r.name())], v)?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes the metrics of `facts`.
-pub fn write(out: &mut impl Write, facts: &Facts) -> io::Result<()> {
-    let rows: Vec<Row> = facts.targets().map(Row::of).collect();
-    let cert = |f: fn(&CertSummary) -> i64| move |r: &Row| r.cert.map(f);
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_certificate_not_before_timestamp_seconds",
-            "Start of validity of the certificate each target uses.",
-        ),
-        cert(|c| c.not_before.unix_timestamp()),
-    )?;
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_certificate_not_after_timestamp_seconds",
-            "End of validity of the certificate each target uses.",
-        ),
-        cert(|c| c.not_after.unix_timestamp()),
-    )?;
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_certificate_renewal_timestamp_seconds",
-            "When the certificate each target uses is due for renewal (the CA's renewal window, else a third of its lifetime before its end).",
-        ),
+/// The per-target gauges after the info series: name, help, and the value of a row (no
+/// series where there is none). Each has the one label `target`, which joins it to
+/// `acmekeep_target_info`.
+type PerTarget = (&'static str, &'static str, fn(&Row) -> Option<i64>);
+const PER_TARGET: [PerTarget; 8] = [
+    (
+        "acmekeep_certificate_not_before_timestamp_seconds",
+        "Start of validity of the certificate each target uses.",
+        |r| r.not_before,
+    ),
+    (
+        "acmekeep_certificate_not_after_timestamp_seconds",
+        "End of validity of the certificate each target uses.",
+        |r| r.not_after,
+    ),
+    (
+        "acmekeep_certificate_renewal_timestamp_seconds",
+        "When the certificate each target uses is due for renewal (the CA's renewal window, else a third of its lifetime before its end).",
         |r| r.renew_at,
-    )?;
-    let info = "acmekeep_certificate_info";
+    ),
+    (
+        "acmekeep_target_consecutive_failures",
+        "Failed attempts in a row of each failing or deferred target.",
+        |r| r.failures,
+    ),
+    (
+        "acmekeep_target_failing_since_timestamp_seconds",
+        "When the failures of each failing or deferred target began.",
+        |r| r.failing_since,
+    ),
+    (
+        "acmekeep_target_next_attempt_timestamp_seconds",
+        "Not tried again before this time: each failing or deferred target backing off.",
+        |r| r.next_attempt,
+    ),
+    (
+        "acmekeep_target_last_attempt_timestamp_seconds",
+        "When each target's last attempt to obtain a certificate ended.",
+        |r| r.last_attempt,
+    ),
+    (
+        "acmekeep_target_last_success_timestamp_seconds",
+        "When each target last obtained a certificate.",
+        |r| r.last_success,
+    ),
+];
+
+/// Writes the metrics of `facts`: per target one info series with every label, and a few
+/// numeric series labelled with the target alone.
+pub fn write(out: &mut impl Write, facts: &Facts) -> io::Result<()> {
+    let rows: Vec<Row> = facts.map_targets(Row::of);
+    let info = "acmekeep_target_info";
     family(
         out,
         info,
         "gauge",
-        "The certificate each target uses: its id under certs/, the CA the target orders from, the ACME profile and the key type (1).",
-    )?;
-    for r in &rows {
-        if let (Some(c), Some(t)) = (r.cert, r.target) {
-            let key_type = match c.key_family {
-                Some(crate::keys::KeyFamily::Rsa) => "rsa",
-                Some(crate::keys::KeyFamily::Ecdsa) => "ecdsa",
-                None => "",
-            };
-            series(
-                out,
-                info,
-                &[
-                    ("target", r.file),
-                    ("name", r.name()),
-                    ("certificate", &c.id),
-                    ("ca", &t.provider),
-                    ("profile", c.profile.as_deref().unwrap_or("")),
-                    ("key_type", key_type),
-                ],
-                1,
-            )?;
-        }
-    }
-    let state = "acmekeep_target_state";
-    family(
-        out,
-        state,
-        "gauge",
-        "Where each target stands (1, in the state label): valid, due, failing, deferred (the CA asked to wait), missing (never obtained) or invalid (its file cannot be used).",
+        "Each target (1): its first name, its state (valid, due, failing, deferred: the CA asked to wait, missing: never obtained, invalid: its file cannot be used), the CA it orders from, and the ACME profile and key type of the certificate it uses.",
     )?;
     for r in &rows {
         series(
             out,
-            state,
+            info,
             &[
                 ("target", r.file),
-                ("name", r.name()),
+                ("name", r.name),
                 ("state", r.state.as_str()),
+                ("ca", r.ca),
+                ("profile", r.profile),
+                ("key_type", r.key_type),
             ],
             1,
         )?;
     }
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_target_consecutive_failures",
-            "Failed attempts in a row of each target that needs a certificate.",
-        ),
-        |r| Some(r.failures),
-    )?;
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_target_failing_since_timestamp_seconds",
-            "When the failures of each failing or deferred target began.",
-        ),
-        |r| r.failing_since,
-    )?;
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_target_next_attempt_timestamp_seconds",
-            "Not tried again before this time: each failing or deferred target backing off.",
-        ),
-        |r| r.next_attempt,
-    )?;
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_target_last_attempt_timestamp_seconds",
-            "When each target's last attempt to obtain a certificate ended.",
-        ),
-        |r| r.last_attempt,
-    )?;
-    per_target(
-        out,
-        &rows,
-        (
-            "acmekeep_target_last_success_timestamp_seconds",
-            "When each target last obtained a certificate.",
-        ),
-        |r| r.last_success,
-    )?;
+    for (name, help, value) in PER_TARGET {
+        family(out, name, "gauge", help)?;
+        for r in &rows {
+            if let Some(v) = value(r) {
+                out.write_all(name.as_bytes())?;
+                out.write_all(b"{target=\"")?;
+                escaped(out, r.file)?;
+                out.write_all(b"\"} ")?;
+                int(out, v)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
     let mut counts = crate::monitor::facts::Counts::default();
     for r in &rows {
         counts.add(r.state);
@@ -406,7 +389,7 @@ pub fn write_textfile(
     let written = file
         .set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))
         .and_then(|()| {
-            let mut w = io::BufWriter::with_capacity(64 * 1024, &file);
+            let mut w = io::BufWriter::with_capacity(256 * 1024, &file);
             fill(&mut w)?;
             w.flush()
         })
@@ -471,6 +454,15 @@ mod tests {
         let mut out = Vec::new();
         series(&mut out, "m", &[], 7).expect("write");
         assert_eq!(String::from_utf8(out).expect("utf-8"), "m 7\n");
+    }
+
+    #[test]
+    fn integers_are_written_in_decimal_as_display_writes_them() {
+        for v in [0, 7, -7, 10, 1_796_603_029, -1_000_000, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            int(&mut out, v).expect("write");
+            assert_eq!(String::from_utf8(out).expect("utf-8"), v.to_string());
+        }
     }
 
     #[test]

@@ -107,7 +107,8 @@ fn the_metrics_file_describes_pebble_certificates_and_passes_promtool() {
 
     // The certificate Pebble issued, as it is on disk.
     let (not_before, not_after) = live_validity(&state, OK);
-    let ok = [("target", ok_file.as_str()), ("name", OK)];
+    // The numeric series carry the target alone; its info series every label.
+    let ok = [("target", ok_file.as_str())];
     let m = |name: &str, labels: &[(&str, &str)]| sample(&text, name, labels);
     assert_eq!(
         m("acmekeep_certificate_not_after_timestamp_seconds", &ok),
@@ -123,28 +124,41 @@ fn the_metrics_file_describes_pebble_certificates_and_passes_promtool() {
         (renewal - third).abs() <= 1.0 + (unix(not_after) - unix(not_before)) / 3.0,
         "renewal {renewal}, a third before the end {third}"
     );
-    let cert_id = state.live_cert_id(OK);
     assert_eq!(
         m(
-            "acmekeep_certificate_info",
+            "acmekeep_target_info",
             &[
                 ("target", ok_file.as_str()),
-                ("certificate", cert_id.as_str()),
+                ("name", OK),
+                ("state", "valid"),
                 ("ca", pebble.directory_url().as_str()),
                 ("profile", ""),
+                ("key_type", "rsa"),
             ]
         ),
         Some(1.0)
     );
     let state_of =
-        |file: &str, s: &str| m("acmekeep_target_state", &[("target", file), ("state", s)]);
+        |file: &str, s: &str| m("acmekeep_target_info", &[("target", file), ("state", s)]);
     assert_eq!(state_of(&ok_file, "valid"), Some(1.0));
     assert_eq!(state_of(&bad_file, "failing"), Some(1.0));
     assert_eq!(state_of("broken", "invalid"), Some(1.0));
     assert_eq!(state_of(&ok_file, "failing"), None, "one series per target");
-    let bad = [("target", bad_file.as_str()), ("name", BAD)];
+    // Labels once per target: every other per-target series has `target` alone.
+    for line in text.lines().filter(|l| l.contains("{target=")) {
+        let labels = line.split_once('{').expect("labels").1;
+        assert!(
+            line.starts_with("acmekeep_target_info{") || !labels.contains(','),
+            "{line}"
+        );
+    }
+    let bad = [("target", bad_file.as_str())];
     assert_eq!(m("acmekeep_target_consecutive_failures", &bad), Some(1.0));
-    assert_eq!(m("acmekeep_target_consecutive_failures", &ok), Some(0.0));
+    assert_eq!(
+        m("acmekeep_target_consecutive_failures", &ok),
+        None,
+        "failing and deferred targets only"
+    );
     let record = run_record(&state, &bad_file);
     let attempt = OffsetDateTime::parse(
         record["last_attempt"].as_str().expect("last attempt"),
