@@ -23,6 +23,11 @@ use crate::target::{RawTarget, Target};
 /// What a command needs loaded besides `conf/target` and the targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
+    /// `conf/target` and the targets resolved over it ([`World::targets`], [`World::broken`]).
+    pub targets: bool,
+    /// The target files as written, unresolved, each read or why not
+    /// ([`World::raw_targets`]).
+    pub raw_targets: bool,
     /// Certificates, keys, accounts and live links ([`World::inv`], [`World::certs`]).
     pub inventory: bool,
     /// The cached renewal information of every complete certificate ([`World::ari`]).
@@ -36,6 +41,8 @@ pub struct Scope {
 impl Scope {
     /// `want --no-reconcile`: the targets alone (is a name covered already?).
     pub const TARGETS: Scope = Scope {
+        targets: true,
+        raw_targets: false,
         inventory: false,
         ari: false,
         records: false,
@@ -52,12 +59,19 @@ impl Scope {
         inventory: true,
         ari: true,
         records: true,
-        privkey_links: false,
+        ..Scope::TARGETS
     };
     /// `cull`: what deciding which directories to delete needs.
     pub const CULL: Scope = Scope {
         inventory: true,
         privkey_links: true,
+        ..Scope::TARGETS
+    };
+    /// `unwant`: the target files alone, as written (a broken `conf/target` must not keep a
+    /// name from being unwanted).
+    pub const UNWANT: Scope = Scope {
+        targets: false,
+        raw_targets: true,
         ..Scope::TARGETS
     };
 }
@@ -84,6 +98,9 @@ pub struct World {
     /// Incomplete certificate directory id → the key id its `privkey` link names (with
     /// [`Scope::privkey_links`]).
     pub privkey_links: BTreeMap<String, String>,
+    /// With [`Scope::raw_targets`]: every `desired/` file by name, parsed as written or why
+    /// it could not be.
+    pub raw_targets: Vec<(String, Result<RawTarget>)>,
     /// What was loaded.
     pub scope: Scope,
 }
@@ -93,12 +110,19 @@ impl World {
     /// error; broken target files and certificate directories are part of the world.
     pub fn load(store: &Store, scope: Scope) -> Result<World> {
         let started = std::time::Instant::now();
-        let defaults = store.load_defaults().map_err(config_error)?;
-        let (targets, broken, mut inv) = if scope.inventory {
-            store.load_all(&defaults)?
+        let defaults = if scope.targets {
+            store.load_defaults().map_err(config_error)?
         } else {
-            let (targets, broken) = store.load_targets(&defaults)?;
-            (targets, broken, Inventory::default())
+            RawTarget::default()
+        };
+        let (targets, broken, mut inv) = match (scope.targets, scope.inventory) {
+            (true, true) => store.load_all(&defaults)?,
+            (true, false) => {
+                let (targets, broken) = store.load_targets(&defaults)?;
+                (targets, broken, Inventory::default())
+            }
+            (false, true) => (Vec::new(), Vec::new(), store.load_inventory()?),
+            (false, false) => Default::default(),
         };
         let certs = inv.take_summaries();
         tracing::debug!(
@@ -116,6 +140,16 @@ impl World {
             scope,
             ..World::default()
         };
+        if scope.raw_targets {
+            world.raw_targets = store
+                .target_files()?
+                .into_iter()
+                .map(|file| {
+                    let raw = store.raw_target(&file);
+                    (file, raw)
+                })
+                .collect();
+        }
         if scope.ari {
             // Cached windows only: loading never asks the CA.
             world.ari = world
@@ -230,5 +264,29 @@ mod tests {
             format!("{:#}", world.broken[0].error),
             format!("{:#}", again.broken[0].error)
         );
+    }
+
+    #[test]
+    fn unwant_reads_the_files_as_written_even_with_a_broken_conf_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Store::prepare_root(dir.path()).expect("root");
+        let lock = StateLock::acquire(dir.path()).expect("lock");
+        let store = Store::open(dir.path(), &lock).expect("open");
+        std::fs::write(dir.path().join("conf/target"), "satisfy: [\n").expect("conf");
+        store
+            .write_target("a.example", "satisfy: {names: [a.example]}\n")
+            .expect("write");
+        store
+            .write_target("b.example", "names: [\n")
+            .expect("write");
+        assert!(World::load(&store, Scope::TARGETS).is_err());
+        let world = World::load(&store, Scope::UNWANT).expect("load");
+        assert!(world.targets.is_empty());
+        let read: Vec<(&str, bool)> = world
+            .raw_targets
+            .iter()
+            .map(|(f, r)| (f.as_str(), r.is_ok()))
+            .collect();
+        assert_eq!(read, [("a.example", true), ("b.example", false)]);
     }
 }

@@ -11,58 +11,9 @@ use anyhow::{Context, Result};
 use crate::cli::UnwantArgs;
 use crate::exit::config_error;
 use crate::name::Hostname;
+use crate::plan::{self, edit::Edit};
 use crate::settings::Settings;
-use crate::target::RawTarget;
-
-/// What unwanting does to one target file.
-#[derive(Debug, PartialEq)]
-pub enum Edit {
-    /// The file does not mention any of the names.
-    Untouched,
-    /// Some names were removed; the new content.
-    Rewrite(Box<RawTarget>),
-    /// No names are left: delete the file.
-    Delete,
-}
-
-fn strip(list: &mut Option<Vec<String>>, names: &[Hostname]) -> bool {
-    let Some(items) = list.as_mut() else {
-        return false;
-    };
-    let before = items.len();
-    items.retain(|n| Hostname::parse(n).map_or(true, |h| !names.contains(&h)));
-    items.len() != before
-}
-
-/// Decides the edit for one target (pure). `file` is its name under `desired/`, which is
-/// its only name when the file lists none.
-pub fn plan_edit(file: &str, raw: &RawTarget, names: &[Hostname]) -> Edit {
-    let mut new = raw.clone();
-    let mut changed = false;
-    if let Some(s) = new.satisfy.as_mut() {
-        changed |= strip(&mut s.names, names);
-    }
-    if let Some(r) = new.request.as_mut() {
-        changed |= strip(&mut r.names, names);
-    }
-    changed |= strip(&mut new.names, names);
-    let left = |l: &Option<Vec<String>>| l.as_ref().is_some_and(|v| !v.is_empty());
-    let has_names = new.satisfy.as_ref().is_some_and(|s| left(&s.names)) || left(&new.names);
-    let had_names = raw.satisfy.as_ref().is_some_and(|s| left(&s.names)) || left(&raw.names);
-    if !had_names {
-        // Named after its file: unwanting that name removes the target.
-        return match Hostname::parse(file) {
-            Ok(h) if names.contains(&h) => Edit::Delete,
-            _ if changed => Edit::Rewrite(Box::new(new)),
-            _ => Edit::Untouched,
-        };
-    }
-    match (changed, has_names) {
-        (false, _) => Edit::Untouched,
-        (true, false) => Edit::Delete,
-        (true, true) => Edit::Rewrite(Box::new(new)),
-    }
-}
+use crate::world::Scope;
 
 /// Removes `args.names` from every target.
 pub fn execute(settings: &Settings, args: &UnwantArgs) -> Result<ExitCode> {
@@ -71,68 +22,28 @@ pub fn execute(settings: &Settings, args: &UnwantArgs) -> Result<ExitCode> {
         .iter()
         .map(|n| Hostname::parse(n).map_err(config_error))
         .collect::<Result<Vec<_>>>()?;
-    let (lock, store) = super::lock_and_open(settings)?;
-    for file in store.target_files()? {
-        let raw = match store.raw_target(&file) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("skipping desired/{file}: {e:#}");
-                continue;
-            }
-        };
-        match plan_edit(&file, &raw, &names) {
+    let session = super::open_session(settings, Scope::UNWANT)?;
+    for (file, raw) in &session.world.raw_targets {
+        if let Err(e) = raw {
+            tracing::warn!("skipping desired/{file}: {e:#}");
+        }
+    }
+    let store = &session.store;
+    for (file, edit) in plan::edit::edits(&session.world, &names) {
+        match edit {
             Edit::Untouched => {}
             Edit::Delete => {
-                store.remove_target(&file)?;
+                store.remove_target(file)?;
                 tracing::info!("removed target desired/{file}");
             }
             Edit::Rewrite(new) => {
                 let yaml = serde_yaml_ng::to_string(&*new).context("serialising the target")?;
-                store.write_target(&file, &yaml)?;
+                store.write_target(file, &yaml)?;
                 tracing::info!("updated target desired/{file}");
             }
         }
     }
-    drop((store, lock));
+    drop(session);
     // On a fleet node, the fleet learns it now.
     super::cluster::share_edits(settings)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(n: &str) -> Hostname {
-        Hostname::parse(n).expect("valid")
-    }
-
-    fn raw(yaml: &str) -> RawTarget {
-        RawTarget::parse(yaml).expect("yaml")
-    }
-
-    #[test]
-    fn edits_table() {
-        let t = raw("satisfy:\n  names: [a.b, c.d]\nrequest:\n  names: [a.b, c.d, e.f]\n");
-        match plan_edit("x", &t, &[h("A.B")]) {
-            Edit::Rewrite(n) => {
-                assert_eq!(
-                    n.satisfy.and_then(|s| s.names),
-                    Some(vec!["c.d".to_owned()])
-                );
-                assert_eq!(
-                    n.request.and_then(|r| r.names),
-                    Some(vec!["c.d".to_owned(), "e.f".to_owned()])
-                );
-            }
-            other => panic!("expected a rewrite, got {other:?}"),
-        }
-        assert_eq!(plan_edit("x", &t, &[h("a.b"), h("c.d")]), Edit::Delete);
-        assert_eq!(plan_edit("x", &t, &[h("zz.top")]), Edit::Untouched);
-        assert_eq!(plan_edit("a.b", &raw(""), &[h("a.b")]), Edit::Delete);
-        assert_eq!(plan_edit("a.b", &raw(""), &[h("c.d")]), Edit::Untouched);
-        assert_eq!(
-            plan_edit("x", &raw("names: [a.b]\n"), &[h("a.b")]),
-            Edit::Delete
-        );
-    }
 }

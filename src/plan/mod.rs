@@ -9,6 +9,7 @@
 pub mod ari;
 pub mod backoff;
 pub mod cull;
+pub mod edit;
 
 use std::collections::BTreeMap;
 
