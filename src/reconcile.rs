@@ -1387,6 +1387,9 @@ fn build_csr(t: &Target, key: &PrivateKey) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+mod tables;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::KeySpec;

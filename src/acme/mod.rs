@@ -7,6 +7,8 @@
 
 pub mod connect;
 pub mod dns_account;
+#[cfg(test)]
+pub mod fake;
 pub mod http;
 pub mod instant;
 pub mod jws;

@@ -1,0 +1,484 @@
+//! Table tests of the orchestration, against the scripted CA of [`crate::acme::fake`]: each
+//! row is a world (a temporary state directory: conf/target, desired/, and what earlier runs
+//! left), a script of the CA's answers and a time on a [`FakeClock`], run through
+//! [`super::run`]; it compares the calls the CA received, the outcomes, the run records, the
+//! hooks' names and live/ afterwards. The rows know nothing of reconcile's helpers, so they
+//! hold while the executor is reshaped; they run in milliseconds. The real protocol path
+//! stays covered by the end-to-end tests against Pebble (tests/it/).
+//!
+//! A run uses a current-thread runtime, so the executor's tasks read this thread's clock.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::datetime;
+
+use super::{Options, Outcome, Report};
+use crate::acme::fake::{Answer, Call, FakeConnector};
+use crate::clock::{Clock, FakeClock};
+use crate::hooks::HookRunner;
+use crate::interact::{Answer as Reply, Interaction};
+use crate::store::Store;
+use crate::store::lock::StateLock;
+
+const CA: &str = "https://ca.example/directory";
+const OTHER_CA: &str = "https://other-ca.example/directory";
+const T0: OffsetDateTime = datetime!(2026-03-02 10:00 UTC);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const HOUR: Duration = Duration::from_secs(3600);
+
+thread_local! {
+    /// The clock of the row running on this thread.
+    static CLOCK: RefCell<Option<Arc<FakeClock>>> = const { RefCell::new(None) };
+}
+
+/// [`Options::clock`] for the rows: this thread's [`FakeClock`].
+fn fake_now() -> OffsetDateTime {
+    CLOCK.with(|c| {
+        let clock = c.borrow().clone().expect("a row sets the clock");
+        OffsetDateTime::from(clock.now())
+    })
+}
+
+/// A state directory, the fake CAs, a clock at [`T0`], and hooks that write down the names
+/// of each list event.
+struct World {
+    dir: tempfile::TempDir,
+    clock: Arc<FakeClock>,
+    fake: FakeConnector,
+}
+
+impl World {
+    /// A world whose conf/target orders from [`CA`], answering http-01 through a webroot
+    /// (no listener, no self-test), with `targets` (file, YAML) in desired/.
+    fn new(targets: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("state");
+        Store::prepare_root(&root).expect("state directory");
+        let webroot = dir.path().join("webroot");
+        std::fs::create_dir_all(&webroot).expect("webroot");
+        write(
+            &root.join("conf/target"),
+            &format!(
+                "request:\n  provider: {CA}\n  key:\n    type: ecdsa\n  challenge:\n    http-methods: [webroot]\n    default-webroot: \"\"\n    webroot-paths: [{}]\n    http-self-test: false\n",
+                webroot.display()
+            ),
+        );
+        let hooks = dir.path().join("hooks");
+        std::fs::create_dir_all(&hooks).expect("hooks");
+        let log = dir.path().join("hook.log");
+        write(
+            &hooks.join("log"),
+            &format!(
+                "#!/bin/sh\ncase \"$1\" in live-updated|reconcile-failed|certificate-expiring) printf '%s:' \"$1\" >> {log}; while read -r n; do printf ' %s' \"$n\" >> {log}; done; echo >> {log};; esac\n",
+                log = log.display()
+            ),
+        );
+        chmod(&hooks.join("log"), 0o700);
+        let clock = Arc::new(FakeClock::at(T0.into()));
+        CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
+        let fake = FakeConnector::new(clock.clone());
+        fake.ca(CA);
+        let world = Self { dir, clock, fake };
+        for (file, yaml) in targets {
+            world.want(file, yaml);
+        }
+        world
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Adds (or replaces) desired/`file`.
+    fn want(&self, file: &str, yaml: &str) {
+        write(&self.root().join("desired").join(file), yaml);
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::from(self.clock.now())
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// A reconcile at the clock's time with `jobs` orders in flight.
+    fn run(&self, jobs: usize) -> Report {
+        self.run_with(|o| o.jobs = jobs)
+    }
+
+    /// A reconcile at the clock's time, with options as `adjust` leaves them.
+    fn run_with(&self, adjust: impl FnOnce(&mut Options)) -> Report {
+        let mut opts = Options {
+            jobs: 4,
+            only: Vec::new(),
+            force: false,
+            hooks: Arc::new(HookRunner::new(
+                vec![self.dir.path().join("hooks")],
+                self.root(),
+            )),
+            clock: fake_now,
+            gate: None,
+            share: None,
+        };
+        adjust(&mut opts);
+        let interaction = Interaction::default()
+            .with_answers([("acme-enter-email".to_owned(), Reply::Text(String::new()))]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let lock = StateLock::acquire(&self.root()).expect("lock");
+            let store = Arc::new(
+                Store::open(&self.root(), &lock)
+                    .expect("store")
+                    .with_clock(self.clock.clone()),
+            );
+            super::run(store, &self.fake, &interaction, &opts, self.now())
+                .await
+                .expect("the run")
+        })
+    }
+
+    /// The run record of desired/`file`, as written on disk.
+    fn record(&self, file: &str) -> serde_json::Value {
+        let path = self
+            .root()
+            .join(".acmekeep/targets")
+            .join(format!("{file}.json"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).expect("a run record"),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
+    /// The certificate id live/`name` points at.
+    fn live(&self, name: &str) -> Option<String> {
+        let target = std::fs::read_link(self.root().join("live").join(name)).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// The ARI id of the certificate live/`name` points at.
+    fn live_ari_id(&self, name: &str) -> String {
+        let pem = std::fs::read_to_string(self.root().join("live").join(name).join("cert"))
+            .expect("live cert");
+        let ders = crate::cert::split_chain(&pem).expect("pem");
+        crate::cert::ari_id(&ders[0]).expect("an ARI id")
+    }
+
+    /// The list events the hooks saw since the last call: "event: name name".
+    fn hook_events(&self) -> Vec<String> {
+        let log = self.dir.path().join("hook.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(path, text).expect("write");
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn names(yaml_names: &str) -> String {
+    format!("satisfy:\n  names: [{yaml_names}]\n")
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).expect("time")
+}
+
+/// Each target's outcome in the report, by file: "issued", "renewed", "deferred: …",
+/// "failed: …" or "unchanged".
+fn outcomes(report: &Report) -> Vec<(String, String)> {
+    report
+        .targets
+        .iter()
+        .map(|t| {
+            let what = match &t.result {
+                Outcome::Unchanged => "unchanged".to_owned(),
+                Outcome::Issued(i) if i.renewed => "renewed".to_owned(),
+                Outcome::Issued(_) => "issued".to_owned(),
+                Outcome::Deferred(why) => format!("deferred: {why}"),
+                Outcome::Failed(why) => format!("failed: {why}"),
+            };
+            (t.file.clone(), what)
+        })
+        .collect()
+}
+
+/// The outcome of desired/`file`, as [`outcomes`] writes it.
+fn outcome(report: &Report, file: &str) -> String {
+    outcomes(report)
+        .into_iter()
+        .find(|(f, _)| f == file)
+        .map(|(_, o)| o)
+        .unwrap_or_else(|| panic!("no outcome for {file}"))
+}
+
+/// The calls that ask the CA for something (connections and directory reads left out).
+fn requests(world: &World) -> Vec<Call> {
+    world
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| !matches!(c, Call::Connect { .. } | Call::Directory { .. }))
+        .collect()
+}
+
+fn order(url: &str, names: &[&str], replaces: Option<&str>) -> Call {
+    Call::Order {
+        url: url.to_owned(),
+        names: names.iter().map(|n| (*n).to_owned()).collect(),
+        replaces: replaces.map(str::to_owned),
+        profile: None,
+    }
+}
+
+fn register(url: &str) -> Call {
+    Call::Register {
+        url: url.to_owned(),
+        email: None,
+        eab: false,
+    }
+}
+
+#[test]
+fn grouping_one_account_per_ca_one_order_per_target_and_an_idle_run_asks_nothing() {
+    let world = World::new(&[
+        ("a", &names("a.example, www.a.example")),
+        ("b", &names("b.example")),
+        (
+            "c",
+            &format!("satisfy:\n  names: [c.example]\nrequest:\n  provider: {OTHER_CA}\n"),
+        ),
+    ]);
+    world.fake.ca(OTHER_CA);
+    let report = world.run(1);
+    assert_eq!(
+        outcomes(&report),
+        [
+            ("a".to_owned(), "issued".to_owned()),
+            ("b".to_owned(), "issued".to_owned()),
+            ("c".to_owned(), "issued".to_owned()),
+        ]
+    );
+    // One account per CA, registered before its orders; the CAs in turn; one order per target
+    // with all its names.
+    assert_eq!(
+        requests(&world),
+        [
+            register(CA),
+            register(OTHER_CA),
+            order(CA, &["a.example", "www.a.example"], None),
+            order(CA, &["b.example"], None),
+            order(OTHER_CA, &["c.example"], None),
+        ]
+    );
+    assert!(report.all_ok());
+    let a = world.live("a.example").expect("live/a.example");
+    assert_eq!(world.live("www.a.example").as_ref(), Some(&a));
+    assert_ne!(world.live("b.example").as_ref(), Some(&a));
+    assert_eq!(
+        world.hook_events(),
+        ["live-updated: a.example b.example c.example www.a.example"]
+    );
+
+    // A day later everything is valid: each CA is asked only for the renewal windows, with
+    // one login; an hour after that the windows are cached and nothing is asked at all.
+    world.fake.clear_calls();
+    world.advance(DAY);
+    let report = world.run(1);
+    assert!(
+        outcomes(&report).iter().all(|(_, o)| o == "unchanged"),
+        "{report:?}"
+    );
+    let login = |url: &str| Call::Login {
+        url: url.to_owned(),
+        known: true,
+    };
+    let window = |url: &str, name: &str| Call::RenewalInfo {
+        url: url.to_owned(),
+        ari_id: world.live_ari_id(name),
+    };
+    assert_eq!(
+        requests(&world),
+        [
+            login(CA),
+            window(CA, "a.example"),
+            window(CA, "b.example"),
+            login(OTHER_CA),
+            window(OTHER_CA, "c.example"),
+        ]
+    );
+    world.fake.clear_calls();
+    world.advance(HOUR);
+    let report = world.run(1);
+    assert!(report.all_ok());
+    assert_eq!(world.fake.calls(), []);
+    assert_eq!(world.hook_events(), Vec::<String>::new());
+}
+
+#[test]
+fn partial_failure_a_refused_target_fails_alone_and_keeps_its_live_certificate() {
+    let world = World::new(&[
+        ("a", &names("a.example")),
+        ("b", &names("b.example")),
+        ("c", &names("c.example")),
+    ]);
+    world.fake.ca(CA).without_ari();
+    world.run(4);
+    let before = world.live("b.example").expect("live/b.example");
+    let a_before = world.live("a.example");
+    world.hook_events();
+
+    // Past two thirds of the 90 days all three are due; the CA refuses b's challenge.
+    world.advance(61 * DAY);
+    world
+        .fake
+        .ca(CA)
+        .answer("b.example", Answer::Invalid("no such file".into()));
+    let report = world.run(4);
+    assert_eq!(outcome(&report, "a"), "renewed");
+    assert_eq!(outcome(&report, "c"), "renewed");
+    let b = outcome(&report, "b");
+    assert!(
+        b.starts_with("failed: ") && b.contains("unauthorized: no such file"),
+        "{b}"
+    );
+    assert!(!report.all_ok());
+    assert_eq!(
+        world.live("b.example"),
+        Some(before),
+        "b's live/ is untouched"
+    );
+    assert_ne!(world.live("a.example"), a_before, "a's live/ moved on");
+    assert_eq!(
+        world.hook_events(),
+        [
+            "live-updated: a.example c.example",
+            "reconcile-failed: b.example"
+        ]
+    );
+    let rec = world.record("b");
+    assert_eq!(rec["failures"], 1);
+    assert_eq!(rec["next_attempt"], rfc3339(world.now() + HOUR / 60));
+    assert_eq!(world.record("a")["failures"], 0);
+}
+
+#[test]
+fn concurrency_never_more_orders_in_flight_than_jobs() {
+    // Orders are held until `expected` are in progress together, then kept a little longer:
+    // fewer in flight than allowed shows as a smaller maximum, more as a larger one.
+    for (jobs, expected) in [(1, 1), (2, 2), (3, 3), (8, 6)] {
+        let files: Vec<(String, String)> = (0..6)
+            .map(|i| (format!("t{i}"), names(&format!("t{i}.example"))))
+            .collect();
+        let targets: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(f, y)| (f.as_str(), y.as_str()))
+            .collect();
+        let world = World::new(&targets);
+        world.fake.ca(CA).answer_all(Answer::Hold {
+            in_flight: expected,
+            orders: 6,
+        });
+        let report = world.run(jobs);
+        assert!(
+            outcomes(&report).iter().all(|(_, o)| o == "issued"),
+            "jobs {jobs}: {report:?}"
+        );
+        assert_eq!(world.fake.ca(CA).max_in_flight(), expected, "jobs {jobs}");
+    }
+}
+
+#[test]
+fn rate_limit_defers_until_the_cas_retry_time_without_failing_the_run() {
+    let world = World::new(&[("a", &names("a.example")), ("b", &names("b.example"))]);
+    let retry_at = T0 + 3 * HOUR;
+    world
+        .fake
+        .ca(CA)
+        .answer("a.example", Answer::RateLimited { retry_at });
+    let report = world.run(1);
+    let a = outcome(&report, "a");
+    assert!(
+        a.starts_with("deferred: ") && a.contains("rateLimited"),
+        "{a}"
+    );
+    assert_eq!(outcome(&report, "b"), "issued");
+    assert!(report.all_ok(), "a deferral does not fail the run");
+    let rec = world.record("a");
+    assert_eq!(rec["rate_limited"], true);
+    assert_eq!(rec["failures"], 1);
+    assert_eq!(rec["next_attempt"], rfc3339(retry_at));
+    assert_eq!(world.hook_events(), ["live-updated: b.example"]);
+
+    // Before the CA's time: not asked again, still deferred.
+    world.fake.clear_calls();
+    world.advance(HOUR);
+    let report = world.run(1);
+    let a = outcome(&report, "a");
+    assert!(a.starts_with("deferred: not retried before"), "{a}");
+    assert_eq!(world.fake.orders(), []);
+    assert!(report.all_ok());
+
+    // After it: ordered again, and the record is cleared.
+    world.advance(2 * HOUR + Duration::from_secs(1));
+    let report = world.run(1);
+    assert_eq!(outcome(&report, "a"), "issued");
+    assert_eq!(world.fake.orders(), [(vec!["a.example".to_owned()], None)]);
+    let rec = world.record("a");
+    assert_eq!(rec["failures"], 0);
+    assert_eq!(rec.get("next_attempt"), None);
+}
+
+#[test]
+fn ari_window_in_the_past_renews_early_and_names_the_replaced_certificate() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world.run(1);
+    let ari_id = world.live_ari_id("a.example");
+    let before = world.live("a.example");
+
+    // Ten days in, far from the local rule's renewal time, the CA moves the window into the
+    // past (a revocation drill).
+    world.advance(10 * DAY);
+    let past = crate::acme::Window {
+        start: world.now() - time::Duration::hours(2),
+        end: world.now() - time::Duration::hours(1),
+    };
+    world.fake.ca(CA).window(&ari_id, past, 6 * HOUR);
+    world.fake.clear_calls();
+    let report = world.run(1);
+    assert_eq!(outcome(&report, "a"), "renewed");
+    assert_eq!(
+        requests(&world),
+        [
+            Call::Login {
+                url: CA.to_owned(),
+                known: true
+            },
+            Call::RenewalInfo {
+                url: CA.to_owned(),
+                ari_id: ari_id.clone()
+            },
+            Call::Login {
+                url: CA.to_owned(),
+                known: true
+            },
+            order(CA, &["a.example"], Some(&ari_id)),
+        ]
+    );
+    assert_ne!(world.live("a.example"), before);
+}
