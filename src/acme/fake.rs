@@ -54,6 +54,10 @@ pub enum Answer {
     },
     /// The challenge fails: the order becomes invalid with this detail for its first name.
     Invalid(String),
+    /// Validates and finalizes (the order is recorded through `on_finalized`), then the
+    /// download fails: what an interrupted run leaves, a certificate directory without its
+    /// certificate, which a later `fetch_order_certificate` gets.
+    DownloadFails,
     /// Refuses the new order for its rate, saying to retry after `retry_at`.
     RateLimited {
         /// When the CA says to come back.
@@ -225,6 +229,14 @@ impl FakeConnector {
             .collect()
     }
 
+    /// Ends what the adapter keeps for one run only (its connector lives as long as the
+    /// command): a CA that stopped answering is asked again by the next run.
+    pub fn next_run(&self) {
+        for ca in lock(&self.cas).values() {
+            ca.unresponsive.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Forgets the calls made so far (between two runs of a test).
     pub fn clear_calls(&self) {
         lock(&self.calls).clear();
@@ -346,6 +358,13 @@ impl FakeCa {
         self
     }
 
+    /// Forgets every order it finished (as a CA does after a while): downloading their
+    /// certificates is answered 404.
+    pub fn forget_orders(&self) -> &Self {
+        lock(&self.issued).clear();
+        self
+    }
+
     /// The most orders that were in progress at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
@@ -370,19 +389,20 @@ impl FakeCa {
     /// The error the adapter makes of a refusal `answer` to `context`, as it renders it.
     fn error(&self, context: &str, answer: &Answer) -> AcmeError {
         match answer {
-            Answer::RateLimited { retry_at } => AcmeError::RateLimited(format!(
-                "{context}: rateLimited: too many new orders recently, retry after {}",
-                retry_at.format(&Rfc3339).unwrap_or_default()
-            )),
-            Answer::ServerError => AcmeError::Ca(format!(
-                "{context}: serverInternal: the CA had an internal error (HTTP 500)"
-            )),
-            Answer::Invalid(detail) => AcmeError::Ca(format!("{context}: unauthorized: {detail}")),
+            Answer::RateLimited { retry_at } => rate_limited(context, *retry_at),
+            Answer::ServerError => problem(
+                context,
+                "serverInternal",
+                "the CA had an internal error",
+                500,
+            ),
+            Answer::Invalid(detail) => problem(context, "unauthorized", detail, 403),
             Answer::TimedOut => {
                 self.unresponsive.store(true, Ordering::SeqCst);
                 AcmeError::Other(anyhow!("request timed out").context(context.to_owned()))
             }
             Answer::Unreachable
+            | Answer::DownloadFails
             | Answer::Issue { .. }
             | Answer::Hold { .. }
             | Answer::Slow { .. } => {
@@ -651,7 +671,7 @@ impl Issuer for FakeSession {
         }
         let lifetime = match &answer {
             Answer::Issue { lifetime } => *lifetime,
-            Answer::Invalid(_) => LIFETIME,
+            Answer::Invalid(_) | Answer::DownloadFails => LIFETIME,
             refusal => return Err(ca.error("creating the order", refusal)),
         };
         let n = SERIAL.fetch_add(1, Ordering::SeqCst);
@@ -661,24 +681,32 @@ impl Issuer for FakeSession {
         responder.cleanup_all(&challenges).await;
         presented.map_err(AcmeError::Other)?;
         if let Answer::Invalid(detail) = &answer {
-            return Err(AcmeError::Ca(format!(
+            return Err(refused(format!(
                 "validation failed: {}: unauthorized: {detail}",
                 texts.first().map_or("", String::as_str)
             )));
         }
         let (signed, chain) = ca
             .sign(csr_der, lifetime)
-            .map_err(|e| AcmeError::Ca(format!("finalizing the order: {e:#}")))?;
+            .map_err(|e| problem("finalizing the order", "badCSR", &format!("{e:#}"), 400))?;
         let (mut want, mut got) = (texts.clone(), signed);
         want.sort();
         got.sort();
         if want != got {
-            return Err(AcmeError::Ca(format!(
-                "finalizing the order: badCSR: the CSR names {got:?}, the order {want:?}"
-            )));
+            return Err(problem(
+                "finalizing the order",
+                "badCSR",
+                &format!("the CSR names {got:?}, the order {want:?}"),
+                400,
+            ));
         }
         on_finalized(&order_url).map_err(AcmeError::Other)?;
         lock(&ca.issued).insert(order_url.clone(), chain.clone());
+        if let Answer::DownloadFails = answer {
+            return Err(AcmeError::Other(
+                anyhow!("connection reset by peer").context("downloading the certificate"),
+            ));
+        }
         Ok(Issued {
             order_url,
             chains: Chains {
@@ -703,9 +731,10 @@ impl Issuer for FakeSession {
                 default: chain.clone(),
                 alternates: Vec::new(),
             })),
-            None => Err(AcmeError::Gone(format!(
-                "fetching the order: malformed: no order at {order_url} (HTTP 404)"
-            ))),
+            None => Err(gone(
+                "fetching the order",
+                &format!("no order at {order_url}"),
+            )),
         }
     }
 
@@ -724,9 +753,12 @@ impl Issuer for FakeSession {
         }
         match lock(&ca.validity).get(ari_id) {
             Some(&(from, to)) => Ok(Some((default_window(from, to), DEFAULT_RETRY_AFTER))),
-            None => Err(AcmeError::Ca(format!(
-                "asking for renewal information: malformed: no certificate {ari_id} (HTTP 404)"
-            ))),
+            None => Err(problem(
+                "asking for renewal information",
+                "malformed",
+                &format!("no certificate {ari_id}"),
+                404,
+            )),
         }
     }
 
@@ -753,6 +785,31 @@ impl Issuer for FakeSession {
         });
         Ok(())
     }
+}
+
+/// The error the adapter makes of the CA's problem `kind` (an ACME error type without its
+/// namespace) with `detail`, answered with HTTP `status` to the request `context` names.
+fn problem(context: &str, kind: &str, detail: &str, _status: u16) -> AcmeError {
+    AcmeError::Ca(format!("{context}: {kind}: {detail}"))
+}
+
+/// The error the adapter makes of a `rateLimited` answer saying to retry after `retry_at`.
+fn rate_limited(context: &str, retry_at: OffsetDateTime) -> AcmeError {
+    AcmeError::RateLimited(format!(
+        "{context}: rateLimited: too many new orders recently, retry after {}",
+        retry_at.format(&Rfc3339).unwrap_or_default()
+    ))
+}
+
+/// The error the adapter makes of a 404 to fetching what an earlier run ordered.
+fn gone(context: &str, detail: &str) -> AcmeError {
+    AcmeError::Gone(format!("{context}: malformed: {detail} (HTTP 404)"))
+}
+
+/// The error the adapter makes when what the CA offered or decided makes the order fail
+/// (an authorization it invalidated, no challenge type allowed).
+fn refused(text: String) -> AcmeError {
+    AcmeError::Ca(text)
 }
 
 /// The Retry-After of a window the script does not give.
@@ -792,7 +849,7 @@ fn challenges(
             .copied()
             .find(|k| OFFERED.contains(k) && !(wildcard && *k != ChallengeKind::Dns01))
         else {
-            return Err(AcmeError::Ca(format!(
+            return Err(refused(format!(
                 "no allowed challenge type is offered for {name}"
             )));
         };

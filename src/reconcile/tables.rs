@@ -114,6 +114,11 @@ impl World {
 
     /// A reconcile at the clock's time, with options as `adjust` leaves them.
     fn run_with(&self, adjust: impl FnOnce(&mut Options)) -> Report {
+        self.try_run(adjust).expect("the run")
+    }
+
+    /// [`World::run_with`], when the run itself may fail.
+    fn try_run(&self, adjust: impl FnOnce(&mut Options)) -> anyhow::Result<Report> {
         let mut opts = Options {
             jobs: 4,
             only: Vec::new(),
@@ -127,6 +132,7 @@ impl World {
             share: None,
         };
         adjust(&mut opts);
+        self.fake.next_run();
         let interaction = Interaction::default()
             .with_answers([("acme-enter-email".to_owned(), Reply::Text(String::new()))]);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -140,9 +146,7 @@ impl World {
                     .expect("store")
                     .with_clock(self.clock.clone()),
             );
-            super::run(store, &self.fake, &interaction, &opts, self.now())
-                .await
-                .expect("the run")
+            super::run(store, &self.fake, &interaction, &opts, self.now()).await
         })
     }
 
@@ -481,4 +485,288 @@ fn ari_window_in_the_past_renews_early_and_names_the_replaced_certificate() {
         ]
     );
     assert_ne!(world.live("a.example"), before);
+}
+
+#[test]
+fn backoff_after_ca_refusals_is_1_min_10_min_100_min_then_daily_and_force_retries_now() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world
+        .fake
+        .ca(CA)
+        .answer_all(Answer::Invalid("no such file".into()));
+    // (wait after the failure, failures counted)
+    for (wait, failures) in [
+        (HOUR / 60, 1),
+        (10 * HOUR / 60, 2),
+        (100 * HOUR / 60, 3),
+        (DAY, 4),
+        (DAY, 5),
+    ] {
+        world.fake.clear_calls();
+        let report = world.run(1);
+        assert_eq!(world.fake.orders().len(), 1, "failure {failures}");
+        assert!(outcome(&report, "a").contains("unauthorized"), "{report:?}");
+        let rec = world.record("a");
+        assert_eq!(rec["failures"], failures);
+        assert_eq!(rec["next_attempt"], rfc3339(world.now() + wait));
+        assert_eq!(rec.get("rate_limited"), None);
+
+        // A second before the next attempt is allowed: not ordered, still failing.
+        world.fake.clear_calls();
+        world.advance(wait - Duration::from_secs(1));
+        let report = world.run(1);
+        assert_eq!(world.fake.orders(), [], "failure {failures}");
+        let a = outcome(&report, "a");
+        assert!(a.starts_with("failed: not retried before"), "{a}");
+        assert!(!report.all_ok());
+        world.advance(Duration::from_secs(1));
+    }
+
+    // --force asks the CA at once, however long the target would wait.
+    world.run(1);
+    world.fake.clear_calls();
+    let report = world.run_with(|o| o.force = true);
+    assert_eq!(world.fake.orders().len(), 1);
+    assert!(outcome(&report, "a").contains("unauthorized"));
+}
+
+#[test]
+fn errors_that_are_not_the_cas_answer_do_not_back_off() {
+    for (answer, why) in [
+        (Answer::Unreachable, "connection refused"),
+        (Answer::TimedOut, "timed out"),
+    ] {
+        let world = World::new(&[("a", &names("a.example"))]);
+        world.fake.ca(CA).answer("a.example", answer);
+        let report = world.run(1);
+        let a = outcome(&report, "a");
+        assert!(a.starts_with("failed: ") && a.contains(why), "{a}");
+        let rec = world.record("a");
+        assert_eq!(rec["failures"], 1, "{why}");
+        assert_eq!(rec.get("next_attempt"), None, "{why}");
+        // The next run, a minute later, orders again.
+        world.advance(HOUR / 60);
+        world.fake.clear_calls();
+        let report = world.run(1);
+        assert_eq!(outcome(&report, "a"), "issued", "{why}");
+        assert_eq!(world.record("a")["failures"], 0, "{why}");
+    }
+}
+
+#[test]
+fn a_ca_that_stops_answering_is_not_asked_for_the_remaining_targets() {
+    let world = World::new(&[
+        ("a", &names("a.example")),
+        ("b", &names("b.example")),
+        ("c", &names("c.example")),
+    ]);
+    world.fake.ca(CA).answer("a.example", Answer::TimedOut);
+    let report = world.run(1);
+    assert_eq!(world.fake.orders(), [(vec!["a.example".to_owned()], None)]);
+    for file in ["b", "c"] {
+        let o = outcome(&report, file);
+        assert!(o.contains("the CA stopped answering"), "{file}: {o}");
+        // Not its answer: no backoff, the next run tries again.
+        assert_eq!(world.record(file).get("next_attempt"), None, "{file}");
+    }
+}
+
+#[test]
+fn a_pause_the_ca_asked_for_defers_every_order_until_its_end() {
+    let world = World::new(&[("a", &names("a.example")), ("b", &names("b.example"))]);
+    let until = T0 + 2 * HOUR;
+    world.fake.ca(CA).pause_until(until.into());
+    let report = world.run(2);
+    assert_eq!(world.fake.orders(), []);
+    for file in ["a", "b"] {
+        let o = outcome(&report, file);
+        assert!(
+            o.starts_with("deferred: ") && o.contains("slow down"),
+            "{o}"
+        );
+        let rec = world.record(file);
+        assert_eq!(rec["rate_limited"], true);
+        assert_eq!(rec["next_attempt"], rfc3339(until));
+    }
+    assert!(report.all_ok());
+}
+
+#[test]
+fn a_refused_registration_fails_only_its_cas_targets_and_does_not_back_off() {
+    let world = World::new(&[
+        ("a", &names("a.example")),
+        (
+            "b",
+            &format!("satisfy:\n  names: [b.example]\nrequest:\n  provider: {OTHER_CA}\n"),
+        ),
+    ]);
+    world.fake.ca(CA).answer_registration(Answer::ServerError);
+    world.fake.ca(OTHER_CA);
+    let report = world.run(1);
+    let a = outcome(&report, "a");
+    assert!(a.contains("serverInternal") && a.contains(CA), "{a}");
+    assert_eq!(outcome(&report, "b"), "issued");
+    assert_eq!(world.fake.orders(), [(vec!["b.example".to_owned()], None)]);
+    // The account step is not the target's: no backoff, the next run registers again.
+    assert_eq!(world.record("a").get("next_attempt"), None);
+    world.fake.clear_calls();
+    let report = world.run(1);
+    assert_eq!(outcome(&report, "a"), "issued");
+    assert!(requests(&world).contains(&register(CA)));
+    assert_eq!(world.fake.orders(), [(vec!["a.example".to_owned()], None)]);
+}
+
+#[test]
+fn a_rate_limited_registration_defers_its_cas_targets_until_the_retry_time() {
+    let world = World::new(&[("a", &names("a.example")), ("b", &names("b.example"))]);
+    let retry_at = T0 + 5 * HOUR;
+    world
+        .fake
+        .ca(CA)
+        .answer_registration(Answer::RateLimited { retry_at });
+    let report = world.run(1);
+    assert_eq!(world.fake.orders(), []);
+    for file in ["a", "b"] {
+        assert!(outcome(&report, file).starts_with("deferred: "), "{file}");
+        assert_eq!(world.record(file)["next_attempt"], rfc3339(retry_at));
+    }
+    assert!(report.all_ok());
+}
+
+#[test]
+fn only_orders_the_selected_targets_and_an_unknown_name_is_an_error() {
+    let world = World::new(&[("a", &names("a.example")), ("b", &names("b.example"))]);
+    let report = world.run_with(|o| o.only = vec!["b.example".to_owned()]);
+    assert_eq!(world.fake.orders(), [(vec!["b.example".to_owned()], None)]);
+    assert_eq!(outcome(&report, "a"), "unchanged");
+    assert_eq!(outcome(&report, "b"), "issued");
+
+    world.fake.clear_calls();
+    let err = world
+        .try_run(|o| o.only = vec!["nope.example".to_owned()])
+        .expect_err("unknown target");
+    assert_eq!(
+        format!("{err:#}"),
+        "no such target in desired/: nope.example"
+    );
+    assert_eq!(world.fake.calls(), [], "nothing is asked of the CA");
+}
+
+#[test]
+fn a_deferral_that_outlives_the_certificate_fails_the_run_and_says_it_expires() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world
+        .fake
+        .ca(CA)
+        .without_ari()
+        .answer("a.example", Answer::Issue { lifetime: 10 * DAY });
+    world.run(1);
+    world.hook_events();
+    // Nine days in, the renewal is refused for its rate until after the certificate ends.
+    world.advance(9 * DAY);
+    let retry_at = world.now() + time::Duration::days(3);
+    world
+        .fake
+        .ca(CA)
+        .answer("a.example", Answer::RateLimited { retry_at });
+    let report = world.run(1);
+    let a = outcome(&report, "a");
+    assert!(
+        a.starts_with("failed: ") && a.contains("its certificate expires at"),
+        "{a}"
+    );
+    assert!(!report.all_ok());
+    assert_eq!(
+        world.hook_events(),
+        [
+            "reconcile-failed: a.example",
+            "certificate-expiring: a.example"
+        ]
+    );
+}
+
+#[test]
+fn an_interrupted_download_is_finished_next_run_without_a_new_order() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world.fake.ca(CA).answer("a.example", Answer::DownloadFails);
+    let report = world.run(1);
+    assert!(outcome(&report, "a").contains("connection reset"));
+    assert_eq!(world.live("a.example"), None);
+
+    world.fake.clear_calls();
+    let report = world.run(1);
+    assert_eq!(report.downloaded.len(), 1, "{report:?}");
+    assert_eq!(
+        world.fake.orders(),
+        [],
+        "the earlier order's certificate is used"
+    );
+    assert!(
+        world
+            .fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Fetch { .. }))
+    );
+    assert_eq!(
+        world.live("a.example"),
+        Some(report.downloaded[0].0.clone())
+    );
+    assert!(report.all_ok());
+}
+
+#[test]
+fn an_order_the_ca_no_longer_has_is_given_up_and_ordered_again_in_the_same_run() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world.fake.ca(CA).answer("a.example", Answer::DownloadFails);
+    world.run(1);
+    world.fake.ca(CA).forget_orders();
+    world.fake.clear_calls();
+    let report = world.run(1);
+    assert!(report.downloaded.is_empty());
+    assert_eq!(world.fake.orders(), [(vec!["a.example".to_owned()], None)]);
+    assert_eq!(outcome(&report, "a"), "issued");
+    let id = world.live("a.example").expect("live");
+    // The abandoned directory is not what live/ points at.
+    let fetched = world.fake.calls().into_iter().find_map(|c| match c {
+        Call::Fetch { order_url, .. } => Some(crate::keys::ids::cert_id(&order_url)),
+        _ => None,
+    });
+    assert_ne!(Some(id), fetched);
+}
+
+#[test]
+fn a_future_ari_window_orders_nothing_and_a_ca_without_ari_is_not_asked_for_a_day() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world.run(1);
+    let ari_id = world.live_ari_id("a.example");
+    world.advance(DAY);
+    let future = crate::acme::Window {
+        start: world.now() + time::Duration::days(30),
+        end: world.now() + time::Duration::days(31),
+    };
+    world.fake.ca(CA).window(&ari_id, future, HOUR);
+    world.fake.clear_calls();
+    let report = world.run(1);
+    assert_eq!(outcome(&report, "a"), "unchanged");
+    assert_eq!(world.fake.orders(), []);
+
+    // The CA drops renewalInfo from its directory: noted once, not asked again that day.
+    let world = World::new(&[("a", &names("a.example"))]);
+    world.fake.ca(CA).without_ari();
+    world.run(1);
+    world.advance(HOUR);
+    world.fake.clear_calls();
+    world.run(1);
+    assert_eq!(
+        world.fake.calls(),
+        [
+            Call::Connect { url: CA.to_owned() },
+            Call::Directory { url: CA.to_owned() }
+        ]
+    );
+    world.advance(HOUR);
+    world.fake.clear_calls();
+    world.run(1);
+    assert_eq!(world.fake.calls(), []);
 }
