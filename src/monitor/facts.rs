@@ -206,24 +206,29 @@ impl<'s> Facts<'s> {
     /// targets (what `f` keeps of each is all that is held).
     pub fn map_targets<'a, R: Send>(&'a self, f: impl Fn(TargetFacts<'a>) -> R + Sync) -> Vec<R> {
         let good = &self.loaded.targets;
-        let (first, second) = good.split_at(good.len() / 2);
+        // One slot per target, filled in place by both threads: the results are held once.
+        let mut slots: Vec<Option<R>> = Vec::with_capacity(self.target_count());
+        slots.resize_with(good.len(), || None);
+        let half = good.len() / 2;
+        let (mine, theirs) = slots.split_at_mut(half);
         let f = &f;
-        let made = std::thread::scope(|scope| {
-            let theirs =
-                scope.spawn(move || second.iter().map(|t| f(self.target(t))).collect::<Vec<_>>());
-            let mut made: Vec<R> = Vec::with_capacity(self.target_count());
-            made.extend(first.iter().map(|t| f(self.target(t))));
-            made.extend(
-                theirs
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
-            made
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for (slot, t) in theirs.iter_mut().zip(&good[half..]) {
+                    *slot = Some(f(self.target(t)));
+                }
+            });
+            for (slot, t) in mine.iter_mut().zip(&good[..half]) {
+                *slot = Some(f(self.target(t)));
+            }
         });
+        if self.loaded.broken.is_empty() {
+            return slots.into_iter().flatten().collect();
+        }
         // The broken files in their places.
-        let mut all = Vec::with_capacity(made.len() + self.loaded.broken.len());
+        let mut all = Vec::with_capacity(self.target_count());
         let mut bad = self.loaded.broken.iter().peekable();
-        for (t, r) in good.iter().zip(made) {
+        for (t, r) in good.iter().zip(slots.into_iter().flatten()) {
             while let Some(b) = bad.next_if(|(file, _)| *file < t.file) {
                 all.push(f(broken(b)));
             }
