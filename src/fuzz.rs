@@ -199,36 +199,29 @@ pub fn problem(data: &[u8]) -> String {
         .unwrap_or(http::StatusCode::BAD_REQUEST);
     let retry_after = fields.next();
     let body = bytes::Bytes::copy_from_slice(body);
-    let (until, doc) =
+    let (until, problem) =
         crate::acme::http::read_error_answer(status, retry_after, &body, now_system());
     let mut out = vec![format!(
         "pause {:?}",
         until.and_then(|u| u.duration_since(now_system()).ok())
     )];
-    // The client that checks POST answers itself reads the CA's own body.
+    // What a problem inside an answer that succeeded reads as (instant-acme parses those).
     out.push(
         match serde_json::from_slice::<instant_acme::Problem>(&body) {
             Ok(p) => format!("raw: {}", crate::acme::instant::describe_problem(&p)),
             Err(_) => "raw: not a problem document".to_owned(),
         },
     );
-    match serde_json::from_slice::<instant_acme::Problem>(&doc) {
-        Ok(p) => {
-            let e = instant_acme::Error::Api(p);
-            let limited = crate::acme::instant::is_rate_limited(&e);
-            let bad_nonce = crate::acme::instant::is_bad_nonce(&e);
-            let err = crate::acme::instant::ca_error("fuzz", e);
-            let text = err.to_string();
-            let retry = crate::acme::pace::retry_after_in(&text);
-            out.push(format!(
-                "limited={limited} bad_nonce={bad_nonce} retry={retry:?} {text}"
-            ));
-        }
-        Err(e) => panic!(
-            "an error answer became a document that is not a problem: {e}: {}",
-            String::from_utf8_lossy(&doc)
-        ),
-    }
+    let retry_at = problem.retry_at;
+    let e = instant_acme::Error::Other(Box::new(crate::acme::error::Refusal(problem)));
+    let limited = crate::acme::instant::is_rate_limited(&e);
+    let bad_nonce = crate::acme::instant::is_bad_nonce(&e);
+    let err = crate::acme::instant::ca_error("fuzz", e);
+    let class = err.class();
+    let text = err.to_string();
+    out.push(format!(
+        "limited={limited} bad_nonce={bad_nonce} retry={retry_at:?} class={class:?} {text}"
+    ));
     out.join("\n")
 }
 

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::account::{STOPPED_ANSWERING, account_session, bundle_lookup, login_account};
 use crate::acme::ChallengeKind;
 use crate::acme::Responder;
-use crate::acme::{AcmeError, Ca, Chains, Connector, Issuer, OrderOptions};
+use crate::acme::{AcmeError, Ca, Chains, Connector, ErrorClass, Issuer, OrderOptions};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
@@ -620,7 +620,8 @@ async fn download_uncached<C: Connector>(
                     store.finish_cert(&c.id, has_key.then_some(leaf.key_id.as_str()), &files)?;
                     Ok(files.leaf.into_summary(&c.id, has_key, false, None))
                 }),
-            Err(AcmeError::Gone(e)) => {
+            Err(e @ AcmeError::Gone { .. }) => {
+                let e = e.to_string();
                 download_failed(store, &c.id, &e, plan::DownloadFailure::Refused, now);
                 continue;
             }
@@ -1104,10 +1105,10 @@ type OrderOutcome = (
 fn backoff_for(e: &anyhow::Error) -> Backoff {
     let mut how = Backoff::No;
     for c in e.chain() {
-        match c.downcast_ref::<AcmeError>() {
-            Some(AcmeError::RateLimited(_)) => return Backoff::RateLimited,
-            Some(AcmeError::Ca(_) | AcmeError::Gone(_)) => how = Backoff::Yes,
-            _ => {}
+        match c.downcast_ref::<AcmeError>().map(AcmeError::class) {
+            Some(ErrorClass::RateLimited { .. }) => return Backoff::RateLimited,
+            Some(ErrorClass::Ca { .. }) => how = Backoff::Yes,
+            Some(ErrorClass::Local) | None => {}
         }
     }
     how
@@ -1411,6 +1412,59 @@ mod tests {
             .iter_common_name()
             .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
             .collect()
+    }
+
+    /// Regression: how a target backs off was read from the error's text in places, so a
+    /// reworded message (ours or the CA's) could change it. It follows the typed error only,
+    /// wherever in the chain of context it is.
+    #[test]
+    fn rewording_a_message_cannot_change_backoff() {
+        use crate::acme::Problem;
+        let problem = |kind: &str, status: u16, detail: &str| Problem {
+            kind: Some(format!("urn:ietf:params:acme:error:{kind}")),
+            detail: Some(detail.to_owned()),
+            status: Some(status),
+            subproblems: Vec::new(),
+            retry_at: None,
+        };
+        let words = [
+            "rateLimited: too many orders, retry after 2030-01-01T00:00:00Z",
+            "unauthorized: validation failed",
+            "",
+        ];
+        for w in words {
+            for context in ["CA https://ca.example/dir", w] {
+                let limited = AcmeError::RateLimited {
+                    context: w.to_owned(),
+                    problem: problem("rateLimited", 429, w),
+                };
+                let refused = AcmeError::Ca {
+                    context: w.to_owned(),
+                    problem: problem("unauthorized", 403, w),
+                };
+                let gone = AcmeError::Gone {
+                    context: w.to_owned(),
+                    problem: problem("malformed", 404, w),
+                };
+                for (e, how) in [
+                    (anyhow::Error::new(limited), Backoff::RateLimited),
+                    (anyhow::Error::new(refused), Backoff::Yes),
+                    (anyhow::Error::new(gone), Backoff::Yes),
+                    (
+                        anyhow::Error::new(AcmeError::Refused(w.to_owned())),
+                        Backoff::Yes,
+                    ),
+                    (
+                        anyhow::Error::new(AcmeError::Other(anyhow!("{w}"))),
+                        Backoff::No,
+                    ),
+                    (anyhow!("{w}"), Backoff::No),
+                ] {
+                    let e = e.context(context.to_owned());
+                    assert_eq!(backoff_for(&e), how, "{e:#}");
+                }
+            }
+        }
     }
 
     #[test]

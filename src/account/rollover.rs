@@ -242,7 +242,7 @@ mod tests {
             }
             match self.switch {
                 Switch::Yes => Ok(format!("{URL}/acct/1")),
-                Switch::No => Err(AcmeError::Ca("malformed: no".into())),
+                Switch::No => Err(AcmeError::Refused("malformed: no".into())),
                 Switch::LostAnswer => Err(AcmeError::Other(anyhow!("connection reset"))),
                 Switch::Unreachable => {
                     *self.down.lock().expect("lock") = true;
@@ -301,7 +301,7 @@ mod tests {
             }
             if *self.key.lock().expect("lock") == pem {
                 if *self.deactivated.lock().expect("lock") {
-                    return Err(AcmeError::Ca("unauthorized: deactivated".into()));
+                    return Err(AcmeError::Refused("unauthorized: deactivated".into()));
                 }
                 Ok(Session)
             } else {

@@ -789,27 +789,54 @@ impl Issuer for FakeSession {
 
 /// The error the adapter makes of the CA's problem `kind` (an ACME error type without its
 /// namespace) with `detail`, answered with HTTP `status` to the request `context` names.
-fn problem(context: &str, kind: &str, detail: &str, _status: u16) -> AcmeError {
-    AcmeError::Ca(format!("{context}: {kind}: {detail}"))
+fn problem(context: &str, kind: &str, detail: &str, status: u16) -> AcmeError {
+    AcmeError::Ca {
+        context: context.to_owned(),
+        problem: ca_problem(kind, detail, status, None),
+    }
 }
 
-/// The error the adapter makes of a `rateLimited` answer saying to retry after `retry_at`.
+/// The CA's problem document as the adapter reads it.
+fn ca_problem(
+    kind: &str,
+    detail: &str,
+    status: u16,
+    retry_at: Option<OffsetDateTime>,
+) -> crate::acme::Problem {
+    crate::acme::Problem {
+        kind: Some(format!("urn:ietf:params:acme:error:{kind}")),
+        detail: Some(detail.to_owned()),
+        status: Some(status),
+        subproblems: Vec::new(),
+        retry_at,
+    }
+}
+
+/// The error the adapter makes of a `rateLimited` answer saying to retry after `retry_at`
+/// (the time as a value; the text says it too, as Let's Encrypt's does).
 fn rate_limited(context: &str, retry_at: OffsetDateTime) -> AcmeError {
-    AcmeError::RateLimited(format!(
-        "{context}: rateLimited: too many new orders recently, retry after {}",
+    let detail = format!(
+        "too many new orders recently, retry after {}",
         retry_at.format(&Rfc3339).unwrap_or_default()
-    ))
+    );
+    AcmeError::RateLimited {
+        context: context.to_owned(),
+        problem: ca_problem("rateLimited", &detail, 429, Some(retry_at)),
+    }
 }
 
 /// The error the adapter makes of a 404 to fetching what an earlier run ordered.
 fn gone(context: &str, detail: &str) -> AcmeError {
-    AcmeError::Gone(format!("{context}: malformed: {detail} (HTTP 404)"))
+    AcmeError::Gone {
+        context: context.to_owned(),
+        problem: ca_problem("malformed", &format!("{detail} (HTTP 404)"), 404, None),
+    }
 }
 
 /// The error the adapter makes when what the CA offered or decided makes the order fail
 /// (an authorization it invalidated, no challenge type allowed).
 fn refused(text: String) -> AcmeError {
-    AcmeError::Ca(text)
+    AcmeError::Refused(text)
 }
 
 /// The Retry-After of a window the script does not give.

@@ -29,6 +29,7 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::error::{Problem, Refusal};
 use super::jws::ForeignKey;
 
 /// Largest response body accepted from the CA.
@@ -66,6 +67,8 @@ pub struct JoseResponse {
     pub content_type: Option<String>,
     /// `Replay-Nonce`, if any.
     pub nonce: Option<String>,
+    /// The CA's problem, when the answer is an error.
+    pub problem: Option<Problem>,
     /// The body (at most [`MAX_RESPONSE`] bytes).
     pub body: Bytes,
 }
@@ -431,15 +434,15 @@ impl CaHttp {
         }
     }
 
-    /// Reads an error answer from `url`: a pause it asks for is recorded, and its body is
-    /// returned as a problem document naming the status (and the time to retry after).
-    fn error_answer(&self, url: &str, parts: &http::response::Parts, body: &Bytes) -> Bytes {
+    /// Reads an error answer from `url`: a pause it asks for is recorded, and it is returned
+    /// as the CA's [`Problem`] (naming the status, with the time to retry after).
+    fn error_answer(&self, url: &str, parts: &http::response::Parts, body: &Bytes) -> Problem {
         let now = self.clock.now();
         let retry_after = parts
             .headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok());
-        let (until, doc) = read_error_answer(parts.status, retry_after, body, now);
+        let (until, problem) = read_error_answer(parts.status, retry_after, body, now);
         if let (Some(until), Some(origin)) = (until, super::nonces::origin(url)) {
             let waited = self
                 .pauses
@@ -454,7 +457,7 @@ impl CaHttp {
                 );
             }
         }
-        doc
+        problem
     }
 
     /// The directory document at `url`, if this run has fetched it already.
@@ -512,13 +515,11 @@ impl CaHttp {
             .header(http::header::CONTENT_TYPE, "application/jose+json")
             .body(BodyWrapper::from(jws))?;
         let (parts, body) = self.exchange(req).await?;
-        let body = if parts.status.is_client_error() || parts.status.is_server_error() {
-            self.error_answer(url, &parts, &body)
-        } else {
-            body
-        };
+        let problem = (parts.status.is_client_error() || parts.status.is_server_error())
+            .then(|| self.error_answer(url, &parts, &body));
         Ok(JoseResponse {
             status: parts.status,
+            problem,
             content_type: parts
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -747,74 +748,17 @@ pub fn user_agent() -> &'static str {
 }
 
 /// What an error answer with `status`, `Retry-After` value `retry_after` and `body` says at
-/// `now`: until when it asks the client to slow down (see [`super::pace`]), and its body as
-/// a [`problem_document`].
+/// `now`: until when it asks the client to slow down (see [`super::pace`]), and the CA's
+/// [`Problem`] (which carries that time).
 pub fn read_error_answer(
     status: http::StatusCode,
     retry_after: Option<&str>,
     body: &Bytes,
     now: std::time::SystemTime,
-) -> (Option<std::time::SystemTime>, Bytes) {
+) -> (Option<std::time::SystemTime>, Problem) {
     let problem = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
     let until = super::pace::slow_down_until(status, retry_after, &problem, now);
-    (until, problem_document(status, body, until))
-}
-
-/// The body of an error response as a problem document (RFC 7807) that carries the HTTP
-/// status: a CA's problem document gains `status` if it lacks it, and anything else (an
-/// empty body, an HTML error page) becomes one naming the status, so that an error is never
-/// reported as "cannot parse JSON" and callers can tell a 404 from a failure. When the answer
-/// asks to slow down until `retry_at`, the detail says "retry after <time>" (unless the CA
-/// already wrote one), which is how that time reaches the target's record and its log.
-fn problem_document(
-    status: http::StatusCode,
-    body: &Bytes,
-    retry_at: Option<std::time::SystemTime>,
-) -> Bytes {
-    let mut doc = match serde_json::from_slice::<serde_json::Value>(body) {
-        // Only an object that reads as a problem document is kept: one with a field of the
-        // wrong type (`"status": "400"`) would fail where the error is read.
-        Ok(serde_json::Value::Object(doc))
-            if serde_json::from_value::<instant_acme::Problem>(doc.clone().into()).is_ok() =>
-        {
-            doc
-        }
-        _ => {
-            let mut doc = serde_json::Map::new();
-            let text: String = String::from_utf8_lossy(body)
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect();
-            let detail = match text.trim() {
-                "" => format!("HTTP {status}"),
-                t => format!("HTTP {status}: {t}"),
-            };
-            doc.insert("detail".into(), detail.into());
-            doc
-        }
-    };
-    doc.entry("status").or_insert(status.as_u16().into());
-    if let Some(at) = retry_at {
-        let detail = doc.get("detail").and_then(|d| d.as_str()).unwrap_or("");
-        if super::pace::retry_after_in(detail).is_none() {
-            // Whole seconds, rounded up: never earlier than the CA's time.
-            let at = time::OffsetDateTime::from(at);
-            let at = match at.replace_nanosecond(0) {
-                Ok(whole) if whole < at => whole + time::Duration::SECOND,
-                _ => at,
-            };
-            let at = at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            let detail = match detail.trim() {
-                "" => format!("retry after {at}"),
-                d => format!("{d} (retry after {at})"),
-            };
-            doc.insert("detail".into(), detail.into());
-        }
-    }
-    Bytes::from(serde_json::Value::Object(doc).to_string())
+    (until, Problem::from_answer(status, body, until))
 }
 
 impl HttpClient for CaHttp {
@@ -873,7 +817,16 @@ impl HttpClient for CaHttp {
             let failed = parts.status.is_client_error() || parts.status.is_server_error();
             let body = if failed {
                 me.observe(&url, &parts);
-                me.error_answer(&url, &parts, &body)
+                let problem = me.error_answer(&url, &parts, &body);
+                // instant-acme retries a badNonce rejection itself, with the nonce of the
+                // answer: that one must reach it as an answer. Every other refusal goes up
+                // as a value (instant-acme passes its client's errors on untouched).
+                if !(parts.status == http::StatusCode::BAD_REQUEST
+                    && problem.is(super::error::BAD_NONCE))
+                {
+                    return Err(instant_acme::Error::Other(Box::new(Refusal(problem))));
+                }
+                body
             } else if is_get {
                 // The directory (instant-acme reads it first) or renewal information.
                 if me.is_directory(&url) || looks_like_directory(&body) {
@@ -914,43 +867,6 @@ mod tests {
     use super::*;
 
     const BASE: &str = "https://ca.example/cert/abc";
-
-    #[test]
-    fn error_bodies_become_problem_documents_with_the_status() {
-        let parse = |status: u16, body: &str| -> instant_acme::Problem {
-            let status = http::StatusCode::from_u16(status).expect("status");
-            serde_json::from_slice(&problem_document(
-                status,
-                &Bytes::from(body.to_owned()),
-                None,
-            ))
-            .expect("a problem document")
-        };
-        let p = parse(404, "");
-        assert_eq!(p.status, Some(404));
-        assert_eq!(p.detail.as_deref(), Some("HTTP 404 Not Found"));
-        let p = parse(502, "<html>\n<h1>Bad gateway</h1></html>");
-        assert_eq!(p.status, Some(502));
-        assert!(
-            p.detail
-                .as_deref()
-                .is_some_and(|d| d.contains("Bad gateway")),
-            "{p:?}"
-        );
-        let p = parse(
-            400,
-            r#"{"type":"urn:ietf:params:acme:error:malformed","detail":"bad"}"#,
-        );
-        assert_eq!(
-            p.r#type.as_deref(),
-            Some("urn:ietf:params:acme:error:malformed")
-        );
-        assert_eq!((p.status, p.detail.as_deref()), (Some(400), Some("bad")));
-        let p = parse(429, r#"{"type":"x","status":503}"#);
-        assert_eq!(p.status, Some(503), "the CA's own status is kept");
-        let p = parse(500, &"x".repeat(10_000));
-        assert!(p.detail.is_some_and(|d| d.len() < 300));
-    }
 
     /// A pause the CA asks for is measured on the client's clock: it lasts until the clock
     /// reaches the CA's time, not a moment longer, whatever the machine's clock says.
@@ -1016,65 +932,58 @@ mod tests {
         }
     }
 
+    /// The time to retry after travels as a value (rounded up to the second: never earlier
+    /// than the CA's), and the text people read says it once.
     #[test]
-    fn error_bodies_with_mistyped_fields_become_problem_documents() {
-        // Found by the problem fuzz target: a JSON object whose fields have the wrong types
-        // was kept as it was, and then could not be read as a problem document.
-        for body in [
-            r#"{"type": 7, "detail": ["x"]}"#,
-            r#"{"type":"urn:ietf:params:acme:error:malformed","status":"400"}"#,
-            r#"{"detail":"bad","subproblems":{"a":1}}"#,
-        ] {
-            let doc = problem_document(
-                http::StatusCode::BAD_REQUEST,
-                &Bytes::from(body.to_owned()),
-                None,
-            );
-            let p: instant_acme::Problem = serde_json::from_slice(&doc)
-                .unwrap_or_else(|e| panic!("{body}: {e}: {}", String::from_utf8_lossy(&doc)));
-            assert_eq!(p.status, Some(400), "{body}");
-            assert!(
-                p.detail
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("HTTP 400")),
-                "{body}: {p:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_time_to_retry_after_is_written_into_the_detail_once() {
-        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_435_230_250);
-        let detail = |body: &str| -> String {
-            let doc = problem_document(
+    fn the_time_to_retry_after_is_a_value_and_said_once() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_435_200_250);
+        let read = |retry_after: Option<&str>, body: &str| {
+            read_error_answer(
                 http::StatusCode::TOO_MANY_REQUESTS,
+                retry_after,
                 &Bytes::from(body.to_owned()),
-                Some(at),
-            );
-            let p: instant_acme::Problem = serde_json::from_slice(&doc).expect("problem");
-            p.detail.expect("detail")
+                now,
+            )
+            .1
         };
         let limited =
             r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders"}"#;
-        // Rounded up to the second: never earlier than the CA's time.
+        let p = read(Some("30"), limited);
         assert_eq!(
-            detail(limited),
-            "too many new orders (retry after 2026-11-23T12:00:31Z)"
-        );
-        assert_eq!(
-            crate::acme::pace::retry_after_in(&detail(limited)),
+            p.retry_at,
             Some(time::macros::datetime!(2026-11-23 12:00:31 UTC))
         );
         assert_eq!(
-            detail(""),
-            "HTTP 429 Too Many Requests (retry after 2026-11-23T12:00:31Z)"
+            p.detail.as_deref(),
+            Some("too many new orders"),
+            "the CA's own"
         );
-        // The CA's own "retry after" is left as it is.
-        let le = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"limited, retry after 2026-11-23 13:00:00 UTC: see the docs"}"#;
         assert_eq!(
-            detail(le),
-            "limited, retry after 2026-11-23 13:00:00 UTC: see the docs"
+            p.describe(),
+            "rateLimited: too many new orders (retry after 2026-11-23T12:00:31Z)"
         );
+        assert_eq!(
+            read(Some("30"), "").describe(),
+            "error: HTTP 429 Too Many Requests (retry after 2026-11-23T12:00:31Z)"
+        );
+        // The CA's own "retry after" is the time when there is no header, and is not repeated.
+        let le = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"limited, retry after 2026-11-23 13:00:00 UTC: see the docs"}"#;
+        let p = read(None, le);
+        assert_eq!(
+            p.retry_at,
+            Some(time::macros::datetime!(2026-11-23 13:00 UTC))
+        );
+        assert_eq!(
+            p.describe(),
+            "rateLimited: limited, retry after 2026-11-23 13:00:00 UTC: see the docs"
+        );
+        // With both, the detail's time (when the limit refills) is kept, as the run record
+        // always took it; the header's is only the pause within the run.
+        assert_eq!(
+            read(Some("30"), le).retry_at,
+            Some(time::macros::datetime!(2026-11-23 13:00 UTC))
+        );
+        assert_eq!(read(None, limited).retry_at, None);
     }
 
     #[test]

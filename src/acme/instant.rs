@@ -3,8 +3,10 @@
 //! instant-acme 0.8 signs only with ECDSA P-256 account keys; RSA and P-384 account keys
 //! (acmetool's defaults) are handled by re-signing at the HTTP layer ([`super::jws`]). The
 //! same layer (`Intercept`) adds the External Account Binding to the newAccount request and
-//! puts our own new key into the keyChange request, and (`ProblemsAsErrors`) reports the CA's
-//! answer to a deactivation, which instant-acme ignores.
+//! puts our own new key into the keyChange request. Every error answer but badNonce reaches
+//! instant-acme as an error carrying the CA's problem ([`super::error::Refusal`]), so that a
+//! refusal instant-acme would ignore (its deactivation does) is one, and [`ca_error`] reads
+//! the problem and its retry time as values.
 //!
 //! Alternate chains (RFC 8555 §7.4.2) are out of instant-acme's reach altogether: it returns
 //! only the body of a certificate download. [`CaHttp`] remembers the download's alternate
@@ -25,6 +27,7 @@ use instant_acme::{
 };
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::error::{ACCOUNT_DOES_NOT_EXIST, ALREADY_REVOKED, BAD_NONCE, Problem, problem_of};
 use super::http::CaHttp;
 use super::jws::{AccountSigner, ForeignKey};
 use super::{AcmeError, Ca, Chains, DirectoryMeta, Issued, Issuer, OrderOptions, Registration};
@@ -184,42 +187,6 @@ impl HttpClient for Intercept {
     }
 }
 
-/// The HTTP client for requests whose answer instant-acme does not check: an error response
-/// to a POST becomes the CA's problem document as an error. (instant-acme 0.8.5's
-/// `Account::deactivate` returns `Ok` whatever the CA answered.)
-#[derive(Clone)]
-struct ProblemsAsErrors(CaHttp);
-
-impl HttpClient for ProblemsAsErrors {
-    fn request(
-        &self,
-        req: http::Request<BodyWrapper<Bytes>>,
-    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            let post = req.method() == http::Method::POST;
-            let mut rsp = inner.request(req).await?;
-            let status = rsp.parts.status;
-            if !post || status.is_success() || status.is_redirection() {
-                return Ok(rsp);
-            }
-            let body = rsp
-                .body
-                .into_bytes()
-                .await
-                .map_err(instant_acme::Error::Other)?;
-            Err(
-                match serde_json::from_slice::<instant_acme::Problem>(&body) {
-                    Ok(problem) => instant_acme::Error::Api(problem),
-                    Err(_) => instant_acme::Error::Other(
-                        format!("the CA answered HTTP {status} without a problem document").into(),
-                    ),
-                },
-            )
-        })
-    }
-}
-
 /// An account key ready for instant-acme (see [`InstantCa::key`]).
 struct AccountKey {
     /// PKCS#8 of the key instant-acme holds (the real one, or a placeholder).
@@ -253,17 +220,14 @@ const UNRESPONSIVE_AFTER: u64 = 2;
 /// the request, so repeating any step is safe.
 pub(super) const NONCE_ATTEMPTS: u32 = 12;
 
-const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
-
 pub(crate) fn is_bad_nonce(e: &instant_acme::Error) -> bool {
-    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some(BAD_NONCE))
+    problem_of(e).is_some_and(|p| p.is(BAD_NONCE))
 }
 
 /// Whether the CA refused a request for its rate: a `rateLimited` problem, HTTP 429, or HTTP
 /// 503 (overloaded).
 pub(crate) fn is_rate_limited(e: &instant_acme::Error) -> bool {
-    matches!(e, instant_acme::Error::Api(p)
-        if super::pace::asks_to_slow_down(p.status, p.r#type.as_deref()))
+    problem_of(e).is_some_and(|p| p.asks_to_slow_down())
 }
 
 /// After a failed request to the CA at `directory_url`: how long to wait before sending it
@@ -280,10 +244,10 @@ pub(super) fn rate_limit_pause(
     }
     let pause = http.pause(directory_url)?;
     *waits += 1;
-    if let instant_acme::Error::Api(p) = e {
+    if let Some(p) = problem_of(e) {
         tracing::info!(
             "the CA refused a request for its rate ({}); sending it again in {pause:.1?}",
-            describe_problem(p)
+            p.describe()
         );
     }
     Some(pause)
@@ -311,60 +275,43 @@ macro_rules! ca_retry {
     }};
 }
 
+/// The error a failed request for `context` is: the CA's problem as a value
+/// ([`AcmeError::RateLimited`] when it refused for its rate and said when to come back, or
+/// only asked to slow down without being overloaded), or [`AcmeError::Other`] with the cause.
 pub(crate) fn ca_error(context: &str, e: instant_acme::Error) -> AcmeError {
-    match e {
-        instant_acme::Error::Api(p) => {
-            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist") {
-                return AcmeError::AccountDoesNotExist;
-            }
-            let text = format!("{context}: {}", describe_problem(&p));
-            // An overloaded CA (503) counts only when it said when to come back.
-            let limited = super::pace::asks_to_slow_down(p.status, p.r#type.as_deref())
-                && (p.status != Some(503) || super::pace::retry_after_in(&text).is_some());
-            if limited {
-                AcmeError::RateLimited(text)
-            } else {
-                AcmeError::Ca(text)
-            }
-        }
+    let Some(problem) = problem_of(&e) else {
         // Kept as a cause, not flattened: the network error's own causes (DNS, TLS) are
         // what the operator needs (see crate::cause).
-        other => AcmeError::Other(anyhow::Error::new(other).context(context.to_owned())),
+        return AcmeError::Other(anyhow::Error::new(e).context(context.to_owned()));
+    };
+    if problem.is(ACCOUNT_DOES_NOT_EXIST) {
+        return AcmeError::AccountDoesNotExist;
+    }
+    let context = context.to_owned();
+    // An overloaded CA (503) counts only when it said when to come back.
+    if problem.asks_to_slow_down() && (problem.status != Some(503) || problem.retry_at.is_some()) {
+        AcmeError::RateLimited { context, problem }
+    } else {
+        AcmeError::Ca { context, problem }
     }
 }
 
 /// Like [`ca_error`], for fetching what an earlier run ordered: a 403, 404 or 410 answer
 /// is [`AcmeError::Gone`].
 fn fetch_error(context: &str, e: instant_acme::Error) -> AcmeError {
-    match &e {
-        instant_acme::Error::Api(p) if matches!(p.status, Some(403 | 404 | 410)) => {
-            AcmeError::Gone(format!("{context}: {}", describe_problem(p)))
-        }
+    match problem_of(&e) {
+        Some(problem) if matches!(problem.status, Some(403 | 404 | 410)) => AcmeError::Gone {
+            context: context.to_owned(),
+            problem,
+        },
         _ => ca_error(context, e),
     }
 }
 
 /// Renders a problem document (RFC 7807) with its subproblems, for error messages.
 pub fn describe_problem(p: &instant_acme::Problem) -> String {
-    let kind = p
-        .r#type
-        .as_deref()
-        .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
-        .unwrap_or("error");
-    let mut s = format!("{kind}: {}", p.detail.as_deref().unwrap_or("(no detail)"));
-    for sub in &p.subproblems {
-        s.push_str(&format!("; {}", sub.detail.as_deref().unwrap_or("")));
-    }
-    // The CA's text goes to logs and status: keep it one bounded line.
-    s.retain(|c| !c.is_control());
-    if let Some((end, _)) = s.char_indices().nth(MAX_PROBLEM_TEXT) {
-        s.truncate(end);
-    }
-    s
+    Problem::of(p).describe()
 }
-
-/// Most characters of a problem document's text kept for errors and logs.
-const MAX_PROBLEM_TEXT: usize = 1000;
 
 impl Ca for InstantCa {
     type Session = InstantSession;
@@ -468,7 +415,7 @@ impl Ca for InstantCa {
 
     async fn deactivate(&self, key_pem: &str) -> Result<String, AcmeError> {
         let key = self.key(key_pem)?;
-        let http = ProblemsAsErrors(key.http.clone());
+        let http = key.http.clone();
         let (account, _) = ca_retry!(self, async {
             Account::builder_with_http(Box::new(http.clone()))
                 .from_key(key.pair()?, self.directory_url.clone())
@@ -537,7 +484,7 @@ impl InstantSession {
                     AuthorizationStatus::Valid => continue,
                     AuthorizationStatus::Pending => {}
                     other => {
-                        return Err(AcmeError::Ca(format!(
+                        return Err(AcmeError::Refused(format!(
                             "the authorization for {ident} is {other:?}"
                         )));
                     }
@@ -558,7 +505,7 @@ impl InstantSession {
                         Ok(pick) => pick,
                         // (An empty reason is a type given up quietly, as expected.)
                         Err(why) if reasons.iter().all(String::is_empty) => {
-                            return Err(AcmeError::Ca(format!("{why} for {which}")));
+                            return Err(AcmeError::Refused(format!("{why} for {which}")));
                         }
                         // Nothing else to try: why the types were given up is what counts.
                         Err(_) => {
@@ -677,7 +624,7 @@ impl InstantSession {
         let status = ca_retry!(self, order.poll_ready(&policy))
             .map_err(|e| ca_error("waiting for validation", e))?;
         if status != OrderStatus::Ready {
-            return Err(AcmeError::Ca(failed_validation(order).await));
+            return Err(AcmeError::Refused(failed_validation(order).await));
         }
         Ok(())
     }
@@ -769,17 +716,14 @@ impl InstantSession {
                 return String::from_utf8(rsp.body.to_vec())
                     .map_err(|_| anyhow!("the chain is not UTF-8 text"));
             }
-            let problem = serde_json::from_slice::<instant_acme::Problem>(&rsp.body).ok();
-            let bad_nonce = problem
-                .as_ref()
-                .is_some_and(|p| p.r#type.as_deref() == Some(BAD_NONCE));
+            let bad_nonce = rsp.problem.as_ref().is_some_and(|p| p.is(BAD_NONCE));
             if bad_nonce && attempt < NONCE_ATTEMPTS {
                 tracing::debug!("badNonce from the CA; retrying (attempt {attempt})");
                 attempt += 1;
                 continue;
             }
-            return Err(match problem {
-                Some(p) => anyhow!("HTTP {}: {}", rsp.status, describe_problem(&p)),
+            return Err(match rsp.problem {
+                Some(p) => anyhow!("HTTP {}: {}", rsp.status, p.describe()),
                 None => anyhow!("HTTP {} without a problem document", rsp.status),
             });
         }
@@ -1065,8 +1009,8 @@ impl Issuer for InstantSession {
             // Its holder was stopped before its finalize reached the CA. Should that finalize
             // arrive after ours, the CA refuses it (orderNotReady): still one certificate.
             if let Err(e) = ca_retry!(self, order.finalize_csr(csr_der)) {
-                let not_ready = matches!(&e, instant_acme::Error::Api(p)
-                    if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:orderNotReady"));
+                let not_ready = problem_of(&e)
+                    .is_some_and(|p| p.is("urn:ietf:params:acme:error:orderNotReady"));
                 if !not_ready {
                     return Err(ca_error("finalizing the order", e));
                 }
@@ -1077,7 +1021,7 @@ impl Issuer for InstantSession {
         match order.state().status {
             OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
             other => {
-                return Err(AcmeError::Gone(format!(
+                return Err(AcmeError::Refused(format!(
                     "order {order_url} is {} at the CA: it will not give a certificate",
                     format!("{other:?}").to_lowercase()
                 )));
@@ -1136,11 +1080,7 @@ impl Issuer for InstantSession {
         };
         match ca_retry!(self, self.account.revoke(&request)) {
             Ok(()) => Ok(()),
-            Err(instant_acme::Error::Api(p))
-                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyRevoked") =>
-            {
-                Ok(())
-            }
+            Err(e) if problem_of(&e).is_some_and(|p| p.is(ALREADY_REVOKED)) => Ok(()),
             Err(e) => Err(ca_error("revoking the certificate", e)),
         }
     }
@@ -1169,8 +1109,9 @@ async fn failed_validation(order: &mut instant_acme::Order) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_PROBLEM_TEXT, Pick, describe_problem, pick_challenge, valid_token};
+    use super::{Pick, describe_problem, pick_challenge, valid_token};
     use crate::acme::ChallengeKind::{self, Dns01, Http01, TlsAlpn01};
+    use crate::acme::error::MAX_PROBLEM_TEXT;
 
     /// A pending authorization as Pebble 2.10.1 answered it (recorded): five types in a
     /// shuffled order, dns-persist-01 without a token but with fields of its own; plus a

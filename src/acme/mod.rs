@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod dns_account;
+pub mod error;
 #[cfg(test)]
 pub mod fake;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod renewal;
 pub mod types;
 pub mod vet;
 
+pub use error::{AcmeError, ErrorClass, Problem};
 pub use types::{
     BoxFuture, Challenge, ChallengeKind, PersistWanted, Responder, UnusableChallenge, Window,
 };
@@ -137,28 +139,6 @@ impl EabCredentials {
     }
 }
 
-/// Errors that callers branch on.
-#[derive(Debug, thiserror::Error)]
-pub enum AcmeError {
-    /// The account key is not registered at this CA (onlyReturnExisting said so).
-    #[error("no account exists at the CA for this key")]
-    AccountDoesNotExist,
-    /// The CA refused or failed a request; the text carries its problem document.
-    #[error("{0}")]
-    Ca(String),
-    /// The CA refused for its rate (rate limit, overload) beyond what this run waits out;
-    /// the text carries its problem document and, when it said, the time to retry after.
-    #[error("{0}")]
-    RateLimited(String),
-    /// The CA answered that what was asked for is gone or not this account's (HTTP 403,
-    /// 404 or 410): asking again will not help.
-    #[error("{0}")]
-    Gone(String),
-    /// Anything else (network, local I/O, validation of the CA's answer).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
 /// A CA reachable at a directory URL.
 pub trait Ca: Send + Sync {
     /// One account's session.
@@ -251,8 +231,10 @@ pub trait Issuer: Send + Sync {
     /// Finishes an order another process recorded as finalizing and may not have finalized
     /// (a fleet node that died or lost its lock, doc/cluster.md): finalizes it with `csr_der`
     /// if the CA still waits for that, waits while the CA processes it, and downloads its
-    /// certificate. `Ok(None)`: still processing. An order the CA gave up (invalid, gone) is
-    /// an [`AcmeError::Gone`]. The default only downloads (an order already finalized).
+    /// certificate. `Ok(None)`: still processing. An order the CA gave up is an error the
+    /// target backs off from: [`AcmeError::Gone`] when the CA answers that it is gone,
+    /// [`AcmeError::Refused`] when it is invalid. The default only downloads (an order
+    /// already finalized).
     fn finish_order(
         &self,
         order_url: &str,

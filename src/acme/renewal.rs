@@ -14,6 +14,7 @@ use instant_acme::{Account, CertificateIdentifier, Identifier, NewOrder, Order};
 
 use super::AcmeError;
 use super::Window;
+use super::error::problem_of;
 use super::http::CaHttp;
 use super::instant::{NONCE_ATTEMPTS, ca_error, is_bad_nonce, rate_limit_pause};
 
@@ -53,15 +54,14 @@ pub async fn renewal_info(
 
 /// Whether a failed new-order with `replaces` should be sent again without it.
 fn replaces_refused(e: &instant_acme::Error) -> bool {
+    if let Some(p) = problem_of(e) {
+        return p.is("urn:ietf:params:acme:error:alreadyReplaced")
+            || (!p.is(super::pace::RATE_LIMITED)
+                && p.detail
+                    .as_deref()
+                    .is_some_and(|d| d.to_ascii_lowercase().contains("replace")));
+    }
     match e {
-        instant_acme::Error::Api(p) => {
-            let kind = p.r#type.as_deref().unwrap_or_default();
-            kind == "urn:ietf:params:acme:error:alreadyReplaced"
-                || (kind != "urn:ietf:params:acme:error:rateLimited"
-                    && p.detail
-                        .as_deref()
-                        .is_some_and(|d| d.to_ascii_lowercase().contains("replace")))
-        }
         // No renewalInfo in the directory: instant-acme refuses before sending anything.
         instant_acme::Error::Unsupported(_) => true,
         // The CA accepted the order but did not echo `replaces` (instant-acme checks it).
@@ -73,8 +73,7 @@ fn replaces_refused(e: &instant_acme::Error) -> bool {
 /// Whether the CA refused the order for the profile it names (`invalidProfile`, as in
 /// draft-ietf-acme-profiles): the CA dropped a profile it listed before.
 fn profile_refused(e: &instant_acme::Error) -> bool {
-    matches!(e, instant_acme::Error::Api(p)
-        if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:invalidProfile"))
+    problem_of(e).is_some_and(|p| p.is("urn:ietf:params:acme:error:invalidProfile"))
 }
 
 /// Creates the order for `identifiers`, naming `replaces` (an ARI id) when given; refused
@@ -170,6 +169,24 @@ mod tests {
         )));
         assert!(!replaces_refused(&problem("badNonce", "stale")));
         assert!(!replaces_refused(&problem("unauthorized", "no")));
+        // The same refusals as error answers (the problem as a value, not instant-acme's):
+        // a rate limit whose text says "replaces" is still a rate limit.
+        let answer = |kind: &str, detail: &str| {
+            instant_acme::Error::Other(Box::new(crate::acme::error::Refusal(
+                crate::acme::Problem {
+                    kind: Some(format!("urn:ietf:params:acme:error:{kind}")),
+                    detail: Some(detail.to_owned()),
+                    status: Some(if kind == "rateLimited" { 429 } else { 409 }),
+                    ..Default::default()
+                },
+            )))
+        };
+        assert!(replaces_refused(&answer("alreadyReplaced", "x")));
+        assert!(!replaces_refused(&answer(
+            "rateLimited",
+            "too many replaces orders"
+        )));
+        assert!(profile_refused(&answer("invalidProfile", "x")));
     }
 
     #[test]
