@@ -212,6 +212,23 @@ pub fn render(cmd: &Command) -> String {
         command(&mut page, &name, sub);
     }
 
+    reference(&mut page, &cmd);
+
+    page.control("SH", ["SEE ALSO"]);
+    page.text([
+        roman("crontab(5), systemd.timer(5), acmetool(8). The documents in "),
+        italic("/usr/share/doc/acmekeep/"),
+        roman(
+            " (hooks, challenge methods, the state directory and every setting, quickstart \
+             and response files, accounts).",
+        ),
+    ]);
+    page.render()
+}
+
+/// The reference sections: exit statuses, the environment (each option's variable, and the
+/// others acmekeep reads) and the files.
+fn reference(page: &mut Roff, cmd: &Command) {
     page.control("SH", ["EXIT STATUS"]);
     for (code, meaning) in exit_statuses() {
         page.control("TP", []);
@@ -244,17 +261,6 @@ pub fn render(cmd: &Command) -> String {
         page.text([italic(*path)]);
         page.text([roman(*meaning)]);
     }
-
-    page.control("SH", ["SEE ALSO"]);
-    page.text([
-        roman("crontab(5), systemd.timer(5), acmetool(8). The documents in "),
-        italic("/usr/share/doc/acmekeep/"),
-        roman(
-            " (hooks, challenge methods, the state directory and every setting, quickstart \
-             and response files, accounts).",
-        ),
-    ]);
-    page.render()
 }
 
 /// The options and arguments the page shows: the ones not hidden.

@@ -637,8 +637,184 @@ fn dns_config(raw: Option<&RawDns01>) -> Result<DnsConfig> {
     })
 }
 
+/// The names a target must satisfy and the names it requests: `satisfy.names`, else `names`,
+/// else the file name (acmetool); every satisfy name is requested too.
+fn resolve_names(
+    file: &str,
+    m: &RawTarget,
+    satisfy: &RawSatisfy,
+    request: &RawRequest,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Hostname>, Vec<Hostname>)> {
+    let mut satisfy_names = match satisfy.names.as_deref() {
+        Some(list) if !list.is_empty() => parse_names(list, "satisfy.names")?,
+        _ => match m.names.as_deref() {
+            Some(list) if !list.is_empty() => parse_names(list, "names")?,
+            _ => Vec::new(),
+        },
+    };
+    if satisfy_names.is_empty() {
+        // acmetool: a file that gives no names is named after its host.
+        satisfy_names = vec![
+            Hostname::parse(file)
+                .context("the target gives no names and its file name is not a valid hostname")?,
+        ];
+    }
+    let mut request_names = match request.names.as_deref() {
+        Some(list) if !list.is_empty() => parse_names(list, "request.names")?,
+        _ => Vec::new(),
+    };
+    let explicit_request = !request_names.is_empty();
+    for n in &satisfy_names {
+        if !request_names.contains(n) {
+            if explicit_request {
+                warnings.push(format!(
+                    "satisfy name {n} was missing from request.names; added"
+                ));
+            }
+            request_names.push(n.clone());
+        }
+    }
+    Ok((satisfy_names, request_names))
+}
+
+/// The directory URL: `request.provider`, else the top-level `provider`, else Let's Encrypt;
+/// an ACMEv1 Let's Encrypt URL means its v2 directory.
+fn resolve_provider(
+    m: &RawTarget,
+    request: &RawRequest,
+    warnings: &mut Vec<String>,
+) -> Result<String> {
+    let provider = request
+        .provider
+        .clone()
+        .filter(|p| !p.is_empty())
+        .or_else(|| m.provider.clone().filter(|p| !p.is_empty()))
+        .unwrap_or_else(|| DEFAULT_PROVIDER.to_owned());
+    let provider = if provider == LE_V1_PROVIDER {
+        warnings.push("ACMEv1 provider URL mapped to Let's Encrypt's v2 directory".into());
+        DEFAULT_PROVIDER.to_owned()
+    } else {
+        provider
+    };
+    validate_provider(&provider)?;
+    Ok(provider)
+}
+
+/// `satisfy.key.type` (which also forces the requested key type, as in acmetool), the key to
+/// request and `request.key.id`.
+fn resolve_key(
+    satisfy: &RawSatisfy,
+    raw_key: Option<RawKey>,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<KeyFamily>, KeySpec, Option<String>)> {
+    let satisfy_key = match satisfy.key.as_ref().and_then(|k| k.kind.as_deref()) {
+        None | Some("") => None,
+        Some("rsa") => Some(KeyFamily::Rsa),
+        Some("ecdsa") => Some(KeyFamily::Ecdsa),
+        Some(other) => bail!("satisfy.key.type {other:?} must be rsa or ecdsa"),
+    };
+    let mut raw_key = raw_key.unwrap_or_default();
+    if let Some(family) = satisfy_key {
+        let forced = match family {
+            KeyFamily::Rsa => "rsa",
+            KeyFamily::Ecdsa => "ecdsa",
+        };
+        raw_key.kind = Some(forced.to_owned());
+    }
+    let key = key_spec(&raw_key, warnings);
+    let key_id = raw_key
+        .id
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty());
+    if let Some(id) = &key_id
+        && !crate::keys::ids::is_well_formed_id(id)
+    {
+        bail!("request.key.id {id:?} is not a 52-character key id");
+    }
+    Ok((satisfy_key, key, key_id))
+}
+
+/// How control is proven, from `request.challenge` (its `env` aside: the caller checks it
+/// last).
+fn resolve_challenge(ch: &RawChallenge) -> Result<ChallengeConfig> {
+    let methods = http_methods(ch.http_methods.as_deref(), ch.default_listeners)?;
+    let has = |m: &str| methods.iter().any(|x| x == m);
+    let mut webroot_paths = Vec::new();
+    if has("webroot") || has("redirector") {
+        match ch.default_webroot.as_deref() {
+            None => webroot_paths.push(PathBuf::from(DEFAULT_WEBROOT)),
+            Some("") => {}
+            Some(p) => webroot_paths.push(PathBuf::from(p.trim_end_matches('/'))),
+        }
+    }
+    let explicit_webroots = if has("webroot") {
+        ch.webroot_paths.clone().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    for p in explicit_webroots {
+        let trimmed = p.trim_end_matches('/');
+        let path = PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
+        if !path.is_absolute() {
+            bail!("webroot path {p:?} must be absolute");
+        }
+        if !webroot_paths.contains(&path) {
+            webroot_paths.push(path);
+        }
+    }
+    for p in &webroot_paths {
+        if !p.is_absolute() {
+            bail!("default-webroot {:?} must be absolute", p.display());
+        }
+    }
+    // Explicit http-ports belong to the listener methods: a method list without listen
+    // and proxy turns them off too (`default-listeners: false` only drops the defaults).
+    let listener_methods = has("listen") || has("proxy") || ch.http_methods.is_none();
+    let http_ports = if listener_methods {
+        port_addrs(&ch.http_ports.clone().unwrap_or_default())?
+    } else {
+        Vec::new()
+    };
+    let types = challenge_types(ch.types.as_deref())?;
+    let tls_alpn_addrs = match &ch.tls_alpn_ports {
+        Some(p) => port_addrs(p)?,
+        None => vec!["0.0.0.0:443".to_owned(), "[::]:443".to_owned()],
+    };
+    Ok(ChallengeConfig {
+        types,
+        webroot_paths,
+        http_ports,
+        listen_http: has("listen"),
+        listen_proxy: has("proxy"),
+        http_hooks: has("hook"),
+        tls_alpn_addrs,
+        dns: dns_config(ch.dns_01.as_ref())?,
+        self_test: ch.http_self_test.unwrap_or(true),
+        env: BTreeMap::new(),
+    })
+}
+
+/// `request.profile`: 1-64 characters of A-Z a-z 0-9 . _ - (empty: none).
+fn profile(raw: Option<&str>) -> Result<Option<String>> {
+    match raw.map(str::trim).filter(|p| !p.is_empty()) {
+        Some(p)
+            if p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+        {
+            Ok(Some(p.to_owned()))
+        }
+        Some(p) => bail!("request.profile {p:?} must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+        None => Ok(None),
+    }
+}
+
 impl Target {
-    /// Resolves a target file's raw content over the defaults from `conf/target`.
+    /// Resolves a target file's raw content over the defaults from `conf/target`. The checks
+    /// run in a fixed order (names, request, key, challenge, the rest), so a file with several
+    /// mistakes is always refused for the same one.
     pub fn resolve(file: &str, raw: &RawTarget, defaults: &RawTarget) -> Result<Target> {
         let mut warnings = Vec::new();
         if raw.monitor.is_some() {
@@ -653,134 +829,25 @@ impl Target {
         if let Some(r) = base.request.as_mut() {
             r.names = None;
         }
-        let m = raw.overlay_on(&base);
-        let satisfy = m.satisfy.unwrap_or_default();
-        let request = m.request.unwrap_or_default();
+        let mut m = raw.overlay_on(&base);
+        let satisfy = m.satisfy.take().unwrap_or_default();
+        let mut request = m.request.take().unwrap_or_default();
 
-        let mut satisfy_names = match satisfy.names.as_deref() {
-            Some(list) if !list.is_empty() => parse_names(list, "satisfy.names")?,
-            _ => match m.names.as_deref() {
-                Some(list) if !list.is_empty() => parse_names(list, "names")?,
-                _ => Vec::new(),
-            },
-        };
-        if satisfy_names.is_empty() {
-            // acmetool: a file that gives no names is named after its host.
-            satisfy_names =
-                vec![Hostname::parse(file).context(
-                    "the target gives no names and its file name is not a valid hostname",
-                )?];
-        }
-        let mut request_names = match request.names.as_deref() {
-            Some(list) if !list.is_empty() => parse_names(list, "request.names")?,
-            _ => Vec::new(),
-        };
-        let explicit_request = !request_names.is_empty();
-        for n in &satisfy_names {
-            if !request_names.contains(n) {
-                if explicit_request {
-                    warnings.push(format!(
-                        "satisfy name {n} was missing from request.names; added"
-                    ));
-                }
-                request_names.push(n.clone());
-            }
-        }
-
-        let provider = request
-            .provider
-            .clone()
-            .filter(|p| !p.is_empty())
-            .or_else(|| m.provider.clone().filter(|p| !p.is_empty()))
-            .unwrap_or_else(|| DEFAULT_PROVIDER.to_owned());
-        let provider = if provider == LE_V1_PROVIDER {
-            warnings.push("ACMEv1 provider URL mapped to Let's Encrypt's v2 directory".into());
-            DEFAULT_PROVIDER.to_owned()
-        } else {
-            provider
-        };
-        validate_provider(&provider)?;
+        let (satisfy_names, request_names) =
+            resolve_names(file, &m, &satisfy, &request, &mut warnings)?;
+        let provider = resolve_provider(&m, &request, &mut warnings)?;
         let eab = match &request.eab {
             Some(raw) => raw.resolve()?,
             None => None,
         };
-
         let margin = satisfy.margin.unwrap_or(i64::from(DEFAULT_MARGIN_DAYS));
         if !(0..=3650).contains(&margin) {
             bail!("satisfy.margin {margin} must be between 0 and 3650 days");
         }
-        let satisfy_key = match satisfy.key.and_then(|k| k.kind).as_deref() {
-            None | Some("") => None,
-            Some("rsa") => Some(KeyFamily::Rsa),
-            Some("ecdsa") => Some(KeyFamily::Ecdsa),
-            Some(other) => bail!("satisfy.key.type {other:?} must be rsa or ecdsa"),
-        };
-        let mut raw_key = request.key.unwrap_or_default();
-        if let Some(family) = satisfy_key {
-            // satisfy.key.type also forces the requested key type (acmetool).
-            let forced = match family {
-                KeyFamily::Rsa => "rsa",
-                KeyFamily::Ecdsa => "ecdsa",
-            };
-            raw_key.kind = Some(forced.to_owned());
-        }
-        let key = key_spec(&raw_key, &mut warnings);
-        let key_id = raw_key
-            .id
-            .as_deref()
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty());
-        if let Some(id) = &key_id
-            && !crate::keys::ids::is_well_formed_id(id)
-        {
-            bail!("request.key.id {id:?} is not a 52-character key id");
-        }
-
-        let ch = request.challenge.unwrap_or_default();
-        let methods = http_methods(ch.http_methods.as_deref(), ch.default_listeners)?;
-        let has = |m: &str| methods.iter().any(|x| x == m);
-        let mut webroot_paths = Vec::new();
-        if has("webroot") || has("redirector") {
-            match ch.default_webroot.as_deref() {
-                None => webroot_paths.push(PathBuf::from(DEFAULT_WEBROOT)),
-                Some("") => {}
-                Some(p) => webroot_paths.push(PathBuf::from(p.trim_end_matches('/'))),
-            }
-        }
-        let explicit_webroots = if has("webroot") {
-            ch.webroot_paths.clone().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        for p in explicit_webroots {
-            let trimmed = p.trim_end_matches('/');
-            let path = PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
-            if !path.is_absolute() {
-                bail!("webroot path {p:?} must be absolute");
-            }
-            if !webroot_paths.contains(&path) {
-                webroot_paths.push(path);
-            }
-        }
-        for p in &webroot_paths {
-            if !p.is_absolute() {
-                bail!("default-webroot {:?} must be absolute", p.display());
-            }
-        }
-        // Explicit http-ports belong to the listener methods: a method list without listen
-        // and proxy turns them off too (`default-listeners: false` only drops the defaults).
-        let listener_methods = has("listen") || has("proxy") || ch.http_methods.is_none();
-        let http_ports = if listener_methods {
-            port_addrs(&ch.http_ports.clone().unwrap_or_default())?
-        } else {
-            Vec::new()
-        };
-        let types = challenge_types(ch.types.as_deref())?;
-        let tls_alpn_addrs = match &ch.tls_alpn_ports {
-            Some(p) => port_addrs(p)?,
-            None => vec!["0.0.0.0:443".to_owned(), "[::]:443".to_owned()],
-        };
-        let dns = dns_config(ch.dns_01.as_ref())?;
+        let (satisfy_key, key, key_id) = resolve_key(&satisfy, request.key.take(), &mut warnings)?;
+        let mut ch = request.challenge.take().unwrap_or_default();
+        let env = ch.env.take().unwrap_or_default();
+        let mut challenge = resolve_challenge(&ch)?;
 
         let label = m.label.unwrap_or_default();
         if !label.is_empty() {
@@ -798,6 +865,9 @@ impl Target {
                 p.display()
             );
         }
+        let profile = profile(request.profile.as_deref())?;
+        let preferred_chain = preferred_chain(request.preferred_chain.as_ref())?;
+        challenge.env = hook_env(env)?;
 
         Ok(Target {
             file: file.to_owned(),
@@ -811,38 +881,9 @@ impl Target {
             key,
             key_id,
             must_staple: request.ocsp_must_staple.unwrap_or(false),
-            profile: match request
-                .profile
-                .as_deref()
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-            {
-                Some(p)
-                    if p.len() <= 64
-                        && p.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
-                        }) =>
-                {
-                    Some(p.to_owned())
-                }
-                Some(p) => {
-                    bail!("request.profile {p:?} must be 1-64 characters of A-Z a-z 0-9 . _ -")
-                }
-                None => None,
-            },
-            preferred_chain: preferred_chain(request.preferred_chain.as_ref())?,
-            challenge: std::sync::Arc::new(ChallengeConfig {
-                types,
-                webroot_paths,
-                http_ports,
-                listen_http: has("listen"),
-                listen_proxy: has("proxy"),
-                http_hooks: has("hook"),
-                tls_alpn_addrs,
-                dns,
-                self_test: ch.http_self_test.unwrap_or(true),
-                env: hook_env(ch.env.unwrap_or_default())?,
-            }),
+            profile,
+            preferred_chain,
+            challenge: std::sync::Arc::new(challenge),
             priority: m.priority.unwrap_or(0),
             label,
             warnings,

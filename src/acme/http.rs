@@ -766,7 +766,6 @@ impl HttpClient for CaHttp {
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        let me = self.clone();
         // The form `take_download` looks it up by.
         let url = req.uri().to_string();
         // instant-acme sends HEAD only to newNonce: answer from the pool when it can.
@@ -778,82 +777,96 @@ impl HttpClient for CaHttp {
                     .take(&o, std::time::Instant::now())
             })
         {
+            let rsp = http::Response::builder()
+                .status(http::StatusCode::OK)
+                .header("replay-nonce", nonce)
+                .body(http_body_util::Empty::<Bytes>::new());
             return Box::pin(async move {
-                let rsp = http::Response::builder()
-                    .status(http::StatusCode::OK)
-                    .header("replay-nonce", nonce)
-                    .body(http_body_util::Empty::<Bytes>::new())
-                    .map_err(|e| instant_acme::Error::Other(e.into()))?;
-                Ok(BytesResponse::from(rsp))
+                Ok(BytesResponse::from(
+                    rsp.map_err(|e| instant_acme::Error::Other(e.into()))?,
+                ))
             });
         }
+        if req.method() == http::Method::GET
+            && let Some(body) = self.cached_directory(&url)
+        {
+            let rsp = http::Response::builder()
+                .status(http::StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(body));
+            return Box::pin(async move {
+                Ok(BytesResponse::from(
+                    rsp.map_err(|e| instant_acme::Error::Other(e.into()))?,
+                ))
+            });
+        }
+        let me = self.clone();
+        Box::pin(async move { me.send(req, url).await })
+    }
+}
+
+impl CaHttp {
+    /// Sends a request of instant-acme's to `url` (a POST re-signed first when this client
+    /// signs for a foreign key) and reads the answer: an error answer becomes a [`Refusal`]
+    /// (but badNonce, which instant-acme retries itself), a directory is vetted and kept, and
+    /// every URL in an order, authorization or account is vetted before instant-acme follows
+    /// one.
+    async fn send(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+        url: String,
+    ) -> Result<BytesResponse, instant_acme::Error> {
         let is_get = req.method() == http::Method::GET;
-        if is_get && let Some(body) = self.cached_directory(&url) {
-            return Box::pin(async move {
-                let rsp = http::Response::builder()
-                    .status(http::StatusCode::OK)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(http_body_util::Full::new(body))
+        let req = match self.resigner.clone() {
+            Some(key) if req.method() == http::Method::POST => {
+                let (parts, body) = req.into_parts();
+                let bytes = match body.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(never) => match never {},
+                };
+                let signed = key
+                    .resign(&bytes)
                     .map_err(|e| instant_acme::Error::Other(e.into()))?;
-                Ok(BytesResponse::from(rsp))
-            });
+                http::Request::from_parts(parts, BodyWrapper::from(signed))
+            }
+            _ => req,
+        };
+        let (parts, body) = self.exchange(req).await.map_err(ExchangeError::into_acme)?;
+        if parts.status.is_client_error() || parts.status.is_server_error() {
+            self.observe(&url, &parts);
+            let problem = self.error_answer(&url, &parts, &body);
+            // instant-acme retries a badNonce rejection itself, with the nonce of the answer:
+            // that one must reach it as an answer. Every other refusal goes up as a value
+            // (instant-acme passes its client's errors on untouched).
+            if !(parts.status == http::StatusCode::BAD_REQUEST
+                && problem.is(super::error::BAD_NONCE))
+            {
+                return Err(instant_acme::Error::Other(Box::new(Refusal(problem))));
+            }
+        } else if is_get {
+            // The directory (instant-acme reads it first) or renewal information.
+            if self.is_directory(&url) || looks_like_directory(&body) {
+                self.vet_directory(&url, &body)
+                    .map_err(ExchangeError::into_acme)?;
+                self.keep_if_directory(&url, &body);
+            }
+        } else {
+            // Order, authorization, account: every URL in it is vetted before instant-acme
+            // follows one.
+            if let Some(d) = &self.directory {
+                let location = parts
+                    .headers
+                    .get(http::header::LOCATION)
+                    .map(|l| l.to_str().unwrap_or("(not text)"));
+                super::vet::answer_urls(&body, location, d)
+                    .map_err(|e| ExchangeError::from(e).into_acme())?;
+            }
+            self.observe(&url, &parts);
         }
-        Box::pin(async move {
-            let req = match me.resigner.clone() {
-                Some(key) if req.method() == http::Method::POST => {
-                    let (parts, body) = req.into_parts();
-                    let bytes = match body.collect().await {
-                        Ok(c) => c.to_bytes(),
-                        Err(never) => match never {},
-                    };
-                    let signed = key
-                        .resign(&bytes)
-                        .map_err(|e| instant_acme::Error::Other(e.into()))?;
-                    http::Request::from_parts(parts, BodyWrapper::from(signed))
-                }
-                _ => req,
-            };
-            let (parts, body) = me.exchange(req).await.map_err(ExchangeError::into_acme)?;
-            let failed = parts.status.is_client_error() || parts.status.is_server_error();
-            let body = if failed {
-                me.observe(&url, &parts);
-                let problem = me.error_answer(&url, &parts, &body);
-                // instant-acme retries a badNonce rejection itself, with the nonce of the
-                // answer: that one must reach it as an answer. Every other refusal goes up
-                // as a value (instant-acme passes its client's errors on untouched).
-                if !(parts.status == http::StatusCode::BAD_REQUEST
-                    && problem.is(super::error::BAD_NONCE))
-                {
-                    return Err(instant_acme::Error::Other(Box::new(Refusal(problem))));
-                }
-                body
-            } else if is_get {
-                // The directory (instant-acme reads it first) or renewal information.
-                if me.is_directory(&url) || looks_like_directory(&body) {
-                    me.vet_directory(&url, &body)
-                        .map_err(ExchangeError::into_acme)?;
-                    me.keep_if_directory(&url, &body);
-                }
-                body
-            } else {
-                // Order, authorization, account: every URL in it is vetted before
-                // instant-acme follows one.
-                if let Some(d) = &me.directory {
-                    let location = parts
-                        .headers
-                        .get(http::header::LOCATION)
-                        .map(|l| l.to_str().unwrap_or("(not text)"));
-                    super::vet::answer_urls(&body, location, d)
-                        .map_err(|e| ExchangeError::from(e).into_acme())?;
-                }
-                me.observe(&url, &parts);
-                body
-            };
-            Ok(BytesResponse::from(http::Response::from_parts(
-                parts,
-                http_body_util::Full::new(body),
-            )))
-        })
+        Ok(BytesResponse::from(http::Response::from_parts(
+            parts,
+            http_body_util::Full::new(body),
+        )))
     }
 }
 

@@ -453,12 +453,32 @@ impl InstantSession {
         responder: &dyn Responder,
         presented: &mut Vec<Challenge>,
     ) -> Result<(), AcmeError> {
-        let thumb = self.thumbprint.clone();
-        // The challenge chosen for each pending authorization (by its URL). Authorizations
-        // are walked again after a badNonce rejection; `done` keeps each from being counted
-        // twice. instant-acme keeps the authorizations it fetched, so the second walk below
-        // sends nothing until a challenge is announced.
-        let mut chosen: Vec<(String, ChallengeType, Challenge)> = Vec::new();
+        let chosen = self.choose_challenges(order, responder).await?;
+        presented.extend(chosen.iter().map(|(_, _, c)| c.clone()));
+        responder
+            .present_all(presented)
+            .await
+            .map_err(AcmeError::Other)?;
+        announce(order, &chosen).await?;
+        let policy = retry_policy();
+        let status = ca_retry!(self, order.poll_ready(&policy))
+            .map_err(|e| ca_error("waiting for validation", e))?;
+        if status != OrderStatus::Ready {
+            return Err(AcmeError::Refused(failed_validation(order).await));
+        }
+        Ok(())
+    }
+
+    /// The challenge chosen for each pending authorization of `order`, by the
+    /// authorization's URL. Authorizations are walked again after a badNonce rejection; `done`
+    /// keeps each from being counted twice (instant-acme keeps the authorizations it fetched,
+    /// so the second walk sends nothing until a challenge is announced).
+    async fn choose_challenges(
+        &self,
+        order: &mut instant_acme::Order,
+        responder: &dyn Responder,
+    ) -> Result<Vec<(String, ChallengeType, Challenge)>, AcmeError> {
+        let mut chosen = Vec::new();
         let mut done: HashSet<String> = HashSet::new();
         let mut attempt = 1;
         'walk: loop {
@@ -479,7 +499,6 @@ impl InstantSession {
                 // The bare identifier: `*.` is what `wildcard` says (RFC 8555 §7.1.4), and
                 // the dns-01 record of `*.a.example` is `_acme-challenge.a.example`.
                 let ident = authz.identifier().identifier.authorized(false).to_string();
-                let wildcard = authz.wildcard;
                 match authz.status {
                     AuthorizationStatus::Valid => continue,
                     AuthorizationStatus::Pending => {}
@@ -489,81 +508,13 @@ impl InstantSession {
                         )));
                     }
                 }
-                let which = format!("{}{ident}", if wildcard { "*." } else { "" });
-                // Types given up on for this authorization (a dns-persist-01 offer that is
-                // malformed, or a standing record the CA would refuse).
-                let mut excluded: Vec<ChallengeKind> = Vec::new();
-                let mut reasons: Vec<String> = Vec::new();
-                let challenge = loop {
-                    let allowed: Vec<ChallengeKind> = responder
-                        .kinds()
-                        .iter()
-                        .copied()
-                        .filter(|k| !excluded.contains(k))
-                        .collect();
-                    let pick = match pick_challenge(&allowed, &authz.challenges) {
-                        Ok(pick) => pick,
-                        // (An empty reason is a type given up quietly, as expected.)
-                        Err(why) if reasons.iter().all(String::is_empty) => {
-                            return Err(AcmeError::Refused(format!("{why} for {which}")));
-                        }
-                        // Nothing else to try: why the types were given up is what counts.
-                        Err(_) => {
-                            reasons.retain(|r| !r.is_empty());
-                            return Err(AcmeError::Other(anyhow!("{}", reasons.join("; "))));
-                        }
-                    };
-                    for why in reasons
-                        .drain(..)
-                        .chain(pick.passed_over.iter().map(|w| format!("{which}: {w}")))
-                        .filter(|w| !w.is_empty())
-                    {
-                        tracing::warn!("{why}; using {} instead", pick.kind.name());
-                    }
-                    let (kind, token) = (pick.kind, pick.token);
-                    let persist = if kind == ChallengeKind::DnsPersist01 {
-                        match self.persist_wanted(&url, &ident).await {
-                            Ok(w) => Some(w),
-                            Err(e) => {
-                                excluded.push(kind);
-                                reasons.push(format!(
-                                    "{which}: the CA's dns-persist-01 challenge cannot be used: {e:#}"
-                                ));
-                                continue;
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    let record_name = match kind {
-                        ChallengeKind::Dns01 => format!("_acme-challenge.{ident}"),
-                        ChallengeKind::DnsAccount01 => {
-                            super::dns_account::record_name(self.account.id(), &ident)
-                        }
-                        ChallengeKind::DnsPersist01 => super::persist::record_name(&ident),
-                        _ => String::new(),
-                    };
-                    let challenge = Challenge {
-                        kind,
-                        identifier: ident.clone(),
-                        wildcard,
-                        key_authorization: if token.is_empty() {
-                            String::new()
-                        } else {
-                            format!("{token}.{thumb}")
-                        },
-                        token,
-                        record_name,
-                        persist,
-                    };
-                    let now = time::OffsetDateTime::from(self.http.clock().now()).unix_timestamp();
-                    if let Err(e) = responder.precheck(&challenge, now).await {
-                        excluded.push(kind);
-                        reasons.push(e.0);
-                        continue;
-                    }
-                    break challenge;
+                let offer = Offer {
+                    url: &url,
+                    ident: &ident,
+                    wildcard: authz.wildcard,
+                    challenges: &authz.challenges,
                 };
+                let challenge = self.choose(&offer, responder).await?;
                 if let Err(e) = responder.usable(&challenge) {
                     // Given up for good, so the next order gets a fresh authorization (and
                     // token) rather than this one again.
@@ -577,56 +528,104 @@ impl InstantSession {
                 }
                 chosen.push((url, instant_type(challenge.kind), challenge));
             }
-            break;
+            return Ok(chosen);
         }
-        presented.extend(chosen.iter().map(|(_, _, c)| c.clone()));
-        responder
-            .present_all(presented)
-            .await
-            .map_err(AcmeError::Other)?;
-        let mut announced: HashSet<&str> = HashSet::new();
-        let mut attempt = 1;
-        'announce: loop {
-            let mut authzs = order.authorizations();
-            while let Some(authz) = authzs.next().await {
-                let mut authz = match authz {
-                    Ok(a) => a,
-                    Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
-                        attempt += 1;
-                        continue 'announce;
-                    }
-                    Err(e) => return Err(ca_error("fetching an authorization", e)),
-                };
-                let Some((url, r#type, challenge)) =
-                    chosen.iter().find(|(url, _, _)| url == authz.url())
-                else {
-                    continue;
-                };
-                if !announced.insert(url) {
-                    continue;
+    }
+
+    /// The challenge to answer for one pending authorization: the first type the responder
+    /// allows that the CA offers usably; a type whose pre-check fails (a dns-persist-01 offer
+    /// that is malformed, a standing record the CA would refuse) is given up and the next
+    /// one tried.
+    async fn choose(
+        &self,
+        offer: &Offer<'_>,
+        responder: &dyn Responder,
+    ) -> Result<Challenge, AcmeError> {
+        let which = format!("{}{}", if offer.wildcard { "*." } else { "" }, offer.ident);
+        let mut excluded: Vec<ChallengeKind> = Vec::new();
+        let mut reasons: Vec<String> = Vec::new();
+        loop {
+            let allowed: Vec<ChallengeKind> = responder
+                .kinds()
+                .iter()
+                .copied()
+                .filter(|k| !excluded.contains(k))
+                .collect();
+            let pick = match pick_challenge(&allowed, offer.challenges) {
+                Ok(pick) => pick,
+                // (An empty reason is a type given up quietly, as expected.)
+                Err(why) if reasons.iter().all(String::is_empty) => {
+                    return Err(AcmeError::Refused(format!("{why} for {which}")));
                 }
-                let ident = &challenge.identifier;
-                let Some(mut ch) = authz.challenge(r#type.clone()) else {
-                    continue;
-                };
-                let mut tries = 1;
-                loop {
-                    match ch.set_ready().await {
-                        Ok(()) => break,
-                        Err(e) if is_bad_nonce(&e) && tries < NONCE_ATTEMPTS => tries += 1,
-                        Err(e) => return Err(ca_error(&format!("the challenge for {ident}"), e)),
-                    }
+                // Nothing else to try: why the types were given up is what counts.
+                Err(_) => {
+                    reasons.retain(|r| !r.is_empty());
+                    return Err(AcmeError::Other(anyhow!("{}", reasons.join("; "))));
                 }
+            };
+            for why in reasons
+                .drain(..)
+                .chain(pick.passed_over.iter().map(|w| format!("{which}: {w}")))
+                .filter(|w| !w.is_empty())
+            {
+                tracing::warn!("{why}; using {} instead", pick.kind.name());
             }
-            break;
+            let kind = pick.kind;
+            let persist = if kind == ChallengeKind::DnsPersist01 {
+                match self.persist_wanted(offer.url, offer.ident).await {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        excluded.push(kind);
+                        reasons.push(format!(
+                            "{which}: the CA's dns-persist-01 challenge cannot be used: {e:#}"
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let challenge = self.challenge(offer, pick, persist);
+            let now = time::OffsetDateTime::from(self.http.clock().now()).unix_timestamp();
+            if let Err(e) = responder.precheck(&challenge, now).await {
+                excluded.push(kind);
+                reasons.push(e.0);
+                continue;
+            }
+            return Ok(challenge);
         }
-        let policy = retry_policy();
-        let status = ca_retry!(self, order.poll_ready(&policy))
-            .map_err(|e| ca_error("waiting for validation", e))?;
-        if status != OrderStatus::Ready {
-            return Err(AcmeError::Refused(failed_validation(order).await));
+    }
+
+    /// What the responder is given for the challenge `pick` of `offer`: its key
+    /// authorization and, for the DNS types, the name of its record.
+    fn challenge(
+        &self,
+        offer: &Offer<'_>,
+        pick: Pick,
+        persist: Option<super::PersistWanted>,
+    ) -> Challenge {
+        let (kind, token, ident) = (pick.kind, pick.token, offer.ident);
+        let record_name = match kind {
+            ChallengeKind::Dns01 => format!("_acme-challenge.{ident}"),
+            ChallengeKind::DnsAccount01 => {
+                super::dns_account::record_name(self.account.id(), ident)
+            }
+            ChallengeKind::DnsPersist01 => super::persist::record_name(ident),
+            _ => String::new(),
+        };
+        Challenge {
+            kind,
+            identifier: ident.to_owned(),
+            wildcard: offer.wildcard,
+            key_authorization: if token.is_empty() {
+                String::new()
+            } else {
+                format!("{token}.{}", self.thumbprint)
+            },
+            token,
+            record_name,
+            persist,
         }
-        Ok(())
     }
 
     fn new(account: Account, key: &AccountKey, directory_url: &str) -> Self {
@@ -782,6 +781,62 @@ impl std::fmt::Debug for InstantSession {
         f.debug_struct("InstantSession")
             .field("id", &self.account.id())
             .finish()
+    }
+}
+
+/// One pending authorization, as [`InstantSession::choose`] needs it.
+struct Offer<'a> {
+    /// The authorization's URL.
+    url: &'a str,
+    /// Its bare identifier (`*.` is `wildcard`).
+    ident: &'a str,
+    wildcard: bool,
+    /// The challenges the CA offers.
+    challenges: &'a [instant_acme::Challenge],
+}
+
+/// Tells the CA that each chosen challenge (by its authorization's URL) is ready to be
+/// validated; after a badNonce rejection the authorizations are walked again, and a challenge
+/// announced already is not announced twice.
+async fn announce(
+    order: &mut instant_acme::Order,
+    chosen: &[(String, ChallengeType, Challenge)],
+) -> Result<(), AcmeError> {
+    let mut announced: HashSet<&str> = HashSet::new();
+    let mut attempt = 1;
+    'announce: loop {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = match authz {
+                Ok(a) => a,
+                Err(e) if is_bad_nonce(&e) && attempt < NONCE_ATTEMPTS => {
+                    attempt += 1;
+                    continue 'announce;
+                }
+                Err(e) => return Err(ca_error("fetching an authorization", e)),
+            };
+            let Some((url, r#type, challenge)) =
+                chosen.iter().find(|(url, _, _)| url == authz.url())
+            else {
+                continue;
+            };
+            if !announced.insert(url) {
+                continue;
+            }
+            let ident = &challenge.identifier;
+            let Some(mut ch) = authz.challenge(r#type.clone()) else {
+                continue;
+            };
+            let mut tries = 1;
+            loop {
+                match ch.set_ready().await {
+                    Ok(()) => break,
+                    Err(e) if is_bad_nonce(&e) && tries < NONCE_ATTEMPTS => tries += 1,
+                    Err(e) => return Err(ca_error(&format!("the challenge for {ident}"), e)),
+                }
+            }
+        }
+        return Ok(());
     }
 }
 

@@ -52,35 +52,7 @@ pub fn execute(settings: &Settings, args: &PersistRecordArgs) -> Result<ExitCode
     {
         return Err(config_error(anyhow!("--until {u} is in the past")));
     }
-    // One record per base name: `*.x` and `x` share `_validation-persist.x`.
-    let mut planned: Vec<Planned> = Vec::new();
-    for raw in &args.names {
-        let name = Hostname::parse(raw).map_err(config_error)?;
-        let wildcard = args.wildcard || name.is_wildcard();
-        let base = Hostname::parse(name.as_str().trim_start_matches("*.")).map_err(config_error)?;
-        let target = targets
-            .iter()
-            .find(|t| {
-                t.request_names
-                    .iter()
-                    .any(|n| n.as_str().trim_start_matches("*.") == base.as_str())
-            })
-            .unwrap_or(&fallback)
-            .clone();
-        // A wildcard wanted by the target needs the policy too.
-        let wanted_wildcard = target
-            .request_names
-            .iter()
-            .any(|n| n.as_str() == format!("*.{base}"));
-        match planned.iter_mut().find(|p| p.base == base) {
-            Some(p) => p.wildcard |= wildcard || wanted_wildcard,
-            None => planned.push(Planned {
-                base,
-                target,
-                wildcard: wildcard || wanted_wildcard,
-            }),
-        }
-    }
+    let planned = plan(&args.names, args.wildcard, &targets, &fallback)?;
     let inv = store.load_inventory()?;
     let connector = InstantConnector::with_timeout(settings.ca_timeout);
     let rt = super::runtime()?;
@@ -125,57 +97,9 @@ pub fn execute(settings: &Settings, args: &PersistRecordArgs) -> Result<ExitCode
             form.draft()
         ));
         let ttl = args.ttl;
-        match args.format.as_str() {
-            "zone" => out.push_str(&format!("{}\n", zone_line(&owner, ttl, &value))),
-            "tinydns" => out.push_str(&format!("{}\n", tinydns_line(&owner, ttl, &value))),
-            "plain" => out.push_str(&format!("{value}\n")),
-            _ => out.push_str(&format!(
-                "{}\n{}\n{value}\n",
-                zone_line(&owner, ttl, &value),
-                tinydns_line(&owner, ttl, &value)
-            )),
-        }
-        if args.publish {
-            let Some(dns) = p.target.challenge.dns.rfc2136.as_ref() else {
-                eprintln!(
-                    "{}: cannot publish: no RFC 2136 server is configured (request.challenge.dns-01.server)",
-                    p.base
-                );
-                failed += 1;
-                continue;
-            };
-            let mut cfg = dns.rfc2136.clone();
-            cfg.ttl = ttl;
-            let ours = |v: &str| {
-                persist::parse_value(v).is_ok_and(|iv| {
-                    iv.issuer == record.issuer
-                        && iv.account_uri.as_deref() == Some(&record.account_uri)
-                })
-            };
-            match rt.block_on(replace(&cfg, &owner, &value, &ours)) {
-                Ok(r) if r.unchanged => {
-                    eprintln!("{owner}: the record is published already");
-                }
-                Ok(r) => {
-                    eprintln!(
-                        "{owner}: published in zone {}{}",
-                        r.published.zone,
-                        if r.removed.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                " (replacing {} older record{} of ours)",
-                                r.removed.len(),
-                                if r.removed.len() == 1 { "" } else { "s" }
-                            )
-                        }
-                    );
-                }
-                Err(e) => {
-                    eprintln!("{owner}: publishing failed: {e:#}");
-                    failed += 1;
-                }
-            }
+        out.push_str(&lines(&args.format, &owner, ttl, &value));
+        if args.publish && !rt.block_on(publish(p, &owner, &value, &record, ttl)) {
+            failed += 1;
         }
     }
     let mut stdout = std::io::stdout();
@@ -188,6 +112,107 @@ pub fn execute(settings: &Settings, args: &PersistRecordArgs) -> Result<ExitCode
     } else {
         ExitCode::from(1)
     })
+}
+
+/// One [`Planned`] record per base name of `names` (`*.x` and `x` share
+/// `_validation-persist.x`), each at the CA of the first target requesting it, else
+/// conf/target's (`fallback`); `wildcard` (`--wildcard`) asks for the wildcard policy on all.
+fn plan(
+    names: &[String],
+    wildcard: bool,
+    targets: &[Target],
+    fallback: &Target,
+) -> Result<Vec<Planned>> {
+    let mut planned: Vec<Planned> = Vec::new();
+    for raw in names {
+        let name = Hostname::parse(raw).map_err(config_error)?;
+        let wildcard = wildcard || name.is_wildcard();
+        let base = Hostname::parse(name.as_str().trim_start_matches("*.")).map_err(config_error)?;
+        let target = targets
+            .iter()
+            .find(|t| {
+                t.request_names
+                    .iter()
+                    .any(|n| n.as_str().trim_start_matches("*.") == base.as_str())
+            })
+            .unwrap_or(fallback)
+            .clone();
+        // A wildcard wanted by the target needs the policy too.
+        let wanted_wildcard = target
+            .request_names
+            .iter()
+            .any(|n| n.as_str() == format!("*.{base}"));
+        match planned.iter_mut().find(|p| p.base == base) {
+            Some(p) => p.wildcard |= wildcard || wanted_wildcard,
+            None => planned.push(Planned {
+                base,
+                target,
+                wildcard: wildcard || wanted_wildcard,
+            }),
+        }
+    }
+    Ok(planned)
+}
+
+/// The record `value` at `owner` in `--format` `format`: a zone-file line, a tinydns-data
+/// line, the plain value, or (any other format) all three.
+fn lines(format: &str, owner: &str, ttl: u32, value: &str) -> String {
+    match format {
+        "zone" => format!("{}\n", zone_line(owner, ttl, value)),
+        "tinydns" => format!("{}\n", tinydns_line(owner, ttl, value)),
+        "plain" => format!("{value}\n"),
+        _ => format!(
+            "{}\n{}\n{value}\n",
+            zone_line(owner, ttl, value),
+            tinydns_line(owner, ttl, value)
+        ),
+    }
+}
+
+/// `--publish`: puts `value` at `owner` by RFC 2136 (the target's dns-01 server), replacing
+/// older records of ours (same issuer and account), and says what it did on stderr. False
+/// when it could not.
+async fn publish(p: &Planned, owner: &str, value: &str, record: &Record, ttl: u32) -> bool {
+    let Some(dns) = p.target.challenge.dns.rfc2136.as_ref() else {
+        eprintln!(
+            "{}: cannot publish: no RFC 2136 server is configured (request.challenge.dns-01.server)",
+            p.base
+        );
+        return false;
+    };
+    let mut cfg = dns.rfc2136.clone();
+    cfg.ttl = ttl;
+    let ours = |v: &str| {
+        persist::parse_value(v).is_ok_and(|iv| {
+            iv.issuer == record.issuer && iv.account_uri.as_deref() == Some(&record.account_uri)
+        })
+    };
+    match replace(&cfg, owner, value, &ours).await {
+        Ok(r) if r.unchanged => {
+            eprintln!("{owner}: the record is published already");
+            true
+        }
+        Ok(r) => {
+            eprintln!(
+                "{owner}: published in zone {}{}",
+                r.published.zone,
+                if r.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (replacing {} older record{} of ours)",
+                        r.removed.len(),
+                        if r.removed.len() == 1 { "" } else { "s" }
+                    )
+                }
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("{owner}: publishing failed: {e:#}");
+            false
+        }
+    }
 }
 
 /// `--until`: a date (`2027-12-31`, midnight UTC), an RFC 3339 time, or Unix seconds.

@@ -19,7 +19,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::lookup::{find_zone, follow_cname, nameservers};
+use super::lookup::{Nameserver, find_zone, follow_cname, nameservers};
 use super::wire::{self, to_name};
 use super::{Dns01Error, Lagging, ResolverConfig};
 use crate::name::Hostname;
@@ -49,16 +49,7 @@ pub async fn wait_propagated(
     value: &str,
     bound: Duration,
 ) -> Result<()> {
-    // Only compared with what servers answer; but it goes into messages, so it is checked.
-    if value.is_empty()
-        || value.len() > crate::acme::persist::MAX_VALUE
-        || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
-    {
-        anyhow::bail!(
-            "the TXT value to wait for is not printable ASCII of at most {} octets",
-            crate::acme::persist::MAX_VALUE
-        );
-    }
+    check_value(value)?;
     let start = Instant::now();
     let deadline = start + bound;
     let requested = Hostname::parse(name)?;
@@ -76,58 +67,27 @@ pub async fn wait_propagated(
     })??;
     let qname = to_name(&owner)?;
 
-    let lag = |i: usize, address: Option<SocketAddr>, answer: String| Lagging {
-        nameserver: servers[i].name.clone(),
-        address,
-        answer,
+    let mut state = Rounds {
+        pending: Vec::new(),
+        served: vec![false; servers.len()],
+        unreachable: Vec::new(),
     };
-    // Addresses still to be confirmed, and what each said last.
-    let mut pending: Vec<(usize, SocketAddr, String)> = Vec::new();
     for (i, ns) in servers.iter().enumerate() {
-        pending.extend(ns.addresses.iter().map(|a| (i, *a, String::new())));
+        state
+            .pending
+            .extend(ns.addresses.iter().map(|a| (i, *a, String::new())));
     }
-    let mut served = vec![false; servers.len()];
-    let mut unreachable: Vec<(usize, SocketAddr, String)> = Vec::new();
     let mut pause = FIRST_PAUSE;
     loop {
         let timeout = resolver
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(200));
-        let mut round = JoinSet::new();
-        for (i, addr, _) in pending.drain(..) {
-            let (qname, value) = (qname.clone(), value.to_owned());
-            round.spawn(async move { (i, addr, ask(addr, &qname, &value, timeout).await) });
-        }
-        while let Some(joined) = round.join_next().await {
-            let Ok((i, addr, outcome)) = joined else {
-                continue;
-            };
-            match outcome {
-                Outcome::Serves => served[i] = true,
-                Outcome::Unreachable(why) => unreachable.push((i, addr, why)),
-                Outcome::Lags(why) => pending.push((i, addr, why)),
-            }
-        }
-        pending.sort_by_key(|(i, addr, _)| (*i, *addr));
-
-        // NS that cannot be confirmed however long we wait: no address, or none reachable.
-        let blocked: Vec<Lagging> = servers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !served[*i] && !pending.iter().any(|(j, _, _)| j == i))
-            .flat_map(|(i, ns)| match &ns.problem {
-                Some(p) => vec![lag(i, None, p.clone())],
-                None => unreachable
-                    .iter()
-                    .filter(|(j, _, _)| *j == i)
-                    .map(|(_, a, why)| lag(i, Some(*a), why.clone()))
-                    .collect(),
-            })
-            .collect();
+        state.ask_all(&qname, value, timeout).await;
+        let blocked = state.blocked(&servers);
         let now = Instant::now();
-        if pending.is_empty() && blocked.is_empty() {
-            for (i, addr, why) in &unreachable {
+        if state.pending.is_empty() && blocked.is_empty() {
+            for (i, addr, why) in &state.unreachable {
                 tracing::warn!(
                     "propagation check skipped {} ({addr}): {why}",
                     servers[*i].name
@@ -140,10 +100,11 @@ pub async fn wait_propagated(
             );
             return Ok(());
         }
-        if pending.is_empty() || now >= deadline {
-            let mut lagging: Vec<Lagging> = pending
+        if state.pending.is_empty() || now >= deadline {
+            let mut lagging: Vec<Lagging> = state
+                .pending
                 .into_iter()
-                .map(|(i, addr, why)| lag(i, Some(addr), why))
+                .map(|(i, addr, why)| lag(&servers[i], Some(addr), why))
                 .collect();
             lagging.extend(blocked);
             return Err(Dns01Error::NotPropagated {
@@ -157,10 +118,86 @@ pub async fn wait_propagated(
         }
         tracing::debug!(
             "waiting for {} nameserver addresses of {zone}",
-            pending.len()
+            state.pending.len()
         );
         tokio::time::sleep_until((now + pause).min(deadline)).await;
         pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// The TXT value to wait for: only compared with what servers answer, but it goes into
+/// messages, so it must be printable ASCII of bounded length.
+fn check_value(value: &str) -> Result<()> {
+    if value.is_empty()
+        || value.len() > crate::acme::persist::MAX_VALUE
+        || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        anyhow::bail!(
+            "the TXT value to wait for is not printable ASCII of at most {} octets",
+            crate::acme::persist::MAX_VALUE
+        );
+    }
+    Ok(())
+}
+
+/// A lagging server as reported.
+fn lag(ns: &Nameserver, address: Option<SocketAddr>, answer: String) -> Lagging {
+    Lagging {
+        nameserver: ns.name.clone(),
+        address,
+        answer,
+    }
+}
+
+/// Where the check stands, by server index (into the zone's [`Nameserver`]s).
+struct Rounds {
+    /// Addresses still to be confirmed, and what each said last.
+    pending: Vec<(usize, SocketAddr, String)>,
+    /// Servers one of whose addresses served the value.
+    served: Vec<bool>,
+    /// Addresses that cannot be reached from here, and why.
+    unreachable: Vec<(usize, SocketAddr, String)>,
+}
+
+impl Rounds {
+    /// Asks every pending address at once (each for at most `timeout`); those that still
+    /// lag stay pending, in a stable order.
+    async fn ask_all(&mut self, qname: &Name, value: &str, timeout: Duration) {
+        let mut round = JoinSet::new();
+        for (i, addr, _) in self.pending.drain(..) {
+            let (qname, value) = (qname.clone(), value.to_owned());
+            round.spawn(async move { (i, addr, ask(addr, &qname, &value, timeout).await) });
+        }
+        while let Some(joined) = round.join_next().await {
+            let Ok((i, addr, outcome)) = joined else {
+                continue;
+            };
+            match outcome {
+                Outcome::Serves => self.served[i] = true,
+                Outcome::Unreachable(why) => self.unreachable.push((i, addr, why)),
+                Outcome::Lags(why) => self.pending.push((i, addr, why)),
+            }
+        }
+        self.pending.sort_by_key(|(i, addr, _)| (*i, *addr));
+    }
+
+    /// The servers that cannot be confirmed however long we wait: no address, or none
+    /// reachable.
+    fn blocked(&self, servers: &[Nameserver]) -> Vec<Lagging> {
+        servers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.served[*i] && !self.pending.iter().any(|(j, _, _)| j == i))
+            .flat_map(|(i, ns)| match &ns.problem {
+                Some(p) => vec![lag(ns, None, p.clone())],
+                None => self
+                    .unreachable
+                    .iter()
+                    .filter(|(j, _, _)| *j == i)
+                    .map(|(_, a, why)| lag(ns, Some(*a), why.clone()))
+                    .collect(),
+            })
+            .collect()
     }
 }
 

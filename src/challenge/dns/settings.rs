@@ -164,7 +164,53 @@ impl RawDns01 {
             return Ok(None);
         };
         let server = parse_addr(server, 53).context("dns-01 server")?;
-        let key = match (&self.secret, &self.key_file) {
+        let key = self.key_source()?;
+        let zone = self
+            .zone
+            .as_deref()
+            .map(Hostname::parse)
+            .transpose()
+            .context("dns-01 zone")?;
+        if zone.as_ref().is_some_and(Hostname::is_wildcard) {
+            bail!("dns-01 zone must not be a wildcard");
+        }
+        let ttl = match self.ttl {
+            None => DEFAULT_TTL,
+            Some(t) if (1..=86400).contains(&t) => t as u32,
+            Some(t) => bail!("dns-01 ttl: {t} is not between 1 and 86400"),
+        };
+        let timeout = seconds(self.timeout, DEFAULT_TIMEOUT, 300, "timeout")?;
+        if timeout.is_zero() {
+            bail!("dns-01 timeout must be at least 1 second");
+        }
+        let propagation = seconds(
+            self.propagation_timeout,
+            DEFAULT_PROPAGATION_TIMEOUT,
+            3600,
+            "propagation-timeout",
+        )?;
+        let resolver = ResolverConfig {
+            servers: self.resolver_addresses()?,
+            nameserver_addresses: self.nameserver_addresses()?,
+            authoritative_port: 53,
+            timeout,
+        };
+        Ok(Some(Dns01Settings {
+            rfc2136: Rfc2136Config {
+                server,
+                key,
+                zone,
+                ttl,
+                timeout,
+                resolver,
+            },
+            propagation_timeout: (!propagation.is_zero()).then_some(propagation),
+        }))
+    }
+
+    /// The TSIG key: inline (`key-name`, `algorithm`, `secret`) or from `key-file`.
+    fn key_source(&self) -> Result<KeySource> {
+        Ok(match (&self.secret, &self.key_file) {
             (Some(_), Some(_)) => bail!("dns-01: set either `secret` or `key-file`, not both"),
             (None, None) => bail!("dns-01: a TSIG key is required (`secret` or `key-file`)"),
             (Some(secret), None) => {
@@ -197,38 +243,21 @@ impl RawDns01 {
                     name: self.key_name.clone(),
                 }
             }
-        };
-        let zone = self
-            .zone
-            .as_deref()
-            .map(Hostname::parse)
-            .transpose()
-            .context("dns-01 zone")?;
-        if zone.as_ref().is_some_and(Hostname::is_wildcard) {
-            bail!("dns-01 zone must not be a wildcard");
-        }
-        let ttl = match self.ttl {
-            None => DEFAULT_TTL,
-            Some(t) if (1..=86400).contains(&t) => t as u32,
-            Some(t) => bail!("dns-01 ttl: {t} is not between 1 and 86400"),
-        };
-        let timeout = seconds(self.timeout, DEFAULT_TIMEOUT, 300, "timeout")?;
-        if timeout.is_zero() {
-            bail!("dns-01 timeout must be at least 1 second");
-        }
-        let propagation = seconds(
-            self.propagation_timeout,
-            DEFAULT_PROPAGATION_TIMEOUT,
-            3600,
-            "propagation-timeout",
-        )?;
-        let servers = self
-            .resolvers
+        })
+    }
+
+    /// `resolvers`: the recursive resolvers to find the zone with (port 53 unless given).
+    fn resolver_addresses(&self) -> Result<Vec<SocketAddr>> {
+        self.resolvers
             .iter()
             .flatten()
             .map(|r| parse_addr(r, 53).context("dns-01 resolvers"))
-            .collect::<Result<Vec<_>>>()?;
-        let mut nameserver_addresses = BTreeMap::new();
+            .collect()
+    }
+
+    /// `nameservers`: fixed addresses of authoritative servers by name.
+    fn nameserver_addresses(&self) -> Result<BTreeMap<Hostname, Vec<SocketAddr>>> {
+        let mut out = BTreeMap::new();
         for (name, addrs) in self.nameservers.iter().flatten() {
             let h = Hostname::parse(name).context("dns-01 nameservers")?;
             let addrs = addrs
@@ -238,25 +267,9 @@ impl RawDns01 {
             if addrs.is_empty() {
                 bail!("dns-01 nameservers: {h} has no address");
             }
-            nameserver_addresses.insert(h, addrs);
+            out.insert(h, addrs);
         }
-        let resolver = ResolverConfig {
-            servers,
-            nameserver_addresses,
-            authoritative_port: 53,
-            timeout,
-        };
-        Ok(Some(Dns01Settings {
-            rfc2136: Rfc2136Config {
-                server,
-                key,
-                zone,
-                ttl,
-                timeout,
-                resolver,
-            },
-            propagation_timeout: (!propagation.is_zero()).then_some(propagation),
-        }))
+        Ok(out)
     }
 }
 
