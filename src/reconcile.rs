@@ -74,12 +74,12 @@ pub trait OrderGate: Send + Sync + std::fmt::Debug {
         account: &'a str,
     ) -> futures_util::future::BoxFuture<'a, Result<()>>;
     /// The claimed attempt for `file` ended: `Ok(id)` with certificate `id` stored in the
-    /// state directory, or the failure (its text and how the target backs off). An error:
-    /// the fleet did not take the certificate, and the target fails with it.
+    /// state directory, or how it failed. An error: the fleet did not take the certificate,
+    /// and the target fails with it.
     fn finish<'a>(
         &'a self,
         file: &'a str,
-        result: Result<&'a str, (&'a str, Backoff)>,
+        result: Result<&'a str, &'a Failure>,
     ) -> futures_util::future::BoxFuture<'a, Result<()>>;
 }
 
@@ -931,19 +931,19 @@ async fn obtain<C: Connector>(
         let (session, account_id) = match session {
             Ok(s) => s,
             Err(e) => {
+                let mut failed = Failure::of(&e.context(format!("CA {provider}")));
                 // Only a rate limit backs off here: the account step is not the target's.
-                let how = match backoff_for(&e) {
-                    Backoff::Yes => Backoff::No,
-                    how => how,
-                };
-                let msg = crate::cause::render(&e.context(format!("CA {provider}")));
+                if failed.backoff == Backoff::Yes {
+                    failed.backoff = Backoff::No;
+                }
                 for t in group {
-                    report.count(kind_of(how));
-                    let next = record(store, &t.file, now, Some(&msg), how);
+                    report.count(kind_of(failed.backoff));
+                    let next = record(store, &t.file, now, Some(&failed));
+                    let best = cert::best_cert(&t, summaries, now);
                     report.targets.push(TargetOutcome {
                         file: t.file.clone(),
                         names: names_of(&t),
-                        result: failure(how, &msg, cert::best_cert(&t, summaries, now), next, now),
+                        result: failure(&failed, best, next, now),
                     });
                 }
                 continue;
@@ -981,17 +981,24 @@ async fn obtain<C: Connector>(
             if session.ca_unresponsive() {
                 // A CA that stopped answering would hold every remaining order for the full
                 // request timeout; leave them to the next run (no backoff: not its answer).
-                let e = STOPPED_ANSWERING.to_owned();
-                return (t.file.clone(), names_of(&t), Err((e, Backoff::No)));
+                let e = Failure::local(STOPPED_ANSWERING.to_owned());
+                return (t.file.clone(), names_of(&t), Err(e));
             }
             if let Some(until) = session.ca_paused_until() {
                 // Asked to slow down for longer than this run waits: an order would only be
                 // refused. Deferred until the CA's time, like a refused order.
-                let until = OffsetDateTime::from(until)
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
-                let e = format!("not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {until}");
-                return (t.file.clone(), names_of(&t), Err((e, Backoff::RateLimited)));
+                let until = whole_seconds_up(OffsetDateTime::from(until));
+                let e = Failure {
+                    error: format!(
+                        "not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {}",
+                        until
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                    ),
+                    backoff: Backoff::RateLimited,
+                    retry_at: Some(until),
+                };
+                return (t.file.clone(), names_of(&t), Err(e));
             }
             let claim = match &gate {
                 Some(gate) => gate.claim(&t.file).await,
@@ -1029,17 +1036,17 @@ async fn obtain<C: Connector>(
                     .await
                 }
             }
-            .map_err(|e| (crate::cause::render(&e), backoff_for(&e)));
+            .map_err(|e| Failure::of(&e));
             let res = match (&gate, res) {
                 (None, res) => res.map(Some),
                 (Some(g), Ok(s)) => match g.finish(&t.file, Ok(&s.id)).await {
                     Ok(()) => Ok(Some(s)),
-                    Err(e) => Err((crate::cause::render(&e), Backoff::No)),
+                    Err(e) => Err(Failure::local(crate::cause::render(&e))),
                 },
-                (Some(g), Err((e, how))) => {
+                (Some(g), Err(failed)) => {
                     // The failure is the target's either way; the fleet's record is best effort.
-                    let _ = g.finish(&t.file, Err((&e, how))).await;
-                    Err((e, how))
+                    let _ = g.finish(&t.file, Err(&failed)).await;
+                    Err(failed)
                 }
             };
             (t.file.clone(), names_of(&t), res)
@@ -1060,7 +1067,7 @@ async fn obtain<C: Connector>(
         let result = match res {
             Ok(None) => Outcome::Unchanged,
             Ok(Some(summary)) => {
-                record(store, &file, now, None, Backoff::No);
+                record(store, &file, now, None);
                 let issued = Issued {
                     id: summary.id.clone(),
                     not_after: summary.not_after,
@@ -1069,13 +1076,13 @@ async fn obtain<C: Connector>(
                 new_certs.push(summary);
                 Outcome::Issued(issued)
             }
-            Err((e, how)) => {
-                let next = record(store, &file, now, Some(&e), how);
-                report.count(kind_of(how));
+            Err(failed) => {
+                let next = record(store, &file, now, Some(&failed));
+                report.count(kind_of(failed.backoff));
                 let best = by_file
                     .get(file.as_str())
                     .and_then(|t| cert::best_cert(t, summaries, now));
-                failure(how, &e, best, next, now)
+                failure(&failed, best, next, now)
             }
         };
         report.targets.push(TargetOutcome {
@@ -1092,62 +1099,99 @@ async fn obtain<C: Connector>(
 }
 
 /// One order task's result: target file, names, and the certificate (none: the fleet's
-/// gate kept the order to another node) or (error, how the target backs off).
-type OrderOutcome = (
-    String,
-    Vec<String>,
-    Result<Option<CertSummary>, (String, Backoff)>,
-);
+/// gate kept the order to another node) or how the attempt failed.
+type OrderOutcome = (String, Vec<String>, Result<Option<CertSummary>, Failure>);
 
-/// How a target that failed with `e` backs off: not at all after a local mistake or a network
-/// error (a fix can be retried at once), after the CA's answer (validation failed, refused),
-/// and as deferred, not failed, when the CA refused for its rate beyond what the run waits out.
-fn backoff_for(e: &anyhow::Error) -> Backoff {
-    let mut how = Backoff::No;
-    for c in e.chain() {
-        match c.downcast_ref::<AcmeError>().map(AcmeError::class) {
-            Some(ErrorClass::RateLimited { .. }) => return Backoff::RateLimited,
-            Some(ErrorClass::Ca { .. }) => how = Backoff::Yes,
-            Some(ErrorClass::Local) | None => {}
-        }
-    }
-    how
+/// How an attempt to obtain a certificate failed, as it is recorded, reported and told to the
+/// fleet: the text people read, whether and how the target backs off, and the CA's retry
+/// time — a value taken from the CA's answer, never read back out of the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, rendered with its causes.
+    pub error: String,
+    /// Whether and how the target waits.
+    pub backoff: Backoff,
+    /// When the CA said to come back, if it did.
+    pub retry_at: Option<OffsetDateTime>,
 }
 
-/// The outcome of a target that failed with `e` and backs off as `how` until `next`, its
-/// certificate in use being `best`: a refusal for the CA's rate defers it ([`deferral`]).
+impl Failure {
+    /// The failure of an attempt that ended with `e`. How the target backs off follows the
+    /// typed error in its chain only ([`AcmeError::class`]): not at all after a local mistake
+    /// or a network error (a fix can be retried at once), after the CA's answer (validation
+    /// failed, refused), and as deferred, not failed, when the CA refused for its rate beyond
+    /// what the run waits out.
+    pub fn of(e: &anyhow::Error) -> Self {
+        let (mut backoff, mut retry_at) = (Backoff::No, None);
+        for c in e.chain() {
+            match c.downcast_ref::<AcmeError>().map(AcmeError::class) {
+                Some(ErrorClass::RateLimited { retry_at: at }) => {
+                    (backoff, retry_at) = (Backoff::RateLimited, at);
+                    break;
+                }
+                Some(ErrorClass::Ca { retry_at: at }) if backoff == Backoff::No => {
+                    (backoff, retry_at) = (Backoff::Yes, at);
+                }
+                _ => {}
+            }
+        }
+        Self {
+            error: crate::cause::render(e),
+            backoff,
+            retry_at,
+        }
+    }
+
+    /// A failure that is nobody's answer: no backoff.
+    pub fn local(error: String) -> Self {
+        Self {
+            error,
+            backoff: Backoff::No,
+            retry_at: None,
+        }
+    }
+
+    /// The attempt, as the planner takes it ([`backoff::after_attempt`]).
+    pub fn attempt(&self) -> Attempt<'_> {
+        Attempt::Failed {
+            error: &self.error,
+            backoff: self.backoff,
+            retry_at: self.retry_at,
+        }
+    }
+}
+
+/// `at` rounded up to the whole second (never earlier than the CA's time).
+fn whole_seconds_up(at: OffsetDateTime) -> OffsetDateTime {
+    match at.replace_nanosecond(0) {
+        Ok(whole) if whole < at => whole + time::Duration::SECOND,
+        _ => at,
+    }
+}
+
+/// The outcome of a target that `failed`, waiting until `next`, its certificate in use being
+/// `best`: a refusal for the CA's rate defers it ([`deferral`]).
 fn failure(
-    how: Backoff,
-    e: &str,
+    failed: &Failure,
     best: Option<&CertSummary>,
     next: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Outcome {
-    match how {
-        Backoff::RateLimited => deferral(e.to_owned(), best, next, now),
-        Backoff::No | Backoff::Yes => Outcome::Failed(e.to_owned()),
+    match failed.backoff {
+        Backoff::RateLimited => deferral(failed.error.clone(), best, next, now),
+        Backoff::No | Backoff::Yes => Outcome::Failed(failed.error.clone()),
     }
 }
 
-/// Records an attempt's outcome for `file` (`error`: it failed, backing off as `backoff`);
-/// returns when the next attempt may be made, if the target now waits.
+/// Records an attempt's outcome for `file` (`failed`: how it failed); returns when the next
+/// attempt may be made, if the target now waits.
 fn record(
     store: &Store,
     file: &str,
     now: OffsetDateTime,
-    error: Option<&str>,
-    backoff: Backoff,
+    failed: Option<&Failure>,
 ) -> Option<OffsetDateTime> {
-    let attempt = match error {
-        // The CA's retry time still travels in the rendered error (issue 16 B2 makes it a
-        // value of the error).
-        Some(error) => Attempt::Failed {
-            error,
-            backoff,
-            retry_at: crate::acme::pace::retry_after_in(error),
-        },
-        None => Attempt::Obtained,
-    };
+    let attempt = failed.map_or(Attempt::Obtained, Failure::attempt);
     let rec = backoff::after_attempt(store.target_record(file), attempt, now);
     match store.write_target_record(file, &rec) {
         Ok(()) => rec.next_attempt,
@@ -1414,57 +1458,93 @@ mod tests {
             .collect()
     }
 
-    /// Regression: how a target backs off was read from the error's text in places, so a
-    /// reworded message (ours or the CA's) could change it. It follows the typed error only,
-    /// wherever in the chain of context it is.
+    /// Regression: how a target backs off, and until when, were read back out of the error's
+    /// text (the store parsed "retry after" from the rendered error), so a reworded message
+    /// (ours or the CA's) could change them. They follow the typed error only, wherever in
+    /// the chain of context it is.
     #[test]
     fn rewording_a_message_cannot_change_backoff() {
         use crate::acme::Problem;
-        let problem = |kind: &str, status: u16, detail: &str| Problem {
+        let at = time::macros::datetime!(2027-03-02 00:00 UTC);
+        let problem = |kind: &str, status: u16, detail: &str, retry_at| Problem {
             kind: Some(format!("urn:ietf:params:acme:error:{kind}")),
             detail: Some(detail.to_owned()),
             status: Some(status),
             subproblems: Vec::new(),
-            retry_at: None,
+            retry_at,
         };
         let words = [
             "rateLimited: too many orders, retry after 2030-01-01T00:00:00Z",
-            "unauthorized: validation failed",
+            "unauthorized: validation failed (retry after 2031-01-01T00:00:00Z)",
             "",
         ];
         for w in words {
             for context in ["CA https://ca.example/dir", w] {
                 let limited = AcmeError::RateLimited {
                     context: w.to_owned(),
-                    problem: problem("rateLimited", 429, w),
+                    problem: problem("rateLimited", 429, w, Some(at)),
                 };
                 let refused = AcmeError::Ca {
                     context: w.to_owned(),
-                    problem: problem("unauthorized", 403, w),
+                    problem: problem("unauthorized", 403, w, None),
                 };
                 let gone = AcmeError::Gone {
                     context: w.to_owned(),
-                    problem: problem("malformed", 404, w),
+                    problem: problem("malformed", 404, w, None),
                 };
-                for (e, how) in [
-                    (anyhow::Error::new(limited), Backoff::RateLimited),
-                    (anyhow::Error::new(refused), Backoff::Yes),
-                    (anyhow::Error::new(gone), Backoff::Yes),
+                for (e, backoff, retry_at) in [
+                    (anyhow::Error::new(limited), Backoff::RateLimited, Some(at)),
+                    (anyhow::Error::new(refused), Backoff::Yes, None),
+                    (anyhow::Error::new(gone), Backoff::Yes, None),
                     (
                         anyhow::Error::new(AcmeError::Refused(w.to_owned())),
                         Backoff::Yes,
+                        None,
                     ),
                     (
                         anyhow::Error::new(AcmeError::Other(anyhow!("{w}"))),
                         Backoff::No,
+                        None,
                     ),
-                    (anyhow!("{w}"), Backoff::No),
+                    (anyhow!("{w}"), Backoff::No, None),
                 ] {
                     let e = e.context(context.to_owned());
-                    assert_eq!(backoff_for(&e), how, "{e:#}");
+                    let failed = Failure::of(&e);
+                    assert_eq!(
+                        (failed.backoff, failed.retry_at),
+                        (backoff, retry_at),
+                        "{e:#}"
+                    );
+                    assert_eq!(failed.error, crate::cause::render(&e));
                 }
             }
         }
+    }
+
+    /// The run record takes the retry time from the failure, whatever its text says.
+    #[test]
+    fn the_record_takes_the_retry_time_from_the_value() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lock = crate::store::lock::StateLock::acquire(dir.path()).expect("lock");
+        let store = Store::open(dir.path(), &lock).expect("store");
+        let now = time::macros::datetime!(2027-03-01 00:00 UTC);
+        let at = time::macros::datetime!(2027-03-02 00:00 UTC);
+        let failed = Failure {
+            error: "too many orders (retry after 2027-03-05T00:00:00Z)".to_owned(),
+            backoff: Backoff::RateLimited,
+            retry_at: Some(at),
+        };
+        assert_eq!(record(&store, "a.example", now, Some(&failed)), Some(at));
+        let failed = Failure {
+            retry_at: None,
+            ..failed
+        };
+        // Without a time from the CA, the backoff's own: 10 minutes after a second failure.
+        assert_eq!(
+            record(&store, "a.example", now, Some(&failed)),
+            Some(now + time::Duration::minutes(10))
+        );
+        assert_eq!(record(&store, "a.example", now, None), None);
     }
 
     #[test]

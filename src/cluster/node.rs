@@ -38,8 +38,8 @@ use super::fleet::{Fleet, Held, Lock, RunLease};
 use super::kv::{Cmp, Entry, Kv, Op, Range, range_all};
 use super::layout::{self, CertEntry, DataKey, Head, NodeInfo, OrderRecord, OrderState};
 use crate::keys::PrivateKey;
-use crate::plan::backoff::{self, Attempt, Backoff};
-use crate::reconcile::{Claim, Finishing};
+use crate::plan::backoff::{self, Backoff};
+use crate::reconcile::{Claim, Failure, Finishing};
 use crate::store::{Store, TargetRecord};
 
 /// Where the mirror remembers what it last synced.
@@ -649,20 +649,10 @@ fn record_ops<K: Kv + 'static>(
     ])
 }
 
-/// The shared run record after a failed attempt: the planner's rule
+/// The shared run record after a `failed` attempt: the planner's rule
 /// ([`backoff::after_attempt`]), on the fleet's record.
-pub fn after_failure(
-    rec: TargetRecord,
-    now: OffsetDateTime,
-    error: &str,
-    backoff: Backoff,
-) -> TargetRecord {
-    let attempt = Attempt::Failed {
-        error,
-        backoff,
-        retry_at: crate::acme::pace::retry_after_in(error),
-    };
-    backoff::after_attempt(rec, attempt, now)
+pub fn after_failure(rec: TargetRecord, now: OffsetDateTime, failed: &Failure) -> TargetRecord {
+    backoff::after_attempt(rec, failed.attempt(), now)
 }
 
 /// Why the gate kept this node from ordering a target.
@@ -971,7 +961,7 @@ impl<K: Kv + 'static> NodeGate<K> {
         Ok(())
     }
 
-    async fn finish_inner(&self, file: &str, result: Result<&str, (&str, Backoff)>) -> Result<()> {
+    async fn finish_inner(&self, file: &str, result: Result<&str, &Failure>) -> Result<()> {
         let (held, store, finalizing) = {
             let mut s = self.state();
             let finalizing = s.finalizing.remove(file);
@@ -998,10 +988,10 @@ impl<K: Kv + 'static> NodeGate<K> {
                     Err(e) => Err(e),
                 }
             }
-            Err((error, backoff)) => {
-                let rec = after_failure(held.run.clone().unwrap_or_default(), now, error, backoff);
+            Err(failed) => {
+                let rec = after_failure(held.run.clone().unwrap_or_default(), now, failed);
                 let mut ops = vec![Op::put(self.fleet.layout().run(file), layout::encode(&rec))];
-                if finalizing && !keeps_order_record(backoff) {
+                if finalizing && !keeps_order_record(failed.backoff) {
                     tracing::info!(
                         "desired/{file}: the CA refused the order recorded as finalizing; the next attempt orders anew"
                     );
@@ -1100,7 +1090,7 @@ impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
     fn finish<'a>(
         &'a self,
         file: &'a str,
-        result: Result<&'a str, (&'a str, Backoff)>,
+        result: Result<&'a str, &'a Failure>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let r = self.finish_inner(file, result).await;
@@ -1264,6 +1254,7 @@ impl<K: Kv + 'static> crate::challenge::TokenShare for NodeGate<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::backoff::Backoff;
     use time::macros::datetime;
 
     #[test]
@@ -1356,17 +1347,21 @@ mod tests {
     #[test]
     fn a_failure_the_ca_answered_backs_off_fleet_wide_and_a_local_one_does_not() {
         let now = datetime!(2026-12-01 04:00 UTC);
+        let failed = |error: &str, backoff| Failure {
+            error: error.to_owned(),
+            backoff,
+            retry_at: None,
+        };
         let rec = after_failure(
             TargetRecord::default(),
             now,
-            "validation failed",
-            Backoff::Yes,
+            &failed("validation failed", Backoff::Yes),
         );
         assert_eq!(rec.failures, 1);
         assert_eq!(rec.last_error.as_deref(), Some("validation failed"));
         let next = rec.next_attempt.expect("next");
         assert!(next > now);
-        let again = after_failure(rec, now, "hook missing", Backoff::No);
+        let again = after_failure(rec, now, &failed("hook missing", Backoff::No));
         assert_eq!(again.failures, 2);
         assert_eq!(again.next_attempt, None);
         assert!(!again.rate_limited);

@@ -910,10 +910,13 @@ mod tests {
         );
         store.save_ari_record(&e, &rec).expect("ari");
         let record = |file: &str, at: OffsetDateTime, error: &str, backoff: Backoff| {
+            // The CA's retry time, as the rate-limited failure carries it.
+            let retry_at = (backoff == Backoff::RateLimited)
+                .then_some(time::macros::datetime!(2027-03-02 00:00 UTC));
             let attempt = Attempt::Failed {
                 error,
                 backoff,
-                retry_at: crate::acme::pace::retry_after_in(error),
+                retry_at,
             };
             let rec = after_attempt(TargetRecord::default(), attempt, at);
             store.write_target_record(file, &rec).expect("record");
