@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::account::{STOPPED_ANSWERING, account_session, bundle_lookup, login_account};
 use crate::acme::ChallengeKind;
 use crate::acme::Responder;
-use crate::acme::{AcmeError, Ca, Chains, Connector, ErrorClass, Issuer, OrderOptions};
+use crate::acme::{AcmeError, Ca, Chains, Connector, ErrorClass, Issuer, OrderOptions, failover};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
 use crate::challenge::listener::{Listeners, TokenMap};
@@ -709,7 +709,11 @@ async fn renewal_windows<C: Connector>(
             && now < best.not_after
             && ari::fetch_due(cached.as_ref(), now)
         {
-            due.entry((t.provider.clone(), t.provider_ca_bundle.clone()))
+            // Asked of the CA that issued it (a fallback's certificate is known only there).
+            let provider = store
+                .cert_provider(&best.id)
+                .unwrap_or_else(|| t.provider.clone());
+            due.entry((provider, t.provider_ca_bundle.clone()))
                 .or_default()
                 .push((best.id.clone(), ari_id.clone()));
         }
@@ -863,7 +867,7 @@ async fn obtain<C: Connector>(
 ) -> Vec<CertSummary> {
     let mut new_certs = Vec::new();
     // Group targets by (provider, extra roots): one account session each.
-    let mut groups: BTreeMap<(String, Option<PathBuf>), Vec<Target>> = BTreeMap::new();
+    let mut groups: Groups = BTreeMap::new();
     for t in todo {
         groups
             .entry((t.provider.clone(), t.provider_ca_bundle.clone()))
@@ -919,188 +923,250 @@ async fn obtain<C: Connector>(
         .as_ref()
         .is_some_and(|l| !l.bound().is_empty());
 
-    let mut work = Vec::new();
-    for ((provider, roots), group) in groups {
-        let session = match connector.connect(&provider, roots.as_ref()) {
-            // Its requests already went unanswered in this run (renewal information,
-            // downloads): asking again would only hold the other CAs' orders up.
-            Ok(ca) if ca.unresponsive() => Err(anyhow!(STOPPED_ANSWERING)),
-            Ok(ca) => account_session(store, &ca, &provider, inv, interaction).await,
-            Err(e) => Err(e),
-        };
-        let (session, account_id) = match session {
-            Ok(s) => s,
-            Err(e) => {
-                let mut failed = Failure::of(&e.context(format!("CA {provider}")));
-                // Only a rate limit backs off here: the account step is not the target's.
-                if failed.backoff == Backoff::Yes {
-                    failed.backoff = Backoff::No;
-                }
-                for t in group {
-                    report.count(kind_of(failed.backoff));
-                    let next = record(store, &t.file, now, Some(&failed));
-                    let best = cert::best_cert(&t, summaries, now);
-                    report.targets.push(TargetOutcome {
-                        file: t.file.clone(),
-                        names: names_of(&t),
-                        result: failure(&failed, best, next, now),
-                    });
-                }
-                continue;
-            }
-        };
-        let session = Arc::new(session);
-        let account_id = Arc::new(account_id);
-        for t in group {
-            // The certificate this order replaces, named by its ARI id (RFC 9773 §5): only
-            // when this CA gave it a window, so it knows the certificate.
-            let replaces = cert::best_cert(&t, summaries, now)
-                .and_then(|b| ari.get(&b.id))
-                .map(|r| r.ari_id.clone());
-            work.push((t, session.clone(), account_id.clone(), replaces));
-        }
-    }
     // Targets that have a certificate already: what they get now is a renewal.
     let renewing: std::collections::HashSet<&str> = todo
         .iter()
         .filter(|t| cert::best_cert(t, summaries, now).is_some())
         .map(|t| t.file.as_str())
         .collect();
-    // At most `jobs` orders in flight; each task is created when a slot frees up.
-    let clock = opts.clock;
-    let tasks = work.into_iter().map(|(t, session, account_id, replaces)| {
-        let (store, tokens, hooks, alpn_certs, gate, share) = (
-            store.clone(),
-            tokens.clone(),
-            opts.hooks.clone(),
-            alpn_certs.clone(),
-            opts.gate.clone(),
-            opts.share.clone(),
-        );
-        async move {
-            if session.ca_unresponsive() {
-                // A CA that stopped answering would hold every remaining order for the full
-                // request timeout; leave them to the next run (no backoff: not its answer).
-                let e = Failure::local(STOPPED_ANSWERING.to_owned());
-                return (t.file.clone(), names_of(&t), Err(e));
-            }
-            if let Some(until) = session.ca_paused_until() {
-                // Asked to slow down for longer than this run waits: an order would only be
-                // refused. Deferred until the CA's time, like a refused order.
-                let until = whole_seconds_up(OffsetDateTime::from(until));
-                let e = Failure {
-                    error: format!(
-                        "not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {}",
-                        until
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default()
-                    ),
-                    backoff: Backoff::RateLimited,
-                    retry_at: Some(until),
-                };
-                return (t.file.clone(), names_of(&t), Err(e));
-            }
-            let claim = match &gate {
-                Some(gate) => gate.claim(&t.file).await,
-                None => Claim::Order,
-            };
-            if claim == Claim::No {
-                // The fleet's: another node orders it, or already has.
-                return (t.file.clone(), names_of(&t), Ok(None));
-            }
-            let listens = listening
-                && (t.challenge.listen_http
-                    || t.challenge.listen_proxy
-                    || !t.challenge.http_ports.is_empty());
-            let mut responder = TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
-            if alpn_listening {
-                responder = responder.with_tls_alpn(alpn_certs);
-            }
-            if let Some(share) = share {
-                responder = responder.with_share(share);
-            }
-            let res = match claim {
-                Claim::Finish(f) if f.account == *account_id => {
-                    finish_one(&store, &*session, &account_id, &t, &f, clock).await
-                }
-                _ => {
-                    issue_one(
-                        &store,
-                        &*session,
-                        &account_id,
-                        &t,
-                        replaces.as_deref(),
-                        (&responder, gate.as_deref()),
-                        clock,
-                    )
-                    .await
-                }
-            }
-            .map_err(|e| Failure::of(&e));
-            let res = match (&gate, res) {
-                (None, res) => res.map(Some),
-                (Some(g), Ok(s)) => match g.finish(&t.file, Ok(&s.id)).await {
-                    Ok(()) => Ok(Some(s)),
-                    Err(e) => Err(Failure::local(crate::cause::render(&e))),
-                },
-                (Some(g), Err(failed)) => {
-                    // The failure is the target's either way; the fleet's record is best effort.
-                    let _ = g.finish(&t.file, Err(&failed)).await;
-                    Err(failed)
-                }
-            };
-            (t.file.clone(), names_of(&t), res)
-        }
-    });
     let by_file: std::collections::HashMap<&str, &Target> =
         todo.iter().map(|t| (t.file.as_str(), t)).collect();
-    run_bounded(tasks, opts.jobs, |joined: Result<OrderOutcome, _>| {
-        let (file, names, res) = match joined {
-            Ok(v) => v,
-            Err(e) => {
-                report
-                    .other_errors
-                    .push(format!("an order task failed: {e}"));
-                return;
+    // Round 0 orders every target from its provider; a target whose CA cannot issue in this
+    // run (acme::failover) goes on to its next fallback provider in the next round (round n
+    // asks the n-th). A fleet node does not fall over: the fleet's lock is per order.
+    let fall_overs = opts.gate.is_none();
+    let mut round = 0;
+    while !groups.is_empty() {
+        let mut next: Groups = BTreeMap::new();
+        let mut work = Vec::new();
+        for ((provider, roots), group) in std::mem::take(&mut groups) {
+            let session = match connector.connect(&provider, roots.as_ref()) {
+                // Its requests already went unanswered in this run (renewal information,
+                // downloads): asking again would only hold the other CAs' orders up.
+                Ok(ca) if ca.unresponsive() => Err(anyhow::Error::new(failover::StoppedAnswering(
+                    STOPPED_ANSWERING,
+                ))),
+                Ok(ca) => account_session(store, &ca, &provider, inv, interaction).await,
+                Err(e) => Err(e),
+            };
+            let (session, account_id) = match session {
+                Ok(s) => s,
+                Err(e) => {
+                    // At a fallback, an account that cannot be had (terms not agreed to, no
+                    // EAB) is a reason to ask the next one too.
+                    let why = failover::decide(failover::failure_of(&e))
+                        .map(failover::FallOver::says)
+                        .or((round > 0).then_some("could not be used"));
+                    let mut failed = Failure::of(&e.context(format!("CA {provider}")));
+                    // Only a rate limit backs off here: the account step is not the target's.
+                    if failed.backoff == Backoff::Yes {
+                        failed.backoff = Backoff::No;
+                    }
+                    for t in group {
+                        if let Some(why) = why.filter(|_| fall_overs)
+                            && let Some(to) = fall_over(&t, round, &provider, why, &failed.error)
+                        {
+                            next.entry((to, roots.clone())).or_default().push(t);
+                            continue;
+                        }
+                        report.count(kind_of(failed.backoff));
+                        let next = record(store, &t.file, now, Some(&failed));
+                        let best = cert::best_cert(&t, summaries, now);
+                        report.targets.push(TargetOutcome {
+                            file: t.file.clone(),
+                            names: names_of(&t),
+                            result: failure(&failed, best, next, now),
+                        });
+                    }
+                    continue;
+                }
+            };
+            let session = Arc::new(session);
+            let account_id = Arc::new(account_id);
+            let provider = Arc::new(provider);
+            for t in group {
+                // The certificate this order replaces, named by its ARI id (RFC 9773 §5): only
+                // when this CA gave it a window, so it knows the certificate (never one from
+                // another CA).
+                let replaces = cert::best_cert(&t, summaries, now)
+                    .filter(|b| store.cert_provider(&b.id).is_none_or(|p| p == *provider))
+                    .and_then(|b| ari.get(&b.id))
+                    .map(|r| r.ari_id.clone());
+                work.push((
+                    t,
+                    session.clone(),
+                    account_id.clone(),
+                    replaces,
+                    provider.clone(),
+                ));
             }
-        };
-        let result = match res {
-            Ok(None) => Outcome::Unchanged,
-            Ok(Some(summary)) => {
-                record(store, &file, now, None);
-                let issued = Issued {
-                    id: summary.id.clone(),
-                    not_after: summary.not_after,
-                    renewed: renewing.contains(file.as_str()),
+        }
+        // At most `jobs` orders in flight; each task is created when a slot frees up.
+        let clock = opts.clock;
+        let tasks = work.into_iter().map(|(t, session, account_id, replaces, provider)| {
+            let (store, tokens, hooks, alpn_certs, gate, share) = (
+                store.clone(),
+                tokens.clone(),
+                opts.hooks.clone(),
+                alpn_certs.clone(),
+                opts.gate.clone(),
+                opts.share.clone(),
+            );
+            async move {
+                if session.ca_unresponsive() {
+                    // A CA that stopped answering would hold every remaining order for the full
+                    // request timeout; leave them to the next run (no backoff: not its answer).
+                    let e = Failure::local(STOPPED_ANSWERING.to_owned());
+                    let why = Some(failover::FallOver::Unreachable);
+                    return (t.file.clone(), names_of(&t), provider, Err((e, why)));
+                }
+                if let Some(until) = session.ca_paused_until() {
+                    // Asked to slow down for longer than this run waits: an order would only be
+                    // refused. Deferred until the CA's time, like a refused order.
+                    let until = whole_seconds_up(OffsetDateTime::from(until));
+                    let e = Failure {
+                        error: format!(
+                            "not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {}",
+                            until
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .unwrap_or_default()
+                        ),
+                        backoff: Backoff::RateLimited,
+                        retry_at: Some(until),
+                    };
+                    let why = Some(failover::FallOver::RateLimited);
+                    return (t.file.clone(), names_of(&t), provider, Err((e, why)));
+                }
+                let claim = match &gate {
+                    Some(gate) => gate.claim(&t.file).await,
+                    None => Claim::Order,
                 };
-                new_certs.push(summary);
-                Outcome::Issued(issued)
+                if claim == Claim::No {
+                    // The fleet's: another node orders it, or already has.
+                    return (t.file.clone(), names_of(&t), provider, Ok(None));
+                }
+                let listens = listening
+                    && (t.challenge.listen_http
+                        || t.challenge.listen_proxy
+                        || !t.challenge.http_ports.is_empty());
+                let mut responder = TargetResponder::new(&t.file, &t.challenge, tokens, listens, hooks);
+                if alpn_listening {
+                    responder = responder.with_tls_alpn(alpn_certs);
+                }
+                if let Some(share) = share {
+                    responder = responder.with_share(share);
+                }
+                let res = match claim {
+                    Claim::Finish(f) if f.account == *account_id => {
+                        finish_one(&store, &*session, &account_id, &t, &f, clock).await
+                    }
+                    _ => {
+                        issue_one(
+                            &store,
+                            &*session,
+                            &account_id,
+                            &t,
+                            replaces.as_deref(),
+                            (&responder, gate.as_deref()),
+                            clock,
+                        )
+                        .await
+                    }
+                }
+                .map_err(|e| (Failure::of(&e), failover::decide(failover::failure_of(&e))));
+                let res = match (&gate, res) {
+                    (None, res) => res.map(Some),
+                    (Some(g), Ok(s)) => match g.finish(&t.file, Ok(&s.id)).await {
+                        Ok(()) => Ok(Some(s)),
+                        Err(e) => Err((Failure::local(crate::cause::render(&e)), None)),
+                    },
+                    (Some(g), Err((failed, why))) => {
+                        // The failure is the target's either way; the fleet's record is best effort.
+                        let _ = g.finish(&t.file, Err(&failed)).await;
+                        Err((failed, why))
+                    }
+                };
+                (t.file.clone(), names_of(&t), provider, res)
             }
-            Err(failed) => {
-                let next = record(store, &file, now, Some(&failed));
-                report.count(kind_of(failed.backoff));
-                let best = by_file
-                    .get(file.as_str())
-                    .and_then(|t| cert::best_cert(t, summaries, now));
-                failure(&failed, best, next, now)
-            }
-        };
-        report.targets.push(TargetOutcome {
-            file,
-            names,
-            result,
         });
-    })
-    .await;
+        run_bounded(tasks, opts.jobs, |joined: Result<OrderOutcome, _>| {
+            let (file, names, provider, res) = match joined {
+                Ok(v) => v,
+                Err(e) => {
+                    report
+                        .other_errors
+                        .push(format!("an order task failed: {e}"));
+                    return;
+                }
+            };
+            let result = match res {
+                Ok(None) => Outcome::Unchanged,
+                Ok(Some(summary)) => {
+                    record(store, &file, now, None);
+                    let issued = Issued {
+                        id: summary.id.clone(),
+                        not_after: summary.not_after,
+                        renewed: renewing.contains(file.as_str()),
+                    };
+                    new_certs.push(summary);
+                    Outcome::Issued(issued)
+                }
+                Err((failed, why)) => {
+                    let t = by_file.get(file.as_str());
+                    if let (Some(why), Some(t)) = (why.filter(|_| fall_overs), t)
+                        && let Some(to) = fall_over(t, round, &provider, why.says(), &failed.error)
+                    {
+                        next.entry((to, t.provider_ca_bundle.clone()))
+                            .or_default()
+                            .push((*t).clone());
+                        return;
+                    }
+                    let next = record(store, &file, now, Some(&failed));
+                    report.count(kind_of(failed.backoff));
+                    let best = t.and_then(|t| cert::best_cert(t, summaries, now));
+                    failure(&failed, best, next, now)
+                }
+            };
+            report.targets.push(TargetOutcome {
+                file,
+                names,
+                result,
+            });
+        })
+        .await;
+        groups = next;
+        round += 1;
+    }
     drop(listeners);
     drop(alpn_listeners);
     report.targets.sort_by(|a, b| a.file.cmp(&b.file));
     new_certs
 }
 
-/// One order task's result: target file, names, and the certificate (none: the fleet's
-/// gate kept the order to another node) or how the attempt failed.
-type OrderOutcome = (String, Vec<String>, Result<Option<CertSummary>, Failure>);
+/// One order task's result: target file, names, the CA asked, and the certificate (none:
+/// the fleet's gate kept the order to another node) or how the attempt failed (and why the
+/// target's next CA is to be asked, if it is).
+type OrderOutcome = (
+    String,
+    Vec<String>,
+    Arc<String>,
+    Result<Option<CertSummary>, (Failure, Option<failover::FallOver>)>,
+);
+
+/// Targets to order, by (provider, extra roots): one account session each.
+type Groups = BTreeMap<(String, Option<PathBuf>), Vec<Target>>;
+
+/// The CA `t` is ordered from after `provider`, which `says` (e.g. "failed") with `error` in
+/// round `round` (0: its preferred provider), with the one line that says so; none when it
+/// has no further fallback provider.
+fn fall_over(t: &Target, round: usize, provider: &str, says: &str, error: &str) -> Option<String> {
+    let to = t.fallback_providers.get(round)?.clone();
+    tracing::warn!(
+        "{}: {provider} {says} ({error}); ordering from {to} instead",
+        names_of(t).join(", ")
+    );
+    Some(to)
+}
 
 /// How an attempt to obtain a certificate failed, as it is recorded, reported and told to the
 /// fleet: the text people read, whether and how the target backs off, and the CA's retry

@@ -94,6 +94,10 @@ pub struct RawRequest {
     /// acmekeep extension: extra PEM bundle of CAs trusted for the provider's TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_ca_bundle: Option<String>,
+    /// acmekeep extension: the CAs (directory URLs) a target is ordered from, in order, when
+    /// `provider` cannot issue in a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_providers: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<RawKey>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,6 +321,7 @@ impl RawTarget {
                 names: r.names.clone(),
                 provider: pick(&r.provider, &br.provider),
                 provider_ca_bundle: pick(&r.provider_ca_bundle, &br.provider_ca_bundle),
+                fallback_providers: pick(&r.fallback_providers, &br.fallback_providers),
                 key: Some(RawKey {
                     kind: pick(&k.kind, &bk.kind),
                     rsa_size: pick(&k.rsa_size, &bk.rsa_size),
@@ -361,6 +366,37 @@ impl RawTarget {
     }
 }
 
+/// `request.fallback-providers`: each a valid directory URL (as `provider`), in order, each
+/// once, and never the preferred `provider` itself (it is asked first anyway).
+fn fallback_providers(listed: Option<&[String]>, provider: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for url in listed.into_iter().flatten() {
+        let url = url.trim();
+        if url.is_empty() {
+            continue;
+        }
+        let url = if url == LE_V1_PROVIDER {
+            DEFAULT_PROVIDER
+        } else {
+            url
+        };
+        validate_provider(url).context("request.fallback-providers")?;
+        if url != provider && !out.iter().any(|u| u == url) {
+            out.push(url.to_owned());
+        }
+    }
+    if out.len() > MAX_FALLBACK_PROVIDERS {
+        bail!(
+            "request.fallback-providers lists {} CAs; at most {MAX_FALLBACK_PROVIDERS}",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// Most fallback providers a target may list (each one failing costs the run a CA's time).
+const MAX_FALLBACK_PROVIDERS: usize = 8;
+
 /// A resolved target.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -376,8 +412,11 @@ pub struct Target {
     pub satisfy_key: Option<KeyFamily>,
     /// ACME directory URL.
     pub provider: String,
-    /// Extra CA bundle for the provider's TLS.
+    /// Extra CA bundle for the provider's TLS (and the fallback providers').
     pub provider_ca_bundle: Option<PathBuf>,
+    /// The CAs to order from, in order, when `provider` cannot issue in a run
+    /// (`request.fallback-providers`; never `provider` itself).
+    pub fallback_providers: Vec<String>,
     /// External Account Binding credentials for registering at the provider.
     pub eab: Option<EabCredentials>,
     /// Key to generate.
@@ -853,6 +892,8 @@ impl Target {
         if !label.is_empty() {
             validate_label(&label)?;
         }
+        let fallback_providers =
+            fallback_providers(request.fallback_providers.as_deref(), &provider)?;
         let provider_ca_bundle = request
             .provider_ca_bundle
             .filter(|s| !s.is_empty())
@@ -875,6 +916,7 @@ impl Target {
             request_names,
             margin_days: u32::try_from(margin).unwrap_or(DEFAULT_MARGIN_DAYS),
             satisfy_key,
+            fallback_providers,
             provider,
             provider_ca_bundle,
             eab,
@@ -998,6 +1040,44 @@ mod tests {
         let raw = RawTarget::parse(file_yaml)?;
         let defaults = RawTarget::parse(defaults_yaml)?;
         Target::resolve("t", &raw, &defaults)
+    }
+
+    #[test]
+    fn fallback_providers_are_inherited_replaced_checked_and_never_the_preferred() {
+        let defaults = "request:\n  provider: https://a.example/dir\n  fallback-providers: [https://b.example/dir, https://a.example/dir, https://b.example/dir]\n";
+        let t = resolve("satisfy:\n  names: [x.example]\n", defaults).expect("resolves");
+        assert_eq!(t.fallback_providers, ["https://b.example/dir"]);
+        // A target's list replaces conf/target's; its own provider is left out.
+        let t = resolve(
+            "satisfy:\n  names: [x.example]\nrequest:\n  provider: https://b.example/dir\n  fallback-providers: [https://c.example/dir]\n",
+            defaults,
+        )
+        .expect("resolves");
+        assert_eq!(t.fallback_providers, ["https://c.example/dir"]);
+        let t = resolve(
+            "satisfy:\n  names: [x.example]\nrequest:\n  provider: https://b.example/dir\n",
+            defaults,
+        )
+        .expect("resolves");
+        assert_eq!(t.fallback_providers, ["https://a.example/dir"]);
+        let none = resolve("satisfy:\n  names: [x.example]\n", "").expect("resolves");
+        assert!(none.fallback_providers.is_empty());
+        for (bad, why) in [
+            ("[http://ca.example/dir]", "plain http"),
+            ("[ftp://ca.example/dir]", "unsupported scheme"),
+            ("[not a url]", "not a URL"),
+        ] {
+            let e = resolve(
+                &format!("satisfy:\n  names: [x.example]\nrequest:\n  fallback-providers: {bad}\n"),
+                "",
+            )
+            .expect_err(bad);
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("request.fallback-providers") && e.contains(why),
+                "{e}"
+            );
+        }
     }
 
     #[test]

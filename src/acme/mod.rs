@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod dns_account;
 pub mod error;
+pub mod failover;
 #[cfg(test)]
 pub mod fake;
 pub mod http;

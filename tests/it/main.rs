@@ -14,6 +14,7 @@ mod dns;
 mod dns_drafts;
 mod e2e;
 mod eab;
+mod failover;
 mod hooks;
 mod hostile;
 mod hostile_hooks;

@@ -91,6 +91,18 @@ impl RateLimit {
     }
 }
 
+/// A CA failing new orders for reasons of its own (an outage), see
+/// [`AriProxy::fail_new_orders`].
+#[derive(Debug, Clone)]
+pub struct Failing {
+    /// The HTTP status, e.g. 500 or 503.
+    pub status: u16,
+    /// The problem document's type (`None`: an HTML error page instead of a problem).
+    pub problem: Option<String>,
+    /// The `Retry-After` header (`None`: no header).
+    pub retry_after: Option<String>,
+}
+
 /// A new-order request as it arrived, whatever became of it.
 #[derive(Debug, Clone)]
 pub struct OrderAttempt {
@@ -114,6 +126,8 @@ struct ProxyState {
     /// New-order requests are held unanswered (a CA that stopped answering).
     hang_orders: bool,
     rate_limit: Option<RateLimit>,
+    /// New orders are answered with this failure instead ([`AriProxy::fail_new_orders`]).
+    failing: Option<Failing>,
     attempts: Vec<OrderAttempt>,
     profiles: Option<serde_json::Map<String, serde_json::Value>>,
     tampers: hostile::Tampers,
@@ -272,6 +286,11 @@ impl AriProxy {
     /// From now on new orders are answered as `limit` says (`None`: no limit).
     pub fn rate_limit_new_orders(&self, limit: Option<RateLimit>) {
         self.shared.state().rate_limit = limit;
+    }
+
+    /// From now on new orders fail as `failing` says (`None`: they are forwarded again).
+    pub fn fail_new_orders(&self, failing: Option<Failing>) {
+        self.shared.state().failing = failing;
     }
 
     /// From now on the exchanges `t` names are answered as it says (the first tamper set
@@ -509,6 +528,40 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
             names,
             rate_limited: limit.is_some(),
         });
+        if let Some(f) = st.failing.clone() {
+            let reason = if f.status == 503 {
+                "Service Unavailable"
+            } else {
+                "Internal Server Error"
+            };
+            let mut headers = Vec::new();
+            if let Some(r) = f.retry_after {
+                headers.push(("Retry-After".to_owned(), r));
+            }
+            let status = format!("{} {reason}", f.status);
+            return Ok(match f.problem {
+                Some(kind) => {
+                    headers.push((
+                        "Content-Type".to_owned(),
+                        "application/problem+json".to_owned(),
+                    ));
+                    let problem = serde_json::json!({
+                        "type": kind,
+                        "detail": "the CA is having trouble (ari proxy)",
+                        "status": f.status,
+                    });
+                    json_response(&status, headers, &problem)
+                }
+                None => {
+                    headers.push(("Content-Type".to_owned(), "text/html".to_owned()));
+                    Message {
+                        start: format!("HTTP/1.1 {status}"),
+                        headers,
+                        body: b"<html><body>outage</body></html>".to_vec(),
+                    }
+                }
+            });
+        }
         if let Some(limit) = limit {
             let problem = serde_json::json!({
                 "type": "urn:ietf:params:acme:error:rateLimited",

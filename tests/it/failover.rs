@@ -1,0 +1,228 @@
+//! CA failover (`request.fallback-providers`): two Pebbles, the preferred one behind the ARI
+//! proxy so it can be made to fail (answer new orders with 503 or `serverInternal`), or
+//! stopped; the fallback behind a proxy of its own, for its renewal windows.
+
+use crate::support::*;
+
+/// `s` as a YAML double-quoted string.
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("JSON string")
+}
+
+/// The two CAs and a state directory whose target prefers `a` and falls back to `b`.
+struct TwoCas {
+    a: Pebble,
+    a_proxy: AriProxy,
+    b: Pebble,
+    b_proxy: AriProxy,
+    state: StateDir,
+}
+
+impl TwoCas {
+    fn start() -> TwoCas {
+        let a = Pebble::start(PebbleOpts::fast());
+        let b = Pebble::start(PebbleOpts::fast());
+        let (a_proxy, b_proxy) = (AriProxy::start(&a), AriProxy::start(&b));
+        let state = StateDir::new();
+        // One bundle trusted for both CAs' HTTPS; both CAs' http-01 ports served.
+        let bundle = state.scratch_dir("trust").join("cas.pem");
+        let pem = |p: &Pebble| std::fs::read_to_string(p.ca_bundle_path()).expect("ca pem");
+        std::fs::write(&bundle, pem(&a) + &pem(&b)).expect("bundle");
+        state.write_conf_target(&format!(
+            "request:\n  provider: {}\n  fallback-providers: [{}]\n  provider-ca-bundle: {}\n  challenge:\n    http-ports: [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n    default-listeners: false\n    default-webroot: \"\"\n    http-self-test: false\n",
+            yaml_str(&a_proxy.directory_url()),
+            yaml_str(&b_proxy.directory_url()),
+            yaml_str(&bundle.to_string_lossy()),
+            a.http_port(),
+            b.http_port(),
+        ));
+        state.write_standard_responses();
+        TwoCas {
+            a,
+            a_proxy,
+            b,
+            b_proxy,
+            state,
+        }
+    }
+
+    /// The accounts the state directory has, by directory URL.
+    fn account_urls(&self) -> Vec<String> {
+        let json: serde_json::Value =
+            serde_json::from_str(&acmekeep(&self.state, &["status", "--json"]).stdout)
+                .expect("status json");
+        json["accounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["directory_url"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The CA (`provider`) of the certificate `status --json` shows for the target of `name`.
+    fn cert_provider(&self, name: &str) -> String {
+        let json: serde_json::Value =
+            serde_json::from_str(&acmekeep(&self.state, &["status", "--json"]).stdout)
+                .expect("status json");
+        json["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["names"][0] == name)
+            .and_then(|t| t["certificate"]["provider"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// The preferred CA answers new orders with an outage: the certificate comes from the
+/// fallback in the same run (exit 0), with one line saying so; the fallback's account is
+/// made only then. When the fallback's certificate is due, the preferred CA is asked first
+/// again, and without `replaces` (that id names another CA's certificate).
+#[test]
+fn an_outage_at_the_preferred_ca_is_ordered_from_the_fallback_and_renewed_at_the_preferred() {
+    let cas = TwoCas::start();
+    let names = ["unavailable.example.org", "internal.example.org"];
+    for ((name, says), failing) in names
+        .into_iter()
+        .zip([
+            "asked to slow down for longer than this run waits",
+            "failed",
+        ])
+        .zip([
+            // Overloaded until two hours from now: longer than the run waits.
+            Failing {
+                status: 503,
+                problem: None,
+                retry_after: Some("7200".to_owned()),
+            },
+            Failing {
+                status: 500,
+                problem: Some("urn:ietf:params:acme:error:serverInternal".to_owned()),
+                retry_after: None,
+            },
+        ])
+    {
+        cas.a_proxy.fail_new_orders(Some(failing.clone()));
+        let run = acmekeep(&cas.state, &["want", name]);
+        run.assert_success();
+        let line = format!("{name}: {} {says} (", cas.a_proxy.directory_url());
+        assert!(
+            run.stderr.contains(&line)
+                && run.stderr.contains(&format!(
+                    "); ordering from {} instead",
+                    cas.b_proxy.directory_url()
+                )),
+            "{failing:?}\n{}",
+            run.describe()
+        );
+        assert_eq!(
+            run.stderr.matches("ordering from").count(),
+            1,
+            "{}",
+            run.describe()
+        );
+        assert_eq!(
+            cas.cert_provider(name),
+            cas.b_proxy.directory_url(),
+            "{failing:?}"
+        );
+    }
+    let accounts = cas.account_urls();
+    assert!(
+        accounts.contains(&cas.b_proxy.directory_url()),
+        "{accounts:?}"
+    );
+    let status = acmekeep(&cas.state, &["status"]);
+    let host = |u: &str| {
+        let u = url::Url::parse(u).expect("url");
+        format!(
+            "{}:{}",
+            u.host_str().expect("host"),
+            u.port().expect("port")
+        )
+    };
+    assert!(
+        status.stdout.contains(&host(&cas.b_proxy.directory_url())),
+        "{}",
+        status.stdout
+    );
+
+    // The outage ends; the fallback's certificates become due (their CA says so, through
+    // its renewal window): they are renewed at the preferred CA, which gets no `replaces`.
+    cas.a_proxy.fail_new_orders(None);
+    let past = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    cas.b_proxy.set_default_window(Some(AriWindow {
+        start: past - time::Duration::hours(1),
+        end: past,
+        retry_after: 60,
+    }));
+    let orders_before = cas.a_proxy.orders().len();
+    acmekeep(&cas.state, &["reconcile"]).assert_success();
+    for name in names {
+        assert_eq!(
+            cas.cert_provider(name),
+            cas.a_proxy.directory_url(),
+            "{name}"
+        );
+    }
+    let orders = cas.a_proxy.orders();
+    assert_eq!(orders.len(), orders_before + 2, "{orders:?}");
+    assert!(
+        orders[orders_before..].iter().all(|o| o.replaces.is_none()),
+        "{orders:?}"
+    );
+    drop(cas.b);
+    drop(cas.a);
+}
+
+/// The preferred CA cannot be reached at all (stopped): the fallback issues in the same run.
+#[test]
+fn an_unreachable_preferred_ca_is_ordered_from_the_fallback() {
+    let cas = TwoCas::start();
+    let TwoCas {
+        a,
+        a_proxy,
+        b: _b,
+        b_proxy,
+        state,
+    } = cas;
+    let preferred = a_proxy.directory_url();
+    drop(a_proxy);
+    drop(a);
+    const NAME: &str = "down.example.org";
+    let run = acmekeep(&state, &["want", NAME]);
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains(&format!("{NAME}: {preferred} could not be reached (")),
+        "{}",
+        run.describe()
+    );
+    assert!(state.live_names().contains(&NAME.to_owned()));
+    let json: serde_json::Value =
+        serde_json::from_str(&acmekeep(&state, &["status", "--json"]).stdout).expect("json");
+    assert_eq!(
+        json["targets"][0]["certificate"]["provider"],
+        b_proxy.directory_url().as_str()
+    );
+}
+
+/// A validation failure at the preferred CA is the target's, not the CA's: the fallback is
+/// not asked (it would fail the same way and spend its limits), and no account is made there.
+#[test]
+fn a_failed_validation_does_not_fall_over() {
+    let cas = TwoCas::start();
+    // The preferred CA's http-01 port is served by nobody.
+    let conf = std::fs::read_to_string(cas.state.join("conf/target")).expect("conf");
+    cas.state
+        .write_conf_target(&conf.replace(&format!("\"127.0.0.1:{}\", ", cas.a.http_port()), ""));
+    let run = acmekeep(&cas.state, &["want", "nobody-serves.example.org"]);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert!(!run.stderr.contains("ordering from"), "{}", run.describe());
+    assert!(
+        !cas.account_urls().contains(&cas.b_proxy.directory_url()),
+        "no account at the fallback"
+    );
+    assert!(cas.b_proxy.orders().is_empty());
+}
