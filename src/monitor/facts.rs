@@ -201,43 +201,6 @@ impl<'s> Facts<'s> {
         })
     }
 
-    /// Every target, loadable or not, in file-name order, made into `f`'s result on two
-    /// threads: reading a run record per target is most of the work with thousands of
-    /// targets (what `f` keeps of each is all that is held).
-    pub fn map_targets<'a, R: Send>(&'a self, f: impl Fn(TargetFacts<'a>) -> R + Sync) -> Vec<R> {
-        let good = &self.loaded.targets;
-        // One slot per target, filled in place by both threads: the results are held once.
-        let mut slots: Vec<Option<R>> = Vec::with_capacity(self.target_count());
-        slots.resize_with(good.len(), || None);
-        let half = good.len() / 2;
-        let (mine, theirs) = slots.split_at_mut(half);
-        let f = &f;
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                for (slot, t) in theirs.iter_mut().zip(&good[half..]) {
-                    *slot = Some(f(self.target(t)));
-                }
-            });
-            for (slot, t) in mine.iter_mut().zip(&good[..half]) {
-                *slot = Some(f(self.target(t)));
-            }
-        });
-        if self.loaded.broken.is_empty() {
-            return slots.into_iter().flatten().collect();
-        }
-        // The broken files in their places.
-        let mut all = Vec::with_capacity(self.target_count());
-        let mut bad = self.loaded.broken.iter().peekable();
-        for (t, r) in good.iter().zip(slots.into_iter().flatten()) {
-            while let Some(b) = bad.next_if(|(file, _)| *file < t.file) {
-                all.push(f(broken(b)));
-            }
-            all.push(r);
-        }
-        all.extend(bad.map(|b| f(broken(b))));
-        all
-    }
-
     /// Targets in all.
     pub fn target_count(&self) -> usize {
         self.loaded.targets.len() + self.loaded.broken.len()
