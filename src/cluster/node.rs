@@ -195,6 +195,27 @@ pub async fn sync<K: Kv + 'static>(
     Ok(out)
 }
 
+/// Writes this node's shared settings as the fleet's if `cmp` still holds; a refused write
+/// changes nothing here (another node wrote first; the next sync brings theirs).
+async fn push_defaults<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    cmp: Cmp,
+    key: String,
+    mine: String,
+    mirror: &mut MirrorState,
+    out: &mut Synced,
+) -> Result<()> {
+    let r = fleet
+        .kv()
+        .txn(vec![cmp], vec![Op::put(key, mine)], vec![])
+        .await?;
+    if r.succeeded {
+        mirror.conf_target = Some(r.revision);
+        out.defaults = Some(true);
+    }
+    Ok(())
+}
+
 /// conf/target's shared settings both ways ([`super::defaults`]).
 async fn sync_defaults<K: Kv + 'static>(
     fleet: &Fleet<K>,
@@ -217,16 +238,7 @@ async fn sync_defaults<K: Kv + 'static>(
     let key = fleet.layout().conf_target();
     let Some(e) = theirs else {
         // A fleet made before conf/target was shared: the first node to sync gives its own.
-        let cmp = vec![Cmp::Created(key.clone(), 0)];
-        let r = fleet
-            .kv()
-            .txn(cmp, vec![Op::put(key, mine)], vec![])
-            .await?;
-        if r.succeeded {
-            mirror.conf_target = Some(r.revision);
-            out.defaults = Some(true);
-        }
-        return Ok(());
+        return push_defaults(fleet, Cmp::Created(key.clone(), 0), key, mine, mirror, out).await;
     };
     let theirs_text = String::from_utf8_lossy(&e.value).into_owned();
     let theirs = super::defaults::shared_part(&theirs_text)
@@ -235,15 +247,8 @@ async fn sync_defaults<K: Kv + 'static>(
     match target_sync(Some(mine.as_bytes()), theirs.as_bytes(), unchanged) {
         TargetSync::Same => mirror.conf_target = Some(e.mod_revision),
         TargetSync::Push => {
-            let cmp = vec![Cmp::Modified(key.clone(), e.mod_revision)];
-            let r = fleet
-                .kv()
-                .txn(cmp, vec![Op::put(key, mine)], vec![])
-                .await?;
-            if r.succeeded {
-                mirror.conf_target = Some(r.revision);
-                out.defaults = Some(true);
-            }
+            let cmp = Cmp::Modified(key.clone(), e.mod_revision);
+            push_defaults(fleet, cmp, key, mine, mirror, out).await?;
             // Refused: another node changed it meanwhile; the next sync brings theirs.
         }
         TargetSync::Pull | TargetSync::Withdraw => {
