@@ -82,6 +82,10 @@ pub enum Answer {
         /// Orders made at this CA that release them all.
         orders: usize,
     },
+    /// Offers this token in the challenge for the order's first name, then validates and
+    /// issues as [`Answer::issue`] does (a token beginning with '-' is what an honest CA
+    /// sends for 1 name in 64).
+    Token(String),
     /// Takes `delay` before answering `then`.
     Slow {
         /// How long the CA takes.
@@ -145,6 +149,14 @@ pub enum Call {
         replaces: Option<String>,
         /// The profile asked for.
         profile: Option<String>,
+    },
+    /// An authorization deactivated: its challenge was refused as the CA sent it
+    /// ([`Responder::usable`]), so the next order brings a fresh one.
+    Deactivate {
+        /// Directory URL.
+        url: String,
+        /// The authorization's identifier.
+        name: String,
     },
     /// `Issuer::renewal_info`.
     RenewalInfo {
@@ -404,6 +416,7 @@ impl FakeCa {
             Answer::Unreachable
             | Answer::DownloadFails
             | Answer::Issue { .. }
+            | Answer::Token(_)
             | Answer::Hold { .. }
             | Answer::Slow { .. } => {
                 AcmeError::Other(anyhow!("connection refused").context(context.to_owned()))
@@ -629,8 +642,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl Issuer for FakeSession {
-    async fn issue(
+impl FakeSession {
+    /// One order, as the script answers it.
+    async fn one_order(
         &self,
         names: &[Hostname],
         csr_der: &[u8],
@@ -671,12 +685,27 @@ impl Issuer for FakeSession {
         }
         let lifetime = match &answer {
             Answer::Issue { lifetime } => *lifetime,
-            Answer::Invalid(_) | Answer::DownloadFails => LIFETIME,
+            Answer::Invalid(_) | Answer::DownloadFails | Answer::Token(_) => LIFETIME,
             refusal => return Err(ca.error("creating the order", refusal)),
         };
         let n = SERIAL.fetch_add(1, Ordering::SeqCst);
         let order_url = format!("{}/order/{n}", ca.url);
-        let challenges = challenges(n, &texts, responder)?;
+        let token = match &answer {
+            Answer::Token(t) => Some(t.as_str()),
+            _ => None,
+        };
+        let challenges = challenges(n, &texts, token, responder)?;
+        // Asked before anything is set up, as the adapter asks; a refused challenge's
+        // authorization is deactivated.
+        for ch in &challenges {
+            if let Err(e) = responder.usable(ch) {
+                ca.log(Call::Deactivate {
+                    url: ca.url.clone(),
+                    name: ch.identifier.clone(),
+                });
+                return Err(AcmeError::Other(e.into()));
+            }
+        }
         let presented = responder.present_all(&challenges).await;
         responder.cleanup_all(&challenges).await;
         presented.map_err(AcmeError::Other)?;
@@ -714,6 +743,23 @@ impl Issuer for FakeSession {
                 alternates: Vec::new(),
             },
         })
+    }
+}
+
+impl Issuer for FakeSession {
+    async fn issue(
+        &self,
+        names: &[Hostname],
+        csr_der: &[u8],
+        options: OrderOptions<'_>,
+        responder: &dyn Responder,
+        on_finalized: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
+    ) -> Result<Issued, AcmeError> {
+        // As the adapter does: a challenge the responder refuses gets fresh orders.
+        super::order_with_usable_challenges(|| {
+            self.one_order(names, csr_der, options, responder, on_finalized)
+        })
+        .await
     }
 
     async fn fetch_order_certificate(
@@ -853,10 +899,12 @@ pub fn default_window(from: OffsetDateTime, to: OffsetDateTime) -> Window {
 }
 
 /// One challenge per name of order `n`: the first type the responder allows (the fake offers
-/// http-01, dns-01 and tls-alpn-01, as Pebble does).
+/// http-01, dns-01 and tls-alpn-01, as Pebble does); the first name's token is `first_token`
+/// when the script chose one.
 fn challenges(
     n: u64,
     names: &[String],
+    first_token: Option<&str>,
     responder: &dyn Responder,
 ) -> Result<Vec<Challenge>, AcmeError> {
     const OFFERED: [ChallengeKind; 3] = [
@@ -880,7 +928,10 @@ fn challenges(
                 "no allowed challenge type is offered for {name}"
             )));
         };
-        let token = format!("fake-token-{n:012}-{i:04}");
+        let token = match first_token {
+            Some(t) if i == 0 => t.to_owned(),
+            _ => format!("fake-token-{n:012}-{i:04}"),
+        };
         out.push(Challenge {
             kind,
             record_name: match kind {

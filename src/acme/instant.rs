@@ -985,13 +985,13 @@ impl Issuer for InstantSession {
             other => other,
         };
         // A challenge the responder cannot use as the CA sent it (a token a hook would take
-        // for an option) gets one more order, with fresh authorizations.
-        let mut fresh_orders = 1;
-        let mut order = loop {
+        // for an option) gets a bounded number of fresh orders, with fresh authorizations.
+        let identifiers = &identifiers;
+        let mut order = super::order_with_usable_challenges(move || async move {
             let mut order = super::renewal::new_order(
                 &self.account,
                 (&self.http, &self.directory_url),
-                &identifiers,
+                identifiers,
                 replaces,
                 profile,
             )
@@ -1002,18 +1002,9 @@ impl Issuer for InstantSession {
                 .prove_control(&mut order, responder, &mut presented)
                 .await;
             responder.cleanup_all(&presented).await;
-            match proved {
-                Err(AcmeError::Other(e))
-                    if fresh_orders > 0
-                        && e.downcast_ref::<super::UnusableChallenge>().is_some() =>
-                {
-                    fresh_orders -= 1;
-                    tracing::info!("{e:#}; ordering again for another challenge");
-                }
-                Err(e) => return Err(e),
-                Ok(()) => break order,
-            }
-        };
+            proved.map(|()| order)
+        })
+        .await?;
         responder
             .finalizing(order.url())
             .await

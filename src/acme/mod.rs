@@ -280,6 +280,42 @@ pub trait Issuer: Send + Sync {
     ) -> impl Future<Output = Result<(), AcmeError>> + Send;
 }
 
+/// How many fresh orders may follow an order whose challenge the responder refused as the
+/// CA sent it ([`Responder::usable`]: a token a hook would take for an option, which an
+/// honest CA sends for 1 name in 64). One fresh order left a one-name target failing once in
+/// 4,096 orders; with six, a one-name target fails so only once in 64^7 (about 4 * 10^12)
+/// orders, and a CA that keeps sending such tokens is still given up on after seven.
+pub const FRESH_ORDERS: usize = 6;
+
+/// Places an order through `order` (which proves control and cleans up, but does not
+/// finalize: the fake does it all) until one is not refused with an [`UnusableChallenge`], at most
+/// 1 + [`FRESH_ORDERS`] times; `order` deactivates the refused authorization, so the CA's
+/// next order brings a fresh one (and a fresh token) instead of the same again. Any other
+/// error ends it at once. Shared by the instant-acme adapter and the test double, so the
+/// tables exercise the same budget.
+pub async fn order_with_usable_challenges<T, F, Fut>(mut order: F) -> Result<T, AcmeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AcmeError>>,
+{
+    let mut fresh = 0;
+    loop {
+        match order().await {
+            Err(AcmeError::Other(e)) if e.downcast_ref::<UnusableChallenge>().is_some() => {
+                if fresh == FRESH_ORDERS {
+                    return Err(AcmeError::Other(anyhow::anyhow!(
+                        "{e:#} (so in each of {} orders in a row)",
+                        FRESH_ORDERS + 1
+                    )));
+                }
+                fresh += 1;
+                tracing::info!("{e:#}; ordering again for another challenge");
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Connects to the CA of a provider; the seam tests and other protocol crates plug into.
 pub trait Connector: Send + Sync {
     /// CA type.

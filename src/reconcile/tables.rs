@@ -770,3 +770,55 @@ fn a_future_ari_window_orders_nothing_and_a_ca_without_ari_is_not_asked_for_a_da
     world.run(1);
     assert_eq!(world.fake.calls(), []);
 }
+
+/// An honest CA sends a token beginning with '-' (one a hook would take for an option, which
+/// is never handed to hooks) for 1 name in 64: each such order is given up, its
+/// authorization deactivated, and the target ordered again. Two in a row (1 in 4,096, seen
+/// in a fleet e2e run) once failed the target; now up to six fresh orders follow, and only
+/// a CA that keeps sending them fails the target, clearly. Without hooks that would answer
+/// http-01 (a webroot alone) such a token is simply used.
+#[test]
+fn two_dash_tokens_in_a_row_still_issue_and_only_a_ca_that_keeps_sending_them_fails() {
+    use crate::acme::FRESH_ORDERS;
+    let hooked = |name: &str| {
+        format!(
+            "satisfy:\n  names: [{name}]\nrequest:\n  challenge:\n    http-methods: [webroot, hook]\n"
+        )
+    };
+    let world = World::new(&[
+        ("a", &hooked("a.example")),
+        ("b", &hooked("b.example")),
+        ("c", &names("c.example")),
+    ]);
+    let dash = |n: usize| Answer::Token(format!("-rf{n:0>40}"));
+    let ca = world.fake.ca(CA);
+    ca.answer("a.example", dash(1)).answer("a.example", dash(2));
+    for n in 0..=FRESH_ORDERS {
+        ca.answer("b.example", dash(n));
+    }
+    ca.answer("c.example", dash(3));
+    let report = world.run(1);
+    assert_eq!(outcome(&report, "a"), "issued");
+    assert!(world.live("a.example").is_some());
+    let b = outcome(&report, "b");
+    assert!(
+        b.starts_with("failed: ") && b.contains("beginning with '-'") && b.contains("7 orders"),
+        "{b}"
+    );
+    assert!(world.live("b.example").is_none());
+    assert_eq!(outcome(&report, "c"), "issued");
+    let deactivate = |name: &str| Call::Deactivate {
+        url: CA.to_owned(),
+        name: name.to_owned(),
+    };
+    let mut expected = vec![register(CA)];
+    for _ in 0..2 {
+        expected.extend([order(CA, &["a.example"], None), deactivate("a.example")]);
+    }
+    expected.push(order(CA, &["a.example"], None));
+    for _ in 0..=FRESH_ORDERS {
+        expected.extend([order(CA, &["b.example"], None), deactivate("b.example")]);
+    }
+    expected.push(order(CA, &["c.example"], None));
+    assert_eq!(requests(&world), expected);
+}

@@ -355,8 +355,8 @@ fn cluster_three_nodes_reconcile_at_once_and_each_target_is_ordered_once() {
         }
     }
     // One certificate per target, counted at Pebble; one order per target too, except the
-    // fresh order acmekeep places when the CA's token begins with '-' (a challenge it will
-    // not hand to a hook, issue 15), which it says at -v.
+    // fresh orders acmekeep places when the CA's token begins with '-' (a challenge it will
+    // not hand to a hook, issue 15: the nodes have a hook), which it says at -v.
     let log = pebble.pebble_log();
     let reordered = first
         .iter()

@@ -451,8 +451,8 @@ fn serving_hook(state: &StateDir, served: &std::path::Path, log: &std::path::Pat
 
 /// Challenge tokens a hook must never see: one beginning with '-' is an option to many
 /// commands. Such a challenge is refused before anything is set up, its authorization
-/// deactivated, and one more order made for a fresh token: a CA that does it once (as an
-/// honest CA does 1 time in 64) costs nothing, one that keeps doing it fails clearly. A
+/// deactivated, and another order made for a fresh token (up to six): a CA that does it once
+/// (as an honest CA does 1 time in 64) costs nothing, one that keeps doing it fails clearly. A
 /// token that is no base64url at all is refused as malformed.
 #[test]
 fn challenge_tokens_that_hooks_would_take_for_options_never_reach_them() {
