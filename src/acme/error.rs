@@ -211,13 +211,43 @@ pub enum AcmeError {
         /// The CA's answer.
         problem: Problem,
     },
-    /// What the CA answered makes the order fail, said in our words: validation failed (with
-    /// the challenges' errors), no challenge acmekeep may use, a malformed token.
+    /// The CA tried the order's challenges and the order went invalid: each challenge it
+    /// failed, with its problem (none when the CA gave no reason). Backs off as
+    /// [`AcmeError::Refused`] does; the problems are for people and logs.
+    #[error("{}", describe_failed(failed))]
+    Validation {
+        /// The failed challenges, in the order of the order's authorizations.
+        failed: Vec<FailedChallenge>,
+    },
+    /// What the CA answered makes the order fail, said in our words: an authorization that is
+    /// neither pending nor valid, no challenge acmekeep may use, a malformed token.
     #[error("{0}")]
     Refused(String),
     /// Anything else (network, local I/O, validation of the CA's answer).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// A challenge the CA found wanting: the identifier it was for (as the authorization names
+/// it) and the problem the challenge carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedChallenge {
+    /// The authorization's identifier.
+    pub identifier: String,
+    /// The challenge's `error`.
+    pub problem: Problem,
+}
+
+/// `validation failed: <identifier>: <problem>; …`, or that the CA gave no reason.
+fn describe_failed(failed: &[FailedChallenge]) -> String {
+    if failed.is_empty() {
+        return "the order became invalid (the CA gave no reason)".to_owned();
+    }
+    let reasons: Vec<String> = failed
+        .iter()
+        .map(|f| format!("{}: {}", f.identifier, f.problem.describe()))
+        .collect();
+    format!("validation failed: {}", reasons.join("; "))
 }
 
 /// What an error says about the next attempt.
@@ -247,12 +277,16 @@ impl AcmeError {
             AcmeError::Ca { problem, .. } | AcmeError::Gone { problem, .. } => ErrorClass::Ca {
                 retry_at: problem.retry_at,
             },
-            AcmeError::Refused(_) => ErrorClass::Ca { retry_at: None },
+            // A failed challenge's problem gives no time to come back: none is read from it.
+            AcmeError::Validation { .. } | AcmeError::Refused(_) => {
+                ErrorClass::Ca { retry_at: None }
+            }
             AcmeError::AccountDoesNotExist | AcmeError::Other(_) => ErrorClass::Local,
         }
     }
 
-    /// The CA's problem, when the CA answered with one.
+    /// The CA's problem, when the CA answered a request with one (a failed validation is an
+    /// answer about challenges, not a refused request: none).
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             AcmeError::Ca { problem, .. }
@@ -405,7 +439,76 @@ mod tests {
                 assert_eq!(e.class(), ErrorClass::Ca { retry_at: None }, "{e}");
                 let e = AcmeError::Other(anyhow::anyhow!("{context}: rateLimited: {detail}"));
                 assert_eq!(e.class(), ErrorClass::Local, "{e}");
+                let e = AcmeError::Validation {
+                    failed: vec![FailedChallenge {
+                        identifier: context.clone(),
+                        problem: problem(limited, 429, detail, Some(at)),
+                    }],
+                };
+                assert_eq!(e.class(), ErrorClass::Ca { retry_at: None }, "{e}");
+                assert!(e.problem().is_none(), "{e}");
             }
+        }
+    }
+
+    /// A failed validation became a value (it was `Refused(text)`): its message is the text
+    /// the adapter wrote before, byte for byte, and it backs off as that did.
+    #[test]
+    fn a_failed_validation_reads_as_the_text_it_replaced() {
+        let challenge = |identifier: &str, kind: &str, detail: &str, subproblems| FailedChallenge {
+            identifier: identifier.to_owned(),
+            problem: Problem {
+                kind: Some(format!("{ACME_ERROR}{kind}")),
+                detail: Some(detail.to_owned()),
+                status: Some(403),
+                subproblems,
+                retry_at: None,
+            },
+        };
+        for (failed, text) in [
+            (
+                vec![],
+                "the order became invalid (the CA gave no reason)".to_owned(),
+            ),
+            (
+                vec![challenge(
+                    "a.example",
+                    "unauthorized",
+                    "no token at /x",
+                    vec![],
+                )],
+                "validation failed: a.example: unauthorized: no token at /x".to_owned(),
+            ),
+            (
+                vec![
+                    challenge("a.example", "dns", "NXDOMAIN", vec![]),
+                    challenge(
+                        "*.b.example",
+                        "caa",
+                        "CAA forbids",
+                        vec![Some("b.example: CAA".to_owned()), None],
+                    ),
+                ],
+                "validation failed: a.example: dns: NXDOMAIN; \
+                 *.b.example: caa: CAA forbids; b.example: CAA; "
+                    .to_owned(),
+            ),
+            (
+                vec![challenge(
+                    "c.example",
+                    "connection",
+                    &"é".repeat(2000),
+                    vec![],
+                )],
+                format!(
+                    "validation failed: c.example: connection: {}",
+                    "é".repeat(MAX_PROBLEM_TEXT - "connection: ".len())
+                ),
+            ),
+        ] {
+            let e = AcmeError::Validation { failed };
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.class(), AcmeError::Refused(text).class());
         }
     }
 

@@ -710,10 +710,12 @@ impl FakeSession {
         responder.cleanup_all(&challenges).await;
         presented.map_err(AcmeError::Other)?;
         if let Answer::Invalid(detail) = &answer {
-            return Err(refused(format!(
-                "validation failed: {}: unauthorized: {detail}",
-                texts.first().map_or("", String::as_str)
-            )));
+            return Err(AcmeError::Validation {
+                failed: vec![crate::acme::error::FailedChallenge {
+                    identifier: texts.first().cloned().unwrap_or_default(),
+                    problem: ca_problem("unauthorized", detail, 403, None),
+                }],
+            });
         }
         let (signed, chain) = ca
             .sign(csr_der, lifetime)
@@ -879,8 +881,8 @@ fn gone(context: &str, detail: &str) -> AcmeError {
     }
 }
 
-/// The error the adapter makes when what the CA offered or decided makes the order fail
-/// (an authorization it invalidated, no challenge type allowed).
+/// The error the adapter makes when what the CA offered makes the order fail (no challenge
+/// type allowed).
 fn refused(text: String) -> AcmeError {
     AcmeError::Refused(text)
 }
