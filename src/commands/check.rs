@@ -101,62 +101,14 @@ fn report(settings: &Settings, args: &CheckArgs, now: OffsetDateTime) -> Result<
     };
     let store = Store::open_read_only(&settings.state_dir)?;
     let facts = Facts::load(&store, now)?;
-    let selects = |t: &TargetFacts, o: &str| {
-        t.file == o
-            || t.target
-                .is_some_and(|t| t.satisfy_names.iter().any(|n| n.as_str() == o))
-    };
-    if let Some(o) = args
-        .targets
-        .iter()
-        .find(|o| !facts.targets().any(|t| selects(&t, o)))
-    {
-        anyhow::bail!("no such target in desired/: {o}");
-    }
-    let mut level = Level::Ok;
-    let mut counts = Counts::default();
-    let mut problems: Vec<(Level, Problem)> = Vec::new();
-    let mut soonest: Option<(OffsetDateTime, String)> = None;
-    for t in facts.targets() {
-        if !args.targets.is_empty() && !args.targets.iter().any(|o| selects(&t, o)) {
-            continue;
-        }
-        counts.add(t.state);
-        let subject = Subject {
-            state: t.state,
-            validity: t.cert.map(|c| (c.not_before, c.not_after)),
-            failing_since: t.record.failing_since,
-            next_attempt: t.record.next_attempt,
-        };
-        if let Some(c) = t.cert
-            && soonest.as_ref().is_none_or(|(s, _)| c.not_after < *s)
-        {
-            soonest = Some((c.not_after, t.name()));
-        }
-        let (l, message) = check::judge(&subject, now, &th);
-        level = level.worst(l);
-        if l != Level::Ok || !args.targets.is_empty() {
-            let last_error = t.error.map(str::to_owned).or(t.record.last_error.clone());
-            problems.push((
-                l,
-                Problem {
-                    level: l.as_str(),
-                    name: Some(t.name()),
-                    retry: t.target.map(|_| retry_command(settings, t.file)),
-                    file: Some(t.file.to_owned()),
-                    message,
-                    last_error,
-                },
-            ));
-        }
-    }
+    let mut verdicts = Verdicts::of_targets(settings, args, &facts, now, &th)?;
     // The runs matter only for the whole state directory.
     if args.targets.is_empty()
         && let Some(message) =
             check::judge_last_run(facts.last_run.as_ref().and_then(|r| r.started_at), now)
     {
-        level = level.worst(Level::Warning);
-        problems.push((
+        verdicts.level = verdicts.level.worst(Level::Warning);
+        verdicts.problems.push((
             Level::Warning,
             Problem {
                 level: Level::Warning.as_str(),
@@ -169,16 +121,107 @@ fn report(settings: &Settings, args: &CheckArgs, now: OffsetDateTime) -> Result<
         ));
     }
     // Worst first, then by name.
-    problems.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
-    let summary = summary(&counts, &problems, soonest.as_ref(), now);
-    let min_left = soonest.as_ref().map(|(t, _)| (*t - now).whole_seconds());
+    verdicts
+        .problems
+        .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    let code = verdicts.level.exit_code();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
+        verdicts.write_json(&mut out, now, &th)?;
+    } else {
+        verdicts.write_text(&mut out, now)?;
+    }
+    out.flush()?;
+    Ok(code)
+}
+
+/// The check's findings: the worst level, the targets counted by state, what is reported,
+/// and the soonest end of validity (with the target's name).
+struct Verdicts {
+    level: Level,
+    counts: Counts,
+    problems: Vec<(Level, Problem)>,
+    soonest: Option<(OffsetDateTime, String)>,
+}
+
+impl Verdicts {
+    /// Each target checked (those named, or all) judged against `th` at `now`; a name that
+    /// selects no target is an error.
+    fn of_targets(
+        settings: &Settings,
+        args: &CheckArgs,
+        facts: &Facts,
+        now: OffsetDateTime,
+        th: &Thresholds,
+    ) -> Result<Verdicts> {
+        let selects = |t: &TargetFacts, o: &str| {
+            t.file == o
+                || t.target
+                    .is_some_and(|t| t.satisfy_names.iter().any(|n| n.as_str() == o))
+        };
+        if let Some(o) = args
+            .targets
+            .iter()
+            .find(|o| !facts.targets().any(|t| selects(&t, o)))
+        {
+            anyhow::bail!("no such target in desired/: {o}");
+        }
+        let mut v = Verdicts {
+            level: Level::Ok,
+            counts: Counts::default(),
+            problems: Vec::new(),
+            soonest: None,
+        };
+        for t in facts.targets() {
+            if !args.targets.is_empty() && !args.targets.iter().any(|o| selects(&t, o)) {
+                continue;
+            }
+            v.counts.add(t.state);
+            let subject = Subject {
+                state: t.state,
+                validity: t.cert.map(|c| (c.not_before, c.not_after)),
+                failing_since: t.record.failing_since,
+                next_attempt: t.record.next_attempt,
+            };
+            if let Some(c) = t.cert
+                && v.soonest.as_ref().is_none_or(|(s, _)| c.not_after < *s)
+            {
+                v.soonest = Some((c.not_after, t.name()));
+            }
+            let (l, message) = check::judge(&subject, now, th);
+            v.level = v.level.worst(l);
+            if l != Level::Ok || !args.targets.is_empty() {
+                let last_error = t.error.map(str::to_owned).or(t.record.last_error.clone());
+                v.problems.push((
+                    l,
+                    Problem {
+                        level: l.as_str(),
+                        name: Some(t.name()),
+                        retry: t.target.map(|_| retry_command(settings, t.file)),
+                        file: Some(t.file.to_owned()),
+                        message,
+                        last_error,
+                    },
+                ));
+            }
+        }
+        Ok(v)
+    }
+
+    /// The soonest end of validity, in seconds from `now`.
+    fn min_left(&self, now: OffsetDateTime) -> Option<i64> {
+        self.soonest
+            .as_ref()
+            .map(|(t, _)| (*t - now).whole_seconds())
+    }
+
+    /// The `--json` document.
+    fn write_json(self, out: &mut dyn Write, now: OffsetDateTime, th: &Thresholds) -> Result<()> {
         let doc = CheckDoc {
             schema_version: SCHEMA_VERSION,
-            status: level.as_str(),
-            exit_code: level.exit_code(),
-            summary,
+            status: self.level.as_str(),
+            exit_code: self.level.exit_code(),
+            summary: summary(&self.counts, &self.problems, self.soonest.as_ref(), now),
             generated_at: now
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
@@ -186,25 +229,31 @@ fn report(settings: &Settings, args: &CheckArgs, now: OffsetDateTime) -> Result<
                 warning: th.warning.to_string(),
                 critical: th.critical.to_string(),
             },
-            counts: std::iter::once(("targets", counts.total()))
-                .chain(counts.all().map(|(s, n)| (s.as_str(), n)))
+            counts: std::iter::once(("targets", self.counts.total()))
+                .chain(self.counts.all().map(|(s, n)| (s.as_str(), n)))
                 .collect(),
-            min_time_left_seconds: min_left,
-            targets: problems.into_iter().map(|(_, p)| p).collect(),
+            min_time_left_seconds: self.min_left(now),
+            targets: self.problems.into_iter().map(|(_, p)| p).collect(),
         };
-        serde_json::to_writer_pretty(&mut out, &doc)?;
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
         writeln!(out)?;
-    } else {
+        Ok(())
+    }
+
+    /// The plugin's status line with performance data, then one paragraph per target
+    /// reported.
+    fn write_text(&self, out: &mut dyn Write, now: OffsetDateTime) -> Result<()> {
+        let summary = summary(&self.counts, &self.problems, self.soonest.as_ref(), now);
         // Performance data: counts by state, and the soonest expiry.
-        let mut perf = format!("targets={}", counts.total());
-        for (s, n) in counts.all() {
+        let mut perf = format!("targets={}", self.counts.total());
+        for (s, n) in self.counts.all() {
             perf.push_str(&format!(" {}={n}", s.as_str()));
         }
-        if let Some(s) = min_left {
+        if let Some(s) = self.min_left(now) {
             perf.push_str(&format!(" min_time_left={s}s"));
         }
-        writeln!(out, "ACMEKEEP {} - {summary} | {perf}", level.as_str())?;
-        for (_, p) in &problems {
+        writeln!(out, "ACMEKEEP {} - {summary} | {perf}", self.level.as_str())?;
+        for (_, p) in &self.problems {
             match (&p.name, &p.file) {
                 (Some(name), Some(file)) => {
                     writeln!(out, "{}: {name} (desired/{file}): {}", p.level, p.message)?
@@ -218,9 +267,8 @@ fn report(settings: &Settings, args: &CheckArgs, now: OffsetDateTime) -> Result<
                 writeln!(out, "  retry: {r}")?;
             }
         }
+        Ok(())
     }
-    out.flush()?;
-    Ok(level.exit_code())
 }
 
 /// The status line's text: how many targets need a person, the worst few by name.

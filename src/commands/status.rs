@@ -611,6 +611,51 @@ fn print_text(
     now: OffsetDateTime,
     wide: bool,
 ) -> std::io::Result<()> {
+    print_accounts(out, doc, wide)?;
+    // One compact row per target (the widths are known only at the end), and the last
+    // errors, which follow the table.
+    let mut rows = vec![HEADER.map(str::to_owned)];
+    let mut errors = Vec::new();
+    // How names were validated where it matters later (a label, a standing record), and
+    // standing records about to stop being accepted.
+    let mut dns = DnsValidation::default();
+    for t in doc.targets.0.target_docs() {
+        rows.push(row(&t, now, wide));
+        dns.add(&t);
+        errors.extend(last_error_text(t, wide));
+    }
+    if rows.len() == 1 && doc.summary.0.total() == 0 && doc.targets.0.until.is_none() {
+        writeln!(out, "No targets: add one with `acmekeep want NAME`.")?;
+    } else if rows.len() == 1 {
+        writeln!(out, "No target's certificate expires that soon.")?;
+    } else {
+        print_table(out, rows, wide)?;
+    }
+    if !dns.validated.is_empty() {
+        writeln!(out, "\nDNS validation:")?;
+        for v in &dns.validated {
+            writeln!(out, "{}", if wide { v.clone() } else { cut(v, WIDTH) })?;
+        }
+    }
+    for e in errors {
+        writeln!(out, "\n{e}")?;
+    }
+    if !doc.uncached_certificates.is_empty() {
+        writeln!(
+            out,
+            "\nThere are uncached certificates (finished orders not downloaded yet): {}",
+            doc.uncached_certificates.join(", ")
+        )?;
+    }
+    for w in doc.warnings.iter().chain(&dns.persist_warnings) {
+        writeln!(out, "warning: {w}")?;
+    }
+    writeln!(out, "\n{}", doc.summary.line())?;
+    Ok(())
+}
+
+/// The accounts, one line each (with their ids when `wide`).
+fn print_accounts(out: &mut dyn Write, doc: &StatusDoc, wide: bool) -> std::io::Result<()> {
     writeln!(out, "State directory: {}", doc.state_dir)?;
     for a in &doc.accounts {
         if wide {
@@ -626,27 +671,33 @@ fn print_text(
             "Accounts: not readable as this user (accounts/ is root's)"
         )?;
     }
-    // One compact row per target (the widths are known only at the end), and the last
-    // errors, which follow the table.
-    let mut rows = vec![HEADER.map(str::to_owned)];
-    let mut errors = Vec::new();
-    // How names were validated where it matters later (a label, a standing record), and
-    // standing records about to stop being accepted.
-    let mut validated = Vec::new();
-    let mut persist_warnings = Vec::new();
-    for t in doc.targets.0.target_docs() {
-        rows.push(row(&t, now, wide));
+    Ok(())
+}
+
+/// The "DNS validation" lines of the targets seen so far, and their standing records'
+/// warnings.
+#[derive(Default)]
+struct DnsValidation {
+    validated: Vec<String>,
+    persist_warnings: Vec<String>,
+}
+
+impl DnsValidation {
+    /// Adds how `t`'s certificate's names were validated, where it matters later: a
+    /// dns-account-01 label, each standing dns-persist-01 record once.
+    fn add(&mut self, t: &TargetDoc) {
         let vs = t
             .certificate
             .as_ref()
             .map_or(&[][..], |c| &c.validations[..]);
         if let Some(label) = vs.iter().find_map(|v| v.label.as_deref()) {
             let names = fit_names(&t.names.join(","), 40);
-            validated.push(format!("  {names}: dns-account-01 label {label}"));
+            self.validated
+                .push(format!("  {names}: dns-account-01 label {label}"));
         }
         let mut records: Vec<&str> = Vec::new();
         for v in vs.iter().filter(|v| v.kind == "dns-persist-01") {
-            persist_warnings.extend(v.warning.clone());
+            self.persist_warnings.extend(v.warning.clone());
             // A base name and its wildcard rely on one record.
             if records.contains(&v.record.as_str()) {
                 continue;
@@ -657,88 +708,70 @@ fn print_text(
                 .as_deref()
                 .map(|u| format!(", until {}", short_date(u)))
                 .unwrap_or_default();
-            validated.push(format!(
+            self.validated.push(format!(
                 "  {}: dns-persist-01 standing record{until}",
                 v.record
             ));
         }
-        if let Some(e) = t.last_error {
-            let mut about = vec![format!("{} failed attempt(s)", t.failures.max(1))];
-            if t.rate_limited {
-                about.push("deferred: the CA asked to slow down".to_owned());
-            }
-            if let Some(n) = t.next_attempt.as_deref() {
-                about.push(format!("next attempt after {}", short_date(n)));
-            }
-            let (head, body) = if wide {
-                (
-                    format!("Last error of {} ({}):", t.file, about.join(", ")),
-                    format!("  {e}"),
-                )
-            } else {
-                // One clause per line part, so that none is broken: the header, what the
-                // attempts came to, then the error wrapped at words.
-                let file = cut(t.file, WIDTH - "Last error of :".len());
-                (
-                    format!("Last error of {file}:\n  {}", about.join("; ")),
-                    wrap(&e, "  ", WIDTH),
-                )
-            };
-            errors.push(format!("{head}\n{body}"));
-        }
     }
-    if rows.len() == 1 && doc.summary.0.total() == 0 && doc.targets.0.until.is_none() {
-        writeln!(out, "No targets: add one with `acmekeep want NAME`.")?;
-    } else if rows.len() == 1 {
-        writeln!(out, "No target's certificate expires that soon.")?;
+}
+
+/// The "Last error of" paragraph of `t`, if its last attempt failed.
+fn last_error_text(t: TargetDoc, wide: bool) -> Option<String> {
+    let e = t.last_error?;
+    let mut about = vec![format!("{} failed attempt(s)", t.failures.max(1))];
+    if t.rate_limited {
+        about.push("deferred: the CA asked to slow down".to_owned());
+    }
+    if let Some(n) = t.next_attempt.as_deref() {
+        about.push(format!("next attempt after {}", short_date(n)));
+    }
+    let (head, body) = if wide {
+        (
+            format!("Last error of {} ({}):", t.file, about.join(", ")),
+            format!("  {e}"),
+        )
     } else {
-        let mut widths = widths(&rows, wide);
-        // Shortened name lists may be narrower than their column: the target column takes
-        // what they leave.
-        for r in rows.iter_mut().skip(1) {
-            r[1] = fit_names(&r[1], widths[1]);
-        }
-        let names = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
-        let natural = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
-        widths[0] = natural.min(widths[0] + widths[1].saturating_sub(names));
-        widths[1] = names;
-        writeln!(out)?;
-        for r in &rows {
-            let mut line = String::new();
-            for (i, w) in widths.iter().enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                let cell = if i == 5 {
-                    cut_left(&r[i], *w)
-                } else {
-                    cut(&r[i], *w)
-                };
-                line.push_str(&format!("{cell:<w$}"));
+        // One clause per line part, so that none is broken: the header, what the
+        // attempts came to, then the error wrapped at words.
+        let file = cut(t.file, WIDTH - "Last error of :".len());
+        (
+            format!("Last error of {file}:\n  {}", about.join("; ")),
+            wrap(&e, "  ", WIDTH),
+        )
+    };
+    Some(format!("{head}\n{body}"))
+}
+
+/// The table of targets: `rows` (the header first) in columns as wide as they need, within
+/// [`WIDTH`] unless `wide`.
+fn print_table(out: &mut dyn Write, mut rows: Vec<[String; 7]>, wide: bool) -> std::io::Result<()> {
+    let mut widths = widths(&rows, wide);
+    // Shortened name lists may be narrower than their column: the target column takes
+    // what they leave.
+    for r in rows.iter_mut().skip(1) {
+        r[1] = fit_names(&r[1], widths[1]);
+    }
+    let names = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
+    let natural = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
+    widths[0] = natural.min(widths[0] + widths[1].saturating_sub(names));
+    widths[1] = names;
+    writeln!(out)?;
+    for r in &rows {
+        let mut line = String::new();
+        for (i, w) in widths.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
             }
-            writeln!(out, "{}", line.trim_end())?;
+            let cell = if i == 5 {
+                cut_left(&r[i], *w)
+            } else {
+                cut(&r[i], *w)
+            };
+            line.push_str(&format!("{cell:<w$}"));
         }
+        writeln!(out, "{}", line.trim_end())?;
     }
-    if !validated.is_empty() {
-        writeln!(out, "\nDNS validation:")?;
-        for v in &validated {
-            writeln!(out, "{}", if wide { v.clone() } else { cut(v, WIDTH) })?;
-        }
-    }
-    for e in errors {
-        writeln!(out, "\n{e}")?;
-    }
-    if !doc.uncached_certificates.is_empty() {
-        writeln!(
-            out,
-            "\nThere are uncached certificates (finished orders not downloaded yet): {}",
-            doc.uncached_certificates.join(", ")
-        )?;
-    }
-    for w in doc.warnings.iter().chain(&persist_warnings) {
-        writeln!(out, "warning: {w}")?;
-    }
-    writeln!(out, "\n{}", doc.summary.line())?;
     Ok(())
 }
 
