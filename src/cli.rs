@@ -107,8 +107,15 @@ pub struct Cli {
     /// Never prompt; a missing answer is an error naming the response-file key to add.
     #[arg(long, global = true)]
     pub batch: bool,
-    /// YAML file of prompt answers (default: <state>/conf/responses if it exists).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// YAML file of prompt answers (default: the state directory's `conf/responses`).
+    // The help is written out so that it can name `<state>`, which rustdoc would read as an
+    // unclosed HTML tag.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help = "YAML file of prompt answers (default: <state>/conf/responses if it exists)"
+    )]
     pub response_file: Option<PathBuf>,
     /// Wait for the state directory lock instead of failing at once (default 10m).
     #[arg(long, global = true, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m", require_equals = true)]

@@ -70,7 +70,7 @@ pub fn suggest_prompt_id(id: &str) -> Option<String> {
 }
 
 /// The dotted paths of every setting `T` reads (`request.challenge.http-self-test`), maps
-/// and lists included as leaves, found by deserializing `T` from a [`Schema`] deserializer
+/// and lists included as leaves, found by deserializing `T` from a `Schema` deserializer
 /// that offers every field each struct asks for.
 pub fn schema<'de, T: serde::Deserialize<'de>>() -> Vec<String> {
     let mut out = Vec::new();

@@ -38,7 +38,7 @@ pub struct Problem {
     pub subproblems: Vec<Option<String>>,
     /// When the CA said to come back, in whole seconds rounded up (never earlier than the CA's
     /// time), for an answer that asks to slow down (429, 503, rateLimited): the "retry after
-    /// <time>" of its detail, else its `Retry-After`.
+    /// \<time\>" of its detail, else its `Retry-After`.
     pub retry_at: Option<OffsetDateTime>,
 }
 

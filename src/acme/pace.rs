@@ -2,7 +2,7 @@
 //!
 //! A CA that is asked too often answers `429 Too Many Requests` with a `rateLimited` problem
 //! (RFC 8555 §6.6), or `503` when it is overloaded, and says in `Retry-After` (RFC 9110
-//! §10.2.3) when to come back; Let's Encrypt also writes "retry after <time>" in the problem's
+//! §10.2.3) when to come back; Let's Encrypt also writes "retry after \<time\>" in the problem's
 //! detail. A short pause is waited out within the run by every request to that CA, so
 //! parallel orders slow down together instead of each being refused in turn; the request
 //! that was refused is then sent again. A long pause is not waited out: the refused target
@@ -148,7 +148,7 @@ impl Pauses {
     }
 }
 
-/// Finds the time in a CA's "retry after <time>" explanation (Let's Encrypt writes
+/// Finds the time in a CA's "retry after \<time\>" explanation (Let's Encrypt writes
 /// `retry after 2026-11-23 07:00:00 UTC`; RFC 3339 is accepted too).
 pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
     let lower = text.to_ascii_lowercase();

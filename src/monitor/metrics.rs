@@ -13,7 +13,7 @@
 //! format asks (`\\`, `\"`, `\n`).
 //!
 //! The text is streamed: a family's series must be contiguous, so each target is first
-//! reduced to a small [`Row`] of numbers and borrowed names (no run record text is kept), and
+//! reduced to a small `Row` of numbers and borrowed names (no run record text is kept), and
 //! each family is then written from the rows (made on one thread: on two, the run records
 //! read at once cost more than they saved, measured), through one buffer, integers without the
 //! formatting machinery. Nothing here reads a certificate: the facts come from the summaries

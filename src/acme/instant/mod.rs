@@ -5,7 +5,7 @@
 //! same layer (`Intercept`) adds the External Account Binding to the newAccount request and
 //! puts our own new key into the keyChange request. Every error answer but badNonce reaches
 //! instant-acme as an error carrying the CA's problem ([`super::error::Refusal`]), so that a
-//! refusal instant-acme would ignore (its deactivation does) is one, and [`ca_error`] reads
+//! refusal instant-acme would ignore (its deactivation does) is one, and `ca_error` reads
 //! the problem and its retry time as values.
 //!
 //! Alternate chains (RFC 8555 §7.4.2) are out of instant-acme's reach altogether: it returns

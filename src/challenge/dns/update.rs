@@ -54,7 +54,7 @@ pub(super) fn record_owner(name: &str, value: &str) -> Result<Hostname> {
     Ok(h)
 }
 
-/// Works out where `value` for `name` (see [`record_owner`]) must be published:
+/// Works out where `value` for `name` (see `record_owner`) must be published:
 /// follows CNAMEs, then takes the configured zone or finds it (through the resolvers, then by
 /// asking the update server). Sends nothing that changes DNS.
 pub async fn locate(cfg: &Rfc2136Config, name: &str, value: &str) -> Result<Published> {

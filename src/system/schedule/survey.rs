@@ -10,7 +10,7 @@
 //!   `/etc/systemd/system/acmekeep.timer` even when disabled;
 //! - job lines of the user's crontab, when the caller has it (`crontab -l`).
 //!
-//! Backups that cron skips too (see [`cron_skips`]) are not jobs. acmetool also searches
+//! Backups that cron skips too (see `cron_skips`) are not jobs. acmetool also searches
 //! `/var/spool/cron`; we do not, because the only crontab there that can reconcile the same
 //! (root-owned) state directory is root's, and root's is the crontab we are given when root
 //! runs quickstart.
