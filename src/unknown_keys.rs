@@ -84,7 +84,9 @@ pub fn schema<'de, T: serde::Deserialize<'de>>() -> Vec<String> {
 
 /// The known key `unknown` (a dotted path) most probably meant, from `known` (dotted
 /// paths): the same key in another place (misplaced), else a close spelling among its
-/// siblings (misspelled), else a close spelling anywhere.
+/// siblings (misspelled), else a known name that begins or ends the unknown one as whole
+/// words (`request.renewal-margin` for `satisfy.margin`: other clients' longer names for the
+/// same setting), else a close spelling anywhere.
 pub fn suggest_key(unknown: &str, known: &[String]) -> Option<String> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
     let (parent, last) = match unknown.rsplit_once('.') {
@@ -114,6 +116,21 @@ pub fn suggest_key(unknown: &str, known: &[String]) -> Option<String> {
         .map(String::as_str);
     if let Some(k) = closest_by(last, siblings, |k| last_of(k)) {
         return Some(k.to_owned());
+    }
+    // A longer name for a known one: the known name is a whole-word prefix or suffix (of at
+    // least four letters, so that `key` or `ip` alone suggest nothing).
+    let words = norm(last);
+    let wraps = |k: &str| {
+        let name = norm(&last_of(k));
+        name.len() >= 4
+            && (words.ends_with(&format!("-{name}")) || words.starts_with(&format!("{name}-")))
+    };
+    if let Some(k) = known
+        .iter()
+        .filter(|k| wraps(k))
+        .max_by_key(|k| (shared(k), std::cmp::Reverse(k.len())))
+    {
+        return Some(k.clone());
     }
     // Misspelled and misplaced.
     closest_by(last, known.iter().map(String::as_str), |k| last_of(k)).map(str::to_owned)
@@ -476,6 +493,13 @@ mod tests {
         assert_eq!(s("Satisfy").as_deref(), Some("satisfy"));
         assert_eq!(s("request.provder").as_deref(), Some("request.provider"));
         assert_eq!(s("margin").as_deref(), Some("satisfy.margin"));
+        // Other clients' longer names for a setting (issue 14's acceptance run).
+        assert_eq!(
+            s("request.renewal-margin").as_deref(),
+            Some("satisfy.margin")
+        );
+        assert_eq!(s("satisfy.domain-names").as_deref(), Some("satisfy.names"));
+        assert_eq!(s("request.account-key"), None, "too short a word to go on");
         assert_eq!(s("request.key.something-else-entirely"), None);
     }
 
