@@ -10,7 +10,8 @@ use crate::exit;
 use crate::hooks::Event;
 use crate::settings::Settings;
 
-/// Runs the hooks and reports each one's outcome on stderr.
+/// Runs the hooks and reports each one's outcome on stderr, with what it printed (a hook that
+/// succeeded too: checking what a hook does is what this command is for).
 pub fn execute(settings: &Settings, args: &TestNotifyArgs) -> Result<ExitCode> {
     for n in &args.names {
         if n.is_empty() || n.contains(['\n', '/', '\0']) {
@@ -23,7 +24,7 @@ pub fn execute(settings: &Settings, args: &TestNotifyArgs) -> Result<ExitCode> {
     let report = runner.run(&Event::LiveUpdated { names: &args.names })?;
     for o in &report.outcomes {
         eprintln!("{}: {}", o.path.display(), o.status);
-        if o.status.is_failure() && !o.output.is_empty() {
+        if !o.output.is_empty() {
             for line in o.output.lines().take(20) {
                 eprintln!("  | {line}");
             }

@@ -122,7 +122,15 @@ fn reconcile_failed_hook_names_what_failed_and_test_notify_reports_failures() {
     assert!(text.contains("STDIN<fails.example.org\n>"), "{text}");
     assert!(!text.contains("live-updated"), "{text}");
 
-    // A failing hook makes test-notify exit 1 and show its output.
+    // test-notify shows what a hook printed, a hook that succeeded too; a failing hook makes
+    // it exit 1 and show its output.
+    let good = state.hooks_dir().join("aa-says");
+    std::fs::write(&good, "#!/bin/sh\necho \"reloaded $1\"\n").expect("write");
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = acmekeep(&state, &["test-notify", "x.example"]);
+    run.assert_success();
+    run.assert_stderr_contains("aa-says");
+    run.assert_stderr_contains("  | reloaded live-updated");
     let bad = state.hooks_dir().join("zz-broken");
     std::fs::write(&bad, "#!/bin/sh\necho 'something broke' >&2\nexit 3\n").expect("write");
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).expect("chmod");
