@@ -317,15 +317,9 @@ fn existing(found: Found, w: &Wanted) -> Ours {
                 });
             }
             if let Some(s) = &service {
-                let now = super::service_unit(
-                    if s.old {
-                        super::LEGACY_SERVICE_TEMPLATES[0]
-                    } else {
-                        crate::system::units::SERVICE_TEMPLATE
-                    },
-                    &s.job,
-                );
-                if now != service_text {
+                // A service from an older template is rewritten whatever its job.
+                let now = super::service_unit(crate::system::units::SERVICE_TEMPLATE, &s.job);
+                if s.old || now != service_text {
                     let path = timer_path.with_file_name(service_name(&found.place));
                     changes.push(Change::File {
                         path,
@@ -1137,6 +1131,34 @@ mod tests {
     }
 
     const LEGACY_SERVICE: &str = include_str!("legacy/v1.service");
+
+    /// acmekeep.service gained `Documentation=`: a service quickstart wrote the line before
+    /// (with the current twice-a-day timer) is rewritten; the timer is left alone.
+    #[test]
+    fn a_service_written_before_it_named_its_documentation_is_upgraded() {
+        let (_d, root) = temp_root();
+        let job = job_at(5, 17, EXE, None);
+        let (want_service, want_timer) = systemd_units(&job);
+        let before = super::super::service_unit(include_str!("legacy/v2.service"), &job);
+        assert!(!before.contains("Documentation=") && want_service.contains("Documentation="));
+        let timer = write(&root, "etc/systemd/system/acmekeep.timer", &want_timer);
+        let service = write(&root, "etc/systemd/system/acmekeep.service", &before);
+        fs::create_dir_all(root.join(TIMERS_WANTS_DIR)).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "../acmekeep.timer",
+            root.join(TIMERS_WANTS_DIR).join(TIMER_UNIT),
+        )
+        .expect("link");
+        let (plan, _) = Run::new(&root, Scheduler::Systemd).go();
+        assert!(
+            matches!(&plan.ours, Ours::Upgrade { changes, .. } if changes.len() == 1),
+            "{plan:?}"
+        );
+        assert_eq!(read(&service), want_service);
+        assert_eq!(read(&timer), want_timer);
+        let (plan, _) = Run::new(&root, Scheduler::Systemd).go();
+        assert!(matches!(plan.ours, Ours::Current(_)), "{plan:?}");
+    }
 
     #[test]
     fn a_daily_crontab_line_is_upgraded_in_place_in_one_write() {

@@ -43,9 +43,12 @@ use super::Root;
 use super::units::{SERVICE_TEMPLATE, TIMER_TEMPLATE, render as render_unit, systemd_booted};
 use crate::settings::DEFAULT_STATE_DIR;
 
-/// What quickstart wrote before renewal ran twice a day, for recognising (and upgrading) units
-/// nobody has changed since.
-const LEGACY_SERVICE_TEMPLATES: &[&str] = &[include_str!("legacy/v1.service")];
+/// What quickstart wrote before (before renewal ran twice a day; before the service named its
+/// documentation), for recognising (and upgrading) units nobody has changed since.
+const LEGACY_SERVICE_TEMPLATES: &[&str] = &[
+    include_str!("legacy/v1.service"),
+    include_str!("legacy/v2.service"),
+];
 const LEGACY_DAILY_TIMER_TEMPLATES: &[&str] = &[include_str!("legacy/v1-daily.timer")];
 
 /// Name of the service unit that runs one reconcile.
