@@ -3,8 +3,10 @@
 //!
 //! This is the one place monitoring learns about the state directory. It asks the planner
 //! exactly what `status` asks ([`plan::plan_target_ari`] over the certificate summaries and
-//! the cached renewal windows) and reads the run records the reconcile writes, so that a
-//! report can never disagree with `status` or with what the next run will do. Facts come
+//! the cached renewal windows) and reads the run records the reconcile writes (through their
+//! one-file cache when it is current: ten thousand small files cost more than the rest of the
+//! report), so that a report can never disagree with `status` or with what the next run will
+//! do. Facts come
 //! either from the run that just ended ([`Facts::after_run`], nothing loaded twice) or from
 //! the state directory alone ([`Facts::load`]: no lock, no network, any user who can read
 //! `live/`). Targets are made one at a time ([`Facts::targets`]), so that ten thousand of
@@ -19,7 +21,7 @@ use crate::cert::CertSummary;
 use crate::plan;
 use crate::reconcile::Loaded;
 use crate::store::run::RunRecord;
-use crate::store::{Store, TargetRecord};
+use crate::store::{Records, Store, TargetRecord};
 use crate::target::Target;
 
 /// Where a target stands, in one word.
@@ -190,13 +192,15 @@ impl<'s> Facts<'s> {
         ))
     }
 
-    /// Every target, loadable or not, in file-name order, made one at a time.
+    /// Every target, loadable or not, in file-name order, made one at a time (their run
+    /// records read along, from the store's record cache when it is current).
     pub fn targets(&self) -> impl Iterator<Item = TargetFacts<'_>> + '_ {
         let mut good = self.loaded.targets.iter().peekable();
         let mut bad = self.loaded.broken.iter().peekable();
+        let mut records = self.store.records();
         std::iter::from_fn(move || match (good.peek(), bad.peek()) {
             (Some(t), Some((file, _))) if *file < t.file => bad.next().map(broken),
-            (Some(_), _) => good.next().map(|t| self.target(t)),
+            (Some(_), _) => good.next().map(|t| self.target(t, &mut records)),
             (None, _) => bad.next().map(broken),
         })
     }
@@ -206,13 +210,13 @@ impl<'s> Facts<'s> {
         self.loaded.targets.len() + self.loaded.broken.len()
     }
 
-    fn target<'a>(&'a self, t: &'a Target) -> TargetFacts<'a> {
+    fn target<'a>(&'a self, t: &'a Target, records: &mut Records) -> TargetFacts<'a> {
         let p = plan::plan_target_ari(t, &self.loaded.summaries, self.now, &self.loaded.ari);
         let cert = p
             .best
             .as_deref()
             .and_then(|id| self.loaded.summaries.get(id));
-        let record = self.store.target_record(&t.file);
+        let record = records.get(&t.file);
         TargetFacts {
             file: &t.file,
             target: Some(t),

@@ -15,7 +15,7 @@ mod records;
 pub mod renewal_cache;
 pub mod run;
 
-pub use records::TargetRecord;
+pub use records::{Records, TargetRecord};
 
 use std::sync::Arc;
 

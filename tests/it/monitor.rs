@@ -305,6 +305,54 @@ fn the_shipped_alerting_rules_pass_promtool() {
     }
 }
 
+/// Reports read every target's run record from `.acmekeep/target-records` once a run has
+/// cached them (ten thousand small files were most of what the metrics cost an idle run):
+/// byte for byte what the record files give, and a record written since is seen at once.
+#[test]
+fn metrics_from_the_run_record_cache_are_the_records_and_see_a_new_attempt() {
+    const OK: &str = "ok.records.example.org";
+    const BAD: &str = "bad.records.example.org";
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    let prom = state.scratch_dir("node-exporter").join("acmekeep.prom");
+    let flag = format!("--metrics-file={}", prom.display());
+    acmekeep(&state, &["want", OK]).assert_success();
+    pebble.dns_set_servfail(BAD);
+    acmekeep(&state, &["want", "--no-reconcile", BAD]).assert_success();
+    acmekeep(&state, &["reconcile"]).assert_code(1);
+    let bad = state.desired_file_for(BAD);
+    let failures = |text: &str| {
+        sample(
+            text,
+            "acmekeep_target_consecutive_failures",
+            &[("target", bad.as_str())],
+        )
+    };
+    // A cache never records a time less than 2 seconds old.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let cache = state.join(".acmekeep/target-records");
+    // An idle run (the failed target backs off) that writes the metrics caches the records.
+    acmekeep(&state, &[&flag, "reconcile"]);
+    assert!(cache.exists(), "{}", state.tree());
+    let text = std::fs::read_to_string(&prom).expect("the metrics file");
+    assert_eq!(failures(&text), Some(1.0), "{text}");
+    let cached = acmekeep(&state, &["metrics"]);
+    cached.assert_success();
+    assert_eq!(cached.stdout, text);
+    std::fs::remove_file(&cache).expect("rm cache");
+    let read = acmekeep(&state, &["metrics"]);
+    assert_eq!(read.stdout, text, "the same from the record files");
+    assert!(!cache.exists(), "`metrics` writes nothing");
+
+    // Cached again, then a new attempt's record: seen in that run's file and after it.
+    acmekeep(&state, &[&flag, "reconcile"]);
+    assert!(cache.exists());
+    acmekeep(&state, &[&flag, "reconcile", "--force", &bad]).assert_code(1);
+    let text = std::fs::read_to_string(&prom).expect("the metrics file");
+    assert_eq!(failures(&text), Some(2.0), "{text}");
+    assert_eq!(acmekeep(&state, &["metrics"]).stdout, text);
+}
+
 #[test]
 fn the_metrics_file_is_a_conf_target_setting() {
     let state = StateDir::new();
