@@ -81,6 +81,19 @@ pub trait OrderGate: Send + Sync + std::fmt::Debug {
         file: &'a str,
         result: Result<&'a str, &'a Failure>,
     ) -> futures_util::future::BoxFuture<'a, Result<()>>;
+    /// Whether the fleet holds back every order from the CA at `provider` now, because the
+    /// CA told some node to slow down: until when, and which node it told.
+    fn ca_paused<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Option<(OffsetDateTime, String)>>;
+    /// The CA at `provider` told this node to slow down until `until`, for every order there
+    /// ([`crate::acme::pace::ca_wide_until`]): the fleet holds its orders back until then.
+    fn slowed<'a>(
+        &'a self,
+        provider: &'a str,
+        until: OffsetDateTime,
+    ) -> futures_util::future::BoxFuture<'a, ()>;
 }
 
 /// What the fleet lets this node do for a target.
@@ -1037,6 +1050,24 @@ async fn obtain<C: Connector>(
                     let why = Some(failover::FallOver::RateLimited);
                     return (t.file.clone(), names_of(&t), provider, Err((e, why)));
                 }
+                if let Some(g) = &gate
+                    && let Some((until, node)) = g.ca_paused(&provider).await
+                {
+                    // The CA told another node (or this one) to slow down for every order:
+                    // deferred until its time on every node, as if it had told this one.
+                    let e = Failure {
+                        error: format!(
+                            "not attempted: the CA told node {node} of the fleet to slow down; retry after {}",
+                            until
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .unwrap_or_default()
+                        ),
+                        backoff: Backoff::RateLimited,
+                        retry_at: Some(until),
+                    };
+                    let why = Some(failover::FallOver::RateLimited);
+                    return (t.file.clone(), names_of(&t), provider, Err((e, why)));
+                }
                 let claim = match &gate {
                     Some(gate) => gate.claim(&t.file).await,
                     None => Claim::Order,
@@ -1073,7 +1104,17 @@ async fn obtain<C: Connector>(
                         .await
                     }
                 }
-                .map_err(|e| (Failure::of(&e), failover::decide(failover::failure_of(&e))));
+                .map_err(|e| {
+                    let pause = crate::acme::pace::ca_wide_until(&e, &names_of(&t), clock());
+                    (Failure::of(&e), failover::decide(failover::failure_of(&e)), pause)
+                });
+                let res = match (res, &gate) {
+                    (Err((failed, why, Some(until))), Some(g)) => {
+                        g.slowed(&provider, until).await;
+                        Err((failed, why))
+                    }
+                    (res, _) => res.map_err(|(failed, why, _)| (failed, why)),
+                };
                 let res = match (&gate, res) {
                     (None, res) => res.map(Some),
                     (Some(g), Ok(s)) => match g.finish(&t.file, Ok(&s.id)).await {

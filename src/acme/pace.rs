@@ -170,6 +170,53 @@ pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
         .map(|t| t.assume_utc())
 }
 
+/// Until when a refusal for the CA's rate holds back every order at that CA rather than only
+/// the names refused, for a fleet to share (doc/cluster.md): an overload (503), or a rate
+/// limit on creating an order whose explanation names none of the order's `names` nor a
+/// domain they are in. Let's Encrypt's limit on an account's new orders says "from this
+/// account"; its limits on names quote the name (`for "example.com"`) or say "this exact
+/// set of identifiers".
+/// `None` when it is the names' limit, the CA gave no time, or the time has passed at `now`.
+pub fn ca_wide_until(
+    e: &anyhow::Error,
+    names: &[String],
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let (context, problem) = e.chain().find_map(|c| match c.downcast_ref()? {
+        super::error::AcmeError::RateLimited { context, problem } => Some((context, problem)),
+        _ => None,
+    })?;
+    let until = problem.retry_at.filter(|t| *t > now)?;
+    if problem.status == Some(503) {
+        return Some(until);
+    }
+    if !matches!(context.as_str(), "creating the order" | "new order") {
+        return None;
+    }
+    let detail = problem
+        .detail
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let names_one = detail.contains("exact set")
+        || names.iter().any(|n| {
+            let n = n.to_ascii_lowercase();
+            let n = n.trim_start_matches("*.");
+            // The name and every domain it is in, down to two labels.
+            let mut d = n;
+            loop {
+                if detail.contains(d) {
+                    return true;
+                }
+                match d.split_once('.') {
+                    Some((_, rest)) if rest.contains('.') => d = rest,
+                    _ => return false,
+                }
+            }
+        });
+    (!names_one).then_some(until)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +334,98 @@ mod tests {
         assert!(p.record("https://ca", now + secs(2), now));
         assert_eq!(p.wait("https://ca", now), None);
         assert_eq!(p.spent("https://ca", now), Some(now + secs(2)));
+    }
+
+    #[test]
+    fn a_limit_on_the_account_or_an_overload_holds_for_the_ca_and_a_limit_on_names_does_not() {
+        use crate::acme::error::{AcmeError, Problem};
+        use time::macros::datetime;
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let later = datetime!(2026-11-23 13:00 UTC);
+        let names = vec!["www.shop.example".to_owned(), "shop.example".to_owned()];
+        let err = |context: &str, status: u16, detail: &str, retry_at| {
+            anyhow::Error::new(AcmeError::RateLimited {
+                context: context.to_owned(),
+                problem: Problem {
+                    kind: Some(RATE_LIMITED.to_owned()),
+                    detail: Some(detail.to_owned()),
+                    status: Some(status),
+                    subproblems: Vec::new(),
+                    retry_at,
+                },
+            })
+            .context("desired/shop")
+        };
+        for (context, status, detail, retry_at, want) in [
+            (
+                "creating the order",
+                429,
+                "too many new orders (300) from this account in the last 3h0m0s",
+                Some(later),
+                Some(later),
+            ),
+            (
+                "finalizing the order",
+                503,
+                "the service is overloaded",
+                Some(later),
+                Some(later),
+            ),
+            // The names' own limits.
+            (
+                "creating the order",
+                429,
+                "too many certificates (5) already issued for this exact set of identifiers",
+                Some(later),
+                None,
+            ),
+            (
+                "creating the order",
+                429,
+                "too many certificates (50) already issued for \"shop.example\" in the last 168h0m0s",
+                Some(later),
+                None,
+            ),
+            (
+                "creating the order",
+                429,
+                "too many failed authorizations (5) for \"WWW.shop.example\"",
+                Some(later),
+                None,
+            ),
+            // A limit met elsewhere than on creating an order (the account step is not a
+            // target's: it is not shared).
+            (
+                "registering the account",
+                429,
+                "too many new registrations (10) from this IP address",
+                Some(later),
+                None,
+            ),
+            (
+                "finalizing the order",
+                429,
+                "too many new orders",
+                Some(later),
+                None,
+            ),
+            // No time, or a time past.
+            ("creating the order", 429, "too many new orders", None, None),
+            (
+                "creating the order",
+                429,
+                "too many new orders",
+                Some(now),
+                None,
+            ),
+        ] {
+            assert_eq!(
+                ca_wide_until(&err(context, status, detail, retry_at), &names, now),
+                want,
+                "{context}: {detail}"
+            );
+        }
+        let other = anyhow::anyhow!("connection refused");
+        assert_eq!(ca_wide_until(&other, &names, now), None);
     }
 }

@@ -300,6 +300,61 @@ impl<K: Kv + 'static> Fleet<K> {
         }
     }
 
+    /// The pause the CA at `origin` asked the fleet for, if one is in force at `now` (a
+    /// pause past its time is ignored even before its lease takes it away).
+    pub async fn ca_pause(
+        &self,
+        origin: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<layout::Pause>> {
+        let key = self.layout.pause(origin);
+        let Some(e) = self.get(&key).await? else {
+            return Ok(None);
+        };
+        let p: layout::Pause = layout::decode(&e.key, &e.value)?;
+        Ok(pause_until(&p, origin)
+            .filter(|until| *until > now)
+            .map(|_| p))
+    }
+
+    /// Records that the CA at `origin` told this node at `now` to slow down until `until`,
+    /// for every order there: bound to a lease of the pause's length, so it goes by itself.
+    /// A longer pause already recorded is kept.
+    pub async fn pause_ca(
+        &self,
+        origin: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        if let Some(p) = self.ca_pause(origin, now).await?
+            && pause_until(&p, origin).is_some_and(|u| u >= until)
+        {
+            return Ok(());
+        }
+        // Whole seconds, rounded up, and at least etcd's shortest useful lease.
+        let secs = (until - now).whole_seconds().max(0) as u64 + 1;
+        let lease = self.kv.grant(Duration::from_secs(secs.max(5))).await?;
+        let p = layout::Pause {
+            origin: origin.to_owned(),
+            until: until
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            node: self.node.clone(),
+        };
+        self.kv
+            .txn(
+                vec![],
+                vec![Op::put_leased(
+                    self.layout.pause(origin),
+                    layout::encode(&p),
+                    lease,
+                )],
+                vec![],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Publishes an http-01 token for the fleet's agents, bound to `lease` (it vanishes with
     /// the orderer).
     pub async fn publish_token(&self, lease: LeaseId, token: &str, key_auth: &str) -> Result<()> {
@@ -457,6 +512,14 @@ async fn keep_alive<K: Kv>(kv: Arc<K>, id: LeaseId, ttl: Duration, lost: Arc<Ato
     }
 }
 
+/// Until when pause `p`, read under `origin`'s key, holds; `None` when it names another
+/// CA or its time does not parse (the value is untrusted: such a pause is ignored).
+fn pause_until(p: &layout::Pause, origin: &str) -> Option<OffsetDateTime> {
+    if p.origin != origin {
+        return None;
+    }
+    OffsetDateTime::parse(&p.until, &time::format_description::well_known::Rfc3339).ok()
+}
 #[cfg(test)]
 mod tests {
     use super::super::kv::mem::MemKv;
@@ -550,6 +613,54 @@ mod tests {
         // b releases: the lock is free again at once.
         b.release(&hb).await;
         assert!(kv.get("/acmekeep/x/locks/t").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pause_one_node_was_told_holds_for_every_node_until_its_time() {
+        let kv = MemKv::default();
+        let key = ClusterKeys::new_line().expect("key");
+        let (a, b) = (fleet(&kv, "a", &key), fleet(&kv, "b", &key));
+        let ca = "https://ca.example";
+        let hour = time::Duration::hours(1);
+        assert_eq!(b.ca_pause(ca, NOW).await.expect("read"), None);
+        a.pause_ca(ca, NOW + hour, NOW).await.expect("pause");
+        let p = b.ca_pause(ca, NOW).await.expect("read").expect("paused");
+        assert_eq!(
+            (p.node.as_str(), p.until.as_str()),
+            ("a", "2026-12-01T05:00:00Z")
+        );
+        // Another CA is not paused; past its time the pause no longer holds.
+        assert_eq!(
+            b.ca_pause("https://other.example", NOW)
+                .await
+                .expect("read"),
+            None
+        );
+        assert_eq!(b.ca_pause(ca, NOW + hour).await.expect("read"), None);
+        // A shorter pause told to b later keeps the longer one.
+        b.pause_ca(ca, NOW + time::Duration::minutes(5), NOW)
+            .await
+            .expect("pause");
+        let p = a.ca_pause(ca, NOW).await.expect("read").expect("paused");
+        assert_eq!(p.node, "a");
+        // Bound to a lease: it goes by itself.
+        let e = kv.get(&a.layout().pause(ca)).expect("recorded");
+        kv.expire(e.lease);
+        assert_eq!(b.ca_pause(ca, NOW).await.expect("read"), None);
+        // A value naming another CA under this CA's key is not believed.
+        let forged = layout::Pause {
+            origin: "https://other.example".into(),
+            until: "2026-12-01T05:00:00Z".into(),
+            node: "x".into(),
+        };
+        kv.txn(
+            vec![],
+            vec![Op::put(a.layout().pause(ca), layout::encode(&forged))],
+            vec![],
+        )
+        .await
+        .expect("put");
+        assert_eq!(b.ca_pause(ca, NOW).await.expect("read"), None);
     }
 
     #[tokio::test]

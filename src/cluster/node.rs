@@ -22,7 +22,10 @@
 //! the lock later and finds that record finishes that order ([`Claim::Finish`]) and never
 //! orders the same certificate again. After the attempt the certificate, its sealed key and
 //! the new head are recorded in one transaction fenced by the lock, or the failure in the
-//! shared run record; then the lock is released.
+//! shared run record; then the lock is released. A CA that tells a node to slow down for
+//! every order ([`crate::acme::pace::ca_wide_until`]) is paused for the whole fleet until its
+//! time (`x/pauses/`): every node's gate answers [`crate::reconcile::OrderGate::ca_paused`]
+//! before it claims a target there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -674,6 +677,8 @@ struct GateState {
     finalizing: std::collections::BTreeSet<String>,
     /// The fleet could not be used (why).
     unavailable: Option<String>,
+    /// CAs (by origin) the fleet holds back every order from: until when, which node.
+    paused: BTreeMap<String, (OffsetDateTime, String)>,
     /// The run's store (reopened for each pass).
     store: Option<Arc<Store>>,
 }
@@ -1105,6 +1110,51 @@ impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
                 self.note("recording in the fleet", e);
             }
             r
+        })
+    }
+
+    fn ca_paused<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, Option<(OffsetDateTime, String)>> {
+        Box::pin(async move {
+            let origin = crate::acme::nonces::origin(provider)?;
+            let now = (self.clock)();
+            if let Some(p) = self.state().paused.get(&origin).filter(|p| p.0 > now) {
+                return Some(p.clone());
+            }
+            match self.fleet.ca_pause(&origin, now).await {
+                Ok(p) => {
+                    let p = p.and_then(|p| {
+                        Some((OffsetDateTime::parse(&p.until, &Rfc3339).ok()?, p.node))
+                    })?;
+                    self.state().paused.insert(origin, p.clone());
+                    Some(p)
+                }
+                Err(e) => {
+                    self.note(&format!("reading the fleet's pause for {origin}"), &e);
+                    None
+                }
+            }
+        })
+    }
+
+    fn slowed<'a>(&'a self, provider: &'a str, until: OffsetDateTime) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(origin) = crate::acme::nonces::origin(provider) else {
+                return;
+            };
+            let now = (self.clock)();
+            match self.fleet.pause_ca(&origin, until, now).await {
+                Ok(()) => tracing::info!(
+                    "{origin} asked to slow down until {}: the fleet orders nothing from it until then",
+                    rfc3339(until)
+                ),
+                Err(e) => self.note(
+                    &format!("telling the fleet {origin} asked to slow down"),
+                    &e,
+                ),
+            }
         })
     }
 }

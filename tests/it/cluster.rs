@@ -664,6 +664,80 @@ fn cluster_holder_paused_past_its_lease_cannot_overwrite_the_next_holder() {
     assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
 }
 
+/// Issue 19 "rate limits shared by the fleet": the CA refuses node a's new order for a limit
+/// on the account (429, `Retry-After` an hour). Node a records the pause in etcd (bound to a
+/// lease of its length); node b, asked for another name, sends the CA no order before that
+/// time, says so once for each of its targets and exits 0 (a deferral, not a failure); its
+/// next run asks nothing either.
+#[test]
+fn cluster_a_rate_limit_on_the_account_told_to_one_node_holds_back_every_node() {
+    use crate::support::{RateLimit, acmekeep};
+    let t = Takeover::start();
+    t.proxy.rate_limit_new_orders(Some(RateLimit {
+        names_containing: Some("limited".into()),
+        times: None,
+        retry_after: Some("3600".into()),
+        detail: "too many new orders (300) from this account in the last 3h0m0s".into(),
+    }));
+    acmekeep(&t.a, &["want", "--no-reconcile", "limited.fleet.test"]).assert_success();
+    let asked = OffsetDateTime::now_utc();
+    let run = acmekeep(&t.a, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(
+        count(&run.stderr, "deferred, the CA asked to slow down"),
+        1,
+        "{}",
+        run.describe()
+    );
+    let pauses = t.etcd.dump("/acmekeep/x/pauses/");
+    assert_eq!(pauses.len(), 1, "{}", run.describe());
+    let pause: serde_json::Value = serde_json::from_slice(&pauses[0].1).expect("JSON");
+    assert_eq!(pause["node"], "a", "{pause}");
+    assert_eq!(
+        pause["origin"].as_str(),
+        t.proxy.directory_url().strip_suffix("/dir"),
+        "{pause}"
+    );
+    let until = OffsetDateTime::parse(
+        pause["until"].as_str().expect("until"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    let hour = time::Duration::hours(1);
+    assert!(
+        until >= asked + hour && until <= asked + hour + time::Duration::seconds(30),
+        "{pause}"
+    );
+
+    let orders = t.proxy.order_attempts().len();
+    acmekeep(&t.b, &["want", "--no-reconcile", "other.fleet.test"]).assert_success();
+    let run = acmekeep(&t.b, &["reconcile"]);
+    run.assert_success();
+    // One line per target it has (a's target came with the sync), naming node a.
+    for name in ["limited.fleet.test", "other.fleet.test"] {
+        let line = format!(
+            "({name}) deferred, the CA asked to slow down: not attempted: the CA told node a of the fleet to slow down; retry after"
+        );
+        assert_eq!(count(&run.stderr, &line), 1, "{}", run.describe());
+    }
+    assert_eq!(run.stderr.lines().count(), 2, "{}", run.describe());
+    assert_eq!(
+        t.proxy.order_attempts().len(),
+        orders,
+        "b ordered: {}",
+        run.describe()
+    );
+    assert!(t.b.live_link("other.fleet.test").is_none());
+    let run = acmekeep(&t.b, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(
+        t.proxy.order_attempts().len(),
+        orders,
+        "b ordered: {}",
+        run.describe()
+    );
+}
+
 /// `accounts/<escaped URL>/<key id>` of a state directory.
 fn account_ids(state: &crate::support::StateDir) -> Vec<String> {
     let mut out = Vec::new();
