@@ -327,7 +327,7 @@ pub async fn run_world<C: Connector>(
     }
 
     // The CA's renewal windows (ARI), refreshed where its Retry-After has passed.
-    let ari = renewal_windows(
+    let mut ari = renewal_windows(
         &store,
         connector,
         &targets,
@@ -396,6 +396,10 @@ pub async fn run_world<C: Connector>(
         )
         .await;
         for s in issued {
+            // Asked for right after issuance (see `first_window`).
+            if let Some(rec) = store.ari_record(&s.id) {
+                ari.insert(s.id.clone(), rec);
+            }
             summaries.push(s);
         }
     }
@@ -809,28 +813,65 @@ async fn fetch_windows<C: Connector>(
                 return;
             }
         };
-        match res {
-            Ok(Some((window, retry_after))) => {
-                let rec = AriRecord::new(&ari_id, window, retry_after, now);
-                tracing::info!(
-                    "certs/{cert_id}: the CA suggests renewing between {} and {}",
-                    window.start,
-                    window.end
-                );
-                if let Err(e) = store.save_ari_record(&cert_id, &rec) {
-                    tracing::warn!("{e:#}");
-                }
-                out.push((cert_id, rec));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::info!(
-                "certs/{cert_id}: renewal information: {}",
-                crate::cause::render_dyn(&e)
-            ),
+        if let Some(rec) = keep_window(store, &cert_id, &ari_id, res, now) {
+            out.push((cert_id, rec));
         }
     })
     .await;
     Ok(out)
+}
+
+/// The CA's answer `res` about certificate `cert_id` (ARI id `ari_id`), asked at `now`:
+/// a window is cached and returned; no ARI or a failure leaves the local rule in force.
+fn keep_window(
+    store: &Store,
+    cert_id: &str,
+    ari_id: &str,
+    res: Result<Option<(crate::acme::Window, std::time::Duration)>, AcmeError>,
+    now: OffsetDateTime,
+) -> Option<AriRecord> {
+    match res {
+        Ok(Some((window, retry_after))) => {
+            let rec = AriRecord::new(ari_id, window, retry_after, now);
+            tracing::info!(
+                "certs/{cert_id}: the CA suggests renewing between {} and {}",
+                window.start,
+                window.end
+            );
+            if let Err(e) = store.save_ari_record(cert_id, &rec) {
+                tracing::warn!("{e:#}");
+            }
+            Some(rec)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::info!(
+                "certs/{cert_id}: renewal information: {}",
+                crate::cause::render_dyn(&e)
+            );
+            None
+        }
+    }
+}
+
+/// RFC 9773 §4.2: the renewal window of `cert`, just obtained through `session`, asked of
+/// its CA at once (at `now`) rather than in the next run, and cached like the others.
+/// Best effort, as in [`renewal_windows`]: a CA without ARI is sent nothing, and one that
+/// stopped answering is not asked.
+async fn first_window<I: Issuer>(
+    store: &Store,
+    session: &I,
+    cert: &CertSummary,
+    now: OffsetDateTime,
+) {
+    let Some(ari_id) = &cert.ari_id else {
+        return;
+    };
+    if session.ca_unresponsive() {
+        return;
+    }
+    let res = session.renewal_info(ari_id).await;
+    keep_window(store, &cert.id, ari_id, res, now);
 }
 
 /// Runs the futures of `tasks` with at most `limit` in flight, handing each result to
@@ -1115,6 +1156,9 @@ async fn obtain<C: Connector>(
                     }
                     (res, _) => res.map_err(|(failed, why, _)| (failed, why)),
                 };
+                if let Ok(s) = &res {
+                    first_window(&store, &*session, s, clock()).await;
+                }
                 let res = match (&gate, res) {
                     (None, res) => res.map(Some),
                     (Some(g), Ok(s)) => match g.finish(&t.file, Ok(&s.id)).await {

@@ -278,16 +278,23 @@ fn grouping_one_account_per_ca_one_order_per_target_and_an_idle_run_asks_nothing
             ("c".to_owned(), "issued".to_owned()),
         ]
     );
+    let window = |url: &str, name: &str| Call::RenewalInfo {
+        url: url.to_owned(),
+        ari_id: world.live_ari_id(name),
+    };
     // One account per CA, registered before its orders; the CAs in turn; one order per target
-    // with all its names.
+    // with all its names, and each new certificate's window asked for at once.
     assert_eq!(
         requests(&world),
         [
             register(CA),
             register(OTHER_CA),
             order(CA, &["a.example", "www.a.example"], None),
+            window(CA, "a.example"),
             order(CA, &["b.example"], None),
+            window(CA, "b.example"),
             order(OTHER_CA, &["c.example"], None),
+            window(OTHER_CA, "c.example"),
         ]
     );
     assert!(report.all_ok());
@@ -311,10 +318,6 @@ fn grouping_one_account_per_ca_one_order_per_target_and_an_idle_run_asks_nothing
     let login = |url: &str| Call::Login {
         url: url.to_owned(),
         known: true,
-    };
-    let window = |url: &str, name: &str| Call::RenewalInfo {
-        url: url.to_owned(),
-        ari_id: world.live_ari_id(name),
     };
     assert_eq!(
         requests(&world),
@@ -482,9 +485,79 @@ fn ari_window_in_the_past_renews_early_and_names_the_replaced_certificate() {
                 known: true
             },
             order(CA, &["a.example"], Some(&ari_id)),
+            // The new certificate's window, asked for right after issuance (RFC 9773 §4.2).
+            Call::RenewalInfo {
+                url: CA.to_owned(),
+                ari_id: world.live_ari_id("a.example")
+            },
         ]
     );
     assert_ne!(world.live("a.example"), before);
+}
+
+/// RFC 9773 §4.2: the run that obtains a certificate asks for its renewal window at once,
+/// of the CA that issued it; the answer is cached, so the next run (before its Retry-After)
+/// asks nothing, and a window in the past found that way renews in the next run, not only
+/// in the one after it.
+#[test]
+fn a_new_certificate_is_asked_for_its_window_in_the_run_that_obtains_it() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    let report = world.run(1);
+    assert_eq!(outcome(&report, "a"), "issued");
+    let ari_id = world.live_ari_id("a.example");
+    let asked: Vec<_> = world
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::RenewalInfo { .. }))
+        .collect();
+    assert_eq!(
+        asked,
+        [Call::RenewalInfo {
+            url: CA.to_owned(),
+            ari_id: ari_id.clone()
+        }]
+    );
+    // The run's own picture has the window (what metrics report after the run).
+    let id = world.live("a.example").expect("linked");
+    assert!(
+        report.loaded.ari.contains_key(&id),
+        "{:?}",
+        report.loaded.ari
+    );
+    let cached = std::fs::read_to_string(world.root().join(format!(".acmekeep/ari/{id}.json")))
+        .expect("cached window");
+    assert!(cached.contains(&ari_id), "{cached}");
+
+    // Within the Retry-After: nothing asked, nothing ordered.
+    world.advance(HOUR);
+    world.fake.clear_calls();
+    assert_eq!(outcome(&world.run(1), "a"), "unchanged");
+    assert_eq!(requests(&world), []);
+
+    // The CA moves the window into the past: the first run after the Retry-After renews.
+    let past = crate::acme::Window {
+        start: world.now() - time::Duration::hours(2),
+        end: world.now() - time::Duration::hours(1),
+    };
+    world.fake.ca(CA).window(&ari_id, past, HOUR);
+    world.advance(crate::acme::fake::DEFAULT_RETRY_AFTER);
+    assert_eq!(outcome(&world.run(1), "a"), "renewed");
+    assert_ne!(world.live("a.example"), Some(id));
+
+    // A CA without ARI is sent nothing after issuance.
+    let world = World::new(&[("b", &names("b.example"))]);
+    world.fake.ca(CA).without_ari();
+    assert_eq!(outcome(&world.run(1), "b"), "issued");
+    assert!(
+        !world
+            .fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::RenewalInfo { .. })),
+        "{:?}",
+        world.fake.calls()
+    );
 }
 
 #[test]
@@ -815,10 +888,15 @@ fn two_dash_tokens_in_a_row_still_issue_and_only_a_ca_that_keeps_sending_them_fa
     for _ in 0..2 {
         expected.extend([order(CA, &["a.example"], None), deactivate("a.example")]);
     }
-    expected.push(order(CA, &["a.example"], None));
+    // Each certificate's renewal window is asked for right after it is issued.
+    let window = |name: &str| Call::RenewalInfo {
+        url: CA.to_owned(),
+        ari_id: world.live_ari_id(name),
+    };
+    expected.extend([order(CA, &["a.example"], None), window("a.example")]);
     for _ in 0..=FRESH_ORDERS {
         expected.extend([order(CA, &["b.example"], None), deactivate("b.example")]);
     }
-    expected.push(order(CA, &["c.example"], None));
+    expected.extend([order(CA, &["c.example"], None), window("c.example")]);
     assert_eq!(requests(&world), expected);
 }

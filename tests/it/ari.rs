@@ -74,8 +74,30 @@ fn first_certificate(proxy: &AriProxy, state: &StateDir) -> (String, String) {
         }],
         "a first order replaces nothing"
     );
-    assert!(proxy.fetches().is_empty(), "nothing to ask about before");
-    (state.live_cert_id(NAME), ari_id(state, NAME))
+    // Its window is asked for at once (RFC 9773 §4.2), in the run that obtained it.
+    let (id, ari) = (state.live_cert_id(NAME), ari_id(state, NAME));
+    assert_eq!(proxy.fetches(), std::slice::from_ref(&ari));
+    assert!(state.join(format!(".acmekeep/ari/{id}.json")).exists());
+    (id, ari)
+}
+
+#[test]
+fn the_first_window_is_asked_for_in_the_run_that_obtains_the_certificate() {
+    let (_pebble, proxy, state) = setup();
+    let (id, ari) = first_certificate(&proxy, &state);
+    // status plans with it at once (the proxy's window, 30 to 31 days from now, not the
+    // local rule's 30 days before the end of a five-year certificate).
+    let doc = status_json(&state);
+    let renew_at = doc["targets"][0]["renew_at"].as_str().expect("renew_at");
+    let renew_at = OffsetDateTime::parse(renew_at, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    let days = (renew_at - OffsetDateTime::now_utc()).whole_days();
+    assert!((29..=31).contains(&days), "renew_at {renew_at}");
+    // The next run, within the window's Retry-After, asks nothing and orders nothing.
+    acmekeep(&state, &["reconcile"]).assert_success();
+    assert_eq!(proxy.fetches(), [ari]);
+    assert_eq!(proxy.orders().len(), 1);
+    assert_eq!(state.live_cert_id(NAME), id);
 }
 
 #[test]
@@ -83,11 +105,13 @@ fn window_in_the_past_renews_at_once_naming_the_old_certificate() {
     let (_pebble, proxy, state) = setup();
     let (old, old_ari) = first_certificate(&proxy, &state);
     proxy.set_window(&old_ari, window(-2, -1, 3600));
+    state.retry_after_passed(&old);
 
     acmekeep(&state, &["reconcile"]).assert_success();
     let new = state.live_cert_id(NAME);
     assert_ne!(new, old, "a window in the past means: renew now");
-    assert_eq!(proxy.fetches(), std::slice::from_ref(&old_ari));
+    let new_ari = ari_id(&state, NAME);
+    assert_eq!(proxy.fetches(), [old_ari.clone(), old_ari.clone(), new_ari]);
     let last = proxy.orders().pop().expect("an order");
     assert_eq!(last.replaces.as_deref(), Some(old_ari.as_str()));
     assert!(!last.rejected);
@@ -95,10 +119,10 @@ fn window_in_the_past_renews_at_once_naming_the_old_certificate() {
         serde_json::from_slice(&state.read(format!(".acmekeep/ari/{old}.json"))).expect("JSON");
     assert_eq!(rec["ari_id"], old_ari.as_str(), "{rec}");
 
-    // The new certificate gets the default (future) window: nothing more to do.
+    // The new certificate got the default (future) window: nothing more to do.
     acmekeep(&state, &["reconcile"]).assert_success();
     assert_eq!(state.live_cert_id(NAME), new);
-    assert_eq!(proxy.fetches().len(), 2);
+    assert_eq!(proxy.fetches().len(), 3);
     assert_eq!(proxy.orders().len(), 2);
 }
 
@@ -107,6 +131,7 @@ fn future_window_waits_and_retry_after_is_honoured() {
     let (_pebble, proxy, state) = setup();
     let (old, old_ari) = first_certificate(&proxy, &state);
     proxy.set_window(&old_ari, window(20, 21, 3600));
+    state.retry_after_passed(&old);
 
     acmekeep(&state, &["reconcile"]).assert_success();
     assert_eq!(
@@ -114,7 +139,7 @@ fn future_window_waits_and_retry_after_is_honoured() {
         old,
         "window in the future: no renewal"
     );
-    assert_eq!(proxy.fetches().len(), 1);
+    assert_eq!(proxy.fetches().len(), 2);
     // status plans with the cached window (and asks nobody).
     let status = acmekeep(&state, &["status", "--json"]);
     status.assert_success();
@@ -130,21 +155,22 @@ fn future_window_waits_and_retry_after_is_honoured() {
         (19..=21).contains(&days),
         "renew_at {renew_at} is not in the window"
     );
-    assert_eq!(proxy.fetches().len(), 1);
+    assert_eq!(proxy.fetches().len(), 2);
 
     // The CA moves the window into the past, but asked not to be asked again for an hour.
     proxy.set_window(&old_ari, window(-2, -1, 3600));
     acmekeep(&state, &["reconcile"]).assert_success();
-    assert_eq!(proxy.fetches().len(), 1, "asked again before Retry-After");
+    assert_eq!(proxy.fetches().len(), 2, "asked again before Retry-After");
     assert_eq!(state.live_cert_id(NAME), old);
 
     // An hour later (the cached Retry-After moved into the past): asked, and renewed.
-    let path = format!(".acmekeep/ari/{old}.json");
-    let mut rec: serde_json::Value = serde_json::from_slice(&state.read(&path)).expect("JSON");
-    rec["retry_after_until"] = "2000-01-01T00:00:00Z".into();
-    state.write(&path, serde_json::to_vec(&rec).expect("JSON"));
+    state.retry_after_passed(&old);
     acmekeep(&state, &["reconcile"]).assert_success();
-    assert_eq!(proxy.fetches().len(), 2);
+    assert_eq!(
+        proxy.fetches().len(),
+        4,
+        "the old certificate's window, then the new one's"
+    );
     assert_ne!(state.live_cert_id(NAME), old);
     let last = proxy.orders().pop().expect("an order");
     assert_eq!(last.replaces.as_deref(), Some(old_ari.as_str()));
@@ -157,9 +183,10 @@ fn a_retry_after_beyond_the_end_of_time_does_not_abort_the_run() {
     let (_pebble, proxy, state) = setup();
     let (old, old_ari) = first_certificate(&proxy, &state);
     proxy.set_window(&old_ari, window(20, 21, u64::MAX));
+    state.retry_after_passed(&old);
     acmekeep(&state, &["reconcile"]).assert_success();
     assert_eq!(state.live_cert_id(NAME), old, "window in the future");
-    assert_eq!(proxy.fetches().len(), 1);
+    assert_eq!(proxy.fetches().len(), 2);
 }
 
 #[test]
@@ -167,6 +194,7 @@ fn refused_replaces_is_dropped_and_the_order_sent_again() {
     let (_pebble, proxy, state) = setup();
     let (old, old_ari) = first_certificate(&proxy, &state);
     proxy.set_window(&old_ari, window(-2, -1, 3600));
+    state.retry_after_passed(&old);
     proxy.reject_replaces_once();
 
     acmekeep(&state, &["reconcile"]).assert_success();

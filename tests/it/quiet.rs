@@ -150,6 +150,7 @@ fn a_renewal_is_one_line_and_an_unreachable_ca_with_nothing_due_prints_nothing()
             retry_after: 3600,
         },
     );
+    state.retry_after_passed(&first);
     let run = acmekeep(&state, &["reconcile"]);
     assert_ne!(state.live_cert_id(NAME), first, "renewed");
     let (_, not_after) = live_validity(&state, NAME);
@@ -163,10 +164,12 @@ fn a_renewal_is_one_line_and_an_unreachable_ca_with_nothing_due_prints_nothing()
         "",
     );
 
-    // The CA goes away while the new certificate has most of its life left: the run still
-    // asks for its renewal window (it has none cached) and cannot, which is nobody's problem.
+    // The CA goes away while the new certificate has most of its life left: once the
+    // Retry-After of the window asked for at its issuance has passed, the run asks for it
+    // again and cannot, which is nobody's problem.
     drop(proxy);
     drop(pebble);
+    state.retry_after_passed(&state.live_cert_id(NAME));
     assert_output(&acmekeep(&state, &["reconcile"]), 0, "", "");
     assert_output(&acmekeep(&state, &["reconcile"]), 0, "", "");
     // It did ask: -v says so, with the cause.

@@ -228,6 +228,18 @@ impl StateDir {
     }
 
     /// Reads `live/<name>/<file>` (cert, chain, fullchain, privkey) through the symlinks.
+    /// Moves the Retry-After of the cached renewal window of certificate `cert_id` into the
+    /// past, as if its time had come: the next run asks the CA again. (The window is asked
+    /// for right after issuance, RFC 9773 §4.2, so a window a test sets afterwards is seen
+    /// only once the cached one's Retry-After has passed.)
+    pub fn retry_after_passed(&self, cert_id: &str) {
+        let path = format!(".acmekeep/ari/{cert_id}.json");
+        let mut rec: serde_json::Value =
+            serde_json::from_slice(&self.read(&path)).expect("cached renewal window");
+        rec["retry_after_until"] = "2000-01-01T00:00:00Z".into();
+        self.write(&path, serde_json::to_vec(&rec).expect("JSON"));
+    }
+
     pub fn read_live(&self, name: &str, file: &str) -> Vec<u8> {
         self.read(Path::new("live").join(name).join(file))
     }
