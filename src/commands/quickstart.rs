@@ -55,70 +55,11 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     let io = super::interaction(settings)?.with_answers(accept);
     let expert = args.expert;
     let root = system_root(settings);
-    let is_root = nix::unistd::geteuid().is_root();
 
     // 1. The questions. Nothing below writes until the account step.
     let reader = Store::open_read_only(&settings.state_dir).ok();
-    let mut conf = match &reader {
-        Some(store) => store.raw_conf_target().map_err(config_error)?,
-        None => RawTarget::default(),
-    };
-    choose_server(&io, expert, &mut conf)?;
-    choose_key(&io, expert, &mut conf)?;
-    choose_profile(&io, expert, &mut conf)?;
-    let method = choose_method(&io, expert, &mut conf)?;
-    let metrics_dir = choose_metrics(&io, expert, &root, &mut conf)?;
-    let defaults = match &reader {
-        Some(store) => store.defaults_from(conf.clone()),
-        None => crate::target::check_defaults(&settings.state_dir.join("conf/target"), &conf)
-            .map(|()| conf.clone()),
-    }
-    .map_err(config_error)?;
-    let resolved =
-        Target::resolve("quickstart", &RawTarget::default(), &defaults).map_err(config_error)?;
-    let exe = std::env::current_exe().context("finding acmekeep's own path")?;
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let temp = std::env::var_os("TMPDIR").map(PathBuf::from);
-    let program = program::locate(&root, &exe, home.as_deref(), temp.as_deref());
-    let mut redirector_unit =
-        method == "redirector" && ask_redirector_unit(&io, expert, &root, is_root)?;
-    let hooks = plan_hooks(settings, &io, expert, is_root)?;
-    let ScheduleStep {
-        plan: mut schedule,
-        notes: schedule_notes,
-    } = plan_schedule(
-        settings,
-        &io,
-        expert,
-        &root,
-        is_root,
-        &resolved,
-        &program,
-        metrics_dir.as_deref(),
-    )?;
-    let new_job = schedule.as_ref().is_some_and(Plan::installs_new_job);
-    let mut program_note = None;
-    if (new_job || redirector_unit) && !accept_program(&io, expert, &program)? {
-        let what = match (new_job, redirector_unit) {
-            (true, true) => "the renewal job and the redirector unit were not installed",
-            (true, false) => "renewal was not scheduled",
-            _ => "the redirector unit was not installed",
-        };
-        program_note = program.problem().map(|p| {
-            format!("{p} As answered, {what}: install acmekeep, then run the installed copy's quickstart.")
-        });
-        redirector_unit = false;
-        if let Some(p) = schedule.as_mut().filter(|p| p.installs_new_job()) {
-            p.ours = Ours::Nothing;
-            p.remove.clear();
-        }
-    } else if schedule
-        .as_ref()
-        .is_some_and(|p| matches!(p.ours, Ours::Print(_)))
-    {
-        // The line to add by hand names this program: say what is wrong with its path.
-        program_note = program.problem();
-    }
+    let answers = ask(settings, &io, expert, &root, reader.as_ref())?;
+    let resolved = &answers.resolved;
 
     // 2. The CA's own questions (terms of service, e-mail, EAB), when no account of this
     // state directory can log in there: still before anything is written.
@@ -152,6 +93,151 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
     eprintln!("Account: {account} at {}", resolved.provider);
 
     // 4. Everything else, as answered.
+    carry_out(&store, &root, &io, expert, answers)?;
+    if !settings.batch {
+        eprintln!(
+            "\nQuickstart complete. Now ask for certificates with `acmekeep want NAME...`; they will appear under {}/live/.",
+            settings.state_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every answer of the wizard's first step, before anything is written.
+struct Answers {
+    /// conf/target as answered.
+    conf: RawTarget,
+    /// The challenge method chosen (`redirector`, `webroot`, …).
+    method: String,
+    /// The defaults as a target resolves them.
+    resolved: Target,
+    /// This program, as jobs and units would name it.
+    program: Program,
+    /// Whether to install the redirector's unit.
+    redirector_unit: bool,
+    hooks: HooksPlan,
+    /// Where every run writes its metrics, if anywhere.
+    metrics_dir: Option<PathBuf>,
+    /// The renewal job to install, replace or print, if any.
+    schedule: Option<Plan>,
+    /// What to tell the person after the account step, in order.
+    notes: Vec<String>,
+}
+
+/// Asks every question of the first step (reading conf/target and the accounts through
+/// `reader`, without the lock).
+fn ask(
+    settings: &Settings,
+    io: &Interaction,
+    expert: bool,
+    root: &Root,
+    reader: Option<&Store>,
+) -> Result<Answers> {
+    let is_root = nix::unistd::geteuid().is_root();
+    let mut conf = match reader {
+        Some(store) => store.raw_conf_target().map_err(config_error)?,
+        None => RawTarget::default(),
+    };
+    choose_server(io, expert, &mut conf)?;
+    choose_key(io, expert, &mut conf)?;
+    choose_profile(io, expert, &mut conf)?;
+    let method = choose_method(io, expert, &mut conf)?;
+    let metrics_dir = choose_metrics(io, expert, root, &mut conf)?;
+    let defaults = match reader {
+        Some(store) => store.defaults_from(conf.clone()),
+        None => crate::target::check_defaults(&settings.state_dir.join("conf/target"), &conf)
+            .map(|()| conf.clone()),
+    }
+    .map_err(config_error)?;
+    let resolved =
+        Target::resolve("quickstart", &RawTarget::default(), &defaults).map_err(config_error)?;
+    let exe = std::env::current_exe().context("finding acmekeep's own path")?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let temp = std::env::var_os("TMPDIR").map(PathBuf::from);
+    let program = program::locate(root, &exe, home.as_deref(), temp.as_deref());
+    let redirector_unit = method == "redirector" && ask_redirector_unit(io, expert, root, is_root)?;
+    let hooks = plan_hooks(settings, io, expert, is_root)?;
+    let ScheduleStep {
+        plan: schedule,
+        notes: schedule_notes,
+    } = plan_schedule(
+        settings,
+        io,
+        expert,
+        root,
+        is_root,
+        &resolved,
+        &program,
+        metrics_dir.as_deref(),
+    )?;
+    let mut answers = Answers {
+        conf,
+        method,
+        resolved,
+        program,
+        redirector_unit,
+        hooks,
+        metrics_dir,
+        schedule,
+        notes: Vec::new(),
+    };
+    let note = gate_on_program(io, expert, &mut answers)?;
+    answers.notes.extend(note);
+    answers.notes.extend(schedule_notes);
+    Ok(answers)
+}
+
+/// A renewal job or redirector unit names this program: when its path is not accepted,
+/// neither is installed. The note to show about its path, if any.
+fn gate_on_program(io: &Interaction, expert: bool, a: &mut Answers) -> Result<Option<String>> {
+    let new_job = a.schedule.as_ref().is_some_and(Plan::installs_new_job);
+    if (new_job || a.redirector_unit) && !accept_program(io, expert, &a.program)? {
+        let what = match (new_job, a.redirector_unit) {
+            (true, true) => "the renewal job and the redirector unit were not installed",
+            (true, false) => "renewal was not scheduled",
+            _ => "the redirector unit was not installed",
+        };
+        let note = a.program.problem().map(|p| {
+            format!("{p} As answered, {what}: install acmekeep, then run the installed copy's quickstart.")
+        });
+        a.redirector_unit = false;
+        if let Some(p) = a.schedule.as_mut().filter(|p| p.installs_new_job()) {
+            p.ours = Ours::Nothing;
+            p.remove.clear();
+        }
+        Ok(note)
+    } else if a
+        .schedule
+        .as_ref()
+        .is_some_and(|p| matches!(p.ours, Ours::Print(_)))
+    {
+        // The line to add by hand names this program: say what is wrong with its path.
+        Ok(a.program.problem())
+    } else {
+        Ok(None)
+    }
+}
+
+/// The last step, under the lock: conf/target, the webroot, the redirector unit, the hooks
+/// and the renewal job, in that order, with what to tell the person.
+fn carry_out(
+    store: &Store,
+    root: &Root,
+    io: &Interaction,
+    expert: bool,
+    answers: Answers,
+) -> Result<()> {
+    let Answers {
+        conf,
+        method,
+        resolved,
+        program,
+        redirector_unit,
+        hooks,
+        metrics_dir,
+        schedule,
+        notes,
+    } = answers;
     store.write_conf_target(&conf)?;
     if method == "webroot"
         && let Some(path) = resolved.challenge.webroot_paths.first()
@@ -160,38 +246,28 @@ pub fn execute(settings: &Settings, args: &QuickstartArgs) -> Result<ExitCode> {
             .with_context(|| format!("creating the webroot {}", path.display()))?;
     }
     if redirector_unit {
-        install_redirector_unit(&root, &program, &resolved, &io, expert)?;
+        install_redirector_unit(root, &program, &resolved, io, expert)?;
     } else if method == "redirector" {
         eprintln!(
             "Start `acmekeep redirector --user=<unprivileged user>` at boot to answer challenges on port 80."
         );
     }
-    install_hooks(&store, hooks)?;
+    install_hooks(store, hooks)?;
     if let Some(dir) = &metrics_dir {
         eprintln!(
             "Prometheus metrics: every run writes {}/acmekeep.prom (monitor.metrics-file in conf/target).",
             dir.display()
         );
     }
-    if let Some(note) = program_note {
-        eprintln!("{note}");
-    }
-    for note in schedule_notes {
+    for note in notes {
         eprintln!("{note}");
     }
     if let Some(schedule) = schedule {
-        for line in decide::apply(&root, &schedule)? {
+        for line in decide::apply(root, &schedule)? {
             eprintln!("{line}");
         }
     }
-
-    if !settings.batch {
-        eprintln!(
-            "\nQuickstart complete. Now ask for certificates with `acmekeep want NAME...`; they will appear under {}/live/.",
-            settings.state_dir.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A yes/no question whose default is yes; `Ok(true)` for yes.
@@ -286,45 +362,46 @@ fn choose_server(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         expert,
     )?;
     let url = if choice.text() == "url" {
-        let mut url = None;
-        for _ in 0..5 {
-            let entered = io.ask(
-                &Question {
-                    id: "acmetool-quickstart-enter-directory-url",
-                    title: "ACME directory URL (https://…)",
-                    body: "",
-                    kind: Kind::Text {
-                        default: current.as_deref().unwrap_or(""),
-                    },
-                    implicit: false,
-                },
-                expert,
-            )?;
-            let text = entered.text().trim().to_owned();
-            match validate_provider(&text) {
-                Ok(()) => {
-                    url = Some(text);
-                    break;
-                }
-                Err(e) => {
-                    confirm(
-                        io,
-                        expert,
-                        "acmetool-quickstart-invalid-directory-url",
-                        &format!("That is not a valid directory URL: {e:#}"),
-                        "",
-                        false,
-                    )
-                    .map_err(|_| config_error(anyhow!("invalid directory URL {text}: {e:#}")))?;
-                }
-            }
-        }
-        url.ok_or_else(|| config_error(anyhow!("no valid directory URL was given")))?
+        enter_directory_url(io, expert, current.as_deref())?
     } else {
         choice.text().to_owned()
     };
     request(conf).provider = Some(url);
     Ok(())
+}
+
+/// Asks for a directory URL until one is valid (at most five times).
+fn enter_directory_url(io: &Interaction, expert: bool, current: Option<&str>) -> Result<String> {
+    for _ in 0..5 {
+        let entered = io.ask(
+            &Question {
+                id: "acmetool-quickstart-enter-directory-url",
+                title: "ACME directory URL (https://…)",
+                body: "",
+                kind: Kind::Text {
+                    default: current.unwrap_or(""),
+                },
+                implicit: false,
+            },
+            expert,
+        )?;
+        let text = entered.text().trim().to_owned();
+        match validate_provider(&text) {
+            Ok(()) => return Ok(text),
+            Err(e) => {
+                confirm(
+                    io,
+                    expert,
+                    "acmetool-quickstart-invalid-directory-url",
+                    &format!("That is not a valid directory URL: {e:#}"),
+                    "",
+                    false,
+                )
+                .map_err(|_| config_error(anyhow!("invalid directory URL {text}: {e:#}")))?;
+            }
+        }
+    }
+    Err(config_error(anyhow!("no valid directory URL was given")))
 }
 
 fn choose_key(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()> {
@@ -356,65 +433,78 @@ fn choose_key(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result<()
         ..RawKey::default()
     };
     if kind.text() == "rsa" {
-        let default = current.rsa_size.map(|s| s.to_string()).unwrap_or_default();
-        let size = io.ask(
-            &Question {
-                id: "acmetool-quickstart-rsa-key-size",
-                title: "RSA key size in bits (2048, 3072 or 4096; empty for 2048)",
-                body: "",
-                kind: Kind::Text { default: &default },
-                implicit: true,
-            },
-            expert,
-        )?;
-        let text = size.text().trim();
-        if !text.is_empty() {
-            match text.parse::<i64>() {
-                Ok(n @ (2048 | 3072 | 4096)) => key.rsa_size = Some(n),
-                _ => {
-                    confirm(
-                        io,
-                        expert,
-                        "acmetool-quickstart-invalid-rsa-key-size",
-                        &format!("{text} is not a supported RSA key size; using 2048"),
-                        "",
-                        true,
-                    )?;
-                }
-            }
-        }
+        key.rsa_size = ask_rsa_size(io, expert, current.rsa_size)?;
     } else {
-        let options = [
-            ("nistp256", "P-256 (recommended)"),
-            ("nistp384", "P-384"),
-            (
-                "nistp521",
-                "P-521 (public CAs refuse it: P-384 is used instead)",
-            ),
-        ];
-        let default = usize::from(current.ecdsa_curve.as_deref() == Some("nistp384"));
-        let curve = io.ask(
-            &Question {
-                id: "acmetool-quickstart-ecdsa-curve",
-                title: "Which elliptic curve?",
-                body: "",
-                kind: Kind::Choice {
-                    options: &options,
-                    default,
-                },
-                implicit: true,
-            },
-            expert,
-        )?;
-        // acmetool offered nistp521, which public CAs refuse: it becomes P-384.
-        let curve = match curve.text() {
-            "nistp521" => "nistp384",
-            other => other,
-        };
-        key.ecdsa_curve = Some(curve.to_owned());
+        key.ecdsa_curve = Some(ask_curve(io, expert, current.ecdsa_curve.as_deref())?);
     }
     request(conf).key = Some(key);
     Ok(())
+}
+
+/// The RSA key size asked for; `None` for the default (2048), also after an unsupported
+/// answer the person confirmed.
+fn ask_rsa_size(io: &Interaction, expert: bool, current: Option<i64>) -> Result<Option<i64>> {
+    let default = current.map(|s| s.to_string()).unwrap_or_default();
+    let size = io.ask(
+        &Question {
+            id: "acmetool-quickstart-rsa-key-size",
+            title: "RSA key size in bits (2048, 3072 or 4096; empty for 2048)",
+            body: "",
+            kind: Kind::Text { default: &default },
+            implicit: true,
+        },
+        expert,
+    )?;
+    let text = size.text().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<i64>() {
+        Ok(n @ (2048 | 3072 | 4096)) => Ok(Some(n)),
+        _ => {
+            confirm(
+                io,
+                expert,
+                "acmetool-quickstart-invalid-rsa-key-size",
+                &format!("{text} is not a supported RSA key size; using 2048"),
+                "",
+                true,
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// The ECDSA curve asked for (acmetool's nistp521, which public CAs refuse, is P-384).
+fn ask_curve(io: &Interaction, expert: bool, current: Option<&str>) -> Result<String> {
+    let options = [
+        ("nistp256", "P-256 (recommended)"),
+        ("nistp384", "P-384"),
+        (
+            "nistp521",
+            "P-521 (public CAs refuse it: P-384 is used instead)",
+        ),
+    ];
+    let default = usize::from(current == Some("nistp384"));
+    let curve = io.ask(
+        &Question {
+            id: "acmetool-quickstart-ecdsa-curve",
+            title: "Which elliptic curve?",
+            body: "",
+            kind: Kind::Choice {
+                options: &options,
+                default,
+            },
+            implicit: true,
+        },
+        expert,
+    )?;
+    // acmetool offered nistp521, which public CAs refuse: it becomes P-384.
+    let curve = match curve.text() {
+        "nistp521" => "nistp384",
+        other => other,
+    };
+    Ok(curve.to_owned())
 }
 
 fn system_root(settings: &Settings) -> Root {
@@ -471,14 +561,25 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
         .and_then(|c| c.webroot_paths.as_ref())
         .and_then(|p| p.first().cloned())
         .unwrap_or_else(|| DEFAULT_WEBROOT_PATH.to_owned());
-    let mut chosen = None;
+    // Created once every question has an answer (see `execute`).
+    let path = ask_webroot_path(io, expert, &current)?;
+    let challenge = request(conf)
+        .challenge
+        .get_or_insert_with(RawChallenge::default);
+    challenge.webroot_paths = Some(vec![path]);
+    Ok("webroot".to_owned())
+}
+
+/// Asks for the webroot directory until an absolute path is given that ends in
+/// `/.well-known/acme-challenge` or that the person confirms (at most five times).
+fn ask_webroot_path(io: &Interaction, expert: bool, current: &str) -> Result<String> {
     for _ in 0..5 {
         let path = io.ask(
             &Question {
                 id: "acmetool-quickstart-webroot-path",
                 title: "Webroot directory (served as /.well-known/acme-challenge/)",
                 body: "",
-                kind: Kind::Text { default: &current },
+                kind: Kind::Text { default: current },
                 implicit: false,
             },
             expert,
@@ -515,16 +616,9 @@ fn choose_method(io: &Interaction, expert: bool, conf: &mut RawTarget) -> Result
                 continue;
             }
         }
-        chosen = Some(trimmed);
-        break;
+        return Ok(trimmed);
     }
-    // Created once every question has an answer (see `execute`).
-    let path = chosen.ok_or_else(|| config_error(anyhow!("no usable webroot path was given")))?;
-    let challenge = request(conf)
-        .challenge
-        .get_or_insert_with(RawChallenge::default);
-    challenge.webroot_paths = Some(vec![path]);
-    Ok("webroot".to_owned())
+    Err(config_error(anyhow!("no usable webroot path was given")))
 }
 
 /// With the redirector method, as root on a systemd machine, whether to install and start
@@ -775,38 +869,8 @@ fn plan_schedule(
     if !install && situation.ours.is_empty() {
         return Ok(ScheduleStep { plan: None, notes });
     }
-    let replace_acmetool = match situation.replaceable.first() {
-        None => true,
-        Some(theirs) => io
-            .ask(
-                &Question {
-                    id: REPLACE_ACMETOOL_JOB,
-                    title: &format!(
-                        "{theirs} renews this state directory too; replace it with acmekeep's?"
-                    ),
-                    body: "acmetool and acmekeep must not both renew the same state directory on a schedule.",
-                    kind: Kind::YesNo { default: true },
-                    // Under --batch acmetool's job is replaced unless the file says no.
-                    implicit: !io.is_interactive(),
-                },
-                expert,
-            )?
-            .is_yes(),
-    };
-    let state = (settings.state_dir != Path::new(DEFAULT_STATE_DIR))
-        .then_some(settings.state_dir.as_path());
-    let hooks: &[PathBuf] = if settings.hook_dirs_explicit {
-        &settings.hook_dirs
-    } else {
-        &[]
-    };
-    let mut random = [0u8; 2];
-    aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow!("no randomness"))?;
-    let job = schedule::Job::random(&program.path, state, hooks, random)
-        .map_err(config_error)?
-        .with_webroots(&resolved.challenge.webroot_paths)
-        .and_then(|job| job.with_webroots(metrics_dir.map(Path::to_path_buf).as_slice()))
-        .map_err(config_error)?;
+    let replace_acmetool = ask_replace_acmetool(io, expert, situation.replaceable.first())?;
+    let job = renewal_job(settings, resolved, program, metrics_dir)?;
     let plan = decide::decide(
         situation,
         &Wanted {
@@ -823,6 +887,58 @@ fn plan_schedule(
         plan: Some(plan),
         notes,
     })
+}
+
+/// Whether acmetool's job `theirs` (renewing this state directory) is to be replaced; yes
+/// when there is none.
+fn ask_replace_acmetool(
+    io: &Interaction,
+    expert: bool,
+    theirs: Option<&impl std::fmt::Display>,
+) -> Result<bool> {
+    let Some(theirs) = theirs else {
+        return Ok(true);
+    };
+    Ok(io
+        .ask(
+            &Question {
+                id: REPLACE_ACMETOOL_JOB,
+                title: &format!(
+                    "{theirs} renews this state directory too; replace it with acmekeep's?"
+                ),
+                body: "acmetool and acmekeep must not both renew the same state directory on a schedule.",
+                kind: Kind::YesNo { default: true },
+                // Under --batch acmetool's job is replaced unless the file says no.
+                implicit: !io.is_interactive(),
+            },
+            expert,
+        )?
+        .is_yes())
+}
+
+/// The renewal job to schedule: this program with the state directory and hook directories
+/// when not the defaults, at a random time, allowed to write the webroots and the metrics
+/// directory.
+fn renewal_job(
+    settings: &Settings,
+    resolved: &Target,
+    program: &Program,
+    metrics_dir: Option<&Path>,
+) -> Result<schedule::Job> {
+    let state = (settings.state_dir != Path::new(DEFAULT_STATE_DIR))
+        .then_some(settings.state_dir.as_path());
+    let hooks: &[PathBuf] = if settings.hook_dirs_explicit {
+        &settings.hook_dirs
+    } else {
+        &[]
+    };
+    let mut random = [0u8; 2];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| anyhow!("no randomness"))?;
+    schedule::Job::random(&program.path, state, hooks, random)
+        .map_err(config_error)?
+        .with_webroots(&resolved.challenge.webroot_paths)
+        .and_then(|job| job.with_webroots(metrics_dir.map(Path::to_path_buf).as_slice()))
+        .map_err(config_error)
 }
 
 /// What [`plan_schedule`] decided, and what to say before doing it.
