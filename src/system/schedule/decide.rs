@@ -13,7 +13,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::survey::{Found, Place, Serves, Tool, Written, is_job_line};
+use super::survey::{AsWritten, Found, Place, Serves, Tool, Written, is_job_line};
 use super::{
     CRON_D_DIR, JOB_NAME, Job, Scheduler, cron_d_file, crontab_line, job_name, systemd_units,
 };
@@ -255,88 +255,100 @@ fn install_name(elsewhere: &[Found], sched: Scheduler, state_dir: &Path) -> Stri
 fn existing(found: Found, w: &Wanted) -> Ours {
     match found.written.clone() {
         Written::No => Ours::Edited(found),
-        Written::Cron(as_written) => {
-            let Some(job) = upgraded(&as_written.job, w) else {
-                return Ours::Edited(found);
-            };
-            let change = match &found.place {
-                Place::Table(path) => {
-                    let text = cron_d_file(&job);
-                    let old = super::cron_d_text(&as_written.job, as_written.daily);
-                    (text != old).then(|| Change::File {
-                        path: path.clone(),
-                        text,
-                    })
-                }
-                Place::Crontab => {
-                    let new = crontab_line(&job);
-                    let old = found.line.clone().unwrap_or_default();
-                    (new != old).then_some(Change::CrontabLine { old, new })
-                }
-                _ => None,
-            };
-            match change {
-                Some(change) => Ours::Upgrade {
-                    found,
-                    job,
-                    changes: vec![change],
-                    service_edited: false,
-                },
-                None => Ours::Current(found),
-            }
+        Written::Cron(as_written) => existing_cron(found, &as_written, w),
+        Written::Units { timer, service } => existing_units(found, timer, service, w),
+    }
+}
+
+/// [`existing`] for a cron.d file or crontab line of ours, as written.
+fn existing_cron(found: Found, as_written: &AsWritten, w: &Wanted) -> Ours {
+    let Some(job) = upgraded(&as_written.job, w) else {
+        return Ours::Edited(found);
+    };
+    let change = match &found.place {
+        Place::Table(path) => {
+            let text = cron_d_file(&job);
+            let old = super::cron_d_text(&as_written.job, as_written.daily);
+            (text != old).then(|| Change::File {
+                path: path.clone(),
+                text,
+            })
         }
-        Written::Units { timer, service } => {
-            let (
-                Place::Timer {
-                    unit: Some(timer_path),
-                    ..
-                },
-                Some(timer),
-            ) = (&found.place, timer)
-            else {
-                return Ours::Edited(found);
-            };
-            // The time comes from the timer; the command from the service when it is ours.
-            let base = match &service {
-                Some(s) => Job {
-                    minute: timer.job.minute,
-                    hour: timer.job.hour,
-                    ..s.job.clone()
-                },
-                None => timer.job.clone(),
-            };
-            let Some(job) = upgraded(&base, w) else {
-                return Ours::Edited(found);
-            };
-            let (service_text, timer_text) = systemd_units(&job);
-            let mut changes = Vec::new();
-            if timer.old {
-                changes.push(Change::File {
-                    path: timer_path.clone(),
-                    text: timer_text,
-                });
-            }
-            if let Some(s) = &service {
-                // A service from an older template is rewritten whatever its job.
-                let now = super::service_unit(crate::system::units::SERVICE_TEMPLATE, &s.job);
-                if s.old || now != service_text {
-                    let path = timer_path.with_file_name(service_name(&found.place));
-                    changes.push(Change::File {
-                        path,
-                        text: service_text,
-                    });
-                }
-            }
-            if changes.is_empty() {
-                Ours::Current(found)
-            } else {
-                Ours::Upgrade {
-                    found,
-                    job,
-                    changes,
-                    service_edited: service.is_none(),
-                }
-            }
+        Place::Crontab => {
+            let new = crontab_line(&job);
+            let old = found.line.clone().unwrap_or_default();
+            (new != old).then_some(Change::CrontabLine { old, new })
+        }
+        _ => None,
+    };
+    match change {
+        Some(change) => Ours::Upgrade {
+            found,
+            job,
+            changes: vec![change],
+            service_edited: false,
+        },
+        None => Ours::Current(found),
+    }
+}
+
+/// [`existing`] for our systemd units: the timer as written (`None`: changed by hand), the
+/// service as written or not.
+fn existing_units(
+    found: Found,
+    timer: Option<AsWritten>,
+    service: Option<AsWritten>,
+    w: &Wanted,
+) -> Ours {
+    let (
+        Place::Timer {
+            unit: Some(timer_path),
+            ..
+        },
+        Some(timer),
+    ) = (&found.place, timer)
+    else {
+        return Ours::Edited(found);
+    };
+    // The time comes from the timer; the command from the service when it is ours.
+    let base = match &service {
+        Some(s) => Job {
+            minute: timer.job.minute,
+            hour: timer.job.hour,
+            ..s.job.clone()
+        },
+        None => timer.job.clone(),
+    };
+    let Some(job) = upgraded(&base, w) else {
+        return Ours::Edited(found);
+    };
+    let (service_text, timer_text) = systemd_units(&job);
+    let mut changes = Vec::new();
+    if timer.old {
+        changes.push(Change::File {
+            path: timer_path.clone(),
+            text: timer_text,
+        });
+    }
+    if let Some(s) = &service {
+        // A service from an older template is rewritten whatever its job.
+        let now = super::service_unit(crate::system::units::SERVICE_TEMPLATE, &s.job);
+        if s.old || now != service_text {
+            let path = timer_path.with_file_name(service_name(&found.place));
+            changes.push(Change::File {
+                path,
+                text: service_text,
+            });
+        }
+    }
+    if changes.is_empty() {
+        Ours::Current(found)
+    } else {
+        Ours::Upgrade {
+            found,
+            job,
+            changes,
+            service_edited: service.is_none(),
         }
     }
 }
@@ -360,10 +372,11 @@ fn upgraded(old: &Job, w: &Wanted) -> Option<Job> {
 /// jobs for this state directory are removed. Returns what happened, one sentence a line,
 /// for the caller to print.
 pub fn apply(root: &Root, plan: &Plan) -> Result<Vec<String>> {
-    let mut said = Vec::new();
     let dir = plan.state_dir.display();
-    for f in &plan.elsewhere {
-        said.push(match &f.serves {
+    let mut said: Vec<String> = plan
+        .elsewhere
+        .iter()
+        .map(|f| match &f.serves {
             Serves::Dir(d) => format!(
                 "Left {f} alone: it renews {}, not {dir}.",
                 d.display()
@@ -371,30 +384,50 @@ pub fn apply(root: &Root, plan: &Plan) -> Result<Vec<String>> {
             Serves::Unknown => format!(
                 "Left {f} alone: which state directory it renews cannot be told, so check that it is not {dir}."
             ),
-        });
-    }
+        })
+        .collect();
     // One write of the user's crontab does everything that concerns it.
     let mut crontab_edit = CrontabEdit::default();
     for f in plan.remove.iter().filter(|f| f.place == Place::Crontab) {
         crontab_edit.remove.extend(f.line.clone());
     }
-    match &plan.ours {
-        Ours::Nothing => {}
-        Ours::Print(line) => said.push(format!(
+    said.extend(apply_ours(root, &plan.ours, &mut crontab_edit)?);
+    if !crontab_edit.is_empty() {
+        crontab_edit.apply(root)?;
+    }
+    for f in &plan.remove {
+        if f.place != Place::Crontab {
+            remove(root, f).with_context(|| {
+                format!(
+                    "acmekeep's job is in place, but {f} is still there; remove it by hand so {dir} is not renewed twice"
+                )
+            })?;
+        }
+        said.push(format!("Replaced {f}, which renewed {dir}."));
+    }
+    said.extend(left_in_place(plan));
+    Ok(said)
+}
+
+/// Carries out what `ours` says of our own job (what concerns the user's crontab goes into
+/// `crontab_edit`, written by the caller); what happened, if anything is to be said.
+fn apply_ours(root: &Root, ours: &Ours, crontab_edit: &mut CrontabEdit) -> Result<Option<String>> {
+    Ok(Some(match ours {
+        Ours::Nothing | Ours::Blocked => return Ok(None),
+        Ours::Print(line) => format!(
             "No way to schedule renewal was found (no systemd, no /etc/cron.d, no crontab program). \
              Add this line to a crontab to renew twice a day:\n{line}"
-        )),
-        Ours::Blocked => {}
+        ),
         Ours::Install(Scheduler::UserCrontab, job, _) => {
             crontab_edit.append = Some(crontab_line(job));
-            said.push(format!(
+            format!(
                 "Renewal scheduled twice a day at {}: a line in your crontab.",
                 job.times()
-            ));
+            )
         }
         Ours::Install(sched, job, name) => {
             let what = install(root, *sched, job, name)?;
-            said.push(format!("Renewal scheduled twice a day at {}: {what}.", job.times()));
+            format!("Renewal scheduled twice a day at {}: {what}.", job.times())
         }
         Ours::Upgrade {
             found,
@@ -428,9 +461,9 @@ pub fn apply(root: &Root, plan: &Plan) -> Result<Vec<String>> {
                     service_name(&found.place)
                 );
             }
-            said.push(line);
+            line
         }
-        Ours::Current(found) => said.push(format!("Renewal is already scheduled: {found}.")),
+        Ours::Current(found) => format!("Renewal is already scheduled: {found}."),
         Ours::Edited(found) => {
             let mut line = format!(
                 "Renewal is already scheduled: {found}, which was changed by hand, so quickstart leaves it as it is."
@@ -440,23 +473,17 @@ pub fn apply(root: &Root, plan: &Plan) -> Result<Vec<String>> {
                     " It runs once a day; Let's Encrypt asks clients to check for renewal at least twice a day.",
                 );
             }
-            said.push(line);
+            line
         }
-    }
-    if !crontab_edit.is_empty() {
-        crontab_edit.apply(root)?;
-    }
-    for f in &plan.remove {
-        if f.place != Place::Crontab {
-            remove(root, f).with_context(|| {
-                format!(
-                    "acmekeep's job is in place, but {f} is still there; remove it by hand so {dir} is not renewed twice"
-                )
-            })?;
-        }
-        said.push(format!("Replaced {f}, which renewed {dir}."));
-    }
+    }))
+}
+
+/// What is said of the jobs left in place: kept for a reason, kept as answered, and other
+/// jobs of ours.
+fn left_in_place(plan: &Plan) -> Vec<String> {
+    let dir = plan.state_dir.display();
     let blocked = plan.ours == Ours::Blocked;
+    let mut said = Vec::new();
     for (f, why) in &plan.kept {
         said.push(if blocked {
             format!(
@@ -480,7 +507,7 @@ pub fn apply(root: &Root, plan: &Plan) -> Result<Vec<String>> {
     for f in &plan.more_ours {
         said.push(format!("Also found {f}; it was left as it is."));
     }
-    Ok(said)
+    said
 }
 
 /// The service a timer of ours starts: the one of the same name.
