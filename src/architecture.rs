@@ -12,6 +12,9 @@
 //! There are no exceptions: the last upward edge (the store computing backoff with the
 //! planner's arithmetic) went when the planner took that decision (issue 16 C1), so every
 //! edge must follow the rules.
+//!
+//! The same reading keeps functions short: none over [`MAX_FUNCTION_LINES`] but those named
+//! in [`LONG_FUNCTIONS`], a list that only shrinks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -396,4 +399,135 @@ fn the_reader_finds_grouped_and_relative_imports() {
     let found: Vec<String> = imports(text, &module).into_iter().map(|(_, m)| m).collect();
     assert_eq!(found, ["name", "target", "plan", "keys"]);
     assert_eq!(paths_in("super::pace::x", &module[..1]), ["acme"]);
+}
+
+/// Most lines a production function may have, its signature included (80 is the guideline;
+/// this ceiling keeps the tree from creeping back).
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// The functions still over [`MAX_FUNCTION_LINES`], by top-level module and name (319, 205
+/// and 121 lines when this list was made; issue 16 C5 is reshaping them). The list only
+/// shrinks: an entry whose function is split (or gone) must be removed, and no function may
+/// join it.
+const LONG_FUNCTIONS: &[(&str, &str)] = &[
+    ("reconcile", "obtain"),
+    ("reconcile", "run_world"),
+    ("reconcile", "download_uncached"),
+];
+
+/// Each production function with its file, name and length in lines (from its `fn` line to
+/// its closing brace; declarations without a body are skipped).
+fn function_lengths() -> Vec<(String, String, usize)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let test_only = test_only_files(&files);
+    let mut out = Vec::new();
+    for file in files.iter().filter(|f| !test_only.contains(*f)) {
+        let module = module_path(&src, file);
+        if module.first().is_some_and(|m| m == "architecture")
+            || module.last().is_some_and(|m| m == "tests")
+        {
+            continue;
+        }
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        let text = std::fs::read_to_string(file).expect("source file");
+        let lines: Vec<&str> = text.lines().collect();
+        // Production code ends at the first inline test module.
+        let end = lines
+            .windows(2)
+            .position(|w| {
+                w[0].trim() == "#[cfg(test)]"
+                    && w[1].contains("mod ")
+                    && w[1].trim_end().ends_with('{')
+            })
+            .unwrap_or(lines.len());
+        for (i, line) in lines[..end].iter().enumerate() {
+            let Some((indent, name)) = fn_start(line) else {
+                continue;
+            };
+            // The signature ends at the body's `{`, or at `;` for a declaration.
+            let Some(open) = (i..end).find(|&j| {
+                let l = lines[j].trim_end();
+                l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+            }) else {
+                continue;
+            };
+            if !lines[open].trim_end().ends_with('{') {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            if let Some(last) = (open..end).find(|&j| lines[j] == close) {
+                out.push((rel.clone(), name.to_owned(), last - i + 1));
+            }
+        }
+    }
+    out
+}
+
+/// `    pub(crate) async fn name(` → (the indentation, `name`).
+fn fn_start(line: &str) -> Option<(&str, &str)> {
+    let code = line.trim_start();
+    let indent = &line[..line.len() - code.len()];
+    let mut rest = code;
+    if let Some(r) = rest.strip_prefix("pub") {
+        rest = match r.strip_prefix('(') {
+            Some(r) => r.split_once(") ")?.1,
+            None => r.strip_prefix(' ')?,
+        };
+    }
+    for qualifier in ["const ", "async ", "unsafe "] {
+        rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+    Some((indent, &rest[..end]))
+}
+
+/// Long functions hide what they decide: none may grow past [`MAX_FUNCTION_LINES`] but the
+/// few listed in [`LONG_FUNCTIONS`], and an entry goes once its function is split.
+#[test]
+fn no_function_grows_past_the_limit() {
+    let top = |file: &str| file.split(['/', '.']).next().unwrap_or_default().to_owned();
+    let over: Vec<(String, String, usize)> = function_lengths()
+        .into_iter()
+        .filter(|(_, _, len)| *len > MAX_FUNCTION_LINES)
+        .collect();
+    let mut problems: Vec<String> = over
+        .iter()
+        .filter(|(file, name, _)| !LONG_FUNCTIONS.contains(&(top(file).as_str(), name.as_str())))
+        .map(|(file, name, len)| {
+            format!("src/{file}: {name} is {len} lines (at most {MAX_FUNCTION_LINES}): split it")
+        })
+        .collect();
+    for &(m, n) in LONG_FUNCTIONS {
+        if !over.iter().any(|(f, name, _)| top(f) == m && name == n) {
+            problems.push(format!(
+                "{m}::{n} is no longer over {MAX_FUNCTION_LINES} lines (or is gone): remove it from LONG_FUNCTIONS"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn function_lengths_are_read_from_fn_line_to_closing_brace() {
+    assert_eq!(
+        fn_start("    pub(crate) async fn a_b("),
+        Some(("    ", "a_b"))
+    );
+    assert_eq!(fn_start("pub fn x<T>(t: T) {"), Some(("", "x")));
+    assert_eq!(fn_start("    const fn y() -> u8 {"), Some(("    ", "y")));
+    assert_eq!(fn_start("    // fn z()"), None);
+    assert_eq!(fn_start("    let f = fn_name;"), None);
+    let found = function_lengths();
+    let print_text = found
+        .iter()
+        .find(|(f, n, _)| f == "commands/status.rs" && n == "print_text")
+        .expect("status::print_text is found");
+    assert!((20..=60).contains(&print_text.2), "{print_text:?}");
 }
