@@ -7,6 +7,13 @@
 //! after loading) holds a `Clock`. Monotonic deadlines (`Instant`: hook and DNS timeouts,
 //! the lock wait, nonce ages) are not wall time and stay as they are. The architecture test
 //! holds the rest of the code to this.
+//!
+//! The commands that plan renewals (`reconcile`, `want`, `status`, `check`, `cull`,
+//! `metrics`) read it through [`now`]. In debug builds only, `ACMEKEEP_TEST_CLOCK_SKEW=<seconds>`
+//! moves that time, so the end-to-end tests can follow a certificate through its life (a
+//! 90-day certificate's renewal point, its CA's window) without waiting for it; release builds
+//! have no such knob. The caches' settled stamps and the CA's pauses keep the system's time:
+//! they are compared with file times and with Retry-After as it arrives.
 
 use std::fmt::Debug;
 use std::time::SystemTime;
@@ -25,6 +32,30 @@ impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+}
+
+/// The time a command plans with: the system's (see the module's preamble for the one
+/// exception, in debug builds).
+pub fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + skew()
+}
+
+/// `ACMEKEEP_TEST_CLOCK_SKEW`, in debug builds (zero when unset or not a number of seconds).
+#[cfg(debug_assertions)]
+fn skew() -> time::Duration {
+    static SKEW: std::sync::OnceLock<time::Duration> = std::sync::OnceLock::new();
+    *SKEW.get_or_init(|| {
+        std::env::var("ACMEKEEP_TEST_CLOCK_SKEW")
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map_or(time::Duration::ZERO, time::Duration::seconds)
+    })
+}
+
+/// No skew in release builds.
+#[cfg(not(debug_assertions))]
+fn skew() -> time::Duration {
+    time::Duration::ZERO
 }
 
 /// A clock that shows the time it is set to, for tests.

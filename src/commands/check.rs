@@ -57,7 +57,7 @@ struct ThresholdDoc {
 
 /// Runs the check; every failure to read is UNKNOWN (exit 3), as plugins must.
 pub fn execute(settings: &Settings, args: &CheckArgs) -> Result<ExitCode> {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     let code = match report(settings, args, now) {
         Ok(code) => code,
         Err(e) => {

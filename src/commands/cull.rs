@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use time::OffsetDateTime;
 
 use crate::cli::CullArgs;
 use crate::plan::{self, Policy};
@@ -16,7 +15,7 @@ use crate::world::{Scope, World};
 
 /// Runs cull.
 pub fn execute(settings: &Settings, args: &CullArgs) -> Result<ExitCode> {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     let (_lock, store) = super::lock_and_open(settings)?;
     let world = World::load(&store, Scope::CULL)?;
     let plan = plan::plan(

@@ -420,7 +420,7 @@ fn time_left(not_after: &str, now: OffsetDateTime) -> String {
 
 /// Prints the status.
 pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     let until = match &args.expiring {
         Some(d) => {
             let d =

@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_hooks;
 mod hostile_state;
 mod import;
+mod lifetimes;
 mod migration;
 mod monitor;
 mod package;
