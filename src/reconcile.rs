@@ -65,13 +65,15 @@ pub trait OrderGate: Send + Sync + std::fmt::Debug {
     /// the fleet cannot be used; the gate keeps why.
     fn claim<'a>(&'a self, file: &'a str) -> futures_util::future::BoxFuture<'a, Claim>;
     /// The order for `file` at `order_url`, for certificate key `key_id` of account
-    /// `account`, is about to be finalized. An error abandons the order before finalize.
+    /// `account`, its names validated as `validations` says, is about to be finalized. An
+    /// error abandons the order before finalize.
     fn finalizing<'a>(
         &'a self,
         file: &'a str,
         order_url: &'a str,
         key_id: &'a str,
         account: &'a str,
+        validations: Vec<crate::challenge::Validation>,
     ) -> futures_util::future::BoxFuture<'a, Result<()>>;
     /// The claimed attempt for `file` ended: `Ok(id)` with certificate `id` stored in the
     /// state directory, or how it failed. An error: the fleet did not take the certificate,
@@ -119,6 +121,8 @@ pub struct Finishing {
     pub account: String,
     /// The node that placed it.
     pub node: String,
+    /// How its names were validated (the certificate's `.validations`).
+    pub validations: Vec<crate::challenge::Validation>,
 }
 
 /// Outcome for one target.
@@ -1480,6 +1484,8 @@ async fn finish_one<I: Issuer>(
     let id = crate::keys::ids::cert_id(&f.url);
     let pem = keep_chain(&format!("certs/{id}"), &chains, &t.preferred_chain);
     let files = cert::validate_issued(pem, &key.id, &names, clock())?;
+    // As the node that placed the order recorded them; before `cert`, as in `issue_one`.
+    store.write_cert_validations(&id, &f.validations)?;
     store.finish_cert(&id, Some(&key.id), &files)?;
     if let Some(p) = &t.profile {
         store.write_cert_profile(&id, p)?;
@@ -1529,8 +1535,13 @@ impl Responder for Recorded<'_> {
         self.inner.cleanup_all(chs)
     }
     fn finalizing<'a>(&'a self, order_url: &'a str) -> crate::acme::BoxFuture<'a, Result<()>> {
-        self.gate
-            .finalizing(self.file, order_url, self.key_id, self.account)
+        self.gate.finalizing(
+            self.file,
+            order_url,
+            self.key_id,
+            self.account,
+            self.inner.validations(),
+        )
     }
 }
 

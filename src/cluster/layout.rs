@@ -14,6 +14,7 @@
 //! | `P/d/certs/<cert id>` | [`CertEntry`] (JSON) |
 //! | `P/d/heads/<file>` | [`Head`]: the certificate a target has now |
 //! | `P/d/runs/<file>` | the target's run record (backoff, shared by the fleet) |
+//! | `P/d/ari/<cert id>` | the CA's last renewal window for the certificate ([`crate::store::renewal_cache::AriRecord`]) |
 //! | `P/x/locks/<file>` | [`LockInfo`], bound to the holder's run lease |
 //! | `P/x/orders/<file>` | [`OrderRecord`]: an order in progress (outlives its holder) |
 //! | `P/x/pauses/<origin hash>` | [`Pause`], bound to a lease of the pause's length |
@@ -102,6 +103,10 @@ impl Layout {
     pub fn run(&self, file: &str) -> String {
         self.key(&format!("d/runs/{file}"))
     }
+    /// `P/d/ari/<cert id>`.
+    pub fn ari(&self, id: &str) -> String {
+        self.key(&format!("d/ari/{id}"))
+    }
     /// `P/x/locks/<file>`.
     pub fn lock(&self, file: &str) -> String {
         self.key(&format!("x/locks/{file}"))
@@ -173,6 +178,7 @@ impl Layout {
             "runs" => valid_target_file(name).then(|| DataKey::Run(name.to_owned())),
             "keys" => is_well_formed_id(name).then(|| DataKey::Key(name.to_owned())),
             "certs" => is_well_formed_id(name).then(|| DataKey::Cert(name.to_owned())),
+            "ari" => is_well_formed_id(name).then(|| DataKey::Ari(name.to_owned())),
             "accounts" => {
                 let (part, id) = name.split_once('/')?;
                 (valid_url_part(part) && is_well_formed_id(id))
@@ -205,6 +211,8 @@ pub enum DataKey {
     Key(String),
     /// `d/certs/<id>`.
     Cert(String),
+    /// `d/ari/<cert id>`.
+    Ari(String),
     /// `d/accounts/<urlpart>/<key id>`.
     Account(String),
 }
@@ -262,6 +270,9 @@ pub struct CertEntry {
     /// Revoked (acmetool's `revoked` file).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
+    /// How its names were validated, where that is kept (its `.validations` file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validations: Vec<crate::challenge::Validation>,
 }
 
 /// `P/d/heads/<file>`: the certificate a target has now.
@@ -315,6 +326,10 @@ pub struct OrderRecord {
     pub node: String,
     /// Since when (RFC 3339).
     pub since: String,
+    /// How its names were validated, where the certificate keeps that
+    /// ([`crate::challenge::Validation`]), for the node that finishes the order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validations: Vec<crate::challenge::Validation>,
 }
 
 /// `P/x/pauses/<hash>`: a CA asked the fleet to slow down.
@@ -405,6 +420,7 @@ mod tests {
             Some(DataKey::Target("example.org-abc".into()))
         );
         assert_eq!(l.parse_data(&l.cert(ID)), Some(DataKey::Cert(ID.into())));
+        assert_eq!(l.parse_data(&l.ari(ID)), Some(DataKey::Ari(ID.into())));
         assert_eq!(
             l.parse_data(&l.private_key(ID)),
             Some(DataKey::Key(ID.into()))
@@ -420,6 +436,7 @@ mod tests {
             "/acmekeep/d/targets/a/b".to_owned(),
             "/acmekeep/d/targets/".to_owned(),
             "/acmekeep/d/certs/short".to_owned(),
+            "/acmekeep/d/ari/short".to_owned(),
             format!("/acmekeep/d/certs/{}", ID.to_uppercase()),
             format!("/acmekeep/d/accounts/../{ID}"),
             format!("/acmekeep/d/accounts/x/{ID}/more"),

@@ -43,6 +43,7 @@ use super::layout::{self, CertEntry, DataKey, Head, NodeInfo, OrderRecord, Order
 use crate::keys::PrivateKey;
 use crate::plan::backoff::{self, Backoff};
 use crate::reconcile::{Claim, Failure, Finishing};
+use crate::store::renewal_cache::AriRecord;
 use crate::store::{Store, TargetRecord};
 
 /// Where the mirror remembers what it last synced.
@@ -82,6 +83,8 @@ pub struct Synced {
     pub defaults: Option<bool>,
     /// Certificates copied into `certs/`.
     pub certificates: Vec<String>,
+    /// When the fleet's renewal window of each certificate was fetched (`d/ari/`).
+    pub ari: BTreeMap<String, OffsetDateTime>,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -118,6 +121,7 @@ struct FleetData {
     accounts: Vec<(String, Entry)>,
     keys: BTreeMap<String, Entry>,
     certs: Vec<(String, Entry)>,
+    ari: Vec<(String, Entry)>,
 }
 
 async fn read_fleet<K: Kv + 'static>(fleet: &Fleet<K>) -> Result<FleetData> {
@@ -143,6 +147,7 @@ async fn read_fleet<K: Kv + 'static>(fleet: &Fleet<K>) -> Result<FleetData> {
                 out.keys.insert(id, e);
             }
             Some(DataKey::Cert(id)) => out.certs.push((id, e)),
+            Some(DataKey::Ari(id)) => out.ari.push((id, e)),
             _ => {}
         }
     }
@@ -184,6 +189,7 @@ pub async fn sync<K: Kv + 'static>(
             Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
         }
     }
+    out.ari = sync_ari(store, &data.ari);
     let mut mirror = load_mirror(store.root());
     sync_defaults(
         fleet,
@@ -196,6 +202,60 @@ pub async fn sync<K: Kv + 'static>(
     sync_targets(fleet, store, &data.targets, &mut mirror, &mut out).await?;
     save_mirror(store.root(), &mirror)?;
     Ok(out)
+}
+
+/// The fleet's renewal windows (ARI) into the mirror's cache, where they are newer than
+/// this node's (a node asks the CA only when no node has asked it lately); when each was
+/// fetched, for [`share_ari`].
+fn sync_ari(store: &Store, ari: &[(String, Entry)]) -> BTreeMap<String, OffsetDateTime> {
+    let mut out = BTreeMap::new();
+    for (id, e) in ari {
+        let theirs: AriRecord = match layout::decode(&e.key, &e.value) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::debug!("renewal information of certificate {id} in the fleet: {err:#}");
+                continue;
+            }
+        };
+        out.insert(id.clone(), theirs.fetched_at);
+        if !store.root().join("certs").join(id).join("cert").is_file() {
+            continue;
+        }
+        let newer = store
+            .ari_record(id)
+            .is_none_or(|mine| mine.fetched_at < theirs.fetched_at);
+        if newer && let Err(err) = store.save_ari_record(id, &theirs) {
+            tracing::warn!("{err:#}");
+        }
+    }
+    out
+}
+
+/// Shares the renewal windows this node fetched at or after `since` (in this run) for the
+/// certificates in `ids` that the fleet has older or none of (`synced`, from the sync),
+/// so the other nodes do not ask the CA again.
+pub async fn share_ari<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    ids: impl Iterator<Item = &String>,
+    synced: &BTreeMap<String, OffsetDateTime>,
+    since: OffsetDateTime,
+) -> Result<usize> {
+    let l = fleet.layout();
+    let ops: Vec<Op> = ids
+        .filter_map(|id| {
+            let mine = store.ari_record(id)?;
+            let fresh = mine.fetched_at >= since
+                && synced
+                    .get(id)
+                    .is_none_or(|theirs| *theirs < mine.fetched_at);
+            fresh.then(|| Op::put(l.ari(id), layout::encode(&mine)))
+        })
+        .collect();
+    for chunk in ops.chunks(super::fleet::MAX_TXN_OPS) {
+        fleet.kv().txn(vec![], chunk.to_vec(), vec![]).await?;
+    }
+    Ok(ops.len())
 }
 
 /// Writes this node's shared settings as the fleet's if `cmp` still holds; a refused write
@@ -580,6 +640,8 @@ fn mirror_cert<K: Kv + 'static>(
     }
     store.save_key(&key)?;
     store.begin_cert(&entry.url, entry.account.as_deref())?;
+    // Before `cert`, which makes the directory complete.
+    store.write_cert_validations(id, &entry.validations)?;
     store.finish_cert(id, Some(&entry.key), &files)?;
     if let Some(p) = &entry.profile {
         store.write_cert_profile(id, p)?;
@@ -626,6 +688,7 @@ fn cert_entry(
             fullchain: text("fullchain")?,
             profile,
             revoked: false,
+            validations: store.cert_validations(id),
         },
         key_pem.to_string(),
     ))
@@ -724,6 +787,12 @@ impl<K: Kv + 'static> NodeGate<K> {
     /// Targets other nodes held in the pass (taken: the next pass starts empty).
     pub fn take_elsewhere(&self) -> BTreeMap<String, String> {
         std::mem::take(&mut self.state().elsewhere)
+    }
+
+    /// Each target's certificate as this pass knows it: the sync's heads and the
+    /// certificates this run recorded since.
+    pub fn head_certs(&self) -> Vec<String> {
+        self.state().heads.values().cloned().collect()
     }
 
     /// Why the fleet could not be used in this run, if it could not.
@@ -938,6 +1007,7 @@ impl<K: Kv + 'static> NodeGate<K> {
         order_url: &str,
         key_id: &str,
         account: &str,
+        validations: Vec<crate::challenge::Validation>,
     ) -> Result<()> {
         let (held, store) = {
             let s = self.state();
@@ -955,6 +1025,7 @@ impl<K: Kv + 'static> NodeGate<K> {
             key: key_id.to_owned(),
             node: self.fleet.node().to_owned(),
             since: rfc3339((self.clock)()),
+            validations,
         };
         let ops = vec![
             Op::put(l.private_key(key_id), self.fleet.seal_key(key_id, &pem)?),
@@ -1050,6 +1121,7 @@ fn finishing(order: Option<&OrderRecord>) -> Option<Finishing> {
         key_id: o.key.clone(),
         account: o.account.clone(),
         node: o.node.clone(),
+        validations: o.validations.clone(),
     })
 }
 
@@ -1083,10 +1155,11 @@ impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
         order_url: &'a str,
         key_id: &'a str,
         account: &'a str,
+        validations: Vec<crate::challenge::Validation>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let r = self
-                .finalizing_inner(file, order_url, key_id, account)
+                .finalizing_inner(file, order_url, key_id, account, validations)
                 .await;
             if let Err(e) = &r
                 && super::is_unavailable(e)
@@ -1368,6 +1441,13 @@ mod tests {
 
     #[test]
     fn only_an_order_recorded_as_finalizing_is_finished_instead_of_ordered_again() {
+        // How node a validated the names goes with the order to the node that finishes it.
+        let validated = crate::challenge::Validation {
+            name: "a.example".into(),
+            kind: "dns-account-01".into(),
+            record: "_abc._acme-challenge.a.example".into(),
+            persist_until: None,
+        };
         let rec = |state, url: Option<&str>| OrderRecord {
             state,
             url: url.map(str::to_owned),
@@ -1375,6 +1455,7 @@ mod tests {
             key: "k".repeat(52),
             node: "a".into(),
             since: "2026-12-01T04:00:00Z".into(),
+            validations: vec![validated.clone()],
         };
         assert_eq!(finishing(None), None);
         // Before finalize no certificate can exist: a fresh order is safe.
@@ -1390,6 +1471,7 @@ mod tests {
                 key_id: "k".repeat(52),
                 account: "acct".into(),
                 node: "a".into(),
+                validations: vec![validated.clone()],
             })
         );
         // The record outlives failures that may pass (the certificate may exist), not a CA

@@ -403,9 +403,27 @@ async fn passes(
             // fleet registers its own, as on one machine (and shares it at the next sync).
             tracing::warn!("{}", crate::cause::render(&e));
         }
-        let report = crate::reconcile::run(store, connector, interaction, opts, now).await?;
+        let report =
+            crate::reconcile::run(store.clone(), connector, interaction, opts, now).await?;
         super::reconcile::summarise(&report, now);
         p.all_ok &= report.all_ok();
+        // The renewal windows this run asked the CA for (for a certificate it just obtained
+        // too), so that no other node asks again.
+        let certs = gate.head_certs();
+        match node::share_ari(fleet, &store, certs.iter(), &synced.ari, now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!("renewal information of {n} certificates shared with the fleet")
+            }
+            Err(e) if cluster::is_unavailable(&e) => {
+                p.lost = Some(why_unavailable(&e));
+                break;
+            }
+            Err(e) => tracing::warn!(
+                "sharing renewal information with the fleet: {}",
+                crate::cause::render(&e)
+            ),
+        }
         if gate.unavailable().is_some() {
             break;
         }

@@ -497,38 +497,77 @@ fn cluster_http01_is_answered_by_another_nodes_agent() {
     assert_eq!(b.live_cert_id("agent.fleet.test"), id);
 }
 
-/// Two nodes at one Pebble behind the proxy (which can hold a finalize answer), sharing an
-/// account: node a had one certificate and made the fleet. Lock TTL 2 s.
+/// Two nodes at one Pebble behind the proxy (which can hold a finalize answer or request),
+/// sharing an account: node a had one certificate and made the fleet. Lock TTL 2 s.
 struct Takeover {
     etcd: Etcd,
     pebble: crate::support::Pebble,
     proxy: crate::support::AriProxy,
     a: crate::support::StateDir,
     b: crate::support::StateDir,
+    /// The DNS server of [`Takeover::start_dns`].
+    _knot: Option<crate::support::Knot>,
 }
 
+/// The zone of [`Takeover::start_dns`].
+const DNS_ZONE: &str = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\n";
+
 impl Takeover {
+    /// Names under `fleet.test`, validated by http-01.
     fn start() -> Takeover {
+        Self::start_with(None, "warm.fleet.test")
+    }
+
+    /// Names under `example.test`, validated by dns-account-01 only (the proxy's challenge
+    /// double, records in Knot by RFC 2136): each certificate keeps how in `.validations`.
+    fn start_dns() -> Takeover {
+        use crate::support::{Knot, KnotKey};
+        let key = KnotKey::random("acme-update");
+        let knot = Knot::start(&key, &[("example.test", DNS_ZONE)]);
+        Self::start_with(Some((knot, key)), "warm.example.test")
+    }
+
+    fn start_with(
+        dns: Option<(crate::support::Knot, crate::support::KnotKey)>,
+        warm: &str,
+    ) -> Takeover {
         use crate::support::{
-            AriProxy, Pebble, PebbleOpts, StateDir, acmekeep, standard_conf_target,
+            AriProxy, ChallengeOffer, Pebble, PebbleOpts, StateDir, acmekeep, standard_conf_target,
         };
         let etcd = Etcd::start(3);
         // No reused authorizations: node b must never validate anything to finish a's order.
         let pebble = Pebble::start(PebbleOpts {
             authz_reuse_percent: Some(0),
+            dns_server: dns.as_ref().map(|(k, _)| k.addr()),
             ..PebbleOpts::fast()
         });
         let proxy = AriProxy::start(&pebble);
-        let conf = standard_conf_target(&pebble).replace(
+        let mut conf = standard_conf_target(&pebble).replace(
             &serde_json::to_string(&pebble.directory_url()).expect("JSON"),
             &serde_json::to_string(&proxy.directory_url()).expect("JSON"),
         );
+        if let Some((knot, key)) = &dns {
+            proxy.offer_challenges(ChallengeOffer {
+                dns_account: true,
+                client_dns: Some(knot.addr()),
+                pebble_dns_key: Some(key.clone()),
+                ..ChallengeOffer::default()
+            });
+            let addr = knot.addr().to_string();
+            conf = conf.replace(
+                "    http-self-test: false\n",
+                &format!(
+                    "    http-self-test: false\n    types: [dns-account-01]\n    dns-01:\n      hooks: false\n      server: \"{addr}\"\n      key-name: {}\n      algorithm: {}\n      secret: \"{}\"\n      resolvers: [\"{addr}\"]\n      nameservers: {{ns1.example.test: [\"{addr}\"]}}\n      propagation-timeout: 30\n",
+                    key.name, key.algorithm, key.secret
+                ),
+            );
+        }
         let (a, b) = (StateDir::new(), StateDir::new());
         for s in [&a, &b] {
             s.write_conf_target(&conf);
             s.write_standard_responses();
         }
-        acmekeep(&a, &["want", "warm.fleet.test"]).assert_success();
+        acmekeep(&a, &["want", warm]).assert_success();
         let key = ClusterKeys::new_line().expect("key");
         let eps = etcd.endpoints();
         join_with(&a, &eps, "a", &key, "lock-ttl: 2s\n");
@@ -540,6 +579,7 @@ impl Takeover {
             proxy,
             a,
             b,
+            _knot: dns.map(|(k, _)| k),
         }
     }
 
@@ -632,6 +672,110 @@ fn cluster_holder_killed_after_finalize_and_the_next_node_finishes_its_order() {
     t.lock_expires("kill.fleet.test");
     t.b_finishes("kill.fleet.test");
     assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
+}
+
+/// Node a orders `name` and is held just before its finalize reaches the CA (the proxy
+/// holds the request), with the order recorded as finalizing; returns it running.
+fn a_held_before_finalize(t: &Takeover, name: &str) -> crate::support::Running {
+    use crate::support::{Exchange, RunOpts, acmekeep, spawn_acmekeep};
+    acmekeep(&t.a, &["want", "--no-reconcile", name]).assert_success();
+    t.proxy.hold_requests(Exchange::Finalize, 1);
+    let run = spawn_acmekeep(&t.a, &["reconcile", "-v"], &RunOpts::default());
+    let started = Instant::now();
+    while t.proxy.held().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "node a never sent its finalize"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let order = t.etcd.dump(&format!("/acmekeep/x/orders/{name}"));
+    assert_eq!(order.len(), 1, "no order record before finalize");
+    assert!(String::from_utf8_lossy(&order[0].1).contains("\"finalizing\""));
+    run
+}
+
+/// The `.validations` of certificate `id` in `state` (dns-account-01 at the account's label).
+fn validations(state: &crate::support::StateDir, id: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(state.join(format!("certs/{id}/.validations")))
+        .unwrap_or_else(|e| panic!("certs/{id}/.validations: {e}\n{}", state.tree()));
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// Issue 19, the "ready" branch of the finalizing record: the lock holder is killed (-9)
+/// after recording its order as finalizing but before its finalize reached the CA, so the
+/// order is still ready there. Once the lease runs out node b finalizes that order with the
+/// recorded key: no new order, one new certificate, and it keeps how node a validated the
+/// names (`.validations`, which `status` shows). Certificates b only copies from the fleet
+/// carry theirs too.
+#[test]
+fn cluster_holder_killed_before_its_finalize_reached_the_ca_and_the_next_node_finalizes_it() {
+    use crate::support::{Release, acmekeep};
+    let t = Takeover::start_dns();
+    assert_eq!(t.issued(), 1);
+    let warm = t.a.live_cert_id("warm.example.test");
+    assert_eq!(validations(&t.a, &warm).len(), 1);
+    let name = "ready.example.test";
+    let a = a_held_before_finalize(&t, name);
+    signal(a.id(), "-KILL");
+    let a = a.wait();
+    assert_eq!(a.code, None, "{}", a.describe());
+    t.proxy.release_held(Release::Drop);
+    assert_eq!(t.issued(), 1, "a's finalize reached Pebble");
+    t.lock_expires(name);
+    t.b_finishes(name);
+    assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
+    let v = validations(&t.b, &t.b.live_cert_id(name));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["type"], "dns-account-01", "{v:?}");
+    assert_eq!(v[0]["name"], name, "{v:?}");
+    let record = v[0]["record"].as_str().expect("record").to_owned();
+    assert!(
+        record.ends_with(&format!("._acme-challenge.{name}")),
+        "{record}"
+    );
+    let status = acmekeep(&t.b, &["status"]);
+    status.assert_success();
+    let label = record.split('.').next().expect("label");
+    assert!(
+        status
+            .stdout
+            .contains(&format!("dns-account-01 label {label}")),
+        "{}",
+        status.stdout
+    );
+    // The certificate b copied from the fleet keeps a's record of it.
+    assert_eq!(t.b.live_cert_id("warm.example.test"), warm);
+    assert_eq!(validations(&t.b, &warm), validations(&t.a, &warm));
+}
+
+/// Issue 19: the lock holder is paused (SIGSTOP) just before its finalize reached the CA,
+/// for longer than its lease. Node b finalizes the order; the paused node's finalize, sent
+/// late, is refused by the CA, and it records nothing: one certificate, b's.
+#[test]
+fn cluster_holder_paused_before_its_finalize_and_its_late_finalize_changes_nothing() {
+    use crate::support::Release;
+    let t = Takeover::start();
+    let name = "late.fleet.test";
+    let a = a_held_before_finalize(&t, name);
+    signal(a.id(), "-STOP");
+    t.lock_expires(name);
+    t.b_finishes(name);
+    assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
+    let head = t.etcd.dump(&format!("/acmekeep/d/heads/{name}"));
+    assert_eq!(head.len(), 1);
+    assert!(String::from_utf8_lossy(&head[0].1).contains("\"node\":\"b\""));
+    // a's finalize reaches Pebble now, then a goes on.
+    t.proxy.release_held(Release::Forward);
+    signal(a.id(), "-CONT");
+    let a = a.wait();
+    assert_ne!(a.code, Some(0), "{}", a.describe());
+    assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
+    assert_eq!(
+        t.etcd.dump(&format!("/acmekeep/d/heads/{name}")),
+        head,
+        "the paused node overwrote the head"
+    );
 }
 
 /// Issue 19: the lock holder is paused (SIGSTOP) after its finalize reached the CA, for
@@ -736,6 +880,143 @@ fn cluster_a_rate_limit_on_the_account_told_to_one_node_holds_back_every_node() 
         "b ordered: {}",
         run.describe()
     );
+}
+
+/// How many times etcd's `key` was written since it was created (its `version`; 0: absent).
+fn writes(etcd: &Etcd, key: &str) -> i64 {
+    let out = etcd.ctl(&["get", key, "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    v["kvs"][0]["version"].as_i64().unwrap_or(0)
+}
+
+/// The OID of the public key algorithm of `certs/<id>/cert` in `state`.
+fn key_algorithm(state: &crate::support::StateDir, id: &str) -> String {
+    let pem = std::fs::read(state.join(format!("certs/{id}/cert"))).expect("cert");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).expect("PEM");
+    let cert = pem.parse_x509().expect("X.509");
+    cert.public_key().algorithm.algorithm.to_id_string()
+}
+
+/// Issue 19, shared conf/target against a real etcd: a setting changed on node a (its key
+/// type) goes to the fleet at a's next run, in one write, and reaches node b at its next
+/// run: b's conf/target takes it (keeping b's own `request.challenge`) and b's next
+/// certificate has an RSA key. Runs that change nothing write nothing.
+#[test]
+fn cluster_conf_target_changed_on_one_node_reaches_the_others_in_one_write() {
+    use crate::support::acmekeep;
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    let t = Takeover::start();
+    let key = "/acmekeep/d/conf/target";
+    assert_eq!(
+        writes(&t.etcd, key),
+        1,
+        "cluster-init gives the fleet a's settings"
+    );
+    // b joins with the same settings, a runs again: nothing to write.
+    acmekeep(&t.b, &["reconcile"]).assert_success();
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    assert_eq!(writes(&t.etcd, key), 1);
+    // b's own challenge settings, which the fleet must never overwrite.
+    let b_conf = t.b.read_string("conf/target").replace(
+        "    http-self-test: false\n",
+        "    http-self-test: false\n    env: {NODE: b}\n",
+    );
+    t.b.write_conf_target(&b_conf);
+
+    let a_conf = t.a.read_string("conf/target");
+    t.a.write_conf_target(&a_conf.replace(
+        "request:\n",
+        "request:\n  key:\n    type: rsa\n    rsa-size: 2048\n",
+    ));
+    let run = acmekeep(&t.a, &["reconcile", "-v"]);
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains("conf/target: its shared settings went to the fleet"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(writes(&t.etcd, key), 2, "one write for one change");
+    let shared = String::from_utf8(t.etcd.dump(key).remove(0).1).expect("UTF-8");
+    assert!(shared.contains("rsa"), "{shared}");
+    assert!(
+        !shared.contains("http-ports"),
+        "a's challenge settings stay a's: {shared}"
+    );
+
+    // `want` on a fleet node syncs at once: b takes the fleet's settings there.
+    acmekeep(&t.b, &["want", "--no-reconcile", "rsa.fleet.test"]).assert_success();
+    acmekeep(&t.b, &["reconcile"]).assert_success();
+    let b_now = t.b.read_string("conf/target");
+    assert!(b_now.starts_with("# acmekeep fleet node"), "{b_now}");
+    assert!(b_now.contains("rsa-size: 2048"), "{b_now}");
+    assert!(
+        b_now.contains("NODE: b"),
+        "b's own challenge settings kept: {b_now}"
+    );
+    assert_eq!(writes(&t.etcd, key), 2, "b took it without writing it back");
+    let id = t.b.live_cert_id("rsa.fleet.test");
+    assert_eq!(key_algorithm(&t.b, &id), RSA);
+    // Every node's next run: nothing written.
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    acmekeep(&t.b, &["reconcile"]).assert_success();
+    assert_eq!(writes(&t.etcd, key), 2);
+}
+
+/// Issue 19 "shared by the fleet", ARI: the renewal window node a asked the CA for goes to
+/// etcd (`d/ari/<cert id>`); node b, whose copy of the same certificate is due for asking,
+/// takes that window and asks the CA nothing until its Retry-After passes.
+#[test]
+fn cluster_a_renewal_window_one_node_fetched_is_not_asked_again_by_the_others() {
+    use crate::support::{AriWindow, acmekeep};
+    let t = Takeover::start();
+    let now = OffsetDateTime::now_utc();
+    t.proxy.set_default_window(Some(AriWindow {
+        start: now + time::Duration::days(30),
+        end: now + time::Duration::days(31),
+        retry_after: 3600,
+    }));
+    let id = t.a.live_cert_id("warm.fleet.test");
+    let fetched = t.proxy.fetches().len();
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    assert_eq!(
+        t.proxy.fetches().len(),
+        fetched + 1,
+        "a asked for its window"
+    );
+    let shared = t.etcd.dump(&format!("/acmekeep/d/ari/{id}"));
+    assert_eq!(shared.len(), 1, "the window is not in the fleet");
+    let rec: serde_json::Value = serde_json::from_slice(&shared[0].1).expect("JSON");
+    assert!(rec["window"].is_object(), "{rec}");
+
+    acmekeep(&t.b, &["reconcile"]).assert_success();
+    assert_eq!(t.b.live_cert_id("warm.fleet.test"), id);
+    assert_eq!(t.proxy.fetches().len(), fetched + 1, "b asked the CA again");
+    let cached = t.b.read_string(format!(".acmekeep/ari/{id}.json"));
+    let cached: serde_json::Value = serde_json::from_str(&cached).expect("JSON");
+    assert_eq!(cached["window"], rec["window"]);
+    // Neither asks again before the Retry-After.
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    acmekeep(&t.b, &["reconcile"]).assert_success();
+    assert_eq!(t.proxy.fetches().len(), fetched + 1);
+    // The window of a certificate obtained in a run (asked right after issuance) too.
+    acmekeep(&t.b, &["want", "--no-reconcile", "fresh.fleet.test"]).assert_success();
+    acmekeep(&t.b, &["reconcile"]).assert_success();
+    let fresh = t.b.live_cert_id("fresh.fleet.test");
+    let asked = t.proxy.fetches().len();
+    assert_eq!(
+        asked,
+        fetched + 2,
+        "b asked for the new certificate's window"
+    );
+    assert_eq!(
+        t.etcd.dump(&format!("/acmekeep/d/ari/{fresh}")).len(),
+        1,
+        "the new certificate's window is not in the fleet"
+    );
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    assert_eq!(t.a.live_cert_id("fresh.fleet.test"), fresh);
+    assert_eq!(t.proxy.fetches().len(), asked, "a asked again");
 }
 
 /// `accounts/<escaped URL>/<key id>` of a state directory.

@@ -21,6 +21,9 @@
 //!   ([`AriProxy::offer_challenges`], see [`super::challenge_double`]).
 //! - Any kind of exchange can be answered hostilely ([`AriProxy::tamper`], see
 //!   [`super::hostile`]): slowly, endlessly, malformed, with edited JSON, headers or chains.
+//! - A request can be held instead of forwarded ([`AriProxy::hold_requests`]): it never
+//!   reaches Pebble while held (a client stopped before its request got through), and is
+//!   then dropped unanswered or sent on late ([`AriProxy::release_held`]).
 //!
 //! One std thread per connection, one request per connection (`Connection: close`).
 
@@ -132,6 +135,21 @@ struct ProxyState {
     profiles: Option<serde_json::Map<String, serde_json::Value>>,
     tampers: hostile::Tampers,
     double: DoubleState,
+    /// Requests of this kind to hold, and how many more ([`AriProxy::hold_requests`]).
+    hold: Option<(Exchange, usize)>,
+    /// The requests held so far, in order.
+    held: Vec<Exchange>,
+    /// What becomes of the requests held now: `None` while they are held.
+    release: Option<Release>,
+}
+
+/// What becomes of a held request when the test lets it go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The connection is closed without an answer: the request never reached Pebble.
+    Drop,
+    /// The request goes to Pebble now, and its answer to the client.
+    Forward,
 }
 
 struct Shared {
@@ -309,6 +327,27 @@ impl AriProxy {
         self.shared.state().tampers.hits.clone()
     }
 
+    /// From now on the next `times` requests of kind `exchange` are held: read, counted in
+    /// [`AriProxy::held`], not forwarded, and left unanswered until [`AriProxy::release_held`]
+    /// (at most [`IO_TIMEOUT`]; then dropped).
+    pub fn hold_requests(&self, exchange: Exchange, times: usize) {
+        let mut st = self.shared.state();
+        st.hold = Some((exchange, times));
+        st.release = None;
+    }
+
+    /// The requests held so far, in order.
+    pub fn held(&self) -> Vec<Exchange> {
+        self.shared.state().held.clone()
+    }
+
+    /// Lets the requests held now (and any held later) go as `release` says.
+    pub fn release_held(&self, release: Release) {
+        let mut st = self.shared.state();
+        st.hold = None;
+        st.release = Some(release);
+    }
+
     /// Every new-order request that arrived, in order, with the time it did.
     pub fn order_attempts(&self) -> Vec<OrderAttempt> {
         self.shared.state().attempts.clone()
@@ -424,6 +463,11 @@ fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> 
     let mut parts = req.start.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let exchange = Exchange::of(method, path);
+    if let Some(x) = exchange
+        && hold(x, shared) == Some(Release::Drop)
+    {
+        return Ok(());
+    }
     if exchange == Some(Exchange::Finalize)
         && let Some(csr) = hostile::finalize_csr(&order_payload(&req.body))
     {
@@ -464,6 +508,29 @@ fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, shared: &Shared) -> 
     sent?;
     tls.conn.send_close_notify();
     tls.flush()
+}
+
+/// Holds a request of kind `x` if the proxy is told to: waits until the test lets it go
+/// (at most [`IO_TIMEOUT`], then it is dropped) and says how; `None` when it is not held.
+fn hold(x: Exchange, shared: &Shared) -> Option<Release> {
+    {
+        let mut st = shared.state();
+        match &mut st.hold {
+            Some((kind, n)) if *kind == x && *n > 0 => *n -= 1,
+            _ => return None,
+        }
+        st.held.push(x);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(r) = shared.state().release {
+            return Some(r);
+        }
+        if started.elapsed() > IO_TIMEOUT {
+            return Some(Release::Drop);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn json_response(

@@ -26,7 +26,7 @@ mod webserver;
 
 // Re-exports for the test modules; not every module uses every item.
 #[allow(unused_imports)]
-pub use ari_proxy::{AriProxy, AriWindow, Failing, OrderAttempt, RateLimit, SeenOrder};
+pub use ari_proxy::{AriProxy, AriWindow, Failing, OrderAttempt, RateLimit, Release, SeenOrder};
 pub use challenge_double::ChallengeOffer;
 #[allow(unused_imports)]
 pub use cli::{Run, RunOpts, Running, acmekeep, acmekeep_with, spawn_acmekeep};
