@@ -2,13 +2,14 @@
 //! beside Debian's acmetool package, then acmetool's steps with the installed program and the
 //! real default state directory (`cp responses conf/; acmekeep quickstart --batch; acmekeep
 //! want NAME1 NAME2`) against a Pebble on loopback, the man page, the units, lintian, and then
-//! `dpkg --remove` and `dpkg --purge`, which must leave /var/lib/acme and edited hooks alone.
+//! `dpkg --remove` and `dpkg --purge`, which must leave /var/lib/acme, edited hooks and hooks
+//! the package did not install alone, and take quickstart's cron job away with the package.
 //!
-//! It changes the machine (/usr/bin, /var/lib/acme, /etc/acme/hooks, /etc/cron.d or the
-//! systemd units), so `cargo test` skips it. scripts/test-package runs it alone, as root, after
-//! building the package (its path comes in `ACMEKEEP_DEB`); scripts/test runs that in CI.
-//! Whatever was at those paths is moved aside first and put back afterwards, also when the test
-//! fails; a run that was killed is put back by the next one.
+//! It changes the machine (/usr/bin, /var/lib/acme, /var/lib/acmekeep, /etc/acme/hooks,
+//! /etc/cron.d or the systemd units), so `cargo test` skips it. scripts/test-package runs it
+//! alone, as root, after building the package (its path comes in `ACMEKEEP_DEB`); scripts/test
+//! runs that in CI. Whatever was at those paths is moved aside first and put back afterwards,
+//! also when the test fails; a run that was killed is put back by the next one.
 
 use std::fs;
 use std::io::Write;
@@ -35,9 +36,10 @@ const COMPLETIONS: [&str; 3] = [
     "/usr/share/fish/vendor_completions.d/acmekeep.fish",
 ];
 /// The paths the test may change; what is there is moved aside (suffix [`SAVED`]) and back.
-const TOUCHED: [&str; 6] = [
+const TOUCHED: [&str; 7] = [
     STATE,
     HOOKS,
+    "/var/lib/acmekeep",
     "/etc/cron.d/acmekeep",
     "/etc/systemd/system/acmekeep.service",
     "/etc/systemd/system/acmekeep.timer",
@@ -402,8 +404,9 @@ fn debian_package_installs_beside_acmetool_sets_up_like_acmetool_and_purges_clea
     };
     assert_eq!(job, "/usr/bin/acmekeep --batch reconcile");
     // quickstart replaced acmetool's managed reload hook with the one the package ships.
+    let reload_from_quickstart = read(&format!("{HOOKS}/reload"));
     assert_eq!(
-        read(&format!("{HOOKS}/reload")),
+        reload_from_quickstart,
         read(&format!("{SHIPPED_HOOKS}/reload"))
     );
 
@@ -416,6 +419,8 @@ fn debian_package_installs_beside_acmetool_sets_up_like_acmetool_and_purges_clea
     );
     // The scheduled command, run as cron runs it, has nothing to do.
     run("sh", &["-c", &job]).ok();
+    let cron_job = Path::new("/etc/cron.d/acmekeep");
+    let cron = exists(cron_job);
 
     // An `acmetool` command that runs acmekeep (README, "Install"), in a PATH of its own so the
     // machine's acmetool stays as it is.
@@ -475,7 +480,12 @@ fn debian_package_installs_beside_acmetool_sets_up_like_acmetool_and_purges_clea
         "remove changed {STATE}"
     );
     assert!(exists(Path::new(&format!("{HOOKS}/reload"))));
+    assert_eq!(exists(cron_job), cron, "remove keeps quickstart's cron job");
 
+    // Purge: the reload hook was there before the package (acmetool's; quickstart replaced it
+    // with acmekeep's): it is not the package's, and acmetool, still installed, runs it. The
+    // haproxy hook the package installed was edited: it stays. quickstart's cron job for
+    // /usr/bin/acmekeep would fail from now on: it goes.
     let purge = run("dpkg", &["--purge", "acmekeep"]).ok();
     println!("{}{}", purge.stdout, purge.stderr);
     assert!(!installed());
@@ -484,9 +494,35 @@ fn debian_package_installs_beside_acmetool_sets_up_like_acmetool_and_purges_clea
         state_before,
         "purge changed {STATE}"
     );
-    assert!(
-        !exists(Path::new(&format!("{HOOKS}/reload"))),
-        "the unedited reload hook stayed after purge"
+    assert_eq!(
+        read(&format!("{HOOKS}/reload")),
+        reload_from_quickstart,
+        "purge removed a reload hook the package had not installed"
     );
     assert_eq!(read(&format!("{HOOKS}/haproxy")), edited_hook);
+    assert!(
+        !exists(cron_job),
+        "quickstart's cron job stayed after purge"
+    );
+
+    // Installed where there were no hooks, unedited: purge takes both away again.
+    for hook in ["reload", "haproxy"] {
+        fs::remove_file(format!("{HOOKS}/{hook}")).expect("rm hook");
+    }
+    run("dpkg", &["--install", &deb]).ok();
+    for hook in ["reload", "haproxy"] {
+        assert_eq!(
+            read(&format!("{HOOKS}/{hook}")),
+            read(&format!("{SHIPPED_HOOKS}/{hook}"))
+        );
+    }
+    run("dpkg", &["--purge", "acmekeep"]).ok();
+    assert!(!installed());
+    for hook in ["reload", "haproxy"] {
+        assert!(
+            !exists(Path::new(&format!("{HOOKS}/{hook}"))),
+            "the unedited {hook} hook the package installed stayed after purge"
+        );
+    }
+    assert!(!exists(Path::new("/var/lib/acmekeep")));
 }

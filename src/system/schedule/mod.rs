@@ -865,4 +865,50 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted, ["03:07:00", "15:07:00"], "{text}");
     }
+
+    /// The package's postrm removes on purge the cron jobs quickstart wrote for
+    /// /usr/bin/acmekeep (they would fail twice a day from then on), recognising them by the
+    /// text [`cron_d_text`] writes: its function is run here by sh on files rendered now.
+    #[test]
+    fn the_package_purge_removes_the_cron_jobs_quickstart_wrote_and_nothing_else() {
+        let postrm = include_str!("../../../debian/postrm");
+        let start = postrm.find("remove_cron_job() {").expect("the function");
+        let end = start + postrm[start..].find("\n}\n").expect("its end") + 3;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = |exe: &str, state: Option<&str>| {
+            Job::new(7, 3, Path::new(exe), state.map(Path::new), &[]).expect("valid")
+        };
+        let now = cron_d_text(&job("/usr/bin/acmekeep", None), false);
+        let files = [
+            ("now", now.clone(), false),
+            (
+                "daily-other-state",
+                cron_d_text(&job("/usr/bin/acmekeep", Some("/srv/acme")), true),
+                false,
+            ),
+            ("edited", format!("{now}0 1 * * * root backup\n"), true),
+            (
+                "another-program",
+                cron_d_text(&job("/usr/local/bin/acmekeep", None), false),
+                true,
+            ),
+        ];
+        for (name, text, _) in &files {
+            fs::write(dir.path().join(name), text).expect("write");
+        }
+        let out = Command::new("sh")
+            .arg("-ec")
+            .arg(format!(
+                "{}for f in \"$@\"; do remove_cron_job \"$f\"; done",
+                &postrm[start..end]
+            ))
+            .arg("sh")
+            .args(files.iter().map(|(name, ..)| dir.path().join(name)))
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        for (name, text, kept) in &files {
+            assert_eq!(dir.path().join(name).exists(), *kept, "{name}:\n{text}");
+        }
+    }
 }
