@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use time::OffsetDateTime;
 
 use crate::cert::CertSet;
 use crate::exit::config_error;
@@ -92,9 +93,16 @@ pub struct World {
     pub certs: CertSet,
     /// Cached renewal information by certificate id (with [`Scope::ari`]).
     pub ari: BTreeMap<String, AriRecord>,
-    /// The run record of each target, in the order of `targets` (with [`Scope::records`];
-    /// else empty).
-    pub records: Vec<TargetRecord>,
+    /// The run record of each target, in the order of `targets`: all of them with
+    /// [`Scope::records`], else those the plan asked for ([`World::load_needs`]); `None`:
+    /// not read. Empty when none was read.
+    pub records: Vec<Option<TargetRecord>>,
+    /// Certificate id → the CA that issued it (`None`: not recorded), read for the
+    /// certificates the plan asked about ([`crate::plan::work::Needs::issuers`]).
+    pub issuers: BTreeMap<String, Option<String>>,
+    /// CA → whether its directory lately offered no `renewalInfo` (a stamp younger than a
+    /// day), read for the CAs the plan asked about.
+    pub no_ari: BTreeMap<String, bool>,
     /// Incomplete certificate directory id → the key id its `privkey` link names (with
     /// [`Scope::privkey_links`]).
     pub privkey_links: BTreeMap<String, String>,
@@ -159,7 +167,10 @@ impl World {
                 .collect();
         }
         if scope.records {
-            world.records = read_records(store, &world.targets);
+            world.records = read_records(store, &world.targets)
+                .into_iter()
+                .map(Some)
+                .collect();
         }
         if scope.privkey_links {
             world.privkey_links = world
@@ -182,7 +193,7 @@ impl World {
     /// Adds `desired/<file>`, just written, resolved exactly as a load resolves it: into
     /// `targets` in file order (with its run record, if records are loaded), or into `broken`.
     pub fn add_target(&mut self, store: &Store, file: &str) {
-        let with_records = self.scope.records;
+        let with_records = !self.records.is_empty();
         if let Ok(i) = self.targets.binary_search_by(|t| t.file.as_str().cmp(file)) {
             self.targets.remove(i);
             if with_records {
@@ -195,13 +206,47 @@ impl World {
                 let i = self.targets.partition_point(|x| x.file.as_str() < file);
                 self.targets.insert(i, t);
                 if with_records {
-                    self.records.insert(i, store.target_record(file));
+                    self.records.insert(i, Some(store.target_record(file)));
                 }
             }
             Err(e) => {
                 let i = self.broken.partition_point(|b| b.file.as_str() < file);
                 self.broken.insert(i, e);
             }
+        }
+    }
+}
+
+impl World {
+    /// The run record of target `i`, if it was read.
+    pub fn record(&self, i: usize) -> Option<&TargetRecord> {
+        self.records.get(i).and_then(Option::as_ref)
+    }
+
+    /// Reads what a plan at `now` lacked ([`crate::plan::work::Needs`]) into the world.
+    pub fn load_needs(
+        &mut self,
+        store: &Store,
+        needs: &crate::plan::work::Needs,
+        now: OffsetDateTime,
+    ) {
+        if !needs.records.is_empty() && self.records.is_empty() {
+            self.records = vec![None; self.targets.len()];
+        }
+        for &i in &needs.records {
+            if let (Some(slot), Some(t)) = (self.records.get_mut(i), self.targets.get(i)) {
+                *slot = Some(store.target_record(&t.file));
+            }
+        }
+        for id in &needs.issuers {
+            self.issuers
+                .entry(id.clone())
+                .or_insert_with(|| store.cert_provider(id));
+        }
+        for p in &needs.ari_stamps {
+            self.no_ari
+                .entry(p.clone())
+                .or_insert_with(|| store.provider_lacks_ari(p, now));
         }
     }
 }

@@ -224,6 +224,8 @@ impl Loaded {
             records,
             ..
         } = world;
+        // Every record was read (Scope::STATUS); a missing file reads as the empty record.
+        let records = records.into_iter().map(Option::unwrap_or_default).collect();
         Ok(Loaded {
             store,
             records,

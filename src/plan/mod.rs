@@ -10,6 +10,7 @@ pub mod ari;
 pub mod backoff;
 pub mod cull;
 pub mod edit;
+pub mod work;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,12 @@ pub struct Policy {
     pub force: bool,
     /// Decide what `cull` deletes ([`Plan::cull`]).
     pub cull: bool,
+    /// Decide the work of a run (`reconcile`): downloads, renewal information, orders,
+    /// deferrals ([`work::Work`]).
+    pub run: bool,
+    /// `reconcile --only`: order only for these targets, by file name or one of their
+    /// names (empty: all).
+    pub only: Vec<String>,
 }
 
 /// Everything decided from one world at one time.
@@ -39,28 +46,36 @@ pub struct Plan {
     pub relinks: Vec<Relink>,
     /// With [`Policy::cull`]: what to delete once the relinks are made.
     pub cull: Option<cull::CullPlan>,
+    /// With [`Policy::run`]: the downloads, renewal information, orders and deferrals of a
+    /// run, and what the planner lacked to decide them.
+    pub work: work::Work,
 }
 
 /// Decides, for `world` at `now`, each target's certificate, renewal time and next due time,
-/// the relinks and (if asked) the cull. One pass over the targets; pure.
+/// the relinks, (if asked) the cull and (if asked) the work of a run. One pass over the
+/// targets; pure.
 pub fn plan(world: &World, now: OffsetDateTime, policy: &Policy) -> Plan {
-    let targets = world
+    let targets: Vec<TargetPlan> = world
         .targets
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let mut p = plan_target_ari(t, &world.certs, now, &world.ari);
             if p.needs_request {
-                // Due: asked as soon as its backoff allows (known when the records are loaded).
-                let waiting = world
-                    .records
-                    .get(i)
+                // Due: asked as soon as its backoff allows (known when its record is read).
+                p.waiting = world
+                    .record(i)
                     .and_then(|r| backoff::gate(r, now, policy.force));
-                p.next_due = Some(waiting.map_or(now, |w| w.until));
+                p.next_due = Some(p.waiting.as_ref().map_or(now, |w| w.until));
             }
             p
         })
         .collect();
+    let work = if policy.run {
+        work::work(world, &targets, now, &policy.only)
+    } else {
+        work::Work::default()
+    };
     let relinks = plan_relinks(&world.targets, &world.certs, &world.inv.live, now);
     let cull = policy.cull.then(|| {
         let mut live = world.inv.live.clone();
@@ -74,6 +89,7 @@ pub fn plan(world: &World, now: OffsetDateTime, policy: &Policy) -> Plan {
         targets,
         relinks,
         cull,
+        work,
     }
 }
 
@@ -89,6 +105,9 @@ pub struct TargetPlan {
     /// When the target is next due: `renew_at` while its certificate is good, else when a
     /// request may be made (now, or when its backoff ends; see [`plan`]).
     pub next_due: Option<OffsetDateTime>,
+    /// A due target whose run record says it waits (backoff, or the CA's rate): until when
+    /// and why ([`backoff::gate`]). `None` also while its record is not read.
+    pub waiting: Option<backoff::Waiting>,
 }
 
 /// Decides whether `target` needs a new certificate at `now`, by the local rule alone.
@@ -125,6 +144,7 @@ pub fn plan_target_ari(
                 renew_at: Some(renew_at),
                 needs_request,
                 next_due: Some(if needs_request { now } else { renew_at }),
+                waiting: None,
             }
         }
         None => TargetPlan {
@@ -132,6 +152,7 @@ pub fn plan_target_ari(
             renew_at: None,
             needs_request: true,
             next_due: Some(now),
+            waiting: None,
         },
     }
 }
@@ -375,6 +396,7 @@ mod tests {
                 renew_at: None,
                 needs_request: true,
                 next_due: Some(T0),
+                waiting: None,
             }
         );
     }
@@ -497,9 +519,9 @@ mod tests {
         };
         let backing_off = after_attempt(TargetRecord::default(), failed, now);
         world.records = vec![
-            TargetRecord::default(),
-            TargetRecord::default(),
-            backing_off,
+            Some(TargetRecord::default()),
+            Some(TargetRecord::default()),
+            Some(backing_off),
         ];
         let p = plan(&world, now, &Policy::default());
         for (t, got) in world.targets.iter().zip(&p.targets) {
