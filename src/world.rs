@@ -49,10 +49,12 @@ impl Scope {
         records: false,
         privkey_links: false,
     };
-    /// `reconcile` (and `want` before it): targets and inventory; the run reads the renewal
-    /// information and the run records of the few targets that are due itself.
+    /// `reconcile` (and `want` before it): targets, inventory and the cached renewal
+    /// information; the run records of the few targets that are due are read when the plan
+    /// asks for them ([`World::load_needs`]).
     pub const RECONCILE: Scope = Scope {
         inventory: true,
+        ari: true,
         ..Scope::TARGETS
     };
     /// `status`: all of it but the key links (no lock, no network).
@@ -98,7 +100,7 @@ pub struct World {
     /// not read. Empty when none was read.
     pub records: Vec<Option<TargetRecord>>,
     /// Certificate id → the CA that issued it (`None`: not recorded), read for the
-    /// certificates the plan asked about ([`crate::plan::work::Needs::issuers`]).
+    /// certificates the plan asked about ([`Needs::issuers`]).
     pub issuers: BTreeMap<String, Option<String>>,
     /// CA → whether its directory lately offered no `renewalInfo` (a stamp younger than a
     /// day), read for the CAs the plan asked about.
@@ -217,19 +219,34 @@ impl World {
     }
 }
 
+/// Inputs a plan lacked, to be read into the world ([`World::load_needs`]) before planning
+/// again (see `plan::work`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Targets (indexes) whose run record decides whether they are ordered for.
+    pub records: Vec<usize>,
+    /// Certificates whose issuing CA decides where their renewal information is asked and
+    /// whether an order may name them as replaced.
+    pub issuers: Vec<String>,
+    /// CAs whose "no renewalInfo" stamp decides whether they are asked.
+    pub ari_stamps: Vec<String>,
+}
+
+impl Needs {
+    /// Nothing lacking: the plan is final.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.issuers.is_empty() && self.ari_stamps.is_empty()
+    }
+}
+
 impl World {
     /// The run record of target `i`, if it was read.
     pub fn record(&self, i: usize) -> Option<&TargetRecord> {
         self.records.get(i).and_then(Option::as_ref)
     }
 
-    /// Reads what a plan at `now` lacked ([`crate::plan::work::Needs`]) into the world.
-    pub fn load_needs(
-        &mut self,
-        store: &Store,
-        needs: &crate::plan::work::Needs,
-        now: OffsetDateTime,
-    ) {
+    /// Reads what a plan at `now` lacked into the world.
+    pub fn load_needs(&mut self, store: &Store, needs: &Needs, now: OffsetDateTime) {
         if !needs.records.is_empty() && self.records.is_empty() {
             self.records = vec![None; self.targets.len()];
         }

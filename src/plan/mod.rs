@@ -42,7 +42,8 @@ pub struct Plan {
     pub at: OffsetDateTime,
     /// One verdict per target of the world, in the same order.
     pub targets: Vec<TargetPlan>,
-    /// The `live/` links to change, on the world as it is.
+    /// The `live/` links to change, on the world as it is (not with [`Policy::run`]: a run
+    /// relinks after its orders, with [`plan_relinks`] on the certificates it ends with).
     pub relinks: Vec<Relink>,
     /// With [`Policy::cull`]: what to delete once the relinks are made.
     pub cull: Option<cull::CullPlan>,
@@ -76,7 +77,13 @@ pub fn plan(world: &World, now: OffsetDateTime, policy: &Policy) -> Plan {
     } else {
         work::Work::default()
     };
-    let relinks = plan_relinks(&world.targets, &world.certs, &world.inv.live, now);
+    // A run relinks after its orders, on the certificates it ends with: deciding them now
+    // would be a pass over every target for nothing.
+    let relinks = if policy.run {
+        Vec::new()
+    } else {
+        plan_relinks(&world.targets, &world.certs, &world.inv.live, now)
+    };
     let cull = policy.cull.then(|| {
         let mut live = world.inv.live.clone();
         for r in &relinks {

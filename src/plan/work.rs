@@ -21,6 +21,7 @@ use crate::plan::ari;
 use crate::plan::backoff::Waiting;
 use crate::store::CertState;
 use crate::target::Target;
+pub use crate::world::Needs;
 use crate::world::World;
 
 /// Where a group of requests goes: one HTTP client (trusted roots) and one account session
@@ -119,25 +120,6 @@ pub struct Deferral {
     pub target: usize,
     /// Why, and until when.
     pub why: Why,
-}
-
-/// Inputs the planner lacked, to be read into the world before planning again.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Needs {
-    /// Targets (indexes) whose run record decides whether they are ordered for.
-    pub records: Vec<usize>,
-    /// Certificates whose issuing CA decides where their renewal information is asked and
-    /// whether an order may name them as replaced.
-    pub issuers: Vec<String>,
-    /// CAs whose "no renewalInfo" stamp decides whether they are asked.
-    pub ari_stamps: Vec<String>,
-}
-
-impl Needs {
-    /// Nothing lacking: the plan is final.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.issuers.is_empty() && self.ari_stamps.is_empty()
-    }
 }
 
 /// The work of a run ([`super::Plan`]'s part that only `reconcile` carries out).
