@@ -56,6 +56,8 @@ pub struct Store {
     fs: AtomicFs,
     perm: perm::PermTable,
     listings: Listings,
+    /// The run records this process wrote (for the record cache).
+    written: records::Written,
     /// Opened with the lock, so caches may be written.
     writable: bool,
     /// The wall clock cache stamps are compared with.
@@ -376,6 +378,7 @@ impl Store {
             fs: AtomicFs::new(tmp),
             perm: table,
             listings: Listings::default(),
+            written: records::Written::default(),
             writable: true,
             clock: Arc::new(SystemClock),
         };
@@ -471,6 +474,7 @@ impl Store {
             fs: AtomicFs::new(root.join("tmp")),
             perm,
             listings: Listings::default(),
+            written: records::Written::default(),
             writable: false,
             clock: Arc::new(SystemClock),
         })
