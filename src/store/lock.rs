@@ -80,7 +80,7 @@ fn pid_suffix(pid: Option<u32>, before: &str, after: &str) -> String {
 
 /// Exclusive lock on a state directory. The lock is held for as long as this value lives.
 ///
-/// Dropping it closes the file, and closing the file releases the lock. A crash releases it too.
+/// Dropping it unlocks and closes the file. A crash releases it too, when the descriptor closes.
 #[derive(Debug)]
 pub struct StateLock {
     /// Kept open to hold the flock; emptied on release.
@@ -138,10 +138,14 @@ impl StateLock {
 }
 
 impl Drop for StateLock {
-    /// Empties the file before the descriptor closes and the flock goes, so the next waiter
-    /// never mistakes our PID for that of a new holder that has not written its own yet.
+    /// Empties the file before the flock goes, so the next waiter never mistakes our PID for
+    /// that of a new holder that has not written its own yet. Then unlocks explicitly rather
+    /// than by closing: a child process spawned by another thread at that moment holds a copy of
+    /// the descriptor until its exec closes it, and the flock (shared by every copy) would stay
+    /// held until then, so the next acquire in this process could find it busy.
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
     }
 }
 
@@ -386,6 +390,18 @@ mod tests {
             other => panic!("expected Timeout, got {other:?}"),
         }
         assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_copy_of_the_descriptor_left_in_a_spawning_child_does_not_keep_the_lock_held() {
+        // A child spawned by another thread between fork and exec holds a copy of every
+        // descriptor; `cargo test` saw "Busy" on a re-lock in the same process because of it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = StateLock::acquire(dir.path()).expect("acquire");
+        let inherited = lock.file.try_clone().expect("dup");
+        drop(lock);
+        StateLock::acquire(dir.path()).expect("the lock is free once its holder is dropped");
+        drop(inherited);
     }
 
     #[test]
