@@ -113,6 +113,18 @@ impl CertSet {
         self.certs.push(cert);
     }
 
+    /// Marks the certificate `id` revoked (it no longer satisfies any target); false when
+    /// there is no such certificate.
+    pub fn mark_revoked(&mut self, id: &str) -> bool {
+        match self.by_id.get(id) {
+            Some(&i) => {
+                self.certs[i].revoked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Certificates that may satisfy `target`: those carrying its first name.
     fn candidates<'a>(&'a self, target: &Target) -> Box<dyn Iterator<Item = &'a CertSummary> + 'a> {
         match target.satisfy_names.first() {

@@ -17,7 +17,7 @@ use crate::cli::{ReconcileArgs, RevokeArgs};
 use crate::exit::config_error;
 use crate::keys::ids;
 use crate::settings::Settings;
-use crate::store::{CertState, Inventory};
+use crate::world::{Scope, World};
 
 /// RFC 5280 reason codes a subscriber may give.
 pub fn reason_code(reason: &str) -> Result<u8> {
@@ -35,19 +35,20 @@ pub fn reason_code(reason: &str) -> Result<u8> {
     )
 }
 
-/// Resolves one argument to certificate ids: a certificate id, a key id (every certificate
-/// with that key), or a path inside `certs/<id>` or `live/<name>`.
-pub fn resolve(root: &Path, inv: &Inventory, what: &str) -> Result<Vec<String>> {
+/// The certificate ids `what` names in `world`: a certificate id, a key id (every complete
+/// certificate with that key) or a path inside `certs/`.
+pub fn resolve(root: &Path, world: &World, what: &str) -> Result<Vec<String>> {
+    let known = |id: &str| world.certs.get(id).is_some() || world.inv.cert(id).is_some();
     if ids::is_well_formed_id(what) {
-        if inv.cert(what).is_some() {
+        if known(what) {
             return Ok(vec![what.to_owned()]);
         }
-        if inv.key_ids.contains(what) {
-            let certs: Vec<String> = inv
+        if world.inv.key_ids.contains(what) {
+            let certs: Vec<String> = world
                 .certs
                 .iter()
-                .filter(|c| matches!(&c.state, CertState::Complete(s) if s.key_id == what))
-                .map(|c| c.id.clone())
+                .filter(|s| s.key_id == what)
+                .map(|s| s.id.clone())
                 .collect();
             if certs.is_empty() {
                 bail!("no certificate uses key {what}");
@@ -70,65 +71,55 @@ pub fn resolve(root: &Path, inv: &Inventory, what: &str) -> Result<Vec<String>> 
         .components()
         .next()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .filter(|id| ids::is_well_formed_id(id) && inv.cert(id).is_some())
+        .filter(|id| ids::is_well_formed_id(id) && known(id))
         .ok_or_else(|| anyhow!("{what} is not a certificate directory"))?;
     Ok(vec![id])
 }
 
-/// Revokes, marks and reconciles.
+/// Revokes what `args` names, then reconciles, in one locked session over one world: the
+/// revoked certificates are marked in the world the reconcile plans from (it replaces them).
 pub fn execute(settings: &Settings, args: &RevokeArgs) -> Result<ExitCode> {
     let reason = reason_code(&args.reason).map_err(config_error)?;
-    {
-        let (_lock, store) = super::lock_and_open(settings)?;
-        let defaults = store.load_defaults().map_err(config_error)?;
-        let (targets, _) = store.load_targets(&defaults)?;
-        let inv = store.load_inventory()?;
-        let mut ids = BTreeSet::new();
-        for w in &args.what {
-            ids.extend(resolve(store.root(), &inv, w).map_err(config_error)?);
-        }
-        let default_bundle = defaults
-            .request
-            .as_ref()
-            .and_then(|r| r.provider_ca_bundle.clone())
-            .filter(|p| !p.is_empty())
-            .map(Into::into);
-        let bundles = bundle_lookup(&targets, default_bundle);
-        let rt = super::runtime()?;
-        for id in ids {
-            let record = inv
-                .cert(&id)
-                .ok_or_else(|| anyhow!("certs/{id} vanished"))?;
-            let account = store.cert_account(&record.id);
-            let account = account.as_deref().ok_or_else(|| {
-                anyhow!(
-                    "certs/{id} has no account link, so the account that obtained it is unknown"
-                )
-            })?;
-            let pem = crate::files::read_state_file(
-                &store.root().join("certs").join(&id).join("cert"),
-                cert::MAX_CHAIN,
-                crate::files::Links::Refuse,
-            )
-            .with_context(|| format!("reading certs/{id}/cert"))?;
-            let pem = String::from_utf8(pem).map_err(|_| anyhow!("certs/{id}/cert is not PEM"))?;
-            let der = cert::split_chain(&pem)?.swap_remove(0);
-            rt.block_on(async {
-                let session = login_account(
-                    &InstantConnector::with_timeout(settings.ca_timeout),
-                    &inv,
-                    account,
-                    &bundles,
-                )
-                .await?;
-                session.revoke(&der, reason).await.map_err(|e| anyhow!(e))
-            })
-            .with_context(|| format!("revoking certs/{id}"))?;
-            store.mark_revoked(&id)?;
-            println!("revoked certs/{id}");
-        }
+    let mut s = super::open_session(settings, Scope::RECONCILE)?;
+    let mut ids = BTreeSet::new();
+    for w in &args.what {
+        ids.extend(resolve(s.store.root(), &s.world, w).map_err(config_error)?);
     }
-    super::reconcile::execute(settings, &ReconcileArgs::default())
+    let default_bundle = s
+        .world
+        .defaults
+        .request
+        .as_ref()
+        .and_then(|r| r.provider_ca_bundle.clone())
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
+    let bundles = bundle_lookup(&s.world.targets, default_bundle);
+    let rt = super::runtime()?;
+    let connector = InstantConnector::with_timeout(settings.ca_timeout);
+    for id in ids {
+        let account = s.store.cert_account(&id);
+        let account = account.as_deref().ok_or_else(|| {
+            anyhow!("certs/{id} has no account link, so the account that obtained it is unknown")
+        })?;
+        let pem = crate::files::read_state_file(
+            &s.store.root().join("certs").join(&id).join("cert"),
+            cert::MAX_CHAIN,
+            crate::files::Links::Refuse,
+        )
+        .with_context(|| format!("reading certs/{id}/cert"))?;
+        let pem = String::from_utf8(pem).map_err(|_| anyhow!("certs/{id}/cert is not PEM"))?;
+        let der = cert::split_chain(&pem)?.swap_remove(0);
+        rt.block_on(async {
+            let session = login_account(&connector, &s.world.inv, account, &bundles).await?;
+            session.revoke(&der, reason).await.map_err(|e| anyhow!(e))
+        })
+        .with_context(|| format!("revoking certs/{id}"))?;
+        s.store.mark_revoked(&id)?;
+        s.world.certs.mark_revoked(&id);
+        println!("revoked certs/{id}");
+    }
+    drop((rt, bundles));
+    super::reconcile::execute_in(settings, &ReconcileArgs::default(), s)
 }
 
 #[cfg(test)]

@@ -92,6 +92,13 @@ struct TargetDoc<'a> {
     next_attempt: Option<String>,
     /// The CA refused the last attempt for its rate: deferred until `next_attempt`.
     rate_limited: bool,
+    /// When a run next does something for it, as the planner decides for `reconcile`: its
+    /// renewal time while its certificate is good; else now, or the end of its backoff.
+    next_due: Option<String>,
+    /// A run would not ask the CA for it now: it waits until `next_due` (backoff, or the
+    /// CA's rate).
+    #[serde(skip)]
+    waiting: bool,
 }
 
 #[derive(Serialize)]
@@ -291,6 +298,8 @@ impl Loaded {
             last_error: rec.last_error,
             next_attempt: rec.next_attempt.map(rfc3339),
             rate_limited: rec.rate_limited,
+            next_due: p.next_due.map(rfc3339),
+            waiting: p.waiting.is_some(),
         }
     }
 
@@ -312,6 +321,8 @@ impl Loaded {
             last_error: Some(format!("{:#}", b.error)),
             next_attempt: None,
             rate_limited: false,
+            next_due: None,
+            waiting: false,
         }
     }
 
@@ -749,8 +760,16 @@ fn last_error_text(t: TargetDoc, wide: bool) -> Option<String> {
     if t.rate_limited {
         about.push("deferred: the CA asked to slow down".to_owned());
     }
-    if let Some(n) = t.next_attempt.as_deref() {
-        about.push(format!("next attempt after {}", short_date(n)));
+    // What the next run does, as the planner decides it (the record's time alone would say
+    // "after" a time long past).
+    match t.next_due.as_deref().filter(|_| t.waiting) {
+        Some(n) => about.push(format!("next attempt after {}", short_date(n))),
+        None if t.state != TargetState::Invalid.as_str()
+            && t.state != TargetState::Valid.as_str() =>
+        {
+            about.push("next attempt at the next run".to_owned());
+        }
+        None => {}
     }
     let (head, body) = if wide {
         (
@@ -1071,7 +1090,7 @@ Last error of b.example:
   struct RawSatisfy at line 1 column 10
 
 Last error of c.example:
-  1 failed attempt(s); next attempt after 2027-03-01 11:56
+  1 failed attempt(s); next attempt at the next run
   ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)
 
 Last error of d.example:
@@ -1101,7 +1120,7 @@ DNS validation:
 Last error of b.example (1 failed attempt(s)):
   cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected struct RawSatisfy at line 1 column 10
 
-Last error of c.example (1 failed attempt(s), next attempt after 2027-03-01 11:56):
+Last error of c.example (1 failed attempt(s), next attempt at the next run):
   ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)
 
 Last error of d.example (1 failed attempt(s), deferred: the CA asked to slow down, next attempt after 2027-03-02 00:00):
@@ -1172,7 +1191,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_success": null,
       "last_error": null,
       "next_attempt": null,
-      "rate_limited": false
+      "rate_limited": false,
+      "next_due": "2027-04-02T00:00:00Z"
     },
     {
       "file": "b.example",
@@ -1190,7 +1210,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_success": null,
       "last_error": "cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected struct RawSatisfy at line 1 column 10",
       "next_attempt": null,
-      "rate_limited": false
+      "rate_limited": false,
+      "next_due": null
     },
     {
       "file": "c.example",
@@ -1210,7 +1231,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_success": null,
       "last_error": "ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)",
       "next_attempt": "2027-03-01T11:56:00Z",
-      "rate_limited": false
+      "rate_limited": false,
+      "next_due": "2027-03-01T12:00:00Z"
     },
     {
       "file": "d.example",
@@ -1230,7 +1252,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_success": null,
       "last_error": "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)",
       "next_attempt": "2027-03-02T00:00:00Z",
-      "rate_limited": true
+      "rate_limited": true,
+      "next_due": "2027-03-02T00:00:00Z"
     },
     {
       "file": "e.example",
@@ -1269,7 +1292,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_success": null,
       "last_error": null,
       "next_attempt": null,
-      "rate_limited": false
+      "rate_limited": false,
+      "next_due": "2027-03-06T20:15:22.320786865Z"
     },
     {
       "file": "f.example",
@@ -1289,7 +1313,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_success": null,
       "last_error": null,
       "next_attempt": null,
-      "rate_limited": false
+      "rate_limited": false,
+      "next_due": "2027-03-01T12:00:00Z"
     }
   ],
   "uncached_certificates": [],

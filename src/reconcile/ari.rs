@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use time::OffsetDateTime;
 
-use super::run_bounded;
-use crate::account::STOPPED_ANSWERING;
+use super::{Sessions, run_bounded};
+use crate::account::{AccountLookup, STOPPED_ANSWERING, look_up_account};
 use crate::acme::{AcmeError, Ca, Connector, Issuer};
 use crate::cert::CertSummary;
 use crate::plan::ari::AriRecord;
@@ -19,17 +19,25 @@ use crate::plan::work::RenewalQuery;
 use crate::store::{Inventory, Store};
 use crate::world::World;
 
-/// Asks `queries` and puts the answers into `world.ari`; returns how many arrived.
+/// Asks `queries` and puts the answers into `world.ari`; returns how many arrived. The
+/// account sessions opened go into `sessions`, for the orders of this run.
 pub(super) async fn ask<C: Connector>(
     store: &Store,
     connector: &C,
     queries: &[RenewalQuery],
-    world: &mut World,
+    (world, sessions): (&mut World, &mut Sessions<<C::Ca as Ca>::Session>),
     (jobs, now): (usize, OffsetDateTime),
 ) -> usize {
     let mut fresh = 0;
     for q in queries {
-        match fetch_windows(store, connector, q, &world.inv, (jobs, now)).await {
+        let asked = fetch_windows(
+            store,
+            connector,
+            q,
+            (&world.inv, &mut *sessions),
+            (jobs, now),
+        );
+        match asked.await {
             Ok(Some(answers)) => {
                 fresh += answers.len();
                 world.ari.extend(answers);
@@ -55,7 +63,7 @@ async fn fetch_windows<C: Connector>(
     store: &Store,
     connector: &C,
     q: &RenewalQuery,
-    inv: &Inventory,
+    (inv, sessions): (&Inventory, &mut Sessions<<C::Ca as Ca>::Session>),
     (jobs, now): (usize, OffsetDateTime),
 ) -> Result<Option<Vec<(String, AriRecord)>>> {
     let (provider, certs) = (q.ca.provider.as_str(), &q.certs);
@@ -69,11 +77,15 @@ async fn fetch_windows<C: Connector>(
         }
         return Ok(None);
     }
-    let Some(acct) = inv.accounts.iter().find(|a| a.directory_url == provider) else {
+    // The account the orders use too: its session is kept for them (one login per CA).
+    let AccountLookup::Registered {
+        record, session, ..
+    } = look_up_account(&ca, provider, inv).await?
+    else {
         return Ok(Some(Vec::new()));
     };
-    let pem = acct.read_key()?;
-    let session = Arc::new(ca.login(&pem).await?);
+    let session = Arc::new(session);
+    sessions.insert(q.ca.clone(), (session.clone(), record.id));
     let mut out = Vec::new();
     let tasks = certs.iter().cloned().map(|(cert_id, ari_id)| {
         let session = session.clone();

@@ -23,10 +23,11 @@ use anyhow::{Result, anyhow};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
-use crate::acme::Connector;
+use crate::acme::{Ca, Connector};
 use crate::hooks::{Event, HookRunner};
 use crate::interact::Interaction;
 use crate::plan::ari::AriRecord;
+use crate::plan::work::CaKey;
 use crate::plan::work::Why;
 use crate::plan::{self, Plan, Policy};
 use crate::store::run::ErrorKind;
@@ -223,6 +224,10 @@ impl Report {
     }
 }
 
+/// Account sessions opened in a run, by CA, with the account's id: the renewal-information
+/// phase's login is the order phase's (one login per CA per run).
+type Sessions<S> = BTreeMap<CaKey, (Arc<S>, String)>;
+
 /// Runs a reconcile over `store`, loading its world first.
 pub async fn run<C: Connector>(
     store: Arc<Store>,
@@ -286,23 +291,17 @@ pub async fn run_world<C: Connector>(
         .await;
         plan = settle(&store, &mut world, now, &policy);
     }
+    let mut sessions = Sessions::new();
     if !plan.work.renewal_info.is_empty() {
         let queries = std::mem::take(&mut plan.work.renewal_info);
-        let at = (opts.jobs, now);
-        if ari::ask(&store, connector, &queries, &mut world, at).await > 0 {
+        let into = (&mut world, &mut sessions);
+        if ari::ask(&store, connector, &queries, into, (opts.jobs, now)).await > 0 {
             plan = settle(&store, &mut world, now, &policy);
         }
     }
     tracing::debug!("planned at {:.0?}", started.elapsed());
-    carry_out(
-        &store,
-        &mut world,
-        &plan,
-        (connector, interaction),
-        opts,
-        &mut report,
-    )
-    .await;
+    let ca = (connector, interaction, &sessions);
+    carry_out(&store, &mut world, &plan, ca, opts, &mut report).await;
     tracing::debug!("planned and obtained at {:.0?}", started.elapsed());
     finish(&store, world, opts, now, &mut report).await;
     tracing::debug!("reconciled in {:.0?}", started.elapsed());
@@ -345,7 +344,7 @@ async fn carry_out<C: Connector>(
     store: &Arc<Store>,
     world: &mut World,
     plan: &Plan,
-    (connector, interaction): (&C, &Interaction),
+    ca: (&C, &Interaction, &Sessions<<C::Ca as Ca>::Session>),
     opts: &Options,
     report: &mut Report,
 ) {
@@ -371,18 +370,8 @@ async fn carry_out<C: Connector>(
         });
     }
     if !plan.work.orders.is_empty() {
-        let args = (store, connector, interaction, opts, now);
-        let issued = order::obtain(
-            args.0,
-            args.1,
-            args.2,
-            args.3,
-            args.4,
-            &plan.work.orders,
-            world,
-            report,
-        )
-        .await;
+        let orders = &plan.work.orders;
+        let issued = order::obtain(store, ca, opts, now, orders, world, report).await;
         for s in issued {
             // Asked for right after issuance (ari::first_window).
             if let Some(rec) = store.ari_record(&s.id) {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::ari::first_window;
 use super::issue::{finish_one, issue_one};
 use super::record::{Failure, failure, kind_of, names_of, record, whole_seconds_up};
-use super::{Claim, Issued, Options, Outcome, Report, TargetOutcome, run_bounded};
+use super::{Claim, Issued, Options, Outcome, Report, Sessions, TargetOutcome, run_bounded};
 use crate::account::{STOPPED_ANSWERING, account_session};
 use crate::acme::{Ca, ChallengeKind, Connector, Issuer, failover};
 use crate::cert::{self, CertSummary};
@@ -51,14 +51,9 @@ type TaskResult = (
 );
 
 /// Carries out `orders` (targets of `world`); returns the new certificates' summaries.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces are independent inputs"
-)]
 pub(super) async fn obtain<C: Connector>(
     store: &Arc<Store>,
-    connector: &C,
-    interaction: &Interaction,
+    (connector, interaction, sessions): (&C, &Interaction, &Sessions<<C::Ca as Ca>::Session>),
     opts: &Options,
     now: OffsetDateTime,
     orders: &[Order],
@@ -93,9 +88,10 @@ pub(super) async fn obtain<C: Connector>(
     while !groups.is_empty() {
         let mut work = Vec::new();
         for (ca, group) in std::mem::take(&mut groups) {
-            match open_session(store, connector, &ca, world, interaction).await {
+            let opened = open_session(store, (connector, interaction, sessions), &ca, world);
+            match opened.await {
                 Ok((session, account_id)) => {
-                    let (session, account_id) = (Arc::new(session), Arc::new(account_id));
+                    let account_id = Arc::new(account_id);
                     let provider = Arc::new(ca.provider.clone());
                     work.extend(
                         group.into_iter().map(|job| {
@@ -119,23 +115,27 @@ pub(super) async fn obtain<C: Connector>(
     settle.new_certs
 }
 
-/// A session at the CA `ca` with the account the state directory has (or registers) there.
+/// A session at the CA `ca` with the account the state directory has (or registers) there:
+/// the one the renewal-information phase opened, if it did.
 async fn open_session<C: Connector>(
     store: &Store,
-    connector: &C,
+    (connector, interaction, sessions): (&C, &Interaction, &Sessions<<C::Ca as Ca>::Session>),
     ca: &CaKey,
     world: &World,
-    interaction: &Interaction,
-) -> anyhow::Result<(<C::Ca as Ca>::Session, String)> {
-    match connector.connect(&ca.provider, ca.roots.as_ref()) {
+) -> anyhow::Result<(Arc<<C::Ca as Ca>::Session>, String)> {
+    let c = connector.connect(&ca.provider, ca.roots.as_ref())?;
+    if c.unresponsive() {
         // Its requests already went unanswered in this run (renewal information, downloads):
         // asking again would only hold the other CAs' orders up.
-        Ok(c) if c.unresponsive() => Err(anyhow::Error::new(failover::StoppedAnswering(
+        return Err(anyhow::Error::new(failover::StoppedAnswering(
             STOPPED_ANSWERING,
-        ))),
-        Ok(c) => account_session(store, &c, &ca.provider, &world.inv, interaction).await,
-        Err(e) => Err(e),
+        )));
     }
+    if let Some((session, id)) = sessions.get(ca) {
+        return Ok((session.clone(), id.clone()));
+    }
+    let (session, id) = account_session(store, &c, &ca.provider, &world.inv, interaction).await?;
+    Ok((Arc::new(session), id))
 }
 
 /// The challenge servers of a run's orders: http-01 listeners on the union of every target's

@@ -480,10 +480,7 @@ fn ari_window_in_the_past_renews_early_and_names_the_replaced_certificate() {
                 url: CA.to_owned(),
                 ari_id: ari_id.clone()
             },
-            Call::Login {
-                url: CA.to_owned(),
-                known: true
-            },
+            // The renewal-information login is the order's: one login per CA per run.
             order(CA, &["a.example"], Some(&ari_id)),
             // The new certificate's window, asked for right after issuance (RFC 9773 §4.2).
             Call::RenewalInfo {
