@@ -95,6 +95,9 @@ pub struct World {
     pub certs: CertSet,
     /// Cached renewal information by certificate id (with [`Scope::ari`]).
     pub ari: BTreeMap<String, AriRecord>,
+    /// Backoffs after renewal-information answers that could not be used, by certificate id
+    /// (with [`Scope::ari`]).
+    pub ari_backoff: BTreeMap<String, crate::store::renewal_cache::AriBackoff>,
     /// The run record of each target, in the order of `targets`: all of them with
     /// [`Scope::records`], else those the plan asked for ([`World::load_needs`]); `None`:
     /// not read. Empty when none was read.
@@ -166,6 +169,11 @@ impl World {
                 .certs
                 .iter()
                 .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
+                .collect();
+            world.ari_backoff = world
+                .certs
+                .iter()
+                .filter_map(|s| store.ari_backoff(&s.id).map(|b| (s.id.clone(), b)))
                 .collect();
         }
         if scope.records {

@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::acme::Window;
 use crate::cert::CertSummary;
-pub use crate::store::renewal_cache::AriRecord;
+pub use crate::store::renewal_cache::{AriBackoff, AriRecord};
 
 /// Shortest and longest wait before asking the CA again, whatever its Retry-After says
 /// (RFC 9773 §4.3.3 lets clients clamp: a CA saying "0" must not make us poll in a loop, and
@@ -45,6 +45,50 @@ impl AriRecord {
 /// has passed.
 pub fn fetch_due(rec: Option<&AriRecord>, now: OffsetDateTime) -> bool {
     rec.is_none_or(|r| now >= r.retry_after_until)
+}
+
+/// The wait before asking again after the first answer that could not be used; it doubles
+/// with each further one, up to [`UNUSABLE_MAX_WAIT`] (RFC 9773 §4.3.3: the client keeps its
+/// own schedule meanwhile and backs off exponentially).
+pub const UNUSABLE_FIRST_WAIT: Duration = Duration::hours(1);
+/// See [`UNUSABLE_FIRST_WAIT`]: a day, as for a directory without `renewalInfo`.
+pub const UNUSABLE_MAX_WAIT: Duration = Duration::days(1);
+
+/// The rule is the planner's, so the constructor lives here.
+impl AriBackoff {
+    /// The backoff after an answer about the certificate with ARI id `ari_id` that could not
+    /// be used, at `now`, following `prev` (the same certificate's, if any).
+    pub fn after(prev: Option<&AriBackoff>, ari_id: &str, now: OffsetDateTime) -> Self {
+        let failures = prev
+            .filter(|p| p.ari_id == ari_id)
+            .map_or(0, |p| p.failures)
+            .saturating_add(1);
+        let doublings = failures.saturating_sub(1).min(16);
+        let wait = (UNUSABLE_FIRST_WAIT * 2_i32.pow(doublings)).min(UNUSABLE_MAX_WAIT);
+        Self {
+            ari_id: ari_id.to_owned(),
+            failures,
+            next_ask: now + wait,
+        }
+    }
+}
+
+/// Whether `backoff` (unusable answers in a row, if any) lets the CA be asked at `now`.
+pub fn backoff_passed(backoff: Option<&AriBackoff>, now: OffsetDateTime) -> bool {
+    backoff.is_none_or(|b| now >= b.next_ask)
+}
+
+/// Why a window the CA suggested for a certificate that expires at `not_after` cannot be
+/// used, if it cannot: inverted, or ending after the certificate does (renewing after
+/// expiry is never right). A window in the past is usable: it means "now".
+pub fn unusable(window: &Window, not_after: OffsetDateTime) -> Option<&'static str> {
+    if window.end < window.start {
+        Some("the suggested window ends before it starts")
+    } else if window.end > not_after {
+        Some("the suggested window ends after the certificate expires")
+    } else {
+        None
+    }
 }
 
 /// The renewal time inside `window` for a random `fraction` in `[0, 1)`: uniform over the
@@ -272,6 +316,54 @@ mod tests {
         assert_eq!(r.retry_after_until, T0 + MIN_RECHECK);
         let r = AriRecord::new("i", w, secs(30 * 86400), T0);
         assert_eq!(r.retry_after_until, T0 + MAX_RECHECK);
+    }
+
+    #[test]
+    fn unusable_answers_back_off_doubling_up_to_a_day() {
+        // (failures so far, wait before the next question)
+        let mut prev: Option<AriBackoff> = None;
+        for (n, hours) in [
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (4, 8),
+            (5, 16),
+            (6, 24),
+            (7, 24),
+            (40, 24),
+        ] {
+            while prev.as_ref().map_or(0, |p| p.failures) + 1 < n {
+                prev = Some(AriBackoff::after(prev.as_ref(), "a.b", T0));
+            }
+            let b = AriBackoff::after(prev.as_ref(), "a.b", T0);
+            assert_eq!(b.failures, n);
+            assert_eq!(b.next_ask, T0 + Duration::hours(hours), "after {n}");
+            assert!(!backoff_passed(Some(&b), b.next_ask - Duration::seconds(1)));
+            assert!(backoff_passed(Some(&b), b.next_ask));
+            prev = Some(b);
+        }
+        assert!(backoff_passed(None, T0));
+        // Another certificate's backoff (a record copied next to the wrong one) starts over.
+        let other = AriBackoff::after(prev.as_ref(), "c.d", T0);
+        assert_eq!(other.failures, 1);
+    }
+
+    #[test]
+    fn which_windows_are_unusable() {
+        let c = cert(90);
+        let w = |s: i64, e: i64| Window {
+            start: T0 + Duration::days(s),
+            end: T0 + Duration::days(e),
+        };
+        assert_eq!(unusable(&w(60, 62), c.not_after), None);
+        assert_eq!(unusable(&w(-3, -2), c.not_after), None, "in the past: now");
+        assert_eq!(unusable(&w(60, 60), c.not_after), None, "a point");
+        assert_eq!(unusable(&w(90, 90), c.not_after), None, "at expiry");
+        assert!(
+            unusable(&w(62, 60), c.not_after).is_some_and(|why| why.contains("before it starts"))
+        );
+        assert!(unusable(&w(80, 91), c.not_after).is_some_and(|why| why.contains("expires")));
+        assert!(unusable(&w(3000, 9000), c.not_after).is_some());
     }
 
     #[test]

@@ -268,7 +268,8 @@ fn downloads(world: &World) -> Vec<Download> {
 }
 
 /// The renewal information to ask: each target's certificate in use (once), if it has an ARI
-/// id, has not expired and its cached answer is due for a refresh ([`ari::fetch_due`]), at
+/// id, has not expired, its cached answer is due for a refresh ([`ari::fetch_due`]) and no
+/// backoff after unusable answers holds it ([`ari::backoff_passed`]), at
 /// the CA that issued it, unless that CA lately had no `renewalInfo`. Every target, selected
 /// or not: the answers are cached for the next runs.
 fn renewal_queries(
@@ -286,6 +287,7 @@ fn renewal_queries(
         let Some(ari_id) = &best.ari_id else { continue };
         if now >= best.not_after
             || !ari::fetch_due(world.ari.get(&best.id), now)
+            || !ari::backoff_passed(world.ari_backoff.get(&best.id), now)
             || !seen.insert(best.id.as_str())
         {
             continue;

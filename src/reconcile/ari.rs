@@ -12,9 +12,9 @@ use time::OffsetDateTime;
 
 use super::{Sessions, run_bounded};
 use crate::account::{AccountLookup, STOPPED_ANSWERING, look_up_account};
-use crate::acme::{AcmeError, Ca, Connector, Issuer};
+use crate::acme::{AcmeError, Ca, Connector, Issuer, failover};
 use crate::cert::CertSummary;
-use crate::plan::ari::AriRecord;
+use crate::plan::ari::{self, AriRecord};
 use crate::plan::work::RenewalQuery;
 use crate::store::{Inventory, Store};
 use crate::world::World;
@@ -30,10 +30,19 @@ pub(super) async fn ask<C: Connector>(
 ) -> usize {
     let mut fresh = 0;
     for q in queries {
+        // Each certificate's end, against which its window is judged.
+        let certs: Vec<(String, String, OffsetDateTime)> = q
+            .certs
+            .iter()
+            .filter_map(|(id, ari_id)| {
+                let c = world.certs.get(id)?;
+                Some((id.clone(), ari_id.clone(), c.not_after))
+            })
+            .collect();
         let asked = fetch_windows(
             store,
             connector,
-            q,
+            (q, &certs),
             (&world.inv, &mut *sessions),
             (jobs, now),
         );
@@ -62,11 +71,11 @@ pub(super) async fn ask<C: Connector>(
 async fn fetch_windows<C: Connector>(
     store: &Store,
     connector: &C,
-    q: &RenewalQuery,
+    (q, certs): (&RenewalQuery, &[(String, String, OffsetDateTime)]),
     (inv, sessions): (&Inventory, &mut Sessions<<C::Ca as Ca>::Session>),
     (jobs, now): (usize, OffsetDateTime),
 ) -> Result<Option<Vec<(String, AriRecord)>>> {
-    let (provider, certs) = (q.ca.provider.as_str(), &q.certs);
+    let provider = q.ca.provider.as_str();
     let ca = connector.connect(provider, q.ca.roots.as_ref())?;
     if ca.unresponsive() {
         bail!(STOPPED_ANSWERING);
@@ -87,22 +96,22 @@ async fn fetch_windows<C: Connector>(
     let session = Arc::new(session);
     sessions.insert(q.ca.clone(), (session.clone(), record.id));
     let mut out = Vec::new();
-    let tasks = certs.iter().cloned().map(|(cert_id, ari_id)| {
+    let tasks = certs.iter().cloned().map(|(cert_id, ari_id, not_after)| {
         let session = session.clone();
         async move {
             let res = session.renewal_info(&ari_id).await;
-            (cert_id, ari_id, res)
+            (cert_id, ari_id, not_after, res)
         }
     });
     run_bounded(tasks, jobs, |joined| {
-        let (cert_id, ari_id, res) = match joined {
+        let (cert_id, ari_id, not_after, res) = match joined {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("a renewal information task failed: {e}");
                 return;
             }
         };
-        if let Some(rec) = keep_window(store, &cert_id, &ari_id, res, now) {
+        if let Some(rec) = keep_window(store, (&cert_id, &ari_id, not_after), res, now) {
             out.push((cert_id, rec));
         }
     })
@@ -110,37 +119,73 @@ async fn fetch_windows<C: Connector>(
     Ok(Some(out))
 }
 
-/// The CA's answer `res` about certificate `cert_id` (ARI id `ari_id`), asked at `now`:
-/// a window is cached and returned; no ARI or a failure leaves the local rule in force.
+/// The CA's answer `res` about certificate `cert_id` (ARI id `ari_id`, expiring at
+/// `not_after`), asked at `now`: a usable window is cached and returned. No ARI, or no
+/// answer at all (unreachable, timed out: asked again next run), leaves the local rule in
+/// force. An answer that cannot be used (an error, a body that is not renewal information
+/// or too large, an inverted or impossible window) does too, and the CA is not asked about
+/// that certificate again before a backoff (`plan::ari::AriBackoff`: 1 hour, doubling, at
+/// most a day); -v says so once, for the first in a row.
 fn keep_window(
     store: &Store,
-    cert_id: &str,
-    ari_id: &str,
+    (cert_id, ari_id, not_after): (&str, &str, OffsetDateTime),
     res: Result<Option<(crate::acme::Window, std::time::Duration)>, AcmeError>,
     now: OffsetDateTime,
 ) -> Option<AriRecord> {
-    match res {
-        Ok(Some((window, retry_after))) => {
-            let rec = AriRecord::new(ari_id, window, retry_after, now);
-            tracing::info!(
-                "certs/{cert_id}: the CA suggests renewing between {} and {}",
-                window.start,
-                window.end
-            );
-            if let Err(e) = store.save_ari_record(cert_id, &rec) {
-                tracing::warn!("{e:#}");
+    let why = match res {
+        Ok(Some((window, retry_after))) => match ari::unusable(&window, not_after) {
+            None => {
+                let rec = AriRecord::new(ari_id, window, retry_after, now);
+                tracing::info!(
+                    "certs/{cert_id}: the CA suggests renewing between {} and {}",
+                    window.start,
+                    window.end
+                );
+                if let Err(e) = store.save_ari_record(cert_id, &rec) {
+                    tracing::warn!("{e:#}");
+                }
+                if let Err(e) = store.save_ari_backoff(cert_id, None) {
+                    tracing::warn!("{e:#}");
+                }
+                return Some(rec);
             }
-            Some(rec)
-        }
-        Ok(None) => None,
+            Some(why) => format!(
+                "{why} ({} .. {}, the certificate expires {not_after})",
+                window.start, window.end
+            ),
+        },
+        Ok(None) => return None,
         Err(e) => {
-            tracing::info!(
-                "certs/{cert_id}: renewal information: {}",
-                crate::cause::render_dyn(&e)
-            );
-            None
+            let e = anyhow::Error::new(e);
+            if failover::failure_of(&e).unreachable {
+                tracing::info!(
+                    "certs/{cert_id}: renewal information: {}",
+                    crate::cause::render(&e)
+                );
+                return None;
+            }
+            crate::cause::render(&e)
         }
+    };
+    let backoff = ari::AriBackoff::after(store.ari_backoff(cert_id).as_ref(), ari_id, now);
+    let next = backoff
+        .next_ask
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    if backoff.failures == 1 {
+        tracing::info!(
+            "certs/{cert_id}: the CA's renewal information cannot be used ({why}); the renewal keeps its own schedule, and the CA is not asked again before {next}"
+        );
+    } else {
+        tracing::debug!(
+            "certs/{cert_id}: the CA's renewal information still cannot be used ({why}, {} in a row); not asking again before {next}",
+            backoff.failures
+        );
     }
+    if let Err(e) = store.save_ari_backoff(cert_id, Some(&backoff)) {
+        tracing::warn!("{e:#}");
+    }
+    None
 }
 
 /// RFC 9773 §4.2: the renewal window of `cert`, just obtained through `session`, asked of
@@ -160,5 +205,5 @@ pub(super) async fn first_window<I: Issuer>(
         return;
     }
     let res = session.renewal_info(ari_id).await;
-    keep_window(store, &cert.id, ari_id, res, now);
+    keep_window(store, (&cert.id, ari_id, cert.not_after), res, now);
 }

@@ -492,6 +492,73 @@ fn ari_window_in_the_past_renews_early_and_names_the_replaced_certificate() {
     assert_ne!(world.live("a.example"), before);
 }
 
+/// RFC 9773 §4.3.3: an answer that cannot be used (here an inverted window) leaves the
+/// certificate on its own schedule, and the CA is not asked about it again before a backoff
+/// of 1 hour, then 2, ...; a usable answer ends the backoff.
+#[test]
+fn an_unusable_window_is_not_asked_for_again_before_its_backoff() {
+    let world = World::new(&[("a", &names("a.example"))]);
+    world.run(1);
+    let ari_id = world.live_ari_id("a.example");
+    let id = world.live("a.example").expect("linked");
+    let inverted = crate::acme::Window {
+        start: world.now() + time::Duration::days(2),
+        end: world.now() + time::Duration::days(1),
+    };
+    world.fake.ca(CA).window(&ari_id, inverted, Duration::ZERO);
+    world.advance(crate::acme::fake::DEFAULT_RETRY_AFTER);
+    let asked = |world: &World| {
+        world
+            .fake
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::RenewalInfo { .. }))
+            .count()
+    };
+    let backoff = || {
+        std::fs::read_to_string(world.root().join(format!(".acmekeep/ari/{id}.backoff")))
+            .ok()
+            .map(|t| serde_json::from_str::<serde_json::Value>(&t).expect("JSON"))
+    };
+    // (wait since the last question, asked?, failures in a row afterwards)
+    for (wait, ask, failures) in [
+        (Duration::ZERO, true, 1),
+        (HOUR - Duration::from_secs(1), false, 1),
+        (Duration::from_secs(1), true, 2),
+        (HOUR, false, 2),
+        (HOUR, true, 3),
+    ] {
+        world.advance(wait);
+        world.fake.clear_calls();
+        assert_eq!(outcome(&world.run(1), "a"), "unchanged");
+        assert_eq!(asked(&world), usize::from(ask), "after {wait:?}");
+        assert_eq!(world.fake.orders(), []);
+        let b = backoff().expect("backoff");
+        assert_eq!(b["failures"], failures, "{b}");
+    }
+    assert_eq!(
+        world.live("a.example"),
+        Some(id.clone()),
+        "its own schedule"
+    );
+
+    // The CA answers sensibly again: the backoff ends, the window is cached.
+    let good = crate::acme::Window {
+        start: world.now() + time::Duration::days(30),
+        end: world.now() + time::Duration::days(31),
+    };
+    world.fake.ca(CA).window(&ari_id, good, HOUR);
+    world.advance(4 * HOUR);
+    world.fake.clear_calls();
+    world.run(1);
+    assert_eq!(asked(&world), 1);
+    assert_eq!(backoff(), None);
+    world.advance(HOUR / 2);
+    world.fake.clear_calls();
+    world.run(1);
+    assert_eq!(asked(&world), 0, "cached until its Retry-After");
+}
+
 /// RFC 9773 §4.2: the run that obtains a certificate asks for its renewal window at once,
 /// of the CA that issued it; the answer is cached, so the next run (before its Retry-After)
 /// asks nothing, and a window in the past found that way renews in the next run, not only

@@ -1,5 +1,6 @@
 //! The ARI cache: `.acmekeep/ari/<cert id>.json`, one [`AriRecord`] per certificate
-//! directory, so a run that may not ask the CA yet (Retry-After) still knows the window.
+//! directory, so a run that may not ask the CA yet (Retry-After) still knows the window; and
+//! `.acmekeep/ari/<cert id>.backoff`, an [`AriBackoff`] while the CA's answers cannot be used.
 //!
 //! A missing, unreadable or foreign record reads as "none": the CA is asked again and the
 //! local rule applies meanwhile, so a damaged cache can never stop a renewal.
@@ -32,6 +33,20 @@ pub struct AriRecord {
     pub fetched_at: OffsetDateTime,
 }
 
+/// Answers about one certificate that could not be used, in a row (RFC 9773 §4.3.3: an
+/// error, a body that is not renewal information, an inverted or impossible window), kept in
+/// `.acmekeep/ari/<cert id>.backoff`: the CA is not asked again before `next_ask`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AriBackoff {
+    /// The certificate's ARI identifier, as in [`AriRecord`].
+    pub ari_id: String,
+    /// How many answers in a row could not be used.
+    pub failures: u32,
+    /// Not to be asked again before this time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_ask: OffsetDateTime,
+}
+
 /// Largest record read back (a record is a few hundred bytes).
 const MAX_RECORD: u64 = 64 * 1024;
 
@@ -56,6 +71,55 @@ impl Store {
             .ok()
             .flatten()
             .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    fn ari_backoff_path(&self, cert_id: &str) -> PathBuf {
+        self.ari_dir().join(format!("{cert_id}.backoff"))
+    }
+
+    /// The backoff after unusable answers about certificate `cert_id`, if any and
+    /// well-formed (a damaged one reads as none: the CA is asked).
+    pub fn ari_backoff(&self, cert_id: &str) -> Option<AriBackoff> {
+        if !ids::is_well_formed_id(cert_id) {
+            return None;
+        }
+        let path = self.ari_backoff_path(cert_id);
+        if !self.listings.may_exist(&path) {
+            return None;
+        }
+        optional_text(&path, MAX_RECORD)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// Stores the backoff of certificate `cert_id` (atomically), or removes it (`None`).
+    pub fn save_ari_backoff(&self, cert_id: &str, backoff: Option<&AriBackoff>) -> Result<()> {
+        if !ids::is_well_formed_id(cert_id) {
+            bail!("{cert_id:?} is not a certificate id");
+        }
+        let path = self.ari_backoff_path(cert_id);
+        let Some(backoff) = backoff else {
+            if self.listings.may_exist(&path) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()));
+                    }
+                }
+            }
+            return Ok(());
+        };
+        let dir = self.ari_dir();
+        files::create_dir_all_mode(&dir, DIR_MODE)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(backoff)?;
+        self.fs
+            .write_file(&path, &json, FILE_MODE)
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.listings.written(&path);
+        Ok(())
     }
 
     /// The file remembering that the directory at `provider` offered no `renewalInfo`.

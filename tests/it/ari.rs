@@ -529,3 +529,103 @@ fn a_ca_that_keeps_refusing_is_waited_for_only_as_long_as_the_run_may_wait() {
         );
     }
 }
+
+/// acmekeep with its clock moved `secs` seconds ahead (debug builds, crate::clock).
+fn acmekeep_later(state: &StateDir, args: &[&str], secs: i64) -> Run {
+    let opts = RunOpts {
+        env: vec![("ACMEKEEP_TEST_CLOCK_SKEW".to_owned(), secs.to_string())],
+        ..RunOpts::default()
+    };
+    acmekeep_with(state, args, &opts)
+}
+
+/// RFC 9773 §4.3.3: a renewal-information answer that cannot be used — not JSON, an
+/// inverted window, a window ending after the certificate does, a body over the 4 MiB cap —
+/// leaves the certificate on its own schedule; -v says so once; the CA is not asked again in
+/// the next runs, only after the backoff (an hour, then two), and the run prints nothing.
+#[test]
+fn an_unusable_renewal_information_answer_is_backed_off_and_said_once_under_v() {
+    let now = OffsetDateTime::now_utc();
+    let inverted = AriWindow {
+        start: now + Duration::days(20),
+        end: now + Duration::days(19),
+        retry_after: 0,
+    };
+    // Pebble's certificates live five years.
+    let past_expiry = AriWindow {
+        start: now + Duration::days(20),
+        end: now + Duration::days(9000),
+        retry_after: 0,
+    };
+    type Setup = Box<dyn Fn(&AriProxy)>;
+    let cases: [(&str, Setup); 4] = [
+        (
+            "not JSON",
+            Box::new(|p: &AriProxy| {
+                p.tamper(Tamper::always(
+                    Exchange::RenewalInfo,
+                    Answer::Body(b"<html>renewal info</html>".to_vec()),
+                ))
+            }),
+        ),
+        (
+            "inverted window",
+            Box::new(move |p: &AriProxy| p.set_default_window(Some(inverted))),
+        ),
+        (
+            "window past expiry",
+            Box::new(move |p: &AriProxy| p.set_default_window(Some(past_expiry))),
+        ),
+        (
+            "5 MiB body",
+            Box::new(|p: &AriProxy| {
+                p.tamper(Tamper::always(
+                    Exchange::RenewalInfo,
+                    Answer::Body(vec![b' '; 5 * 1024 * 1024]),
+                ))
+            }),
+        ),
+    ];
+    for (what, answer) in cases {
+        let (_pebble, proxy, state) = setup();
+        answer(&proxy);
+        let run = acmekeep(&state, &["-v", "want", NAME]);
+        run.assert_success();
+        let says = "the CA's renewal information cannot be used";
+        assert_eq!(
+            run.stderr.matches(says).count(),
+            1,
+            "{what}\n{}",
+            run.describe()
+        );
+        assert_eq!(proxy.fetches().len(), 1, "{what}");
+        let id = state.live_cert_id(NAME);
+
+        // The next runs (within the hour) do not ask, and say nothing, even under -v.
+        for later in [0, 30 * 60] {
+            let run = acmekeep_later(&state, &["-v", "reconcile"], later);
+            run.assert_success();
+            assert!(!run.stderr.contains(says), "{what}\n{}", run.describe());
+            assert_eq!(
+                proxy.fetches().len(),
+                1,
+                "{what}: asked again at +{later} s"
+            );
+        }
+        // After the hour: asked once more (still unusable: not said again under -v), then
+        // not for two hours.
+        let run = acmekeep_later(&state, &["-v", "reconcile"], 3660);
+        run.assert_success();
+        assert_eq!(proxy.fetches().len(), 2, "{what}\n{}", run.describe());
+        assert!(!run.stderr.contains(says), "{what}\n{}", run.describe());
+        let run = acmekeep_later(&state, &["reconcile"], 3660 + 3600);
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (Some(0), "", "")
+        );
+        assert_eq!(proxy.fetches().len(), 2, "{what}: asked before two hours");
+        // Its own schedule all along: the certificate is the one from `want`.
+        assert_eq!(state.live_cert_id(NAME), id, "{what}");
+        assert_eq!(proxy.orders().len(), 1, "{what}");
+    }
+}

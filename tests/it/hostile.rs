@@ -549,6 +549,8 @@ fn a_retry_after_beyond_any_clock_is_bounded_not_a_panic() {
         Exchange::RenewalInfo,
         Answer::Header("Retry-After", huge.clone()),
     ));
+    // (Asked right after issuance, when the proxy had no window for it: a 404, backed off.)
+    state.retry_after_passed(&state.live_cert_id(NAME));
     let run = reconcile(&state, &[]);
     assert!(
         ca.proxy.tampered().contains(&Exchange::RenewalInfo),
@@ -605,6 +607,8 @@ fn a_rate_limit_deferral_that_outlives_the_certificate_fails_the_run() {
         end: now - time::Duration::days(1),
         retry_after: 3600,
     }));
+    // (Asked right after issuance, when the proxy had no window for it: a 404, backed off.)
+    state.retry_after_passed(&state.live_cert_id(NAME));
     let limit = |retry_after: &str| {
         Some(RateLimit {
             names_containing: None,

@@ -116,7 +116,12 @@ fn without_ari(pebble: &Pebble, lifetime: Duration, due_after: Duration) {
         let run = run_at(&state, &["reconcile"], last + HOUR);
         run.assert_success();
         for (n, old) in names.iter().zip(&ids) {
-            assert_ne!(&state.live_cert_id(n), old, "{ctx}: {n} not renewed");
+            assert_ne!(
+                &state.live_cert_id(n),
+                old,
+                "{ctx}: {n} not renewed\n{}",
+                run.describe()
+            );
             assert!(
                 run.stdout
                     .contains(&format!("renewed the certificate for {n} ")),

@@ -232,8 +232,16 @@ impl StateDir {
     /// past, as if its time had come: the next run asks the CA again. (The window is asked
     /// for right after issuance, RFC 9773 §4.2, so a window a test sets afterwards is seen
     /// only once the cached one's Retry-After has passed.)
+    /// A backoff after answers that could not be used (`.acmekeep/ari/<id>.backoff`) is
+    /// ended too.
     pub fn retry_after_passed(&self, cert_id: &str) {
         let path = format!(".acmekeep/ari/{cert_id}.json");
+        let backoff = self.join(format!(".acmekeep/ari/{cert_id}.backoff"));
+        let had_backoff = std::fs::remove_file(&backoff).is_ok();
+        if !self.join(&path).exists() {
+            assert!(had_backoff, "no renewal window nor backoff for {cert_id}");
+            return;
+        }
         let mut rec: serde_json::Value =
             serde_json::from_slice(&self.read(&path)).expect("cached renewal window");
         rec["retry_after_until"] = "2000-01-01T00:00:00Z".into();
