@@ -13,6 +13,14 @@
 //! each certificate from the real time it issues it, so a run "at age X" of a certificate is
 //! the real time moved to its notBefore + X: after a renewal the clock is set from the
 //! replacement's own notBefore, as if that renewal had happened at the real time.
+//!
+//! That real time must have moved on, though: a certificate's notBefore is in whole seconds,
+//! and a replacement Pebble issues within the same second as the certificate it replaces has
+//! exactly the same validity. The two are then equally new, the tie goes to the smaller id
+//! (`acmekeep::cert::best_cert`), and half the time `live/` keeps the old one. A real
+//! renewal comes a third of a lifetime after its certificate; these cycles come within a
+//! second of each other on an idle machine, so each renewal first waits for the next second
+//! ([`wait_past_second_of`]).
 
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -60,6 +68,16 @@ fn assert_near(got: OffsetDateTime, want: OffsetDateTime, what: &str) {
 
 const HOUR: Duration = Duration::hours(1);
 
+/// Sleeps until the real time is at least a second past `not_before`, so that a certificate
+/// Pebble issues now starts later than one that starts at `not_before` (see the preamble).
+fn wait_past_second_of(not_before: OffsetDateTime) {
+    let until = not_before + Duration::seconds(1);
+    let left = until - OffsetDateTime::now_utc();
+    if left.is_positive() {
+        std::thread::sleep(left.unsigned_abs());
+    }
+}
+
 /// Follows certificates of `lifetime` through two cycles without ARI (a target with the
 /// default margin and one whose margin is longer than the lifetime) and two with ARI; the
 /// local rule must make them due `due_after` their notBefore.
@@ -90,8 +108,10 @@ fn without_ari(pebble: &Pebble, lifetime: Duration, due_after: Duration) {
         let ctx = format!("lifetime {lifetime}, cycle {cycle}");
         let ids: Vec<String> = names.iter().map(|n| state.live_cert_id(n)).collect();
         let mut dues = Vec::new();
+        let mut newest = OffsetDateTime::UNIX_EPOCH;
         for n in names {
             let (nb, na) = live_validity(&state, n);
+            newest = newest.max(nb);
             // Pebble 2.4: notAfter = notBefore + period - 1 s.
             assert_near(na, nb + lifetime - Duration::seconds(1), &ctx);
             let due = nb + due_after;
@@ -112,6 +132,7 @@ fn without_ari(pebble: &Pebble, lifetime: Duration, due_after: Duration) {
         assert_eq!(word, "due", "{ctx}");
 
         // An hour after: each renewed once.
+        wait_past_second_of(newest);
         let certs = state.cert_ids().len();
         let run = run_at(&state, &["reconcile"], last + HOUR);
         run.assert_success();
@@ -181,6 +202,7 @@ fn with_ari(pebble: &Pebble, lifetime: Duration, due_after: Duration) {
         assert_eq!(run.stdout, "", "{ctx}\n{}", run.describe());
 
         let orders = proxy.orders().len();
+        wait_past_second_of(nb);
         let run = run_at(&state, &["reconcile"], end + HOUR);
         run.assert_success();
         let new = state.live_cert_id(NAME);
