@@ -120,9 +120,24 @@ pub struct Waiting {
     pub rate_limited: bool,
 }
 
+/// How far after `now` a record's last attempt may lie before [`gate`] takes the clock to
+/// have stepped back: more than the few seconds by which the clocks of a fleet's nodes differ.
+pub const CLOCK_STEPPED_BACK: Duration = Duration::hours(1);
+
 /// The backoff gate: whether a due target with run record `rec` waits at `now` instead of
 /// asking the CA (`force`, `reconcile --force`, asks anyway). `None`: ask.
+///
+/// A record whose last attempt lies more than [`CLOCK_STEPPED_BACK`] after `now` was written
+/// while the clock was ahead (it jumped forward and was put right): its wait is not kept, or
+/// the target would be held back for as long as the clock was wrong, past its certificate's
+/// end. The CA is asked, and the attempt rewrites the record under the clock as it is now.
 pub fn gate(rec: &TargetRecord, now: OffsetDateTime, force: bool) -> Option<Waiting> {
+    if rec
+        .last_attempt
+        .is_some_and(|last| last - now > CLOCK_STEPPED_BACK)
+    {
+        return None;
+    }
     let until = rec.next_attempt.filter(|next| *next > now && !force)?;
     Some(Waiting {
         until,
@@ -292,5 +307,36 @@ mod tests {
             "time is up"
         );
         assert_eq!(gate(&TargetRecord::default(), T0, false), None, "no record");
+    }
+
+    #[test]
+    fn a_wait_recorded_under_a_clock_that_was_ahead_is_not_kept_once_it_is_put_right() {
+        // Failed at T0 + 60 days (the clock had jumped), to be retried 100 minutes later;
+        // then the clock is put right.
+        let ahead = T0 + Duration::days(60);
+        let rec = after_attempt(
+            after_attempt(
+                after_attempt(TargetRecord::default(), failed(Backoff::Yes, None), ahead),
+                failed(Backoff::Yes, None),
+                ahead,
+            ),
+            failed(Backoff::Yes, None),
+            ahead,
+        );
+        assert_eq!(rec.next_attempt, Some(ahead + Duration::minutes(100)));
+        assert_eq!(
+            gate(&rec, T0, false),
+            None,
+            "the clock was put right: asked at once"
+        );
+        // A clock a few seconds behind the one that wrote the record (another node of a
+        // fleet) keeps the wait.
+        let w = gate(&rec, ahead - Duration::seconds(5), false).expect("waits");
+        assert_eq!(w.until, ahead + Duration::minutes(100));
+        let w = gate(&rec, ahead - CLOCK_STEPPED_BACK, false).expect("waits");
+        assert_eq!(w.until, ahead + Duration::minutes(100));
+        // A clock that only moved forward: unchanged.
+        let w = gate(&rec, ahead + Duration::minutes(1), false).expect("waits");
+        assert_eq!(w.until, ahead + Duration::minutes(100));
     }
 }

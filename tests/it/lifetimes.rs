@@ -21,6 +21,9 @@
 //! renewal comes a third of a lifetime after its certificate; these cycles come within a
 //! second of each other on an idle machine, so each renewal first waits for the next second
 //! ([`wait_past_second_of`]).
+//!
+//! The clock also steps back for real, when a clock that jumped ahead is put right: a failure
+//! recorded under the wrong time must not hold its target back until that time comes round.
 
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -250,4 +253,32 @@ fn sixty_four_day_certificates_renew_with_a_third_left_or_in_the_window() {
 #[test]
 fn ninety_day_certificates_renew_with_a_third_left_or_in_the_window() {
     follow(Duration::days(90), Duration::days(60));
+}
+
+/// A clock that jumped two months ahead and was put right: the failure recorded under the
+/// wrong time (next attempt a minute after it) does not hold the target back until that time
+/// comes round again.
+#[test]
+fn a_failure_recorded_while_the_clock_was_ahead_does_not_hold_the_target_back() {
+    const NAME: &str = "jump.life.example.org";
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let state = StateDir::standard(&pebble);
+    let file = format!("{NAME}-jump");
+    state.write_desired(&file, &format!("satisfy:\n  names: [{NAME}]\n"));
+    pebble.dns_set_servfail(NAME);
+    let ahead = OffsetDateTime::now_utc() + Duration::days(60);
+    run_at(&state, &["reconcile"], ahead).assert_code(1);
+    let rec = run_record(&state, &file);
+    assert_eq!(rec["failures"], 1, "{rec:#}");
+    assert!(rec["next_attempt"].is_string(), "backed off: {rec:#}");
+
+    pebble.dns_clear_servfail(NAME);
+    let run = acmekeep(&state, &["reconcile"]);
+    run.assert_success();
+    assert!(
+        state.live_link(NAME).is_some(),
+        "not obtained once the clock was right\n{}",
+        run.describe()
+    );
+    assert_eq!(run_record(&state, &file)["failures"], 0);
 }
