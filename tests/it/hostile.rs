@@ -718,10 +718,14 @@ fn a_ca_that_stopped_answering_is_not_asked_again_in_later_steps_of_the_run() {
         ctx()
     );
     assert_eq!(run.code, Some(1), "{}", ctx());
+    // The two unanswered requests are the download's login and the order's account lookup
+    // (the renewal-information step asks nothing here: the first run learnt that this Pebble
+    // has no renewalInfo), so `second` fails on the second timeout itself; with a
+    // renewal-information question first, it fails as "not attempted" instead.
     assert!(
         run.stderr.lines().any(|l| l.contains("desired/second")
             && l.contains("failed")
-            && l.contains("the CA stopped answering")),
+            && (l.contains("the CA stopped answering") || l.contains("timed out"))),
         "{}",
         ctx()
     );
