@@ -11,6 +11,7 @@
 //! thousand targets the world is the command's largest value.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Result;
 use time::OffsetDateTime;
@@ -103,8 +104,9 @@ pub struct World {
     /// not read. Empty when none was read.
     pub records: Vec<Option<TargetRecord>>,
     /// Certificate id → the CA that issued it (`None`: not recorded), read for the
-    /// certificates the plan asked about ([`Needs::issuers`]).
-    pub issuers: BTreeMap<String, Option<String>>,
+    /// certificates the plan asked about ([`Needs::issuers`]). The CAs are few and shared
+    /// ([`World::load_needs`] interns them): one copy of each URL, not one per certificate.
+    pub issuers: BTreeMap<String, Option<Arc<str>>>,
     /// CA → whether its directory lately offered no `renewalInfo` (a stamp younger than a
     /// day), read for the CAs the plan asked about.
     pub no_ari: BTreeMap<String, bool>,
@@ -263,15 +265,35 @@ impl World {
                 *slot = Some(store.target_record(&t.file));
             }
         }
+        let mut cas: Vec<Arc<str>> = Vec::new();
+        for ca in self.issuers.values().flatten() {
+            if !cas.contains(ca) {
+                cas.push(ca.clone());
+            }
+        }
         for id in &needs.issuers {
-            self.issuers
-                .entry(id.clone())
-                .or_insert_with(|| store.cert_provider(id));
+            if self.issuers.contains_key(id) {
+                continue;
+            }
+            let issuer = store.cert_provider(id).map(|p| intern(&mut cas, p));
+            self.issuers.insert(id.clone(), issuer);
         }
         for p in &needs.ari_stamps {
             self.no_ari
                 .entry(p.clone())
                 .or_insert_with(|| store.provider_lacks_ari(p, now));
+        }
+    }
+}
+
+/// The shared copy of `s` in `pool`, added when it is new (`pool` holds a few CAs).
+fn intern(pool: &mut Vec<Arc<str>>, s: String) -> Arc<str> {
+    match pool.iter().find(|p| ***p == *s) {
+        Some(p) => p.clone(),
+        None => {
+            let p: Arc<str> = Arc::from(s);
+            pool.push(p.clone());
+            p
         }
     }
 }

@@ -297,7 +297,7 @@ fn renewal_queries(
             continue;
         };
         let ca = CaKey {
-            provider: issuer.clone().unwrap_or_else(|| t.provider.clone()),
+            provider: issuer.as_deref().unwrap_or(&t.provider).to_owned(),
             roots: t.provider_ca_bundle.clone(),
         };
         by_ca
@@ -397,7 +397,8 @@ mod tests {
             }
             for id in &p.work.needs.issuers {
                 let found = issuers.iter().find(|(c, _)| c == id).and_then(|(_, p)| *p);
-                w.issuers.insert(id.clone(), found.map(str::to_owned));
+                w.issuers
+                    .insert(id.clone(), found.map(std::sync::Arc::from));
             }
             for ca in &p.work.needs.ari_stamps {
                 let lacks = stamps.iter().any(|(c, l)| c == ca && *l);
