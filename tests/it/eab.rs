@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::support::*;
 
 /// A random 64-byte MAC key, base64url without padding (as CAs hand them out).
-fn mac_key() -> String {
+pub(crate) fn mac_key() -> String {
     let mut key = [0u8; 64];
     aws_lc_rs::rand::fill(&mut key).expect("randomness");
     data_encoding::BASE64URL_NOPAD.encode(&key)
@@ -41,7 +41,7 @@ fn conf_target_with_eab(pebble: &Pebble, kid: &str, key: &str, algorithm: Option
 }
 
 /// How often Pebble accepted a binding for `kid` (its log line for each).
-fn bindings_accepted(pebble: &Pebble, kid: &str) -> usize {
+pub(crate) fn bindings_accepted(pebble: &Pebble, kid: &str) -> usize {
     pebble
         .logs()
         .matches(&format!(

@@ -1,6 +1,8 @@
 //! CA failover (`request.fallback-providers`): two Pebbles, the preferred one behind the ARI
-//! proxy so it can be made to fail (answer new orders with 503 or `serverInternal`), or
-//! stopped; the fallback behind a proxy of its own, for its renewal windows.
+//! proxy so it can be made to fail (answer new orders with 503, `serverInternal` or
+//! `rateLimited`), or stopped; the fallback behind a proxy of its own, for its renewal windows
+//! and its terms of service, and started requiring External Account Binding where a test
+//! says so.
 
 use crate::support::*;
 
@@ -20,8 +22,13 @@ struct TwoCas {
 
 impl TwoCas {
     fn start() -> TwoCas {
+        TwoCas::start_with(PebbleOpts::fast())
+    }
+
+    /// [`TwoCas::start`] with the fallback Pebble started with `b_opts`.
+    fn start_with(b_opts: PebbleOpts) -> TwoCas {
         let a = Pebble::start(PebbleOpts::fast());
-        let b = Pebble::start(PebbleOpts::fast());
+        let b = Pebble::start(b_opts);
         let (a_proxy, b_proxy) = (AriProxy::start(&a), AriProxy::start(&b));
         let state = StateDir::new();
         // One bundle trusted for both CAs' HTTPS; both CAs' http-01 ports served.
@@ -230,4 +237,193 @@ fn a_failed_validation_does_not_fall_over() {
         "no account at the fallback"
     );
     assert!(cas.b_proxy.orders().is_empty());
+}
+
+/// A `rateLimited` refusal (429) of a new order.
+fn rate_limited(retry_after: &str, times: Option<usize>) -> Option<RateLimit> {
+    Some(RateLimit {
+        names_containing: None,
+        times,
+        retry_after: Some(retry_after.to_owned()),
+        detail: "too many new orders recently (failover test)".to_owned(),
+    })
+}
+
+/// The preferred CA refuses new orders for their rate (429 `rateLimited`) with a
+/// `Retry-After` beyond `--rate-limit-wait`: the run does not wait, the certificate comes
+/// from the fallback in the same run (exit 0, nothing deferred), and once the preferred CA
+/// answers again the fallback's certificate is renewed there, without `replaces`.
+#[test]
+fn a_rate_limit_beyond_the_wait_is_ordered_from_the_fallback_and_renewed_at_the_preferred() {
+    let cas = TwoCas::start();
+    const NAME: &str = "limited.example.org";
+    // 30 s is a pause the run would wait out (up to a minute), but not with 5 s to wait.
+    cas.a_proxy.rate_limit_new_orders(rate_limited("30", None));
+    let run = acmekeep(&cas.state, &["want", "--rate-limit-wait", "5s", NAME]);
+    run.assert_success();
+    assert!(
+        run.stderr.contains(&format!(
+            "{NAME}: {} asked to slow down for longer than this run waits (",
+            cas.a_proxy.directory_url()
+        )) && run.stderr.contains(&format!(
+            "); ordering from {} instead",
+            cas.b_proxy.directory_url()
+        )),
+        "{}",
+        run.describe()
+    );
+    assert!(!run.stderr.contains("deferred"), "{}", run.describe());
+    let attempts = cas.a_proxy.order_attempts();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "asked once, not waited for: {attempts:#?}"
+    );
+    assert!(attempts[0].rate_limited);
+    assert_eq!(cas.cert_provider(NAME), cas.b_proxy.directory_url());
+    let rec = run_record(&cas.state, &cas.state.desired_file_for(NAME));
+    assert_eq!(rec["failures"], 0, "{rec:#}");
+    assert!(rec.get("rate_limited").is_none(), "{rec:#}");
+
+    // The limit lifts; the fallback's certificate becomes due (its CA's window): renewed at
+    // the preferred CA.
+    cas.a_proxy.rate_limit_new_orders(None);
+    let past = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    cas.b_proxy.set_default_window(Some(AriWindow {
+        start: past - time::Duration::hours(1),
+        end: past,
+        retry_after: 60,
+    }));
+    cas.state.retry_after_passed(&cas.state.live_cert_id(NAME));
+    acmekeep(&cas.state, &["reconcile"]).assert_success();
+    assert_eq!(cas.cert_provider(NAME), cas.a_proxy.directory_url());
+    let orders = cas.a_proxy.orders();
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert!(orders[0].replaces.is_none(), "{orders:?}");
+}
+
+/// A 429 whose `Retry-After` the run may wait out (within `--rate-limit-wait`, and a
+/// minute): the run waits, the preferred CA issues, and the fallback is never asked.
+#[test]
+fn a_short_rate_limit_at_the_preferred_ca_is_waited_out_there() {
+    let cas = TwoCas::start();
+    const NAME: &str = "waited.example.org";
+    cas.a_proxy
+        .rate_limit_new_orders(rate_limited("2", Some(1)));
+    let run = acmekeep(&cas.state, &["want", NAME]);
+    run.assert_success();
+    assert!(!run.stderr.contains("ordering from"), "{}", run.describe());
+    let attempts = cas.a_proxy.order_attempts();
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert!(attempts[0].rate_limited && !attempts[1].rate_limited);
+    assert!(
+        attempts[1].at >= attempts[0].at + std::time::Duration::from_secs(2),
+        "sent again only after the CA's Retry-After: {attempts:#?}"
+    );
+    assert_eq!(cas.cert_provider(NAME), cas.a_proxy.directory_url());
+    assert!(cas.b_proxy.orders().is_empty());
+    assert!(
+        !cas.account_urls().contains(&cas.b_proxy.directory_url()),
+        "no account at the fallback"
+    );
+}
+
+/// A fallback CA that requires External Account Binding: no account there while the
+/// preferred CA issues; when it fails, the fallback's account needs that CA's own binding
+/// (the response file's `acme-eab-*:<its URL>`). Without it the target fails naming where
+/// to give it, and nothing is lost; with it the account is registered, bound once, and the
+/// certificate comes from the fallback.
+#[test]
+fn a_fallback_that_requires_eab_is_registered_with_its_own_binding_only_when_needed() {
+    let key = crate::eab::mac_key();
+    let cas = TwoCas::start_with(PebbleOpts {
+        eab_required: true,
+        eab_mac_keys: vec![("kid-1".to_owned(), key.clone())],
+        ..PebbleOpts::fast()
+    });
+    let b_url = cas.b_proxy.directory_url();
+    acmekeep(&cas.state, &["want", "first.example.org"]).assert_success();
+    assert_eq!(
+        cas.cert_provider("first.example.org"),
+        cas.a_proxy.directory_url()
+    );
+    assert!(
+        !cas.account_urls().contains(&b_url),
+        "no account at the fallback yet"
+    );
+    let first = cas.state.live_cert_id("first.example.org");
+
+    cas.a_proxy.fail_new_orders(Some(Failing {
+        status: 503,
+        problem: None,
+        retry_after: Some("7200".to_owned()),
+    }));
+    const NAME: &str = "second.example.org";
+    let run = acmekeep(&cas.state, &["want", NAME]);
+    run.assert_code(1);
+    for needle in [
+        "requires External Account Binding".to_owned(),
+        format!("acme-eab-kid:{b_url}"),
+        format!("acme-eab-hmac-key:{b_url}"),
+    ] {
+        run.assert_stderr_contains(&needle);
+    }
+    assert!(!cas.account_urls().contains(&b_url), "{}", run.describe());
+    assert!(cas.state.live_link(NAME).is_none());
+    assert_eq!(cas.state.live_cert_id("first.example.org"), first);
+
+    cas.state.write_responses(&format!(
+        "{}\"acme-eab-kid:{b_url}\": kid-1\n\"acme-eab-hmac-key:{b_url}\": \"{key}\"\n",
+        responses_yaml(PEBBLE_TOS)
+    ));
+    let run = acmekeep(&cas.state, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(cas.cert_provider(NAME), b_url, "{}", run.describe());
+    assert!(cas.account_urls().contains(&b_url));
+    assert_eq!(crate::eab::bindings_accepted(&cas.b, "kid-1"), 1);
+    // The account is there now: the next fall over uses it, binding nothing again.
+    acmekeep(&cas.state, &["want", "third.example.org"]).assert_success();
+    assert_eq!(cas.cert_provider("third.example.org"), b_url);
+    assert_eq!(crate::eab::bindings_accepted(&cas.b, "kid-1"), 1);
+    assert_eq!(cas.state.live_cert_id("first.example.org"), first);
+}
+
+/// A fallback CA with terms of service of its own: the answer for the preferred CA's terms
+/// does not agree to them. Without `acme-agreement:<its terms URL>` the target fails naming
+/// them, no account is made there and nothing is lost; with it, the account is registered
+/// and the certificate comes from the fallback.
+#[test]
+fn a_fallback_with_terms_not_agreed_to_fails_naming_them_and_registers_once_they_are() {
+    let cas = TwoCas::start();
+    const TERMS: &str = "https://fallback.example/terms-2027.pdf";
+    cas.b_proxy.tamper(Tamper::json(Exchange::Directory, |d| {
+        d["meta"]["termsOfService"] = TERMS.into();
+    }));
+    let b_url = cas.b_proxy.directory_url();
+    acmekeep(&cas.state, &["want", "kept.example.org"]).assert_success();
+    let kept = cas.state.live_cert_id("kept.example.org");
+
+    cas.a_proxy.fail_new_orders(Some(Failing {
+        status: 500,
+        problem: Some("urn:ietf:params:acme:error:serverInternal".to_owned()),
+        retry_after: None,
+    }));
+    const NAME: &str = "terms.example.org";
+    let run = acmekeep(&cas.state, &["want", NAME]);
+    run.assert_code(1);
+    run.assert_stderr_contains(&format!("acme-agreement:{TERMS}"))
+        .assert_stderr_contains(&b_url);
+    assert!(!cas.account_urls().contains(&b_url), "{}", run.describe());
+    assert!(cas.state.live_link(NAME).is_none());
+    assert_eq!(cas.state.live_cert_id("kept.example.org"), kept);
+
+    cas.state.write_responses(&format!(
+        "{}\"acme-agreement:{TERMS}\": true\n",
+        responses_yaml(PEBBLE_TOS)
+    ));
+    let run = acmekeep(&cas.state, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(cas.cert_provider(NAME), b_url, "{}", run.describe());
+    assert!(cas.account_urls().contains(&b_url));
+    assert_eq!(cas.state.live_cert_id("kept.example.org"), kept);
 }
