@@ -1,19 +1,20 @@
-//! The wall clock as a value passed in, never a global (rustls's `TimeProvider`): the pause
-//! table of a CA and the caches' settled-stamp rule read it through [`Clock`], so a test can
-//! set the time instead of sleeping.
+//! The wall clock as a value passed in, never a global (rustls's `TimeProvider`): every
+//! decision about time can then be tested at any time, with a [`FakeClock`] set and moved
+//! instead of sleeping.
 //!
-//! The commands read the clock once (`now`) and pass it down; below them, only what asks
-//! "what time is it" again during a run (a pause the CA asked for, a cache stamp written
-//! after loading) holds a `Clock`. Monotonic deadlines (`Instant`: hook and DNS timeouts,
+//! The command line builds one [`CommandClock`] (in [`crate::settings::Settings`]); the
+//! commands read it once (`now`) and pass that down, with the clock itself where something
+//! asks "what time is it" again during a run (a certificate checked as it arrives, a fleet's
+//! lease, a pause the CA asked for). Monotonic deadlines (`Instant`: hook and DNS timeouts,
 //! the lock wait, nonce ages) are not wall time and stay as they are. The architecture test
-//! holds the rest of the code to this.
+//! holds the rest of the code to this: nothing but this module asks the system the time,
+//! bar the few files it names and why.
 //!
-//! The commands that plan renewals (`reconcile`, `want`, `status`, `check`, `cull`,
-//! `metrics`) read it through [`now`]. In debug builds only, `ACMEKEEP_TEST_CLOCK_SKEW=<seconds>`
-//! moves that time, so the end-to-end tests can follow a certificate through its life (a
-//! 90-day certificate's renewal point, its CA's window) without waiting for it; release builds
-//! have no such knob. The caches' settled stamps and the CA's pauses keep the system's time:
-//! they are compared with file times and with Retry-After as it arrives.
+//! In debug builds only, `ACMEKEEP_TEST_CLOCK_SKEW=<seconds>` moves the [`CommandClock`], so
+//! the end-to-end tests can follow a certificate through its life (a 90-day certificate's
+//! renewal point, its CA's window) without waiting for it; release builds have no such knob.
+//! The caches' settled stamps and the CA's pauses keep the [`SystemClock`]: they are compared
+//! with file times and with Retry-After as it arrives.
 
 use std::fmt::Debug;
 use std::time::SystemTime;
@@ -22,6 +23,11 @@ use std::time::SystemTime;
 pub trait Clock: Send + Sync + Debug {
     /// The current wall-clock time.
     fn now(&self) -> SystemTime;
+
+    /// The same time as a date, in UTC.
+    fn now_utc(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::from(self.now())
+    }
 }
 
 /// The system's clock.
@@ -34,22 +40,33 @@ impl Clock for SystemClock {
     }
 }
 
-/// The time a command plans with: the system's (see the module's preamble for the one
-/// exception, in debug builds).
-pub fn now() -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc() + skew()
+/// The clock the commands plan with: the system's, moved by `ACMEKEEP_TEST_CLOCK_SKEW` in
+/// debug builds (see the module's preamble).
+#[derive(Clone, Copy, Debug)]
+pub struct CommandClock {
+    skew: time::Duration,
+}
+
+impl CommandClock {
+    /// The system's clock, with this process's skew (none in release builds).
+    pub fn from_env() -> Self {
+        Self { skew: skew() }
+    }
+}
+
+impl Clock for CommandClock {
+    fn now(&self) -> SystemTime {
+        (time::OffsetDateTime::now_utc() + self.skew).into()
+    }
 }
 
 /// `ACMEKEEP_TEST_CLOCK_SKEW`, in debug builds (zero when unset or not a number of seconds).
 #[cfg(debug_assertions)]
 fn skew() -> time::Duration {
-    static SKEW: std::sync::OnceLock<time::Duration> = std::sync::OnceLock::new();
-    *SKEW.get_or_init(|| {
-        std::env::var("ACMEKEEP_TEST_CLOCK_SKEW")
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .map_or(time::Duration::ZERO, time::Duration::seconds)
-    })
+    std::env::var("ACMEKEEP_TEST_CLOCK_SKEW")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .map_or(time::Duration::ZERO, time::Duration::seconds)
 }
 
 /// No skew in release builds.

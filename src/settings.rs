@@ -2,11 +2,13 @@
 //! precedence (flag, then environment, then default) written once, here.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{Cli, parse_duration};
+use crate::clock::{Clock, CommandClock};
 use crate::exit::config_error;
 
 /// acmetool's default state directory.
@@ -46,6 +48,8 @@ pub struct Settings {
     /// Where a fleet node's `conf/cluster` is (`ACMEKEEP_CLUSTER_CONF`, else in the state
     /// directory); a state directory without it is no fleet node.
     pub cluster_conf: PathBuf,
+    /// The clock every command tells the time by, built here once and passed down.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// `path` made absolute against the current directory; an empty path is none.
@@ -145,6 +149,7 @@ impl Settings {
             eab: cli.eab.clone(),
             metrics_file: absolute(cli.metrics_file.as_deref())?,
             cluster_conf,
+            clock: Arc::new(CommandClock::from_env()),
         })
     }
 }

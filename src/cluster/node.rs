@@ -40,6 +40,7 @@ use time::format_description::well_known::Rfc3339;
 use super::fleet::{Fleet, Held, Lock, RunLease};
 use super::kv::{Cmp, Entry, Kv, Op, Range, range_all};
 use super::layout::{self, CertEntry, DataKey, Head, NodeInfo, OrderRecord, OrderState};
+use crate::clock::Clock;
 use crate::keys::PrivateKey;
 use crate::plan::backoff::{self, Backoff};
 use crate::reconcile::{Claim, Failure, Finishing};
@@ -749,7 +750,7 @@ struct GateState {
 /// The gate of one run of a node: see the module's preamble.
 pub struct NodeGate<K> {
     fleet: Arc<Fleet<K>>,
-    clock: fn() -> OffsetDateTime,
+    clock: Arc<dyn Clock>,
     force: bool,
     lease: tokio::sync::OnceCell<RunLease>,
     state: Mutex<GateState>,
@@ -763,7 +764,7 @@ impl<K> std::fmt::Debug for NodeGate<K> {
 
 impl<K: Kv + 'static> NodeGate<K> {
     /// A gate for one run; `force` ignores the fleet's backoff as `reconcile --force` does.
-    pub fn new(fleet: Arc<Fleet<K>>, clock: fn() -> OffsetDateTime, force: bool) -> Self {
+    pub fn new(fleet: Arc<Fleet<K>>, clock: Arc<dyn Clock>, force: bool) -> Self {
         NodeGate {
             fleet,
             clock,
@@ -860,7 +861,11 @@ impl<K: Kv + 'static> NodeGate<K> {
         let lease = self.lease().await?.id();
         let deadline = tokio::time::Instant::now() + self.fleet.conf().wait;
         let held = loop {
-            match self.fleet.try_lock(&lock, lease, (self.clock)()).await? {
+            match self
+                .fleet
+                .try_lock(&lock, lease, self.clock.now_utc())
+                .await?
+            {
                 Lock::Held(h) => break *h,
                 Lock::Elsewhere(info) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!("node {} is choosing the account at {provider}", info.node);
@@ -928,7 +933,7 @@ impl<K: Kv + 'static> NodeGate<K> {
 
     async fn claim_inner(&self, file: &str) -> Result<Claim> {
         let lease = self.lease().await?;
-        let now = (self.clock)();
+        let now = self.clock.now_utc();
         let held = match self.fleet.try_lock(file, lease.id(), now).await? {
             Lock::Elsewhere(info) => {
                 tracing::debug!("desired/{file}: node {} is on it", info.node);
@@ -1024,7 +1029,7 @@ impl<K: Kv + 'static> NodeGate<K> {
             account: account.to_owned(),
             key: key_id.to_owned(),
             node: self.fleet.node().to_owned(),
-            since: rfc3339((self.clock)()),
+            since: rfc3339(self.clock.now_utc()),
             validations,
         };
         let ops = vec![
@@ -1051,7 +1056,7 @@ impl<K: Kv + 'static> NodeGate<K> {
         let Some(held) = held else {
             return Ok(());
         };
-        let now = (self.clock)();
+        let now = self.clock.now_utc();
         let outcome = match result {
             Ok(id) => {
                 let store = store.ok_or_else(|| anyhow!("no state directory for the fleet"))?;
@@ -1192,7 +1197,7 @@ impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
     ) -> BoxFuture<'a, Option<(OffsetDateTime, String)>> {
         Box::pin(async move {
             let origin = crate::acme::nonces::origin(provider)?;
-            let now = (self.clock)();
+            let now = self.clock.now_utc();
             if let Some(p) = self.state().paused.get(&origin).filter(|p| p.0 > now) {
                 return Some(p.clone());
             }
@@ -1217,7 +1222,7 @@ impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
             let Some(origin) = crate::acme::nonces::origin(provider) else {
                 return;
             };
-            let now = (self.clock)();
+            let now = self.clock.now_utc();
             match self.fleet.pause_ca(&origin, until, now).await {
                 Ok(()) => tracing::info!(
                     "{origin} asked to slow down until {}: the fleet orders nothing from it until then",

@@ -57,7 +57,7 @@ struct ThresholdDoc {
 
 /// Runs the check; every failure to read is UNKNOWN (exit 3), as plugins must.
 pub fn execute(settings: &Settings, args: &CheckArgs) -> Result<ExitCode> {
-    let now = crate::clock::now();
+    let now = settings.clock.now_utc();
     let code = match report(settings, args, now) {
         Ok(code) => code,
         Err(e) => {

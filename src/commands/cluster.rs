@@ -63,7 +63,7 @@ pub fn status(settings: &Settings, args: &ClusterStatusArgs) -> Result<ExitCode>
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
     } else {
-        print_text(&mut out, &doc, available, OffsetDateTime::now_utc())
+        print_text(&mut out, &doc, available, settings.clock.now_utc())
     };
     match written.and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -312,7 +312,7 @@ pub fn reconcile(
         };
         let gate = std::sync::Arc::new(NodeGate::new(
             fleet.clone(),
-            OffsetDateTime::now_utc,
+            settings.clock.clone(),
             args.force,
         ));
         let mut opts = super::reconcile::options(settings, args);
@@ -334,7 +334,7 @@ pub fn reconcile(
         };
         if lost.is_none()
             && let Err(e) =
-                node::record_node(&fleet, revision, outcome, OffsetDateTime::now_utc()).await
+                node::record_node(&fleet, revision, outcome, settings.clock.now_utc()).await
         {
             tracing::debug!("recording this node's run in the fleet: {e:#}");
         }
@@ -382,7 +382,7 @@ async fn passes(
     };
     for _ in 0..MAX_PASSES {
         let store = std::sync::Arc::new(crate::store::Store::open(&settings.state_dir, lock)?);
-        let now = OffsetDateTime::now_utc();
+        let now = settings.clock.now_utc();
         let synced = match node::sync(fleet, &store, now).await {
             Ok(s) => s,
             Err(e) if cluster::is_unavailable(&e) => {
@@ -483,7 +483,7 @@ pub fn init(settings: &Settings) -> Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let fleet = cluster::connect(conf).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = settings.clock.now_utc();
         let (synced, heads) = crate::cluster::node::init(&fleet, &store, now)
             .await
             .map_err(cluster::mark_unavailable)?;
@@ -546,7 +546,7 @@ pub fn share_edits(settings: &Settings) -> Result<ExitCode> {
         let shared = async {
             let fleet = cluster::connect(conf).await?;
             fleet.check_initialised().await?;
-            crate::cluster::node::sync(&fleet, &store, OffsetDateTime::now_utc()).await
+            crate::cluster::node::sync(&fleet, &store, settings.clock.now_utc()).await
         };
         match shared.await {
             Ok(_) => Ok(ExitCode::SUCCESS),
@@ -592,12 +592,8 @@ pub fn agent(settings: &Settings) -> Result<ExitCode> {
     rt.block_on(async {
         let fleet = cluster::connect(conf).await?;
         fleet.check_initialised().await?;
-        crate::cluster::agent::run(
-            std::sync::Arc::new(fleet),
-            serves,
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
+        crate::cluster::agent::run(std::sync::Arc::new(fleet), serves, settings.clock.now_utc())
+            .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

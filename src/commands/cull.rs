@@ -15,7 +15,7 @@ use crate::world::{Scope, World};
 
 /// Runs cull.
 pub fn execute(settings: &Settings, args: &CullArgs) -> Result<ExitCode> {
-    let now = crate::clock::now();
+    let now = settings.clock.now_utc();
     let (_lock, store) = super::lock_and_open(settings)?;
     let world = World::load(&store, Scope::CULL)?;
     let plan = plan::plan(

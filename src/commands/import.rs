@@ -856,7 +856,7 @@ fn apply(store: &Store, cb: &Certbot, now: OffsetDateTime) -> Result<Tally> {
 /// `import-le [DIR]`: certbot's accounts, current certificates with their keys, and a target
 /// for each lineage's names. Running it again changes nothing.
 pub fn execute_le(settings: &Settings, args: &ImportLeArgs) -> Result<ExitCode> {
-    let now = OffsetDateTime::now_utc();
+    let now = settings.clock.now_utc();
     let cb = read_certbot(&args.dir, now).map_err(config_error)?;
     for n in &cb.notes {
         tracing::warn!("{n}");

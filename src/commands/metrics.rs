@@ -21,7 +21,7 @@ use crate::store::run::RunCounts;
 /// Prints the metrics.
 pub fn execute(settings: &Settings) -> Result<ExitCode> {
     let store = Store::open_read_only(&settings.state_dir).map_err(config_error)?;
-    let facts = Facts::load(&store, crate::clock::now()).map_err(config_error)?;
+    let facts = Facts::load(&store, settings.clock.now_utc()).map_err(config_error)?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     match metrics::write(&mut out, &facts).and_then(|()| out.flush()) {
         // A reader that stopped early (`| head`) is not an error of ours.
@@ -66,7 +66,7 @@ pub fn after_run(settings: &Settings, store: &Store, end: RunEnd) {
         }
     };
     let started = std::time::Instant::now();
-    let now = crate::clock::now();
+    let now = settings.clock.now_utc();
     let facts = match end.loaded {
         Some(loaded) => Ok(Facts::after_run(store, loaded, now)),
         None => Facts::load(store, now),

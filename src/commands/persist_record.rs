@@ -46,7 +46,7 @@ pub fn execute(settings: &Settings, args: &PersistRecordArgs) -> Result<ExitCode
         None | Some("none") => None,
         Some(text) => Some(parse_until(text).map_err(config_error)?),
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = settings.clock.now_utc().unix_timestamp();
     if let Some(u) = until
         && u <= now
     {

@@ -54,7 +54,7 @@ fn execute_locked(
     let opts = options(settings, args);
     let connector = InstantConnector::with_timeout(settings.ca_timeout)
         .with_rate_limit_wait(settings.rate_limit_wait);
-    let now = crate::clock::now();
+    let now = settings.clock.now_utc();
     let started = std::time::Instant::now();
     let world = match world {
         Some(w) => Ok(w),
@@ -118,7 +118,7 @@ pub fn options(settings: &Settings, args: &ReconcileArgs) -> Options {
         only: args.targets.clone(),
         force: args.force,
         hooks: std::sync::Arc::new(super::hook_runner(settings)),
-        clock: crate::clock::now,
+        clock: settings.clock.clone(),
         gate: None,
         share: None,
     }

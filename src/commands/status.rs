@@ -433,7 +433,7 @@ fn time_left(not_after: &str, now: OffsetDateTime) -> String {
 
 /// Prints the status.
 pub fn execute(settings: &Settings, args: &StatusArgs) -> Result<ExitCode> {
-    let now = crate::clock::now();
+    let now = settings.clock.now_utc();
     let until = match &args.expiring {
         Some(d) => {
             let d =

@@ -12,6 +12,7 @@ use super::issue::keep_chain;
 use crate::account::{bundle_lookup, login_account};
 use crate::acme::{AcmeError, Ca, Connector, Issuer};
 use crate::cert::{self, CertSummary};
+use crate::clock::Clock;
 use crate::plan::{self, DownloadFailure, work::Download};
 use crate::store::Store;
 use crate::world::World;
@@ -26,7 +27,7 @@ pub(super) async fn run<C: Connector>(
     connector: &C,
     downloads: &[Download],
     world: &mut World,
-    (now, clock): (OffsetDateTime, fn() -> OffsetDateTime),
+    (now, clock): (OffsetDateTime, &dyn Clock),
     report: &mut Report,
 ) {
     let mut sessions: BTreeMap<String, Login<<C::Ca as Ca>::Session>> = BTreeMap::new();
@@ -98,7 +99,7 @@ async fn fetch<S: Issuer>(
     d: &Download,
     url: &str,
     world: &World,
-    (now, clock): (OffsetDateTime, fn() -> OffsetDateTime),
+    (now, clock): (OffsetDateTime, &dyn Clock),
 ) -> Option<CertSummary> {
     let id = &d.cert_id;
     let chains = match session.fetch_order_certificate(url, d.alternates).await {
@@ -122,7 +123,7 @@ async fn fetch<S: Issuer>(
         .and_then(|leaf| {
             let preferred = preferred_chain(world, d, &leaf.names);
             let pem = keep_chain(&format!("certs/{id}"), &chains, preferred);
-            let files = cert::validate_issued(pem, &leaf.key_id, &leaf.names, clock())?;
+            let files = cert::validate_issued(pem, &leaf.key_id, &leaf.names, clock.now_utc())?;
             let has_key = world.inv.key_ids.contains(&leaf.key_id);
             store.finish_cert(id, has_key.then_some(leaf.key_id.as_str()), &files)?;
             Ok(files.leaf.into_summary(id, has_key, false, None))

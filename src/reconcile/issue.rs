@@ -4,12 +4,12 @@
 //! finalized finished without ordering anew.
 
 use anyhow::{Context, Result, anyhow};
-use time::OffsetDateTime;
 
 use super::{Finishing, OrderGate};
 use crate::acme::{Chains, Issuer, OrderOptions, Responder};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
+use crate::clock::Clock;
 use crate::keys::PrivateKey;
 use crate::plan::work::{KeyChoice, Order};
 use crate::store::Store;
@@ -23,7 +23,7 @@ pub(super) async fn issue_one<I: Issuer>(
     account_id: &str,
     (t, order): (&Target, &Order),
     (responder, gate): (&TargetResponder, Option<&dyn OrderGate>),
-    clock: fn() -> OffsetDateTime,
+    clock: &dyn Clock,
 ) -> Result<CertSummary> {
     let key = match &order.key {
         KeyChoice::Reuse(id) => store
@@ -74,7 +74,7 @@ pub(super) async fn issue_one<I: Issuer>(
         &order.preferred_chain,
     );
     // Valid at the time it arrives: the CA may date it from the moment it issued it.
-    let files = cert::validate_issued(pem, &key.id, &names, clock())?;
+    let files = cert::validate_issued(pem, &key.id, &names, clock.now_utc())?;
     // Before `cert`, which makes the directory complete.
     store.write_cert_validations(&id, &responder.validations())?;
     store.finish_cert(&id, Some(&key.id), &files)?;
@@ -96,7 +96,7 @@ pub(super) async fn finish_one<I: Issuer>(
     account_id: &str,
     (t, order): (&Target, &Order),
     f: &Finishing,
-    clock: fn() -> OffsetDateTime,
+    clock: &dyn Clock,
 ) -> Result<CertSummary> {
     let key = store
         .load_key(&f.key_id)
@@ -118,7 +118,7 @@ pub(super) async fn finish_one<I: Issuer>(
     store.begin_cert(&f.url, Some(account_id))?;
     let id = crate::keys::ids::cert_id(&f.url);
     let pem = keep_chain(&format!("certs/{id}"), &chains, &order.preferred_chain);
-    let files = cert::validate_issued(pem, &key.id, &names, clock())?;
+    let files = cert::validate_issued(pem, &key.id, &names, clock.now_utc())?;
     // As the node that placed the order recorded them; before `cert`, as in `issue_one`.
     store.write_cert_validations(&id, &f.validations)?;
     store.finish_cert(&id, Some(&key.id), &files)?;

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
 use crate::acme::{Ca, Connector};
+use crate::clock::Clock;
 use crate::hooks::{Event, HookRunner};
 use crate::interact::Interaction;
 use crate::plan::ari::AriRecord;
@@ -54,7 +55,7 @@ pub struct Options {
     /// just issued is checked for being valid at the time it arrives, and the relink pass
     /// at the end plans with the time it runs at (a CA may date a certificate from the
     /// moment it issues it, after the run began).
-    pub clock: fn() -> OffsetDateTime,
+    pub clock: Arc<dyn Clock>,
     /// On a fleet node (doc/cluster.md), the fleet's say over each order; `None` on a
     /// machine of its own.
     pub gate: Option<Arc<dyn OrderGate>>,
@@ -279,7 +280,7 @@ pub async fn run_world<C: Connector>(
     };
     let mut plan = settle(&store, &mut world, now, &policy);
     if !plan.work.downloads.is_empty() {
-        let clock = (now, opts.clock);
+        let clock = (now, &*opts.clock);
         download::run(
             &store,
             connector,
@@ -435,7 +436,7 @@ async fn finish(
         ..
     } = world;
     report.expiring = expiring(&report.targets, &targets, &certs, now);
-    for r in plan::plan_relinks(&targets, &certs, &inv.live, (opts.clock)()) {
+    for r in plan::plan_relinks(&targets, &certs, &inv.live, opts.clock.now_utc()) {
         match store.relink(&r.name, &r.cert_id) {
             Ok(_) => report.relinked.push(r.name),
             Err(e) => report.other_errors.push(crate::cause::render(&e)),

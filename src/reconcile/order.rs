@@ -230,7 +230,7 @@ fn order_task<S: Issuer + 'static>(
     (store, servers): (Arc<Store>, Servers),
     opts: &Options,
 ) -> impl Future<Output = TaskResult> + Send + 'static {
-    let (gate, clock) = (opts.gate.clone(), opts.clock);
+    let (gate, clock) = (opts.gate.clone(), opts.clock.clone());
     let responder = servers.responder(&job.t, opts);
     async move {
         if let Some(skipped) = skipped(&*session) {
@@ -252,15 +252,15 @@ fn order_task<S: Issuer + 'static>(
         let target = (&job.t, &job.order);
         let res = match claim {
             Claim::Finish(f) if f.account == *account_id => {
-                finish_one(&store, &*session, &account_id, target, &f, clock).await
+                finish_one(&store, &*session, &account_id, target, &f, &*clock).await
             }
             _ => {
                 let with = (&responder, gate.as_deref());
-                issue_one(&store, &*session, &account_id, target, with, clock).await
+                issue_one(&store, &*session, &account_id, target, with, &*clock).await
             }
         }
         .map_err(|e| {
-            let pause = crate::acme::pace::ca_wide_until(&e, &names_of(&job.t), clock());
+            let pause = crate::acme::pace::ca_wide_until(&e, &names_of(&job.t), clock.now_utc());
             (
                 Failure::of(&e),
                 failover::decide(failover::failure_of(&e)),
@@ -275,7 +275,7 @@ fn order_task<S: Issuer + 'static>(
             (res, _) => res.map_err(|(failed, why, _)| (failed, why)),
         };
         if let Ok(s) = &res {
-            first_window(&store, &*session, s, clock()).await;
+            first_window(&store, &*session, s, clock.now_utc()).await;
         }
         let res = match (&gate, res) {
             (None, res) => res.map(Some),

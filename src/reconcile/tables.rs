@@ -5,10 +5,9 @@
 //! hooks' names and live/ afterwards. The rows know nothing of reconcile's helpers, so they
 //! hold while the executor is reshaped; they run in milliseconds. The real protocol path
 //! stays covered by the end-to-end tests against Pebble (tests/it/).
-//!
-//! A run uses a current-thread runtime, so the executor's tasks read this thread's clock.
+//! The row's clock is the one [`Options::clock`] and the store read: advancing it moves
+//! the whole run.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,19 +29,6 @@ const OTHER_CA: &str = "https://other-ca.example/directory";
 const T0: OffsetDateTime = datetime!(2026-03-02 10:00 UTC);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR: Duration = Duration::from_secs(3600);
-
-thread_local! {
-    /// The clock of the row running on this thread.
-    static CLOCK: RefCell<Option<Arc<FakeClock>>> = const { RefCell::new(None) };
-}
-
-/// [`Options::clock`] for the rows: this thread's [`FakeClock`].
-fn fake_now() -> OffsetDateTime {
-    CLOCK.with(|c| {
-        let clock = c.borrow().clone().expect("a row sets the clock");
-        OffsetDateTime::from(clock.now())
-    })
-}
 
 /// A state directory, the fake CAs, a clock at [`T0`], and hooks that write down the names
 /// of each list event.
@@ -80,7 +66,6 @@ impl World {
         );
         chmod(&hooks.join("log"), 0o700);
         let clock = Arc::new(FakeClock::at(T0.into()));
-        CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
         let fake = FakeConnector::new(clock.clone());
         fake.ca(CA);
         let world = Self { dir, clock, fake };
@@ -127,7 +112,7 @@ impl World {
                 vec![self.dir.path().join("hooks")],
                 self.root(),
             )),
-            clock: fake_now,
+            clock: self.clock.clone(),
             gate: None,
             share: None,
         };
