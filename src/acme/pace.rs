@@ -170,8 +170,13 @@ pub fn retry_after_in(text: &str) -> Option<OffsetDateTime> {
         .map(|t| t.assume_utc())
 }
 
+/// The context of a refused account registration ([`super::error::AcmeError`]).
+pub const REGISTERING: &str = "registering the account";
+
 /// Until when a refusal for the CA's rate holds back every order at that CA rather than only
-/// the names refused, for a fleet to share (doc/cluster.md): an overload (503), or a rate
+/// the names refused, for a fleet to share (doc/cluster.md): an overload (503), a rate limit
+/// on registering an account (a limit on the caller, such as Let's Encrypt's new
+/// registrations per IP address: no node of the fleet registers there until then), or a rate
 /// limit on creating an order whose explanation names none of the order's `names` nor a
 /// domain they are in. Let's Encrypt's limit on an account's new orders says "from this
 /// account"; its limits on names quote the name (`for "example.com"`) or say "this exact
@@ -187,7 +192,7 @@ pub fn ca_wide_until(
         _ => None,
     })?;
     let until = problem.retry_at.filter(|t| *t > now)?;
-    if problem.status == Some(503) {
+    if problem.status == Some(503) || context == REGISTERING {
         return Some(until);
     }
     if !matches!(context.as_str(), "creating the order" | "new order") {
@@ -393,14 +398,14 @@ mod tests {
                 Some(later),
                 None,
             ),
-            // A limit met elsewhere than on creating an order (the account step is not a
-            // target's: it is not shared).
+            // A limit on registering accounts (per IP address at Let's Encrypt): no node
+            // registers there until then.
             (
                 "registering the account",
                 429,
                 "too many new registrations (10) from this IP address",
                 Some(later),
-                None,
+                Some(later),
             ),
             (
                 "finalizing the order",

@@ -25,7 +25,8 @@
 //! shared run record; then the lock is released. A CA that tells a node to slow down for
 //! every order ([`crate::acme::pace::ca_wide_until`]) is paused for the whole fleet until its
 //! time (`x/pauses/`): every node's gate answers [`crate::reconcile::OrderGate::ca_paused`]
-//! before it claims a target there.
+//! before it claims a target there; while paused, a node registers no account there, and
+//! claims only an order recorded as finalizing, to finish it (no new order).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -931,7 +932,7 @@ impl<K: Kv + 'static> NodeGate<K> {
         Ok(())
     }
 
-    async fn claim_inner(&self, file: &str) -> Result<Claim> {
+    async fn claim_inner(&self, file: &str, finish_only: bool) -> Result<Claim> {
         let lease = self.lease().await?;
         let now = self.clock.now_utc();
         let held = match self.fleet.try_lock(file, lease.id(), now).await? {
@@ -943,47 +944,47 @@ impl<K: Kv + 'static> NodeGate<K> {
             Lock::Held(h) => *h,
         };
         let synced = self.state().heads.get(file).cloned();
-        if held.head.as_ref().map(|h| &h.cert) != synced.as_ref() {
-            // Another node obtained a certificate since the sync: sync again, link it.
-            let by = held
-                .head
-                .as_ref()
-                .map(|h| h.node.clone())
-                .unwrap_or_default();
-            self.fleet.release(&held).await;
-            tracing::debug!("desired/{file}: node {by} obtained a certificate meanwhile");
-            self.state().elsewhere.insert(file.to_owned(), by);
-            return Ok(Claim::No);
-        }
-        if let Some(f) = finishing(held.order.as_ref()) {
-            // A holder that died or lost the lock may have finalized this order: it is
-            // finished, never ordered again.
-            if let Err(e) = self.take_order_key(&f.key_id).await {
+        let locked = on_lock(&held, synced.as_ref(), now, self.force, finish_only);
+        match locked {
+            Locked::Moved(by) => {
+                // Another node obtained a certificate since the sync: sync again, link it.
                 self.fleet.release(&held).await;
-                return Err(e.context(format!(
-                    "desired/{file}: the key of order {} placed by node {}",
-                    f.url, f.node
-                )));
+                tracing::debug!("desired/{file}: node {by} obtained a certificate meanwhile");
+                self.state().elsewhere.insert(file.to_owned(), by);
+                Ok(Claim::No)
             }
-            let mut s = self.state();
-            s.finalizing.insert(file.to_owned());
-            s.held.insert(file.to_owned(), held);
-            return Ok(Claim::Finish(f));
+            Locked::Finish(f) => {
+                // A holder that died or lost the lock may have finalized this order: it is
+                // finished, never ordered again.
+                if let Err(e) = self.take_order_key(&f.key_id).await {
+                    self.fleet.release(&held).await;
+                    return Err(e.context(format!(
+                        "desired/{file}: the key of order {} placed by node {}",
+                        f.url, f.node
+                    )));
+                }
+                let mut s = self.state();
+                s.finalizing.insert(file.to_owned());
+                s.held.insert(file.to_owned(), held);
+                Ok(Claim::Finish(f))
+            }
+            Locked::Wait(next) => {
+                tracing::debug!(
+                    "desired/{file}: the fleet waits until {} after a failed attempt",
+                    rfc3339(next)
+                );
+                self.fleet.release(&held).await;
+                Ok(Claim::No)
+            }
+            Locked::Paused => {
+                self.fleet.release(&held).await;
+                Ok(Claim::No)
+            }
+            Locked::Order => {
+                self.state().held.insert(file.to_owned(), held);
+                Ok(Claim::Order)
+            }
         }
-        let waiting = held
-            .run
-            .as_ref()
-            .and_then(|r| backoff::gate(r, now, self.force));
-        if let Some(next) = waiting.map(|w| w.until) {
-            tracing::debug!(
-                "desired/{file}: the fleet waits until {} after a failed attempt",
-                rfc3339(next)
-            );
-            self.fleet.release(&held).await;
-            return Ok(Claim::No);
-        }
-        self.state().held.insert(file.to_owned(), held);
-        Ok(Claim::Order)
     }
 
     /// Puts the fleet's private key `id` into the mirror's `keys/` (an order's key that only
@@ -1130,6 +1131,49 @@ fn finishing(order: Option<&OrderRecord>) -> Option<Finishing> {
     })
 }
 
+/// What a node that just locked a target does with it.
+#[derive(Debug, PartialEq, Eq)]
+enum Locked {
+    /// The target's head moved since the sync (to a certificate of this node): link it.
+    Moved(String),
+    /// Finish the order a previous holder recorded as finalizing.
+    Finish(Finishing),
+    /// The fleet's record of failed attempts says to wait until then.
+    Wait(OffsetDateTime),
+    /// The CA is paused for the fleet and there is no order to finish: nothing now.
+    Paused,
+    /// Order a certificate.
+    Order,
+}
+
+/// The decision for a target this node locked (`held`), whose head the sync saw as
+/// `synced`: an order recorded as finalizing is finished even while the CA is paused for
+/// the fleet (`finish_only`: the certificate may exist, fetching it is no new order) and
+/// whatever the backoff says; nothing else is ordered while paused.
+fn on_lock(
+    held: &Held,
+    synced: Option<&String>,
+    now: OffsetDateTime,
+    force: bool,
+    finish_only: bool,
+) -> Locked {
+    if held.head.as_ref().map(|h| &h.cert) != synced {
+        let by = held.head.as_ref().map(|h| h.node.clone());
+        return Locked::Moved(by.unwrap_or_default());
+    }
+    if let Some(f) = finishing(held.order.as_ref()) {
+        return Locked::Finish(f);
+    }
+    if finish_only {
+        return Locked::Paused;
+    }
+    let waiting = held.run.as_ref().and_then(|r| backoff::gate(r, now, force));
+    match waiting {
+        Some(w) => Locked::Wait(w.until),
+        None => Locked::Order,
+    }
+}
+
 /// Whether an order recorded as finalizing stays recorded after an attempt that failed so:
 /// unless the CA answered (it refused the order, or says it is invalid or gone), the
 /// certificate may exist or come, and the next holder must finish that order rather than
@@ -1139,12 +1183,12 @@ fn keeps_order_record(backoff: Backoff) -> bool {
 }
 
 impl<K: Kv + 'static> crate::reconcile::OrderGate for NodeGate<K> {
-    fn claim<'a>(&'a self, file: &'a str) -> BoxFuture<'a, Claim> {
+    fn claim<'a>(&'a self, file: &'a str, finish_only: bool) -> BoxFuture<'a, Claim> {
         Box::pin(async move {
             if self.unavailable().is_some() {
                 return Claim::No;
             }
-            match self.claim_inner(file).await {
+            match self.claim_inner(file, finish_only).await {
                 Ok(claim) => claim,
                 Err(e) => {
                     self.note(&format!("locking desired/{file} in the fleet"), &e);
@@ -1484,6 +1528,71 @@ mod tests {
         assert!(keeps_order_record(Backoff::No));
         assert!(keeps_order_record(Backoff::RateLimited));
         assert!(!keeps_order_record(Backoff::Yes));
+    }
+
+    #[test]
+    fn a_fleet_pause_still_finishes_an_order_recorded_as_finalizing() {
+        let now = datetime!(2026-12-01 04:00 UTC);
+        let order = |state| OrderRecord {
+            state,
+            url: Some("https://ca/o/1".into()),
+            account: "acct".into(),
+            key: "k".repeat(52),
+            node: "a".into(),
+            since: "2026-12-01T03:59:00Z".into(),
+            validations: vec![],
+        };
+        let backing_off = TargetRecord {
+            failures: 3,
+            next_attempt: Some(now + time::Duration::hours(1)),
+            ..TargetRecord::default()
+        };
+        let held = |o: Option<OrderRecord>, run: Option<TargetRecord>| Held {
+            file: "a.example".into(),
+            token: 7,
+            head: None,
+            order: o,
+            run,
+        };
+        let finalizing = held(
+            Some(order(OrderState::Finalizing)),
+            Some(backing_off.clone()),
+        );
+        for paused in [false, true] {
+            assert!(
+                matches!(on_lock(&finalizing, None, now, false, paused), Locked::Finish(f) if f.url == "https://ca/o/1"),
+                "paused: {paused}"
+            );
+        }
+        // Paused: nothing new is ordered, whatever the backoff says.
+        assert_eq!(
+            on_lock(&held(None, None), None, now, false, true),
+            Locked::Paused
+        );
+        let ordering = held(Some(order(OrderState::Ordering)), None);
+        assert_eq!(on_lock(&ordering, None, now, false, true), Locked::Paused);
+        assert_eq!(on_lock(&ordering, None, now, false, false), Locked::Order);
+        assert_eq!(
+            on_lock(
+                &held(None, Some(backing_off.clone())),
+                None,
+                now,
+                false,
+                false
+            ),
+            Locked::Wait(now + time::Duration::hours(1))
+        );
+        // A head another node recorded since the sync wins over everything.
+        let mut moved = finalizing.clone();
+        moved.head = Some(Head {
+            cert: "c".repeat(52),
+            at: "2026-12-01T03:59:30Z".into(),
+            node: "b".into(),
+        });
+        assert_eq!(
+            on_lock(&moved, None, now, false, true),
+            Locked::Moved("b".into())
+        );
     }
 
     #[test]

@@ -68,8 +68,14 @@ pub struct Options {
 pub trait OrderGate: Send + Sync + std::fmt::Debug {
     /// Whether this node may order for target `file` now. [`Claim::No`] leaves the target
     /// unchanged in this run: another node has it (or just obtained its certificate), or
-    /// the fleet cannot be used; the gate keeps why.
-    fn claim<'a>(&'a self, file: &'a str) -> futures_util::future::BoxFuture<'a, Claim>;
+    /// the fleet cannot be used; the gate keeps why. `finish_only` (the CA of the target is
+    /// paused for the fleet): only an order recorded as finalizing is claimed, to be finished
+    /// (a download, not a new order); anything else is [`Claim::No`].
+    fn claim<'a>(
+        &'a self,
+        file: &'a str,
+        finish_only: bool,
+    ) -> futures_util::future::BoxFuture<'a, Claim>;
     /// The order for `file` at `order_url`, for certificate key `key_id` of account
     /// `account`, its names validated as `validations` says, is about to be finalized. An
     /// error abandons the order before finalize.

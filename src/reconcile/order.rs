@@ -13,7 +13,7 @@ use super::ari::first_window;
 use super::issue::{finish_one, issue_one};
 use super::record::{Failure, failure, kind_of, names_of, record, whole_seconds_up};
 use super::{Claim, Issued, Options, Outcome, Report, Sessions, TargetOutcome, run_bounded};
-use crate::account::{STOPPED_ANSWERING, account_session};
+use crate::account::{AccountLookup, STOPPED_ANSWERING, account_session, look_up_account};
 use crate::acme::{Ca, ChallengeKind, Connector, Issuer, failover};
 use crate::cert::{self, CertSummary};
 use crate::challenge::TargetResponder;
@@ -88,8 +88,32 @@ pub(super) async fn obtain<C: Connector>(
     while !groups.is_empty() {
         let mut work = Vec::new();
         for (ca, group) in std::mem::take(&mut groups) {
-            let opened = open_session(store, (connector, interaction, sessions), &ca, world);
+            // A CA the fleet holds back: this node logs in to finish orders recorded as
+            // finalizing, but registers no account there before the CA's time.
+            let paused = match &opts.gate {
+                Some(g) => fleet_paused(&**g, &ca.provider).await,
+                None => None,
+            };
+            let conn = (connector, interaction, sessions);
+            let opened = open_session(store, conn, &ca, world, paused.is_some());
             match opened.await {
+                Err(e) if e.is::<NotRegistering>() => {
+                    let failed = paused.map(|p| p.0).unwrap_or_else(|| Failure::of(&e));
+                    for job in group {
+                        settle.fail(&job.t, &failed);
+                    }
+                }
+                Err(e) if opts.gate.is_some() => {
+                    if let (Some(g), Some(until)) = (
+                        &opts.gate,
+                        crate::acme::pace::ca_wide_until(&e, &[], opts.clock.now_utc()),
+                    ) {
+                        // E.g. too many registrations from this address: no node registers
+                        // there until the CA's time.
+                        g.slowed(&ca.provider, until).await;
+                    }
+                    settle.account_failed(&ca, group, e)
+                }
                 Ok((session, account_id)) => {
                     let account_id = Arc::new(account_id);
                     let provider = Arc::new(ca.provider.clone());
@@ -115,13 +139,21 @@ pub(super) async fn obtain<C: Connector>(
     settle.new_certs
 }
 
+/// A CA the fleet holds back, where this node has no registered account: it registers none
+/// before the CA's time ([`open_session`]).
+#[derive(Debug, thiserror::Error)]
+#[error("no account registered at {0}, and the fleet registers none there now")]
+struct NotRegistering(String);
+
 /// A session at the CA `ca` with the account the state directory has (or registers) there:
-/// the one the renewal-information phase opened, if it did.
+/// the one the renewal-information phase opened, if it did. `no_registering`: only an account
+/// the CA knows is used ([`NotRegistering`] otherwise).
 async fn open_session<C: Connector>(
     store: &Store,
     (connector, interaction, sessions): (&C, &Interaction, &Sessions<<C::Ca as Ca>::Session>),
     ca: &CaKey,
     world: &World,
+    no_registering: bool,
 ) -> anyhow::Result<(Arc<<C::Ca as Ca>::Session>, String)> {
     let c = connector.connect(&ca.provider, ca.roots.as_ref())?;
     if c.unresponsive() {
@@ -133,6 +165,14 @@ async fn open_session<C: Connector>(
     }
     if let Some((session, id)) = sessions.get(ca) {
         return Ok((session.clone(), id.clone()));
+    }
+    if no_registering {
+        return match look_up_account(&c, &ca.provider, &world.inv).await? {
+            AccountLookup::Registered {
+                record, session, ..
+            } => Ok((Arc::new(session), record.id)),
+            _ => Err(anyhow::Error::new(NotRegistering(ca.provider.clone()))),
+        };
     }
     let (session, id) = account_session(store, &c, &ca.provider, &world.inv, interaction).await?;
     Ok((Arc::new(session), id))
@@ -236,15 +276,24 @@ fn order_task<S: Issuer + 'static>(
         if let Some(skipped) = skipped(&*session) {
             return (job, provider, Err(skipped));
         }
-        if let Some(g) = &gate
-            && let Some(paused) = fleet_paused(&**g, &provider).await
-        {
-            return (job, provider, Err(paused));
-        }
+        let paused = match &gate {
+            Some(g) => fleet_paused(&**g, &provider).await,
+            None => None,
+        };
         let claim = match &gate {
-            Some(gate) => gate.claim(&job.t.file).await,
+            // While the fleet holds the CA's orders back, an order recorded as finalizing is
+            // still finished: its certificate may exist, fetching it is no new order.
+            Some(gate) => gate.claim(&job.t.file, paused.is_some()).await,
             None => Claim::Order,
         };
+        let finishes = matches!(&claim, Claim::Finish(f) if f.account == *account_id);
+        if let Some(paused) = paused.filter(|_| !finishes) {
+            if let (Some(g), Claim::Finish(_)) = (&gate, &claim) {
+                // Another account's order: not finished at this one; the lock goes.
+                let _ = g.finish(&job.t.file, Err(&paused.0)).await;
+            }
+            return (job, provider, Err(paused));
+        }
         if claim == Claim::No {
             // The fleet's: another node orders it, or already has.
             return (job, provider, Ok(None));

@@ -885,6 +885,94 @@ fn cluster_a_rate_limit_on_the_account_told_to_one_node_holds_back_every_node() 
     );
 }
 
+/// Issue 19: while the CA is paused for the fleet (a rate limit on the account told to some
+/// node), an order a killed node recorded as finalizing is still finished by the next node:
+/// its certificate may exist, and fetching it is no new order.
+#[test]
+fn cluster_a_fleet_pause_does_not_defer_finishing_an_order_recorded_as_finalizing() {
+    let t = Takeover::start();
+    let a = t.a_finalizing("paused.fleet.test");
+    signal(a.id(), "-KILL");
+    let _ = a.wait();
+    t.lock_expires("paused.fleet.test");
+    let origin = t.proxy.directory_url();
+    let origin = origin.strip_suffix("/dir").expect("/dir");
+    runtime().block_on(async {
+        let c = node(&t.etcd, "c", &ClusterKeys::new_line().expect("key")).await;
+        let now = OffsetDateTime::now_utc();
+        c.pause_ca(origin, now + time::Duration::hours(1), now)
+            .await
+            .expect("pause");
+    });
+    assert_eq!(t.etcd.dump("/acmekeep/x/pauses/").len(), 1);
+    t.b_finishes("paused.fleet.test");
+    assert_eq!(t.issued(), 2, "{}", t.pebble.pebble_log());
+}
+
+/// Issue 19 "rate limits shared": the CA refuses node a's account registration for its rate
+/// (429, `Retry-After` an hour, "too many new registrations from this IP address"). Node a
+/// records the pause in etcd; node b, which has no account registered there either, sends
+/// the CA no registration before that time (one deferral line per target, exit 0).
+#[test]
+fn cluster_a_rate_limit_on_registration_told_to_one_node_keeps_every_node_from_registering() {
+    use crate::support::{
+        AriProxy, Pebble, PebbleOpts, RateLimit, StateDir, acmekeep, standard_conf_target,
+    };
+    let etcd = Etcd::start(1);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let proxy = AriProxy::start(&pebble);
+    let conf = standard_conf_target(&pebble).replace(
+        &serde_json::to_string(&pebble.directory_url()).expect("JSON"),
+        &serde_json::to_string(&proxy.directory_url()).expect("JSON"),
+    );
+    let (a, b) = (StateDir::new(), StateDir::new());
+    let key = ClusterKeys::new_line().expect("key");
+    for (s, name) in [(&a, "a"), (&b, "b")] {
+        s.write_conf_target(&conf);
+        s.write_standard_responses();
+        join_with(s, &etcd.endpoints(), name, &key, "lock-ttl: 2s\n");
+    }
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    proxy.rate_limit_registrations(Some(RateLimit {
+        names_containing: None,
+        times: None,
+        retry_after: Some("3600".into()),
+        detail: "too many new registrations (10) from this IP address in the last 3h0m0s".into(),
+    }));
+    acmekeep(&a, &["want", "--no-reconcile", "reg.fleet.test"]).assert_success();
+    let run = acmekeep(&a, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(proxy.registrations(), vec![true], "{}", run.describe());
+    assert_eq!(
+        count(&run.stderr, "deferred, the CA asked to slow down"),
+        1,
+        "{}",
+        run.describe()
+    );
+    let pauses = etcd.dump("/acmekeep/x/pauses/");
+    assert_eq!(pauses.len(), 1, "{}", run.describe());
+    let pause: serde_json::Value = serde_json::from_slice(&pauses[0].1).expect("JSON");
+    assert_eq!(pause["node"], "a", "{pause}");
+
+    acmekeep(&b, &["want", "--no-reconcile", "other.fleet.test"]).assert_success();
+    let run = acmekeep(&b, &["reconcile"]);
+    run.assert_success();
+    for name in ["reg.fleet.test", "other.fleet.test"] {
+        let line = format!(
+            "({name}) deferred, the CA asked to slow down: not attempted: the CA told node a of the fleet to slow down; retry after"
+        );
+        assert_eq!(count(&run.stderr, &line), 1, "{}", run.describe());
+    }
+    assert_eq!(run.stderr.lines().count(), 2, "{}", run.describe());
+    assert_eq!(
+        proxy.registrations(),
+        vec![true],
+        "b registered: {}",
+        run.describe()
+    );
+    assert!(proxy.order_attempts().is_empty());
+}
+
 /// How many times etcd's `key` was written since it was created (its `version`; 0: absent).
 fn writes(etcd: &Etcd, key: &str) -> i64 {
     let out = etcd.ctl(&["get", key, "-w", "json"]);

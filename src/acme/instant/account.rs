@@ -226,7 +226,7 @@ impl Ca for InstantCa {
                 .create_from_key(key.pair()?, self.directory_url.clone())
                 .await
         })
-        .map_err(|e| ca_error("registering the account", e))?;
+        .map_err(|e| ca_error(crate::acme::pace::REGISTERING, e))?;
         if let Some(email) = reg.email.as_deref().filter(|e| !e.is_empty()) {
             let contact = format!("mailto:{email}");
             ca_retry!(self, account.update_contacts(&[contact.as_str()]))

@@ -129,6 +129,11 @@ struct ProxyState {
     /// New-order requests are held unanswered (a CA that stopped answering).
     hang_orders: bool,
     rate_limit: Option<RateLimit>,
+    /// Account registrations are refused so ([`AriProxy::rate_limit_registrations`]).
+    registration_limit: Option<RateLimit>,
+    /// Account registrations (newAccount without `onlyReturnExisting`) as they arrived:
+    /// whether each was refused.
+    registrations: Vec<bool>,
     /// New orders are answered with this failure instead ([`AriProxy::fail_new_orders`]).
     failing: Option<Failing>,
     attempts: Vec<OrderAttempt>,
@@ -299,6 +304,18 @@ impl AriProxy {
     /// counted in [`AriProxy::orders`]), then the connection is closed.
     pub fn hang_new_orders(&self) {
         self.shared.state().hang_orders = true;
+    }
+
+    /// Refuses account registrations (newAccount requests without `onlyReturnExisting`) as
+    /// `limit` says (its `names_containing` is ignored), e.g. Let's Encrypt's "too many new
+    /// registrations from this IP address".
+    pub fn rate_limit_registrations(&self, limit: Option<RateLimit>) {
+        self.shared.state().registration_limit = limit;
+    }
+
+    /// Every account registration that arrived (lookups excluded): whether it was refused.
+    pub fn registrations(&self) -> Vec<bool> {
+        self.shared.state().registrations.clone()
     }
 
     /// From now on new orders are answered as `limit` says (`None`: no limit).
@@ -548,6 +565,23 @@ fn json_response(
     }
 }
 
+/// The CA's 429 answer for `limit`.
+fn rate_limited(limit: &RateLimit) -> Message {
+    let problem = serde_json::json!({
+        "type": "urn:ietf:params:acme:error:rateLimited",
+        "detail": limit.detail,
+        "status": 429,
+    });
+    let mut headers = vec![(
+        "Content-Type".to_owned(),
+        "application/problem+json".to_owned(),
+    )];
+    if let Some(r) = &limit.retry_after {
+        headers.push(("Retry-After".to_owned(), r.clone()));
+    }
+    json_response("429 Too Many Requests", headers, &problem)
+}
+
 fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
     let mut parts = req.start.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -570,6 +604,20 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
         return Ok(json_response("200 OK", headers, &body));
     }
 
+    if method == "POST" && path == shared.new_account_path {
+        let payload = order_payload(&req.body);
+        if payload["onlyReturnExisting"] != serde_json::Value::Bool(true) {
+            let mut st = shared.state();
+            let limit = st.registration_limit.as_mut().and_then(|l| {
+                l.names_containing = None;
+                l.refuses(&[]).then(|| l.clone())
+            });
+            st.registrations.push(limit.is_some());
+            if let Some(limit) = limit {
+                return Ok(rate_limited(&limit));
+            }
+        }
+    }
     let mut seen = None;
     if method == "POST" && path == shared.new_order_path {
         let payload = order_payload(&req.body);
@@ -630,19 +678,7 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
             });
         }
         if let Some(limit) = limit {
-            let problem = serde_json::json!({
-                "type": "urn:ietf:params:acme:error:rateLimited",
-                "detail": limit.detail,
-                "status": 429,
-            });
-            let mut headers = vec![(
-                "Content-Type".to_owned(),
-                "application/problem+json".to_owned(),
-            )];
-            if let Some(r) = limit.retry_after {
-                headers.push(("Retry-After".to_owned(), r));
-            }
-            return Ok(json_response("429 Too Many Requests", headers, &problem));
+            return Ok(rate_limited(&limit));
         }
         if st.hang_orders {
             st.orders.push(order);
