@@ -1,6 +1,8 @@
 //! `acmekeep status [--json|--wide] [--expiring DURATION]`: read-only, takes no lock, makes no
 //! network request. The JSON schema is documented in doc/status-json.md and held to it by
-//! tests. A target's state is [`facts::target_state`]'s, the word `check` and the metrics use.
+//! tests. A target's state is [`facts::target_state`]'s, the word `check` and the metrics use,
+//! decided from the same [`plan::plan`] verdict a run carries out; a target the plan defers
+//! (its backoff, or the CA's rate) says until when in its row and in `waiting_until`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -95,10 +97,10 @@ struct TargetDoc<'a> {
     /// When a run next does something for it, as the planner decides for `reconcile`: its
     /// renewal time while its certificate is good; else now, or the end of its backoff.
     next_due: Option<String>,
-    /// A run would not ask the CA for it now: it waits until `next_due` (backoff, or the
-    /// CA's rate).
-    #[serde(skip)]
-    waiting: bool,
+    /// A run would not ask the CA for it before this time (its backoff after failures, or
+    /// the CA's rate), as the planner decides it; `None` when the next run asks (or it needs
+    /// nothing).
+    waiting_until: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -266,7 +268,7 @@ impl Loaded {
             .filter(|n| self.inv.live.contains_key(n))
             .collect();
         let best = p.best.as_deref().and_then(|id| self.summaries.get(id));
-        let state = facts::target_state(best.is_some(), p.needs_request, &rec);
+        let state = facts::target_state(p, &rec);
         let certificate = best.map(|s| CertDoc {
             id: &s.id,
             names: &s.names,
@@ -299,7 +301,7 @@ impl Loaded {
             next_attempt: rec.next_attempt.map(rfc3339),
             rate_limited: rec.rate_limited,
             next_due: p.next_due.map(rfc3339),
-            waiting: p.waiting.is_some(),
+            waiting_until: p.waiting.as_ref().map(|w| rfc3339(w.until)),
         }
     }
 
@@ -322,7 +324,7 @@ impl Loaded {
             next_attempt: None,
             rate_limited: false,
             next_due: None,
-            waiting: false,
+            waiting_until: None,
         }
     }
 
@@ -355,7 +357,7 @@ impl Loaded {
         for (rec, p) in self.records.iter().zip(&self.plans) {
             let best = self.best(p);
             if self.listed(best) {
-                counts.add(facts::target_state(best.is_some(), p.needs_request, rec));
+                counts.add(facts::target_state(p, rec));
             }
         }
         for _ in &self.broken {
@@ -508,7 +510,7 @@ fn row(t: &TargetDoc, now: OffsetDateTime, wide: bool) -> [String; 7] {
     [
         t.file.to_owned(),
         names,
-        t.state.to_owned(),
+        state_cell(t.state, t.waiting_until.as_deref(), wide),
         expires,
         t.renew_at
             .as_deref()
@@ -516,6 +518,25 @@ fn row(t: &TargetDoc, now: OffsetDateTime, wide: bool) -> [String; 7] {
         ca,
         id,
     ]
+}
+
+/// The STATE cell: the target's state, and when it waits (the planner's deferral: its backoff,
+/// or the CA's rate) until when the next attempt is: `failing, next 03-01 12:30`. A wait is
+/// at most a week (the CA's retry time is believed that far), so the month and day say
+/// which; `wide` gives the year too.
+fn state_cell(state: &str, waiting_until: Option<&str>, wide: bool) -> String {
+    match waiting_until {
+        Some(until) => {
+            let at = short_date(until);
+            let at = if wide {
+                &at[..]
+            } else {
+                at.get(5..).unwrap_or(&at)
+            };
+            format!("{state}, next {at}")
+        }
+        None => state.to_owned(),
+    }
 }
 
 /// A row of the table kept until the widths are known: its cells joined by NUL, which no
@@ -762,7 +783,7 @@ fn last_error_text(t: TargetDoc, wide: bool) -> Option<String> {
     }
     // What the next run does, as the planner decides it (the record's time alone would say
     // "after" a time long past).
-    match t.next_due.as_deref().filter(|_| t.waiting) {
+    match t.waiting_until.as_deref() {
         Some(n) => about.push(format!("next attempt after {}", short_date(n))),
         None if t.state != TargetState::Invalid.as_str()
             && t.state != TargetState::Valid.as_str() =>
@@ -881,12 +902,14 @@ mod tests {
 
     /// Everything `status` and `status --json` print, byte for byte, for a state directory
     /// with one target of each kind: valid and linked, with a cached ARI window, broken,
-    /// backing off after a failure, deferred by a rate limit, never obtained; plus an order
+    /// failed with its backoff passed, deferred by a rate limit, never obtained, backing off
+    /// after two failures; plus an order
     /// not downloaded yet and a broken certificate directory. Refactoring how status is
     /// loaded or planned (issue 16) must not change a byte of it. (Issue 18 changed it on
     /// purpose: schema 2, the failing and deferred states, failing_since, last_success and
     /// the summary; issue 17: the CA of each certificate, its dns-account-01 label and
-    /// standing dns-persist-01 record, the warning before persistUntil.)
+    /// standing dns-persist-01 record, the warning before persistUntil; issue 16: a target that
+    /// waits says until when in its STATE cell and in `waiting_until`, g.example.)
     #[test]
     fn status_text_and_json_are_byte_identical() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -909,6 +932,7 @@ mod tests {
         target("d.example", "satisfy:\n  names: [d.example]\n");
         target("e.example", "satisfy:\n  names: [e.example]\n");
         target("f.example", "satisfy:\n  names: [f.example]\n");
+        target("g.example", "satisfy:\n  names: [g.example]\n");
         let now = datetime!(2027-03-01 12:00 UTC);
         let a = add_cert(
             &store,
@@ -1021,6 +1045,21 @@ mod tests {
             "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)",
             Backoff::RateLimited,
         );
+        // Failed twice, the second time 5 minutes ago: it waits 10 minutes, until 12:05.
+        let failed = || Attempt::Failed {
+            error: "ordering g.example: connection refused",
+            backoff: Backoff::Yes,
+            retry_at: None,
+        };
+        let g = after_attempt(
+            TargetRecord::default(),
+            failed(),
+            now - time::Duration::minutes(20),
+        );
+        let g = after_attempt(g, failed(), now - time::Duration::minutes(5));
+        store
+            .write_target_record("g.example", &g)
+            .expect("record g");
         store
             .begin_cert("https://ca.example/order/uncached", None)
             .expect("uncached");
@@ -1072,13 +1111,14 @@ mod tests {
     const EXPECTED_TEXT: &str = r#"State directory: STATE
 Account: https://ca.example/dir
 
-TARGET     NAMES                    STATE     EXPIRES           RENEWS            CA
-a.example  a.example,www.a.example  valid     2027-05-02 (61d)  2027-04-02 00:00  ca.example
-b.example  -                        invalid   -                 -                 -
-c.example  c.example                failing   -                 -                 -
-d.example  d.example                deferred  -                 -                 -
-e.example  e.example                valid     2027-03-20 (18d)  2027-03-06 20:15  -
-f.example  f.example                missing   -                 -                 -
+TARGET     NAMES         STATE                       EXPIRES           RENEWS            CA
+a.example  a.example,+1  valid                       2027-05-02 (61d)  2027-04-02 00:00  ca.example
+b.example  -             invalid                     -                 -                 -
+c.example  c.example     failing                     -                 -                 -
+d.example  d.example     deferred, next 03-02 00:00  -                 -                 -
+e.example  e.example     valid                       2027-03-20 (18d)  2027-03-06 20:15  -
+f.example  f.example     missing                     -                 -                 -
+g.example  g.example     failing, next 03-01 12:05   -                 -                 -
 
 DNS validation:
   a.example,www.a.example: dns-account-01 label _k62qhz3q6bfbgyss
@@ -1096,22 +1136,27 @@ Last error of c.example:
 Last error of d.example:
   1 failed attempt(s); deferred: the CA asked to slow down; next attempt after 2027-03-02 00:00
   ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)
+
+Last error of g.example:
+  2 failed attempt(s); next attempt after 2027-03-01 12:05
+  ordering g.example: connection refused
 warning: certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain
 warning: certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it
 warning: e.example: the dns-persist-01 record _validation-persist.e.example stops being accepted at 2027-03-13 12:00 (persistUntil, in 12d): `acmekeep persist-record e.example` prints the record to publish
 
-Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
+Summary: 7 targets: 2 valid, 0 due, 2 failing, 1 deferred, 1 missing, 1 invalid
 "#;
     const EXPECTED_WIDE: &str = r#"State directory: STATE
 Account: ca.example%2fdir/ACCOUNT_KEY (https://ca.example/dir)
 
-TARGET     NAMES                    STATE     EXPIRES                 RENEWS            CA          CERTIFICATE
-a.example  a.example,www.a.example  valid     2027-05-02 00:00 (61d)  2027-04-02 00:00  ca.example  CERT_A
-b.example  -                        invalid   -                       -                 -           -
-c.example  c.example                failing   -                       -                 -           -
-d.example  d.example                deferred  -                       -                 -           -
-e.example  e.example                valid     2027-03-20 00:00 (18d)  2027-03-06 20:15  -           CERT_E
-f.example  f.example                missing   -                       -                 -           -
+TARGET     NAMES                    STATE                            EXPIRES                 RENEWS            CA          CERTIFICATE
+a.example  a.example,www.a.example  valid                            2027-05-02 00:00 (61d)  2027-04-02 00:00  ca.example  CERT_A
+b.example  -                        invalid                          -                       -                 -           -
+c.example  c.example                failing                          -                       -                 -           -
+d.example  d.example                deferred, next 2027-03-02 00:00  -                       -                 -           -
+e.example  e.example                valid                            2027-03-20 00:00 (18d)  2027-03-06 20:15  -           CERT_E
+f.example  f.example                missing                          -                       -                 -           -
+g.example  g.example                failing, next 2027-03-01 12:05   -                       -                 -           -
 
 DNS validation:
   a.example,www.a.example: dns-account-01 label _k62qhz3q6bfbgyss
@@ -1125,11 +1170,14 @@ Last error of c.example (1 failed attempt(s), next attempt at the next run):
 
 Last error of d.example (1 failed attempt(s), deferred: the CA asked to slow down, next attempt after 2027-03-02 00:00):
   ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)
+
+Last error of g.example (2 failed attempt(s), next attempt after 2027-03-01 12:05):
+  ordering g.example: connection refused
 warning: certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain
 warning: certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it
 warning: e.example: the dns-persist-01 record _validation-persist.e.example stops being accepted at 2027-03-13 12:00 (persistUntil, in 12d): `acmekeep persist-record e.example` prints the record to publish
 
-Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
+Summary: 7 targets: 2 valid, 0 due, 2 failing, 1 deferred, 1 missing, 1 invalid
 "#;
     const EXPECTED_JSON: &str = r#"{
   "schema_version": 2,
@@ -1192,7 +1240,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_error": null,
       "next_attempt": null,
       "rate_limited": false,
-      "next_due": "2027-04-02T00:00:00Z"
+      "next_due": "2027-04-02T00:00:00Z",
+      "waiting_until": null
     },
     {
       "file": "b.example",
@@ -1211,7 +1260,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_error": "cannot parse STATE/desired/b.example: satisfy: invalid type: sequence, expected struct RawSatisfy at line 1 column 10",
       "next_attempt": null,
       "rate_limited": false,
-      "next_due": null
+      "next_due": null,
+      "waiting_until": null
     },
     {
       "file": "c.example",
@@ -1232,7 +1282,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_error": "ordering c.example: the CA refused: no (urn:ietf:params:acme:error:unauthorized)",
       "next_attempt": "2027-03-01T11:56:00Z",
       "rate_limited": false,
-      "next_due": "2027-03-01T12:00:00Z"
+      "next_due": "2027-03-01T12:00:00Z",
+      "waiting_until": null
     },
     {
       "file": "d.example",
@@ -1253,7 +1304,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_error": "ordering d.example: too many certificates (retry after 2027-03-02T00:00:00Z)",
       "next_attempt": "2027-03-02T00:00:00Z",
       "rate_limited": true,
-      "next_due": "2027-03-02T00:00:00Z"
+      "next_due": "2027-03-02T00:00:00Z",
+      "waiting_until": "2027-03-02T00:00:00Z"
     },
     {
       "file": "e.example",
@@ -1293,7 +1345,8 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_error": null,
       "next_attempt": null,
       "rate_limited": false,
-      "next_due": "2027-03-06T20:15:22.320786865Z"
+      "next_due": "2027-03-06T20:15:22.320786865Z",
+      "waiting_until": null
     },
     {
       "file": "f.example",
@@ -1314,7 +1367,30 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
       "last_error": null,
       "next_attempt": null,
       "rate_limited": false,
-      "next_due": "2027-03-01T12:00:00Z"
+      "next_due": "2027-03-01T12:00:00Z",
+      "waiting_until": null
+    },
+    {
+      "file": "g.example",
+      "names": [
+        "g.example"
+      ],
+      "provider": "https://ca.example/dir",
+      "priority": 0,
+      "label": "",
+      "live": [],
+      "certificate": null,
+      "renew_at": null,
+      "state": "failing",
+      "failures": 2,
+      "failing_since": "2027-03-01T11:40:00Z",
+      "last_attempt": "2027-03-01T11:55:00Z",
+      "last_success": null,
+      "last_error": "ordering g.example: connection refused",
+      "next_attempt": "2027-03-01T12:05:00Z",
+      "rate_limited": false,
+      "next_due": "2027-03-01T12:05:00Z",
+      "waiting_until": "2027-03-01T12:05:00Z"
     }
   ],
   "uncached_certificates": [],
@@ -1323,10 +1399,10 @@ Summary: 6 targets: 2 valid, 0 due, 1 failing, 1 deferred, 1 missing, 1 invalid
     "certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it"
   ],
   "summary": {
-    "targets": 6,
+    "targets": 7,
     "valid": 2,
     "due": 0,
-    "failing": 1,
+    "failing": 2,
     "deferred": 1,
     "missing": 1,
     "invalid": 1

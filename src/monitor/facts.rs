@@ -65,11 +65,19 @@ impl TargetState {
     }
 }
 
-/// The state of a loadable target: whether it has a satisfying certificate, whether the
-/// planner says it needs a new one now, and its run record. An old failure of a target that
-/// needs nothing now (a window moved, another certificate satisfies it) is not failing.
-pub fn target_state(has_cert: bool, needs_request: bool, record: &TargetRecord) -> TargetState {
-    match (needs_request, record.failures > 0, record.rate_limited) {
+/// The state of a loadable target, from the planner's verdict `p` on it (whether it has a
+/// certificate, whether it needs a new one now, whether it waits and why) and its run record.
+/// An old failure of a target that needs nothing now (a window moved, another certificate
+/// satisfies it) is not failing; a target that waits is failing or deferred as the planner's
+/// wait says (its backoff, or the CA's rate), whether or not its wait has passed.
+pub fn target_state(p: &plan::TargetPlan, record: &TargetRecord) -> TargetState {
+    let has_cert = p.best.is_some();
+    let rate_limited = p
+        .waiting
+        .as_ref()
+        .map_or(record.rate_limited, |w| w.rate_limited);
+    let failed = p.waiting.is_some() || record.failures > 0;
+    match (p.needs_request, failed, rate_limited) {
         (false, _, _) if has_cert => TargetState::Valid,
         (_, true, true) => TargetState::Deferred,
         (_, true, false) => TargetState::Failing,
@@ -223,7 +231,7 @@ impl<'s> Facts<'s> {
             error: None,
             cert,
             renew_at: p.renew_at,
-            state: target_state(cert.is_some(), p.needs_request, &record),
+            state: target_state(&p, &record),
             record,
         }
     }
@@ -252,25 +260,46 @@ mod tests {
             rate_limited,
             ..TargetRecord::default()
         };
+        let until = time::macros::datetime!(2027-03-02 00:00 UTC);
+        let wait = |rate_limited: bool| plan::backoff::Waiting {
+            until,
+            failures: 1,
+            last_error: None,
+            rate_limited,
+        };
         use TargetState::*;
-        // (has a certificate, needs a request, failures, rate limited) -> state
+        // (has a certificate, needs a request, the planner's wait (rate limited), failures,
+        // rate limited by the record) -> state
         let table = [
-            (true, false, 0, false, Valid),
+            (true, false, None, 0, false, Valid),
             // An old failure of a target that needs nothing now is history.
-            (true, false, 3, false, Valid),
-            (true, false, 1, true, Valid),
-            (true, true, 0, false, Due),
-            (true, true, 2, false, Failing),
-            (true, true, 1, true, Deferred),
-            (false, true, 0, false, Missing),
-            (false, true, 1, false, Failing),
-            (false, true, 1, true, Deferred),
+            (true, false, None, 3, false, Valid),
+            (true, false, None, 1, true, Valid),
+            (true, true, None, 0, false, Due),
+            // Its wait has passed: the next run asks the CA, but the last attempt failed.
+            (true, true, None, 2, false, Failing),
+            (true, true, None, 1, true, Deferred),
+            (false, true, None, 0, false, Missing),
+            (false, true, None, 1, false, Failing),
+            (false, true, None, 1, true, Deferred),
+            // Waiting: as the planner's wait says.
+            (true, true, Some(false), 1, false, Failing),
+            (false, true, Some(false), 1, false, Failing),
+            (true, true, Some(true), 1, true, Deferred),
+            (false, true, Some(true), 1, true, Deferred),
         ];
-        for (has_cert, needs, failures, limited, want) in table {
+        for (has_cert, needs, waiting, failures, limited, want) in table {
+            let p = plan::TargetPlan {
+                best: has_cert.then(|| "cert".to_owned()),
+                renew_at: None,
+                needs_request: needs,
+                next_due: waiting.map(|_| until),
+                waiting: waiting.map(wait),
+            };
             assert_eq!(
-                target_state(has_cert, needs, &rec(failures, limited)),
+                target_state(&p, &rec(failures, limited)),
                 want,
-                "{has_cert} {needs} {failures} {limited}"
+                "{has_cert} {needs} {waiting:?} {failures} {limited}"
             );
         }
     }
