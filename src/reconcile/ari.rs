@@ -2,8 +2,9 @@
 //! ([`crate::plan::work::RenewalQuery`]), asked with one login per CA and at most `jobs` in
 //! flight; the answers are cached in the state directory and put into the world, which is
 //! then planned again. A CA whose directory has no `renewalInfo` is remembered as such for a
-//! day, so runs with nothing to do send nothing. Best effort: a CA that cannot be asked leaves
-//! the cached window, or the local rule, in force, and never fails the run.
+//! day, so runs with nothing to do send nothing. Best effort: a CA that cannot be asked, or
+//! whose answer cannot be used, leaves the cached window, or the local rule, in force, is not
+//! asked about those certificates again before a backoff, and never fails the run.
 
 use std::sync::Arc;
 
@@ -56,11 +57,18 @@ pub(super) async fn ask<C: Connector>(
             }
             // Not a problem for anyone yet: the local rule renews in time without it, and a
             // certificate that is due is ordered, whose failure is reported.
-            Err(e) => tracing::info!(
-                "renewal information from {}: {}",
-                q.ca.provider,
-                crate::cause::render(&e)
-            ),
+            Err(e) => {
+                let why = crate::cause::render(&e);
+                tracing::info!("renewal information from {}: {why}", q.ca.provider);
+                // No answer at all: not asked about these certificates again before the
+                // backoff, as for an answer that cannot be used (said above, once).
+                if failover::failure_of(&e).unreachable {
+                    for (cert_id, ari_id, _) in &certs {
+                        let why = Unusable::NoAnswer(&why);
+                        back_off(store, (cert_id, ari_id), why, (now, false));
+                    }
+                }
+            }
         }
     }
     fresh
@@ -120,12 +128,11 @@ async fn fetch_windows<C: Connector>(
 }
 
 /// The CA's answer `res` about certificate `cert_id` (ARI id `ari_id`, expiring at
-/// `not_after`), asked at `now`: a usable window is cached and returned. No ARI, or no
-/// answer at all (unreachable, timed out: asked again next run), leaves the local rule in
-/// force. An answer that cannot be used (an error, a body that is not renewal information
-/// or too large, an inverted or impossible window) does too, and the CA is not asked about
-/// that certificate again before a backoff (`plan::ari::AriBackoff`: 1 hour, doubling, at
-/// most a day); -v says so once, for the first in a row.
+/// `not_after`), asked at `now`: a usable window is cached and returned. No ARI leaves the
+/// local rule in force. So does an answer that cannot be used (an error, a body that is not
+/// renewal information or too large, an inverted or impossible window) or no answer at all
+/// (unreachable, timed out), and the CA is not asked about that certificate again before a
+/// backoff ([`back_off`]).
 fn keep_window(
     store: &Store,
     (cert_id, ari_id, not_after): (&str, &str, OffsetDateTime),
@@ -157,35 +164,77 @@ fn keep_window(
         Ok(None) => return None,
         Err(e) => {
             let e = anyhow::Error::new(e);
+            let why = crate::cause::render(&e);
             if failover::failure_of(&e).unreachable {
-                tracing::info!(
-                    "certs/{cert_id}: renewal information: {}",
-                    crate::cause::render(&e)
+                back_off(
+                    store,
+                    (cert_id, ari_id),
+                    Unusable::NoAnswer(&why),
+                    (now, true),
                 );
                 return None;
             }
-            crate::cause::render(&e)
+            why
         }
     };
+    back_off(
+        store,
+        (cert_id, ari_id),
+        Unusable::Answer(&why),
+        (now, true),
+    );
+    None
+}
+
+/// Why a question about renewal information left the certificate on its own schedule.
+#[derive(Clone, Copy)]
+enum Unusable<'a> {
+    /// The CA's answer cannot be used, because of this.
+    Answer(&'a str),
+    /// No answer came (the connection failed, or no answer in time), with this cause.
+    NoAnswer(&'a str),
+}
+
+/// Certificate `cert_id` (ARI id `ari_id`) keeps its own schedule after a question at `now`
+/// that went as `why` says: the CA is not asked about it again before a backoff
+/// (`plan::ari::AriBackoff`: 1 hour, doubling, at most a day; RFC 9773 §4.3.3). -v says so
+/// once, for the first in a row, when `say` (else it is said at debug).
+fn back_off(
+    store: &Store,
+    (cert_id, ari_id): (&str, &str),
+    why: Unusable<'_>,
+    (now, say): (OffsetDateTime, bool),
+) {
     let backoff = ari::AriBackoff::after(store.ari_backoff(cert_id).as_ref(), ari_id, now);
     let next = backoff
         .next_ask
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    if backoff.failures == 1 {
+    let (what, again, why) = match why {
+        Unusable::Answer(why) => (
+            "the CA's renewal information cannot be used",
+            "the CA's renewal information still cannot be used",
+            why,
+        ),
+        Unusable::NoAnswer(why) => (
+            "the CA gave no answer about renewal information",
+            "the CA still gives no answer about renewal information",
+            why,
+        ),
+    };
+    if backoff.failures == 1 && say {
         tracing::info!(
-            "certs/{cert_id}: the CA's renewal information cannot be used ({why}); the renewal keeps its own schedule, and the CA is not asked again before {next}"
+            "certs/{cert_id}: {what} ({why}); the renewal keeps its own schedule, and the CA is not asked again before {next}"
         );
     } else {
         tracing::debug!(
-            "certs/{cert_id}: the CA's renewal information still cannot be used ({why}, {} in a row); not asking again before {next}",
+            "certs/{cert_id}: {again} ({why}, {} in a row); not asking again before {next}",
             backoff.failures
         );
     }
     if let Err(e) = store.save_ari_backoff(cert_id, Some(&backoff)) {
         tracing::warn!("{e:#}");
     }
-    None
 }
 
 /// RFC 9773 §4.2: the renewal window of `cert`, just obtained through `session`, asked of

@@ -539,6 +539,65 @@ fn acmekeep_later(state: &StateDir, args: &[&str], secs: i64) -> Run {
     acmekeep_with(state, args, &opts)
 }
 
+/// A renewal-information question that gets no answer at all — the answer never ends (timed
+/// out), or the CA cannot be reached — is backed off like an unusable answer: the next runs
+/// do not ask again before the hour is over, the certificate keeps its own schedule, and
+/// the runs print nothing.
+#[test]
+fn a_renewal_information_question_without_an_answer_is_not_asked_again_before_its_backoff() {
+    // Timed out (the CA otherwise answers; the proxy holds the question unanswered): asked
+    // right after issuance, then not again within the hour.
+    let (pebble, proxy, state) = setup();
+    proxy.hold_requests(Exchange::RenewalInfo, 10);
+    let run = acmekeep(&state, &["--ca-timeout", "2s", "-v", "want", NAME]);
+    run.assert_success()
+        .assert_stderr_contains("the CA gave no answer about renewal information");
+    assert_eq!(proxy.held().len(), 1, "{}", run.describe());
+    let id = state.live_cert_id(NAME);
+    for secs in [0, 30 * 60, 3660] {
+        let run = acmekeep_later(&state, &["--ca-timeout", "2s", "reconcile"], secs);
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (Some(0), "", ""),
+            "{}",
+            run.describe()
+        );
+        // Asked again only once the hour is over.
+        let asked = if secs < 3600 { 1 } else { 2 };
+        assert_eq!(proxy.held().len(), asked, "at +{secs} s");
+    }
+    assert_eq!(proxy.fetches(), Vec::<String>::new());
+    assert_eq!(state.live_cert_id(NAME), id);
+    assert_eq!(proxy.orders().len(), 1);
+    proxy.release_held(Release::Drop);
+
+    // The CA cannot be reached at all (connection refused: the proxy, its address, is gone;
+    // Pebble's directory keeps the trusted bundle): asked once, then not before its backoff,
+    // then again.
+    drop(proxy);
+    state.retry_after_passed(&id);
+    let asked = |run: &Run| {
+        run.stderr
+            .contains("renewal information from https://127.0.0.1:")
+    };
+    let run = acmekeep(&state, &["-v", "reconcile"]);
+    run.assert_success();
+    assert!(asked(&run), "{}", run.describe());
+    let run = acmekeep(&state, &["-v", "reconcile"]);
+    run.assert_success();
+    assert!(!asked(&run), "asked again at once\n{}", run.describe());
+    let run = acmekeep_later(&state, &["-v", "reconcile"], 3 * 3600);
+    run.assert_success();
+    assert!(
+        asked(&run),
+        "not asked after the backoff\n{}",
+        run.describe()
+    );
+    run.assert_stderr_contains("connection refused");
+    assert_eq!(state.live_cert_id(NAME), id);
+    drop(pebble);
+}
+
 /// RFC 9773 §4.3.3: a renewal-information answer that cannot be used — not JSON, an
 /// inverted window, a window ending after the certificate does, a body over the 4 MiB cap —
 /// leaves the certificate on its own schedule; -v says so once; the CA is not asked again in
