@@ -130,7 +130,7 @@ struct ValidationDoc {
     /// dns-persist-01: the record's `persistUntil`, as read before the order.
     persist_until: Option<String>,
     /// dns-persist-01: the record stops being accepted within [`PERSIST_WARN_DAYS`] days, or
-    /// has stopped.
+    /// has stopped (also one of the document's `warnings`).
     warning: Option<String>,
 }
 
@@ -351,6 +351,19 @@ impl Loaded {
         p.best.as_deref().and_then(|id| self.summaries.get(id))
     }
 
+    /// The warnings of the standing dns-persist-01 records the listed targets' certificates
+    /// rely on, about to stop being accepted or stopped ([`validation_doc`]), by target file.
+    fn persist_warnings(&self) -> Vec<String> {
+        self.plans
+            .iter()
+            .filter_map(|p| self.best(p))
+            .filter(|c| self.listed(Some(c)))
+            .flat_map(|c| self.store.cert_validations(&c.id))
+            .filter(|v| v.kind == "dns-persist-01")
+            .filter_map(|v| validation_doc(v, self.now).warning)
+            .collect()
+    }
+
     /// The listed targets by state.
     fn summary(&self) -> Summary {
         let mut counts = Counts::default();
@@ -373,6 +386,7 @@ impl Loaded {
                 warnings.push(format!("certs/{}: {e}", c.id));
             }
         }
+        warnings.extend(self.persist_warnings());
         StatusDoc {
             schema_version: SCHEMA_VERSION,
             state_dir: settings.state_dir.display().to_string(),
@@ -705,7 +719,7 @@ fn print_text(
             doc.uncached_certificates.join(", ")
         )?;
     }
-    for w in doc.warnings.iter().chain(&dns.persist_warnings) {
+    for w in &doc.warnings {
         writeln!(out, "warning: {w}")?;
     }
     writeln!(out, "\n{}", doc.summary.line())?;
@@ -732,12 +746,11 @@ fn print_accounts(out: &mut dyn Write, doc: &StatusDoc, wide: bool) -> std::io::
     Ok(())
 }
 
-/// The "DNS validation" lines of the targets seen so far, and their standing records'
-/// warnings.
+/// The "DNS validation" lines of the targets seen so far (their standing records' warnings
+/// are the document's).
 #[derive(Default)]
 struct DnsValidation {
     validated: Vec<String>,
-    persist_warnings: Vec<String>,
 }
 
 impl DnsValidation {
@@ -755,7 +768,6 @@ impl DnsValidation {
         }
         let mut records: Vec<&str> = Vec::new();
         for v in vs.iter().filter(|v| v.kind == "dns-persist-01") {
-            self.persist_warnings.extend(v.warning.clone());
             // A base name and its wildcard rely on one record.
             if records.contains(&v.record.as_str()) {
                 continue;
@@ -1396,7 +1408,8 @@ Summary: 7 targets: 2 valid, 0 due, 2 failing, 1 deferred, 1 missing, 1 invalid
   "uncached_certificates": [],
   "warnings": [
     "certs/CERT_BROKEN: STATE/certs/CERT_BROKEN/cert: no certificate in the chain",
-    "certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it"
+    "certs/CERT_UNCACHED: STATE/certs/CERT_UNCACHED holds no certificate and cannot be downloaded (no account link); `acmekeep cull` removes it",
+    "e.example: the dns-persist-01 record _validation-persist.e.example stops being accepted at 2027-03-13 12:00 (persistUntil, in 12d): `acmekeep persist-record e.example` prints the record to publish"
   ],
   "summary": {
     "targets": 7,

@@ -443,4 +443,24 @@ fn dns_persist_01_warns_before_persist_until() {
             status.stdout
         );
     }
+    // Once, not again for the validation's own line.
+    assert_eq!(
+        status.stdout.matches("warning: ").count(),
+        1,
+        "{}",
+        status.stdout
+    );
+    // `status --json`: in the document's warnings, where monitoring looks, as well as in
+    // the validation.
+    let doc = status_json(&state);
+    let warnings: Vec<&str> = doc["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str())
+        .collect();
+    let validation = &doc["targets"][0]["certificate"]["validations"][0]["warning"];
+    assert_eq!(warnings.len(), 1, "{doc:#}");
+    assert_eq!(Some(warnings[0]), validation.as_str(), "{doc:#}");
+    assert!(warnings[0].contains("(persistUntil, in 20d)"), "{doc:#}");
 }
