@@ -22,6 +22,7 @@
 //! | `P/x/challenges/acks/<token>/<node>` | empty, bound to the agent's lease |
 //! | `P/x/agents/<node>` | [`AgentInfo`], bound to the agent's lease |
 //! | `P/x/nodes/<node>` | [`NodeInfo`]: what a node last did |
+//! | `P/x/gc` | [`super::gc::LastGc`]: when and by which node the fleet last removed what it no longer needs |
 //!
 //! Ids are acmetool's (52 characters of base32), target files follow the `desired/` rules:
 //! everything read back from etcd is validated like a name read from disk, and values are
@@ -156,6 +157,10 @@ impl Layout {
     /// `P/x/agents/<node>`.
     pub fn agent(&self, node: &str) -> String {
         self.key(&format!("x/agents/{node}"))
+    }
+    /// `P/x/gc`: the fleet's last collection ([`super::gc`]).
+    pub fn gc(&self) -> String {
+        self.key("x/gc")
     }
     /// `P/x/nodes/`.
     pub fn nodes(&self) -> String {

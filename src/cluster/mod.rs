@@ -19,8 +19,8 @@
 //! Layers: [`config`] (the file), [`layout`] (keys and values), [`seal`] (keys at rest),
 //! [`kv`] (the seam: the etcd calls we make; [`etcd`] is the real one), [`fleet`] (locks,
 //! fencing, leases, tokens), [`node`] (the mirror's sync, the executor's gate, the account
-//! lock), [`agent`] (http-01 on every node), [`rekey`] (key rotation), [`report`]
-//! (`cluster-status`).
+//! lock), [`agent`] (http-01 on every node), [`gc`] (removing what the fleet no longer
+//! needs), [`rekey`] (key rotation), [`report`] (`cluster-status`).
 
 pub mod agent;
 pub mod config;
@@ -28,6 +28,7 @@ pub mod defaults;
 #[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod fleet;
+pub mod gc;
 pub mod kv;
 pub mod layout;
 pub mod node;

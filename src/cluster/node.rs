@@ -1062,7 +1062,12 @@ impl<K: Kv + 'static> NodeGate<K> {
             Ok(id) => {
                 let store = store.ok_or_else(|| anyhow!("no state directory for the fleet"))?;
                 match record_ops(&self.fleet, &store, file, id, now) {
-                    Ok(ops) => {
+                    Ok(mut ops) => {
+                        // The renewal window of the certificate this one replaces goes
+                        // with it (fenced by the same lock).
+                        if let Some(old) = held.head.as_ref().filter(|h| h.cert != id) {
+                            ops.push(Op::Delete(self.fleet.layout().ari(&old.cert)));
+                        }
                         let r = self
                             .fleet
                             .fenced_or_lost(&held, ops, &format!("certificate {id}"))

@@ -327,6 +327,9 @@ pub fn reconcile(
         let (all_ok, revision, lost) = (p.all_ok, p.revision, p.lost);
         gate.end().await;
         let lost = lost.or_else(|| gate.unavailable());
+        if lost.is_none() {
+            collect_daily(&fleet, settings.clock.now_utc()).await;
+        }
         let outcome = match (&lost, all_ok) {
             (_, false) => "failed",
             (Some(_), true) => "cluster unavailable",
@@ -347,6 +350,25 @@ pub fn reconcile(
             (true, None) => exit::OK,
         }))
     })
+}
+
+/// Removes from etcd what the fleet no longer needs, if no node did today
+/// ([`crate::cluster::gc`]); says what with `-v`. A failure only delays it.
+async fn collect_daily(fleet: &cluster::Node, now: time::OffsetDateTime) {
+    match crate::cluster::gc::collect_daily(fleet, now).await {
+        Ok(Some(c)) if c.any() => tracing::info!(
+            "removed from the fleet what no target uses any more: {} expired certificates, {} private keys, {} renewal windows, {} heads of unwanted targets",
+            c.certs,
+            c.keys,
+            c.ari,
+            c.heads
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(
+            "removing what the fleet no longer needs: {}",
+            crate::cause::render(&e)
+        ),
+    }
 }
 
 /// What the passes of a run on a fleet node came to.

@@ -973,6 +973,135 @@ fn cluster_a_rate_limit_on_registration_told_to_one_node_keeps_every_node_from_r
     assert!(proxy.order_attempts().is_empty());
 }
 
+/// The certificate id of `file`'s head in the fleet.
+fn head_cert(etcd: &Etcd, file: &str) -> String {
+    let key = format!("/acmekeep/d/heads/{file}");
+    let head = etcd.dump(&key);
+    let head = head.iter().find(|(k, _)| *k == key).expect("no head");
+    let head: serde_json::Value = serde_json::from_slice(&head.1).expect("JSON");
+    head["cert"].as_str().expect("cert").to_owned()
+}
+
+/// The key id of certificate `id` in the fleet.
+fn cert_key(etcd: &Etcd, id: &str) -> String {
+    let cert = etcd.dump(&format!("/acmekeep/d/certs/{id}"));
+    assert_eq!(cert.len(), 1, "no certificate {id}");
+    let cert: serde_json::Value = serde_json::from_slice(&cert[0].1).expect("JSON");
+    cert["key"].as_str().expect("key").to_owned()
+}
+
+fn present(etcd: &Etcd, key: &str) -> bool {
+    !etcd.dump(key).is_empty()
+}
+
+/// Issue 19 "old entries removed": a renewal window goes with the head it belonged to; once a
+/// day a node removes certificates that expired and are no wanted target's, the sealed keys
+/// nothing names, the renewal windows of certificates that are no target's now or expired,
+/// and the heads of unwanted targets whose certificate is gone; a key written again between
+/// the read and the delete (as a node recording an order seals it) is kept.
+#[test]
+fn cluster_old_certificates_keys_and_renewal_windows_are_removed_and_a_rewritten_key_is_kept() {
+    use crate::support::acmekeep;
+    use acmekeep::cluster::gc;
+    let t = Takeover::start();
+    let file = std::fs::read_dir(t.a.join("desired"))
+        .expect("desired/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .find(|f| f.starts_with("warm.fleet.test"))
+        .expect("the warm target's file");
+    let warm = head_cert(&t.etcd, &file);
+    let ari = |id: &str| format!("/acmekeep/d/ari/{id}");
+    let window = r#"{"fetched_at":"2026-12-01T00:00:00Z"}"#;
+    t.etcd.ctl(&["put", &ari(&warm), window]);
+    // The target gets another name: a new certificate, and the old one's window goes.
+    t.a.write(
+        format!("desired/{file}"),
+        "satisfy:\n  names: [warm.fleet.test, more.fleet.test]\n",
+    );
+    let run = acmekeep(&t.a, &["reconcile"]);
+    run.assert_success();
+    let renewed = head_cert(&t.etcd, &file);
+    assert_ne!(renewed, warm, "{}", run.describe());
+    assert!(!present(&t.etcd, &ari(&warm)), "{}", run.describe());
+
+    acmekeep(&t.a, &["want", "--no-reconcile", "gone.fleet.test"]).assert_success();
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    let gone_file = std::fs::read_dir(t.a.join("desired"))
+        .expect("desired/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .find(|f| f.starts_with("gone.fleet.test"))
+        .expect("the gone target's file");
+    let gone = head_cert(&t.etcd, &gone_file);
+    acmekeep(&t.a, &["unwant", "gone.fleet.test"]).assert_success();
+    acmekeep(&t.a, &["reconcile"]).assert_success();
+    assert!(!present(&t.etcd, "/acmekeep/d/targets/gone.fleet.test"));
+    for id in [&renewed, &gone] {
+        t.etcd.ctl(&["put", &ari(id), window]);
+    }
+    let orphan = format!("/acmekeep/d/keys/{}", "q".repeat(52));
+    t.etcd.ctl(&["put", &orphan, "sealed"]);
+    let keys = |id: &str| format!("/acmekeep/d/keys/{}", cert_key(&t.etcd, id));
+    let (warm_key, renewed_key, gone_key) = (keys(&warm), keys(&renewed), keys(&gone));
+
+    let now = OffsetDateTime::now_utc();
+    // Beyond any certificate's end (Pebble's last five years).
+    let later = now + time::Duration::days(20 * 365);
+    runtime().block_on(async {
+        let c = node(&t.etcd, "c", &ClusterKeys::new_line().expect("key")).await;
+        // Today: nothing expired; the windows of certificates that are no wanted target's
+        // go, and the key nothing names.
+        let done = gc::collect(&c, now).await.expect("gc");
+        assert_eq!((done.certs, done.keys, done.ari, done.heads), (0, 1, 1, 0));
+        assert!(!present(&t.etcd, &ari(&gone)) && !present(&t.etcd, &orphan));
+        assert!(present(&t.etcd, &ari(&renewed)));
+        // Once a day for the fleet: node a's first run did today's.
+        assert_eq!(gc::collect_daily(&c, now).await.expect("gc"), None);
+        let last = t.etcd.dump("/acmekeep/x/gc");
+        let last: serde_json::Value = serde_json::from_slice(&last[0].1).expect("JSON");
+        assert_eq!(last["node"], "a", "{last}");
+        assert!(
+            gc::collect_daily(&c, now + gc::EVERY)
+                .await
+                .expect("gc")
+                .is_some()
+        );
+
+        // Long after: every certificate expired. The key of one that goes is sealed again
+        // between the read and the delete: it stays, and goes at the next collection.
+        let snapshot = gc::read(&c).await.expect("read");
+        let removals = gc::plan(c.layout(), &snapshot, later);
+        let sealed = c.get(&gone_key).await.expect("get").expect("the key");
+        c.kv()
+            .txn(
+                vec![],
+                vec![Op::put(gone_key.clone(), sealed.value)],
+                vec![],
+            )
+            .await
+            .expect("sealed again");
+        let done = gc::apply(&c, &removals).await.expect("apply");
+        // warm's first certificate and gone's, warm's first key, renewed's expired window,
+        // gone's head; gone's key kept.
+        assert_eq!(
+            (done.certs, done.keys, done.ari, done.heads, done.kept),
+            (2, 1, 1, 1, 1),
+            "{removals:#?}"
+        );
+        assert!(present(&t.etcd, &gone_key));
+        let done = gc::collect(&c, later).await.expect("gc");
+        assert_eq!((done.certs, done.keys, done.ari, done.heads), (0, 1, 0, 0));
+    });
+    assert!(!present(&t.etcd, &gone_key) && !present(&t.etcd, &warm_key));
+    // The target's certificate now stays, with its key, expired or not.
+    assert!(present(&t.etcd, &format!("/acmekeep/d/certs/{renewed}")));
+    assert!(present(&t.etcd, &renewed_key));
+    assert!(present(&t.etcd, &format!("/acmekeep/d/heads/{file}")));
+    assert!(!present(&t.etcd, "/acmekeep/d/heads/gone.fleet.test"));
+    for id in [&warm, &gone] {
+        assert!(!present(&t.etcd, &format!("/acmekeep/d/certs/{id}")));
+    }
+}
+
 /// How many times etcd's `key` was written since it was created (its `version`; 0: absent).
 fn writes(etcd: &Etcd, key: &str) -> i64 {
     let out = etcd.ctl(&["get", key, "-w", "json"]);
