@@ -352,16 +352,10 @@ fn skipped<S: Issuer>(session: &S) -> Option<(Failure, Option<failover::FallOver
         return Some((e, Some(failover::FallOver::Unreachable)));
     }
     let until = whole_seconds_up(OffsetDateTime::from(session.ca_paused_until()?));
-    let e = Failure {
-        error: format!(
-            "not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait); retry after {}",
-            until
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        ),
-        backoff: Backoff::RateLimited,
-        retry_at: Some(until),
-    };
+    let e = Failure::rate_limited(
+        "not attempted in this run: the CA asked to slow down for longer than this run waits (--rate-limit-wait)",
+        until,
+    );
     Some((e, Some(failover::FallOver::RateLimited)))
 }
 
@@ -373,16 +367,10 @@ async fn fleet_paused(
     provider: &str,
 ) -> Option<(Failure, Option<failover::FallOver>)> {
     let (until, node) = gate.ca_paused(provider).await?;
-    let e = Failure {
-        error: format!(
-            "not attempted: the CA told node {node} of the fleet to slow down; retry after {}",
-            until
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        ),
-        backoff: Backoff::RateLimited,
-        retry_at: Some(until),
-    };
+    let e = Failure::rate_limited(
+        &format!("not attempted: the CA told node {node} of the fleet to slow down"),
+        until,
+    );
     Some((e, Some(failover::FallOver::RateLimited)))
 }
 

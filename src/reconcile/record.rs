@@ -131,6 +131,19 @@ impl Failure {
         }
     }
 
+    /// Not attempted because the CA asked for a pause that lasts until `until` (`why` says
+    /// who was told): deferred, not failed, until then.
+    pub fn rate_limited(why: &str, until: OffsetDateTime) -> Self {
+        let at = until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Self {
+            error: format!("{why}; retry after {at}"),
+            backoff: Backoff::RateLimited,
+            retry_at: Some(until),
+        }
+    }
+
     /// The attempt, as the planner takes it ([`backoff::after_attempt`]).
     pub fn attempt(&self) -> Attempt<'_> {
         Attempt::Failed {

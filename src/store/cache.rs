@@ -157,46 +157,40 @@ impl Line<'_> {
     }
 }
 
-/// Reads the cache in id order, alongside the sorted listing of `certs/`.
-pub struct Reader {
-    lines: Option<BufReader<File>>,
+/// A cache file read line by line, each line at most `max` bytes: a line too long, cut
+/// short (no newline at its end) or unreadable ends the reading, and so does a line the
+/// caller could not use ([`Lines::reject`]): nothing after it is trusted. Both caches of
+/// `.acmekeep/` (this module's and the run records') read through it.
+pub struct Lines<R = BufReader<File>> {
+    /// `None` once the end is reached or a line could not be used.
+    src: Option<R>,
     buf: Vec<u8>,
-    /// The next entry, read but not asked for yet.
-    pending: Option<(Stamps, CertSummary)>,
-    /// Id of the last entry read (each must be greater).
-    last_id: String,
-    stale: bool,
+    max: u64,
+    damaged: bool,
 }
 
-impl Reader {
-    /// Opens the cache at `path`; a missing or foreign file reads as empty.
-    pub fn open(path: &Path) -> Reader {
-        let mut reader = Reader {
-            lines: crate::files::open_regular(path, crate::files::Links::Refuse)
-                .ok()
-                .map(BufReader::new),
+impl<R: BufRead> Lines<R> {
+    /// Lines of `src` (none when there is no file) of at most `max` bytes.
+    pub fn new(src: Option<R>, max: u64) -> Self {
+        Lines {
+            src,
             buf: Vec::new(),
-            pending: None,
-            last_id: String::new(),
-            stale: false,
-        };
-        if reader.next_line() != Some(HEADER.as_bytes()) {
-            reader.lines = None;
+            max,
+            damaged: false,
         }
-        reader.stale = reader.lines.is_none();
-        reader
     }
 
-    fn next_line(&mut self) -> Option<&[u8]> {
-        let lines = self.lines.as_mut()?;
+    /// The next line, without its newline; `None` at the end or once the reading stopped.
+    pub fn next_line(&mut self) -> Option<&[u8]> {
+        let src = self.src.as_mut()?;
         self.buf.clear();
-        let read = lines
+        let read = src
             .by_ref()
-            .take(MAX_LINE + 1)
+            .take(self.max + 1)
             .read_until(b'\n', &mut self.buf);
         match read {
             Ok(0) => {
-                self.lines = None;
+                self.src = None;
                 None
             }
             Ok(_) if self.buf.last() == Some(&b'\n') => {
@@ -205,15 +199,54 @@ impl Reader {
             }
             // Too long, cut short or unreadable: nothing after it is trusted.
             _ => {
-                self.lines = None;
-                self.stale = true;
+                self.reject();
                 None
             }
         }
     }
 
+    /// The last line could not be used (damaged, out of order, foreign): the reading stops
+    /// and the file counts as damaged.
+    pub fn reject(&mut self) {
+        self.src = None;
+        self.damaged = true;
+    }
+
+    /// Whether a line was rejected, or could not be read whole.
+    pub fn damaged(&self) -> bool {
+        self.damaged
+    }
+}
+
+/// Reads the cache in id order, alongside the sorted listing of `certs/`.
+pub struct Reader {
+    lines: Lines,
+    /// The next entry, read but not asked for yet.
+    pending: Option<(Stamps, CertSummary)>,
+    /// Id of the last entry read (each must be greater).
+    last_id: String,
+    /// An entry was passed over: its directory is gone.
+    passed_over: bool,
+}
+
+impl Reader {
+    /// Opens the cache at `path`; a missing or foreign file reads as empty.
+    pub fn open(path: &Path) -> Reader {
+        let file = crate::files::open_regular(path, crate::files::Links::Refuse).ok();
+        let mut lines = Lines::new(file.map(BufReader::new), MAX_LINE);
+        if lines.next_line() != Some(HEADER.as_bytes()) {
+            lines.reject();
+        }
+        Reader {
+            lines,
+            pending: None,
+            last_id: String::new(),
+            passed_over: false,
+        }
+    }
+
     fn next_entry(&mut self) -> Option<(Stamps, CertSummary)> {
-        let line = self.next_line()?;
+        let line = self.lines.next_line()?;
         let entry = serde_json::from_slice::<Line>(line)
             .ok()
             .and_then(Line::into_summary);
@@ -224,8 +257,7 @@ impl Reader {
             }
             _ => {
                 // Damaged or out of order: nothing from here on is used.
-                self.lines = None;
-                self.stale = true;
+                self.lines.reject();
                 None
             }
         }
@@ -242,7 +274,7 @@ impl Reader {
             };
             match entry.1.id.as_str().cmp(id) {
                 // Its directory is gone.
-                std::cmp::Ordering::Less => self.stale = true,
+                std::cmp::Ordering::Less => self.passed_over = true,
                 std::cmp::Ordering::Equal => return Some(entry),
                 std::cmp::Ordering::Greater => {
                     self.pending = Some(entry);
@@ -255,7 +287,8 @@ impl Reader {
     /// Whether the file should be rewritten: missing, damaged, or holding entries for
     /// directories that are gone.
     pub fn stale(&mut self) -> bool {
-        self.stale || self.pending.is_some() || self.next_line().is_some()
+        let more = self.pending.is_some() || self.lines.next_line().is_some();
+        more || self.passed_over || self.lines.damaged()
     }
 }
 
@@ -551,6 +584,53 @@ mod tests {
         let mut r = Reader::open(&path);
         assert!(r.take(ID_A).is_none());
         assert!(r.stale());
+    }
+
+    #[test]
+    fn lines_stop_at_a_line_too_long_cut_short_or_rejected() {
+        let read = |text: &[u8], max: u64| {
+            let mut lines = Lines::new(Some(text), max);
+            let mut got = Vec::new();
+            while let Some(l) = lines.next_line() {
+                got.push(String::from_utf8(l.to_vec()).expect("utf-8"));
+            }
+            (got, lines.damaged())
+        };
+        assert_eq!(
+            read(b"ab\ncd\n", 4),
+            (vec!["ab".into(), "cd".into()], false)
+        );
+        assert_eq!(read(b"", 4), (vec![], false));
+        // A line of exactly `max` bytes passes; one byte more stops the reading.
+        assert_eq!(
+            read(b"abcd\nx\n", 4),
+            (vec!["abcd".into(), "x".into()], false)
+        );
+        assert_eq!(read(b"ab\nabcde\nx\n", 4), (vec!["ab".into()], true));
+        // Cut short: the last line has no newline.
+        assert_eq!(read(b"ab\ncd", 4), (vec!["ab".into()], true));
+        // No file: nothing, and nothing damaged.
+        let mut none = Lines::<&[u8]>::new(None, 4);
+        assert!(none.next_line().is_none() && !none.damaged());
+        // A line the caller rejects ends the reading.
+        let mut lines = Lines::new(Some(&b"ab\ncd\n"[..]), 4);
+        assert_eq!(lines.next_line(), Some(&b"ab"[..]));
+        lines.reject();
+        assert!(lines.next_line().is_none() && lines.damaged());
+    }
+
+    #[test]
+    fn a_cache_cut_short_after_its_last_entry_is_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sa, sb) = (stamps(10), stamps(20));
+        let (a, b) = (summary(ID_A), summary(ID_B));
+        let mut text = render([(&sa, &a), (&sb, &b)], written());
+        text.extend_from_slice(b"{\"id\": ");
+        let path = write(dir.path(), &text);
+        let mut r = Reader::open(&path);
+        assert!(r.take(ID_A).is_some());
+        assert!(r.take(ID_B).is_some());
+        assert!(r.stale(), "the damaged tail is found by stale() itself");
     }
 
     #[test]

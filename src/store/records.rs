@@ -24,8 +24,7 @@
 //! file) writes it, so a run that needs no record pays nothing for it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -33,7 +32,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::cache::Stamp;
+use super::cache::{Lines, Stamp};
 use super::{DIR_MODE, FILE_MODE, RUN_DIR, Store, optional_text, read_dir_sorted};
 use crate::files;
 
@@ -433,17 +432,13 @@ fn write_cache(
 
 /// Reads the record cache in file-name order, along with the requests.
 struct CacheReader {
-    /// `None` once the end is reached or a line could not be used.
-    lines: Option<BufReader<File>>,
-    buf: Vec<u8>,
+    lines: Lines,
     /// The next entry, read but not asked for yet.
     pending: Option<(String, TargetRecord)>,
     /// The last file name read (each must be greater).
     last: String,
     /// The last file name asked for (each must be greater).
     asked: String,
-    /// A line could not be used: nothing from it on answers.
-    damaged: bool,
 }
 
 impl CacheReader {
@@ -451,17 +446,18 @@ impl CacheReader {
     fn open(path: &Path) -> Option<(Stamp, CacheReader)> {
         let file = files::open_regular(path, files::Links::Refuse).ok()?;
         let mut reader = CacheReader {
-            lines: Some(BufReader::with_capacity(64 * 1024, file)),
-            buf: Vec::new(),
+            lines: Lines::new(
+                Some(BufReader::with_capacity(64 * 1024, file)),
+                MAX_CACHE_LINE,
+            ),
             pending: None,
             last: String::new(),
             asked: String::new(),
-            damaged: false,
         };
-        if reader.next_line()? != CACHE_HEADER.as_bytes() {
+        if reader.lines.next_line()? != CACHE_HEADER.as_bytes() {
             return None;
         }
-        let written_for: Stamp = serde_json::from_slice(reader.next_line()?).ok()?;
+        let written_for: Stamp = serde_json::from_slice(reader.lines.next_line()?).ok()?;
         Some((written_for, reader))
     }
 
@@ -471,36 +467,11 @@ impl CacheReader {
         while let Some(e) = self.next_entry() {
             all.push(e);
         }
-        (!self.damaged).then_some(all)
-    }
-
-    fn next_line(&mut self) -> Option<&[u8]> {
-        let lines = self.lines.as_mut()?;
-        self.buf.clear();
-        let read = lines
-            .by_ref()
-            .take(MAX_CACHE_LINE + 1)
-            .read_until(b'\n', &mut self.buf);
-        match read {
-            Ok(0) => {
-                self.lines = None;
-                None
-            }
-            Ok(_) if self.buf.last() == Some(&b'\n') => {
-                self.buf.pop();
-                Some(&self.buf)
-            }
-            // Too long, cut short or unreadable: nothing after it is trusted.
-            _ => {
-                self.lines = None;
-                self.damaged = true;
-                None
-            }
-        }
+        (!self.lines.damaged()).then_some(all)
     }
 
     fn next_entry(&mut self) -> Option<(String, TargetRecord)> {
-        let line = self.next_line()?;
+        let line = self.lines.next_line()?;
         let entry = line
             .iter()
             .position(|&b| b == b'\t')
@@ -517,8 +488,7 @@ impl CacheReader {
             }
             _ => {
                 // Damaged or out of order: nothing from here on is used.
-                self.lines = None;
-                self.damaged = true;
+                self.lines.reject();
                 None
             }
         }
@@ -527,7 +497,7 @@ impl CacheReader {
     /// The record of target `file`, the default where the cache holds none; `None` when the
     /// cache cannot say (asked out of order, or a damaged line on the way).
     fn take(&mut self, file: &str) -> Option<TargetRecord> {
-        if self.damaged || file <= self.asked.as_str() {
+        if self.lines.damaged() || file <= self.asked.as_str() {
             return None;
         }
         self.asked.clear();
@@ -538,7 +508,7 @@ impl CacheReader {
                 None => match self.next_entry() {
                     Some(e) => e,
                     // The end: no record for this one.
-                    None => return (!self.damaged).then(TargetRecord::default),
+                    None => return (!self.lines.damaged()).then(TargetRecord::default),
                 },
             };
             match entry.0.as_str().cmp(file) {
