@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::{ChallengeKind, EabCredentials};
 use crate::challenge::config::{ChallengeConfig, DEFAULT_WEBROOT, DnsConfig};
-use crate::challenge::dns::settings::RawDns01;
+use crate::challenge::dns::settings::{RawDns01, RawDnsPersist01};
 use crate::keys::{KeyFamily, KeySpec};
 use crate::name::Hostname;
 
@@ -203,6 +203,9 @@ pub struct RawChallenge {
     /// acmekeep extension: dns-01 settings (hooks, RFC 2136 updates, propagation check).
     #[serde(rename = "dns-01", skip_serializing_if = "Option::is_none")]
     pub dns_01: Option<RawDns01>,
+    /// acmekeep extension: dns-persist-01 settings (how the standing record is checked).
+    #[serde(rename = "dns-persist-01", skip_serializing_if = "Option::is_none")]
+    pub dns_persist_01: Option<RawDnsPersist01>,
 }
 
 /// A setting written as one string or as a list of them (`x` or `[x, y]`).
@@ -342,6 +345,10 @@ impl RawTarget {
                     http_methods: pick(&c.http_methods, &bc.http_methods),
                     tls_alpn_ports: pick(&c.tls_alpn_ports, &bc.tls_alpn_ports),
                     dns_01: match (&c.dns_01, &bc.dns_01) {
+                        (Some(t), Some(b)) => Some(t.overlay_on(b)),
+                        (t, b) => pick(t, b),
+                    },
+                    dns_persist_01: match (&c.dns_persist_01, &bc.dns_persist_01) {
                         (Some(t), Some(b)) => Some(t.overlay_on(b)),
                         (t, b) => pick(t, b),
                     },
@@ -668,11 +675,13 @@ fn hook_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
-fn dns_config(raw: Option<&RawDns01>) -> Result<DnsConfig> {
+fn dns_config(raw: Option<&RawDns01>, persist: Option<&RawDnsPersist01>) -> Result<DnsConfig> {
     let raw = raw.cloned().unwrap_or_default();
     Ok(DnsConfig {
         hooks: raw.hooks.unwrap_or(true),
         rfc2136: raw.resolve()?,
+        resolver: raw.resolver()?,
+        persist_check: persist.and_then(|p| p.check).unwrap_or_default(),
     })
 }
 
@@ -829,7 +838,7 @@ fn resolve_challenge(ch: &RawChallenge) -> Result<ChallengeConfig> {
         listen_proxy: has("proxy"),
         http_hooks: has("hook"),
         tls_alpn_addrs,
-        dns: dns_config(ch.dns_01.as_ref())?,
+        dns: dns_config(ch.dns_01.as_ref(), ch.dns_persist_01.as_ref())?,
         self_test: ch.http_self_test.unwrap_or(true),
         env: BTreeMap::new(),
     })
@@ -1040,6 +1049,56 @@ mod tests {
         let raw = RawTarget::parse(file_yaml)?;
         let defaults = RawTarget::parse(defaults_yaml)?;
         Target::resolve("t", &raw, &defaults)
+    }
+
+    #[test]
+    fn dns_persist_check_is_inherited_overridden_and_an_unknown_word_names_its_line() {
+        use crate::challenge::dns::settings::PersistCheck;
+        let check = |file: &str, defaults: &str| {
+            resolve(file, defaults).map(|t| t.challenge.dns.persist_check)
+        };
+        let names = "satisfy:\n  names: [x.example]\n";
+        let with =
+            |c: &str| format!("request:\n  challenge:\n    dns-persist-01:\n      check: {c}\n");
+        assert_eq!(
+            check(names, "").expect("default"),
+            PersistCheck::Authoritative
+        );
+        assert_eq!(
+            check(names, &with("resolvers")).expect("inherited"),
+            PersistCheck::Resolvers
+        );
+        assert_eq!(
+            check(&format!("{names}{}", with("off")), &with("resolvers")).expect("the target's"),
+            PersistCheck::Off
+        );
+        assert_eq!(
+            check(names, &with("\"\"")).expect("empty"),
+            PersistCheck::Authoritative
+        );
+        // Written back as read (targets round-trip).
+        let raw = RawTarget::parse(&with("resolvers")).expect("parses");
+        assert!(
+            serde_yaml_ng::to_string(&raw)
+                .expect("yaml")
+                .contains("check: resolvers")
+        );
+        // A word it does not know: the file does not parse, naming the key and the line.
+        let e = parse_file(Path::new("conf/target"), with("sometimes").as_bytes())
+            .expect_err("refused");
+        let e = format!("{e:#}");
+        for needle in [
+            "conf/target",
+            "request.challenge.dns-persist-01",
+            "\"sometimes\" is not a dns-persist-01 check: authoritative, resolvers or off",
+            "line 4",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        // Known to the unknown-key check (no warning for it).
+        let (_, warnings) =
+            parse_file_checked(Path::new("conf/target"), with("off").as_bytes()).expect("parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

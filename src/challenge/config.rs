@@ -15,6 +15,10 @@ pub struct DnsConfig {
     pub hooks: bool,
     /// RFC 2136 updates (with the propagation check), when a server is configured.
     pub rfc2136: Option<super::dns::settings::Dns01Settings>,
+    /// The lookups' settings (`dns-01.resolvers`, `nameservers`, `timeout`).
+    pub resolver: super::dns::ResolverConfig,
+    /// How the standing dns-persist-01 record is read before an order.
+    pub persist_check: super::dns::settings::PersistCheck,
 }
 
 /// Challenge settings resolved for one target.

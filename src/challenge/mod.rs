@@ -472,13 +472,8 @@ impl Responder for TargetResponder {
                     let Some(wanted) = ch.persist.as_ref() else {
                         return Ok(());
                     };
-                    let resolver = self
-                        .dns
-                        .rfc2136
-                        .as_ref()
-                        .map(|d| d.rfc2136.resolver.clone())
-                        .unwrap_or_default();
-                    let until = dns::persist::precheck(&resolver, ch, wanted, now)
+                    let via = self.dns.persist_check;
+                    let until = dns::persist::precheck(&self.dns.resolver, via, ch, wanted, now)
                         .await
                         .map_err(UnusableChallenge)?;
                     lock(&self.persist_until).insert(ch.record_name.clone(), until);
@@ -603,7 +598,7 @@ mod tests {
             tls_alpn_addrs: Vec::new(),
             dns: DnsConfig {
                 hooks: true,
-                rfc2136: None,
+                ..DnsConfig::default()
             },
             self_test: false,
             env: BTreeMap::new(),

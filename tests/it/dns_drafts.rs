@@ -401,6 +401,83 @@ fn dns_persist_01_precheck_names_what_is_wrong_before_the_ca_is_asked() {
     assert_eq!(v[0].kind, "dns-account-01");
 }
 
+/// `request.challenge.dns-persist-01.check`. `resolvers`: the record is read through
+/// `dns-01.resolvers`, for a site whose authoritative servers cannot be reached from here
+/// (here the zone's only NS points at a closed port): another account's record is named
+/// before the CA is asked, as the resolver serves it. `off`: nothing is read, the CA is asked
+/// and decides. A word it does not know is refused with the file and line.
+#[test]
+fn dns_persist_01_check_reads_through_the_resolvers_or_not_at_all() {
+    let zone = format!(
+        "{ZONE}_validation-persist.other TXT \"{ISSUER}; accounturi=https://elsewhere.example/acct/9\"\n"
+    );
+    let key = KnotKey::random("acme-update");
+    let knot = Knot::start(&key, &[("example.test", &zone)]);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let proxy = AriProxy::start(&pebble);
+    proxy.offer_challenges(ChallengeOffer {
+        client_dns: Some(knot.addr()),
+        persist_issuers: vec![ISSUER.to_owned()],
+        ..ChallengeOffer::default()
+    });
+    let state = state_for(&pebble, &proxy, &knot, &key, "[dns-persist-01]");
+    let closed = free_port_with(true);
+    let addr = knot.addr().to_string();
+    let base = state.read_string("conf/target").replace(
+        &format!("nameservers: {{ns1.example.test: [\"{addr}\"]}}"),
+        &format!("nameservers: {{ns1.example.test: [\"127.0.0.1:{closed}\"]}}"),
+    );
+    assert!(base.contains(&closed.to_string()), "{base}");
+    let with_check = |check: &str| format!("{base}    dns-persist-01:\n      check: {check}\n");
+    const NAME: &str = "other.example.test";
+
+    state.write_conf_target(&with_check("resolvers"));
+    let run = acmekeep(&state, &["want", NAME]);
+    run.assert_code(1);
+    run.assert_stderr_contains(&format!(
+        "{NAME}: the dns-persist-01 record _validation-persist.{NAME} is not usable: its accounturi is https://elsewhere.example/acct/9 but this account is https://"
+    ));
+    run.assert_stderr_contains(&format!("(as {addr} serves it)"));
+    assert!(
+        proxy.validations().is_empty(),
+        "the CA was asked: {:?}",
+        proxy.validations()
+    );
+
+    state.write_conf_target(&with_check("off"));
+    let run = acmekeep(&state, &["reconcile", "--force"]);
+    run.assert_code(1);
+    assert!(!run.stderr.contains("is not usable"), "{}", run.describe());
+    let asked: Vec<_> = proxy
+        .validations()
+        .into_iter()
+        .filter(|v| v.name == NAME && v.kind == "dns-persist-01")
+        .collect();
+    assert_eq!(
+        asked.len(),
+        1,
+        "the CA decides: {asked:?}\n{}",
+        run.describe()
+    );
+    assert!(state.live_link(NAME).is_none());
+
+    state.write_conf_target(&with_check("sometimes"));
+    let run = acmekeep(&state, &["reconcile"]);
+    assert_ne!(run.code, Some(0), "{}", run.describe());
+    let line = with_check("sometimes")
+        .lines()
+        .position(|l| l.contains("check: sometimes"))
+        .expect("line")
+        + 1;
+    for needle in [
+        "conf/target".to_owned(),
+        "\"sometimes\" is not a dns-persist-01 check: authoritative, resolvers or off".to_owned(),
+        format!("line {line}"),
+    ] {
+        run.assert_stderr_contains(&needle);
+    }
+}
+
 /// A record whose persistUntil is near is used, with a warning naming the days left.
 #[test]
 fn dns_persist_01_warns_before_persist_until() {

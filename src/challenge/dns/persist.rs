@@ -14,6 +14,7 @@ use hickory_proto::op::{Message, ResponseCode, UpdateMessage as _, update_messag
 use hickory_proto::rr::{RData, RecordSet, RecordType};
 
 use super::lookup::{find_zone, follow_cname, nameservers, resolve};
+use super::settings::PersistCheck;
 use super::update::{locate, rrset, send};
 use super::wire::{self, to_name};
 use super::{Published, ResolverConfig, Rfc2136Config, txt_strings};
@@ -194,8 +195,9 @@ const VALIDATION_SLACK: i64 = 600;
 /// A `persistUntil` closer than this is warned about when the record is used.
 pub const WARN_BEFORE: i64 = 30 * 86_400;
 
-/// Reads the standing record for `ch` (a dns-persist-01 challenge) from every authoritative
-/// server of its zone and judges it as the CA will, at `now` (Unix seconds). `Err` is one
+/// Reads the standing record for `ch` (a dns-persist-01 challenge) as `via` says — from
+/// every authoritative server of its zone, or through the resolvers, or not at all — and
+/// judges it as the CA will, at `now` (Unix seconds). `Err` is one
 /// line naming a definite problem (no record, another issuer or account, no
 /// `policy=wildcard`, `persistUntil` past, malformed) as a server serves it, and how to fix
 /// it. A lookup that cannot be made at all is logged as a warning and is no reason to hold
@@ -204,6 +206,7 @@ pub const WARN_BEFORE: i64 = 30 * 86_400;
 /// shows later from the certificate's record (it asks no DNS server itself).
 pub async fn precheck(
     resolver: &ResolverConfig,
+    via: PersistCheck,
     ch: &crate::acme::Challenge,
     wanted: &crate::acme::PersistWanted,
     now: i64,
@@ -215,14 +218,18 @@ pub async fn precheck(
         Ok(n) => n,
         Err(e) => return Err(format!("{which}: {} is no DNS name: {e}", ch.record_name)),
     };
-    let answers = match txt_authoritative(resolver, &name).await {
-        Ok((_, a)) => a,
-        Err(e) => {
-            tracing::warn!(
-                "{which}: the dns-persist-01 record {name} could not be looked up ({e:#}); asking the CA anyway"
-            );
-            return Ok(None);
-        }
+    let answers = match via {
+        PersistCheck::Off => return Ok(None),
+        PersistCheck::Resolvers => vec![txt_recursive(resolver, &name).await],
+        PersistCheck::Authoritative => match txt_authoritative(resolver, &name).await {
+            Ok((_, a)) => a,
+            Err(e) => {
+                tracing::warn!(
+                    "{which}: the dns-persist-01 record {name} could not be looked up ({e:#}); asking the CA anyway"
+                );
+                return Ok(None);
+            }
+        },
     };
     let w = Wanted {
         issuers: &wanted.issuers,
@@ -260,7 +267,11 @@ pub async fn precheck(
     }
     if until.is_none() {
         tracing::warn!(
-            "{which}: the dns-persist-01 record {name} could not be read from any authoritative server ({}); asking the CA anyway",
+            "{which}: the dns-persist-01 record {name} could not be read {} ({}); asking the CA anyway",
+            match via {
+                PersistCheck::Resolvers => "through the resolvers",
+                _ => "from any authoritative server",
+            },
             silent.join("; ")
         );
         return Ok(None);

@@ -18,6 +18,11 @@
 //!         ns1.example.org: [192.0.2.1, "192.0.2.2:5353"]
 //! ```
 //!
+//! `request.challenge.dns-persist-01.check` says how the standing dns-persist-01 record is
+//! read before an order ([`PersistCheck`]): from every `authoritative` server of its zone
+//! (the default, as the propagation check reads), through the `resolvers` above (what a
+//! split-horizon or firewalled site can see), or not at all (`off`: the CA is asked as is).
+//!
 //! [`RawDns01`] mirrors the YAML (every field optional, so files round-trip); a target's
 //! section overlays `conf/target`'s field by field, except that the key (`key-name`,
 //! `algorithm`, `secret`, `key-file`) is taken whole from whichever file sets any of it.
@@ -89,6 +94,72 @@ impl fmt::Debug for RawDns01 {
     }
 }
 
+/// `request.challenge.dns-persist-01:` as written.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RawDnsPersist01 {
+    /// How the standing record is read before an order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<PersistCheck>,
+}
+
+impl RawDnsPersist01 {
+    /// Overlays `self` (a target file's section) on `base` (conf/target's), field by field.
+    pub fn overlay_on(&self, base: &RawDnsPersist01) -> RawDnsPersist01 {
+        RawDnsPersist01 {
+            check: self.check.or(base.check),
+        }
+    }
+}
+
+/// How the standing dns-persist-01 record is read before an order, to name what is missing
+/// or wrong before the CA is asked (`request.challenge.dns-persist-01.check`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PersistCheck {
+    /// From every authoritative server of the record's zone, asked directly (as the
+    /// propagation check does): what the CA will see once every server has the record.
+    #[default]
+    Authoritative,
+    /// Through the configured `resolvers` (or the system's): for a site whose authoritative
+    /// servers cannot be reached from here.
+    Resolvers,
+    /// Not read: the CA is asked as is (and `status` knows no `persistUntil`).
+    Off,
+}
+
+impl PersistCheck {
+    /// The word in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersistCheck::Authoritative => "authoritative",
+            PersistCheck::Resolvers => "resolvers",
+            PersistCheck::Off => "off",
+        }
+    }
+}
+
+impl Serialize for PersistCheck {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+// By hand, so that a wrong word is an error naming the choices (serde_yaml adds the key and
+// the line), and an empty value is the default.
+impl<'de> Deserialize<'de> for PersistCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let word = String::deserialize(d)?;
+        match word.trim() {
+            "" | "authoritative" => Ok(PersistCheck::Authoritative),
+            "resolvers" => Ok(PersistCheck::Resolvers),
+            "off" => Ok(PersistCheck::Off),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not a dns-persist-01 check: authoritative, resolvers or off"
+            ))),
+        }
+    }
+}
+
 /// dns-01 settings resolved for one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dns01Settings {
@@ -153,6 +224,21 @@ impl RawDns01 {
             resolvers: pick(&self.resolvers, &base.resolvers),
             nameservers: pick(&self.nameservers, &base.nameservers),
         }
+    }
+
+    /// The lookups' settings (`resolvers`, `nameservers`, `timeout`), whether or not a
+    /// `server` is set.
+    pub fn resolver(&self) -> Result<ResolverConfig> {
+        let timeout = seconds(self.timeout, DEFAULT_TIMEOUT, 300, "timeout")?;
+        if timeout.is_zero() {
+            bail!("dns-01 timeout must be at least 1 second");
+        }
+        Ok(ResolverConfig {
+            servers: self.resolver_addresses()?,
+            nameserver_addresses: self.nameserver_addresses()?,
+            authoritative_port: 53,
+            timeout,
+        })
     }
 
     /// Checks the section. `None` when no `server` is set (dns-01 by RFC 2136 is off).
