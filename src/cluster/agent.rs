@@ -8,8 +8,15 @@
 //! redirector or the web server serves). It acknowledges each token it serves
 //! (`P/x/challenges/acks/<token>/<node>`), and the orderer waits (at most `ack-wait`) for
 //! the acknowledgements of every running agent (`P/x/agents/<node>`, bound to the agent's
-//! lease) before it tells the CA to validate. The agent never reads a private key and
-//! never takes the state directory's lock.
+//! lease) before it tells the CA to validate.
+//!
+//! It also links the certificates other nodes obtain as they arrive: it watches the
+//! targets' heads (`P/d/heads/`), and when one changes it takes the state directory's lock
+//! (waiting while a run holds it: that run may have synced before the head moved), syncs
+//! the mirror as a run does and links `live/` as a run ends, running this node's
+//! `live-updated` hooks with the names that changed. It orders nothing and asks the CA
+//! nothing; it is quiet unless it linked something. An agent that cannot write the state
+//! directory (a sandbox that allows less) says so once and leaves linking to the runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +29,8 @@ use super::fleet::{Fleet, RunLease};
 use super::kv::{Kv, Op, Range, Watch, WatchEvent, range_all};
 use super::layout::{self, AgentInfo};
 use crate::challenge::listener::{Listeners, TokenMap};
+use crate::hooks::HookRunner;
+use crate::store::lock::{LockError, StateLock};
 
 /// What the agent serves on this node.
 #[derive(Debug, Clone)]
@@ -41,11 +50,34 @@ fn plain_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What the agent needs to link the certificates other nodes obtain.
+pub struct Linker {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// This node's hooks.
+    pub hooks: Arc<HookRunner>,
+    /// The clock.
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// How long the agent waits for a run to free the state directory before it links.
+const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
+
 struct Agent<K> {
     fleet: Arc<Fleet<K>>,
     serves: Serves,
     tokens: Arc<TokenMap>,
     lease: i64,
+}
+
+/// Whether `e` says the state directory cannot be written here (a sandbox): linking is left
+/// to the runs.
+fn not_writable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied || io.raw_os_error() == Some(30) // EROFS
+        })
+    })
 }
 
 impl<K: Kv + 'static> Agent<K> {
@@ -104,6 +136,79 @@ impl<K: Kv + 'static> Agent<K> {
         tracing::debug!("http-01 token {token} withdrawn");
     }
 
+    /// Links what the fleet has that this node's `live/` lacks, once it holds the state
+    /// directory; `false` when it cannot write it (never again then).
+    async fn link(&self, linker: &Linker) -> bool {
+        let started = std::time::Instant::now();
+        let lock = loop {
+            match StateLock::acquire(&linker.state_dir) {
+                Ok(l) => break l,
+                Err(LockError::Busy { .. }) if started.elapsed() < LOCK_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e);
+                    tracing::warn!("linking new certificates: {}", crate::cause::render(&e));
+                    return !not_writable(&e);
+                }
+            }
+        };
+        match self.link_locked(linker, &lock).await {
+            Ok(names) if !names.is_empty() => {
+                tracing::info!("linked the fleet's new certificates: {}", names.join(", "));
+                true
+            }
+            Ok(_) => true,
+            Err(e) if not_writable(&e) => {
+                tracing::warn!(
+                    "the agent cannot write the state directory ({}): new certificates are linked at this node's runs",
+                    crate::cause::render(&e)
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!("linking new certificates: {}", crate::cause::render(&e));
+                true
+            }
+        }
+    }
+
+    async fn link_locked(&self, linker: &Linker, lock: &StateLock) -> Result<Vec<String>> {
+        let store = crate::store::Store::open(&linker.state_dir, lock)?;
+        let now = linker.clock.now_utc();
+        super::node::sync(&self.fleet, &store, now).await?;
+        let (relinked, errors) = crate::reconcile::relink_only(&store, &linker.hooks, now).await?;
+        for e in errors {
+            tracing::warn!("{e}");
+        }
+        Ok(relinked)
+    }
+
+    /// Links what arrived, then again each time a target's head changes; returns when the
+    /// watch ends or fails (the caller starts over), or when the state directory cannot be
+    /// written (`Ok(false)`).
+    async fn follow_heads(&self, linker: &Linker) -> Result<bool> {
+        let dir = self.fleet.layout().heads();
+        let now = self
+            .fleet
+            .kv()
+            .range(Range {
+                count_only: true,
+                ..Range::prefix(dir.clone())
+            })
+            .await?;
+        if !self.link(linker).await {
+            return Ok(false);
+        }
+        let mut watch = self.fleet.kv().watch(&dir, now.revision + 1).await?;
+        while let Some(events) = watch.next().await? {
+            if events.iter().any(|e| matches!(e, WatchEvent::Put(_))) && !self.link(linker).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Reads every published token, then follows the changes; returns when the watch ends
     /// or fails (the caller starts over).
     async fn follow(&self) -> Result<()> {
@@ -125,10 +230,33 @@ impl<K: Kv + 'static> Agent<K> {
     }
 }
 
+/// Follows the heads for [`Agent::follow_heads`] as long as the agent runs (starting over
+/// after a failure), unless the state directory cannot be written.
+async fn keep_linking<K: Kv + 'static>(agent: &Agent<K>, linker: Option<&Linker>) {
+    let Some(linker) = linker else {
+        return std::future::pending().await;
+    };
+    let mut reported = false;
+    loop {
+        match agent.follow_heads(linker).await {
+            Ok(false) => return std::future::pending().await,
+            Ok(true) => reported = false,
+            Err(e) if !reported => {
+                tracing::warn!("cluster agent, following new certificates: {e:#} (retrying)");
+                reported = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT; `since` is when it started (for `cluster-status`).
+/// With a `linker` it also links the certificates other nodes obtain as they arrive.
 pub async fn run<K: Kv + 'static>(
     fleet: Arc<Fleet<K>>,
     serves: Serves,
+    linker: Option<Linker>,
     since: OffsetDateTime,
 ) -> Result<()> {
     let tokens = Arc::new(TokenMap::default());
@@ -174,8 +302,11 @@ pub async fn run<K: Kv + 'static>(
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut reported = false;
+    let linking = keep_linking(&agent, linker.as_ref());
+    tokio::pin!(linking);
     loop {
         tokio::select! {
+            () = &mut linking => {}
             r = agent.follow() => {
                 if let Err(e) = r {
                     if !reported {

@@ -614,8 +614,13 @@ pub fn agent(settings: &Settings) -> Result<ExitCode> {
     rt.block_on(async {
         let fleet = cluster::connect(conf).await?;
         fleet.check_initialised().await?;
-        crate::cluster::agent::run(std::sync::Arc::new(fleet), serves, settings.clock.now_utc())
-            .await?;
+        let linker = crate::cluster::agent::Linker {
+            state_dir: settings.state_dir.clone(),
+            hooks: std::sync::Arc::new(super::hook_runner(settings)),
+            clock: settings.clock.clone(),
+        };
+        let since = settings.clock.now_utc();
+        crate::cluster::agent::run(std::sync::Arc::new(fleet), serves, Some(linker), since).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -475,6 +475,27 @@ async fn finish(
     report.loaded.ari = ari;
 }
 
+/// Links in `live/` the certificates the state directory holds for its targets and runs the
+/// `live-updated` hooks with the names that changed: the end of a run alone, ordering and
+/// asking nothing (a fleet node's agent, when another node's certificate arrives). The names
+/// relinked, and the errors of the names that could not be.
+pub async fn relink_only(
+    store: &Store,
+    hooks: &Arc<HookRunner>,
+    now: OffsetDateTime,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let world = World::load(store, Scope::RECONCILE)?;
+    let (mut relinked, mut errors) = (Vec::new(), Vec::new());
+    for r in plan::plan_relinks(&world.targets, &world.certs, &world.inv.live, now) {
+        match store.relink(&r.name, &r.cert_id) {
+            Ok(_) => relinked.push(r.name),
+            Err(e) => errors.push(crate::cause::render(&e)),
+        }
+    }
+    run_hooks(hooks, Event::LiveUpdated { names: &relinked }).await;
+    Ok((relinked, errors))
+}
+
 /// Runs an event's hooks off the async threads; hook failures are logged, never fatal
 /// (acmetool ignores these results too).
 pub async fn run_hooks(hooks: &Arc<HookRunner>, event: Event<'_>) {

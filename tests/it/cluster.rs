@@ -1573,6 +1573,85 @@ fn cluster_agent_serves_tokens_through_its_webroot() {
     );
 }
 
+/// Issue 19 item 2: "each node relinks live/ and runs its own live-updated hooks when a new
+/// certificate arrives". Node a obtains a certificate; node b, which runs only its agent (no
+/// reconcile), has it linked and its hook run with the name within seconds; b's next run
+/// then has nothing to do and says nothing.
+#[test]
+fn cluster_agent_links_a_certificate_another_node_obtained_and_runs_its_hook() {
+    use crate::support::{
+        ChallengeServer, Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, free_port,
+        spawn_acmekeep, standard_conf_target,
+    };
+    let etcd = Etcd::start(1);
+    let pebble = Pebble::start(PebbleOpts::fast());
+    let key = ClusterKeys::new_line().expect("key");
+    let eps = etcd.endpoints();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let webroot = scratch.path().join("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let _server = ChallengeServer::start(pebble.http_port(), &webroot).expect("web server");
+    let a = StateDir::new();
+    a.write_conf_target(&standard_conf_target(&pebble).replace(
+        &format!("127.0.0.1:{}", pebble.http_port()),
+        &format!("127.0.0.1:{}", free_port()),
+    ));
+    a.write_standard_responses();
+    let b = fleet_node(&pebble, &webroot);
+    join(&a, &eps, "a", &key);
+    join(&b, &eps, "b", &key);
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    let agent = spawn_acmekeep(
+        &b,
+        &["cluster-agent", "-v"],
+        &RunOpts {
+            timeout: Duration::from_secs(100),
+            ..RunOpts::default()
+        },
+    );
+    let started = Instant::now();
+    while etcd.dump("/acmekeep/x/agents/").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    acmekeep(&a, &["want", "linked.fleet.test"]).assert_success();
+    let id = a.live_cert_id("linked.fleet.test");
+    assert!(!id.is_empty());
+    let started = Instant::now();
+    while hook_log(&b).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "b's agent did not link a's certificate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b.live_cert_id("linked.fleet.test"), id);
+    assert_eq!(hook_log(&b), vec!["linked.fleet.test".to_owned()]);
+    let run = acmekeep(&b, &["reconcile"]);
+    run.assert_success();
+    assert!(
+        run.stdout.is_empty() && run.stderr.is_empty(),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(hook_log(&b), vec!["linked.fleet.test".to_owned()]);
+    std::process::Command::new("kill")
+        .arg(agent.id().to_string())
+        .status()
+        .expect("kill");
+    let agent = agent.wait();
+    assert!(
+        agent
+            .stderr
+            .contains("linked the fleet's new certificates: linked.fleet.test"),
+        "{}",
+        agent.describe()
+    );
+}
+
 /// Issue 19: rotating the cluster secret key. A fleet's certificate key and account key are
 /// sealed under the old key; with a new key as the first line, `cluster-rekey` seals both
 /// again under it. A node whose file holds only the new key then joins and links the
