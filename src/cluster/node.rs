@@ -28,7 +28,7 @@
 //! before it claims a target there; while paused, a node registers no account there, and
 //! claims only an order recorded as finalizing, to finish it (no new order).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -52,6 +52,15 @@ use crate::store::{Store, TargetRecord};
 const MIRROR_FILE: &str = ".acmekeep/cluster/mirror.json";
 /// Largest target file, certificate or key file read for the fleet.
 const MAX_FILE: u64 = 64 * 1024;
+/// Largest `mirror.json` read (it holds every target's head: about 100 bytes a target).
+const MAX_MIRROR_FILE: u64 = 64 * 1024 * 1024;
+/// The fleet is read whole at least this often, whatever the incremental reads found: a
+/// certificate that could not be mirrored once (its key was missing, a disk was full) is
+/// tried again, and what a hand edit of the mirror broke is repaired.
+const FULL_READ_EVERY: time::Duration = time::Duration::days(1);
+/// An incremental read takes at most this many changed keys; more, and the full read (in
+/// pages, without etcd's filtering over the whole range for each page) is cheaper.
+const CHANGED_LIMIT: i64 = 1024;
 
 /// What the mirror remembers between runs.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -61,6 +70,37 @@ struct MirrorState {
     /// The fleet revision of its conf/target as last synced.
     #[serde(default)]
     conf_target: Option<i64>,
+    /// What the next sync needs to read only what changed since this one (none: a mirror
+    /// of a version without incremental syncs; its next sync reads everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<Since>,
+}
+
+/// The fleet as the last sync left it, beyond the target files: what lets the next sync ask
+/// etcd only for the keys modified after `revision` (an idle run of a node of 10,000
+/// targets then reads a few keys, not the whole fleet).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Since {
+    /// The fleet's revision read: every change under `d/` up to it is in the mirror.
+    revision: i64,
+    /// When the fleet was last read whole (RFC 3339).
+    full_read: String,
+    /// The prefix and the subscription it was read with (another: a full read).
+    prefix: String,
+    subscribe: Option<Vec<String>>,
+    /// Target files in the fleet at `revision`, kept here or not: fewer now than this plus
+    /// the files created since means some were removed (unwanted on another node).
+    fleet_targets: i64,
+    /// The same for heads (`d/heads/`: an unwanted target's head is collected).
+    #[serde(default)]
+    fleet_heads: i64,
+    /// A digest of each file of [`MirrorState::targets`] as synced, to tell a change made
+    /// here since from none without the fleet's copy.
+    digests: BTreeMap<String, String>,
+    /// Each target's certificate in the fleet (`d/heads/`).
+    heads: BTreeMap<String, String>,
+    /// The fleet's accounts (`<urlpart>/<key id>`).
+    accounts: BTreeSet<String>,
 }
 
 /// What a sync did.
@@ -68,6 +108,8 @@ struct MirrorState {
 pub struct Synced {
     /// The fleet's revision it read.
     pub revision: i64,
+    /// Whether it read the whole fleet (else only what changed since the last sync).
+    pub full: bool,
     /// Each target's certificate in the fleet (`d/heads/`).
     pub heads: BTreeMap<String, String>,
     /// Target files this node pushed to the fleet.
@@ -85,7 +127,9 @@ pub struct Synced {
     pub defaults: Option<bool>,
     /// Certificates copied into `certs/`.
     pub certificates: Vec<String>,
-    /// When the fleet's renewal window of each certificate was fetched (`d/ari/`).
+    /// When the fleet's renewal window of each certificate read was fetched (`d/ari/`;
+    /// an incremental sync reads only those changed since the last: any other is older
+    /// than this run).
     pub ari: BTreeMap<String, OffsetDateTime>,
 }
 
@@ -97,23 +141,37 @@ fn read_local(root: &Path, rel: &Path) -> Option<Vec<u8>> {
     crate::files::read_bounded(&root.join(rel), MAX_FILE).ok()
 }
 
-fn load_mirror(root: &Path) -> MirrorState {
-    read_local(root, Path::new(MIRROR_FILE))
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The mirror's memory and the bytes it was read from (a sync that changed nothing does
+/// not write it again).
+fn load_mirror(root: &Path) -> (MirrorState, Vec<u8>) {
+    let bytes =
+        crate::files::read_bounded(&root.join(MIRROR_FILE), MAX_MIRROR_FILE).unwrap_or_default();
+    let state = serde_json::from_slice(&bytes).unwrap_or_default();
+    (state, bytes)
 }
 
-fn save_mirror(root: &Path, state: &MirrorState) -> Result<()> {
+fn save_mirror(root: &Path, state: &MirrorState, was: &[u8]) -> Result<()> {
+    let json = serde_json::to_vec(state)?;
+    if json == was {
+        return Ok(());
+    }
     let dir = root.join(".acmekeep/cluster");
     crate::files::create_dir_all_mode(&dir, 0o700)
         .with_context(|| format!("creating {}", dir.display()))?;
     let path = root.join(MIRROR_FILE);
     crate::files::AtomicFs::new(root.join("tmp"))
-        .write_file(&path, &serde_json::to_vec_pretty(state)?, 0o600)
+        .write_file(&path, &json, 0o600)
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// What the fleet holds under `d/`, as one paged range read it.
+/// The digest [`Since::digests`] keeps of a target file (128 bits of SHA-256, hex).
+fn digest(yaml: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, yaml);
+    data_encoding::HEXLOWER.encode(&d.as_ref()[..16])
+}
+
+/// What the fleet holds under `d/` (a full read), or what changed there since the last
+/// sync (an incremental read: `removed` is then set).
 #[derive(Default)]
 struct FleetData {
     revision: i64,
@@ -124,75 +182,240 @@ struct FleetData {
     keys: BTreeMap<String, Entry>,
     certs: Vec<(String, Entry)>,
     ari: Vec<(String, Entry)>,
+    /// Target files in the fleet.
+    fleet_targets: i64,
+    /// Heads in the fleet.
+    fleet_heads: i64,
+    /// Incremental: the files of the mirror's memory that the fleet removed since.
+    removed: Option<BTreeSet<String>>,
+    /// Incremental: the heads of the mirror's memory that the fleet removed since.
+    heads_removed: BTreeSet<String>,
 }
 
-async fn read_fleet<K: Kv + 'static>(fleet: &Fleet<K>) -> Result<FleetData> {
+impl FleetData {
+    fn new(l: &layout::Layout, revision: i64, entries: Vec<Entry>) -> FleetData {
+        let mut out = FleetData {
+            revision,
+            // Every key under `d/targets/`, as etcd counts them (a malformed one too).
+            fleet_targets: under(l.targets(), &entries).count() as i64,
+            fleet_heads: under(l.heads(), &entries).count() as i64,
+            ..FleetData::default()
+        };
+        for e in entries {
+            match l.parse_data(&e.key) {
+                Some(DataKey::Target(f)) => {
+                    out.targets.insert(f, e);
+                }
+                Some(DataKey::ConfTarget) => out.conf_target = Some(e),
+                Some(DataKey::Head(f)) => {
+                    if let Ok(h) = layout::decode::<Head>(&e.key, &e.value) {
+                        out.heads.insert(f, h.cert);
+                    }
+                }
+                Some(DataKey::Account(a)) => out.accounts.push((a, e)),
+                Some(DataKey::Key(id)) => {
+                    out.keys.insert(id, e);
+                }
+                Some(DataKey::Cert(id)) => out.certs.push((id, e)),
+                Some(DataKey::Ari(id)) => out.ari.push((id, e)),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+impl FleetData {
+    /// Whether this incremental read found nothing under `d/` changed since `base` (its
+    /// revision then stays the base, and the mirror's memory is not written again).
+    fn changes_nothing(&self, base: &Since) -> bool {
+        self.targets.is_empty()
+            && self.certs.is_empty()
+            && self.accounts.is_empty()
+            && self.heads.is_empty()
+            && self.ari.is_empty()
+            && self.keys.is_empty()
+            && self
+                .conf_target
+                .as_ref()
+                .is_none_or(|e| e.mod_revision <= base.revision)
+            && self.fleet_targets == base.fleet_targets
+            && self.fleet_heads == base.fleet_heads
+    }
+}
+
+/// The entries whose keys begin with `prefix`.
+fn under(prefix: String, entries: &[Entry]) -> impl Iterator<Item = &Entry> {
+    entries.iter().filter(move |e| e.key.starts_with(&prefix))
+}
+
+/// The mirror's memory, if the next sync may read only what changed since it.
+fn incremental_base<'a, K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    mirror: &'a MirrorState,
+    now: OffsetDateTime,
+) -> Option<&'a Since> {
+    let s = mirror.since.as_ref()?;
+    let read = OffsetDateTime::parse(&s.full_read, &Rfc3339).ok()?;
+    let fresh = read <= now && now - read < FULL_READ_EVERY;
+    (fresh
+        && s.revision > 0
+        && s.prefix == fleet.layout().prefix()
+        && s.subscribe == fleet.conf().subscribe)
+        .then_some(s)
+}
+
+/// Reads the fleet: only what changed since the mirror's memory when it can, else whole.
+async fn read_fleet<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    mirror: &MirrorState,
+    now: OffsetDateTime,
+) -> Result<FleetData> {
+    if let Some(since) = incremental_base(fleet, mirror, now)
+        && let Some(data) = read_changes(fleet, since, &mirror.targets).await?
+    {
+        return Ok(data);
+    }
     let l = fleet.layout();
     let data = range_all(fleet.kv().as_ref(), Range::prefix(l.data()), 256).await?;
-    let mut out = FleetData {
-        revision: data.revision,
-        ..FleetData::default()
-    };
-    for e in data.entries {
-        match l.parse_data(&e.key) {
-            Some(DataKey::Target(f)) => {
-                out.targets.insert(f, e);
-            }
-            Some(DataKey::ConfTarget) => out.conf_target = Some(e),
-            Some(DataKey::Head(f)) => {
-                if let Ok(h) = layout::decode::<Head>(&e.key, &e.value) {
-                    out.heads.insert(f, h.cert);
-                }
-            }
-            Some(DataKey::Account(a)) => out.accounts.push((a, e)),
-            Some(DataKey::Key(id)) => {
-                out.keys.insert(id, e);
-            }
-            Some(DataKey::Cert(id)) => out.certs.push((id, e)),
-            Some(DataKey::Ari(id)) => out.ari.push((id, e)),
-            _ => {}
-        }
+    Ok(FleetData::new(l, data.revision, data.entries))
+}
+
+/// The keys under `d/` modified after `since.revision`, with conf/target (changed or not)
+/// and the target files of `mirrored` the fleet removed since. No history is read (every
+/// key carries the revision of its last change, and etcd filters on it), so etcd's
+/// compaction of old revisions cannot make a change go unseen. `None`: the full read is
+/// needed (too many changes, or a fleet whose revisions do not follow on from the
+/// mirror's: etcd restored from an older backup).
+async fn read_changes<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    since: &Since,
+    mirrored: &BTreeMap<String, i64>,
+) -> Result<Option<FleetData>> {
+    let l = fleet.layout();
+    let kv = fleet.kv().as_ref();
+    let changed = kv
+        .range(Range {
+            min_mod_revision: since.revision + 1,
+            limit: CHANGED_LIMIT,
+            ..Range::prefix(l.data())
+        })
+        .await?;
+    if changed.more || changed.revision < since.revision {
+        return Ok(None);
     }
-    Ok(out)
+    let at = changed.revision;
+    let count = |prefix: String| {
+        kv.range(Range {
+            revision: at,
+            count_only: true,
+            ..Range::prefix(prefix)
+        })
+    };
+    let conf = kv.range(Range {
+        revision: at,
+        ..Range::prefix(l.conf_target())
+    });
+    let (targets, heads, conf) =
+        futures_util::future::try_join3(count(l.targets()), count(l.heads()), conf).await?;
+    let created = |prefix: String| {
+        under(prefix, &changed.entries)
+            .filter(|e| e.create_revision > since.revision)
+            .count() as i64
+    };
+    let expected = (
+        since.fleet_targets + created(l.targets()),
+        since.fleet_heads + created(l.heads()),
+    );
+    if targets.count > expected.0 || heads.count > expected.1 {
+        // Does not add up (the memory is not this fleet's): read it whole.
+        return Ok(None);
+    }
+    let mut data = FleetData::new(l, at, changed.entries);
+    if data.conf_target.is_none() {
+        data.conf_target = conf.entries.into_iter().find(|e| e.key == l.conf_target());
+    }
+    (data.fleet_targets, data.fleet_heads) = (targets.count, heads.count);
+    // Fewer than expected: some were removed since (a target unwanted elsewhere, the head of
+    // an unwanted target collected); which, their names tell.
+    let mut removed = BTreeSet::new();
+    if targets.count < expected.0 {
+        removed = gone(fleet, l.targets(), at, mirrored.keys()).await?;
+    }
+    if heads.count < expected.1 {
+        data.heads_removed = gone(fleet, l.heads(), at, since.heads.keys()).await?;
+    }
+    removed.retain(|f| !data.targets.contains_key(f));
+    data.heads_removed.retain(|f| !data.heads.contains_key(f));
+    data.removed = Some(removed);
+    Ok(Some(data))
+}
+
+/// The names among `names` that have no key under `dir` at revision `at` (a listing of
+/// the keys only).
+async fn gone<'a, K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    dir: String,
+    at: i64,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<BTreeSet<String>> {
+    let keys = Range {
+        revision: at,
+        keys_only: true,
+        ..Range::prefix(dir.clone())
+    };
+    let listed = range_all(fleet.kv().as_ref(), keys, 4096).await?;
+    let present: BTreeSet<&str> = listed
+        .entries
+        .iter()
+        .filter_map(|e| fleet.layout().name_under(&dir, &e.key))
+        .collect();
+    Ok(names
+        .filter(|n| !present.contains(n.as_str()))
+        .cloned()
+        .collect())
 }
 
 /// Copies the fleet into the mirror and this node's target changes into the fleet. A node
 /// that subscribes to labels (`subscribe:` in conf/cluster) keeps only the targets with one
-/// of its labels or with none, and the certificates of those.
+/// of its labels or with none, and the certificates of those. Reads only what changed since
+/// the last sync (the mirror's memory), and the whole fleet when there is no usable memory
+/// or once a day.
 pub async fn sync<K: Kv + 'static>(
     fleet: &Fleet<K>,
     store: &Store,
     now: OffsetDateTime,
 ) -> Result<Synced> {
-    let data = read_fleet(fleet).await?;
+    let (mut mirror, was) = load_mirror(store.root());
+    let mut data = read_fleet(fleet, &mirror, now).await?;
+    let full = data.removed.is_none();
+    tracing::debug!(
+        "fleet read at revision {}: {}",
+        data.revision,
+        if full {
+            "whole"
+        } else {
+            "what changed since the last sync"
+        }
+    );
+    let mut base = match mirror.since.take() {
+        Some(s) if !full => s,
+        _ => Since {
+            full_read: rfc3339(now),
+            ..Since::default()
+        },
+    };
+    let unchanged = !full && data.changes_nothing(&base);
     let mut out = Synced {
         revision: data.revision,
-        heads: data.heads,
+        full,
         ..Synced::default()
     };
     // Accounts first (a certificate's account link points at one), then keys with their
     // certificates, then targets.
-    sync_accounts(fleet, store, &data.accounts).await?;
-    let subscribe = fleet.conf().subscribe.as_deref();
-    let kept: std::collections::BTreeSet<&str> = data
-        .targets
-        .iter()
-        .filter(|(_, e)| keeps(subscribe, &e.value))
-        .map(|(f, _)| f.as_str())
-        .collect();
-    for (id, e) in &data.certs {
-        if store.root().join("certs").join(id).join("cert").is_file() {
-            continue;
-        }
-        let wanted = |target: &str| subscribe.is_none() || kept.contains(target);
-        match mirror_cert(fleet, store, (id, e), &data.keys, wanted, now) {
-            Ok(true) => out.certificates.push(id.clone()),
-            Ok(false) => {}
-            Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
-        }
-    }
+    sync_accounts(fleet, store, &data.accounts, &mut base.accounts).await?;
+    sync_certs(fleet, store, &mut data, &mirror.targets, now, &mut out).await?;
     out.ari = sync_ari(store, &data.ari);
-    let mut mirror = load_mirror(store.root());
     sync_defaults(
         fleet,
         store,
@@ -201,9 +424,155 @@ pub async fn sync<K: Kv + 'static>(
         &mut out,
     )
     .await?;
-    sync_targets(fleet, store, &data.targets, &mut mirror, &mut out).await?;
-    save_mirror(store.root(), &mirror)?;
+    let before: BTreeSet<String> = mirror.targets.keys().cloned().collect();
+    sync_targets(
+        fleet,
+        store,
+        &data,
+        &mut mirror,
+        &mut base.digests,
+        &mut out,
+    )
+    .await?;
+    for f in &data.heads_removed {
+        base.heads.remove(f);
+    }
+    base.heads.extend(std::mem::take(&mut data.heads));
+    if !full {
+        // A target this node keeps from now on (its labels changed) whose certificate is
+        // older than the last sync: that certificate too.
+        let newly: Vec<&String> = mirror
+            .targets
+            .keys()
+            .filter(|f| !before.contains(*f))
+            .collect();
+        mirror_heads(fleet, store, &newly, &base.heads, now, &mut out).await?;
+    }
+    out.heads = base.heads.clone();
+    if !unchanged {
+        base.revision = data.revision;
+    }
+    (base.fleet_targets, base.fleet_heads) = (data.fleet_targets, data.fleet_heads);
+    base.prefix = fleet.layout().prefix().to_owned();
+    base.subscribe = fleet.conf().subscribe.clone();
+    mirror.since = Some(base);
+    save_mirror(store.root(), &mirror, &was)?;
     Ok(out)
+}
+
+/// The fleet's certificates read into the mirror, for the targets this node keeps: those
+/// `data` has, and (an incremental read) those the mirror holds (`mirrored`).
+async fn sync_certs<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    data: &mut FleetData,
+    mirrored: &BTreeMap<String, i64>,
+    now: OffsetDateTime,
+    out: &mut Synced,
+) -> Result<()> {
+    let subscribe = fleet.conf().subscribe.as_deref();
+    let mut kept: BTreeSet<&str> = data
+        .targets
+        .iter()
+        .filter(|(_, e)| keeps(subscribe, &e.value))
+        .map(|(f, _)| f.as_str())
+        .collect();
+    if data.removed.is_some() {
+        kept.extend(mirrored.keys().map(String::as_str));
+        fetch_keys(fleet, store, &data.certs, &mut data.keys).await?;
+    }
+    let wanted = |target: &str| subscribe.is_none() || kept.contains(target);
+    mirror_certs(fleet, store, (&data.certs, &data.keys), wanted, now, out);
+    Ok(())
+}
+
+/// The fleet's certificates `certs` not in the mirror yet into it, with their keys from
+/// `keys`, if `wanted` says their target is kept here.
+fn mirror_certs<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    (certs, keys): (&[(String, Entry)], &BTreeMap<String, Entry>),
+    wanted: impl Fn(&str) -> bool,
+    now: OffsetDateTime,
+    out: &mut Synced,
+) {
+    for (id, e) in certs {
+        if has_cert(store, id) {
+            continue;
+        }
+        match mirror_cert(fleet, store, (id, e), keys, &wanted, now) {
+            Ok(true) => out.certificates.push(id.clone()),
+            Ok(false) => {}
+            Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
+        }
+    }
+}
+
+fn has_cert(store: &Store, id: &str) -> bool {
+    store.root().join("certs").join(id).join("cert").is_file()
+}
+
+/// Reads from the fleet the sealed keys of the certificates among `certs` that the mirror
+/// lacks and `keys` does not hold (an incremental read has the keys changed since the last
+/// sync only: a key sealed again by `cluster-rekey` goes with no certificate).
+async fn fetch_keys<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    certs: &[(String, Entry)],
+    keys: &mut BTreeMap<String, Entry>,
+) -> Result<()> {
+    let missing: BTreeSet<String> = certs
+        .iter()
+        .filter(|(id, _)| !has_cert(store, id))
+        .filter_map(|(_, e)| layout::decode::<CertEntry>(&e.key, &e.value).ok())
+        .map(|c| c.key)
+        .filter(|k| !keys.contains_key(k))
+        .collect();
+    let missing: Vec<String> = missing.into_iter().collect();
+    let l = fleet.layout();
+    for chunk in missing.chunks(super::fleet::MAX_TXN_OPS) {
+        let ops = chunk.iter().map(|k| Op::Get(l.private_key(k))).collect();
+        let r = fleet.kv().txn(vec![], ops, vec![]).await?;
+        for (k, e) in chunk.iter().zip(r.got) {
+            if let Some(e) = e {
+                keys.insert(k.clone(), e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The certificates `heads` gives `files` that the mirror lacks, read from the fleet with
+/// their keys and mirrored.
+async fn mirror_heads<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    files: &[&String],
+    heads: &BTreeMap<String, String>,
+    now: OffsetDateTime,
+    out: &mut Synced,
+) -> Result<()> {
+    let ids: BTreeSet<&String> = files
+        .iter()
+        .filter_map(|f| heads.get(*f))
+        .filter(|id| !has_cert(store, id))
+        .collect();
+    let ids: Vec<&String> = ids.into_iter().collect();
+    let l = fleet.layout();
+    let mut certs = Vec::new();
+    for chunk in ids.chunks(super::fleet::MAX_TXN_OPS) {
+        let ops = chunk.iter().map(|id| Op::Get(l.cert(id))).collect();
+        let r = fleet.kv().txn(vec![], ops, vec![]).await?;
+        for (id, e) in chunk.iter().zip(r.got) {
+            if let Some(e) = e {
+                certs.push(((*id).clone(), e));
+            }
+        }
+    }
+    let mut keys = BTreeMap::new();
+    fetch_keys(fleet, store, &certs, &mut keys).await?;
+    mirror_certs(fleet, store, (&certs, &keys), |_| true, now, out);
+    Ok(())
 }
 
 /// The fleet's renewal windows (ARI) into the mirror's cache, where they are newer than
@@ -341,14 +710,18 @@ async fn sync_defaults<K: Kv + 'static>(
 
 /// The fleet's accounts into the mirror; accounts only this node has (registered here
 /// before it joined) into the fleet, unless another node put one in the same place.
+/// `known`: the fleet's accounts as the last sync left them (none on a full read), and
+/// after it as this one leaves them.
 async fn sync_accounts<K: Kv + 'static>(
     fleet: &Fleet<K>,
     store: &Store,
     accounts: &[(String, Entry)],
+    known: &mut BTreeSet<String>,
 ) -> Result<()> {
     let root = store.root();
     let mut local_accounts = local_accounts(root);
     for (account, e) in accounts {
+        known.insert(account.clone());
         if local_accounts.remove(account) {
             continue;
         }
@@ -361,6 +734,9 @@ async fn sync_accounts<K: Kv + 'static>(
         store.save_account_key(&url, key_id, &pem)?;
     }
     for account in local_accounts {
+        if known.contains(&account) {
+            continue;
+        }
         let rel = Path::new("accounts").join(&account).join("privkey");
         let Some(pem) = read_local(root, &rel) else {
             continue;
@@ -376,6 +752,8 @@ async fn sync_accounts<K: Kv + 'static>(
                 vec![],
             )
             .await?;
+        // Put there now, by this node or (the write refused) by another.
+        known.insert(account);
     }
     Ok(())
 }
@@ -418,79 +796,126 @@ fn target_sync(mine: Option<&[u8]>, fleet: &[u8], unchanged_since_sync: bool) ->
 }
 
 /// A target file's version after the sync's exchange with the fleet: its YAML and fleet
-/// revision (`None`: gone from the fleet), and whether it is to be written here.
+/// revision (`None`: gone from the fleet), and whether it is to be written here (removed
+/// here, when gone).
 type Settled = (String, Option<(Vec<u8>, i64)>, bool);
 
-/// Targets both ways (see the module's preamble), then the mirror's memory of them.
+/// Targets both ways (see the module's preamble), then the mirror's memory of them
+/// (`digests`: what each file held when synced). On an incremental read `data` has the
+/// files changed in the fleet since the last sync: the others are as the mirror remembers
+/// them, so a file of the mirror's memory that differs from its digest was changed here.
 async fn sync_targets<K: Kv + 'static>(
     fleet: &Fleet<K>,
     store: &Store,
-    targets: &BTreeMap<String, Entry>,
+    data: &FleetData,
     mirror: &mut MirrorState,
+    digests: &mut BTreeMap<String, String>,
     out: &mut Synced,
 ) -> Result<()> {
     let root = store.root();
+    let local = |file: &str| read_local(root, &Path::new("desired").join(file));
     let mut settled: Vec<Settled> = Vec::new();
-    for (file, e) in targets {
-        let mine = read_local(root, &Path::new("desired").join(file));
+    for (file, e) in &data.targets {
+        let mine = local(file);
         let unchanged = mirror.targets.get(file) == Some(&e.mod_revision);
         let decision = target_sync(mine.as_deref(), &e.value, unchanged);
-        let (version, write) = exchange(fleet, (file, e), decision, mine, out).await?;
+        let fleets = (e.value.as_slice(), e.mod_revision);
+        let (version, write) = exchange(fleet, file, fleets, decision, mine, out).await?;
         settled.push((file.clone(), version, write));
     }
+    if let Some(removed) = &data.removed {
+        for (file, rev) in &mirror.targets {
+            if data.targets.contains_key(file) || removed.contains(file) {
+                continue;
+            }
+            let mine = local(file);
+            let decision = match &mine {
+                None => TargetSync::Withdraw,
+                Some(b) if digests.get(file).is_some_and(|d| *d != digest(b)) => TargetSync::Push,
+                Some(_) => continue,
+            };
+            let (version, write) = exchange(fleet, file, (&[], *rev), decision, mine, out).await?;
+            settled.push((file.clone(), version, write));
+        }
+    }
     for file in store.target_files().unwrap_or_default() {
-        if targets.contains_key(&file) || !layout::valid_target_file(&file) {
+        if data.targets.contains_key(&file) || !layout::valid_target_file(&file) {
             continue;
         }
         if mirror.targets.contains_key(&file) {
-            // The fleet dropped it (unwanted on another node).
-            store.remove_target(&file)?;
-            out.removed.push(file);
+            if data.removed.as_ref().is_none_or(|r| r.contains(&file)) {
+                // The fleet dropped it (unwanted on another node).
+                store.remove_target(&file)?;
+                out.removed.push(file);
+            }
             continue;
         }
         if let Some(s) = push_new(fleet, root, file, out).await? {
             settled.push(s);
         }
     }
-    mirror.targets = settle(store, fleet.conf().subscribe.as_deref(), settled, out)?;
-    Ok(())
+    match &data.removed {
+        // A full read: the memory is made anew.
+        None => {
+            mirror.targets.clear();
+            digests.clear();
+        }
+        Some(removed) => {
+            for f in removed {
+                mirror.targets.remove(f);
+                digests.remove(f);
+            }
+        }
+    }
+    let subscribe = fleet.conf().subscribe.as_deref();
+    settle(
+        store,
+        subscribe,
+        settled,
+        (&mut mirror.targets, digests),
+        out,
+    )
 }
 
-/// Carries out the decision for a target file the fleet has.
+/// Carries out the decision for a target file the fleet has (`fleets`: its value, read
+/// by this sync or as the last left it, and its revision). A push or withdrawal is refused
+/// when another node changed the file meanwhile: the fleet's version then wins.
 async fn exchange<K: Kv + 'static>(
     fleet: &Fleet<K>,
-    (file, e): (&str, &Entry),
+    file: &str,
+    (value, revision): (&[u8], i64),
     decision: TargetSync,
     mine: Option<Vec<u8>>,
     out: &mut Synced,
 ) -> Result<(Option<(Vec<u8>, i64)>, bool)> {
-    let fleets = Some((e.value.clone(), e.mod_revision));
     let key = fleet.layout().target(file);
-    let cmp = vec![Cmp::Modified(key.clone(), e.mod_revision)];
+    let cmp = vec![Cmp::Modified(key.clone(), revision)];
+    let theirs = |got: Vec<Option<Entry>>| {
+        let now = got.into_iter().next().flatten();
+        (now.map(|e| (e.value, e.mod_revision)), true)
+    };
     Ok(match decision {
-        TargetSync::Same => (fleets, false),
-        TargetSync::Pull => (fleets, true),
+        TargetSync::Same => (Some((value.to_vec(), revision)), false),
+        TargetSync::Pull => (Some((value.to_vec(), revision)), true),
         TargetSync::Push => {
             let b = mine.unwrap_or_default();
-            let r = fleet
-                .kv()
-                .txn(cmp, vec![Op::put(key, b.clone())], vec![])
-                .await?;
+            let put = vec![Op::put(key.clone(), b.clone())];
+            let r = fleet.kv().txn(cmp, put, vec![Op::Get(key)]).await?;
             if r.succeeded {
                 out.pushed.push(file.to_owned());
                 (Some((b, r.revision)), false)
             } else {
-                // Another node changed it meanwhile: it wins.
-                (fleets, true)
+                theirs(r.got)
             }
         }
         TargetSync::Withdraw => {
-            let r = fleet.kv().txn(cmp, vec![Op::Delete(key)], vec![]).await?;
+            let delete = vec![Op::Delete(key.clone())];
+            let r = fleet.kv().txn(cmp, delete, vec![Op::Get(key)]).await?;
             if r.succeeded {
                 out.withdrawn.push(file.to_owned());
                 (None, false)
             } else {
-                (fleets, true)
+                theirs(r.got)
             }
         }
     })
@@ -527,17 +952,24 @@ async fn push_new<K: Kv + 'static>(
         .map(|e| (file, Some((e.value, e.mod_revision)), true)))
 }
 
-/// Writes what the exchange settled into `desired/`, keeping only this node's labels;
-/// returns the mirror's memory of the files it holds.
+/// Writes what the exchange settled into `desired/`, keeping only this node's labels, and
+/// remembers the files it holds (`targets`, `digests`).
 fn settle(
     store: &Store,
     subscribe: Option<&[String]>,
     settled: Vec<Settled>,
+    (targets, digests): (&mut BTreeMap<String, i64>, &mut BTreeMap<String, String>),
     out: &mut Synced,
-) -> Result<BTreeMap<String, i64>> {
-    let mut next = BTreeMap::new();
+) -> Result<()> {
     for (file, version, write) in settled {
+        targets.remove(&file);
+        digests.remove(&file);
         let Some((yaml, revision)) = version else {
+            // Gone from the fleet: another node removed it as this one pushed a change.
+            if write && store.root().join("desired").join(&file).exists() {
+                store.remove_target(&file)?;
+                out.removed.push(file);
+            }
             continue;
         };
         if !keeps(subscribe, &yaml) {
@@ -552,10 +984,11 @@ fn settle(
         // A file not written here (it does not parse) is not remembered either: were it
         // remembered, its absence would read as an unwant at the next sync.
         if !write || write_target(store, &file, &yaml, out)? {
-            next.insert(file, revision);
+            digests.insert(file.clone(), digest(&yaml));
+            targets.insert(file, revision);
         }
     }
-    Ok(next)
+    Ok(())
 }
 
 /// Writes the fleet's version of a target file into `desired/`; `false` if it is not a
@@ -1452,6 +1885,118 @@ mod tests {
         // Changed in the fleet (by another node): it wins over a local edit.
         assert_eq!(target_sync(Some(new), old, false), Pull);
         assert_eq!(target_sync(None, old, false), Pull);
+    }
+
+    fn head(node: &str) -> Vec<u8> {
+        layout::encode(&Head {
+            cert: "c".repeat(52),
+            at: "2026-12-01T04:00:00Z".into(),
+            node: node.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_incremental_read_sees_what_changed_and_what_was_removed_and_nothing_else() {
+        use super::super::kv::mem::MemKv;
+        let kv = MemKv::default();
+        let conf = super::super::config::parse(
+            Path::new("conf/cluster"),
+            "endpoints: [http://127.0.0.1:2379]\nsecret-key-file: k\nnode: a\n",
+            Path::new("conf"),
+            "",
+        )
+        .expect("conf");
+        let keys = super::super::seal::ClusterKeys::new_line().expect("key");
+        let fleet = Fleet::new(
+            kv.clone(),
+            conf,
+            super::super::seal::ClusterKeys::parse(&keys).expect("keys"),
+        );
+        let put = |k: &str, v: &str| {
+            let kv = kv.clone();
+            let (k, v) = (format!("/acmekeep/{k}"), v.to_owned());
+            async move {
+                kv.txn(vec![], vec![Op::put(k, v)], vec![])
+                    .await
+                    .expect("put")
+                    .revision
+            }
+        };
+        for f in ["a", "b", "c"] {
+            put(&format!("d/targets/{f}"), "satisfy: {names: [a.test]}\n").await;
+        }
+        put("d/heads/c", &String::from_utf8(head("c")).expect("UTF-8")).await;
+        let at = put("d/conf/target", "request: {}\n").await;
+        let mirrored: BTreeMap<String, i64> =
+            ["a", "b", "c"].map(|f| (f.to_owned(), at - 1)).into();
+        let since = Since {
+            revision: at,
+            fleet_targets: 3,
+            fleet_heads: 1,
+            heads: [("c".to_owned(), "c".repeat(52))].into(),
+            ..Since::default()
+        };
+        // Only the exchange subtree moved (locks, node records): nothing to read.
+        put("x/nodes/b", "{}").await;
+        let data = read_changes(&fleet, &since, &mirrored)
+            .await
+            .expect("read")
+            .expect("incremental");
+        assert!(data.targets.is_empty() && data.certs.is_empty() && data.heads.is_empty());
+        assert_eq!(data.removed, Some(BTreeSet::new()));
+        assert_eq!(data.fleet_targets, 3);
+        // conf/target is always read (a change made here is told from the fleet's copy).
+        assert!(data.conf_target.is_some());
+        // a changed, b unwanted, d wanted elsewhere; a run record moved.
+        put("d/targets/a", "satisfy: {names: [a.test, b.test]}\n").await;
+        kv.txn(
+            vec![],
+            vec![Op::Delete("/acmekeep/d/targets/b".into())],
+            vec![],
+        )
+        .await
+        .expect("delete");
+        put("d/targets/d", "satisfy: {names: [d.test]}\n").await;
+        put("d/runs/c", "{}").await;
+        // c unwanted elsewhere a while ago, and its head collected.
+        kv.txn(
+            vec![],
+            vec![Op::Delete("/acmekeep/d/heads/c".into())],
+            vec![],
+        )
+        .await
+        .expect("delete");
+        let data = read_changes(&fleet, &since, &mirrored)
+            .await
+            .expect("read")
+            .expect("incremental");
+        assert_eq!(data.targets.keys().collect::<Vec<_>>(), ["a", "d"]);
+        assert_eq!(data.removed, Some(["b".to_owned()].into()));
+        assert_eq!(data.heads_removed, ["c".to_owned()].into());
+        assert_eq!((data.fleet_targets, data.fleet_heads), (3, 0));
+        // A memory that does not add up with the fleet (more files than it can explain),
+        // or more changes than an incremental read takes: the full read.
+        let wrong = Since {
+            revision: at,
+            fleet_targets: 1,
+            ..Since::default()
+        };
+        assert!(
+            read_changes(&fleet, &wrong, &mirrored)
+                .await
+                .expect("read")
+                .is_none()
+        );
+        let ops: Vec<Op> = (0..=CHANGED_LIMIT)
+            .map(|i| Op::put(format!("/acmekeep/d/ari/{i}"), "{}"))
+            .collect();
+        kv.txn(vec![], ops, vec![]).await.expect("put");
+        assert!(
+            read_changes(&fleet, &since, &mirrored)
+                .await
+                .expect("read")
+                .is_none()
+        );
     }
 
     #[test]

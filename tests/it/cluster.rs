@@ -1711,3 +1711,123 @@ fn cluster_rekey_seals_every_secret_under_the_new_key() {
         again.describe()
     );
 }
+
+/// Issue 19, an idle run at 10,000 shared targets under 1 s: after its first sync a node
+/// reads only the keys modified since the revision it synced (kept in
+/// `.acmekeep/cluster/mirror.json`). Every kind of change made on node a reaches node b
+/// that way (a new target and its certificate, conf/target, an unwant), a change made on b
+/// to a file the fleet did not change goes to the fleet, and etcd compacting its history
+/// past b's revision changes nothing (no history is read). Against a real etcd.
+#[test]
+fn cluster_changes_reach_another_node_by_reading_only_what_changed_even_after_compaction() {
+    use crate::support::acmekeep;
+    let t = Takeover::start();
+    let (a, b) = (&t.a, &t.b);
+    let synced = |run: &crate::support::Run, how: &str| {
+        run.assert_success();
+        assert!(
+            run.stderr.contains("fleet read at revision") && run.stderr.contains(how),
+            "expected a sync reading {how:?}: {}",
+            run.describe()
+        );
+    };
+    const WHOLE: &str = ": whole";
+    const CHANGES: &str = ": what changed since the last sync";
+    // `want` names a target file after its first name and a hash.
+    let file = |n: &crate::support::StateDir, name: &str| {
+        n.desired_files()
+            .into_iter()
+            .find(|f| f.starts_with(&format!("{name}-")))
+    };
+    // b's first run reads the whole fleet; its next only what changed.
+    synced(&acmekeep(b, &["reconcile", "-vv"]), WHOLE);
+    let warm = a.live_cert_id("warm.fleet.test");
+    assert_eq!(b.live_cert_id("warm.fleet.test"), warm);
+    let mirror: serde_json::Value =
+        serde_json::from_str(&b.read_string(".acmekeep/cluster/mirror.json")).expect("JSON");
+    assert!(mirror["since"]["revision"].as_i64() > Some(0), "{mirror}");
+    let idle = acmekeep(b, &["reconcile", "-vv"]);
+    synced(&idle, CHANGES);
+    assert!(!idle.stderr.contains(WHOLE), "{}", idle.describe());
+
+    // A new target and its certificate, and a conf/target setting, made on a.
+    let a_conf = a.read_string("conf/target");
+    a.write_conf_target(&a_conf.replace(
+        "request:\n",
+        "request:\n  key:\n    type: rsa\n    rsa-size: 2048\n",
+    ));
+    acmekeep(a, &["want", "new.fleet.test"]).assert_success();
+    let new = a.live_cert_id("new.fleet.test");
+    let run = acmekeep(b, &["reconcile", "-vv"]);
+    synced(&run, CHANGES);
+    let new_file = file(a, "new.fleet.test").expect("a's target file");
+    assert!(
+        run.stderr
+            .contains(&format!("desired/{new_file}: from the fleet"))
+            && run
+                .stderr
+                .contains("conf/target: the fleet's settings taken"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(b.live_cert_id("new.fleet.test"), new, "b ordered its own");
+    assert!(b.read_string("conf/target").contains("rsa-size: 2048"));
+    assert_eq!(t.issued(), 2, "one order per target");
+
+    // A change made on b to a file the fleet did not change since b's sync goes to the
+    // fleet, and reaches a.
+    let edited = "satisfy:\n  names:\n  - new.fleet.test\ncluster-labels: [web]\n";
+    b.write(format!("desired/{new_file}"), edited);
+    let run = acmekeep(b, &["reconcile", "-vv"]);
+    synced(&run, CHANGES);
+    assert!(
+        run.stderr
+            .contains(&format!("desired/{new_file}: shared with the fleet")),
+        "{}",
+        run.describe()
+    );
+    let shared = t.etcd.dump(&format!("/acmekeep/d/targets/{new_file}"));
+    assert_eq!(String::from_utf8_lossy(&shared[0].1), edited);
+    acmekeep(a, &["reconcile"]).assert_success();
+    assert_eq!(a.read_string(format!("desired/{new_file}")), edited);
+
+    // etcd compacts its history past b's revision; then a unwants a target and wants
+    // another: b sees both, still reading only what changed.
+    let status = t.etcd.ctl(&["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision");
+    t.etcd
+        .ctl(&["compact", &revision.to_string(), "--physical"]);
+    let warm_file = file(b, "warm.fleet.test").expect("b's target file");
+    acmekeep(a, &["unwant", "warm.fleet.test"]).assert_success();
+    acmekeep(a, &["want", "late.fleet.test"]).assert_success();
+    let late = a.live_cert_id("late.fleet.test");
+    let run = acmekeep(b, &["reconcile", "-vv"]);
+    synced(&run, CHANGES);
+    assert!(
+        run.stderr.contains(&format!(
+            "desired/{warm_file}: removed, the fleet no longer wants it"
+        )),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(file(b, "warm.fleet.test"), None, "{:?}", b.desired_files());
+    assert_eq!(b.live_cert_id("late.fleet.test"), late);
+    assert_eq!(t.issued(), 3, "one order per target");
+    // An idle run after it all: nothing to read, nothing written, nothing ordered.
+    let before = std::fs::metadata(b.join(".acmekeep/cluster/mirror.json"))
+        .and_then(|m| m.modified())
+        .expect("mirror.json");
+    let idle = acmekeep(b, &["reconcile", "-vv"]);
+    synced(&idle, CHANGES);
+    assert_eq!(
+        std::fs::metadata(b.join(".acmekeep/cluster/mirror.json"))
+            .and_then(|m| m.modified())
+            .expect("mirror.json"),
+        before,
+        "an idle sync wrote the mirror's memory again"
+    );
+    assert_eq!(t.issued(), 3);
+}
