@@ -486,26 +486,49 @@ async fn sync_certs<K: Kv + 'static>(
     Ok(())
 }
 
+/// How many certificates are written into the mirror at once: mirroring one is mostly
+/// waiting for the dozen fsyncs of its files and directories, and those of several overlap
+/// (a new node's first sync of 10,000 certificates is bound by them).
+const MIRROR_THREADS: usize = 4;
+
 /// The fleet's certificates `certs` not in the mirror yet into it, with their keys from
-/// `keys`, if `wanted` says their target is kept here.
+/// `keys`, if `wanted` says their target is kept here; many at once on
+/// [`MIRROR_THREADS`] threads.
 fn mirror_certs<K: Kv + 'static>(
     fleet: &Fleet<K>,
     store: &Store,
     (certs, keys): (&[(String, Entry)], &BTreeMap<String, Entry>),
-    wanted: impl Fn(&str) -> bool,
+    wanted: impl Fn(&str) -> bool + Sync,
     now: OffsetDateTime,
     out: &mut Synced,
 ) {
-    for (id, e) in certs {
-        if has_cert(store, id) {
-            continue;
-        }
-        match mirror_cert(fleet, store, (id, e), keys, &wanted, now) {
-            Ok(true) => out.certificates.push(id.clone()),
-            Ok(false) => {}
-            Err(err) => tracing::warn!("certificate {id} of the fleet: {err:#}"),
-        }
+    let todo: Vec<&(String, Entry)> = certs
+        .iter()
+        .filter(|(id, _)| !has_cert(store, id))
+        .collect();
+    let one =
+        |(id, e): &(String, Entry)| match mirror_cert(fleet, store, (id, e), keys, &wanted, now) {
+            Ok(true) => Some(id.clone()),
+            Ok(false) => None,
+            Err(err) => {
+                tracing::warn!("certificate {id} of the fleet: {err:#}");
+                None
+            }
+        };
+    if todo.len() < 2 * MIRROR_THREADS {
+        out.certificates.extend(todo.into_iter().filter_map(one));
+        return;
     }
+    let chunk = todo.len().div_ceil(MIRROR_THREADS);
+    std::thread::scope(|s| {
+        let running: Vec<_> = todo
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().copied().filter_map(one).collect::<Vec<_>>()))
+            .collect();
+        for r in running {
+            out.certificates.extend(r.join().unwrap_or_default());
+        }
+    });
 }
 
 fn has_cert(store: &Store, id: &str) -> bool {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -272,6 +272,18 @@ fn print_secrets(out: &mut impl Write, doc: &FleetReport) -> std::io::Result<()>
     )
 }
 
+/// The runtime of a run on a fleet node: this thread carries the run, one worker thread the
+/// tasks it spawns, among them the keep-alive of the run's lease. On one thread, a long
+/// stretch of file work (a new node's first sync writing 10,000 certificates, linking them
+/// into live/) held the keep-alive up past the lease's TTL, and etcd ended the lease.
+fn fleet_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// How many sync-and-reconcile passes a run makes at most: the first, then one after each
 /// wait for targets other nodes held.
 const MAX_PASSES: usize = 4;
@@ -290,7 +302,7 @@ pub fn reconcile(
     let interaction = super::interaction(settings)?;
     let connector = crate::acme::connect::InstantConnector::with_timeout(settings.ca_timeout)
         .with_rate_limit_wait(settings.rate_limit_wait);
-    let rt = super::runtime()?;
+    let rt = fleet_runtime()?;
     rt.block_on(async {
         let unavailable = |why: &str| {
             eprintln!(
