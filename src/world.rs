@@ -65,6 +65,13 @@ impl Scope {
         records: true,
         ..Scope::TARGETS
     };
+    /// `check` and the metrics: what `status` reads; the run records are read after
+    /// ([`World::load_records`], through the store's one-file cache).
+    pub const MONITOR: Scope = Scope {
+        inventory: true,
+        ari: true,
+        ..Scope::TARGETS
+    };
     /// `cull`: what deciding which directories to delete needs.
     pub const CULL: Scope = Scope {
         inventory: true,
@@ -253,6 +260,38 @@ impl World {
     /// The run record of target `i`, if it was read.
     pub fn record(&self, i: usize) -> Option<&TargetRecord> {
         self.records.get(i).and_then(Option::as_ref)
+    }
+
+    /// Reads every target's run record into the world, in file order through the store's
+    /// record cache (one file while it is current); those this process wrote (a run that just
+    /// ended) as it wrote them.
+    pub fn load_records(&mut self, store: &Store) {
+        let mut records = store.records();
+        self.records = self
+            .targets
+            .iter()
+            .map(|t| Some(records.get(&t.file)))
+            .collect();
+    }
+
+    /// Takes in the run records this process wrote since the world was loaded (a run's
+    /// attempts), as it wrote them: no file is read.
+    pub fn take_written(&mut self, store: &Store) {
+        let written = store.written_records();
+        if written.is_empty() {
+            return;
+        }
+        if self.records.is_empty() {
+            self.records = vec![None; self.targets.len()];
+        }
+        for (file, rec) in written {
+            let i = self
+                .targets
+                .binary_search_by(|t| t.file.as_str().cmp(&file));
+            if let (Ok(i), true) = (i, self.records.len() == self.targets.len()) {
+                self.records[i] = Some(rec);
+            }
+        }
     }
 
     /// Reads what a plan at `now` lacked into the world.

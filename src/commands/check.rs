@@ -191,7 +191,7 @@ impl Verdicts {
             let (l, message) = check::judge(&subject, now, th);
             v.level = v.level.worst(l);
             if l != Level::Ok || !args.targets.is_empty() {
-                let last_error = t.error.map(str::to_owned).or(t.record.last_error.clone());
+                let last_error = t.error.clone().or(t.record.last_error.clone());
                 v.problems.push((
                     l,
                     Problem {

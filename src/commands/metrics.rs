@@ -13,10 +13,10 @@ use time::OffsetDateTime;
 use crate::exit::config_error;
 use crate::monitor::facts::Facts;
 use crate::monitor::metrics;
-use crate::reconcile::Loaded;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::run::RunCounts;
+use crate::world::World;
 
 /// Prints the metrics.
 pub fn execute(settings: &Settings) -> Result<ExitCode> {
@@ -40,8 +40,9 @@ pub struct RunEnd {
     pub success: bool,
     /// What it counted.
     pub counts: RunCounts,
-    /// What it loaded, when it got that far (else the metrics load the state again).
-    pub loaded: Option<Loaded>,
+    /// The world it decided from, as it ended, when it got that far (else the metrics load
+    /// the state again).
+    pub world: Option<World>,
 }
 
 /// Records the run that just ended and writes the metrics textfile, if one is configured.
@@ -56,7 +57,7 @@ pub fn after_run(settings: &Settings, store: &Store, end: RunEnd) {
     if let Err(e) = recorded {
         eprintln!("acmekeep: warning: cannot record the run: {e:#}");
     }
-    let read = end.loaded.as_ref().map(|l| l.monitor.clone());
+    let read = end.world.as_ref().map(|w| w.defaults.monitor.clone());
     let path = match textfile_path(settings, store, read) {
         Ok(Some(path)) => path,
         Ok(None) => return,
@@ -67,8 +68,8 @@ pub fn after_run(settings: &Settings, store: &Store, end: RunEnd) {
     };
     let started = std::time::Instant::now();
     let now = settings.clock.now_utc();
-    let facts = match end.loaded {
-        Some(loaded) => Ok(Facts::after_run(store, loaded, now)),
+    let facts = match end.world {
+        Some(world) => Ok(Facts::after_run(store, world, now)),
         None => Facts::load(store, now),
     };
     let written = facts.and_then(|facts| {

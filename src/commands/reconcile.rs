@@ -77,7 +77,7 @@ fn execute_locked(
         ca_requests: connector.requests(),
         ..RunCounts::default()
     };
-    let (code, loaded) = match result {
+    let (code, world) = match result {
         Ok(mut report) => {
             counts.certificates = report
                 .targets
@@ -89,7 +89,7 @@ fn execute_locked(
             }
             (
                 Ok(summarise(&report, now)),
-                Some(std::mem::take(&mut report.loaded)),
+                Some(std::mem::take(&mut report.world)),
             )
         }
         Err(e) => {
@@ -105,7 +105,7 @@ fn execute_locked(
         duration: started.elapsed(),
         success,
         counts,
-        loaded,
+        world,
     };
     super::metrics::after_run(settings, &store, end);
     code

@@ -1,16 +1,16 @@
 //! The facts every report is made of: for each target its state, its certificate in use, when
 //! that is due for renewal and what its last attempts came to; and what the last run did.
 //!
-//! This is the one place monitoring learns about the state directory. It asks the planner
-//! exactly what `status` asks ([`plan::plan_target_ari`] over the certificate summaries and
-//! the cached renewal windows) and reads the run records the reconcile writes (through their
-//! one-file cache when it is current: ten thousand small files cost more than the rest of the
-//! report), so that a report can never disagree with `status` or with what the next run will
-//! do. Facts come
-//! either from the run that just ended ([`Facts::after_run`], nothing loaded twice) or from
-//! the state directory alone ([`Facts::load`]: no lock, no network, any user who can read
-//! `live/`). Targets are made one at a time ([`Facts::targets`]), so that ten thousand of
-//! them are never all held at once.
+//! This is the one place monitoring learns about the state directory, and it learns it as
+//! `status` does: one [`World`] (loaded once, read-only: no lock, no network, any user who can
+//! read `live/`; or the world the run that just ended decided from) and the verdicts of
+//! [`plan::plan`] on it, so that `check`, the metrics and `status` can never disagree about
+//! what is due, waiting or expiring, nor with what the next run will do. Every run record
+//! is read into the world through the store's one-file cache when it is current (ten
+//! thousand small files cost more than the rest of the report); after a run, those it wrote
+//! are taken as it wrote them. Facts come either from the run that just ended
+//! ([`Facts::after_run`], nothing loaded twice) or from the state directory alone
+//! ([`Facts::load`]). Each target's facts are made when asked for ([`Facts::targets`]).
 
 use std::collections::BTreeMap;
 
@@ -18,11 +18,11 @@ use anyhow::Result;
 use time::OffsetDateTime;
 
 use crate::cert::CertSummary;
-use crate::plan;
-use crate::reconcile::Loaded;
+use crate::plan::{self, Policy, TargetPlan};
 use crate::store::run::RunRecord;
-use crate::store::{Records, Store, TargetRecord};
+use crate::store::{Store, TargetError, TargetRecord};
 use crate::target::Target;
+use crate::world::{Scope, World};
 
 /// Where a target stands, in one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,7 +120,7 @@ pub struct TargetFacts<'a> {
     /// The target, `None` when its file cannot be used.
     pub target: Option<&'a Target>,
     /// Why the file cannot be used.
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
     /// The certificate in use (the best satisfying one), if any.
     pub cert: Option<&'a CertSummary>,
     /// When that certificate becomes due for renewal.
@@ -152,96 +152,83 @@ impl TargetFacts<'_> {
 }
 
 /// Everything reports are made of.
-pub struct Facts<'s> {
-    store: &'s Store,
+pub struct Facts {
     /// The time the facts are for.
     pub now: OffsetDateTime,
-    loaded: Loaded,
+    /// The world they are decided from, every run record read.
+    world: World,
+    /// The planner's verdict on each target of `world`, in the same order.
+    verdicts: Vec<TargetPlan>,
     /// The record of the last run, if any.
     pub last_run: Option<RunRecord>,
 }
 
-impl<'s> Facts<'s> {
-    /// The facts at `now` from what the run that just ended loaded and did (run records are
-    /// read from `store` as the targets are made).
-    pub fn after_run(store: &'s Store, loaded: Loaded, now: OffsetDateTime) -> Facts<'s> {
+impl Facts {
+    /// The facts at `now` from `world`, the world the run that just ended decided from (as
+    /// it ended: with the certificates it obtained); its run records are read, or taken as
+    /// the run wrote them.
+    pub fn after_run(store: &Store, world: World, now: OffsetDateTime) -> Facts {
+        Facts::of(store, world, now)
+    }
+
+    /// The facts at `now` from the state directory alone: the world `status` reads (no
+    /// lock, no network; cached renewal windows only).
+    pub fn load(store: &Store, now: OffsetDateTime) -> Result<Facts> {
+        Ok(Facts::of(store, World::load(store, Scope::MONITOR)?, now))
+    }
+
+    fn of(store: &Store, mut world: World, now: OffsetDateTime) -> Facts {
+        world.load_records(store);
+        let policy = Policy {
+            verdicts_only: true,
+            ..Policy::default()
+        };
+        let verdicts = plan::plan(&world, now, &policy).targets;
         Facts {
-            store,
             now,
-            loaded,
+            world,
+            verdicts,
             last_run: store.last_run(),
         }
     }
 
-    /// The facts at `now` from the state directory alone: what `status` reads (no lock, no
-    /// network; cached renewal windows only).
-    pub fn load(store: &'s Store, now: OffsetDateTime) -> Result<Facts<'s>> {
-        let defaults = store.load_defaults()?;
-        let (targets, broken, mut inv) = store.load_all(&defaults)?;
-        let summaries = inv.take_summaries();
-        let ari = summaries
-            .iter()
-            .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
-            .collect();
-        let broken = broken
-            .into_iter()
-            .map(|b| (b.file, crate::cause::render(&b.error)))
-            .collect();
-        Ok(Facts::after_run(
-            store,
-            Loaded {
-                targets,
-                broken,
-                summaries,
-                ari,
-                monitor: defaults.monitor,
-            },
-            now,
-        ))
-    }
-
-    /// Every target, loadable or not, in file-name order, made one at a time (their run
-    /// records read along, from the store's record cache when it is current).
+    /// Every target, loadable or not, in file-name order, made one at a time.
     pub fn targets(&self) -> impl Iterator<Item = TargetFacts<'_>> + '_ {
-        let mut good = self.loaded.targets.iter().peekable();
-        let mut bad = self.loaded.broken.iter().peekable();
-        let mut records = self.store.records();
+        let mut good = self.world.targets.iter().enumerate().peekable();
+        let mut bad = self.world.broken.iter().peekable();
         std::iter::from_fn(move || match (good.peek(), bad.peek()) {
-            (Some(t), Some((file, _))) if *file < t.file => bad.next().map(broken),
-            (Some(_), _) => good.next().map(|t| self.target(t, &mut records)),
+            (Some((_, t)), Some(b)) if b.file < t.file => bad.next().map(broken),
+            (Some(_), _) => good.next().map(|(i, t)| self.target(i, t)),
             (None, _) => bad.next().map(broken),
         })
     }
 
     /// Targets in all.
     pub fn target_count(&self) -> usize {
-        self.loaded.targets.len() + self.loaded.broken.len()
+        self.world.targets.len() + self.world.broken.len()
     }
 
-    fn target<'a>(&'a self, t: &'a Target, records: &mut Records) -> TargetFacts<'a> {
-        let p = plan::plan_target_ari(t, &self.loaded.summaries, self.now, &self.loaded.ari);
-        let cert = p
-            .best
-            .as_deref()
-            .and_then(|id| self.loaded.summaries.get(id));
-        let record = records.get(&t.file);
+    fn target<'a>(&'a self, i: usize, t: &'a Target) -> TargetFacts<'a> {
+        let p = &self.verdicts[i];
+        let cert = p.best.as_deref().and_then(|id| self.world.certs.get(id));
+        let record = self.world.record(i).cloned().unwrap_or_default();
         TargetFacts {
             file: &t.file,
             target: Some(t),
             error: None,
             cert,
             renew_at: p.renew_at,
-            state: target_state(&p, &record),
+            state: target_state(p, &record),
             record,
         }
     }
 }
 
-fn broken((file, error): &(String, String)) -> TargetFacts<'_> {
+fn broken(b: &TargetError) -> TargetFacts<'_> {
     TargetFacts {
-        file,
+        file: &b.file,
         target: None,
-        error: Some(error),
+        error: Some(crate::cause::render(&b.error)),
         cert: None,
         renew_at: None,
         state: TargetState::Invalid,

@@ -33,6 +33,8 @@ pub struct Policy {
     /// `reconcile --only`: order only for these targets, by file name or one of their
     /// names (empty: all).
     pub only: Vec<String>,
+    /// The targets' verdicts alone (`check` and the metrics): no relinks decided.
+    pub verdicts_only: bool,
 }
 
 /// Everything decided from one world at one time.
@@ -79,7 +81,7 @@ pub fn plan(world: &World, now: OffsetDateTime, policy: &Policy) -> Plan {
     };
     // A run relinks after its orders, on the certificates it ends with: deciding them now
     // would be a pass over every target for nothing.
-    let relinks = if policy.run {
+    let relinks = if policy.run || policy.verdicts_only {
         Vec::new()
     } else {
         plan_relinks(&world.targets, &world.certs, &world.inv.live, now)

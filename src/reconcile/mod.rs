@@ -27,13 +27,11 @@ use crate::acme::{Ca, Connector};
 use crate::clock::Clock;
 use crate::hooks::{Event, HookRunner};
 use crate::interact::Interaction;
-use crate::plan::ari::AriRecord;
 use crate::plan::work::CaKey;
 use crate::plan::work::Why;
 use crate::plan::{self, Plan, Policy};
 use crate::store::run::ErrorKind;
 use crate::store::{CertState, Store};
-use crate::target::Target;
 use crate::world::{Scope, World};
 
 pub use record::Failure;
@@ -198,25 +196,11 @@ pub struct Report {
     pub downloaded: Vec<(String, Vec<String>, OffsetDateTime)>,
     /// Errors of this run by kind, for the run record and metrics.
     pub errors: BTreeMap<ErrorKind, u64>,
-    /// What the run loaded and ended with (moved out at its end, never copied), for what
-    /// reports on the state afterwards (metrics) without loading it again.
-    pub loaded: Loaded,
-}
-
-/// What a run loaded, as it stands at the end of the run.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// The usable targets, by file name.
-    pub targets: Vec<Target>,
-    /// The target files that cannot be used, by file name, with why.
-    pub broken: Vec<(String, String)>,
-    /// Every complete certificate, those obtained in the run included.
-    pub summaries: crate::cert::CertSet,
-    /// The CA's renewal windows by certificate id.
-    pub ari: BTreeMap<String, AriRecord>,
-    /// conf/target's `monitor` section, as the run read it (so that what comes after the
-    /// run does not read conf/target again).
-    pub monitor: Option<crate::target::RawMonitor>,
+    /// The world the run decided from, as it ended (the certificates it obtained and the
+    /// renewal windows it learnt included; its inventory dropped), moved out at its end, never
+    /// copied: what reports on the state afterwards (metrics) decides from the same world
+    /// without loading it again, conf/target's `monitor` section included.
+    pub world: World,
 }
 
 impl Report {
@@ -267,13 +251,11 @@ pub async fn run_world<C: Connector>(
         )));
     }
     let mut report = Report::default();
-    report.loaded.monitor = world.defaults.monitor.clone();
-    for b in std::mem::take(&mut world.broken) {
+    for b in &world.broken {
         let error = crate::cause::render(&b.error);
-        report.loaded.broken.push((b.file.clone(), error.clone()));
         report.count(ErrorKind::InvalidTarget);
         report.targets.push(TargetOutcome {
-            file: b.file,
+            file: b.file.clone(),
             names: Vec::new(),
             result: Outcome::Failed(error),
         });
@@ -429,25 +411,22 @@ fn deferral_outcome(
 /// `certificate-expiring` for what lapses; the world is handed to the report.
 async fn finish(
     store: &Store,
-    world: World,
+    mut world: World,
     opts: &Options,
     now: OffsetDateTime,
     report: &mut Report,
 ) {
-    let World {
-        targets,
-        certs,
-        inv,
-        ari,
-        ..
-    } = world;
-    report.expiring = expiring(&report.targets, &targets, &certs, now);
-    for r in plan::plan_relinks(&targets, &certs, &inv.live, opts.clock.now_utc()) {
+    let (targets, certs) = (&world.targets, &world.certs);
+    report.expiring = expiring(&report.targets, targets, certs, now);
+    for r in plan::plan_relinks(targets, certs, &world.inv.live, opts.clock.now_utc()) {
         match store.relink(&r.name, &r.cert_id) {
             Ok(_) => report.relinked.push(r.name),
             Err(e) => report.other_errors.push(crate::cause::render(&e)),
         }
     }
+    // What comes after decides from the targets, certificates, renewal windows and run
+    // records alone: the inventory (keys, live links, accounts) goes now.
+    world.inv = Default::default();
     let relinked = Event::LiveUpdated {
         names: &report.relinked,
     };
@@ -465,14 +444,13 @@ async fn finish(
         })
         .collect();
     run_hooks(&opts.hooks, Event::ReconcileFailed { names: &failed }).await;
-    let lapsing = lapsing(store, &report.targets, &targets, &certs, now);
+    world.take_written(store);
+    let lapsing = lapsing(&report.targets, &world, now);
     run_hooks(&opts.hooks, Event::CertificateExpiring { names: &lapsing }).await;
     for _ in 0..report.other_errors.len() {
         report.count(ErrorKind::Other);
     }
-    report.loaded.targets = targets;
-    report.loaded.summaries = certs;
-    report.loaded.ari = ari;
+    report.world = world;
 }
 
 /// Links in `live/` the certificates the state directory holds for its targets and runs the
@@ -568,7 +546,7 @@ mod tests {
     use crate::acme::AcmeError;
     use crate::keys::{KeySpec, PrivateKey};
     use crate::plan::backoff::Backoff;
-    use crate::target::RawTarget;
+    use crate::target::{RawTarget, Target};
     use issue::build_csr;
     use record::record;
 
@@ -677,6 +655,54 @@ mod tests {
             Some(now + time::Duration::minutes(10))
         );
         assert_eq!(record(&store, "a.example", now, None), None);
+    }
+
+    /// Regression: `lapsing` read each unsatisfied target's run record back from the store
+    /// at the end of a run. It decides from the run's world, which takes in the records the
+    /// run wrote (no file read): a deferral by the CA past the end of the certificate in use
+    /// is `certificate-expiring`.
+    #[test]
+    fn lapsing_takes_the_wait_the_run_wrote_from_its_world() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Store::prepare_root(dir.path()).expect("root");
+        let lock = crate::store::lock::StateLock::acquire(dir.path()).expect("lock");
+        let store = Store::open(dir.path(), &lock).expect("store");
+        store
+            .write_target("a.example", "satisfy: {names: [a.example]}\n")
+            .expect("target");
+        let mut world = World::load(&store, Scope::RECONCILE).expect("load");
+        let now = time::macros::datetime!(2027-03-01 00:00 UTC);
+        world.certs.push(crate::cert::CertSummary {
+            id: "cert".to_owned(),
+            names: vec!["a.example".to_owned()],
+            not_before: now - time::Duration::days(60),
+            not_after: now + time::Duration::days(3),
+            key_family: None,
+            has_private_key: true,
+            key_id: "key".to_owned(),
+            revoked: false,
+            profile: None,
+            ari_id: None,
+        });
+        let failed = Failure {
+            error: "too many orders".to_owned(),
+            backoff: Backoff::RateLimited,
+            retry_at: Some(now + time::Duration::days(5)),
+        };
+        record(&store, "a.example", now, Some(&failed));
+        let outcomes = [TargetOutcome {
+            file: "a.example".to_owned(),
+            names: vec!["a.example".to_owned()],
+            result: Outcome::Deferred("too many orders".to_owned()),
+        }];
+        // Without the record, the next attempt would be now: in time.
+        assert!(lapsing(&outcomes, &world, now).is_empty());
+        world.take_written(&store);
+        assert_eq!(
+            world.record(0).and_then(|r| r.next_attempt),
+            failed.retry_at
+        );
+        assert_eq!(lapsing(&outcomes, &world, now), ["a.example"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::plan::backoff::{self, Attempt, Backoff};
 use crate::store::Store;
 use crate::store::run::ErrorKind;
 use crate::target::Target;
+use crate::world::World;
 
 /// The kind of error, as counted in the run record, of a failed attempt that backs off as `how`.
 pub(super) fn kind_of(how: Backoff) -> ErrorKind {
@@ -51,26 +52,30 @@ pub(super) fn expiring(
 
 /// The names of the targets of `outcomes` not satisfied in this run (failed, or deferred by
 /// the CA) whose certificate in use ends before the next attempt may renew it
-/// ([`plan::deferral_outlives`] at the time their run record allows, or now): the
-/// `certificate-expiring` event.
+/// ([`plan::deferral_outlives`] at the time their run record in `world` allows, or now): the
+/// `certificate-expiring` event. `world` is the run's, with the records it wrote taken in
+/// ([`World::take_written`]).
 pub(super) fn lapsing(
-    store: &Store,
     outcomes: &[TargetOutcome],
-    targets: &[Target],
-    summaries: &crate::cert::CertSet,
+    world: &World,
     now: OffsetDateTime,
 ) -> Vec<String> {
-    let by_file: std::collections::HashMap<&str, &Target> =
-        targets.iter().map(|t| (t.file.as_str(), t)).collect();
+    let by_file: std::collections::HashMap<&str, usize> = world
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.file.as_str(), i))
+        .collect();
     outcomes
         .iter()
         .filter(|o| matches!(o.result, Outcome::Failed(_) | Outcome::Deferred(_)))
         .filter_map(|o| {
-            let t = by_file.get(o.file.as_str())?;
-            let best = crate::cert::best_cert(t, summaries, now);
-            let next = store
-                .target_record(&o.file)
-                .next_attempt
+            let i = *by_file.get(o.file.as_str())?;
+            let t = &world.targets[i];
+            let best = crate::cert::best_cert(t, &world.certs, now);
+            let next = world
+                .record(i)
+                .and_then(|r| r.next_attempt)
                 .map_or(now, |n| n.max(now));
             plan::deferral_outlives(best, next, now).map(|_| names_of(t))
         })

@@ -569,11 +569,7 @@ fn a_new_certificate_is_asked_for_its_window_in_the_run_that_obtains_it() {
     );
     // The run's own picture has the window (what metrics report after the run).
     let id = world.live("a.example").expect("linked");
-    assert!(
-        report.loaded.ari.contains_key(&id),
-        "{:?}",
-        report.loaded.ari
-    );
+    assert!(report.world.ari.contains_key(&id), "{:?}", report.world.ari);
     let cached = std::fs::read_to_string(world.root().join(format!(".acmekeep/ari/{id}.json")))
         .expect("cached window");
     assert!(cached.contains(&ari_id), "{cached}");

@@ -125,6 +125,12 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The run records this process wrote, by target file (what a run's world takes in at
+    /// its end: [`crate::world::World::take_written`]).
+    pub fn written_records(&self) -> BTreeMap<String, TargetRecord> {
+        self.written.lock().records.clone()
+    }
+
     /// Stores the run record of a target (atomically), as the planner made it
     /// (`plan::backoff::after_attempt`), and remembers it for the record cache.
     pub fn write_target_record(&self, file: &str, rec: &TargetRecord) -> Result<()> {
