@@ -1304,7 +1304,12 @@ impl<K: Kv + 'static> NodeGate<K> {
         let defaults = store.load_defaults()?;
         let (targets, _) = store.load_targets(&defaults)?;
         let local = local_accounts(store.root());
-        for provider in without_account(targets.iter().map(|t| t.provider.as_str()), &local) {
+        // The fallback CAs too: a target may be ordered there in this run.
+        let providers = targets.iter().flat_map(|t| {
+            std::iter::once(t.provider.as_str())
+                .chain(t.fallback_providers.iter().map(String::as_str))
+        });
+        for provider in without_account(providers, &local) {
             self.account_key_for(store, &provider)
                 .await
                 .with_context(|| format!("choosing the fleet's account at {provider}"))?;

@@ -77,8 +77,9 @@ pub(super) async fn obtain<C: Connector>(
         world,
         now,
         round: 0,
-        // A fleet node does not fall over: the fleet's lock is per order.
-        fall_overs: opts.gate.is_none(),
+        // A fleet node too: the fleet's lock is per target and attempt, and the next CA's
+        // attempt claims it again (see order_task).
+        fall_overs: true,
         report,
         next: Groups::new(),
         new_certs: Vec::new(),
@@ -127,9 +128,10 @@ pub(super) async fn obtain<C: Connector>(
             }
         }
         // Each task is created when a slot frees up, so memory stays flat.
-        let tasks = work
-            .into_iter()
-            .map(|(job, shared)| order_task(job, shared, (store.clone(), servers.clone()), opts));
+        let round = settle.round;
+        let tasks = work.into_iter().map(|(job, shared)| {
+            order_task(job, shared, (store.clone(), servers.clone(), round), opts)
+        });
         run_bounded(tasks, opts.jobs, |joined| settle.task_done(joined)).await;
         groups = std::mem::take(&mut settle.next);
         settle.round += 1;
@@ -267,7 +269,7 @@ fn add_unique<'a>(addrs: &mut Vec<(String, bool)>, more: impl Iterator<Item = &'
 fn order_task<S: Issuer + 'static>(
     job: Job,
     (session, account_id, provider): (Arc<S>, Arc<String>, Arc<String>),
-    (store, servers): (Arc<Store>, Servers),
+    (store, servers, round): (Arc<Store>, Servers, usize),
     opts: &Options,
 ) -> impl Future<Output = TaskResult> + Send + 'static {
     let (gate, clock) = (opts.gate.clone(), opts.clock.clone());
@@ -334,7 +336,18 @@ fn order_task<S: Issuer + 'static>(
             },
             (Some(g), Err((failed, why))) => {
                 // The failure is the target's either way; the fleet's record is best effort.
-                let _ = g.finish(&job.t.file, Err(&failed)).await;
+                // A target that goes on to its next CA now is not backing off: the fleet's
+                // record must not keep the next CA's attempt (or another node's) waiting.
+                let falls_over = why.is_some() && job.t.fallback_providers.len() > round;
+                let shared = match falls_over {
+                    true => Failure {
+                        backoff: Backoff::No,
+                        retry_at: None,
+                        ..failed.clone()
+                    },
+                    false => failed.clone(),
+                };
+                let _ = g.finish(&job.t.file, Err(&shared)).await;
                 Err((failed, why))
             }
         };

@@ -1652,6 +1652,96 @@ fn cluster_agent_links_a_certificate_another_node_obtained_and_runs_its_hook() {
     );
 }
 
+/// Issue 19 "fleet nodes use CA failover": the preferred CA fails node a's new order
+/// (500 serverInternal); a orders from the fallback CA in the same run, under the fleet's
+/// lock, and records that certificate as the target's (its entry names the fallback's
+/// order and account); the fleet has one account at each CA; node b links the fallback's
+/// certificate and orders nothing at either CA.
+#[test]
+fn cluster_a_target_falls_over_to_the_fallback_ca_and_every_node_takes_that_certificate() {
+    use crate::support::{AriProxy, Failing, Pebble, PebbleOpts, StateDir, acmekeep};
+    let etcd = Etcd::start(1);
+    let (p1, p2) = (
+        Pebble::start(PebbleOpts::fast()),
+        Pebble::start(PebbleOpts::fast()),
+    );
+    let (x1, x2) = (AriProxy::start(&p1), AriProxy::start(&p2));
+    let (a, b) = (StateDir::new(), StateDir::new());
+    let bundle = a.scratch_dir("trust").join("cas.pem");
+    let pem = |p: &Pebble| std::fs::read_to_string(p.ca_bundle_path()).expect("ca pem");
+    std::fs::write(&bundle, pem(&p1) + &pem(&p2)).expect("bundle");
+    let q = |s: &str| serde_json::to_string(s).expect("JSON");
+    let conf = format!(
+        "request:\n  provider: {}\n  fallback-providers: [{}]\n  provider-ca-bundle: {}\n  challenge:\n    http-ports: [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n    default-listeners: false\n    default-webroot: \"\"\n    http-self-test: false\n",
+        q(&x1.directory_url()),
+        q(&x2.directory_url()),
+        q(&bundle.to_string_lossy()),
+        p1.http_port(),
+        p2.http_port(),
+    );
+    let key = ClusterKeys::new_line().expect("key");
+    for (s, name) in [(&a, "a"), (&b, "b")] {
+        s.write_conf_target(&conf);
+        s.write_standard_responses();
+        join(s, &etcd.endpoints(), name, &key);
+    }
+    acmekeep(&a, &["cluster-init"]).assert_success();
+    x1.fail_new_orders(Some(Failing {
+        status: 500,
+        problem: Some("urn:ietf:params:acme:error:serverInternal".to_owned()),
+        retry_after: None,
+    }));
+    let run = acmekeep(&a, &["want", "fallback.fleet.test"]);
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains(&format!("); ordering from {} instead", x2.directory_url())),
+        "{}",
+        run.describe()
+    );
+    let id = a.live_cert_id("fallback.fleet.test");
+    assert!(!id.is_empty(), "{}", run.describe());
+    let file = std::fs::read_dir(a.join("desired"))
+        .expect("desired/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .find(|f| f.starts_with("fallback.fleet.test"))
+        .expect("the target's file");
+    assert_eq!(head_cert(&etcd, &file), id);
+    let entry = etcd.dump(&format!("/acmekeep/d/certs/{id}"));
+    let entry: serde_json::Value = serde_json::from_slice(&entry[0].1).expect("JSON");
+    let base = x2.directory_url();
+    let base = base.strip_suffix("/dir").expect("/dir");
+    assert!(
+        entry["url"].as_str().is_some_and(|u| u.starts_with(base)),
+        "{entry}"
+    );
+    // One account at each CA for the whole fleet, the certificate's at the fallback.
+    let accounts = etcd.dump("/acmekeep/d/accounts/");
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    let part2 = base
+        .trim_start_matches("https://")
+        .replace(':', "%3a")
+        .replace('/', "%2f");
+    assert!(
+        entry["account"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&part2)),
+        "{entry} vs {part2}"
+    );
+
+    let (o1, o2) = (x1.order_attempts().len(), x2.orders().len());
+    let run = acmekeep(&b, &["reconcile"]);
+    run.assert_success();
+    assert_eq!(
+        b.live_cert_id("fallback.fleet.test"),
+        id,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(x1.order_attempts().len(), o1, "{}", run.describe());
+    assert_eq!(x2.orders().len(), o2, "{}", run.describe());
+}
+
 /// Issue 19: rotating the cluster secret key. A fleet's certificate key and account key are
 /// sealed under the old key; with a new key as the first line, `cluster-rekey` seals both
 /// again under it. A node whose file holds only the new key then joins and links the
