@@ -320,6 +320,29 @@ pub fn validate_issued(
             .with_context(|| format!("certificate {} of the CA's chain does not parse", i + 1))?;
         certs.push(c);
     }
+    check_leaf(&leaf, expected_key_id, names, now)?;
+    check_chain(&certs)?;
+    let cert = pem_encode("CERTIFICATE", &ders[0]);
+    let chain: String = ders[1..]
+        .iter()
+        .map(|d| pem_encode("CERTIFICATE", d))
+        .collect();
+    let fullchain = format!("{cert}{chain}");
+    Ok(CertFiles {
+        cert,
+        chain,
+        fullchain,
+        leaf,
+    })
+}
+
+/// The leaf the CA sent is for the key, covers the names and is valid at `now`.
+fn check_leaf(
+    leaf: &LeafInfo,
+    expected_key_id: &str,
+    names: &[String],
+    now: OffsetDateTime,
+) -> Result<()> {
     if leaf.key_id != expected_key_id {
         bail!("the CA returned a certificate for a different public key");
     }
@@ -338,6 +361,12 @@ pub fn validate_issued(
             rfc3339(now)
         );
     }
+    Ok(())
+}
+
+/// Each certificate of the chain names the next as its issuer, which is a CA and signed it;
+/// there is at least one issuer.
+fn check_chain(certs: &[X509Certificate<'_>]) -> Result<()> {
     if certs.len() < 2 {
         bail!(
             "the CA returned the certificate without its issuer (no chain to verify it by and none to serve)"
@@ -369,18 +398,7 @@ pub fn validate_issued(
                 )
             })?;
     }
-    let cert = pem_encode("CERTIFICATE", &ders[0]);
-    let chain: String = ders[1..]
-        .iter()
-        .map(|d| pem_encode("CERTIFICATE", d))
-        .collect();
-    let fullchain = format!("{cert}{chain}");
-    Ok(CertFiles {
-        cert,
-        chain,
-        fullchain,
-        leaf,
-    })
+    Ok(())
 }
 
 /// The ARI certificate identifier of a DER certificate (RFC 9773 §4.1):

@@ -340,12 +340,6 @@ impl Event<'_> {
 /// file run code as root. Names must also be portable (letters, digits and `_`, not starting
 /// with a digit), which rules out bash's exported functions (`BASH_FUNC_x%%`).
 pub fn refused_env_name(name: &str) -> Option<&'static str> {
-    const LOADER: &str =
-        "it changes what the dynamic loader or libc loads into every program a hook starts";
-    const SHELL: &str = "it changes what the shell running a hook script executes";
-    const INTERPRETER: &str = "it makes an interpreter a hook starts load or run other code";
-    const CONFIG: &str =
-        "it makes the programs a hook starts read their configuration from elsewhere";
     let portable = name
         .bytes()
         .next()
@@ -357,10 +351,20 @@ pub fn refused_env_name(name: &str) -> Option<&'static str> {
         );
     }
     let upper = name.to_ascii_uppercase();
-    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| upper.starts_with(p));
-    let is = |names: &[&str]| names.contains(&upper.as_str());
-    if starts(&["LD_", "MALLOC_"])
-        || is(&[
+    REFUSED_ENV
+        .iter()
+        .find(|(prefixes, names, _)| {
+            prefixes.iter().any(|p| upper.starts_with(p)) || names.contains(&upper.as_str())
+        })
+        .map(|(_, _, why)| *why)
+}
+
+/// The variables [`refused_env_name`] refuses (case-insensitively), by why: the prefixes,
+/// the whole names, and the reason given.
+const REFUSED_ENV: &[(&[&str], &[&str], &str)] = &[
+    (
+        &["LD_", "MALLOC_"],
+        &[
             "GCONV_PATH",
             "GETCONF_DIR",
             "GLIBC_TUNABLES",
@@ -370,12 +374,12 @@ pub fn refused_env_name(name: &str) -> Option<&'static str> {
             "NLSPATH",
             "RES_OPTIONS",
             "RESOLV_HOST_CONF",
-        ])
-    {
-        return Some(LOADER);
-    }
-    if starts(&["BASH_FUNC_"])
-        || is(&[
+        ],
+        "it changes what the dynamic loader or libc loads into every program a hook starts",
+    ),
+    (
+        &["BASH_FUNC_"],
+        &[
             "PATH",
             "IFS",
             "ENV",
@@ -387,39 +391,39 @@ pub fn refused_env_name(name: &str) -> Option<&'static str> {
             "PS4",
             "PROMPT_COMMAND",
             "SHELL",
-        ])
-    {
-        return Some(SHELL);
-    }
-    if starts(&["PYTHON", "PERL", "RUBY", "NODE_", "LUA_", "GEM_", "PHP"])
-        || is(&[
+        ],
+        "it changes what the shell running a hook script executes",
+    ),
+    (
+        &["PYTHON", "PERL", "RUBY", "NODE_", "LUA_", "GEM_", "PHP"],
+        &[
             "CLASSPATH",
             "JAVA_TOOL_OPTIONS",
             "_JAVA_OPTIONS",
             "JDK_JAVA_OPTIONS",
             "TCLLIBPATH",
-        ])
-    {
-        return Some(INTERPRETER);
-    }
-    if is(&[
-        "HOME",
-        "XDG_CONFIG_HOME",
-        "XDG_CONFIG_DIRS",
-        "CURL_HOME",
-        "WGETRC",
-        "OPENSSL_CONF",
-        "OPENSSL_ENGINES",
-        "OPENSSL_MODULES",
-        "GIT_CONFIG_GLOBAL",
-        "GIT_CONFIG_SYSTEM",
-        "GIT_EXEC_PATH",
-        "GIT_SSH_COMMAND",
-    ]) {
-        return Some(CONFIG);
-    }
-    None
-}
+        ],
+        "it makes an interpreter a hook starts load or run other code",
+    ),
+    (
+        &[],
+        &[
+            "HOME",
+            "XDG_CONFIG_HOME",
+            "XDG_CONFIG_DIRS",
+            "CURL_HOME",
+            "WGETRC",
+            "OPENSSL_CONF",
+            "OPENSSL_ENGINES",
+            "OPENSSL_MODULES",
+            "GIT_CONFIG_GLOBAL",
+            "GIT_CONFIG_SYSTEM",
+            "GIT_EXEC_PATH",
+            "GIT_SSH_COMMAND",
+        ],
+        "it makes the programs a hook starts read their configuration from elsewhere",
+    ),
+];
 
 impl fmt::Display for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

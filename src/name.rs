@@ -74,32 +74,8 @@ impl Hostname {
         if ascii.is_empty() {
             return Err(err("empty name"));
         }
-        for label in ascii.split('.') {
-            if label.is_empty() {
-                return Err(err("empty label (two dots in a row, or a leading dot)"));
-            }
-            if label.len() > MAX_LABEL_LEN {
-                return Err(err("a label is longer than 63 characters"));
-            }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            {
-                return Err(err("labels may only contain a-z, 0-9, '-' and '_'"));
-            }
-            if label.starts_with('-') || label.ends_with('-') {
-                return Err(err("a label may not begin or end with '-'"));
-            }
-            if label.get(2..4) == Some("--") {
-                if !label.starts_with("xn--") {
-                    return Err(err(
-                        "labels with '--' in third and fourth place are reserved (only xn-- is used)",
-                    ));
-                }
-                if !valid_a_label(label) {
-                    return Err(err("an xn-- label that is not valid punycode"));
-                }
-            }
+        if let Some(reason) = ascii.split('.').find_map(label_error) {
+            return Err(err(reason));
         }
         if ascii
             .rsplit('.')
@@ -140,6 +116,37 @@ impl Hostname {
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         self.0.parse().ok()
     }
+}
+
+/// What is wrong with `label`, one label of an ASCII name (RFC 1035 with `_`, and RFC 5891's
+/// rules for `--`), if anything.
+fn label_error(label: &str) -> Option<&'static str> {
+    if label.is_empty() {
+        return Some("empty label (two dots in a row, or a leading dot)");
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Some("a label is longer than 63 characters");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Some("labels may only contain a-z, 0-9, '-' and '_'");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Some("a label may not begin or end with '-'");
+    }
+    if label.get(2..4) == Some("--") {
+        if !label.starts_with("xn--") {
+            return Some(
+                "labels with '--' in third and fourth place are reserved (only xn-- is used)",
+            );
+        }
+        if !valid_a_label(label) {
+            return Some("an xn-- label that is not valid punycode");
+        }
+    }
+    None
 }
 
 /// Whether an `xn--` label is a valid A-label: it decodes, and encodes back to itself.

@@ -282,9 +282,6 @@ impl RawTarget {
     /// Overlays `self` (a target file) on `base` (the defaults): present fields win, lists
     /// replace lists, `env` merges per key.
     pub fn overlay_on(&self, base: &RawTarget) -> RawTarget {
-        fn pick<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
-            top.clone().or_else(|| base.clone())
-        }
         let (s, bs) = (
             self.satisfy.clone().unwrap_or_default(),
             base.satisfy.clone().unwrap_or_default(),
@@ -301,14 +298,6 @@ impl RawTarget {
             r.challenge.clone().unwrap_or_default(),
             br.challenge.clone().unwrap_or_default(),
         );
-        let env = match (&bc.env, &c.env) {
-            (None, None) => None,
-            (b, t) => {
-                let mut m = b.clone().unwrap_or_default();
-                m.extend(t.clone().unwrap_or_default());
-                Some(m)
-            }
-        };
         RawTarget {
             satisfy: Some(RawSatisfy {
                 names: s.names.clone(),
@@ -334,25 +323,7 @@ impl RawTarget {
                 ocsp_must_staple: pick(&r.ocsp_must_staple, &br.ocsp_must_staple),
                 profile: pick(&r.profile, &br.profile),
                 preferred_chain: pick(&r.preferred_chain, &br.preferred_chain),
-                challenge: Some(RawChallenge {
-                    webroot_paths: pick(&c.webroot_paths, &bc.webroot_paths),
-                    http_ports: pick(&c.http_ports, &bc.http_ports),
-                    http_self_test: pick(&c.http_self_test, &bc.http_self_test),
-                    env,
-                    default_listeners: pick(&c.default_listeners, &bc.default_listeners),
-                    default_webroot: pick(&c.default_webroot, &bc.default_webroot),
-                    types: pick(&c.types, &bc.types),
-                    http_methods: pick(&c.http_methods, &bc.http_methods),
-                    tls_alpn_ports: pick(&c.tls_alpn_ports, &bc.tls_alpn_ports),
-                    dns_01: match (&c.dns_01, &bc.dns_01) {
-                        (Some(t), Some(b)) => Some(t.overlay_on(b)),
-                        (t, b) => pick(t, b),
-                    },
-                    dns_persist_01: match (&c.dns_persist_01, &bc.dns_persist_01) {
-                        (Some(t), Some(b)) => Some(t.overlay_on(b)),
-                        (t, b) => pick(t, b),
-                    },
-                }),
+                challenge: Some(c.overlay_on(&bc)),
                 // EAB credentials belong to a CA: a target naming its own provider does not
                 // inherit those of conf/target's.
                 eab: if r.provider.is_some() || self.provider.is_some() {
@@ -369,6 +340,46 @@ impl RawTarget {
             monitor: self.monitor.clone(),
             // A target file's own, never inherited.
             cluster_labels: self.cluster_labels.clone(),
+        }
+    }
+}
+
+/// `top` if present, else `base`.
+fn pick<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
+    top.clone().or_else(|| base.clone())
+}
+
+impl RawChallenge {
+    /// Overlays `self` (a target file's) on `base` (the defaults'): present fields win,
+    /// `env` merges per key, the dns-01 and dns-persist-01 settings overlay field by field.
+    fn overlay_on(&self, base: &RawChallenge) -> RawChallenge {
+        let (c, bc) = (self, base);
+        let env = match (&bc.env, &c.env) {
+            (None, None) => None,
+            (b, t) => {
+                let mut m = b.clone().unwrap_or_default();
+                m.extend(t.clone().unwrap_or_default());
+                Some(m)
+            }
+        };
+        RawChallenge {
+            webroot_paths: pick(&c.webroot_paths, &bc.webroot_paths),
+            http_ports: pick(&c.http_ports, &bc.http_ports),
+            http_self_test: pick(&c.http_self_test, &bc.http_self_test),
+            env,
+            default_listeners: pick(&c.default_listeners, &bc.default_listeners),
+            default_webroot: pick(&c.default_webroot, &bc.default_webroot),
+            types: pick(&c.types, &bc.types),
+            http_methods: pick(&c.http_methods, &bc.http_methods),
+            tls_alpn_ports: pick(&c.tls_alpn_ports, &bc.tls_alpn_ports),
+            dns_01: match (&c.dns_01, &bc.dns_01) {
+                (Some(t), Some(b)) => Some(t.overlay_on(b)),
+                (t, b) => pick(t, b),
+            },
+            dns_persist_01: match (&c.dns_persist_01, &bc.dns_persist_01) {
+                (Some(t), Some(b)) => Some(t.overlay_on(b)),
+                (t, b) => pick(t, b),
+            },
         }
     }
 }

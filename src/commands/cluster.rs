@@ -441,22 +441,9 @@ async fn passes(
             crate::reconcile::run(store.clone(), connector, interaction, opts, now).await?;
         super::reconcile::summarise(&report, now);
         p.all_ok &= report.all_ok();
-        // The renewal windows this run asked the CA for (for a certificate it just obtained
-        // too), so that no other node asks again.
-        let certs = gate.head_certs();
-        match node::share_ari(fleet, &store, certs.iter(), &synced.ari, now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!("renewal information of {n} certificates shared with the fleet")
-            }
-            Err(e) if cluster::is_unavailable(&e) => {
-                p.lost = Some(why_unavailable(&e));
-                break;
-            }
-            Err(e) => tracing::warn!(
-                "sharing renewal information with the fleet: {}",
-                crate::cause::render(&e)
-            ),
+        if let Err(why) = share_windows((fleet, gate), &store, &synced.ari, now).await {
+            p.lost = Some(why);
+            break;
         }
         if gate.unavailable().is_some() {
             break;
@@ -483,6 +470,31 @@ async fn passes(
         }
     }
     Ok(p)
+}
+
+/// Shares the renewal windows this pass asked the CA for (for a certificate it just
+/// obtained too), so that no other node asks again. `Err`: why the fleet became unusable;
+/// any other failure is said and the run goes on.
+async fn share_windows(
+    (fleet, gate): (
+        &cluster::Node,
+        &crate::cluster::node::NodeGate<cluster::ActiveKv>,
+    ),
+    store: &crate::store::Store,
+    synced: &std::collections::BTreeMap<String, OffsetDateTime>,
+    now: OffsetDateTime,
+) -> std::result::Result<(), String> {
+    let certs = gate.head_certs();
+    match crate::cluster::node::share_ari(fleet, store, certs.iter(), synced, now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("renewal information of {n} certificates shared with the fleet"),
+        Err(e) if cluster::is_unavailable(&e) => return Err(why_unavailable(&e)),
+        Err(e) => tracing::warn!(
+            "sharing renewal information with the fleet: {}",
+            crate::cause::render(&e)
+        ),
+    }
+    Ok(())
 }
 
 /// What a sync changed, at -v.

@@ -626,6 +626,44 @@ fn read_certbot(dir: &Path, now: OffsetDateTime) -> Result<Certbot> {
     Ok(cb)
 }
 
+/// The certificate's names, without repeats, the lineage's own (the first name certbot was
+/// given) first.
+fn lineage_names(leaf_names: &[String], lineage: &str) -> Result<Vec<Hostname>> {
+    let mut names: Vec<Hostname> = Vec::new();
+    for n in leaf_names {
+        let h = Hostname::parse(n).context("a name of the certificate")?;
+        if !names.contains(&h) {
+            names.push(h);
+        }
+    }
+    if names.is_empty() {
+        bail!("the certificate has no DNS names");
+    }
+    if let Some(pos) = names.iter().position(|n| n.as_str() == lineage) {
+        let first = names.remove(pos);
+        names.insert(0, first);
+    }
+    Ok(names)
+}
+
+/// The lineage's CA (certbot's default when its renewal file names none; an ACMEv1 Let's
+/// Encrypt URL taken as its ACMEv2 one), or none, with a note, when it is no valid provider.
+fn lineage_provider(conf: &RenewalConf, name: &str, notes: &mut Vec<String>) -> Option<String> {
+    let server = conf
+        .params
+        .get("server")
+        .map_or_else(|| CERTBOT_DEFAULT_SERVER.to_owned(), |s| current_le_url(s));
+    match validate_provider(&server) {
+        Ok(()) => Some(server),
+        Err(e) => {
+            notes.push(format!(
+                "lineage {name}: {e:#}; its target uses the default provider"
+            ));
+            None
+        }
+    }
+}
+
 fn read_lineage(
     root: &Path,
     name: &str,
@@ -642,35 +680,8 @@ fn read_lineage(
     let ders = cert::split_chain(&cert_pem).context("in cert.pem")?;
     let leaf = cert::leaf_info(&ders[0]).context("in cert.pem")?;
 
-    let mut names: Vec<Hostname> = Vec::new();
-    for n in &leaf.names {
-        let h = Hostname::parse(n).context("a name of the certificate")?;
-        if !names.contains(&h) {
-            names.push(h);
-        }
-    }
-    if names.is_empty() {
-        bail!("the certificate has no DNS names");
-    }
-    // The lineage is named after the first name certbot was given; keep that first.
-    if let Some(pos) = names.iter().position(|n| n.as_str() == name) {
-        let first = names.remove(pos);
-        names.insert(0, first);
-    }
-
-    let server = conf
-        .params
-        .get("server")
-        .map_or_else(|| CERTBOT_DEFAULT_SERVER.to_owned(), |s| current_le_url(s));
-    let provider = match validate_provider(&server) {
-        Ok(()) => Some(server),
-        Err(e) => {
-            notes.push(format!(
-                "lineage {name}: {e:#}; its target uses the default provider"
-            ));
-            None
-        }
-    };
+    let names = lineage_names(&leaf.names, name)?;
+    let provider = lineage_provider(conf, name, notes);
     if let Some(auth) = conf.params.get("authenticator")
         && auth != "webroot"
     {

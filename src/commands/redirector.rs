@@ -36,24 +36,7 @@ fn either<'a>(
 
 /// Runs the redirector in the foreground until SIGTERM or SIGINT.
 pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
-    let user = either(args.user.as_deref(), args.service_uid.as_deref(), "user")?;
-    let group = either(args.group.as_deref(), args.service_gid.as_deref(), "group")?;
-    let identity = if privileges::running_as_root() {
-        let Some(user) = user else {
-            return Err(config_error(anyhow!(
-                "refusing to run the redirector as root: name an unprivileged user to switch to \
-                 after binding with --user (acmetool: --service.uid), or start it as a non-root \
-                 user that may bind the port (systemd: DynamicUser=yes with \
-                 AmbientCapabilities=CAP_NET_BIND_SERVICE, as in the shipped unit)"
-            )));
-        };
-        Some(privileges::resolve_identity(user, group).map_err(config_error)?)
-    } else {
-        if let Some(user) = user {
-            tracing::warn!("not running as root: --user {user} ignored");
-        }
-        None
-    };
+    let identity = identity_after_binding(args)?;
     let challenge_gid = args
         .challenge_gid
         .as_deref()
@@ -121,6 +104,30 @@ pub fn execute(settings: &Settings, args: &RedirectorArgs) -> Result<ExitCode> {
         redirector::serve(listeners, config, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who the redirector runs as once its ports are bound: started as root, the unprivileged
+/// user (and group) named, which must be; otherwise whoever started it.
+fn identity_after_binding(args: &RedirectorArgs) -> Result<Option<privileges::Identity>> {
+    let user = either(args.user.as_deref(), args.service_uid.as_deref(), "user")?;
+    let group = either(args.group.as_deref(), args.service_gid.as_deref(), "group")?;
+    if !privileges::running_as_root() {
+        if let Some(user) = user {
+            tracing::warn!("not running as root: --user {user} ignored");
+        }
+        return Ok(None);
+    }
+    let Some(user) = user else {
+        return Err(config_error(anyhow!(
+            "refusing to run the redirector as root: name an unprivileged user to switch to \
+             after binding with --user (acmetool: --service.uid), or start it as a non-root \
+             user that may bind the port (systemd: DynamicUser=yes with \
+             AmbientCapabilities=CAP_NET_BIND_SERVICE, as in the shipped unit)"
+        )));
+    };
+    Ok(Some(
+        privileges::resolve_identity(user, group).map_err(config_error)?,
+    ))
 }
 
 /// The challenge directory when `--path` is not given: the first `webroot-paths` entry of

@@ -16,22 +16,7 @@ use crate::world::Scope;
 
 /// Adds a target for `names` unless one covers them, then reconciles.
 pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
-    let mut names: Vec<Hostname> = Vec::new();
-    for n in &args.names {
-        let h = Hostname::parse(n).map_err(config_error)?;
-        if !names.contains(&h) {
-            names.push(h);
-        }
-    }
-    if let Some(bad) = args
-        .cluster_labels
-        .iter()
-        .find(|l| !crate::cluster::config::valid_name(l))
-    {
-        return Err(config_error(anyhow::anyhow!(
-            "cluster label {bad:?} must be 1-64 letters, digits, '.', '_' or '-'"
-        )));
-    }
+    let names = wanted_names(args)?;
     let yaml = |names: &[Hostname]| -> Result<String> {
         let mut y = new_target_yaml(names)?;
         if !args.cluster_labels.is_empty() {
@@ -81,15 +66,7 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
                 )));
             }
         }
-        // The file name's random part needs no crypto library: seeding aws-lc's generator
-        // costs tens of milliseconds of CPU (jitter entropy) in every `want`.
-        let mut random = [0u8; 16];
-        std::io::Read::read_exact(
-            &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
-            &mut random,
-        )
-        .context("reading /dev/urandom")?;
-        let file = new_target_filename(&names[0], random);
+        let file = random_file_name(&names[0])?;
         store
             .write_target(&file, &yaml(&names)?)
             .context("saving the new target")?;
@@ -102,6 +79,39 @@ pub fn execute(settings: &Settings, args: &WantArgs) -> Result<ExitCode> {
         return super::cluster::share_edits(settings);
     }
     super::reconcile::execute_in(settings, &ReconcileArgs::default(), session)
+}
+
+/// The names asked for, without repeats, in order; the cluster labels must be valid too.
+fn wanted_names(args: &WantArgs) -> Result<Vec<Hostname>> {
+    let mut names: Vec<Hostname> = Vec::new();
+    for n in &args.names {
+        let h = Hostname::parse(n).map_err(config_error)?;
+        if !names.contains(&h) {
+            names.push(h);
+        }
+    }
+    if let Some(bad) = args
+        .cluster_labels
+        .iter()
+        .find(|l| !crate::cluster::config::valid_name(l))
+    {
+        return Err(config_error(anyhow::anyhow!(
+            "cluster label {bad:?} must be 1-64 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    Ok(names)
+}
+
+/// A new target file's name for `first`. Its random part needs no crypto library: seeding
+/// aws-lc's generator costs tens of milliseconds of CPU (jitter entropy) in every `want`.
+fn random_file_name(first: &Hostname) -> Result<String> {
+    let mut random = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut random,
+    )
+    .context("reading /dev/urandom")?;
+    Ok(new_target_filename(first, random))
 }
 
 /// Why a target with these challenge settings cannot answer dns-01, the only challenge a

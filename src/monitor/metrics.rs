@@ -23,6 +23,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::monitor::facts::{Facts, TargetFacts, TargetState};
+use crate::store::run::{RunRecord, RunTotals};
 
 /// Mode of the textfile: node_exporter runs as another user.
 pub const TEXTFILE_MODE: u32 = 0o644;
@@ -248,6 +249,12 @@ fn write_run(out: &mut impl Write, facts: &Facts) -> io::Result<()> {
     let Some(run) = &facts.last_run else {
         return Ok(());
     };
+    write_last_run(out, run)?;
+    write_totals(out, &run.totals)
+}
+
+/// The last run's families: when, how long, whether it went well, what it did.
+fn write_last_run(out: &mut impl Write, run: &RunRecord) -> io::Result<()> {
     let gauge = |out: &mut _, name: &str, help: &str, v: &dyn std::fmt::Display| {
         family(out, name, "gauge", help).and_then(|()| series(out, name, &[], v))
     };
@@ -295,8 +302,11 @@ fn write_run(out: &mut impl Write, facts: &Facts) -> io::Result<()> {
         ("acmekeep_last_run_errors", "gauge"),
         "Errors of the last run by kind: invalid_target, backing_off (not retried yet after failures), ca (the CA refused), rate_limited, other (network, local).",
         &c.errors,
-    )?;
-    let t = &run.totals;
+    )
+}
+
+/// The families of all runs recorded.
+fn write_totals(out: &mut impl Write, t: &RunTotals) -> io::Result<()> {
     let counter = |out: &mut _, name: &str, help: &str, v: u64| {
         family(out, name, "counter", help).and_then(|()| series(out, name, &[], v))
     };

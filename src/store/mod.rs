@@ -882,6 +882,13 @@ impl Store {
             }
         }
         self.load_live(&mut inv)?;
+        self.load_accounts(&mut inv)?;
+        Ok((inv, links))
+    }
+
+    /// Adds the accounts under `accounts/` (`<escaped directory URL>/<key id>/privkey`) to
+    /// `inv`, with a warning for each entry that is not one.
+    fn load_accounts(&self, inv: &mut Inventory) -> Result<()> {
         let accounts = self.list_private("accounts")?;
         if accounts.is_none() {
             inv.unreadable.push("accounts");
@@ -919,7 +926,7 @@ impl Store {
                 }
             }
         }
-        Ok((inv, links))
+        Ok(())
     }
 
     /// Reads where the `live/` links point, from the live-link cache while `live/` is

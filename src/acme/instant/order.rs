@@ -13,6 +13,35 @@ use crate::acme::error::{ALREADY_REVOKED, problem_of};
 use crate::acme::{AcmeError, Chains, Issued, Issuer, OrderOptions, Responder};
 use crate::name::Hostname;
 
+impl InstantSession {
+    /// `profile` if the CA offers it. A profile the CA no longer lists (CAs retire profiles)
+    /// is not worth failing the target over: the certificate comes from the CA's default
+    /// profile instead (`None`, with a warning), and the planner, which compares the
+    /// target's profile with the one asked for, does not order again on every run because
+    /// of it.
+    fn offered_profile<'a>(&self, profile: Option<&'a str>) -> Option<&'a str> {
+        match profile {
+            Some(p) if !self.account.profiles().any(|m| m.name == p) => {
+                let mut offered: Vec<String> =
+                    self.account.profiles().map(|m| m.name.to_owned()).collect();
+                // instant-acme keeps them in a hash map: name them in a stable order.
+                offered.sort();
+                tracing::warn!(
+                    "request.profile {p:?} is not offered by {} (its directory offers: {}); ordering with the CA's default profile",
+                    self.directory_url,
+                    if offered.is_empty() {
+                        "no profiles".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                );
+                None
+            }
+            other => other,
+        }
+    }
+}
+
 impl Issuer for InstantSession {
     async fn issue(
         &self,
@@ -34,29 +63,7 @@ impl Issuer for InstantSession {
                 None => Identifier::Dns(n.to_string()),
             })
             .collect();
-        // A profile the CA no longer lists (CAs retire profiles) is not worth failing the
-        // target over: the certificate comes from the CA's default profile instead, and the
-        // planner, which compares the target's profile with the one asked for, does not
-        // order again on every run because of it.
-        let profile = match profile {
-            Some(p) if !self.account.profiles().any(|m| m.name == p) => {
-                let mut offered: Vec<String> =
-                    self.account.profiles().map(|m| m.name.to_owned()).collect();
-                // instant-acme keeps them in a hash map: name them in a stable order.
-                offered.sort();
-                tracing::warn!(
-                    "request.profile {p:?} is not offered by {} (its directory offers: {}); ordering with the CA's default profile",
-                    self.directory_url,
-                    if offered.is_empty() {
-                        "no profiles".to_owned()
-                    } else {
-                        offered.join(", ")
-                    }
-                );
-                None
-            }
-            other => other,
-        };
+        let profile = self.offered_profile(profile);
         // A challenge the responder cannot use as the CA sent it (a token a hook would take
         // for an option) gets a bounded number of fresh orders, with fresh authorizations.
         let identifiers = &identifiers;

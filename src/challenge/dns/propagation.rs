@@ -67,16 +67,7 @@ pub async fn wait_propagated(
     })??;
     let qname = to_name(&owner)?;
 
-    let mut state = Rounds {
-        pending: Vec::new(),
-        served: vec![false; servers.len()],
-        unreachable: Vec::new(),
-    };
-    for (i, ns) in servers.iter().enumerate() {
-        state
-            .pending
-            .extend(ns.addresses.iter().map(|a| (i, *a, String::new())));
-    }
+    let mut state = Rounds::new(&servers);
     let mut pause = FIRST_PAUSE;
     loop {
         let timeout = resolver
@@ -160,6 +151,19 @@ struct Rounds {
 }
 
 impl Rounds {
+    /// Every address of every server still to be confirmed.
+    fn new(servers: &[Nameserver]) -> Self {
+        Rounds {
+            pending: servers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, ns)| ns.addresses.iter().map(move |a| (i, *a, String::new())))
+                .collect(),
+            served: vec![false; servers.len()],
+            unreachable: Vec::new(),
+        }
+    }
+
     /// Asks every pending address at once (each for at most `timeout`); those that still
     /// lag stay pending, in a stable order.
     async fn ask_all(&mut self, qname: &Name, value: &str, timeout: Duration) {
