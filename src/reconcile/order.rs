@@ -72,18 +72,7 @@ pub(super) async fn obtain<C: Connector>(
     for job in jobs {
         groups.entry(job.order.ca.clone()).or_default().push(job);
     }
-    let mut settle = Settle {
-        store,
-        world,
-        now,
-        round: 0,
-        // A fleet node too: the fleet's lock is per target and attempt, and the next CA's
-        // attempt claims it again (see order_task).
-        fall_overs: true,
-        report,
-        next: Groups::new(),
-        new_certs: Vec::new(),
-    };
+    let mut settle = Settle::new((store, world), now, report);
     // Round 0 orders every target from its provider; round n asks the n-th fallback of the
     // targets whose CA could not issue in the round before.
     while !groups.is_empty() {
@@ -104,17 +93,6 @@ pub(super) async fn obtain<C: Connector>(
                         settle.fail(&job.t, &failed);
                     }
                 }
-                Err(e) if opts.gate.is_some() => {
-                    if let (Some(g), Some(until)) = (
-                        &opts.gate,
-                        crate::acme::pace::ca_wide_until(&e, &[], opts.clock.now_utc()),
-                    ) {
-                        // E.g. too many registrations from this address: no node registers
-                        // there until the CA's time.
-                        g.slowed(&ca.provider, until).await;
-                    }
-                    settle.account_failed(&ca, group, e)
-                }
                 Ok((session, account_id)) => {
                     let account_id = Arc::new(account_id);
                     let provider = Arc::new(ca.provider.clone());
@@ -124,7 +102,17 @@ pub(super) async fn obtain<C: Connector>(
                         }),
                     );
                 }
-                Err(e) => settle.account_failed(&ca, group, e),
+                Err(e) => {
+                    if let Some(g) = &opts.gate
+                        && let Some(until) =
+                            crate::acme::pace::ca_wide_until(&e, &[], opts.clock.now_utc())
+                    {
+                        // E.g. too many registrations from this address: no node of the
+                        // fleet registers there until the CA's time.
+                        g.slowed(&ca.provider, until).await;
+                    }
+                    settle.account_failed(&ca, group, e)
+                }
             }
         }
         // Each task is created when a slot frees up, so memory stays flat.
@@ -401,7 +389,27 @@ struct Settle<'a> {
     new_certs: Vec<CertSummary>,
 }
 
-impl Settle<'_> {
+impl<'a> Settle<'a> {
+    /// Outcomes of round 0 (the targets' own providers) of a run at `now`.
+    fn new(
+        (store, world): (&'a Store, &'a World),
+        now: OffsetDateTime,
+        report: &'a mut Report,
+    ) -> Self {
+        Settle {
+            store,
+            world,
+            now,
+            round: 0,
+            // A fleet node too: the fleet's lock is per target and attempt, and the next CA's
+            // attempt claims it again (see order_task).
+            fall_overs: true,
+            report,
+            next: Groups::new(),
+            new_certs: Vec::new(),
+        }
+    }
+
     /// No account session at `ca` for `group`: each target falls over to its next CA when
     /// that helps (at a fallback, an account that cannot be had — terms not agreed to, no EAB
     /// — is a reason to ask the next one too), else fails, backing off only for a rate limit
