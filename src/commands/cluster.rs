@@ -634,7 +634,9 @@ pub fn agent(settings: &Settings) -> Result<ExitCode> {
         webroots: t.challenge.webroot_paths.clone(),
         listen,
     };
-    let rt = super::runtime()?;
+    // As a run's: the agent's first link is a whole sync (file work on this thread), which
+    // must not hold up its lease's keep-alive or the http-01 responders it serves.
+    let rt = fleet_runtime()?;
     rt.block_on(async {
         let fleet = cluster::connect(conf).await?;
         fleet.check_initialised().await?;
