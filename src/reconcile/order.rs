@@ -316,30 +316,41 @@ fn order_task<S: Issuer + 'static>(
         if let Ok(s) = &res {
             first_window(&store, &*session, s, clock.now_utc()).await;
         }
-        let res = match (&gate, res) {
-            (None, res) => res.map(Some),
-            (Some(g), Ok(s)) => match g.finish(&job.t.file, Ok(&s.id)).await {
-                Ok(()) => Ok(Some(s)),
-                Err(e) => Err((Failure::local(crate::cause::render(&e)), None)),
-            },
-            (Some(g), Err((failed, why))) => {
-                // The failure is the target's either way; the fleet's record is best effort.
-                // A target that goes on to its next CA now is not backing off: the fleet's
-                // record must not keep the next CA's attempt (or another node's) waiting.
-                let falls_over = why.is_some() && job.t.fallback_providers.len() > round;
-                let shared = match falls_over {
-                    true => Failure {
-                        backoff: Backoff::No,
-                        retry_at: None,
-                        ..failed.clone()
-                    },
-                    false => failed.clone(),
-                };
-                let _ = g.finish(&job.t.file, Err(&shared)).await;
-                Err((failed, why))
-            }
-        };
+        let res = tell_fleet(gate.as_deref(), &job, round, res).await;
         (job, provider, res)
+    }
+}
+
+/// On a fleet node (`gate`), the fleet told how the attempt at `job` in round `round` ended;
+/// the outcome as the task reports it.
+async fn tell_fleet(
+    gate: Option<&dyn super::OrderGate>,
+    job: &Job,
+    round: usize,
+    res: Result<CertSummary, (Failure, Option<failover::FallOver>)>,
+) -> Result<Option<CertSummary>, (Failure, Option<failover::FallOver>)> {
+    match (gate, res) {
+        (None, res) => res.map(Some),
+        (Some(g), Ok(s)) => match g.finish(&job.t.file, Ok(&s.id)).await {
+            Ok(()) => Ok(Some(s)),
+            Err(e) => Err((Failure::local(crate::cause::render(&e)), None)),
+        },
+        (Some(g), Err((failed, why))) => {
+            // The failure is the target's either way; the fleet's record is best effort.
+            // A target that goes on to its next CA now is not backing off: the fleet's
+            // record must not keep the next CA's attempt (or another node's) waiting.
+            let falls_over = why.is_some() && job.t.fallback_providers.len() > round;
+            let shared = match falls_over {
+                true => Failure {
+                    backoff: Backoff::No,
+                    retry_at: None,
+                    ..failed.clone()
+                },
+                false => failed.clone(),
+            };
+            let _ = g.finish(&job.t.file, Err(&shared)).await;
+            Err((failed, why))
+        }
     }
 }
 

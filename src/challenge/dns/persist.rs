@@ -211,7 +211,7 @@ pub async fn precheck(
     wanted: &crate::acme::PersistWanted,
     now: i64,
 ) -> std::result::Result<Option<i64>, String> {
-    use crate::acme::persist::{Wanted, judge};
+    use crate::acme::persist::Wanted;
     let which = format!("{}{}", if ch.wildcard { "*." } else { "" }, ch.identifier);
     let hint = format!("'acmekeep persist-record {which}' prints the record to publish",);
     let name = match Hostname::parse(&ch.record_name) {
@@ -237,24 +237,11 @@ pub async fn precheck(
         wildcard: ch.wildcard,
         at: now + VALIDATION_SLACK,
     };
-    let mut problems = Vec::new();
-    let mut silent = Vec::new();
-    let mut until: Option<Option<i64>> = None;
-    for a in &answers {
-        match &a.outcome {
-            Err(e) => silent.push(format!("{} {e}", a.server)),
-            Ok(found) => match judge(&found.values, found.nxdomain, w) {
-                Ok(u) => {
-                    until = Some(match (until, u) {
-                        (Some(Some(a)), Some(b)) => Some(a.min(b)),
-                        (Some(Some(a)), None) => Some(a),
-                        (_, u) => u,
-                    });
-                }
-                Err(p) => problems.push((a.server.clone(), p)),
-            },
-        }
-    }
+    let Judged {
+        problems,
+        silent,
+        until,
+    } = judge_answers(&answers, w);
     if let Some((server, p)) = problems.first() {
         let more = match problems.len() {
             1 => String::new(),
@@ -292,6 +279,42 @@ pub async fn precheck(
         );
     }
     Ok(until.flatten())
+}
+
+/// What the servers' answers about a dns-persist-01 record came to.
+struct Judged {
+    /// The servers serving a record the CA would not accept, and why.
+    problems: Vec<(String, crate::acme::persist::PersistProblem)>,
+    /// The servers that did not answer, each with why.
+    silent: Vec<String>,
+    /// The earliest `persistUntil` of the usable records (`Some(None)`: no limit); `None`
+    /// when no server answered.
+    until: Option<Option<i64>>,
+}
+
+/// Judges each server's answer with [`crate::acme::persist::judge`].
+fn judge_answers(answers: &[TxtAnswer], w: crate::acme::persist::Wanted<'_>) -> Judged {
+    let mut j = Judged {
+        problems: Vec::new(),
+        silent: Vec::new(),
+        until: None,
+    };
+    for a in answers {
+        match &a.outcome {
+            Err(e) => j.silent.push(format!("{} {e}", a.server)),
+            Ok(found) => match crate::acme::persist::judge(&found.values, found.nxdomain, w) {
+                Ok(u) => {
+                    j.until = Some(match (j.until, u) {
+                        (Some(Some(a)), Some(b)) => Some(a.min(b)),
+                        (Some(Some(a)), None) => Some(a),
+                        (_, u) => u,
+                    });
+                }
+                Err(p) => j.problems.push((a.server.clone(), p)),
+            },
+        }
+    }
+    j
 }
 
 /// What [`replace`] did.
