@@ -313,9 +313,15 @@ fn a_short_rate_limit_at_the_preferred_ca_is_waited_out_there() {
     let run = acmekeep(&cas.state, &["want", NAME]);
     run.assert_success();
     assert!(!run.stderr.contains("ordering from"), "{}", run.describe());
+    // One refusal, then the order sent again; a new order Pebble refuses for a stale nonce
+    // (its realism) or one placed afresh for a token beginning with '-' may follow it.
     let attempts = cas.a_proxy.order_attempts();
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert!(attempts[0].rate_limited && !attempts[1].rate_limited);
+    assert!(attempts.len() >= 2, "{attempts:#?}");
+    assert!(attempts[0].rate_limited, "{attempts:#?}");
+    assert!(
+        attempts[1..].iter().all(|a| !a.rate_limited),
+        "{attempts:#?}"
+    );
     assert!(
         attempts[1].at >= attempts[0].at + std::time::Duration::from_secs(2),
         "sent again only after the CA's Retry-After: {attempts:#?}"
