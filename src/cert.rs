@@ -125,17 +125,42 @@ impl CertSet {
         }
     }
 
-    /// Certificates that may satisfy `target`: those carrying its first name.
-    fn candidates<'a>(&'a self, target: &Target) -> Box<dyn Iterator<Item = &'a CertSummary> + 'a> {
+    /// How many certificates there are.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// The certificate at position `i` ([`best_position`]); positions never change, as
+    /// certificates are only added.
+    pub fn at(&self, i: usize) -> Option<&CertSummary> {
+        self.certs.get(i)
+    }
+
+    /// The position of the certificate `id` ([`CertSet::at`]).
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Certificates that may satisfy `target`, with their positions: those carrying its
+    /// first name.
+    fn candidates<'a>(
+        &'a self,
+        target: &Target,
+    ) -> Box<dyn Iterator<Item = (usize, &'a CertSummary)> + 'a> {
         match target.satisfy_names.first() {
             Some(first) => Box::new(
                 self.by_name
                     .get(first.as_str())
                     .into_iter()
                     .flatten()
-                    .map(|&i| &self.certs[i]),
+                    .map(|&i| (i, &self.certs[i])),
             ),
-            None => Box::new(self.certs.iter()),
+            None => Box::new(self.certs.iter().enumerate()),
         }
     }
 }
@@ -160,10 +185,17 @@ pub fn best_cert<'a>(
     certs: &'a CertSet,
     now: OffsetDateTime,
 ) -> Option<&'a CertSummary> {
+    best_position(target, certs, now).and_then(|i| certs.at(i))
+}
+
+/// [`best_cert`]'s position in `certs` ([`CertSet::at`]): what a verdict keeps, so that ten
+/// thousand verdicts do not each copy a certificate id.
+pub fn best_position(target: &Target, certs: &CertSet, now: OffsetDateTime) -> Option<usize> {
     certs
         .candidates(target)
-        .filter(|c| c.not_before <= now && satisfies(c, target))
-        .max_by(|a, b| newer(a, b))
+        .filter(|(_, c)| c.not_before <= now && satisfies(c, target))
+        .max_by(|(_, a), (_, b)| newer(a, b))
+        .map(|(i, _)| i)
 }
 
 /// The order [`best_cert`] maximises.

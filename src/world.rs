@@ -10,7 +10,7 @@
 //! certificates are moved out of the inventory into [`World::certs`], never copied: at ten
 //! thousand targets the world is the command's largest value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -110,10 +110,11 @@ pub struct World {
     /// [`Scope::records`], else those the plan asked for ([`World::load_needs`]); `None`:
     /// not read. Empty when none was read.
     pub records: Vec<Option<TargetRecord>>,
-    /// Certificate id → the CA that issued it (`None`: not recorded), read for the
-    /// certificates the plan asked about ([`Needs::issuers`]). The CAs are few and shared
-    /// ([`World::load_needs`] interns them): one copy of each URL, not one per certificate.
-    pub issuers: BTreeMap<String, Option<Arc<str>>>,
+    /// The CA that issued each certificate, by its position in `certs` ([`CertSet::at`]),
+    /// read for the certificates the plan asked about ([`Needs::issuers`]): see
+    /// [`World::issuer`]. The CAs are few and shared ([`World::note_issuer`] interns them):
+    /// one copy of each URL, not one per certificate, and no copy of the certificate ids.
+    pub issuers: Vec<Option<Option<Arc<str>>>>,
     /// CA → whether its directory lately offered no `renewalInfo` (a stamp younger than a
     /// day), read for the CAs the plan asked about.
     pub no_ari: BTreeMap<String, bool>,
@@ -173,17 +174,7 @@ impl World {
                 .collect();
         }
         if scope.ari {
-            // Cached windows only: loading never asks the CA.
-            world.ari = world
-                .certs
-                .iter()
-                .filter_map(|s| store.ari_record(&s.id).map(|r| (s.id.clone(), r)))
-                .collect();
-            world.ari_backoff = world
-                .certs
-                .iter()
-                .filter_map(|s| store.ari_backoff(&s.id).map(|b| (s.id.clone(), b)))
-                .collect();
+            world.load_ari(store);
         }
         if scope.records {
             world.records = read_records(store, &world.targets)
@@ -207,6 +198,27 @@ impl World {
             );
         }
         Ok(world)
+    }
+
+    /// Reads the cached renewal information and the backoffs of the complete certificates
+    /// (cached windows only: loading never asks the CA). The cache is listed once and only
+    /// the files there are read (not two lookups per certificate).
+    fn load_ari(&mut self, store: &Store) {
+        let (records, backoffs) = store.ari_cached_ids().unwrap_or_else(|| {
+            let all: BTreeSet<String> = self.certs.iter().map(|s| s.id.clone()).collect();
+            (all.clone(), all)
+        });
+        let ours = |id: &String| self.certs.position(id).is_some();
+        self.ari = records
+            .into_iter()
+            .filter(ours)
+            .filter_map(|id| store.ari_record(&id).map(|r| (id, r)))
+            .collect();
+        self.ari_backoff = backoffs
+            .into_iter()
+            .filter(ours)
+            .filter_map(|id| store.ari_backoff(&id).map(|b| (id, b)))
+            .collect();
     }
 
     /// Adds `desired/<file>`, just written, resolved exactly as a load resolves it: into
@@ -242,9 +254,9 @@ impl World {
 pub struct Needs {
     /// Targets (indexes) whose run record decides whether they are ordered for.
     pub records: Vec<usize>,
-    /// Certificates whose issuing CA decides where their renewal information is asked and
-    /// whether an order may name them as replaced.
-    pub issuers: Vec<String>,
+    /// Certificates (positions in [`World::certs`]) whose issuing CA decides where their
+    /// renewal information is asked and whether an order may name them as replaced.
+    pub issuers: Vec<usize>,
     /// CAs whose "no renewalInfo" stamp decides whether they are asked.
     pub ari_stamps: Vec<String>,
 }
@@ -304,24 +316,59 @@ impl World {
                 *slot = Some(store.target_record(&t.file));
             }
         }
-        let mut cas: Vec<Arc<str>> = Vec::new();
-        for ca in self.issuers.values().flatten() {
-            if !cas.contains(ca) {
-                cas.push(ca.clone());
+        if !needs.issuers.is_empty() {
+            // The CAs are few: one copy of each, and each account's directory URL decoded
+            // once, not once per certificate ordered with it.
+            let mut cas: Vec<Arc<str>> = Vec::new();
+            for ca in self.issuers.iter().flatten().flatten() {
+                if !cas.contains(ca) {
+                    cas.push(ca.clone());
+                }
             }
-        }
-        for id in &needs.issuers {
-            if self.issuers.contains_key(id) {
-                continue;
+            let mut parts: Vec<(String, Option<Arc<str>>)> = Vec::new();
+            for &i in &needs.issuers {
+                let Some(c) = self.certs.at(i) else { continue };
+                if self.issuer(i).is_some() {
+                    continue;
+                }
+                let ca = store.cert_account(&c.id).and_then(|account| {
+                    let (part, _key) = account.rsplit_once('/')?;
+                    if let Some((_, ca)) = parts.iter().find(|(p, _)| p == part) {
+                        return ca.clone();
+                    }
+                    let ca = crate::store::layout::directory_url_from_part(part)
+                        .map(|url| intern(&mut cas, url));
+                    parts.push((part.to_owned(), ca.clone()));
+                    ca
+                });
+                self.note_issuer(i, ca);
             }
-            let issuer = store.cert_provider(id).map(|p| intern(&mut cas, p));
-            self.issuers.insert(id.clone(), issuer);
         }
         for p in &needs.ari_stamps {
             self.no_ari
                 .entry(p.clone())
                 .or_insert_with(|| store.provider_lacks_ari(p, now));
         }
+    }
+}
+
+impl World {
+    /// The CA that issued the certificate at position `cert` of [`World::certs`]: `None`
+    /// while not read ([`Needs::issuers`]), `Some(None)` when it was not recorded.
+    pub fn issuer(&self, cert: usize) -> Option<Option<&str>> {
+        self.issuers
+            .get(cert)
+            .and_then(Option::as_ref)
+            .map(Option::as_deref)
+    }
+
+    /// Records that the certificate at position `cert` was issued by `ca` (`None`: not
+    /// recorded).
+    pub fn note_issuer(&mut self, cert: usize, ca: Option<Arc<str>>) {
+        if self.issuers.len() <= cert {
+            self.issuers.resize(self.certs.len().max(cert + 1), None);
+        }
+        self.issuers[cert] = Some(ca);
     }
 }
 

@@ -267,7 +267,7 @@ impl Loaded {
             .live_names()
             .filter(|n| self.inv.live.contains_key(n))
             .collect();
-        let best = p.best.as_deref().and_then(|id| self.summaries.get(id));
+        let best = p.best_in(&self.summaries);
         let state = facts::target_state(p, &rec);
         let certificate = best.map(|s| CertDoc {
             id: &s.id,
@@ -348,7 +348,7 @@ impl Loaded {
 
     /// The certificate a target whose verdict is `p` uses, if any.
     fn best(&self, p: &TargetPlan) -> Option<&cert::CertSummary> {
-        p.best.as_deref().and_then(|id| self.summaries.get(id))
+        p.best_in(&self.summaries)
     }
 
     /// The warnings of the standing dns-persist-01 records the listed targets' certificates

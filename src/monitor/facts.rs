@@ -210,7 +210,7 @@ impl Facts {
 
     fn target<'a>(&'a self, i: usize, t: &'a Target) -> TargetFacts<'a> {
         let p = &self.verdicts[i];
-        let cert = p.best.as_deref().and_then(|id| self.world.certs.get(id));
+        let cert = p.best_in(&self.world.certs);
         let record = self.world.record(i).cloned().unwrap_or_default();
         TargetFacts {
             file: &t.file,
@@ -277,7 +277,7 @@ mod tests {
         ];
         for (has_cert, needs, waiting, failures, limited, want) in table {
             let p = plan::TargetPlan {
-                best: has_cert.then(|| "cert".to_owned()),
+                best: has_cert.then_some(0),
                 renew_at: None,
                 needs_request: needs,
                 next_due: waiting.map(|_| until),

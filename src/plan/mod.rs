@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::cert::{CertSet, CertSummary, best_cert};
+use crate::cert::{CertSet, CertSummary, best_cert, best_position};
 use crate::target::Target;
 use crate::world::World;
 
@@ -105,8 +105,9 @@ pub fn plan(world: &World, now: OffsetDateTime, policy: &Policy) -> Plan {
 /// The planner's verdict for one target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetPlan {
-    /// Best satisfying certificate, if any.
-    pub best: Option<String>,
+    /// Best satisfying certificate, if any: its position in the world's certificates
+    /// ([`TargetPlan::best_in`]), not a copy of its id.
+    pub best: Option<usize>,
     /// When `best` becomes due for renewal.
     pub renew_at: Option<OffsetDateTime>,
     /// A new certificate must be requested now.
@@ -117,6 +118,13 @@ pub struct TargetPlan {
     /// A due target whose run record says it waits (backoff, or the CA's rate): until when
     /// and why ([`backoff::gate`]). `None` also while its record is not read.
     pub waiting: Option<backoff::Waiting>,
+}
+
+impl TargetPlan {
+    /// The best satisfying certificate, out of `certs` (those the verdict was decided on).
+    pub fn best_in<'a>(&self, certs: &'a CertSet) -> Option<&'a CertSummary> {
+        self.best.and_then(|i| certs.at(i))
+    }
 }
 
 /// Decides whether `target` needs a new certificate at `now`, by the local rule alone.
@@ -132,8 +140,8 @@ pub fn plan_target_ari(
     now: OffsetDateTime,
     ari: &BTreeMap<String, ari::AriRecord>,
 ) -> TargetPlan {
-    match best_cert(target, certs, now) {
-        Some(best) => {
+    match best_position(target, certs, now).and_then(|i| Some((i, certs.at(i)?))) {
+        Some((position, best)) => {
             let renew_at = ari::due_at(
                 best,
                 target.margin_days,
@@ -149,7 +157,7 @@ pub fn plan_target_ari(
             };
             let needs_request = now >= renew_at;
             TargetPlan {
-                best: Some(best.id.clone()),
+                best: Some(position),
                 renew_at: Some(renew_at),
                 needs_request,
                 next_due: Some(if needs_request { now } else { renew_at }),
@@ -348,12 +356,13 @@ mod tests {
             let mut t = target("t", "satisfy:\n  names: [a.b]\n");
             t.margin_days = margin;
             let c = cert("c", &["a.b"], T0, life);
-            let p = plan_target(&t, &CertSet::from(vec![c]), T0 + Duration::days(after));
+            let set = CertSet::from(vec![c]);
+            let p = plan_target(&t, &set, T0 + Duration::days(after));
             assert_eq!(
                 p.needs_request, due,
                 "life={life} margin={margin} after={after}"
             );
-            assert_eq!(p.best.as_deref(), Some("c"));
+            assert_eq!(p.best_in(&set).map(|c| c.id.as_str()), Some("c"));
         }
     }
 
@@ -493,7 +502,7 @@ mod tests {
         let now = T0 + Duration::days(11);
         assert_eq!(best_cert(&t, &set, now).map(|c| c.id.as_str()), Some("new"));
         let p = plan_target(&t, &set, T0 + Duration::days(11));
-        assert_eq!(p.best.as_deref(), Some("new"));
+        assert_eq!(p.best_in(&set).map(|c| c.id.as_str()), Some("new"));
         assert!(!p.needs_request, "{p:?}");
         let relinks = plan_relinks(std::slice::from_ref(&t), &set, &BTreeMap::new(), now);
         assert_eq!(relinks[0].cert_id, "new");
@@ -598,7 +607,7 @@ mod tests {
             Some("working")
         );
         let p = plan_target(&t, &set, now);
-        assert_eq!(p.best.as_deref(), Some("working"));
+        assert_eq!(p.best_in(&set).map(|c| c.id.as_str()), Some("working"));
         let mut current = BTreeMap::new();
         current.insert("a.b".to_owned(), "future".to_owned());
         assert_eq!(

@@ -160,16 +160,36 @@ pub fn unknown_selectors<'a>(world: &World, only: &'a [String]) -> Vec<&'a str> 
         .collect()
 }
 
-/// The ARI id an order at `provider` names as replaced for the certificate `best`: only when
-/// that CA issued it (or its issuer is unknown) and gave it a window (RFC 9773 §5), so the
-/// CA knows it. `None` also while the issuer is not read yet (see [`Needs::issuers`]).
-pub fn replaces(world: &World, best: &CertSummary, provider: &str) -> Option<String> {
-    let issuer = world.issuers.get(&best.id)?;
+/// The ARI id an order at `provider` names as replaced for the certificate `best` (its
+/// position in [`World::certs`]): only when that CA issued it (or its issuer is unknown) and
+/// gave it a window (RFC 9773 §5), so the CA knows it. `None` also while the issuer is not
+/// read yet (see [`Needs::issuers`]).
+pub fn replaces(world: &World, best: usize, provider: &str) -> Option<String> {
+    let issuer = world.issuer(best)?;
+    let id = &world.certs.at(best)?.id;
     issuer
-        .as_deref()
         .is_none_or(|p| p == provider)
-        .then(|| world.ari.get(&best.id).map(|r| r.ari_id.clone()))
+        .then(|| world.ari.get(id).map(|r| r.ari_id.clone()))
         .flatten()
+}
+
+/// The CAs whose renewal information can be asked: those this machine has an account at
+/// (the questions go through its login, see `account::accounts_for`: an account at
+/// Let's Encrypt's old v1 directory serves its current one).
+pub fn askable_cas(world: &World) -> Vec<&str> {
+    let mut cas: Vec<&str> = Vec::new();
+    for a in &world.inv.accounts {
+        let ca = a.directory_url.as_str();
+        for ca in [ca, crate::target::DEFAULT_PROVIDER] {
+            if !cas.contains(&ca) {
+                cas.push(ca);
+            }
+            if a.directory_url != crate::target::LE_V1_PROVIDER {
+                break;
+            }
+        }
+    }
+    cas
 }
 
 /// Decides the work of a run over `world` at `now`, given each target's verdict `verdicts`
@@ -202,21 +222,21 @@ pub(super) fn work(
             w.deferred.push(Deferral { target: i, why });
             continue;
         }
-        let best = v.best.as_deref().and_then(|id| world.certs.get(id));
-        if let Some(b) = best
-            && !world.issuers.contains_key(&b.id)
+        if let Some(b) = v.best
+            && world.issuer(b).is_none()
         {
-            w.needs.issuers.push(b.id.clone());
+            w.needs.issuers.push(b);
         }
-        w.orders.push(order(world, i, best));
+        w.orders.push(order(world, i, v.best));
     }
     // Stable: targets keep their file order within a CA.
     w.orders.sort_by(|a, b| a.ca.cmp(&b.ca));
     w
 }
 
-/// The order for target `i`, whose certificate in use is `best`.
-fn order(world: &World, i: usize, best: Option<&CertSummary>) -> Order {
+/// The order for target `i`, whose certificate in use is `best` (a position in
+/// [`World::certs`]).
+fn order(world: &World, i: usize, best: Option<usize>) -> Order {
     let t = &world.targets[i];
     Order {
         target: i,
@@ -269,9 +289,13 @@ fn downloads(world: &World) -> Vec<Download> {
 
 /// The renewal information to ask: each target's certificate in use (once), if it has an ARI
 /// id, has not expired, its cached answer is due for a refresh ([`ari::fetch_due`]) and no
-/// backoff after unusable answers holds it ([`ari::backoff_passed`]), at
-/// the CA that issued it, unless that CA lately had no `renewalInfo`. Every target, selected
-/// or not: the answers are cached for the next runs.
+/// backoff after unusable answers holds it ([`ari::backoff_passed`]), at the CA that issued
+/// it, if this machine has an account there ([`askable_cas`]) and that CA did not lately lack
+/// `renewalInfo`. Every target, selected or not: the answers are cached for the next runs.
+///
+/// The stamps of the askable CAs (a few small files) are asked for before the issuers (a
+/// read per certificate): when every askable CA lately lacked `renewalInfo`, as Pebble's
+/// do, nothing can be asked and no issuer is read.
 fn renewal_queries(
     world: &World,
     verdicts: &[super::TargetPlan],
@@ -279,25 +303,50 @@ fn renewal_queries(
     w: &mut Work,
 ) {
     let mut seen = std::collections::HashSet::new();
-    let mut by_ca: std::collections::BTreeMap<CaKey, Vec<(String, String)>> = Default::default();
+    let mut due: Vec<(&Target, usize, &CertSummary, &String)> = Vec::new();
     for (t, v) in world.targets.iter().zip(verdicts) {
-        let Some(best) = v.best.as_deref().and_then(|id| world.certs.get(id)) else {
+        let Some((i, best)) = v.best.and_then(|i| Some((i, world.certs.at(i)?))) else {
             continue;
         };
         let Some(ari_id) = &best.ari_id else { continue };
         if now >= best.not_after
             || !ari::fetch_due(world.ari.get(&best.id), now)
             || !ari::backoff_passed(world.ari_backoff.get(&best.id), now)
-            || !seen.insert(best.id.as_str())
+            || !seen.insert(i)
         {
             continue;
         }
-        let Some(issuer) = world.issuers.get(&best.id) else {
-            w.needs.issuers.push(best.id.clone());
+        due.push((t, i, best, ari_id));
+    }
+    if due.is_empty() {
+        return;
+    }
+    let askable = askable_cas(world);
+    for ca in &askable {
+        if !world.no_ari.contains_key(*ca) {
+            w.needs.ari_stamps.push((*ca).to_owned());
+        }
+    }
+    if !w.needs.ari_stamps.is_empty()
+        || askable
+            .iter()
+            .all(|ca| world.no_ari.get(*ca) == Some(&true))
+    {
+        return;
+    }
+    let mut by_ca: std::collections::BTreeMap<CaKey, Vec<(String, String)>> = Default::default();
+    for (t, i, best, ari_id) in due {
+        let Some(issuer) = world.issuer(i) else {
+            w.needs.issuers.push(i);
             continue;
         };
+        let provider = issuer.unwrap_or(&t.provider);
+        if world.no_ari.get(provider) != Some(&false) {
+            // No account there (every askable CA's stamp is read), or no renewalInfo lately.
+            continue;
+        }
         let ca = CaKey {
-            provider: issuer.as_deref().unwrap_or(&t.provider).to_owned(),
+            provider: provider.to_owned(),
             roots: t.provider_ca_bundle.clone(),
         };
         by_ca
@@ -305,13 +354,10 @@ fn renewal_queries(
             .or_default()
             .push((best.id.clone(), ari_id.clone()));
     }
-    for (ca, certs) in by_ca {
-        match world.no_ari.get(&ca.provider) {
-            None => w.needs.ari_stamps.push(ca.provider),
-            Some(true) => {}
-            Some(false) => w.renewal_info.push(RenewalQuery { ca, certs }),
-        }
-    }
+    w.renewal_info = by_ca
+        .into_iter()
+        .map(|(ca, certs)| RenewalQuery { ca, certs })
+        .collect();
 }
 
 #[cfg(test)]
@@ -350,6 +396,14 @@ mod tests {
             revoked: false,
             profile: None,
             ari_id: ari.then(|| format!("ari.{id}")),
+        }
+    }
+
+    fn account(directory_url: &str, id: &str) -> AccountRecord {
+        AccountRecord {
+            directory_url: directory_url.into(),
+            id: id.into(),
+            key_path: "/nonexistent".into(),
         }
     }
 
@@ -395,10 +449,10 @@ mod tests {
                     .map(|(_, r)| r.clone());
                 w.records[i] = Some(rec.unwrap_or_default());
             }
-            for id in &p.work.needs.issuers {
+            for &i in &p.work.needs.issuers {
+                let id = &w.certs.at(i).expect("a certificate").id;
                 let found = issuers.iter().find(|(c, _)| c == id).and_then(|(_, p)| *p);
-                w.issuers
-                    .insert(id.clone(), found.map(std::sync::Arc::from));
+                w.note_issuer(i, found.map(std::sync::Arc::from));
             }
             for ca in &p.work.needs.ari_stamps {
                 let lacks = stamps.iter().any(|(c, l)| c == ca && *l);
@@ -615,6 +669,7 @@ mod tests {
                 cert("ci", "i.j", 10, true),
             ],
         );
+        w.inv.accounts = vec![account(CA, "ca/k"), account(OTHER, "other/k")];
         // g.h's window was asked an hour ago and the CA said to come back in a day.
         w.ari.insert(
             "cg".into(),
@@ -646,7 +701,10 @@ mod tests {
         );
         // Only the certificates the queries depend on had their issuer read, and the expired
         // one, which is due: its order may name it as replaced.
-        let read: Vec<&str> = w.issuers.keys().map(String::as_str).collect();
+        let read: Vec<&str> = (0..w.certs.len())
+            .filter(|&i| w.issuer(i).is_some())
+            .filter_map(|i| Some(w.certs.at(i)?.id.as_str()))
+            .collect();
         assert_eq!(read, ["ca", "cc", "ci"]);
         assert_eq!(
             p.work.orders.iter().map(|o| o.target).collect::<Vec<_>>(),
@@ -654,6 +712,58 @@ mod tests {
         );
         let stamps: Vec<&str> = w.no_ari.keys().map(String::as_str).collect();
         assert_eq!(stamps, [CA, OTHER]);
+    }
+
+    /// Regression: an idle run over 10,000 certificates from CAs without `renewalInfo`
+    /// (Pebble's) read which CA issued every one of them, a file per certificate, to learn
+    /// that none of those CAs could be asked. The few stamps of the CAs it has accounts at
+    /// are read first; when each lately lacked `renewalInfo`, no issuer is read.
+    #[test]
+    fn no_issuer_is_read_when_every_ca_with_an_account_lately_lacked_renewal_information() {
+        let now = T0 + Duration::days(20);
+        let targets = vec![
+            target("a", "satisfy:\n  names: [a.b]\n"),
+            target("c", "satisfy:\n  names: [c.d]\n"),
+        ];
+        let certs = vec![cert("ca", "a.b", 90, true), cert("cc", "c.d", 90, true)];
+        // (accounts at, CAs lately without renewalInfo, issuers read, CAs asked)
+        type Cas<'a> = &'a [&'a str];
+        let table: [(Cas, Cas, Cas, Cas); 5] = [
+            (&[CA, OTHER], &[CA, OTHER], &[], &[]),
+            (&[], &[], &[], &[]),
+            (&[CA, OTHER], &[OTHER], &["ca", "cc"], &[CA]),
+            (&[OTHER], &[], &["ca", "cc"], &[OTHER]),
+            (&[CA, OTHER], &[], &["ca", "cc"], &[CA, OTHER]),
+        ];
+        for (accounts, lacking, read, asked) in table {
+            let mut w = world(targets.clone(), certs.clone());
+            w.inv.accounts = accounts.iter().map(|ca| account(ca, "k")).collect();
+            let stamps: Vec<(&str, bool)> = lacking.iter().map(|ca| (*ca, true)).collect();
+            let p = settle(
+                &mut w,
+                now,
+                &[],
+                &[("ca", Some(CA)), ("cc", Some(OTHER))],
+                &stamps,
+            );
+            let got: Vec<&str> = (0..w.certs.len())
+                .filter(|&i| w.issuer(i).is_some())
+                .filter_map(|i| Some(w.certs.at(i)?.id.as_str()))
+                .collect();
+            assert_eq!(got, read, "{accounts:?} {lacking:?}");
+            let cas: Vec<&str> = p
+                .work
+                .renewal_info
+                .iter()
+                .map(|q| q.ca.provider.as_str())
+                .collect();
+            assert_eq!(cas, asked, "{accounts:?} {lacking:?}");
+            // Only the stamps of the CAs with an account are read.
+            let stamped: Vec<&str> = w.no_ari.keys().map(String::as_str).collect();
+            let mut want: Vec<&str> = accounts.to_vec();
+            want.sort_unstable();
+            assert_eq!(stamped, want);
+        }
     }
 
     #[test]
@@ -672,12 +782,7 @@ mod tests {
             ],
             vec![],
         );
-        let acct = |dir: &str, id: &str| AccountRecord {
-            directory_url: dir.into(),
-            id: id.into(),
-            key_path: "/nonexistent".into(),
-        };
-        w.inv.accounts = vec![acct(CA, "ca/k"), acct(OTHER, "other/k")];
+        w.inv.accounts = vec![account(CA, "ca/k"), account(OTHER, "other/k")];
         let uncached = |id: &str, account: Option<&str>| CertRecord {
             id: id.into(),
             url: Some(format!("https://ca.example/order/{id}")),

@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::hooks::{Event, HookRunner};
 use crate::interact::Interaction;
 use crate::plan::work::CaKey;
-use crate::plan::work::Why;
+use crate::plan::work::{Why, Work};
 use crate::plan::{self, Plan, Policy};
 use crate::store::run::ErrorKind;
 use crate::store::{CertState, Store};
@@ -250,22 +250,14 @@ pub async fn run_world<C: Connector>(
             unknown.join(", ")
         )));
     }
-    let mut report = Report::default();
-    for b in &world.broken {
-        let error = crate::cause::render(&b.error);
-        report.count(ErrorKind::InvalidTarget);
-        report.targets.push(TargetOutcome {
-            file: b.file.clone(),
-            names: Vec::new(),
-            result: Outcome::Failed(error),
-        });
-    }
+    let mut report = report_broken(&world);
     let policy = Policy {
         force: opts.force,
         run: true,
         only: opts.only.clone(),
         ..Policy::default()
     };
+    read_ca_stamps(&store, &mut world, now);
     let mut plan = settle(&store, &mut world, now, &policy);
     if !plan.work.downloads.is_empty() {
         let clock = (now, &*opts.clock);
@@ -278,8 +270,12 @@ pub async fn run_world<C: Connector>(
             &mut report,
         )
         .await;
-        drop(plan);
-        plan = settle(&store, &mut world, now, &policy);
+        // Planned again only when a certificate arrived: a failed download changes nothing
+        // the plan reads.
+        if !report.downloaded.is_empty() {
+            drop(plan);
+            plan = settle(&store, &mut world, now, &policy);
+        }
     }
     let mut sessions = Sessions::new();
     if !plan.work.renewal_info.is_empty() {
@@ -291,17 +287,54 @@ pub async fn run_world<C: Connector>(
         }
     }
     tracing::debug!("planned at {:.0?}", started.elapsed());
+    // Only the work is carried out: the verdicts (one per target) are dropped before the
+    // per-target reports are made, and the issuers read for the plan after the orders (a
+    // fallback's order asks whether it may name the replaced certificate); an idle run at
+    // 10,000 targets would otherwise hold them at its peak.
+    let (work, at) = (plan.work, plan.at);
+    drop(plan.targets);
     let ca = (connector, interaction, &sessions);
-    carry_out(&store, &mut world, &plan, ca, opts, &mut report).await;
+    carry_out(&store, &mut world, (&work, at), ca, opts, &mut report).await;
     tracing::debug!("planned and obtained at {:.0?}", started.elapsed());
-    // Carried out: the verdicts (one per target) and the issuers read for them are not
-    // needed by the end of the run, which allocates its own per-target reports; an idle
-    // run at 10,000 targets would hold both at its peak.
-    drop(plan);
+    drop(work);
     world.issuers = Default::default();
     finish(&store, world, opts, now, &mut report).await;
     tracing::debug!("reconciled in {:.0?}", started.elapsed());
     Ok(report)
+}
+
+/// A report with room for an outcome per target (and no more: a doubling vector would hold
+/// room for 16,384 at 10,000 targets), the broken target files' failures in it.
+fn report_broken(world: &World) -> Report {
+    let mut report = Report {
+        targets: Vec::with_capacity(world.targets.len() + world.broken.len()),
+        ..Report::default()
+    };
+    for b in &world.broken {
+        let error = crate::cause::render(&b.error);
+        report.count(ErrorKind::InvalidTarget);
+        report.targets.push(TargetOutcome {
+            file: b.file.clone(),
+            names: Vec::new(),
+            result: Outcome::Failed(error),
+        });
+    }
+    report
+}
+
+/// Reads the "no renewalInfo" stamps of the CAs renewal information could be asked at (one
+/// small file per CA with an account) into `world` before the first plan: a run with
+/// renewal information due needs them, and asking for them later costs a plan of every
+/// target.
+fn read_ca_stamps(store: &Store, world: &mut World, now: OffsetDateTime) {
+    let stamps = plan::work::Needs {
+        ari_stamps: plan::work::askable_cas(world)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        ..Default::default()
+    };
+    world.load_needs(store, &stamps, now);
 }
 
 /// Plans `world` at `now`, reading into it what the plan lacks until it lacks nothing (at
@@ -343,16 +376,14 @@ fn log_loaded(world: &World) {
 async fn carry_out<C: Connector>(
     store: &Arc<Store>,
     world: &mut World,
-    plan: &Plan,
+    (work, now): (&Work, OffsetDateTime),
     ca: (&C, &Interaction, &Sessions<<C::Ca as Ca>::Session>),
     opts: &Options,
     report: &mut Report,
 ) {
-    let now = plan.at;
     let (mut deferred, mut ordered) = (
-        plan.work.deferred.iter().peekable(),
-        plan.work
-            .orders
+        work.deferred.iter().peekable(),
+        work.orders
             .iter()
             .map(|o| o.target)
             .collect::<std::collections::HashSet<_>>(),
@@ -369,8 +400,8 @@ async fn carry_out<C: Connector>(
             result,
         });
     }
-    if !plan.work.orders.is_empty() {
-        let orders = &plan.work.orders;
+    if !work.orders.is_empty() {
+        let orders = &work.orders;
         let issued = order::obtain(store, ca, opts, now, orders, world, report).await;
         for s in issued {
             // Asked for right after issuance (ari::first_window).

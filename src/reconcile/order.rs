@@ -510,7 +510,7 @@ impl<'a> Settle<'a> {
             "{}: {provider} {says} ({error}); ordering from {to} instead",
             names_of(&job.t).join(", ")
         );
-        let best = cert::best_cert(&job.t, &self.world.certs, self.now);
+        let best = cert::best_position(&job.t, &self.world.certs, self.now);
         job.order.replaces = best.and_then(|b| work::replaces(self.world, b, &to));
         job.order.ca = CaKey {
             provider: to,

@@ -5,6 +5,7 @@
 //! A missing, unreadable or foreign record reads as "none": the CA is asked again and the
 //! local rule applies meanwhile, so a damaged cache can never stop a renewal.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -71,6 +72,29 @@ impl Store {
             .ok()
             .flatten()
             .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// The ids of the certificates with a cached ARI record and of those with a backoff,
+    /// from one listing of the cache directory (looking for each certificate's files costs
+    /// an idle run at 10,000 certificates two path lookups each); `None` when it cannot be
+    /// listed.
+    pub fn ari_cached_ids(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+        let dir = match std::fs::read_dir(self.ari_dir()) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Default::default()),
+            Err(_) => return None,
+        };
+        let (mut records, mut backoffs) = (BTreeSet::new(), BTreeSet::new());
+        for entry in dir {
+            let name = entry.ok()?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".json") {
+                records.insert(id.to_owned());
+            } else if let Some(id) = name.strip_suffix(".backoff") {
+                backoffs.insert(id.to_owned());
+            }
+        }
+        Some((records, backoffs))
     }
 
     fn ari_backoff_path(&self, cert_id: &str) -> PathBuf {
