@@ -333,7 +333,11 @@ fn assemble_targets(
     mut broken: Vec<(usize, TargetError)>,
 ) -> (Vec<Target>, Vec<TargetError>) {
     broken.sort_unstable_by_key(|(i, _)| *i);
-    let targets = slots.into_iter().flatten().collect();
+    // `filter_map`, not `flatten`: only the former is collected in place (a `flatten` grew
+    // a second vector by doubling, to room for 16,384 targets at 10,000: 5.8 MB, held
+    // through the whole run).
+    #[allow(clippy::filter_map_identity)]
+    let targets = slots.into_iter().filter_map(|t| t).collect();
     (targets, broken.into_iter().map(|(_, e)| e).collect())
 }
 
@@ -1532,6 +1536,26 @@ fn check_account_id(account_id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the loaded targets were collected out of their slots into a second
+    /// vector grown by doubling (room for 16,384 targets at 10,000: 5.8 MB more at the
+    /// peak of loading and through the whole run) instead of in the slots' own memory.
+    #[test]
+    fn the_targets_are_collected_in_the_memory_of_their_slots() {
+        let raw = crate::target::RawTarget::parse("satisfy: {names: [a.example]}\n").expect("yaml");
+        let t = Target::resolve("a", &raw, &crate::target::RawTarget::default()).expect("target");
+        let mut slots = empty_slots(1000);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if i % 3 != 0 {
+                *slot = Some(t.clone());
+            }
+        }
+        let memory = slots.as_ptr() as usize;
+        let (targets, _) = assemble_targets(slots, Vec::new());
+        assert_eq!(targets.len(), 666);
+        assert_eq!(targets.as_ptr() as usize, memory);
+        assert_eq!(targets.capacity(), 1000);
+    }
 
     /// Enough target files for both threads to claim several chunks, with broken ones
     /// spread among them: both ways of loading give every target and every broken file
