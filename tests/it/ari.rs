@@ -256,6 +256,7 @@ fn profile_is_validated_sent_and_a_change_reissues() {
 
     // Another profile: one new certificate, then stable.
     with_profile("classic");
+    wait_past_second_of_live(&state, NAME);
     acmekeep(&state, &["reconcile"]).assert_success();
     let second = state.live_cert_id(NAME);
     assert_ne!(second, first);
@@ -274,6 +275,7 @@ fn profile_is_validated_sent_and_a_change_reissues() {
     // from the CA's default profile with a warning naming what it offers, and the next
     // run orders nothing (the certificate is remembered with the profile asked for).
     with_profile("tlsclient");
+    wait_past_second_of_live(&state, NAME);
     let orders = proxy.orders().len();
     let run = acmekeep(&state, &["reconcile"]);
     run.assert_success();

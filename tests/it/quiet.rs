@@ -151,6 +151,7 @@ fn a_renewal_is_one_line_and_an_unreachable_ca_with_nothing_due_prints_nothing()
         },
     );
     state.retry_after_passed(&first);
+    wait_past_second_of_live(&state, NAME);
     let run = acmekeep(&state, &["reconcile"]);
     assert_ne!(state.live_cert_id(NAME), first, "renewed");
     let (_, not_after) = live_validity(&state, NAME);

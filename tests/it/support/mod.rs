@@ -184,6 +184,20 @@ pub fn pem_blocks(pem: &[u8], want_label: impl Fn(&str) -> bool) -> Vec<Vec<u8>>
         .collect()
 }
 
+/// Sleeps until the real time is at least a second past the notBefore of `live/<name>/cert`.
+/// A certificate's validity is in whole seconds: one Pebble issues within the same second as
+/// the certificate it replaces has the same validity, and the tie keeps the one with the
+/// smaller id linked (`cert::newer`), so a test that renews right after issuance waits for
+/// the next second first (the CA dates certificates by its own clock: no skew helps).
+pub fn wait_past_second_of_live(state: &StateDir, name: &str) {
+    let der = pem_certs(&state.read_live(name, "cert")).remove(0);
+    let not_before = parse_cert(&der).validity().not_before.to_datetime();
+    let left = not_before + time::Duration::seconds(1) - time::OffsetDateTime::now_utc();
+    if left.is_positive() {
+        std::thread::sleep(left.unsigned_abs());
+    }
+}
+
 /// The DER of every `CERTIFICATE` block in `pem`.
 pub fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
     pem_blocks(pem, |l| l == "CERTIFICATE")
