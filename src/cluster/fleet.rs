@@ -521,7 +521,7 @@ fn pause_until(p: &layout::Pause, origin: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(&p.until, &time::format_description::well_known::Rfc3339).ok()
 }
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::kv::mem::MemKv;
     use super::*;
     use time::macros::datetime;
@@ -548,7 +548,8 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-12-01 04:00 UTC);
 
-    fn head(node: &str) -> Vec<u8> {
+    /// A head naming node `node` (also used by the sync's tests in node.rs).
+    pub(crate) fn head(node: &str) -> Vec<u8> {
         layout::encode(&Head {
             cert: "c".repeat(52),
             at: "2026-12-01T04:00:00Z".into(),

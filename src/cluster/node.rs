@@ -1915,13 +1915,7 @@ mod tests {
         assert_eq!(target_sync(None, old, false), Pull);
     }
 
-    fn head(node: &str) -> Vec<u8> {
-        layout::encode(&Head {
-            cert: "c".repeat(52),
-            at: "2026-12-01T04:00:00Z".into(),
-            node: node.into(),
-        })
-    }
+    use super::super::fleet::tests::head;
 
     #[tokio::test]
     async fn an_incremental_read_sees_what_changed_and_what_was_removed_and_nothing_else() {

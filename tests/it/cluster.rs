@@ -266,6 +266,45 @@ fn fleet_node(pebble: &crate::support::Pebble, webroot: &Path) -> crate::support
     state
 }
 
+/// `run` printed exactly one line for each of `names`: deferred, because the CA told node a
+/// of the fleet to slow down.
+#[track_caller]
+fn assert_deferred_by_as_pause(run: &crate::support::Run, names: &[&str]) {
+    for name in names {
+        let line = format!(
+            "({name}) deferred, the CA asked to slow down: not attempted: the CA told node a of the fleet to slow down; retry after"
+        );
+        assert_eq!(count(&run.stderr, &line), 1, "{}", run.describe());
+    }
+    assert_eq!(
+        run.stderr.lines().count(),
+        names.len(),
+        "{}",
+        run.describe()
+    );
+}
+
+/// Starts `state`'s `cluster-agent -v` and waits until it has registered in the fleet.
+fn start_agent(state: &crate::support::StateDir, etcd: &Etcd) -> crate::support::Running {
+    let agent = crate::support::spawn_acmekeep(
+        state,
+        &["cluster-agent", "-v"],
+        &crate::support::RunOpts {
+            timeout: Duration::from_secs(100),
+            ..Default::default()
+        },
+    );
+    let started = Instant::now();
+    while etcd.dump("/acmekeep/x/agents/").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent
+}
+
 fn hook_log(state: &crate::support::StateDir) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_to_string(state.hooks_dir().join("live-updated.log"))
@@ -442,10 +481,7 @@ fn cluster_three_nodes_reconcile_at_once_and_each_target_is_ordered_once() {
 /// and validation succeeds; b then links the certificate a obtained.
 #[test]
 fn cluster_http01_is_answered_by_another_nodes_agent() {
-    use crate::support::{
-        Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, free_port, spawn_acmekeep,
-        standard_conf_target,
-    };
+    use crate::support::{Pebble, PebbleOpts, StateDir, acmekeep, free_port, standard_conf_target};
     let etcd = Etcd::start(3);
     let pebble = Pebble::start(PebbleOpts::fast());
     let key = ClusterKeys::new_line().expect("key");
@@ -463,22 +499,7 @@ fn cluster_http01_is_answered_by_another_nodes_agent() {
     join(&a, &eps, "a", &key);
     join(&b, &eps, "b", &key);
     acmekeep(&a, &["cluster-init"]).assert_success();
-    let agent = spawn_acmekeep(
-        &b,
-        &["cluster-agent", "-v"],
-        &RunOpts {
-            timeout: Duration::from_secs(100),
-            ..RunOpts::default()
-        },
-    );
-    let started = Instant::now();
-    while etcd.dump("/acmekeep/x/agents/").is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the agent never registered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let agent = start_agent(&b, &etcd);
     let run = acmekeep(&a, &["want", "agent.fleet.test"]);
     run.assert_success();
     let id = a.live_cert_id("agent.fleet.test");
@@ -861,13 +882,7 @@ fn cluster_a_rate_limit_on_the_account_told_to_one_node_holds_back_every_node() 
     let run = acmekeep(&t.b, &["reconcile"]);
     run.assert_success();
     // One line per target it has (a's target came with the sync), naming node a.
-    for name in ["limited.fleet.test", "other.fleet.test"] {
-        let line = format!(
-            "({name}) deferred, the CA asked to slow down: not attempted: the CA told node a of the fleet to slow down; retry after"
-        );
-        assert_eq!(count(&run.stderr, &line), 1, "{}", run.describe());
-    }
-    assert_eq!(run.stderr.lines().count(), 2, "{}", run.describe());
+    assert_deferred_by_as_pause(&run, &["limited.fleet.test", "other.fleet.test"]);
     assert_eq!(
         t.proxy.order_attempts().len(),
         orders,
@@ -957,13 +972,7 @@ fn cluster_a_rate_limit_on_registration_told_to_one_node_keeps_every_node_from_r
     acmekeep(&b, &["want", "--no-reconcile", "other.fleet.test"]).assert_success();
     let run = acmekeep(&b, &["reconcile"]);
     run.assert_success();
-    for name in ["reg.fleet.test", "other.fleet.test"] {
-        let line = format!(
-            "({name}) deferred, the CA asked to slow down: not attempted: the CA told node a of the fleet to slow down; retry after"
-        );
-        assert_eq!(count(&run.stderr, &line), 1, "{}", run.describe());
-    }
-    assert_eq!(run.stderr.lines().count(), 2, "{}", run.describe());
+    assert_deferred_by_as_pause(&run, &["reg.fleet.test", "other.fleet.test"]);
     assert_eq!(
         proxy.registrations(),
         vec![true],
@@ -1506,8 +1515,8 @@ fn cluster_tls_client_certificates_and_passwords_work_and_bad_credentials_say_wh
 #[test]
 fn cluster_agent_serves_tokens_through_its_webroot() {
     use crate::support::{
-        ChallengeServer, Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, free_port,
-        spawn_acmekeep, standard_conf_target, webroot_conf_target,
+        ChallengeServer, Pebble, PebbleOpts, StateDir, acmekeep, free_port, standard_conf_target,
+        webroot_conf_target,
     };
     let etcd = Etcd::start(3);
     let pebble = Pebble::start(PebbleOpts::fast());
@@ -1529,22 +1538,7 @@ fn cluster_agent_serves_tokens_through_its_webroot() {
     join(&a, &eps, "a", &key);
     join(&b, &eps, "b", &key);
     acmekeep(&a, &["cluster-init"]).assert_success();
-    let agent = spawn_acmekeep(
-        &b,
-        &["cluster-agent", "-v"],
-        &RunOpts {
-            timeout: Duration::from_secs(100),
-            ..RunOpts::default()
-        },
-    );
-    let started = Instant::now();
-    while etcd.dump("/acmekeep/x/agents/").is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the agent never registered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let agent = start_agent(&b, &etcd);
     let run = acmekeep(&a, &["want", "webroot.fleet.test"]);
     run.assert_success();
     assert!(!a.live_cert_id("webroot.fleet.test").is_empty());
@@ -1580,8 +1574,7 @@ fn cluster_agent_serves_tokens_through_its_webroot() {
 #[test]
 fn cluster_agent_links_a_certificate_another_node_obtained_and_runs_its_hook() {
     use crate::support::{
-        ChallengeServer, Pebble, PebbleOpts, RunOpts, StateDir, acmekeep, free_port,
-        spawn_acmekeep, standard_conf_target,
+        ChallengeServer, Pebble, PebbleOpts, StateDir, acmekeep, free_port, standard_conf_target,
     };
     let etcd = Etcd::start(1);
     let pebble = Pebble::start(PebbleOpts::fast());
@@ -1601,22 +1594,7 @@ fn cluster_agent_links_a_certificate_another_node_obtained_and_runs_its_hook() {
     join(&a, &eps, "a", &key);
     join(&b, &eps, "b", &key);
     acmekeep(&a, &["cluster-init"]).assert_success();
-    let agent = spawn_acmekeep(
-        &b,
-        &["cluster-agent", "-v"],
-        &RunOpts {
-            timeout: Duration::from_secs(100),
-            ..RunOpts::default()
-        },
-    );
-    let started = Instant::now();
-    while etcd.dump("/acmekeep/x/agents/").is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the agent never registered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let agent = start_agent(&b, &etcd);
     acmekeep(&a, &["want", "linked.fleet.test"]).assert_success();
     let id = a.live_cert_id("linked.fleet.test");
     assert!(!id.is_empty());
