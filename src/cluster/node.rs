@@ -434,21 +434,16 @@ pub async fn sync<K: Kv + 'static>(
         &mut out,
     )
     .await?;
-    for f in &data.heads_removed {
-        base.heads.remove(f);
-    }
-    base.heads.extend(std::mem::take(&mut data.heads));
-    if !full {
-        // A target this node keeps from now on (its labels changed) whose certificate is
-        // older than the last sync: that certificate too.
-        let newly: Vec<&String> = mirror
-            .targets
-            .keys()
-            .filter(|f| !before.contains(*f))
-            .collect();
-        mirror_heads(fleet, store, &newly, &base.heads, now, &mut out).await?;
-    }
-    out.heads = base.heads.clone();
+    settle_heads(
+        fleet,
+        store,
+        (&mirror.targets, &before),
+        &mut base,
+        &mut data,
+        now,
+        &mut out,
+    )
+    .await?;
     if !unchanged {
         base.revision = data.revision;
     }
@@ -458,6 +453,61 @@ pub async fn sync<K: Kv + 'static>(
     mirror.since = Some(base);
     save_mirror(store.root(), &mirror, &was)?;
     Ok(out)
+}
+
+/// The fleet's heads after this sync (`base.heads`, and `out.heads`): those removed and
+/// those read applied, the certificates of targets this node keeps from now on mirrored (an
+/// incremental read), and a next full read asked for when one of them is not in the mirror.
+async fn settle_heads<K: Kv + 'static>(
+    fleet: &Fleet<K>,
+    store: &Store,
+    (kept, before): (&BTreeMap<String, i64>, &BTreeSet<String>),
+    base: &mut Since,
+    data: &mut FleetData,
+    now: OffsetDateTime,
+    out: &mut Synced,
+) -> Result<()> {
+    let full = data.removed.is_none();
+    for f in &data.heads_removed {
+        base.heads.remove(f);
+    }
+    let moved: Vec<String> = data.heads.keys().cloned().collect();
+    base.heads.extend(std::mem::take(&mut data.heads));
+    let mut newly: Vec<&String> = Vec::new();
+    if !full {
+        // A target this node keeps from now on (its labels changed) whose certificate is
+        // older than the last sync: that certificate too.
+        newly = kept.keys().filter(|f| !before.contains(*f)).collect();
+        mirror_heads(fleet, store, &newly, &base.heads, now, out).await?;
+    }
+    let missed = not_mirrored(store, kept, &base.heads, moved.iter().chain(newly));
+    if missed > 0 {
+        tracing::debug!(
+            "{missed} certificate(s) of the fleet not mirrored: the next sync reads it whole"
+        );
+        base.full_read = String::new();
+    }
+    out.heads = base.heads.clone();
+    Ok(())
+}
+
+/// How many of the heads of target files `files` that this node keeps point at a
+/// certificate the mirror does not hold (its key not readable yet, not valid yet by this
+/// clock, a disk error). The sync that leaves one out has the next one read the fleet whole
+/// and try again, as every sync did before syncs were incremental: moving past its revision
+/// would leave it out until the daily full read, and meanwhile this node would see the target
+/// as due and could order it again.
+fn not_mirrored<'a>(
+    store: &Store,
+    kept: &BTreeMap<String, i64>,
+    heads: &BTreeMap<String, String>,
+    files: impl Iterator<Item = &'a String>,
+) -> usize {
+    files
+        .filter(|f| kept.contains_key(*f))
+        .filter_map(|f| heads.get(f))
+        .filter(|cert| !has_cert(store, cert))
+        .count()
 }
 
 /// The fleet's certificates read into the mirror, for the targets this node keeps: those
@@ -1916,6 +1966,36 @@ mod tests {
     }
 
     use super::super::fleet::tests::head;
+
+    #[test]
+    fn a_moved_head_whose_certificate_is_not_mirrored_is_counted_so_the_next_sync_reads_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = crate::store::lock::StateLock::acquire(dir.path()).expect("lock");
+        let store = Store::open(dir.path(), &lock).expect("open");
+        let (held, missing) = ("h".repeat(52), "m".repeat(52));
+        let cert_dir = dir.path().join("certs").join(&held);
+        std::fs::create_dir_all(&cert_dir).expect("certs/");
+        std::fs::write(cert_dir.join("cert"), "PEM").expect("cert");
+        let kept: BTreeMap<String, i64> = [("a".to_owned(), 1), ("b".to_owned(), 1)].into();
+        let heads: BTreeMap<String, String> = [
+            ("a".to_owned(), held.clone()),
+            ("b".to_owned(), missing.clone()),
+            ("elsewhere".to_owned(), missing),
+        ]
+        .into();
+        let files = |f: &[&str]| f.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>();
+        // b's certificate was not mirrored: counted.
+        assert_eq!(
+            not_mirrored(&store, &kept, &heads, files(&["a", "b"]).iter()),
+            1
+        );
+        // A target this node does not keep, or a head that did not move: not.
+        assert_eq!(
+            not_mirrored(&store, &kept, &heads, files(&["a", "elsewhere"]).iter()),
+            0
+        );
+        assert_eq!(not_mirrored(&store, &kept, &heads, files(&[]).iter()), 0);
+    }
 
     #[tokio::test]
     async fn an_incremental_read_sees_what_changed_and_what_was_removed_and_nothing_else() {
