@@ -88,10 +88,10 @@ pub(super) async fn obtain<C: Connector>(
             let opened = open_session(store, conn, &ca, world, paused.is_some());
             match opened.await {
                 Err(e) if e.is::<NotRegistering>() => {
-                    let failed = paused.map(|p| p.0).unwrap_or_else(|| Failure::of(&e));
-                    for job in group {
-                        settle.fail(&job.t, &failed);
-                    }
+                    // Paused with no account there: on to a fallback CA, as a paused CA's
+                    // order would.
+                    let (failed, why) = paused.unwrap_or_else(|| (Failure::of(&e), None));
+                    settle.fail_or_fall_over(&ca, group, &failed, why.map(|w| w.says()));
                 }
                 Ok((session, account_id)) => {
                     let account_id = Arc::new(account_id);
@@ -433,6 +433,18 @@ impl<'a> Settle<'a> {
         if failed.backoff == Backoff::Yes {
             failed.backoff = Backoff::No;
         }
+        self.fail_or_fall_over(ca, group, &failed, why);
+    }
+
+    /// Each of `group`'s targets goes on to its next CA when `why` says the CA at `ca` could
+    /// not issue and the target has one, else fails with `failed`.
+    fn fail_or_fall_over(
+        &mut self,
+        ca: &CaKey,
+        group: Vec<Job>,
+        failed: &Failure,
+        why: Option<&str>,
+    ) {
         for job in group {
             if let Some(why) = why
                 && let Some(job) = self.fall_over(job.clone(), &ca.provider, why, &failed.error)
@@ -440,7 +452,7 @@ impl<'a> Settle<'a> {
                 self.next.entry(job.order.ca.clone()).or_default().push(job);
                 continue;
             }
-            self.fail(&job.t, &failed);
+            self.fail(&job.t, failed);
         }
     }
 
