@@ -230,6 +230,25 @@ impl<K: Kv + 'static> Agent<K> {
     }
 }
 
+impl<K: Kv + 'static> Agent<K> {
+    /// [`Agent::follow`] as long as the agent runs, starting over after a failure (said
+    /// once until it works again).
+    async fn keep_following(&self) {
+        let mut reported = false;
+        loop {
+            if let Err(e) = self.follow().await {
+                if !reported {
+                    tracing::warn!("cluster agent: {e:#} (retrying)");
+                    reported = true;
+                }
+            } else {
+                reported = false;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 /// Follows the heads for [`Agent::follow_heads`] as long as the agent runs (starting over
 /// after a failure), unless the state directory cannot be written.
 async fn keep_linking<K: Kv + 'static>(agent: &Agent<K>, linker: Option<&Linker>) {
@@ -294,36 +313,40 @@ pub async fn run<K: Kv + 'static>(
         serves.webroots.len(),
         info.listens
     );
-    let agent = Agent {
+    let agent = Arc::new(Agent {
         fleet: fleet.clone(),
         serves,
         tokens,
         lease: lease.id(),
-    };
+    });
+    // The tokens are followed on the runtime's worker thread, beside the listeners and the
+    // lease's keep-alive: linking (a whole sync at start, file work on this thread) must not
+    // hold up a token another node publishes meanwhile.
+    let follower = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.keep_following().await }
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut reported = false;
     let linking = keep_linking(&agent, linker.as_ref());
     tokio::pin!(linking);
-    loop {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let lost = loop {
         tokio::select! {
             () = &mut linking => {}
-            r = agent.follow() => {
-                if let Err(e) = r {
-                    if !reported {
-                        tracing::warn!("cluster agent: {e:#} (retrying)");
-                        reported = true;
-                    }
-                } else {
-                    reported = false;
-                }
+            _ = ticks.tick() => {
                 if lease.lost() {
-                    anyhow::bail!("the agent's etcd lease expired; exiting so that the service manager starts it again");
+                    break true;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = term.recv() => break false,
         }
+    };
+    follower.abort();
+    if lost {
+        anyhow::bail!(
+            "the agent's etcd lease expired; exiting so that the service manager starts it again"
+        );
     }
     lease.revoke(fleet.kv().as_ref()).await;
     drop(listeners);
