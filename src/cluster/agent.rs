@@ -156,6 +156,11 @@ impl<K: Kv + 'static> Agent<K> {
         match self.link_locked(linker, &lock).await {
             Ok(names) if !names.is_empty() => {
                 tracing::info!("linked the fleet's new certificates: {}", names.join(", "));
+                // The hooks run once the state directory is free again, so that a scheduled
+                // run starting meanwhile does not find it busy for as long as they take.
+                drop(lock);
+                let updated = crate::hooks::Event::LiveUpdated { names: &names };
+                crate::reconcile::run_hooks(&linker.hooks, updated).await;
                 true
             }
             Ok(_) => true,
@@ -177,7 +182,7 @@ impl<K: Kv + 'static> Agent<K> {
         let store = crate::store::Store::open(&linker.state_dir, lock)?;
         let now = linker.clock.now_utc();
         super::node::sync(&self.fleet, &store, now).await?;
-        let (relinked, errors) = crate::reconcile::relink_only(&store, &linker.hooks, now).await?;
+        let (relinked, errors) = crate::reconcile::relink_only(&store, now)?;
         for e in errors {
             tracing::warn!("{e}");
         }

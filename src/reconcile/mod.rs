@@ -484,15 +484,12 @@ async fn finish(
     report.world = world;
 }
 
-/// Links in `live/` the certificates the state directory holds for its targets and runs the
-/// `live-updated` hooks with the names that changed: the end of a run alone, ordering and
-/// asking nothing (a fleet node's agent, when another node's certificate arrives). The names
-/// relinked, and the errors of the names that could not be.
-pub async fn relink_only(
-    store: &Store,
-    hooks: &Arc<HookRunner>,
-    now: OffsetDateTime,
-) -> Result<(Vec<String>, Vec<String>)> {
+/// Links in `live/` the certificates the state directory holds for its targets: the end of a
+/// run alone, ordering and asking nothing (a fleet node's agent, when another node's
+/// certificate arrives). The names relinked, for the `live-updated` hooks the caller runs
+/// (the agent once it has let go of the state directory), and the errors of the names that
+/// could not be.
+pub fn relink_only(store: &Store, now: OffsetDateTime) -> Result<(Vec<String>, Vec<String>)> {
     let world = World::load(store, Scope::RECONCILE)?;
     let (mut relinked, mut errors) = (Vec::new(), Vec::new());
     for r in plan::plan_relinks(&world.targets, &world.certs, &world.inv.live, now) {
@@ -501,7 +498,6 @@ pub async fn relink_only(
             Err(e) => errors.push(crate::cause::render(&e)),
         }
     }
-    run_hooks(hooks, Event::LiveUpdated { names: &relinked }).await;
     Ok((relinked, errors))
 }
 
