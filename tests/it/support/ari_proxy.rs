@@ -707,12 +707,14 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
     let kid = challenge_double::jws_protected(&req.body)["kid"]
         .as_str()
         .map(str::to_owned);
+    let mut validation = None;
     if method == "POST"
         && let Some(kid) = &kid
     {
-        let copy = challenge_double::before_challenge_post(&mut shared.state().double, path, kid);
+        let post = challenge_double::before_challenge_post(&shared.state().double, path, kid);
+        validation = post.validation;
         let offer = shared.state().double.offer.clone();
-        for (name, values) in copy.into_iter() {
+        for (name, values) in post.copy.into_iter() {
             for value in values {
                 if let (Some(key), Some(server)) = (&offer.pebble_dns_key, offer.client_dns) {
                     challenge_double::publish_in_knot(
@@ -732,6 +734,16 @@ fn handle(req: &Message, shared: &Shared) -> io::Result<Message> {
     }
 
     let mut rsp = forward(req, shared)?;
+    // Only a POST Pebble accepted counts as a validation (a badNonce one is sent again).
+    if let Some(v) = validation
+        && rsp
+            .start
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|s| s.starts_with('2'))
+    {
+        shared.state().double.validations.push(v);
+    }
     // Only orders Pebble created count (a badNonce rejection is retried by the client).
     if let Some(order) = &seen
         && rsp.header("location").is_some()

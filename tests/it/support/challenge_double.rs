@@ -267,27 +267,39 @@ pub fn relabel_authz(st: &mut DoubleState, json: &mut serde_json::Value, kid: Op
     }
 }
 
+/// What the double made of a POST to a challenge path.
+#[derive(Default)]
+pub struct ChallengePost {
+    /// The record read; counted only once Pebble accepts the POST (a POST refused for a bad
+    /// nonce is sent again by the client and is the same validation).
+    pub validation: Option<Validation>,
+    /// The dns-01 values to put into Pebble's DNS at `_acme-challenge.<name>`.
+    pub copy: Option<(String, Vec<String>)>,
+}
+
 /// Before a POST to a challenge path is forwarded: reads the client's record and, when it is
-/// usable, returns the dns-01 values to put into Pebble's DNS at `_acme-challenge.<name>`.
-pub fn before_challenge_post(
-    st: &mut DoubleState,
-    path: &str,
-    kid: &str,
-) -> Option<(String, Vec<String>)> {
-    let (name, wildcard, token) = st.challenges.get(path)?.clone();
-    let server = st.offer.client_dns?;
+/// usable, says which dns-01 values to put into Pebble's DNS.
+pub fn before_challenge_post(st: &DoubleState, path: &str, kid: &str) -> ChallengePost {
+    let mut post = ChallengePost::default();
+    let Some((name, wildcard, token)) = st.challenges.get(path).cloned() else {
+        return post;
+    };
+    let Some(server) = st.offer.client_dns else {
+        return post;
+    };
     if st.offer.dns_account {
         let record = format!("{}._acme-challenge.{name}", account_label(kid));
         let found = txt_at(server, &record);
         if !found.is_empty() {
-            st.validations.push(Validation {
+            post.validation = Some(Validation {
                 kind: "dns-account-01".into(),
                 name: name.clone(),
                 record,
                 found: found.clone(),
                 usable: true,
             });
-            return Some((name, found));
+            post.copy = Some((name, found));
+            return post;
         }
     }
     if !st.offer.persist_issuers.is_empty() {
@@ -295,15 +307,16 @@ pub fn before_challenge_post(
         let found = txt_at(server, &record);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let usable = persist_usable(&found, &st.offer.persist_issuers, kid, wildcard, now);
-        st.validations.push(Validation {
+        post.validation = Some(Validation {
             kind: "dns-persist-01".into(),
             name: name.clone(),
             record,
             found,
             usable,
         });
-        let thumb = st.thumbprints.get(kid)?;
-        return usable.then(|| (name, vec![dns01_value(&token, thumb)]));
+        if let Some(thumb) = st.thumbprints.get(kid).filter(|_| usable) {
+            post.copy = Some((name, vec![dns01_value(&token, thumb)]));
+        }
     }
-    None
+    post
 }
