@@ -39,15 +39,15 @@ pub fn command() -> clap::Command {
 pub fn parse() -> Cli {
     use clap::FromArgMatches;
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cmd = command();
-    let parsed = cmd
-        .clone()
+    // No copy of the command is kept for the error path: the command is the largest thing a
+    // run allocates before its work, and a usage error can build it again.
+    let parsed = command()
         .try_get_matches_from(&args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
     parsed.unwrap_or_else(|e| {
         if e.use_stderr() {
             let _ = e.print();
-            std::process::exit(usage_error_code(&cmd, &args));
+            std::process::exit(usage_error_code(&command(), &args));
         }
         // --help, --version: printed on stdout, exit 0.
         e.exit()

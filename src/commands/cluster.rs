@@ -272,16 +272,65 @@ fn print_secrets(out: &mut impl Write, doc: &FleetReport) -> std::io::Result<()>
     )
 }
 
-/// The runtime of a run on a fleet node: this thread carries the run, one worker thread the
+/// The runtime of a run on a fleet node: this thread carries the run, a thread of its own the
 /// tasks it spawns, among them the keep-alive of the run's lease. On one thread, a long
 /// stretch of file work (a new node's first sync writing 10,000 certificates, linking them
 /// into live/) held the keep-alive up past the lease's TTL, and etcd ended the lease.
-fn fleet_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+///
+/// A single-threaded runtime driven by that second thread rather than tokio's multi-threaded
+/// scheduler: the same two threads, without the work-stealing scheduler's code in the binary
+/// (and the maths library it loads into every run, fleet or not).
+struct FleetRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    driver: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FleetRuntime {
+    /// Runs `future` on this thread; what it spawns runs on the driver thread.
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.handle.block_on(future)
+    }
+}
+
+impl Drop for FleetRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.join();
+        }
+    }
+}
+
+fn fleet_runtime() -> Result<FleetRuntime> {
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")
+        .context("starting the async runtime")?;
+    let handle = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (driving, started) = std::sync::mpsc::channel::<()>();
+    let driver = std::thread::Builder::new()
+        .name("acmekeep-tasks".to_owned())
+        .spawn(move || {
+            rt.block_on(async move {
+                let _ = driving.send(());
+                let _ = stopped.await;
+            });
+        })
+        .context("starting the runtime's thread")?;
+    // The driver holds the runtime before this thread enters it, so spawned tasks, timers and
+    // sockets are served there even while this thread is busy with files.
+    started
+        .recv()
+        .map_err(|_| anyhow!("the runtime's thread ended at start"))?;
+    Ok(FleetRuntime {
+        handle,
+        stop: Some(stop),
+        driver: Some(driver),
+    })
 }
 
 /// How many sync-and-reconcile passes a run makes at most: the first, then one after each
@@ -649,4 +698,34 @@ pub fn agent(settings: &Settings) -> Result<ExitCode> {
         crate::cluster::agent::run(std::sync::Arc::new(fleet), serves, Some(linker), since).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// The lease's keep-alive is a spawned task: it must go on while the run's own thread is
+    /// busy with files (here: sleeping without yielding), and the run's own timers work.
+    #[test]
+    fn the_fleet_runtime_runs_spawned_tasks_while_the_calling_thread_is_busy() {
+        let rt = super::fleet_runtime().expect("runtime");
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = ticks.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let during = ticks.load(Ordering::SeqCst);
+            assert!(during >= 10, "{during} ticks while this thread was busy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(ticks.load(Ordering::SeqCst) > during);
+        });
+        drop(rt);
+    }
 }
