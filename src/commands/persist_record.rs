@@ -92,10 +92,11 @@ pub fn execute(settings: &Settings, args: &PersistRecordArgs) -> Result<ExitCode
         };
         let value = record.value().map_err(|e| anyhow!("{}: {e}", p.base))?;
         let owner = persist::record_name(p.base.as_str());
-        out.push_str(&format!(
-            "; {owner} for {provider} (account {account_url}, {})\n",
+        let about = format!(
+            "{owner} for {provider} (account {account_url}, {})",
             form.draft()
-        ));
+        );
+        out.push_str(&comment(&args.format, &about));
         let ttl = args.ttl;
         out.push_str(&lines(&args.format, &owner, ttl, &value));
         if args.publish && !rt.block_on(publish(p, &owner, &value, &record, ttl)) {
@@ -152,6 +153,17 @@ fn plan(
         }
     }
     Ok(planned)
+}
+
+/// The line saying which record follows, as a comment of the format's own: `#` in a
+/// tinydns-data file (which refuses a line beginning with `;`), none in `plain`, which is
+/// for scripts.
+fn comment(format: &str, about: &str) -> String {
+    match format {
+        "plain" => String::new(),
+        "tinydns" => format!("# {about}\n"),
+        _ => format!("; {about}\n"),
+    }
 }
 
 /// The record `value` at `owner` in `--format` `format`: a zone-file line, a tinydns-data
