@@ -22,6 +22,14 @@ use crate::name::Hostname;
 pub const DEFAULT_PROVIDER: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's ACMEv1 directory (acmetool 0.0.x's default), mapped to the v2 one.
 pub const LE_V1_PROVIDER: &str = "https://acme-v01.api.letsencrypt.org/directory";
+
+/// The directories an account registered at `directory_url` is used at: its own, and for an
+/// ACMEv1 Let's Encrypt account the v2 directory too (acmetool 0.2 reuses it: Let's Encrypt
+/// knows the same key there).
+pub fn directories_served(directory_url: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(directory_url)
+        .chain((directory_url == LE_V1_PROVIDER).then_some(DEFAULT_PROVIDER))
+}
 /// acmetool's default renewal margin in days.
 pub const DEFAULT_MARGIN_DAYS: u32 = 30;
 /// Largest target file we read.

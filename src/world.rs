@@ -317,28 +317,27 @@ impl World {
             }
         }
         if !needs.issuers.is_empty() {
-            // The CAs are few: one copy of each, and each account's directory URL decoded
-            // once, not once per certificate ordered with it.
+            // The CAs and accounts are few: one copy of each CA, and each account's
+            // directory URL decoded once, not once per certificate ordered with it.
             let mut cas: Vec<Arc<str>> = Vec::new();
             for ca in self.issuers.iter().flatten().flatten() {
                 if !cas.contains(ca) {
                     cas.push(ca.clone());
                 }
             }
-            let mut parts: Vec<(String, Option<Arc<str>>)> = Vec::new();
+            let mut accounts: Vec<(String, Option<Arc<str>>)> = Vec::new();
             for &i in &needs.issuers {
                 let Some(c) = self.certs.at(i) else { continue };
                 if self.issuer(i).is_some() {
                     continue;
                 }
                 let ca = store.cert_account(&c.id).and_then(|account| {
-                    let (part, _key) = account.rsplit_once('/')?;
-                    if let Some((_, ca)) = parts.iter().find(|(p, _)| p == part) {
+                    if let Some((_, ca)) = accounts.iter().find(|(a, _)| *a == account) {
                         return ca.clone();
                     }
-                    let ca = crate::store::layout::directory_url_from_part(part)
-                        .map(|url| intern(&mut cas, url));
-                    parts.push((part.to_owned(), ca.clone()));
+                    let ca =
+                        crate::store::account_provider(&account).map(|url| intern(&mut cas, url));
+                    accounts.push((account, ca.clone()));
                     ca
                 });
                 self.note_issuer(i, ca);

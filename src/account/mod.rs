@@ -78,13 +78,10 @@ pub fn accounts_for<'a>(inv: &'a Inventory, provider: &str) -> Vec<&'a AccountRe
         .iter()
         .filter(|a| a.directory_url == provider)
         .collect();
-    if provider == crate::target::DEFAULT_PROVIDER {
-        out.extend(
-            inv.accounts
-                .iter()
-                .filter(|a| a.directory_url == crate::target::LE_V1_PROVIDER),
-        );
-    }
+    out.extend(inv.accounts.iter().filter(|a| {
+        a.directory_url != provider
+            && crate::target::directories_served(&a.directory_url).any(|d| d == provider)
+    }));
     out
 }
 

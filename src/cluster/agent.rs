@@ -324,7 +324,7 @@ pub async fn run<K: Kv + 'static>(
         tokens,
         lease: lease.id(),
     });
-    // The tokens are followed on the runtime's worker thread, beside the listeners and the
+    // The tokens are followed on the fleet runtime's own thread, beside the listeners and the
     // lease's keep-alive: linking (a whole sync at start, file work on this thread) must not
     // hold up a token another node publishes meanwhile.
     let follower = tokio::spawn({

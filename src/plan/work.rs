@@ -179,13 +179,9 @@ pub fn replaces(world: &World, best: usize, provider: &str) -> Option<String> {
 pub fn askable_cas(world: &World) -> Vec<&str> {
     let mut cas: Vec<&str> = Vec::new();
     for a in &world.inv.accounts {
-        let ca = a.directory_url.as_str();
-        for ca in [ca, crate::target::DEFAULT_PROVIDER] {
+        for ca in crate::target::directories_served(&a.directory_url) {
             if !cas.contains(&ca) {
                 cas.push(ca);
-            }
-            if a.directory_url != crate::target::LE_V1_PROVIDER {
-                break;
             }
         }
     }

@@ -1107,9 +1107,7 @@ impl Store {
     /// The directory URL of the CA certificate `id` was ordered from: that of the account it
     /// was ordered with ([`Store::cert_account`]), when it has one.
     pub fn cert_provider(&self, id: &str) -> Option<String> {
-        let account = self.cert_account(id)?;
-        let (part, _key) = account.rsplit_once('/')?;
-        layout::directory_url_from_part(part)
+        account_provider(&self.cert_account(id)?)
     }
 
     /// Writes a new target file under `desired/`.
@@ -1518,6 +1516,13 @@ fn check_layout(root: &Path, repair: bool) -> Result<()> {
 pub const DEACTIVATED: &str = ".deactivated";
 
 /// Checks an account id, `<urlpart>/<key id>`, before it becomes part of a path.
+/// The directory URL of the CA of `account` (`<escaped directory URL>/<key id>`, as
+/// [`Store::cert_account`] gives it).
+pub fn account_provider(account: &str) -> Option<String> {
+    let (part, _key) = account.rsplit_once('/')?;
+    layout::directory_url_from_part(part)
+}
+
 fn check_account_id(account_id: &str) -> Result<()> {
     let ok = match account_id.split_once('/') {
         Some((part, kid)) => {
